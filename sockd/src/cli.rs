@@ -1,0 +1,99 @@
+//! The command line of `sockd`: every option, its default and its help text.
+//! Only parsing lives here; what the options do is in `lib.rs` and the modules it calls.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// SOCKS4, SOCKS4a and SOCKS5 server for a firewall host, with a permit/deny rule file in the
+/// format of the 1992 SOCKS paper.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sockd", version, about, long_about = None)]
+pub struct Options {
+    /// Rule file (permit/deny lines, first match wins, no match = deny).
+    #[arg(short = 'f', long = "config", value_name = "FILE", default_value = "/etc/sockd.conf")]
+    pub config: PathBuf,
+
+    /// Address to listen on, IPv4 or IPv6 (`[::1]:1080`); repeatable. Port 0 picks a free port.
+    /// Default 127.0.0.1:1080, so a fresh install is never an open proxy.
+    #[arg(short = 'l', long = "listen", value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+
+    /// inetd mode: the client connection is on standard input; serve it, then exit.
+    #[arg(long)]
+    pub inetd: bool,
+
+    /// Log to syslog (facility daemon) instead of standard error. Implied by --inetd.
+    #[arg(long)]
+    pub syslog: bool,
+
+    /// Parse the rule file, print the effective rules one per line and exit; exit status 1 and
+    /// the error (file:line: message) on a bad file.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Username/password file (`user:password` lines, `#` comments). When given, SOCKS5 clients
+    /// must authenticate (RFC 1929) and SOCKS4 requests are refused.
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+
+    /// Resolve host names in the rule file from this hosts-format file before the system resolver.
+    #[arg(long, value_name = "FILE")]
+    pub hosts: Option<PathBuf>,
+
+    /// Seconds to resolve and connect to a destination (all its addresses together).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+
+    /// Seconds a client has to send its whole greeting, authentication and request.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub handshake_timeout: u64,
+
+    /// Seconds a relayed session may stay silent in both directions before it is closed; 0 = never.
+    #[arg(long, value_name = "SECS", default_value_t = 7200)]
+    pub idle_timeout: u64,
+
+    /// Seconds a BIND waits for the inbound connection.
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub bind_timeout: u64,
+
+    /// Least severe messages logged: error, warn, info or debug.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: log::LevelFilter,
+}
+
+/// The timeouts a session obeys, taken from the options.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Resolve plus connect to the destination.
+    pub connect: Duration,
+    /// Greeting, authentication and request.
+    pub handshake: Duration,
+    /// Silence in both directions while relaying; `None` = no limit.
+    pub idle: Option<Duration>,
+    /// Waiting for the inbound connection of a BIND.
+    pub bind: Duration,
+}
+
+impl Options {
+    /// The listen addresses, with the safe default when none was given.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        if self.listen.is_empty() {
+            vec![SocketAddr::from(([127, 0, 0, 1], 1080))]
+        } else {
+            self.listen.clone()
+        }
+    }
+
+    /// The timeouts as durations.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(self.connect_timeout),
+            handshake: Duration::from_secs(self.handshake_timeout),
+            idle: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            bind: Duration::from_secs(self.bind_timeout),
+        }
+    }
+}

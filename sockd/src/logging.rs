@@ -1,0 +1,116 @@
+//! Where sockd's log lines go: standard error (foreground) with a UTC timestamp, or syslog with
+//! facility LOG_DAEMON (`--syslog`, and always in inetd mode, where standard error is the
+//! client's socket). One line per event; the messages themselves are written by the callers.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::sys;
+
+/// The destination of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// Standard error, one timestamped line per message.
+    Stderr,
+    /// The system log, facility daemon.
+    Syslog,
+}
+
+#[derive(Debug)]
+struct Logger {
+    sink: Sink,
+    level: LevelFilter,
+}
+
+/// Installs the logger; later calls are ignored (the first one wins).
+pub fn init(sink: Sink, level: LevelFilter) {
+    if sink == Sink::Syslog {
+        sys::open_syslog();
+    }
+    if log::set_boxed_logger(Box::new(Logger { sink, level })).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        match self.sink {
+            Sink::Stderr => {
+                let line = format!(
+                    "{} sockd[{}] {}: {}\n",
+                    utc_timestamp(SystemTime::now()),
+                    std::process::id(),
+                    record.level().as_str().to_ascii_lowercase(),
+                    record.args()
+                );
+                // One write per line so concurrent sessions never interleave within a line;
+                // a failed write to stderr has nowhere better to be reported.
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+            Sink::Syslog => {
+                let priority = match record.level() {
+                    Level::Error => libc::LOG_ERR,
+                    Level::Warn => libc::LOG_WARNING,
+                    Level::Info => libc::LOG_NOTICE,
+                    Level::Debug | Level::Trace => libc::LOG_DEBUG,
+                };
+                sys::syslog(priority, &record.args().to_string());
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a point in time (proleptic Gregorian calendar, UTC).
+fn utc_timestamp(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Converts days since 1970-01-01 to (year, month, day); Howard Hinnant's well-known algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(utc_timestamp(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_782_896_789);
+        assert_eq!(utc_timestamp(t), "2026-11-27T12:34:56.789Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(utc_timestamp(leap), "2000-02-29T00:00:00.000Z");
+    }
+}

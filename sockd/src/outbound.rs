@@ -1,0 +1,144 @@
+//! Reaching a destination on a client's behalf: resolving a requested name, keeping only the
+//! addresses the rule file permits for this client, and connecting to them in turn within one
+//! deadline. Failures come back as the RFC 1928 reason to reply with, plus a message to log.
+//!
+//! Not here: replying to the client or relaying (see `session` and `relay`).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use socks_proto::rules::{Action, Request as RuleRequest};
+use socks_proto::{Failure, TargetAddr};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+use crate::Context;
+
+/// A failed step: what to reply and what to log.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The reply reason.
+    pub failure: Failure,
+    /// The log text.
+    pub message: String,
+    /// Whether this was a local resource shortage (logged as a resource failure).
+    pub resource: bool,
+}
+
+impl Refusal {
+    fn new(failure: Failure, message: String) -> Refusal {
+        Refusal { failure, message, resource: false }
+    }
+}
+
+/// The addresses a target stands for: itself, or the resolved name (all families, resolver
+/// order), within `deadline`.
+pub async fn resolve(target: &TargetAddr, deadline: Instant) -> Result<Vec<SocketAddr>, Refusal> {
+    let (name, port) = match target {
+        TargetAddr::Ip(sa) => return Ok(vec![canonical(*sa)]),
+        TargetAddr::Domain(name, port) => (name.as_str(), *port),
+    };
+    match timeout_at(deadline, tokio::net::lookup_host((name, port))).await {
+        Err(_) => {
+            Err(Refusal::new(Failure::HostUnreachable, format!("cannot resolve {name}: timed out")))
+        }
+        Ok(Err(e)) => {
+            Err(Refusal::new(Failure::HostUnreachable, format!("cannot resolve {name}: {e}")))
+        }
+        Ok(Ok(addrs)) => {
+            let mut list: Vec<SocketAddr> = Vec::new();
+            for sa in addrs.map(canonical) {
+                if !list.contains(&sa) {
+                    list.push(sa);
+                }
+            }
+            if list.is_empty() {
+                Err(Refusal::new(
+                    Failure::HostUnreachable,
+                    format!("cannot resolve {name}: no addresses"),
+                ))
+            } else {
+                Ok(list)
+            }
+        }
+    }
+}
+
+/// The rule check: the addresses this client may reach, or the denial naming the deciding rule
+/// (`FILE:LINE`, or `default` when no line matched) for the first address.
+pub fn permitted(
+    ctx: &Context,
+    client: IpAddr,
+    user: Option<&str>,
+    addrs: &[SocketAddr],
+) -> Result<Vec<SocketAddr>, String> {
+    let mut allowed = Vec::new();
+    let mut first_denial = None;
+    for addr in addrs {
+        let request = RuleRequest { src: client, dst: addr.ip(), port: addr.port(), user };
+        let decision = ctx.rules.decide(&request);
+        if decision.action == Action::Permit {
+            allowed.push(*addr);
+        } else if first_denial.is_none() {
+            first_denial = Some(match decision.rule {
+                Some(rule) => format!("{}:{}", ctx.rules.file, rule.line),
+                None => "default".to_string(),
+            });
+        }
+    }
+    if allowed.is_empty() {
+        Err(first_denial.unwrap_or_else(|| "default".into()))
+    } else {
+        Ok(allowed)
+    }
+}
+
+/// Connects to the first address that answers, trying each in turn until `deadline`.
+pub async fn connect_any(addrs: &[SocketAddr], deadline: Instant) -> Result<TcpStream, Refusal> {
+    let mut last = None;
+    for addr in addrs {
+        match timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last = Some((*addr, e)),
+            Err(_) => {
+                let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                last = Some((*addr, e));
+                break;
+            }
+        }
+    }
+    let Some((addr, error)) = last else {
+        return Err(Refusal::new(Failure::General, "no address to connect to".into()));
+    };
+    let mut refusal = Refusal::new(failure_for(&error), format!("connect to {addr}: {error}"));
+    refusal.resource = is_resource_shortage(&error);
+    Err(refusal)
+}
+
+/// The RFC 1928 reply for a failed connect.
+pub fn failure_for(error: &io::Error) -> Failure {
+    match error.raw_os_error() {
+        Some(libc::ECONNREFUSED) => Failure::Refused,
+        Some(libc::ENETUNREACH) | Some(libc::ENETDOWN) => Failure::NetworkUnreachable,
+        Some(libc::EHOSTUNREACH) | Some(libc::EHOSTDOWN) | Some(libc::ETIMEDOUT) => {
+            Failure::HostUnreachable
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => Failure::NotAllowed,
+        Some(libc::EAFNOSUPPORT) => Failure::AddressTypeNotSupported,
+        _ if error.kind() == io::ErrorKind::TimedOut => Failure::HostUnreachable,
+        _ => Failure::General,
+    }
+}
+
+/// Whether an error means this host ran out of something (descriptors, memory, buffers).
+pub fn is_resource_shortage(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+/// IPv4-mapped IPv6 addresses as plain IPv4, so rules and logs see one form.
+pub fn canonical(sa: SocketAddr) -> SocketAddr {
+    SocketAddr::new(sa.ip().to_canonical(), sa.port())
+}

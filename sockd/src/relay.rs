@@ -1,0 +1,103 @@
+//! Moving bytes between the client and the destination once a request is granted: both
+//! directions at once, each until its reader reports end of stream, which is passed on as
+//! `shutdown(SHUT_WR)` (half-close) so the other direction keeps flowing. Ends when both
+//! directions are done, when either side fails, or after the idle timeout.
+//!
+//! Not here: any SOCKS bytes. Nothing but the peers' own data is ever written.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Size of each direction's buffer.
+const BUFFER_SIZE: usize = 16 * 1024;
+
+/// How a relay ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// Both sides finished sending.
+    Finished,
+    /// Neither side sent anything for the idle timeout.
+    Idle,
+    /// A read or write failed (reset, broken pipe…).
+    Failed(std::io::Error),
+}
+
+/// What a relay did.
+#[derive(Debug)]
+pub struct RelayStats {
+    /// Bytes from the client to the destination.
+    pub sent: u64,
+    /// Bytes from the destination to the client.
+    pub received: u64,
+    /// Why it stopped.
+    pub end: RelayEnd,
+}
+
+/// Relays until both directions are finished; `idle` bounds the silence in both directions.
+pub async fn relay(client: TcpStream, remote: TcpStream, idle: Option<Duration>) -> RelayStats {
+    let start = Instant::now();
+    let last_activity_ms = AtomicU64::new(0);
+    let sent = AtomicU64::new(0);
+    let received = AtomicU64::new(0);
+    let (client_read, client_write) = client.into_split();
+    let (remote_read, remote_write) = remote.into_split();
+    let both = async {
+        tokio::try_join!(
+            copy_until_eof(client_read, remote_write, &sent, &last_activity_ms, start),
+            copy_until_eof(remote_read, client_write, &received, &last_activity_ms, start),
+        )
+    };
+    let end = tokio::select! {
+        result = both => match result {
+            Ok(_) => RelayEnd::Finished,
+            Err(e) => RelayEnd::Failed(e),
+        },
+        () = idle_expired(idle, &last_activity_ms, start) => RelayEnd::Idle,
+    };
+    RelayStats {
+        sent: sent.load(Ordering::Relaxed),
+        received: received.load(Ordering::Relaxed),
+        end,
+    }
+}
+
+/// Copies one direction, then half-closes the writer.
+async fn copy_until_eof(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    counter: &AtomicU64,
+    last_activity_ms: &AtomicU64,
+    start: Instant,
+) -> std::io::Result<()> {
+    let mut buffer = vec![0u8; BUFFER_SIZE];
+    loop {
+        let n = from.read(&mut buffer).await?;
+        if n == 0 {
+            // End of stream: pass the FIN on and leave the other direction running.
+            return to.shutdown().await;
+        }
+        to.write_all(&buffer[..n]).await?;
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        last_activity_ms.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Completes once nothing moved for `idle`; never, when `idle` is `None`.
+async fn idle_expired(idle: Option<Duration>, last_activity_ms: &AtomicU64, start: Instant) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    loop {
+        let last = start + Duration::from_millis(last_activity_ms.load(Ordering::Relaxed));
+        let due = last + idle;
+        if Instant::now() >= due {
+            return;
+        }
+        tokio::time::sleep_until(due).await;
+    }
+}

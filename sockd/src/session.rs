@@ -1,0 +1,286 @@
+//! One client connection from accept to close: the handshake (with its deadline), then the
+//! command — CONNECT here, BIND in `bind` — and the log lines of the paper's three classes
+//! (denied, connected/closed, resource failure) plus malformed input and timeouts.
+//!
+//! Not here: the byte formats (socks-proto), the rule language (socks-proto `rules`), relaying.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{debug, error, info};
+use socks_proto::server::{AuthPolicy, Command, Request, ServerHandshake, Step};
+use socks_proto::{Failure, ProtoError, TargetAddr};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+use crate::outbound::{self, canonical};
+use crate::relay::{relay, RelayEnd, RelayStats};
+use crate::{bind, Context};
+
+/// How long a refused client is given to read our failure reply before the socket is closed.
+const LINGER_AFTER_FAILURE: Duration = Duration::from_secs(2);
+
+/// Who asked for what: the fields every log line of a session carries.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The client's address (IPv4-mapped shown as IPv4).
+    pub client: SocketAddr,
+    /// SOCKS4 USERID or SOCKS5 username.
+    pub user: Option<String>,
+    /// The command.
+    pub command: Command,
+    /// The requested destination.
+    pub dst: TargetAddr,
+}
+
+impl fmt::Display for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "client={} user={} cmd={} dst={}",
+            self.client,
+            self.user.as_deref().unwrap_or("-"),
+            self.command,
+            self.dst
+        )
+    }
+}
+
+/// Why a handshake did not produce a request.
+enum HandshakeEnd {
+    /// The client closed (or reset) the connection after sending `received` bytes.
+    Closed { received: usize, error: Option<std::io::Error> },
+    /// The client broke the protocol or was refused; the failure reply is already sent.
+    Protocol(ProtoError),
+    /// The password check failed for this user.
+    BadPassword(String),
+}
+
+/// Serves one client connection to completion. Never panics on client input; logs every outcome.
+pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
+    let peer = canonical(peer);
+    let handshake = timeout(ctx.timeouts.handshake, read_request(&mut client, &ctx)).await;
+    let (request, early_data) = match handshake {
+        Ok(Ok(done)) => done,
+        Err(_) => {
+            info!(
+                "timeout: client={peer} did not complete the handshake within {}s",
+                ctx.timeouts.handshake.as_secs()
+            );
+            return;
+        }
+        Ok(Err(HandshakeEnd::Closed { received: 0, error })) => {
+            debug!("client={peer} closed without sending anything ({error:?})");
+            return;
+        }
+        Ok(Err(HandshakeEnd::Closed { received, error })) => {
+            let why = error.map(|e| format!(": {e}")).unwrap_or_default();
+            info!("bad request: client={peer} error=connection closed after {received} bytes, before a complete request{why}");
+            return;
+        }
+        Ok(Err(HandshakeEnd::BadPassword(user))) => {
+            info!("denied: client={peer} user={user} error=wrong username or password");
+            linger_and_close(client).await;
+            return;
+        }
+        Ok(Err(HandshakeEnd::Protocol(e))) => {
+            info!("bad request: client={peer} error={e}");
+            linger_and_close(client).await;
+            return;
+        }
+    };
+    let session = Session {
+        client: peer,
+        user: request.user.clone(),
+        command: request.command,
+        dst: request.dst.clone(),
+    };
+    match request.command {
+        Command::Connect => connect(client, &request, early_data, &session, &ctx).await,
+        Command::Bind => bind::serve(client, &request, early_data, &session, &ctx).await,
+        Command::UdpAssociate => {
+            info!("failed: {session} error=UDP ASSOCIATE is not supported");
+            refuse(client, &request, Failure::CommandNotSupported).await;
+        }
+    }
+}
+
+/// Reads until the handshake yields a request; sends method selection and auth replies (and
+/// failure replies) as the state machine asks.
+async fn read_request(
+    client: &mut TcpStream,
+    ctx: &Context,
+) -> Result<(Request, Vec<u8>), HandshakeEnd> {
+    let policy = if ctx.users.is_some() { AuthPolicy::PasswordRequired } else { AuthPolicy::Open };
+    let mut handshake = ServerHandshake::new(policy);
+    let mut buffer = [0u8; 1024];
+    let mut received = 0;
+    loop {
+        let n = match client.read(&mut buffer).await {
+            Ok(0) => return Err(HandshakeEnd::Closed { received, error: None }),
+            Ok(n) => n,
+            Err(e) => return Err(HandshakeEnd::Closed { received, error: Some(e) }),
+        };
+        received += n;
+        let mut step = handshake.feed(&buffer[..n]);
+        let mut rejected_user = None;
+        if let Step::CheckPassword(credentials) = &step {
+            let ok = ctx
+                .users
+                .as_ref()
+                .is_some_and(|u| u.check(&credentials.username, &credentials.password));
+            if !ok {
+                rejected_user = Some(credentials.username.clone());
+            }
+            step = handshake.password_checked(ok);
+        }
+        let output = handshake.take_output();
+        if !output.is_empty() {
+            if let Err(e) = client.write_all(&output).await {
+                return Err(HandshakeEnd::Closed { received, error: Some(e) });
+            }
+        }
+        match step {
+            Step::NeedMore => {}
+            Step::Request(request) => return Ok((request, handshake.take_leftover())),
+            Step::Failed(_) if rejected_user.is_some() => {
+                return Err(HandshakeEnd::BadPassword(rejected_user.unwrap_or_default()))
+            }
+            Step::Failed(e) => return Err(HandshakeEnd::Protocol(e)),
+            Step::CheckPassword(_) => {
+                return Err(HandshakeEnd::Protocol(ProtoError::NoAcceptableMethod))
+            }
+        }
+    }
+}
+
+/// CONNECT: resolve, check the rules, connect, reply, relay.
+async fn connect(
+    mut client: TcpStream,
+    request: &Request,
+    early_data: Vec<u8>,
+    session: &Session,
+    ctx: &Context,
+) {
+    let deadline = Instant::now() + ctx.timeouts.connect;
+    let addrs = match outbound::resolve(&request.dst, deadline).await {
+        Ok(addrs) => addrs,
+        Err(refusal) => {
+            info!("failed: {session} error={}", refusal.message);
+            return refuse(client, request, refusal.failure).await;
+        }
+    };
+    let allowed =
+        match outbound::permitted(ctx, session.client.ip(), session.user.as_deref(), &addrs) {
+            Ok(allowed) => allowed,
+            Err(rule) => {
+                info!("denied: {session} rule={rule}");
+                return refuse(client, request, Failure::NotAllowed).await;
+            }
+        };
+    let remote = match outbound::connect_any(&allowed, deadline).await {
+        Ok(remote) => remote,
+        Err(refusal) => {
+            if refusal.resource {
+                error!("resource failure: {session} error={}", refusal.message);
+            } else {
+                info!("failed: {session} error={}", refusal.message);
+            }
+            return refuse(client, request, refusal.failure).await;
+        }
+    };
+    let (bound, connected_to) = match (remote.local_addr(), remote.peer_addr()) {
+        (Ok(bound), Ok(peer)) => (bound, peer),
+        (Err(e), _) | (_, Err(e)) => {
+            info!("failed: {session} error=connection lost at once: {e}");
+            return refuse(client, request, Failure::General).await;
+        }
+    };
+    let mut reply = Vec::new();
+    request.encode_reply(Ok(bound), &mut reply);
+    if let Err(e) = client.write_all(&reply).await {
+        info!("failed: {session} error=client gone before the reply: {e}");
+        return;
+    }
+    info!("connected: {session} addr={connected_to} via={bound}");
+    relay_and_log(client, remote, early_data, session, ctx).await;
+}
+
+/// Relays (forwarding the client's early data first) and logs the `closed:` line.
+pub async fn relay_and_log(
+    client: TcpStream,
+    mut remote: TcpStream,
+    early_data: Vec<u8>,
+    session: &Session,
+    ctx: &Context,
+) {
+    let started = Instant::now();
+    let _ = client.set_nodelay(true);
+    let _ = remote.set_nodelay(true);
+    let mut stats = if early_data.is_empty() {
+        RelayStats { sent: 0, received: 0, end: RelayEnd::Finished }
+    } else {
+        match remote.write_all(&early_data).await {
+            Ok(()) => {
+                RelayStats { sent: early_data.len() as u64, received: 0, end: RelayEnd::Finished }
+            }
+            Err(e) => RelayStats { sent: 0, received: 0, end: RelayEnd::Failed(e) },
+        }
+    };
+    if matches!(stats.end, RelayEnd::Finished) {
+        let more = relay(client, remote, ctx.timeouts.idle).await;
+        stats = RelayStats { sent: stats.sent + more.sent, received: more.received, end: more.end };
+    }
+    let how = match &stats.end {
+        RelayEnd::Finished => String::new(),
+        RelayEnd::Idle => {
+            format!(" end=idle-timeout({}s)", ctx.timeouts.idle.map_or(0, |d| d.as_secs()))
+        }
+        RelayEnd::Failed(e) => format!(" end=error({e})"),
+    };
+    info!(
+        "closed: {session} sent={} received={} secs={:.3}{how}",
+        stats.sent,
+        stats.received,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Sends the failure reply for `request` and closes.
+pub async fn refuse(mut client: TcpStream, request: &Request, failure: Failure) {
+    let mut reply = Vec::new();
+    request.encode_reply(Err(failure), &mut reply);
+    if let Err(e) = client.write_all(&reply).await {
+        debug!(
+            "client={} gone before the failure reply: {e}",
+            client.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string())
+        );
+        return;
+    }
+    linger_and_close(client).await;
+}
+
+/// Half-closes, then reads (and discards) until the client closes or a short time passes, so the
+/// last reply is not destroyed by a reset when unread client bytes are pending at close.
+async fn linger_and_close(mut client: TcpStream) {
+    if client.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 512];
+    let drain = async {
+        while let Ok(n) = client.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    if timeout(LINGER_AFTER_FAILURE, drain).await.is_err() {
+        debug!(
+            "client did not close within {}s after a failure reply; closing",
+            LINGER_AFTER_FAILURE.as_secs()
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! The few places where sockd needs libc directly: syslog, and adopting the socket inetd hands
+//! over on standard input. Each unsafe block states why it is sound; callers get safe functions.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{BorrowedFd, FromRawFd};
+
+/// Opens the syslog connection as `sockd` with the PID, facility LOG_DAEMON.
+pub fn open_syslog() {
+    // openlog keeps the ident pointer, so it must live for the whole process: a 'static C string.
+    static IDENT: &[u8] = b"sockd\0";
+    // SAFETY: IDENT is NUL-terminated and 'static; openlog has no other preconditions.
+    unsafe {
+        libc::openlog(IDENT.as_ptr().cast(), libc::LOG_PID | libc::LOG_NDELAY, libc::LOG_DAEMON)
+    };
+}
+
+/// Sends one message to syslog at `priority` (a LOG_* level). NUL bytes are replaced.
+pub fn syslog(priority: libc::c_int, message: &str) {
+    let text = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
+    // SAFETY: both strings are valid NUL-terminated C strings; the format "%s" consumes exactly
+    // the one argument given, so no user text is ever interpreted as a format.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), text.as_ptr()) };
+}
+
+/// Takes ownership of standard input as a TCP socket (inetd mode), after checking it is one.
+pub fn stdin_socket() -> io::Result<TcpStream> {
+    // SAFETY: fd 0 stays open for the duration of this borrow; we only query it.
+    let fd = unsafe { BorrowedFd::borrow_raw(0) };
+    let sock = socket2::SockRef::from(&fd);
+    match sock.r#type() {
+        Ok(socket2::Type::STREAM) => {}
+        Ok(_) => return Err(io::Error::other("standard input is not a stream socket")),
+        Err(e) => {
+            return Err(io::Error::new(e.kind(), format!("standard input is not a socket: {e}")))
+        }
+    }
+    // SAFETY: fd 0 is an open stream socket (checked above) that nothing else in this process
+    // owns; inetd gave it to us, and from here on the returned TcpStream is its only owner.
+    Ok(unsafe { TcpStream::from_raw_fd(0) })
+}
