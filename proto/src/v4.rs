@@ -238,12 +238,12 @@ mod tests {
         assert_eq!(decode_request(b"GET / HTTP/1.1"), Err(ProtoError::BadVersion(b'G')));
         assert_eq!(decode_request(&[0x04, 0x03]), Err(ProtoError::UnsupportedCommand(3)));
         let mut long_user = vec![0x04, 0x01, 0, 80, 1, 2, 3, 4];
-        long_user.extend(std::iter::repeat(b'u').take(256));
+        long_user.extend(std::iter::repeat_n(b'u', 256));
         assert_eq!(decode_request(&long_user), Err(ProtoError::TooLong("USERID")));
         long_user.push(0);
         assert_eq!(decode_request(&long_user), Err(ProtoError::TooLong("USERID")));
         let mut long_name = vec![0x04, 0x01, 0, 80, 0, 0, 0, 9, 0];
-        long_name.extend(std::iter::repeat(b'h').take(256));
+        long_name.extend(std::iter::repeat_n(b'h', 256));
         assert_eq!(decode_request(&long_name), Err(ProtoError::TooLong("host name")));
         let empty_name = [0x04, 0x01, 0, 80, 0, 0, 0, 9, 0, 0];
         assert_eq!(decode_request(&empty_name), Err(ProtoError::EmptyName));
@@ -252,7 +252,7 @@ mod tests {
     #[test]
     fn exactly_255_bytes_is_allowed() {
         let mut wire = vec![0x04, 0x01, 0, 80, 1, 2, 3, 4];
-        wire.extend(std::iter::repeat(b'u').take(255));
+        wire.extend(std::iter::repeat_n(b'u', 255));
         wire.push(0);
         let (req, used) = decode_request(&wire).expect("valid").expect("complete");
         assert_eq!((req.user_id.len(), used), (255, wire.len()));

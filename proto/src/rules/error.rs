@@ -1,0 +1,227 @@
+//! Errors of the rule language: [`ConfigError`] (file, line, token, message) and the line-local
+//! [`LineError`] that the building blocks return before the caller knows the file name.
+//!
+//! Every message a rule file can produce is worded here, once, so `sockd.conf` and `socks.conf`
+//! say the same thing about the same mistake. This is not a logger: nothing is printed.
+
+use std::fmt;
+
+/// A problem in a rule file: where it is, what token caused it, and what is wrong.
+///
+/// `Display` gives `file:line: message`, e.g.
+/// ``sockd.conf:7: unknown operator `eqq` (expected eq, neq, lt, gt, le or ge)``.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file name as given to the parser (e.g. `/etc/sockd.conf`).
+    pub file: String,
+    /// 1-based line number.
+    pub line: usize,
+    /// The offending token, exactly as written, when one token is to blame.
+    pub token: Option<String>,
+    /// Human-readable description; already names the token where that helps.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// An error found while parsing one line, before the file name and line number are attached.
+///
+/// The building blocks (`parse_addr_spec`, `parse_port_spec`, `parse_user_list`, …) return this;
+/// a file parser turns it into a [`ConfigError`] with [`LineError::at`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// The offending token, exactly as written.
+    pub token: Option<String>,
+    /// Human-readable description.
+    pub message: String,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LineError {}
+
+impl LineError {
+    fn new(token: &str, message: String) -> Self {
+        LineError { token: Some(token.to_owned()), message }
+    }
+
+    /// Attaches the file name and line number.
+    pub fn at(self, file: &str, line: usize) -> ConfigError {
+        ConfigError { file: file.to_owned(), line, token: self.token, message: self.message }
+    }
+
+    /// The first word is not one of the actions of this file (`expected` lists them).
+    pub fn unknown_action(token: &str, expected: &str) -> Self {
+        Self::new(token, format!("unknown action `{token}` (expected {expected})"))
+    }
+
+    /// The line ends where an address was required (`what`: "source", "destination").
+    pub fn missing_address(what: &str) -> Self {
+        LineError {
+            token: None,
+            message: format!("missing {what} (write ADDR MASK or ADDR/PREFIX)"),
+        }
+    }
+
+    /// An address without a mask and not in `ADDR/PREFIX` form.
+    pub fn missing_mask(addr: &str) -> Self {
+        Self::new(addr, format!("address `{addr}` has no mask (write ADDR MASK or ADDR/PREFIX)"))
+    }
+
+    /// A token that is neither a valid IP address nor a plausible host name.
+    pub fn bad_address(token: &str) -> Self {
+        Self::new(
+            token,
+            format!("bad address `{token}` (expected an IPv4 or IPv6 address or a host name)"),
+        )
+    }
+
+    /// A mask token that is not an address.
+    pub fn bad_mask(token: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "bad mask `{token}` (expected an inverted mask such as 0.0.255.255, \
+                 or ::ffff:ffff for IPv6)"
+            ),
+        )
+    }
+
+    /// The mask's family differs from the address's (`detail` explains which is which).
+    pub fn mask_family(token: &str, detail: &str) -> Self {
+        Self::new(token, format!("mask family mismatch: {detail}"))
+    }
+
+    /// `ADDR/PREFIX` with a prefix that is not a number or is too long for the family.
+    pub fn bad_prefix(token: &str, detail: &str) -> Self {
+        Self::new(token, format!("bad CIDR prefix in `{token}` ({detail})"))
+    }
+
+    /// A host name the resolver could not resolve (`reason` comes from the resolver).
+    pub fn unknown_host(token: &str, reason: &str) -> Self {
+        Self::new(token, format!("unknown host `{token}`: {reason}"))
+    }
+
+    /// A port token that is neither a number nor a known tcp service name.
+    pub fn unknown_service(token: &str) -> Self {
+        Self::new(
+            token,
+            format!("unknown service `{token}` (not a port number or a tcp service name)"),
+        )
+    }
+
+    /// A numeric port outside 0..=65535.
+    pub fn port_out_of_range(token: &str) -> Self {
+        Self::new(token, format!("port `{token}` out of range (0 to 65535)"))
+    }
+
+    /// A comparison operator at the end of the line.
+    pub fn operator_without_port(op: &str) -> Self {
+        Self::new(op, format!("operator `{op}` without a port"))
+    }
+
+    /// A port condition directly after the source spec (the paper's 2/4/6-field rule).
+    pub fn port_without_destination(op: &str) -> Self {
+        Self::new(
+            op,
+            format!(
+                "port condition `{op}` needs a destination address and mask before it \
+                 (e.g. `0.0.0.0/0 {op} PORT`)"
+            ),
+        )
+    }
+
+    /// A token in operator position that is not an operator.
+    pub fn unknown_operator(token: &str) -> Self {
+        Self::new(token, format!("unknown operator `{token}` (expected eq, neq, lt, gt, le or ge)"))
+    }
+
+    /// Tokens after a complete rule.
+    pub fn trailing(token: &str) -> Self {
+        Self::new(token, format!("unexpected `{token}` after the end of the rule"))
+    }
+
+    /// `*=` with nothing after it.
+    pub fn empty_user_list(token: &str) -> Self {
+        Self::new(token, format!("empty user list `{token}`"))
+    }
+
+    /// `*=a,,b` or a trailing comma.
+    pub fn empty_user_name(token: &str) -> Self {
+        Self::new(
+            token,
+            format!("empty user name in `{token}` (two commas in a row, or a comma at an end)"),
+        )
+    }
+
+    /// A second `*=` on the same line.
+    pub fn duplicate_user_list(token: &str) -> Self {
+        Self::new(token, format!("second user list `{token}` on one line"))
+    }
+
+    /// A `/file` item the lookup could not read.
+    pub fn user_file_unreadable(token: &str, path: &str, reason: &str) -> Self {
+        Self::new(token, format!("cannot read user file `{path}`: {reason}"))
+    }
+
+    /// The CSTC `?=` identd option.
+    pub fn identd_unsupported(token: &str) -> Self {
+        Self::new(
+            token,
+            format!("identd checks are not supported: `{token}` (remove the `?=` option)"),
+        )
+    }
+
+    /// The CSTC `: shell command` tail.
+    pub fn shell_unsupported(token: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "shell commands are not supported: `{token}` starts a `: command` \
+                 (remove it; denials are logged)"
+            ),
+        )
+    }
+
+    /// An `@=` server list in a file that has none (sockd.conf).
+    pub fn server_list_not_allowed(token: &str) -> Self {
+        Self::new(
+            token,
+            format!("server list `{token}` is not allowed here (`@=` belongs in socks.conf)"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_file_line_message() {
+        let e = LineError::unknown_operator("eqq").at("sockd.conf", 7);
+        assert_eq!(
+            e.to_string(),
+            "sockd.conf:7: unknown operator `eqq` (expected eq, neq, lt, gt, le or ge)"
+        );
+        assert_eq!(e.token.as_deref(), Some("eqq"));
+        assert_eq!(e.line, 7);
+        assert_eq!(e.file, "sockd.conf");
+    }
+
+    #[test]
+    fn missing_address_has_no_token() {
+        let e = LineError::missing_address("source address").at("f", 1);
+        assert_eq!(e.token, None);
+        assert_eq!(e.to_string(), "f:1: missing source address (write ADDR MASK or ADDR/PREFIX)");
+    }
+}

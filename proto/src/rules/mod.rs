@@ -1,0 +1,54 @@
+//! The permit/deny rule language of the 1992 SOCKS paper, as used by `sockd.conf` (server) and,
+//! with a different first word and an `@=` server list, by `socks.conf` (client library).
+//!
+//! Layout, small reusable pieces first:
+//!
+//! - [`lex`]: comments, blank lines, tokens with line numbers; a token [`Cursor`].
+//! - [`addr`]: `ADDR MASK` (Cisco-style inverted mask, applied to both sides) or `ADDR/PREFIX`,
+//!   IPv4/IPv6/host names; [`AddrMatch`], [`parse_addr_spec`].
+//! - [`port`]: `OP PORT` with `eq neq lt gt le ge`; [`PortMatch`], [`parse_port_spec`].
+//! - [`users`]: `*=user,user,/file`; [`UserList`], [`parse_user_list`].
+//! - [`lookup`]: the [`Lookup`] trait (host names, services, user files) and `/etc/hosts` and
+//!   `/etc/services` parsers.
+//! - [`error`]: [`ConfigError`] (`file:line: message`, with the token) and every message text.
+//! - [`sockd_conf`]: the `sockd.conf` grammar, [`RuleSet::parse`] and [`RuleSet::decide`].
+//!
+//! What is not here: reading files, DNS, logging, or the `socks.conf` grammar itself (it is to be
+//! built from the same pieces). Host and service names are resolved once, at parse time; a
+//! running daemon re-parses to pick up DNS changes.
+//!
+//! ```
+//! use socks_proto::rules::{Action, Request, RuleSet, StaticLookup};
+//! let lookup = StaticLookup::new("192.0.2.7 lloyd.mips.com\n", "finger 79/tcp\n");
+//! let rs = RuleSet::parse(
+//!     "sockd.conf",
+//!     "permit lloyd.mips.com 0.0.0.0 0.0.0.0/0 eq finger\n",
+//!     &lookup,
+//! )
+//! .unwrap();
+//! let req = Request {
+//!     src: "192.0.2.7".parse().unwrap(),
+//!     dst: "198.51.100.1".parse().unwrap(),
+//!     port: 79,
+//!     user: Some("lloyd"),
+//! };
+//! let d = rs.decide(&req);
+//! assert_eq!(d.action, Action::Permit);
+//! assert_eq!(d.rule.unwrap().to_string(), "permit 192.0.2.7/32 0.0.0.0/0 eq 79");
+//! ```
+
+pub mod addr;
+pub mod error;
+pub mod lex;
+pub mod lookup;
+pub mod port;
+pub mod sockd_conf;
+pub mod users;
+
+pub use addr::{parse_addr_spec, AddrMatch, Net};
+pub use error::{ConfigError, LineError};
+pub use lex::{Cursor, Line};
+pub use lookup::{HostsFile, Lookup, Services, StaticLookup};
+pub use port::{parse_port, parse_port_spec, Op, PortMatch};
+pub use sockd_conf::{Action, Decision, Request, Rule, RuleSet};
+pub use users::{parse_user_list, UserList};

@@ -1,0 +1,684 @@
+//! The server rule file `sockd.conf`: [`RuleSet::parse`] and first-match [`RuleSet::decide`].
+//!
+//! Grammar, one rule per line (the 1992 paper's format plus CIDR and user lists):
+//!
+//! ```text
+//! {permit | deny} [*=user,user,/file] SRC [DST [OP PORT]]
+//! SRC, DST := ADDR MASK | ADDR/PREFIX          (ADDR: IPv4, IPv6 or host name; MASK inverted)
+//! OP       := eq | neq | lt | gt | le | ge     PORT := number | tcp service name
+//! ```
+//!
+//! `#` starts a comment; blank lines are ignored. Rules are tried top to bottom; the first one
+//! whose user list, source, destination and port all match decides. No match is a *default deny*
+//! ([`Decision::rule`] is `None`). A rule without DST matches every destination of both families;
+//! without `OP PORT` every port. A port condition is only allowed after a DST, as in the paper
+//! (CSTC's `SRC OP PORT` form is rejected with a hint to write `0.0.0.0/0 OP PORT`).
+//!
+//! Not supported, with a clear error: the CSTC identd option `?=…` and the `: shell command`
+//! tail (a token that is `:` or starts with one `:`; IPv6 tokens start with `::`). The CSTC
+//! `#NO_IDENTD:` / `#BAD_ID:` lines are plain comments here. Any error stops the parse: a broken
+//! line is never skipped, so a typo cannot silently widen or narrow the policy.
+//!
+//! This module does no I/O: names, services and user files come through [`Lookup`].
+
+use std::fmt;
+use std::net::IpAddr;
+
+use super::addr::{parse_addr_spec, AddrMatch};
+use super::error::{ConfigError, LineError};
+use super::lex::{self, Cursor};
+use super::lookup::Lookup;
+use super::port::{parse_port_spec, Op, PortMatch};
+use super::users::{parse_user_list, UserList};
+
+/// What a `sockd.conf` rule does with a matching request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Let the request through.
+    Permit,
+    /// Refuse the request.
+    Deny,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Permit => "permit",
+            Action::Deny => "deny",
+        })
+    }
+}
+
+/// The facts about one SOCKS request that rules look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The client's address (IPv4-mapped IPv6 counts as IPv4).
+    pub src: IpAddr,
+    /// The destination address (for BIND: the application server named in the request).
+    pub dst: IpAddr,
+    /// The destination port.
+    pub port: u16,
+    /// The SOCKS4 USERID or SOCKS5 username, if the client sent one.
+    pub user: Option<&'a str>,
+}
+
+/// One parsed line of `sockd.conf`, names and services resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// 1-based line number in the file.
+    pub line: usize,
+    /// What to do on a match.
+    pub action: Action,
+    /// `*=…`; `None` = any user, including none.
+    pub users: Option<UserList>,
+    /// The source condition.
+    pub src: AddrMatch,
+    /// The destination condition; `None` = any destination of either family.
+    pub dst: Option<AddrMatch>,
+    /// The port condition; `None` = any port. Only present when `dst` is.
+    pub port: Option<PortMatch>,
+}
+
+impl Rule {
+    /// Whether every condition of the rule holds for `req`.
+    pub fn matches(&self, req: &Request<'_>) -> bool {
+        holds(self.users.as_ref(), |u| u.matches(req.user))
+            && self.src.matches(req.src)
+            && holds(self.dst.as_ref(), |d| d.matches(req.dst))
+            && holds(self.port, |p| p.matches(req.port))
+    }
+}
+
+/// An optional condition: absent holds (`Option::is_none_or` needs Rust 1.82).
+fn holds<T>(cond: Option<T>, test: impl FnOnce(T) -> bool) -> bool {
+    match cond {
+        None => true,
+        Some(c) => test(c),
+    }
+}
+
+/// The canonical effective form on one line: action, expanded user list, addresses resolved and
+/// masked (`ADDR/PREFIX` when the inverted mask is contiguous, else `ADDR MASK`; a name with
+/// several addresses as `{A,B}/N`), port as a number. Example:
+/// `permit *=lloyd 192.0.2.7/32 {198.51.100.1,198.51.100.2}/32 eq 79`.
+/// Single-address rules parse back to the same rule.
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.action)?;
+        if let Some(u) = &self.users {
+            write!(f, " {u}")?;
+        }
+        write!(f, " {}", self.src)?;
+        if let Some(d) = &self.dst {
+            write!(f, " {d}")?;
+        }
+        if let Some(p) = &self.port {
+            write!(f, " {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of [`RuleSet::decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'a> {
+    /// Permit or deny.
+    pub action: Action,
+    /// The rule that matched; `None` = no line matched (default deny).
+    pub rule: Option<&'a Rule>,
+}
+
+impl Decision<'_> {
+    /// Whether no rule matched and the request is refused by default.
+    pub fn is_default_deny(&self) -> bool {
+        self.rule.is_none()
+    }
+}
+
+/// For logs: `permit by line 8`, `deny by line 9`, or `deny: default deny (no line matched)`.
+impl fmt::Display for Decision<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rule {
+            Some(r) => write!(f, "{} by line {}", self.action, r.line),
+            None => write!(f, "{}: default deny (no line matched)", self.action),
+        }
+    }
+}
+
+/// A parsed `sockd.conf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSet {
+    /// The file name given to [`RuleSet::parse`], for messages.
+    pub file: String,
+    /// The rules in file order.
+    pub rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// Parses the text of a `sockd.conf` named `file`, resolving names through `lookup`.
+    /// The first problem found is returned; nothing is skipped.
+    pub fn parse(file: &str, text: &str, lookup: &dyn Lookup) -> Result<RuleSet, ConfigError> {
+        let mut rules = Vec::new();
+        for line in lex::lines(text) {
+            let rule = parse_rule(line.number, &line.tokens, lookup)
+                .map_err(|e| e.at(file, line.number))?;
+            rules.push(rule);
+        }
+        Ok(RuleSet { file: file.to_owned(), rules })
+    }
+
+    /// The first rule matching `req`, or a default deny.
+    pub fn decide(&self, req: &Request<'_>) -> Decision<'_> {
+        match self.rules.iter().find(|r| r.matches(req)) {
+            Some(rule) => Decision { action: rule.action, rule: Some(rule) },
+            None => Decision { action: Action::Deny, rule: None },
+        }
+    }
+}
+
+/// One `file:line: rule` per line (the `--check` listing).
+impl fmt::Display for RuleSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for r in &self.rules {
+            writeln!(f, "{}:{}: {}", self.file, r.line, r)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `tok` starts a CSTC `: shell command` (IPv6 tokens may start with `::`, never `:x`).
+pub(crate) fn is_shell_command(tok: &str) -> bool {
+    tok.starts_with(':') && !tok.starts_with("::")
+}
+
+/// Rejects the CSTC extensions anywhere on the line, before anything else is parsed, so the
+/// message names them rather than some grammar error they cause.
+pub(crate) fn reject_cstc_extensions(tokens: &[&str]) -> Result<(), LineError> {
+    for &t in tokens.iter().skip(1) {
+        if t.starts_with("?=") {
+            return Err(LineError::identd_unsupported(t));
+        }
+        if is_shell_command(t) {
+            return Err(LineError::shell_unsupported(t));
+        }
+    }
+    Ok(())
+}
+
+fn parse_rule(number: usize, tokens: &[&str], lookup: &dyn Lookup) -> Result<Rule, LineError> {
+    reject_cstc_extensions(tokens)?;
+    let mut cur = Cursor::new(tokens);
+    let action = match cur.next() {
+        Some("permit") => Action::Permit,
+        Some("deny") => Action::Deny,
+        Some(other) => return Err(LineError::unknown_action(other, "permit or deny")),
+        // The lexer never yields an empty line.
+        None => return Err(LineError::missing_address("source address")),
+    };
+
+    let mut users = None;
+    while let Some(t) = cur.peek() {
+        if t.starts_with("*=") {
+            if users.is_some() {
+                return Err(LineError::duplicate_user_list(t));
+            }
+            users = Some(parse_user_list(t, lookup)?);
+        } else if t.starts_with("@=") {
+            return Err(LineError::server_list_not_allowed(t));
+        } else {
+            break;
+        }
+        cur.next();
+    }
+
+    match cur.peek() {
+        Some(t) if Op::from_keyword(t).is_none() => {}
+        _ => return Err(LineError::missing_address("source address")),
+    }
+    let src = parse_addr_spec(&mut cur, lookup)?;
+
+    let mut dst = None;
+    let mut port = None;
+    if let Some(t) = cur.peek() {
+        if Op::from_keyword(t).is_some() {
+            return Err(LineError::port_without_destination(t));
+        }
+        dst = Some(parse_addr_spec(&mut cur, lookup)?);
+        if !cur.is_empty() {
+            port = Some(parse_port_spec(&mut cur, lookup)?);
+        }
+    }
+    if let Some(t) = cur.peek() {
+        return Err(LineError::trailing(t));
+    }
+    Ok(Rule { line: number, action, users, src, dst, port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::lookup::StaticLookup;
+
+    fn lookup() -> StaticLookup {
+        StaticLookup::new(
+            "192.0.2.7 lloyd.mips.com lloyd\n198.51.100.1 sgi.com\n198.51.100.2 sgi.com\n\
+             2001:db8::5 v6only\n",
+            "whois 43/tcp nicname\nfinger 79/tcp\ntelnet 23/tcp\n",
+        )
+        .with_file("/etc/sockd.users", "alice\nbob # the builder\n")
+    }
+
+    fn parse(text: &str) -> Result<RuleSet, ConfigError> {
+        RuleSet::parse("sockd.conf", text, &lookup())
+    }
+
+    fn req<'a>(src: &str, dst: &str, port: u16, user: Option<&'a str>) -> Request<'a> {
+        Request { src: src.parse().unwrap(), dst: dst.parse().unwrap(), port, user }
+    }
+
+    /// Line number of the deciding rule, or 0 for default deny; plus the action.
+    fn decide(rs: &RuleSet, r: Request<'_>) -> (Action, usize) {
+        let d = rs.decide(&r);
+        (d.action, d.rule.map_or(0, |r| r.line))
+    }
+
+    #[test]
+    fn field_counts_2_4_6_and_cidr() {
+        let rs = parse(
+            "permit 10.0.0.0 0.255.255.255\n\
+             permit 10.0.0.0/8 192.0.2.0 0.0.0.255\n\
+             permit 10.0.0.0/8 192.0.2.0/24 eq 79\n\
+             permit 10.0.0.0 0.255.255.255 192.0.2.0 0.0.0.255 eq finger\n",
+        )
+        .unwrap();
+        assert_eq!(rs.rules.len(), 4);
+        assert_eq!(rs.rules[0].to_string(), "permit 10.0.0.0/8");
+        assert_eq!(rs.rules[1].to_string(), "permit 10.0.0.0/8 192.0.2.0/24");
+        assert_eq!(rs.rules[2].to_string(), "permit 10.0.0.0/8 192.0.2.0/24 eq 79");
+        assert_eq!(rs.rules[3].to_string(), "permit 10.0.0.0/8 192.0.2.0/24 eq 79");
+        assert_eq!(rs.rules[3].line, 4);
+    }
+
+    #[test]
+    fn first_match_wins_and_default_deny() {
+        let rs = parse(
+            "# comment\n\
+             deny 10.0.0.0/8 192.0.2.0/24 eq 23   # no telnet\n\
+             \n\
+             permit 10.0.0.0/8\t192.0.2.0/24\n\
+             permit 10.1.0.0/16\n",
+        )
+        .unwrap();
+        assert_eq!(decide(&rs, req("10.1.1.1", "192.0.2.9", 23, None)), (Action::Deny, 2));
+        assert_eq!(decide(&rs, req("10.1.1.1", "192.0.2.9", 22, None)), (Action::Permit, 4));
+        assert_eq!(decide(&rs, req("10.1.1.1", "8.8.8.8", 23, None)), (Action::Permit, 5));
+        assert_eq!(decide(&rs, req("10.2.1.1", "8.8.8.8", 23, None)), (Action::Deny, 0));
+        let d = rs.decide(&req("11.0.0.1", "8.8.8.8", 80, None));
+        assert!(d.is_default_deny());
+        assert_eq!(d.to_string(), "deny: default deny (no line matched)");
+        let d = rs.decide(&req("10.1.1.1", "192.0.2.9", 22, None));
+        assert_eq!(d.to_string(), "permit by line 4");
+    }
+
+    #[test]
+    fn missing_dst_matches_both_families() {
+        let rs = parse("permit 10.0.0.0/8").unwrap();
+        assert_eq!(decide(&rs, req("10.0.0.1", "2001:db8::1", 1, None)).0, Action::Permit);
+        assert_eq!(decide(&rs, req("::ffff:10.0.0.1", "1.2.3.4", 1, None)).0, Action::Permit);
+        assert_eq!(decide(&rs, req("2001:db8::1", "1.2.3.4", 1, None)).1, 0);
+    }
+
+    #[test]
+    fn ipv6_rules() {
+        let rs = parse(
+            "permit 2001:db8::/32 ::/0 eq 443\n\
+             permit 2001:db8:: ::ffff:ffff:ffff:ffff:ffff:ffff 0.0.0.0/0 eq 80\n",
+        )
+        .unwrap();
+        assert_eq!(decide(&rs, req("2001:db8::1", "2001:4860::1", 443, None)).1, 1);
+        assert_eq!(decide(&rs, req("2001:db8::1", "1.2.3.4", 443, None)).1, 0);
+        assert_eq!(decide(&rs, req("2001:db8::1", "::ffff:1.2.3.4", 80, None)).1, 2);
+        assert_eq!(rs.rules[1].to_string(), "permit 2001:db8::/32 0.0.0.0/0 eq 80");
+    }
+
+    #[test]
+    fn users_and_absent_user() {
+        let rs = parse(
+            "permit *=lloyd,/etc/sockd.users 10.0.0.0/8 0.0.0.0/0 eq 79\n\
+             deny *=mallory 0.0.0.0/0\n\
+             permit 0.0.0.0/0 0.0.0.0/0 eq 80\n",
+        )
+        .unwrap();
+        assert_eq!(decide(&rs, req("10.0.0.1", "1.1.1.1", 79, Some("bob"))).1, 1);
+        assert_eq!(decide(&rs, req("10.0.0.1", "1.1.1.1", 79, Some("lloyd"))).1, 1);
+        assert_eq!(decide(&rs, req("10.0.0.1", "1.1.1.1", 79, Some("eve"))).1, 0);
+        assert_eq!(decide(&rs, req("10.0.0.1", "1.1.1.1", 79, None)).1, 0);
+        assert_eq!(decide(&rs, req("10.0.0.1", "1.1.1.1", 80, Some("mallory"))).1, 2);
+        assert_eq!(decide(&rs, req("10.0.0.1", "1.1.1.1", 80, None)).1, 3);
+        assert_eq!(rs.rules[0].to_string(), "permit *=lloyd,alice,bob 10.0.0.0/8 0.0.0.0/0 eq 79");
+    }
+
+    #[test]
+    fn names_resolved_and_display() {
+        let rs = parse(
+            "permit *=lloyd lloyd.mips.com 0.0.0.0 sgi.com 0.0.0.0 eq finger\n\
+             permit lloyd/32 sgi.com/24 le 1023\n",
+        )
+        .unwrap();
+        assert_eq!(
+            rs.rules[0].to_string(),
+            "permit *=lloyd 192.0.2.7/32 {198.51.100.1,198.51.100.2}/32 eq 79"
+        );
+        assert_eq!(rs.rules[1].to_string(), "permit 192.0.2.7/32 198.51.100.0/24 le 1023");
+        assert_eq!(rs.rules[0].dst.as_ref().unwrap().name(), Some("sgi.com"));
+        assert_eq!(
+            rs.to_string(),
+            "sockd.conf:1: permit *=lloyd 192.0.2.7/32 {198.51.100.1,198.51.100.2}/32 eq 79\n\
+             sockd.conf:2: permit 192.0.2.7/32 198.51.100.0/24 le 1023\n"
+        );
+    }
+
+    #[test]
+    fn display_reparses_to_same_rule() {
+        let text = "permit *=a,b 130.62.0.0 0.0.255.255 10.0.0.1 0.255.0.0 neq 25\n\
+                    deny ::1/128 2001:db8::/32 ge 1024\n\
+                    permit lloyd 0.0.0.0\n";
+        let rs = parse(text).unwrap();
+        for r in &rs.rules {
+            let again = parse(&r.to_string()).unwrap();
+            let mut r2 = again.rules[0].clone();
+            r2.line = r.line;
+            let mut r1 = r.clone();
+            r1.src = AddrMatch::new(None, r1.src.nets().to_vec());
+            assert_eq!(r1, r2, "{r}");
+        }
+    }
+
+    #[test]
+    fn empty_file_denies_everything() {
+        let rs = parse("# nothing\n\n").unwrap();
+        assert!(rs.rules.is_empty());
+        assert!(rs.decide(&req("1.1.1.1", "2.2.2.2", 80, None)).is_default_deny());
+    }
+
+    /// Asserts the error's line, token and full Display.
+    fn check_err(text: &str, line: usize, token: Option<&str>, display: &str) {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.line, line, "{e}");
+        assert_eq!(e.token.as_deref(), token, "{e}");
+        assert_eq!(e.file, "sockd.conf");
+        assert_eq!(e.to_string(), display);
+    }
+
+    const OK: &str = "# header\npermit 10.0.0.0/8\n";
+
+    #[test]
+    fn err_unknown_action() {
+        check_err(
+            &format!("{OK}allow 10.0.0.0/8\n"),
+            3,
+            Some("allow"),
+            "sockd.conf:3: unknown action `allow` (expected permit or deny)",
+        );
+    }
+
+    #[test]
+    fn err_missing_source() {
+        check_err(
+            &format!("{OK}permit *=bob\n"),
+            3,
+            None,
+            "sockd.conf:3: missing source address (write ADDR MASK or ADDR/PREFIX)",
+        );
+        check_err(
+            "deny eq 23",
+            1,
+            None,
+            "sockd.conf:1: missing source address (write ADDR MASK or ADDR/PREFIX)",
+        );
+    }
+
+    #[test]
+    fn err_missing_mask() {
+        check_err(
+            &format!("{OK}permit 10.0.0.0\n"),
+            3,
+            Some("10.0.0.0"),
+            "sockd.conf:3: address `10.0.0.0` has no mask (write ADDR MASK or ADDR/PREFIX)",
+        );
+        check_err(
+            &format!("{OK}permit 10.0.0.0/8 192.0.2.1 eq 79\n"),
+            3,
+            Some("192.0.2.1"),
+            "sockd.conf:3: address `192.0.2.1` has no mask (write ADDR MASK or ADDR/PREFIX)",
+        );
+    }
+
+    #[test]
+    fn err_bad_address() {
+        check_err(
+            &format!("{OK}permit 10.0.0.256 0.0.0.0\n"),
+            3,
+            Some("10.0.0.256"),
+            "sockd.conf:3: bad address `10.0.0.256` (expected an IPv4 or IPv6 address or a host name)",
+        );
+    }
+
+    #[test]
+    fn err_bad_mask() {
+        check_err(
+            &format!("{OK}permit 10.0.0.0 0.0.255\n"),
+            3,
+            Some("0.0.255"),
+            "sockd.conf:3: bad mask `0.0.255` (expected an inverted mask such as 0.0.255.255, \
+             or ::ffff:ffff for IPv6)",
+        );
+    }
+
+    #[test]
+    fn err_mask_family() {
+        check_err(
+            &format!("{OK}permit 10.0.0.0 ::ffff\n"),
+            3,
+            Some("::ffff"),
+            "sockd.conf:3: mask family mismatch: mask `::ffff` is IPv6 but address `10.0.0.0` is IPv4",
+        );
+        check_err(
+            "permit 10.0.0.0/8 v6only 0.0.0.0",
+            1,
+            Some("v6only"),
+            "sockd.conf:1: mask family mismatch: host `v6only` has no IPv4 address \
+             (mask `0.0.0.0` is IPv4)",
+        );
+    }
+
+    #[test]
+    fn err_bad_prefix() {
+        check_err(
+            &format!("{OK}permit 10.0.0.0/33\n"),
+            3,
+            Some("10.0.0.0/33"),
+            "sockd.conf:3: bad CIDR prefix in `10.0.0.0/33` (IPv4 prefixes are 0 to 32)",
+        );
+        check_err(
+            "permit 2001:db8::/200",
+            1,
+            Some("2001:db8::/200"),
+            "sockd.conf:1: bad CIDR prefix in `2001:db8::/200` (IPv6 prefixes are 0 to 128)",
+        );
+        check_err(
+            "permit 10.0.0.0/8x",
+            1,
+            Some("10.0.0.0/8x"),
+            "sockd.conf:1: bad CIDR prefix in `10.0.0.0/8x` (expected a number of bits)",
+        );
+    }
+
+    #[test]
+    fn err_unknown_host() {
+        check_err(
+            &format!("{OK}permit 10.0.0.0/8 nowhere.example 0.0.0.0\n"),
+            3,
+            Some("nowhere.example"),
+            "sockd.conf:3: unknown host `nowhere.example`: not in the hosts table",
+        );
+    }
+
+    #[test]
+    fn err_unknown_service() {
+        check_err(
+            &format!("{OK}permit 10.0.0.0/8 0.0.0.0/0 eq gopher\n"),
+            3,
+            Some("gopher"),
+            "sockd.conf:3: unknown service `gopher` (not a port number or a tcp service name)",
+        );
+    }
+
+    #[test]
+    fn err_port_out_of_range() {
+        check_err(
+            &format!("{OK}permit 10.0.0.0/8 0.0.0.0/0 lt 65536\n"),
+            3,
+            Some("65536"),
+            "sockd.conf:3: port `65536` out of range (0 to 65535)",
+        );
+    }
+
+    #[test]
+    fn err_unknown_operator() {
+        check_err(
+            &format!("{OK}\n\n\n\npermit 10.0.0.0/8 0.0.0.0/0 eqq 79\n"),
+            7,
+            Some("eqq"),
+            "sockd.conf:7: unknown operator `eqq` (expected eq, neq, lt, gt, le or ge)",
+        );
+    }
+
+    #[test]
+    fn err_operator_without_port() {
+        check_err(
+            &format!("{OK}permit 10.0.0.0/8 0.0.0.0/0 eq # port forgotten\n"),
+            3,
+            Some("eq"),
+            "sockd.conf:3: operator `eq` without a port",
+        );
+    }
+
+    #[test]
+    fn err_port_without_destination() {
+        // CSTC allowed `SRC MASK OP PORT`; the paper's grammar (and this parser) does not.
+        check_err(
+            &format!("{OK}deny 128.12.0.0 0.0.255.255 eq telnet\n"),
+            3,
+            Some("eq"),
+            "sockd.conf:3: port condition `eq` needs a destination address and mask before it \
+             (e.g. `0.0.0.0/0 eq PORT`)",
+        );
+    }
+
+    #[test]
+    fn err_trailing_tokens() {
+        check_err(
+            &format!("{OK}permit 10.0.0.0/8 0.0.0.0/0 eq 79 80\n"),
+            3,
+            Some("80"),
+            "sockd.conf:3: unexpected `80` after the end of the rule",
+        );
+    }
+
+    #[test]
+    fn err_empty_user_list() {
+        check_err(
+            &format!("{OK}permit *= 10.0.0.0/8\n"),
+            3,
+            Some("*="),
+            "sockd.conf:3: empty user list `*=`",
+        );
+    }
+
+    #[test]
+    fn err_empty_user_name() {
+        check_err(
+            &format!("{OK}permit *=bob,,alice 10.0.0.0/8\n"),
+            3,
+            Some("*=bob,,alice"),
+            "sockd.conf:3: empty user name in `*=bob,,alice` (two commas in a row, or a comma \
+             at an end)",
+        );
+    }
+
+    #[test]
+    fn err_duplicate_user_list() {
+        check_err(
+            &format!("{OK}permit *=bob *=alice 10.0.0.0/8\n"),
+            3,
+            Some("*=alice"),
+            "sockd.conf:3: second user list `*=alice` on one line",
+        );
+    }
+
+    #[test]
+    fn err_user_file_unreadable() {
+        check_err(
+            &format!("{OK}permit *=/etc/nope 10.0.0.0/8\n"),
+            3,
+            Some("*=/etc/nope"),
+            "sockd.conf:3: cannot read user file `/etc/nope`: No such file or directory",
+        );
+    }
+
+    #[test]
+    fn err_identd_unsupported() {
+        check_err(
+            &format!("{OK}permit ?=I *=bob 10.0.0.0/8\n"),
+            3,
+            Some("?=I"),
+            "sockd.conf:3: identd checks are not supported: `?=I` (remove the `?=` option)",
+        );
+        // Reported even where it would otherwise be a grammar error.
+        assert_eq!(parse("permit *=bob ?= 10.0.0.0/8").unwrap_err().token.as_deref(), Some("?="));
+    }
+
+    #[test]
+    fn err_shell_command_unsupported() {
+        check_err(
+            &format!(
+                "{OK}deny\t*=bonnie,clyde\t128.12.6.0 0.0.0.255 : /usr/ucb/mail -s 'x %u' root\n"
+            ),
+            3,
+            Some(":"),
+            "sockd.conf:3: shell commands are not supported: `:` starts a `: command` \
+             (remove it; denials are logged)",
+        );
+        assert_eq!(
+            parse("deny 10.0.0.0/8 :finger@evil").unwrap_err().token.as_deref(),
+            Some(":finger@evil")
+        );
+        // `::` starts an IPv6 address, not a command.
+        assert!(parse("deny ::/0").is_ok());
+    }
+
+    #[test]
+    fn err_server_list_in_sockd_conf() {
+        check_err(
+            &format!("{OK}permit @=fw.example 10.0.0.0/8\n"),
+            3,
+            Some("@=fw.example"),
+            "sockd.conf:3: server list `@=fw.example` is not allowed here \
+             (`@=` belongs in socks.conf)",
+        );
+    }
+
+    #[test]
+    fn cstc_special_comment_lines_are_comments() {
+        let rs = parse("#NO_IDENTD: mail root\n#BAD_ID: mail root\npermit 10.0.0.0/8\n").unwrap();
+        assert_eq!(rs.rules.len(), 1);
+        assert_eq!(rs.rules[0].line, 3);
+    }
+
+    #[test]
+    fn error_is_std_error() {
+        let e: Box<dyn std::error::Error> = Box::new(parse("bogus").unwrap_err());
+        assert!(e.to_string().starts_with("sockd.conf:1: unknown action `bogus`"));
+    }
+}
