@@ -145,6 +145,27 @@ impl ClientHandshake {
         std::mem::take(&mut self.input)
     }
 
+    /// How many more bytes the next message needs at least, so a caller can read exactly that
+    /// much and never take bytes of the relayed stream that follows the reply. 0 when done.
+    pub fn wanted(&self) -> usize {
+        let have = self.input.len();
+        let need = match self.state {
+            State::MethodSelection | State::AuthReply => 2,
+            State::Done => return 0,
+            State::Reply => match self.version {
+                ClientVersion::Socks4 | ClientVersion::Socks4a => v4::REPLY_LEN,
+                // VER REP RSV ATYP, then the address (its length octet for a name) and port.
+                ClientVersion::Socks5 => match (self.input.get(3), self.input.get(4)) {
+                    (Some(&crate::addr::ATYP_IPV4), _) => 4 + 4 + 2,
+                    (Some(&crate::addr::ATYP_IPV6), _) => 4 + 16 + 2,
+                    (Some(&crate::addr::ATYP_DOMAIN), Some(&len)) => 5 + usize::from(len) + 2,
+                    _ => 5,
+                },
+            },
+        };
+        need.saturating_sub(have).max(1)
+    }
+
     /// After the first BIND reply was granted: wait for the second one.
     pub fn expect_second_reply(&mut self) {
         if self.state == State::Done {
@@ -334,6 +355,48 @@ mod tests {
         second.extend_from_slice(b"220 data");
         assert_eq!(c.feed(&second), ClientStep::Granted { bound: dst("198.51.100.7:20") });
         assert_eq!(c.take_leftover(), b"220 data");
+    }
+
+    #[test]
+    fn wanted_never_reads_past_the_reply() {
+        let mut c = ClientHandshake::new(
+            ClientVersion::Socks5,
+            Command::Connect,
+            &dst("1.2.3.4:5"),
+            Identity::default(),
+        )
+        .expect("valid");
+        c.take_output();
+        assert_eq!(c.wanted(), 2);
+        c.feed(&[0x05, 0x00]);
+        let mut reply = vec![0x05, 0x00, 0x00, 0x03, 4];
+        reply.extend_from_slice(b"host\x00\x50");
+        let mut fed = 0;
+        loop {
+            let n = c.wanted();
+            assert!(fed + n <= reply.len(), "asks for {n} after {fed}");
+            match c.feed(&reply[fed..fed + n]) {
+                ClientStep::NeedMore => fed += n,
+                step => {
+                    assert_eq!(
+                        step,
+                        ClientStep::Granted { bound: TargetAddr::Domain("host".into(), 80) }
+                    );
+                    break;
+                }
+            }
+        }
+        assert_eq!(c.wanted(), 0);
+        let mut v4 = ClientHandshake::new(
+            ClientVersion::Socks4,
+            Command::Connect,
+            &dst("1.2.3.4:5"),
+            Identity::default(),
+        )
+        .expect("valid");
+        assert_eq!(v4.wanted(), 8);
+        v4.feed(&[0, 90, 0]);
+        assert_eq!(v4.wanted(), 5);
     }
 
     #[test]

@@ -239,7 +239,7 @@ fn looks_numeric(tok: &str) -> bool {
 }
 
 /// Whether `tok` is a syntactically plausible host name.
-fn is_host_name(tok: &str) -> bool {
+pub(crate) fn is_host_name(tok: &str) -> bool {
     let mut bytes = tok.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric() || b == b'_')
         && tok.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))

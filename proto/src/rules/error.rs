@@ -200,6 +200,107 @@ impl LineError {
             format!("server list `{token}` is not allowed here (`@=` belongs in socks.conf)"),
         )
     }
+
+    // socks.conf server lists. `token` is the whole `@=…` field and `server` one item of it, both
+    // with any password replaced by `***` (messages end up in logs).
+
+    /// `@=` on a `direct` or `deny` line of socks.conf.
+    pub fn server_list_needs_sockd(token: &str, action: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "server list `{token}` on a `{action}` line (`@=` belongs on `sockd` lines only)"
+            ),
+        )
+    }
+
+    /// `@=` with nothing after it.
+    pub fn empty_server_list(token: &str) -> Self {
+        Self::new(token, format!("empty server list `{token}`"))
+    }
+
+    /// `@=a,,b` or a trailing comma.
+    pub fn empty_server(token: &str) -> Self {
+        Self::new(
+            token,
+            format!("empty server in `{token}` (two commas in a row, or a comma at an end)"),
+        )
+    }
+
+    /// A second `@=` on the same line.
+    pub fn duplicate_server_list(token: &str) -> Self {
+        Self::new(token, format!("second server list `{token}` on one line"))
+    }
+
+    /// `SCHEME://` that is not one of the SOCKS versions.
+    pub fn unknown_scheme(token: &str, server: &str, scheme: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "unknown scheme `{scheme}://` in server `{server}` \
+                 (expected socks4://, socks4a:// or socks5://)"
+            ),
+        )
+    }
+
+    /// A server port that is 0, too large, empty or an unknown service.
+    pub fn bad_server_port(token: &str, server: &str, port: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "bad port `{port}` in server `{server}` \
+                 (expected 1 to 65535 or a tcp service name)"
+            ),
+        )
+    }
+
+    /// A server whose host part is not an address or a plausible host name (`detail` says why).
+    pub fn bad_server_host(token: &str, server: &str, detail: &str) -> Self {
+        Self::new(token, format!("bad host in server `{server}`: {detail}"))
+    }
+
+    /// A server host name the resolver could not resolve (`reason` comes from the resolver).
+    pub fn unknown_server_host(token: &str, host: &str, reason: &str) -> Self {
+        Self::new(token, format!("unknown server host `{host}`: {reason}"))
+    }
+
+    /// `:password@host` or `@host`: credentials without a user name.
+    pub fn empty_server_user(token: &str, server: &str) -> Self {
+        Self::new(
+            token,
+            format!("empty user name in server `{server}` (write USER[:PASSWORD]@HOST)"),
+        )
+    }
+
+    /// A user name or password over 255 bytes (`what`: "user name", "password").
+    pub fn server_credential_too_long(token: &str, server: &str, what: &str) -> Self {
+        Self::new(
+            token,
+            format!("{what} in server `{server}` is longer than 255 bytes (the RFC 1929 limit)"),
+        )
+    }
+
+    /// A `%` not followed by two hex digits, or escapes that do not decode to UTF-8.
+    pub fn bad_percent_escape(token: &str, server: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "bad %-escape in server `{server}` (write %XX with two hex digits; \
+                 the result must be UTF-8)"
+            ),
+        )
+    }
+
+    /// A password for a server that speaks SOCKS4 or SOCKS4a (`scheme`), which has none.
+    pub fn password_needs_socks5(token: &str, server: &str, scheme: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "password in server `{server}`: {scheme} has no passwords \
+                 (use socks5:// or drop `:PASSWORD`)"
+            ),
+        )
+    }
 }
 
 #[cfg(test)]

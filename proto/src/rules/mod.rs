@@ -12,10 +12,11 @@
 //!   `/etc/services` parsers.
 //! - [`error`]: [`ConfigError`] (`file:line: message`, with the token) and every message text.
 //! - [`sockd_conf`]: the `sockd.conf` grammar, [`RuleSet::parse`] and [`RuleSet::decide`].
+//! - [`socks_conf`]: the client's `socks.conf` grammar (`direct`/`deny`/`sockd @=servers`),
+//!   [`ClientRules::parse`] and the allocation-free [`ClientRules::decide`]; [`ServerSpec`].
 //!
-//! What is not here: reading files, DNS, logging, or the `socks.conf` grammar itself (it is to be
-//! built from the same pieces). Host and service names are resolved once, at parse time; a
-//! running daemon re-parses to pick up DNS changes.
+//! What is not here: reading files, DNS, logging or the environment. Host and service names are
+//! resolved once, at parse time; a running daemon re-parses to pick up DNS changes.
 //!
 //! ```
 //! use socks_proto::rules::{Action, Request, RuleSet, StaticLookup};
@@ -43,6 +44,7 @@ pub mod lex;
 pub mod lookup;
 pub mod port;
 pub mod sockd_conf;
+pub mod socks_conf;
 pub mod users;
 
 pub use addr::{parse_addr_spec, AddrMatch, Net};
@@ -51,4 +53,8 @@ pub use lex::{Cursor, Line};
 pub use lookup::{HostsFile, Lookup, Services, StaticLookup};
 pub use port::{parse_port, parse_port_spec, Op, PortMatch};
 pub use sockd_conf::{Action, Decision, Request, Rule, RuleSet};
+pub use socks_conf::{
+    parse_server, parse_server_list, ClientAction, ClientRule, ClientRules, ServerSpec,
+    ServerVersion, DEFAULT_SERVER_PORT,
+};
 pub use users::{parse_user_list, UserList};

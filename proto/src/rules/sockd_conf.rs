@@ -90,7 +90,7 @@ impl Rule {
 }
 
 /// An optional condition: absent holds (`Option::is_none_or` needs Rust 1.82).
-fn holds<T>(cond: Option<T>, test: impl FnOnce(T) -> bool) -> bool {
+pub(crate) fn holds<T>(cond: Option<T>, test: impl FnOnce(T) -> bool) -> bool {
     match cond {
         None => true,
         Some(c) => test(c),
