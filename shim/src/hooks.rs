@@ -1,0 +1,141 @@
+//! The exported libc entry points: each converts raw C arguments, checks the re-entry guard,
+//! calls the safe logic in `intercept` (or the fd table), and returns the C result. A panic never
+//! unwinds into C: it becomes -1 with an errno, and never a silent direct connection.
+#![allow(unsafe_code)]
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use libc::{c_int, c_uint, sockaddr, socklen_t};
+
+use crate::fdtable;
+use crate::guard::Guard;
+use crate::intercept::{self, Outcome};
+use crate::real;
+use crate::sockaddr::RawAddr;
+
+/// Runs `f`, turning a panic into `Outcome::Fail(errno_on_panic)`.
+fn shielded(errno_on_panic: c_int, f: impl FnOnce() -> Outcome) -> Outcome {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(Outcome::Fail(errno_on_panic))
+}
+
+/// connect(2): routed through a SOCKS server, refused, or passed on, as socks.conf says.
+///
+/// # Safety
+/// As connect(2): `addr` must point to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let Some(_guard) = Guard::enter() else {
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        return unsafe { real::connect(fd, addr, len) };
+    };
+    // SAFETY: the caller guarantees `len` readable bytes at `addr` (or a null pointer).
+    let Some(dst) = (unsafe { RawAddr::from_ptr(addr, len) }) else {
+        // SAFETY: as above.
+        return unsafe { real::connect(fd, addr, len) };
+    };
+    match shielded(libc::ECONNREFUSED, || intercept::connect(fd, &dst)) {
+        // SAFETY: as above.
+        Outcome::PassThrough => unsafe { real::connect(fd, addr, len) },
+        Outcome::Done => 0,
+        Outcome::Fail(errno) => {
+            real::set_errno(errno);
+            -1
+        }
+    }
+}
+
+/// getpeername(2): for a proxied socket, the destination the program asked for.
+///
+/// # Safety
+/// As getpeername(2).
+#[no_mangle]
+pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    if fdtable::get(fd).is_none() || addr.is_null() || len.is_null() {
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        return unsafe { real::getpeername(fd, addr, len) };
+    }
+    let mut storage = [0u8; std::mem::size_of::<libc::sockaddr_storage>()];
+    let mut storage_len = storage.len() as socklen_t;
+    // SAFETY: `storage` is writable for `storage_len` bytes.
+    let rc = unsafe { real::getpeername(fd, storage.as_mut_ptr().cast(), &mut storage_len) };
+    if rc != 0 {
+        return rc;
+    }
+    // SAFETY: the kernel wrote `storage_len` bytes (at most the buffer's size).
+    let actual = unsafe { RawAddr::from_ptr(storage.as_ptr().cast(), storage_len) };
+    let Some(actual) = actual else {
+        // Not an IP socket after all: report what the kernel said.
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        return unsafe { real::getpeername(fd, addr, len) };
+    };
+    let reported = intercept::peer_name(fd, &actual);
+    // SAFETY: the caller guarantees `*len` writable bytes at `addr`.
+    unsafe { reported.write_to(addr, len) };
+    0
+}
+
+/// close(2): forgets the descriptor.
+///
+/// # Safety
+/// As close(2).
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    fdtable::clear(fd);
+    // SAFETY: forwarded unchanged.
+    unsafe { real::close(fd) }
+}
+
+/// close_range(2): forgets the descriptors it closes.
+///
+/// # Safety
+/// As close_range(2).
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        fdtable::clear_range(first, last);
+    }
+    // SAFETY: forwarded unchanged.
+    unsafe { real::close_range(first, last, flags) }
+}
+
+/// dup(2): the copy describes the same proxied connection.
+///
+/// # Safety
+/// As dup(2).
+#[no_mangle]
+pub unsafe extern "C" fn dup(old: c_int) -> c_int {
+    // SAFETY: forwarded unchanged.
+    let new = unsafe { real::dup(old) };
+    if new >= 0 {
+        fdtable::copy(old, new);
+    }
+    new
+}
+
+/// dup2(2): the target forgets what it was and describes what `old` describes.
+///
+/// # Safety
+/// As dup2(2).
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    // SAFETY: forwarded unchanged.
+    let rc = unsafe { real::dup2(old, new) };
+    if rc >= 0 && old != new {
+        fdtable::copy(old, new);
+    }
+    rc
+}
+
+/// dup3(2): as dup2.
+///
+/// # Safety
+/// As dup3(2).
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    // SAFETY: forwarded unchanged.
+    let rc = unsafe { real::dup3(old, new, flags) };
+    if rc >= 0 {
+        fdtable::copy(old, new);
+    }
+    rc
+}

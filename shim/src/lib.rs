@@ -1,0 +1,25 @@
+//! libsocks.so: preloaded into an unmodified program (`socksify PROGRAM`, `LD_PRELOAD`, or
+//! `/etc/ld.so.preload`), it sends the program's outbound TCP connections through a SOCKS server
+//! as `socks.conf` or the environment says, on the program's own socket, so the program never
+//! notices: `getpeername` still names the destination it asked for.
+//!
+//! Layout: `hooks` (the exported C functions, the only place raw pointers come in), `intercept`
+//! (what each hook does), `route` (direct / deny / which servers), `proxy` (connect + SOCKS
+//! handshake on the program's fd), `config` (settings, read once), `fdtable` (per-fd state),
+//! `real` (libc through dlsym(RTLD_NEXT)), `sockaddr`, `guard`, `log`.
+//!
+//! With nothing configured every call passes straight through. The library starts no thread,
+//! never exits the process, prints nothing unless `SOCKS_LOG` asks (except once for a broken
+//! configuration), and ignores the environment in secure-execution programs.
+#![deny(unsafe_code)]
+
+mod config;
+mod fdtable;
+mod guard;
+mod hooks;
+mod intercept;
+mod log;
+mod proxy;
+mod real;
+mod route;
+mod sockaddr;

@@ -1,0 +1,276 @@
+//! The real libc functions, found with `dlsym(RTLD_NEXT, …)` on first use and cached. Every libc
+//! call the library makes on sockets goes through here: a plain call would bind to our own
+//! exported hooks. This is the libc boundary; each function is a thin, unsafe-free-to-call
+//! wrapper that sets errno ENOSYS if the symbol cannot be found.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use libc::{addrinfo, nfds_t, pollfd, size_t, sockaddr, socklen_t, ssize_t};
+
+/// Finds `name` in the objects loaded after this one, caching it in `slot`.
+fn resolve(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
+    let cached = slot.load(Ordering::Acquire);
+    if !cached.is_null() {
+        return cached;
+    }
+    // SAFETY: dlsym is thread-safe and takes a NUL-terminated name; RTLD_NEXT skips this library.
+    let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+    slot.store(found, Ordering::Release);
+    found
+}
+
+/// Sets errno for the calling thread.
+pub fn set_errno(value: c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
+    unsafe { *libc::__errno_location() = value };
+}
+
+/// Reads errno of the calling thread.
+pub fn errno() -> c_int {
+    // SAFETY: as in `set_errno`.
+    unsafe { *libc::__errno_location() }
+}
+
+macro_rules! real_functions {
+    ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty; )*) => {
+        $(
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// The same as the libc function's: pointers must be valid as libc documents.
+            pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+                let name = CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes());
+                let Ok(name) = name else { set_errno(libc::ENOSYS); return -1 as _ };
+                let f = resolve(&SLOT, name);
+                if f.is_null() {
+                    set_errno(libc::ENOSYS);
+                    return -1 as _;
+                }
+                // SAFETY: the symbol is libc's function of this name, whose C signature is the
+                // one declared here.
+                let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(f) };
+                // SAFETY: forwarded under the caller's guarantees.
+                unsafe { f($($arg),*) }
+            }
+        )*
+    };
+}
+
+real_functions! {
+    /// connect(2).
+    fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    /// getpeername(2).
+    fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    /// getsockopt(2).
+    fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void, len: *mut socklen_t) -> c_int;
+    /// close(2).
+    fn close(fd: c_int) -> c_int;
+    /// close_range(2).
+    fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int;
+    /// dup(2).
+    fn dup(fd: c_int) -> c_int;
+    /// dup2(2).
+    fn dup2(old: c_int, new: c_int) -> c_int;
+    /// dup3(2).
+    fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int;
+    /// fcntl(2) with an integer argument.
+    fn fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int;
+    /// poll(2).
+    fn poll(fds: *mut pollfd, n: nfds_t, timeout_ms: c_int) -> c_int;
+    /// send(2).
+    fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t;
+    /// recv(2).
+    fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t;
+    /// write(2).
+    fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t;
+    /// getaddrinfo(3).
+    fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *const addrinfo, res: *mut *mut addrinfo) -> c_int;
+    /// getifaddrs(3).
+    fn getifaddrs(list: *mut *mut libc::ifaddrs) -> c_int;
+}
+
+/// freeaddrinfo(3) (returns nothing, so it is not in the table above).
+///
+/// # Safety
+/// `res` must come from `getaddrinfo` and not be freed twice.
+pub unsafe fn freeaddrinfo(res: *mut addrinfo) {
+    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+    let f = resolve(&SLOT, c"freeaddrinfo");
+    if !f.is_null() {
+        // SAFETY: libc's freeaddrinfo has this signature.
+        let f: unsafe extern "C" fn(*mut addrinfo) = unsafe { std::mem::transmute(f) };
+        // SAFETY: forwarded under the caller's guarantee.
+        unsafe { f(res) }
+    }
+}
+
+/// freeifaddrs(3).
+///
+/// # Safety
+/// `list` must come from `getifaddrs` and not be freed twice.
+pub unsafe fn freeifaddrs(list: *mut libc::ifaddrs) {
+    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+    let f = resolve(&SLOT, c"freeifaddrs");
+    if !f.is_null() {
+        // SAFETY: libc's freeifaddrs has this signature.
+        let f: unsafe extern "C" fn(*mut libc::ifaddrs) = unsafe { std::mem::transmute(f) };
+        // SAFETY: forwarded under the caller's guarantee.
+        unsafe { f(list) }
+    }
+}
+
+/// write(2) of a byte slice; returns what write returned.
+pub fn write_bytes(fd: c_int, bytes: &[u8]) -> ssize_t {
+    // SAFETY: the slice is valid for its length.
+    unsafe { write(fd, bytes.as_ptr().cast(), bytes.len()) }
+}
+
+/// send(2) of a byte slice with `flags`.
+pub fn send_bytes(fd: c_int, bytes: &[u8], flags: c_int) -> ssize_t {
+    // SAFETY: the slice is valid for its length.
+    unsafe { send(fd, bytes.as_ptr().cast(), bytes.len(), flags) }
+}
+
+/// recv(2) into a byte slice with `flags`.
+pub fn recv_into(fd: c_int, buf: &mut [u8], flags: c_int) -> ssize_t {
+    // SAFETY: the slice is valid and writable for its length.
+    unsafe { recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) }
+}
+
+/// poll(2) on one descriptor: the revents, 0 on timeout, -1 on error (errno set).
+pub fn poll_one(fd: c_int, events: i16, timeout_ms: c_int) -> c_int {
+    let mut pfd = pollfd { fd, events, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { poll(&mut pfd, 1, timeout_ms) };
+    if n > 0 {
+        c_int::from(pfd.revents)
+    } else {
+        n
+    }
+}
+
+/// getsockopt(2) of an int-valued option; `None` on error (errno set).
+pub fn getsockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
+    let mut value: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: value and len are valid for the sizes given.
+    let rc = unsafe { getsockopt(fd, level, name, (&mut value as *mut c_int).cast(), &mut len) };
+    (rc == 0).then_some(value)
+}
+
+/// fcntl(2) with an int argument (F_GETFL, F_SETFL…).
+pub fn fcntl_int(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
+    // SAFETY: these commands take an int argument and no pointers.
+    unsafe { fcntl(fd, cmd, arg) }
+}
+
+/// connect(2) to a Rust socket address.
+pub fn connect_to(fd: c_int, addr: &crate::sockaddr::RawAddr) -> c_int {
+    // SAFETY: `addr.bytes` holds a valid sockaddr of `addr.len` bytes.
+    unsafe { connect(fd, addr.bytes.as_ptr().cast(), addr.len as socklen_t) }
+}
+
+/// Whether this process runs in secure-execution mode (setuid, setgid, capabilities): then the
+/// environment must not steer the library.
+pub fn secure_execution() -> bool {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// The login name of the effective user, if the user database knows it.
+pub fn effective_user_name() -> Option<String> {
+    let mut buffer = vec![0 as c_char; 4096];
+    // SAFETY: passwd is plain data; zeroed is a valid initial value for an out-parameter.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = null_mut();
+    // SAFETY: all pointers are valid for the sizes given; geteuid has no preconditions.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::geteuid(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || entry.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name points into `buffer`, NUL-terminated by getpwuid_r.
+    let name = unsafe { CStr::from_ptr(entry.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// The addresses of `host` (all families, resolver order), through the real getaddrinfo.
+pub fn resolve_host(host: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    let name = std::ffi::CString::new(host).map_err(|_| "name contains NUL".to_string())?;
+    // SAFETY: addrinfo is plain data; zeroed is the documented way to start hints.
+    let mut hints: addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_socktype = libc::SOCK_STREAM;
+    let mut list: *mut addrinfo = null_mut();
+    // SAFETY: valid name, hints and out-pointer.
+    let rc = unsafe { getaddrinfo(name.as_ptr(), std::ptr::null(), &hints, &mut list) };
+    if rc != 0 {
+        // SAFETY: gai_strerror returns a static string for any code.
+        let text = unsafe { CStr::from_ptr(libc::gai_strerror(rc)) };
+        return Err(text.to_string_lossy().into_owned());
+    }
+    let mut found = Vec::new();
+    let mut node = list;
+    while !node.is_null() {
+        // SAFETY: `node` is an element of the list getaddrinfo returned, not yet freed.
+        let info = unsafe { &*node };
+        // SAFETY: ai_addr holds ai_addrlen bytes.
+        let raw = unsafe { crate::sockaddr::RawAddr::from_ptr(info.ai_addr, info.ai_addrlen) };
+        if let Some(sa) = raw.and_then(|r| r.socket_addr()) {
+            if !found.contains(&sa.ip()) {
+                found.push(sa.ip());
+            }
+        }
+        node = info.ai_next;
+    }
+    // SAFETY: `list` came from getaddrinfo and is freed once.
+    unsafe { freeaddrinfo(list) };
+    Ok(found)
+}
+
+/// The networks this host is directly attached to: (interface address, prefix length).
+pub fn attached_networks() -> Vec<(std::net::IpAddr, u8)> {
+    let mut list: *mut libc::ifaddrs = null_mut();
+    // SAFETY: valid out-pointer.
+    if unsafe { getifaddrs(&mut list) } != 0 {
+        return Vec::new();
+    }
+    let mut networks = Vec::new();
+    let mut node = list;
+    while !node.is_null() {
+        // SAFETY: `node` is an element of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*node };
+        let len = std::mem::size_of::<libc::sockaddr_in6>() as socklen_t;
+        // SAFETY: ifa_addr/ifa_netmask are null or point to sockaddrs of their family's size;
+        // from_ptr reads no more than that family needs.
+        let (addr, mask) = unsafe {
+            (
+                crate::sockaddr::RawAddr::from_ptr(ifa.ifa_addr, len),
+                crate::sockaddr::RawAddr::from_ptr(ifa.ifa_netmask, len),
+            )
+        };
+        if let (Some(addr), Some(mask)) =
+            (addr.and_then(|a| a.socket_addr()), mask.and_then(|m| m.socket_addr()))
+        {
+            let prefix = match mask.ip() {
+                std::net::IpAddr::V4(m) => u32::from(m).count_ones(),
+                std::net::IpAddr::V6(m) => u128::from(m).count_ones(),
+            };
+            networks.push((addr.ip(), prefix as u8));
+        }
+        node = ifa.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { freeifaddrs(list) };
+    networks
+}
