@@ -239,41 +239,33 @@ fn build(
     let lookup = LibcLookup {
         services: std::fs::read_to_string("/etc/services").ok().map(|t| Services::parse(&t)),
     };
-    let default_servers = match &env.server {
-        None => Vec::new(),
+    let default_spec = match &env.server {
+        None => None,
         Some(text) => {
-            let spec =
-                parse_server(text, &lookup).map_err(|e| format!("SOCKS_SERVER={text}: {e}"))?;
-            vec![Server::from_spec(&spec, &defaults)]
+            Some(parse_server(text, &lookup).map_err(|e| format!("SOCKS_SERVER={text}: {e}"))?)
         }
     };
     let Some((path, text)) = conf else {
+        let servers = default_spec.iter().map(|spec| Server::from_spec(spec, &defaults)).collect();
         let local_networks = real::attached_networks();
-        return Ok((Mode::Everything { servers: default_servers, local_networks }, user));
+        return Ok((Mode::Everything { servers, local_networks }, user));
     };
     let rules = ClientRules::parse(path, &text, &lookup).map_err(|e| e.to_string())?;
     let mut servers = Vec::with_capacity(rules.rules.len());
     for rule in &rules.rules {
-        let list: Vec<Server> = if rule.servers.is_empty() {
-            if rule.action == ClientAction::Proxy && env.server.is_none() {
+        let specs: Vec<&ServerSpec> = match (rule.action, &default_spec) {
+            (ClientAction::Proxy, _) if !rule.servers.is_empty() => rule.servers.iter().collect(),
+            (ClientAction::Proxy, Some(spec)) => vec![spec],
+            (ClientAction::Proxy, None) => {
                 return Err(format!(
                     "{path}:{}: `sockd` line without @=server and no SOCKS_SERVER set",
                     rule.line
-                ));
+                ))
             }
-            match &env.server {
-                Some(text) => match parse_server(text, &lookup) {
-                    Ok(spec) => vec![Server::from_spec(&spec, &defaults)],
-                    Err(e) => return Err(format!("SOCKS_SERVER={text}: {e}")),
-                },
-                None => Vec::new(),
-            }
-        } else {
-            rule.servers.iter().map(|spec| Server::from_spec(spec, &defaults)).collect()
+            _ => Vec::new(),
         };
-        servers.push(list);
+        servers.push(specs.into_iter().map(|spec| Server::from_spec(spec, &defaults)).collect());
     }
-    drop(default_servers);
     Ok((Mode::Rules { rules, servers }, user))
 }
 
