@@ -11,6 +11,12 @@
 //! With nothing configured every call passes straight through. The library starts no thread,
 //! never exits the process, prints nothing unless `SOCKS_LOG` asks (except once for a broken
 //! configuration), and ignores the environment in secure-execution programs.
+//!
+//! Crates left out on purpose: `redhook` (its hooks re-call the real function after a panic,
+//! running side effects twice, and resolve symbols under a lock); `once_cell` (std's `OnceLock`
+//! does the one job it had); `log`/`env_logger` (env_logger reacts to `RUST_LOG`, allocates and
+//! takes the stdio lock, which can hang a vfork child — `log` here is a stack buffer and one
+//! write(2)).
 #![deny(unsafe_code)]
 
 mod config;
