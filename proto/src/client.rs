@@ -173,6 +173,19 @@ impl ClientHandshake {
         }
     }
 
+    /// A reader for the second reply of a BIND whose first reply was read earlier (for example
+    /// by another handshake object): it sends nothing and waits for one reply of `version`.
+    pub fn second_reply(version: ClientVersion) -> Self {
+        ClientHandshake {
+            version,
+            identity: Identity::default(),
+            request: Vec::new(),
+            state: State::Reply,
+            input: Vec::new(),
+            output: Vec::new(),
+        }
+    }
+
     /// Adds bytes from the server and advances as far as they allow.
     pub fn feed(&mut self, data: &[u8]) -> ClientStep {
         self.input.extend_from_slice(data);
@@ -397,6 +410,22 @@ mod tests {
         assert_eq!(v4.wanted(), 8);
         v4.feed(&[0, 90, 0]);
         assert_eq!(v4.wanted(), 5);
+    }
+
+    #[test]
+    fn standalone_second_reply() {
+        let mut c = ClientHandshake::second_reply(ClientVersion::Socks4);
+        assert!(c.take_output().is_empty());
+        assert_eq!(c.wanted(), 8);
+        assert_eq!(
+            c.feed(&[0, 90, 0, 20, 198, 51, 100, 7]),
+            ClientStep::Granted { bound: dst("198.51.100.7:20") }
+        );
+        let mut c = ClientHandshake::second_reply(ClientVersion::Socks5);
+        assert_eq!(
+            c.feed(&[5, 2, 0, 1, 0, 0, 0, 0, 0, 0]),
+            ClientStep::Failed(ClientError::Refused(Failure::NotAllowed))
+        );
     }
 
     #[test]

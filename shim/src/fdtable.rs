@@ -1,13 +1,20 @@
-//! What the library remembers per file descriptor: for a socket it connected through a SOCKS
-//! server, the destination the program asked for (for getpeername) and the server address the
-//! socket really is connected to (to recognise a stale entry after the fd number was reused
-//! behind our back, e.g. by an fclose we do not see).
+//! What the library remembers per file descriptor, and the process's most recent proxied
+//! connection (the paper's rule: a BIND names the peer of the last connection made through the
+//! server).
+//!
+//! Per descriptor: for a socket connected through a SOCKS server, the destination the program
+//! asked for (for getpeername) and the server address the socket really is connected to (to
+//! recognise a stale entry after the fd number was reused behind our back, e.g. by an fclose we
+//! do not see); for a socket bound through a SOCKS BIND, the address the server listens on and
+//! the server, until accept.
 //!
 //! A fixed table indexed by fd, lock-free (atomics only) and allocation-free, so it is safe in
 //! signal handlers and fork children. Descriptors at or above `TABLE_SIZE` are not tracked
 //! (getpeername then reports the server's address); the table costs no memory until touched.
 
 use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+use socks_proto::client::ClientVersion;
 
 use crate::sockaddr::{RawAddr, RAW_LEN};
 
@@ -16,71 +23,133 @@ pub const TABLE_SIZE: usize = 1 << 16;
 
 const WORDS_PER_ADDR: usize = RAW_LEN.div_ceil(8);
 
-/// One descriptor's slot. `state` is 0 when empty, else generation (high 16 bits), destination
-/// length (8 bits) and server length (8 bits); readers check it did not change while copying.
-struct Slot {
-    state: AtomicU32,
-    words: [AtomicU64; 2 * WORDS_PER_ADDR],
+/// What a tracked descriptor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Connected through a server: `first` is the program's destination.
+    Connected,
+    /// Bound through a SOCKS BIND of this version: `first` is the address the server listens
+    /// on; the second reply is still to come.
+    Bound(ClientVersion),
 }
 
-impl Slot {
-    const fn new() -> Slot {
-        Slot { state: AtomicU32::new(0), words: [const { AtomicU64::new(0) }; 2 * WORDS_PER_ADDR] }
+impl Kind {
+    fn code(self) -> u32 {
+        match self {
+            Kind::Connected => 1,
+            Kind::Bound(ClientVersion::Socks4) => 2,
+            Kind::Bound(ClientVersion::Socks4a) => 3,
+            Kind::Bound(ClientVersion::Socks5) => 4,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<Kind> {
+        Some(match code {
+            1 => Kind::Connected,
+            2 => Kind::Bound(ClientVersion::Socks4),
+            3 => Kind::Bound(ClientVersion::Socks4a),
+            4 => Kind::Bound(ClientVersion::Socks5),
+            _ => return None,
+        })
     }
 }
 
-static TABLE: [Slot; TABLE_SIZE] = [const { Slot::new() }; TABLE_SIZE];
-/// One more than the highest descriptor ever recorded, to bound range clears.
-static HIGH_WATER: AtomicI32 = AtomicI32::new(0);
-
-fn slot(fd: i32) -> Option<&'static Slot> {
-    usize::try_from(fd).ok().and_then(|i| TABLE.get(i))
-}
-
-/// A proxied socket's two addresses.
+/// A tracked descriptor (or the last proxied connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
-    /// What the program connected to.
-    pub destination: RawAddr,
+    /// What it is.
+    pub kind: Kind,
+    /// Connected: the program's destination. Bound: the server's listening address.
+    pub first: RawAddr,
     /// The SOCKS server the socket is connected to.
     pub server: RawAddr,
 }
 
-/// Records a proxied socket.
+/// An `Entry` in atomics. `state` is 0 when empty, else generation (12 bits), kind (4 bits) and
+/// the two address lengths (8 bits each); readers check it did not change while copying.
+struct EntryCell {
+    state: AtomicU32,
+    words: [AtomicU64; 2 * WORDS_PER_ADDR],
+}
+
+impl EntryCell {
+    const fn new() -> EntryCell {
+        EntryCell {
+            state: AtomicU32::new(0),
+            words: [const { AtomicU64::new(0) }; 2 * WORDS_PER_ADDR],
+        }
+    }
+
+    fn store(&self, entry: &Entry) {
+        let old = self.state.swap(0, Ordering::AcqRel);
+        let generation = ((old >> 20).wrapping_add(1) & 0xfff).max(1);
+        store_addr(&self.words[..WORDS_PER_ADDR], &entry.first);
+        store_addr(&self.words[WORDS_PER_ADDR..], &entry.server);
+        let state = (generation << 20)
+            | (entry.kind.code() << 16)
+            | ((entry.first.len as u32) << 8)
+            | entry.server.len as u32;
+        self.state.store(state, Ordering::Release);
+    }
+
+    fn load(&self) -> Option<Entry> {
+        for _ in 0..4 {
+            let before = self.state.load(Ordering::Acquire);
+            if before == 0 {
+                return None;
+            }
+            let first = load_addr(&self.words[..WORDS_PER_ADDR], (before >> 8) as u8);
+            let server = load_addr(&self.words[WORDS_PER_ADDR..], before as u8);
+            fence(Ordering::Acquire);
+            if self.state.load(Ordering::Relaxed) == before {
+                let kind = Kind::from_code((before >> 16) & 0xf)?;
+                return Some(Entry { kind, first, server });
+            }
+        }
+        None
+    }
+
+    fn clear(&self) {
+        self.state.store(0, Ordering::Release);
+    }
+}
+
+static TABLE: [EntryCell; TABLE_SIZE] = [const { EntryCell::new() }; TABLE_SIZE];
+/// One more than the highest descriptor ever recorded, to bound range clears.
+static HIGH_WATER: AtomicI32 = AtomicI32::new(0);
+/// The most recent connection made through a server: its destination and server.
+static LAST_CONNECTED: EntryCell = EntryCell::new();
+
+fn cell(fd: i32) -> Option<&'static EntryCell> {
+    usize::try_from(fd).ok().and_then(|i| TABLE.get(i))
+}
+
+/// Records a tracked descriptor.
 pub fn set(fd: i32, entry: &Entry) {
-    let Some(slot) = slot(fd) else { return };
-    let old = slot.state.swap(0, Ordering::AcqRel);
-    let generation = (old >> 16).wrapping_add(1) & 0xffff;
-    store_addr(&slot.words[..WORDS_PER_ADDR], &entry.destination);
-    store_addr(&slot.words[WORDS_PER_ADDR..], &entry.server);
-    let state =
-        (generation << 16) | ((entry.destination.len as u32) << 8) | entry.server.len as u32;
-    slot.state.store(state.max(1), Ordering::Release);
+    let Some(cell) = cell(fd) else { return };
+    cell.store(entry);
     HIGH_WATER.fetch_max(fd + 1, Ordering::Relaxed);
 }
 
 /// The entry for `fd`, if any.
 pub fn get(fd: i32) -> Option<Entry> {
-    let slot = slot(fd)?;
-    for _ in 0..4 {
-        let before = slot.state.load(Ordering::Acquire);
-        if before == 0 {
-            return None;
-        }
-        let destination = load_addr(&slot.words[..WORDS_PER_ADDR], (before >> 8) as u8);
-        let server = load_addr(&slot.words[WORDS_PER_ADDR..], before as u8);
-        fence(Ordering::Acquire);
-        if slot.state.load(Ordering::Relaxed) == before {
-            return Some(Entry { destination, server });
-        }
-    }
-    None
+    cell(fd)?.load()
+}
+
+/// Remembers an outbound connection made through a server, for later BINDs.
+pub fn remember_last_connected(entry: &Entry) {
+    LAST_CONNECTED.store(entry);
+}
+
+/// The last connection made through a server in this process (or its parent before fork).
+pub fn last_connected() -> Option<Entry> {
+    LAST_CONNECTED.load()
 }
 
 /// Forgets `fd`.
 pub fn clear(fd: i32) {
-    if let Some(slot) = slot(fd) {
-        slot.state.store(0, Ordering::Release);
+    if let Some(cell) = cell(fd) {
+        cell.clear();
     }
 }
 
@@ -95,7 +164,12 @@ pub fn clear_range(first: u32, last: u32) {
 /// Makes `to` describe what `from` describes (after dup): same socket, same entry.
 pub fn copy(from: i32, to: i32) {
     match get(from) {
-        Some(entry) => set(to, &entry),
+        Some(entry) => {
+            if let Some(cell) = cell(to) {
+                cell.store(&entry);
+                HIGH_WATER.fetch_max(to + 1, Ordering::Relaxed);
+            }
+        }
         None => clear(to),
     }
 }
@@ -125,26 +199,32 @@ fn load_addr(words: &[AtomicU64], len: u8) -> RawAddr {
 mod tests {
     use super::*;
 
-    fn entry(dst: &str, server: &str) -> Entry {
+    fn entry(kind: Kind, first: &str, server: &str) -> Entry {
         Entry {
-            destination: RawAddr::from_socket_addr(dst.parse().expect("literal")),
+            kind,
+            first: RawAddr::from_socket_addr(first.parse().expect("literal")),
             server: RawAddr::from_socket_addr(server.parse().expect("literal")),
         }
     }
 
     #[test]
     fn set_get_copy_clear() {
-        let e = entry("[2001:db8::1]:443", "10.0.0.1:1080");
+        let e = entry(Kind::Connected, "[2001:db8::1]:443", "10.0.0.1:1080");
         set(100, &e);
         assert_eq!(get(100), Some(e));
+        remember_last_connected(&e);
+        assert_eq!(last_connected(), Some(e));
         copy(100, 101);
         assert_eq!(get(101), Some(e));
         clear(100);
         assert_eq!(get(100), None);
         copy(100, 101);
         assert_eq!(get(101), None);
-        set(200, &e);
-        set(201, &entry("192.0.2.1:80", "10.0.0.1:1080"));
+        let bound =
+            entry(Kind::Bound(ClientVersion::Socks4), "198.51.100.1:40000", "10.0.0.1:1080");
+        set(200, &bound);
+        assert_eq!(get(200), Some(bound));
+        set(201, &entry(Kind::Connected, "192.0.2.1:80", "10.0.0.1:1080"));
         clear_range(200, 200);
         assert_eq!(get(200), None);
         assert!(get(201).is_some());
@@ -154,7 +234,7 @@ mod tests {
 
     #[test]
     fn out_of_range_is_ignored() {
-        let e = entry("192.0.2.1:80", "10.0.0.1:1080");
+        let e = entry(Kind::Bound(ClientVersion::Socks5), "192.0.2.1:80", "10.0.0.1:1080");
         set(-1, &e);
         set(TABLE_SIZE as i32, &e);
         assert_eq!(get(-1), None);

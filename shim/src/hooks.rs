@@ -139,3 +139,127 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     }
     rc
 }
+
+/// bind(2): port 0 on a wildcard or own address, after a proxied connection, becomes a BIND
+/// on the SOCKS server (ftp's active mode); anything else is the real bind.
+///
+/// # Safety
+/// As bind(2): `addr` must point to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let Some(_guard) = Guard::enter() else {
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        return unsafe { real::bind(fd, addr, len) };
+    };
+    // SAFETY: the caller guarantees `len` readable bytes at `addr` (or a null pointer).
+    let Some(local) = (unsafe { RawAddr::from_ptr(addr, len) }) else {
+        // SAFETY: as above.
+        return unsafe { real::bind(fd, addr, len) };
+    };
+    match shielded(libc::EADDRNOTAVAIL, || intercept::bind(fd, &local)) {
+        // SAFETY: as above.
+        Outcome::PassThrough => unsafe { real::bind(fd, addr, len) },
+        Outcome::Done => 0,
+        Outcome::Fail(errno) => {
+            real::set_errno(errno);
+            -1
+        }
+    }
+}
+
+/// listen(2): a no-op for a socket bound through the server.
+///
+/// # Safety
+/// As listen(2).
+#[no_mangle]
+pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+    match intercept::listen(fd) {
+        Outcome::Done => 0,
+        Outcome::Fail(errno) => {
+            real::set_errno(errno);
+            -1
+        }
+        // SAFETY: forwarded unchanged.
+        Outcome::PassThrough => unsafe { real::listen(fd, backlog) },
+    }
+}
+
+/// getsockname(2): for a socket bound through the server, the address the server listens on.
+///
+/// # Safety
+/// As getsockname(2).
+#[no_mangle]
+pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    match intercept::sock_name(fd) {
+        Some(listening) if !addr.is_null() && !len.is_null() => {
+            // SAFETY: the caller guarantees `*len` writable bytes at `addr`.
+            unsafe { listening.write_to(addr, len) };
+            0
+        }
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        _ => unsafe { real::getsockname(fd, addr, len) },
+    }
+}
+
+/// accept(2) and accept4(2) share this: the second BIND reply for a socket bound through the
+/// server, else the real call.
+///
+/// # Safety
+/// As accept4(2).
+unsafe fn accept_common(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> Option<c_int> {
+    let _guard = Guard::enter()?;
+    let result = catch_unwind(AssertUnwindSafe(|| intercept::accept(fd, flags)))
+        .unwrap_or(Err(libc::ECONNABORTED));
+    match result {
+        Ok(None) => None,
+        Ok(Some((accepted, peer))) => {
+            if !addr.is_null() && !len.is_null() {
+                // SAFETY: the caller guarantees `*len` writable bytes at `addr`.
+                unsafe { peer.write_to(addr, len) };
+            }
+            Some(accepted)
+        }
+        Err(errno) => {
+            real::set_errno(errno);
+            Some(-1)
+        }
+    }
+}
+
+/// accept(2).
+///
+/// # Safety
+/// As accept(2).
+#[no_mangle]
+pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
+    // SAFETY: forwarded under the caller's guarantees.
+    match unsafe { accept_common(fd, addr, len, 0) } {
+        Some(rc) => rc,
+        // SAFETY: as above.
+        None => unsafe { real::accept(fd, addr, len) },
+    }
+}
+
+/// accept4(2).
+///
+/// # Safety
+/// As accept4(2).
+#[no_mangle]
+pub unsafe extern "C" fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: forwarded under the caller's guarantees.
+    match unsafe { accept_common(fd, addr, len, flags) } {
+        Some(rc) => rc,
+        // SAFETY: as above.
+        None => unsafe { real::accept4(fd, addr, len, flags) },
+    }
+}

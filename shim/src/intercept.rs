@@ -1,17 +1,26 @@
 //! What the library does for each intercepted call, in safe Rust: the hooks in `hooks` convert
 //! raw arguments and call these, and turn the outcome into a return value and errno.
 //!
+//! CONNECT: route the destination, then connect through a server on the program's socket.
+//! BIND (the paper's Rbind/Rlisten/Rgetsockname/Raccept): a TCP socket bound to a wildcard or
+//! own address with port 0, in a process with a proxied connection whose destination goes
+//! through a server, becomes a SOCKS BIND naming that destination; `listen` is then a no-op,
+//! `getsockname` reports where the server listens, and `accept` waits for the second reply and
+//! returns the connection as a new descriptor.
+//!
 //! Not here: pointers, errno, panics (see `hooks`).
+
+use std::net::SocketAddr;
 
 use libc::c_int;
 
-use crate::config;
-use crate::fdtable::{self, Entry};
+use crate::config::{self, Server};
+use crate::fdtable::{self, Entry, Kind};
 use crate::log::{log, Level};
-use crate::proxy;
+use crate::proxy::{self, Command};
 use crate::real;
 use crate::route::{route, Route};
-use crate::sockaddr::{canonical, RawAddr};
+use crate::sockaddr::{canonical, for_family, RawAddr};
 
 /// The result of handling a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,15 +33,31 @@ pub enum Outcome {
     Fail(c_int),
 }
 
+fn is_stream(fd: c_int) -> bool {
+    real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+}
+
+fn family_of(fd: c_int) -> Option<c_int> {
+    real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
+}
+
 /// connect(2) of `fd` to `dst` as the program gave it.
 pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
     let Some(target) = dst.socket_addr() else { return Outcome::PassThrough };
-    if real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) != Some(libc::SOCK_STREAM) {
+    if !is_stream(fd) {
         return Outcome::PassThrough;
     }
-    if fdtable::get(fd).is_some() {
+    match fdtable::get(fd).map(|e| e.kind) {
         // Already connected through a server: the kernel gives the right answer (EISCONN).
-        return Outcome::PassThrough;
+        Some(Kind::Connected) => return Outcome::PassThrough,
+        // Bound through a BIND after all, but used for an outbound connection: give the
+        // program a plain socket again (the bind was to port 0, so nothing is lost).
+        Some(Kind::Bound(_)) => {
+            if let Err(errno) = replace_socket(fd, false) {
+                return Outcome::Fail(errno);
+            }
+        }
+        None => {}
     }
     let target = canonical(target);
     let settings = config::settings();
@@ -50,9 +75,12 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
             Outcome::Fail(libc::ECONNREFUSED)
         }
         Route::Proxy(servers) => {
-            match proxy::connect_through(fd, target, servers, settings.timeout) {
-                Ok(server) => {
-                    fdtable::set(fd, &Entry { destination: *dst, server });
+            match proxy::request_through(fd, Command::Connect, target, servers, settings.timeout) {
+                Ok(granted) => {
+                    let entry =
+                        Entry { kind: Kind::Connected, first: *dst, server: granted.server };
+                    fdtable::set(fd, &entry);
+                    fdtable::remember_last_connected(&entry);
                     Outcome::Done
                 }
                 Err(errno) => Outcome::Fail(errno),
@@ -67,7 +95,10 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
 pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
     match fdtable::get(fd) {
         Some(entry) if entry.server.bytes[..entry.server.len] == actual.bytes[..actual.len] => {
-            entry.destination
+            match entry.kind {
+                Kind::Connected => entry.first,
+                Kind::Bound(_) => *actual,
+            }
         }
         Some(_) => {
             fdtable::clear(fd);
@@ -75,4 +106,140 @@ pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
         }
         None => *actual,
     }
+}
+
+/// bind(2): a BIND through the server of the last proxied connection, or the real bind.
+pub fn bind(fd: c_int, local: &RawAddr) -> Outcome {
+    let Some(local_addr) = local.socket_addr() else { return Outcome::PassThrough };
+    let ip = canonical(local_addr).ip();
+    if local_addr.port() != 0 || ip.is_loopback() || !is_stream(fd) {
+        return Outcome::PassThrough;
+    }
+    let Some(last) = fdtable::last_connected() else { return Outcome::PassThrough };
+    let Some(peer) = last.first.socket_addr().map(canonical) else { return Outcome::PassThrough };
+    let settings = config::settings();
+    let Route::Proxy(servers) = route(settings, peer) else {
+        return Outcome::PassThrough;
+    };
+    // The real bind first, so the program's own mistakes keep their own errors.
+    if real::bind_to(fd, local) != 0 {
+        return Outcome::Fail(real::errno());
+    }
+    let servers = preferred(servers, &last.server);
+    let granted = match proxy::request_through(fd, Command::Bind, peer, servers, settings.timeout) {
+        Ok(granted) => granted,
+        Err(errno) => return Outcome::Fail(errno),
+    };
+    let Some(family) = family_of(fd) else { return Outcome::Fail(real::errno()) };
+    let Some(listening) = for_family(granted.bound, family) else {
+        log!(
+            Level::Error,
+            "bind: the server listens on {}, which this socket cannot name",
+            granted.bound
+        );
+        return Outcome::Fail(libc::EAFNOSUPPORT);
+    };
+    log!(Level::Info, "bind for {peer}: the server listens on {listening}");
+    let entry = Entry {
+        kind: Kind::Bound(granted.version),
+        first: RawAddr::from_socket_addr(listening),
+        server: granted.server,
+    };
+    fdtable::set(fd, &entry);
+    Outcome::Done
+}
+
+/// The server the last connection went through, if it is in the list; else the whole list.
+fn preferred<'a>(servers: &'a [Server], used: &RawAddr) -> &'a [Server] {
+    let used = used.socket_addr().map(canonical);
+    let position = servers.iter().position(|s| s.addrs.iter().any(|a| Some(canonical(*a)) == used));
+    match position {
+        Some(i) => &servers[i..=i],
+        None => servers,
+    }
+}
+
+/// listen(2): nothing to do for a socket bound through the server.
+pub fn listen(fd: c_int) -> Outcome {
+    match fdtable::get(fd) {
+        Some(Entry { kind: Kind::Bound(_), .. }) => Outcome::Done,
+        _ => Outcome::PassThrough,
+    }
+}
+
+/// getsockname(2): for a socket bound through the server, where the server listens.
+pub fn sock_name(fd: c_int) -> Option<RawAddr> {
+    match fdtable::get(fd) {
+        Some(Entry { kind: Kind::Bound(_), first, .. }) => Some(first),
+        _ => None,
+    }
+}
+
+/// accept(2)/accept4(2) on a socket bound through the server: the new descriptor and the
+/// connecting peer. `Ok(None)`: not ours.
+pub fn accept(fd: c_int, flags: c_int) -> Result<Option<(c_int, RawAddr)>, c_int> {
+    let Some(entry) = fdtable::get(fd) else { return Ok(None) };
+    let Kind::Bound(version) = entry.kind else { return Ok(None) };
+    let family = family_of(fd).ok_or_else(real::errno)?;
+    let peer = match proxy::second_reply(fd, version, config::settings().timeout) {
+        Ok(peer) => peer,
+        Err(errno @ (libc::EAGAIN | libc::EINTR)) => return Err(errno),
+        Err(_) => return Err(libc::ECONNABORTED),
+    };
+    let peer = for_family(peer, family).unwrap_or(peer);
+    let dup_cmd =
+        if flags & libc::SOCK_CLOEXEC != 0 { libc::F_DUPFD_CLOEXEC } else { libc::F_DUPFD };
+    let accepted = real::fcntl_int(fd, dup_cmd, 0);
+    if accepted < 0 {
+        return Err(real::errno());
+    }
+    // One accept per BIND: the listening descriptor becomes a quiet listener of its own, so
+    // the program can keep it, poll it and close it as it likes.
+    if let Err(errno) = replace_socket(fd, true) {
+        real::close_fd(accepted);
+        return Err(errno);
+    }
+    let status = real::fcntl_int(accepted, libc::F_GETFL, 0);
+    let nonblocking = if flags & libc::SOCK_NONBLOCK != 0 { libc::O_NONBLOCK } else { 0 };
+    real::fcntl_int(accepted, libc::F_SETFL, (status & !libc::O_NONBLOCK) | nonblocking);
+    let peer_raw = RawAddr::from_socket_addr(peer);
+    fdtable::set(accepted, &Entry { kind: Kind::Connected, first: peer_raw, server: entry.server });
+    log!(Level::Info, "accept: connection from {peer}");
+    Ok(Some((accepted, peer_raw)))
+}
+
+/// Puts a fresh TCP socket of the same family in `fd`'s place, keeping its close-on-exec and
+/// non-blocking flags; a listening one (bound to loopback, port 0) when `listening`.
+fn replace_socket(fd: c_int, listening: bool) -> Result<(), c_int> {
+    let family = family_of(fd).ok_or_else(real::errno)?;
+    let status = real::fcntl_int(fd, libc::F_GETFL, 0);
+    let descriptor_flags = real::fcntl_int(fd, libc::F_GETFD, 0);
+    if status < 0 || descriptor_flags < 0 {
+        return Err(real::errno());
+    }
+    let fresh = real::new_socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
+    if fresh < 0 {
+        return Err(real::errno());
+    }
+    let prepared = if listening {
+        let loopback: SocketAddr = if family == libc::AF_INET6 {
+            SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], 0))
+        } else {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        };
+        real::bind_to(fresh, &RawAddr::from_socket_addr(loopback)) == 0
+            && real::listen_on(fresh, 1) == 0
+    } else {
+        true
+    };
+    let cloexec = if descriptor_flags & libc::FD_CLOEXEC != 0 { libc::O_CLOEXEC } else { 0 };
+    if !prepared || real::dup3_fd(fresh, fd, cloexec) < 0 {
+        let errno = real::errno();
+        real::close_fd(fresh);
+        return Err(errno);
+    }
+    real::close_fd(fresh);
+    real::fcntl_int(fd, libc::F_SETFL, status & libc::O_NONBLOCK);
+    fdtable::clear(fd);
+    Ok(())
 }

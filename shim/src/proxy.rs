@@ -1,8 +1,9 @@
-//! Connecting a program's own socket through a SOCKS server: connect it to the first server
-//! that answers (in the socket's family, IPv4 servers as IPv4-mapped for IPv6 sockets), run the
-//! client handshake from socks-proto over it, and report the result as the errno the program
-//! would have got from the destination. Blocking and non-blocking sockets alike finish within
-//! the configured timeout; the socket's flags are restored before returning.
+//! Running a SOCKS request on a program's own socket: connect it to the first server that
+//! answers (in the socket's family, IPv4 servers as IPv4-mapped for IPv6 sockets), run the client
+//! handshake from socks-proto over it (CONNECT, or BIND and later its second reply), and report a
+//! failure as the errno the program would have got from the destination. Blocking and
+//! non-blocking sockets alike finish within the configured timeout; the socket's flags are
+//! restored before returning.
 //!
 //! Not here: deciding whether to proxy (`route`) or the C-level hook (`hooks`).
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use libc::c_int;
 use socks_proto::client::{ClientError, ClientHandshake, ClientStep, ClientVersion};
-use socks_proto::server::Command;
+pub use socks_proto::server::Command;
 use socks_proto::{Failure, ProtoError, TargetAddr};
 
 use crate::config::Server;
@@ -19,14 +20,26 @@ use crate::log::{log, Level};
 use crate::real;
 use crate::sockaddr::{for_family, RawAddr};
 
-/// Connects `fd` to `target` through the first usable server in `servers`; on success returns
-/// the server address the socket is now connected to. `Err` is an errno.
-pub fn connect_through(
+/// A granted request.
+#[derive(Debug, Clone, Copy)]
+pub struct Granted {
+    /// The server address the socket is connected to, as the socket sees it.
+    pub server: RawAddr,
+    /// The protocol spoken.
+    pub version: ClientVersion,
+    /// The reply's address: CONNECT, the server's outbound address; BIND, where it listens
+    /// (0.0.0.0 already replaced by the server's address).
+    pub bound: SocketAddr,
+}
+
+/// Runs `command` for `target` through the first usable server in `servers`. `Err` is an errno.
+pub fn request_through(
     fd: c_int,
+    command: Command,
     target: SocketAddr,
     servers: &[Server],
     timeout: Duration,
-) -> Result<RawAddr, c_int> {
+) -> Result<Granted, c_int> {
     let family =
         real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(real::errno)?;
     let flags = real::fcntl_int(fd, libc::F_GETFL, 0);
@@ -38,7 +51,7 @@ pub fn connect_through(
         return Err(real::errno());
     }
     let deadline = Instant::now() + timeout;
-    let result = try_servers(fd, family, target, servers, deadline);
+    let result = try_servers(fd, family, command, target, servers, deadline);
     if was_blocking {
         real::fcntl_int(fd, libc::F_SETFL, flags);
     }
@@ -48,10 +61,11 @@ pub fn connect_through(
 fn try_servers(
     fd: c_int,
     family: c_int,
+    command: Command,
     target: SocketAddr,
     servers: &[Server],
     deadline: Instant,
-) -> Result<RawAddr, c_int> {
+) -> Result<Granted, c_int> {
     let mut last_error = libc::ECONNREFUSED;
     let any_alive = servers.iter().any(Server::is_alive);
     for server in servers.iter().filter(|s| !any_alive || s.is_alive()) {
@@ -61,21 +75,25 @@ fn try_servers(
             match connect_socket(fd, &raw, deadline) {
                 Ok(()) => {
                     server.mark_alive();
-                    return match handshake(fd, server.version, &server.identity, target, deadline) {
-                        Ok(()) => {
-                            log!(
-                                Level::Info,
-                                "connect {target} via {addr} ({}): ok",
-                                version_name(server.version)
-                            );
-                            Ok(raw)
+                    let name = version_name(server.version);
+                    let mut hs = ClientHandshake::new(
+                        server.version,
+                        command,
+                        &TargetAddr::Ip(target),
+                        server.identity.clone(),
+                    )
+                    .map_err(|e| {
+                        log!(Level::Error, "{command} {target} via {addr} ({name}): {e}");
+                        libc::EAFNOSUPPORT
+                    })?;
+                    return match exchange(fd, &mut hs, deadline) {
+                        Ok(bound) => {
+                            log!(Level::Info, "{command} {target} via {addr} ({name}): ok");
+                            let bound = reachable(bound, addr);
+                            Ok(Granted { server: raw, version: server.version, bound })
                         }
                         Err((errno, why)) => {
-                            log!(
-                                Level::Error,
-                                "connect {target} via {addr} ({}): {why}",
-                                version_name(server.version)
-                            );
+                            log!(Level::Error, "{command} {target} via {addr} ({name}): {why}");
                             Err(errno)
                         }
                     };
@@ -95,8 +113,57 @@ fn try_servers(
             }
         }
     }
-    log!(Level::Error, "connect {target}: no SOCKS server reachable");
+    log!(Level::Error, "{command} {target}: no SOCKS server reachable");
     Err(last_error)
+}
+
+/// The address a reply names, with 0.0.0.0 (SOCKS4's "the server's address") or a name (which
+/// we cannot use) replaced by the server's address.
+fn reachable(bound: TargetAddr, server: SocketAddr) -> SocketAddr {
+    match bound {
+        TargetAddr::Ip(sa) if !sa.ip().is_unspecified() => sa,
+        other => SocketAddr::new(server.ip().to_canonical(), other.port()),
+    }
+}
+
+/// Waits for the second reply of a BIND on `fd` and returns the connecting peer. A non-blocking
+/// socket with nothing to read gets EAGAIN; a blocking one waits for the server (which bounds
+/// the wait with its own BIND timeout), then reads the reply within `timeout`.
+pub fn second_reply(
+    fd: c_int,
+    version: ClientVersion,
+    timeout: Duration,
+) -> Result<SocketAddr, c_int> {
+    let flags = real::fcntl_int(fd, libc::F_GETFL, 0);
+    if flags < 0 {
+        return Err(real::errno());
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        match real::poll_one(fd, libc::POLLIN, 0) {
+            0 => return Err(libc::EAGAIN),
+            n if n < 0 => return Err(real::errno()),
+            _ => {}
+        }
+    } else if real::poll_one(fd, libc::POLLIN, -1) < 0 {
+        return Err(real::errno());
+    }
+    let was_blocking = flags & libc::O_NONBLOCK == 0;
+    if was_blocking && real::fcntl_int(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+        return Err(real::errno());
+    }
+    let mut hs = ClientHandshake::second_reply(version);
+    let result = exchange(fd, &mut hs, Instant::now() + timeout);
+    if was_blocking {
+        real::fcntl_int(fd, libc::F_SETFL, flags);
+    }
+    match result {
+        Ok(TargetAddr::Ip(peer)) => Ok(peer),
+        Ok(TargetAddr::Domain(..)) => Err(libc::EPROTO),
+        Err((errno, why)) => {
+            log!(Level::Error, "bind: second reply: {why}");
+            Err(errno)
+        }
+    }
 }
 
 fn version_name(version: ClientVersion) -> &'static str {
@@ -146,17 +213,13 @@ fn connect_socket(fd: c_int, server: &RawAddr, deadline: Instant) -> Result<(), 
     }
 }
 
-/// Runs the client handshake on a connected socket, reading no byte past the final reply.
-fn handshake(
+/// Drives a handshake on a connected socket until its reply, reading no byte past it; returns
+/// the reply's address.
+fn exchange(
     fd: c_int,
-    version: ClientVersion,
-    identity: &socks_proto::client::Identity,
-    target: SocketAddr,
+    hs: &mut ClientHandshake,
     deadline: Instant,
-) -> Result<(), (c_int, String)> {
-    let mut hs =
-        ClientHandshake::new(version, Command::Connect, &TargetAddr::Ip(target), identity.clone())
-            .map_err(|e| (libc::EAFNOSUPPORT, e.to_string()))?;
+) -> Result<TargetAddr, (c_int, String)> {
     let io = |errno: c_int| (errno, std::io::Error::from_raw_os_error(errno).to_string());
     let mut buffer = [0u8; 512];
     loop {
@@ -171,7 +234,7 @@ fn handshake(
         }
         match hs.feed(&buffer[..n]) {
             ClientStep::NeedMore => {}
-            ClientStep::Granted { .. } => return Ok(()),
+            ClientStep::Granted { bound } => return Ok(bound),
             ClientStep::Failed(error) => return Err((errno_for(&error), error.to_string())),
         }
     }

@@ -63,6 +63,18 @@ macro_rules! real_functions {
 real_functions! {
     /// connect(2).
     fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    /// socket(2).
+    fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int;
+    /// bind(2).
+    fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    /// listen(2).
+    fn listen(fd: c_int, backlog: c_int) -> c_int;
+    /// accept(2).
+    fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    /// accept4(2).
+    fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int;
+    /// getsockname(2).
+    fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
     /// getpeername(2).
     fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
     /// getsockopt(2).
@@ -166,6 +178,12 @@ pub fn getsockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
 pub fn fcntl_int(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
     // SAFETY: these commands take an int argument and no pointers.
     unsafe { fcntl(fd, cmd, arg) }
+}
+
+/// bind(2) to a copied address.
+pub fn bind_to(fd: c_int, addr: &crate::sockaddr::RawAddr) -> c_int {
+    // SAFETY: `addr.bytes` holds a valid sockaddr of `addr.len` bytes.
+    unsafe { bind(fd, addr.bytes.as_ptr().cast(), addr.len as socklen_t) }
 }
 
 /// connect(2) to a Rust socket address.
@@ -273,4 +291,28 @@ pub fn attached_networks() -> Vec<(std::net::IpAddr, u8)> {
     // SAFETY: `list` came from getifaddrs and is freed once.
     unsafe { freeifaddrs(list) };
     networks
+}
+
+/// socket(2), which takes no pointers.
+pub fn new_socket(domain: c_int, kind: c_int) -> c_int {
+    // SAFETY: no pointers involved.
+    unsafe { socket(domain, kind, 0) }
+}
+
+/// listen(2), which takes no pointers.
+pub fn listen_on(fd: c_int, backlog: c_int) -> c_int {
+    // SAFETY: no pointers involved.
+    unsafe { listen(fd, backlog) }
+}
+
+/// dup3(2), which takes no pointers.
+pub fn dup3_fd(old: c_int, new: c_int, flags: c_int) -> c_int {
+    // SAFETY: no pointers involved.
+    unsafe { dup3(old, new, flags) }
+}
+
+/// close(2), which takes no pointers.
+pub fn close_fd(fd: c_int) -> c_int {
+    // SAFETY: no pointers involved; the caller owns `fd`.
+    unsafe { close(fd) }
 }
