@@ -29,6 +29,10 @@ pub struct Options {
     #[arg(long)]
     pub syslog: bool,
 
+    /// Append log lines to this file instead (any mode; useful under inetd without a syslog daemon).
+    #[arg(long, value_name = "FILE", conflicts_with = "syslog")]
+    pub log_file: Option<PathBuf>,
+
     /// Parse the rule file, print the effective rules one per line and exit; exit status 1 and
     /// the error (file:line: message) on a bad file.
     #[arg(long)]

@@ -46,8 +46,20 @@ pub fn run(options: Options) -> ExitCode {
     if options.check {
         return check(&options);
     }
-    let sink =
-        if options.syslog || options.inetd { logging::Sink::Syslog } else { logging::Sink::Stderr };
+    let sink = match &options.log_file {
+        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(file) => logging::Sink::File(file),
+            Err(e) => {
+                // Under inetd, standard error is the client's socket: say nothing there.
+                if !options.inetd {
+                    eprintln!("sockd: cannot open log file {}: {e}", path.display());
+                }
+                return ExitCode::FAILURE;
+            }
+        },
+        None if options.syslog || options.inetd => logging::Sink::Syslog,
+        None => logging::Sink::Stderr,
+    };
     logging::init(sink, options.log_level);
     let context = match load_context(&options) {
         Ok(context) => Arc::new(context),

@@ -1,7 +1,9 @@
-//! Where sockd's log lines go: standard error (foreground) with a UTC timestamp, or syslog with
-//! facility LOG_DAEMON (`--syslog`, and always in inetd mode, where standard error is the
-//! client's socket). One line per event; the messages themselves are written by the callers.
+//! Where sockd's log lines go: standard error (foreground) with a UTC timestamp, a file
+//! (`--log-file`, same format, appended), or syslog with facility LOG_DAEMON (`--syslog`, and by
+//! default in inetd mode, where standard error is the client's socket). One line per event; the
+//! messages themselves are written by the callers.
 
+use std::fs::File;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,10 +12,12 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 use crate::sys;
 
 /// The destination of log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Sink {
     /// Standard error, one timestamped line per message.
     Stderr,
+    /// A file opened for appending, one timestamped line per message.
+    File(File),
     /// The system log, facility daemon.
     Syslog,
 }
@@ -26,7 +30,7 @@ struct Logger {
 
 /// Installs the logger; later calls are ignored (the first one wins).
 pub fn init(sink: Sink, level: LevelFilter) {
-    if sink == Sink::Syslog {
+    if let Sink::Syslog = sink {
         sys::open_syslog();
     }
     if log::set_boxed_logger(Box::new(Logger { sink, level })).is_ok() {
@@ -43,18 +47,23 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        match self.sink {
+        let line = || {
+            format!(
+                "{} sockd[{}] {}: {}\n",
+                utc_timestamp(SystemTime::now()),
+                std::process::id(),
+                record.level().as_str().to_ascii_lowercase(),
+                record.args()
+            )
+        };
+        // One write per line so concurrent sessions never interleave within a line; a failed
+        // write of a log line has nowhere better to be reported.
+        match &self.sink {
             Sink::Stderr => {
-                let line = format!(
-                    "{} sockd[{}] {}: {}\n",
-                    utc_timestamp(SystemTime::now()),
-                    std::process::id(),
-                    record.level().as_str().to_ascii_lowercase(),
-                    record.args()
-                );
-                // One write per line so concurrent sessions never interleave within a line;
-                // a failed write to stderr has nowhere better to be reported.
-                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                let _ = std::io::stderr().lock().write_all(line().as_bytes());
+            }
+            Sink::File(file) => {
+                let _ = (&*file).write_all(line().as_bytes());
             }
             Sink::Syslog => {
                 let priority = match record.level() {

@@ -106,3 +106,35 @@ fn inetd_client_that_vanishes_does_not_leave_the_process_behind() {
         log.joined()
     );
 }
+
+#[test]
+fn inetd_logs_to_a_file_when_asked() {
+    let echo = echo_server();
+    let log_dir = TempDir::new("inetd-log");
+    let log_path = log_dir.write("sockd.log", "");
+    let log_arg = log_path.to_str().expect("utf-8 temp path").to_string();
+    let (mut child, mut s, _stderr, _dir) =
+        spawn_inetd("permit 127.0.0.0/8\n", &["--log-file", &log_arg]);
+    let tag = client_tag(&s);
+    socks5_noauth(&mut s);
+    s.write_all(&socks5_request(CMD_CONNECT, echo.addr)).expect("request");
+    let r = read_socks5_reply(&mut s, "inetd CONNECT reply");
+    assert_eq!(r.rep, 0, "CONNECT must succeed: {r:?}");
+    assert_echo(&mut s, b"logged");
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    read_to_eof(&mut s, "EOF after echo");
+    drop(s);
+    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("sockd --inetd exits");
+    assert!(status.success(), "exit status {status}");
+    let text = std::fs::read_to_string(&log_path).expect("log file");
+    let dst = format!("dst={}", echo.dst());
+    assert!(
+        text.lines().any(|l| l.contains("connected:") && l.contains(&tag) && l.contains(&dst)),
+        "log file must hold the connected: line; it has:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("closed:") && l.contains("sent=6") && l.contains("received=6")),
+        "log file must hold the closed: line with byte counts; it has:\n{text}"
+    );
+}
