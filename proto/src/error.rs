@@ -35,6 +35,8 @@ pub enum ProtoError {
     Socks4Address,
     /// A SOCKS4 reply whose VN is not 0.
     BadReplyVersion(u8),
+    /// Bytes were fed to a handshake that had already finished (a caller's mistake).
+    HandshakeOver,
 }
 
 impl fmt::Display for ProtoError {
@@ -62,6 +64,7 @@ impl fmt::Display for ProtoError {
                 write!(f, "SOCKS4 carries only IPv4 addresses (SOCKS4a adds names)")
             }
             ProtoError::BadReplyVersion(v) => write!(f, "reply version 0x{v:02x}"),
+            ProtoError::HandshakeOver => write!(f, "the handshake is already over"),
         }
     }
 }

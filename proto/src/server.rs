@@ -204,7 +204,8 @@ impl ServerHandshake {
                 },
                 State::AuthPending => return Step::NeedMore,
                 State::Socks5Request => return self.socks5_request(),
-                State::Finished => return Step::Failed(ProtoError::BadVersion(0)),
+                // Fed again after the request or a failure: a caller bug, never a client's.
+                State::Finished => return Step::Failed(ProtoError::HandshakeOver),
             }
         }
     }
