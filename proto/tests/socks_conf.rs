@@ -1,6 +1,8 @@
-//! A realistic workstation `socks.conf`, parsed with the test's own hosts/services tables, and
-//! the decisions the library would take from it; plus a check that `ClientRules::decide` does not
-//! allocate (it runs inside `connect()` of arbitrary programs).
+//! Realistic workstation `socks.conf` files, parsed with the test's own hosts/services tables, and
+//! the decisions the library would take from them: one in the original address-only style, one
+//! that also routes host names (domain patterns and the remote-resolution settings). Plus a check
+//! that `ClientRules::decide` and `ClientRules::decide_name` do not allocate (they run inside
+//! `connect()` and `getaddrinfo()` of arbitrary programs).
 //!
 //! Not a test of the shim: destinations are plain values, nothing connects.
 
@@ -8,10 +10,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use socks_proto::rules::{
-    ClientAction, ClientRules, ConfigError, ServerVersion, StaticLookup, DEFAULT_SERVER_PORT,
+    ClientAction, ClientRules, ConfigError, Destination, FakeFamilies, ResolvePolicy,
+    ServerVersion, StaticLookup, DEFAULT_FAKE_V6, DEFAULT_SERVER_PORT,
 };
 
 /// Counts allocations made by the current thread, so parallel tests do not disturb the count.
@@ -184,6 +187,166 @@ fn everyone_else() {
     assert_eq!(r.servers[0].addrs, vec![sa("[2001:db8:f::1]:1080")]);
 }
 
+/// The same site with no resolver for outside names: names are routed by domain, resolved by the
+/// firewall, and the program connects to fake addresses.
+const DNS_CONF: &str = r"# /etc/socks.conf -- names resolved on the far side
+#
+# Settings may come anywhere; these are the ones that differ from the defaults (and one that
+# does not, written out for the reader).
+resolve remote
+fake-families both                     # getaddrinfo(AF_UNSPEC) gets an AAAA and an A
+fake-range 198.18.0.0/16
+#
+# Our own names resolve here, and so do the networks they live on.
+direct .corp.example
+direct .Localdomain.
+direct 127.0.0.0/8
+direct 10.20.0.0/16
+direct fd00:20::/32
+#
+# No ads, on the web ports (names only: their addresses change every day).
+deny .ads.example eq http
+deny .ads.example eq https
+#
+# The partner's names go to their SOCKS4a gateway, which resolves them.
+sockd @=socks4a://lloyd@gw.partner.example .partner.example
+#
+# Operators reach the vendor through the authenticated server.
+sockd *=root,oper @=socks5://oper:c0rrect%20horse@fw1.example:1081 .vendor.example ge 1024
+#
+# Everything else in these domains, and every address, through the firewalls.
+sockd @=fw1.example,fw2.example:socks .com
+sockd @=fw1.example,fw2.example:socks .org
+sockd @=fw1.example,fw2.example:socks 0.0.0.0/0
+sockd @=socks5://[2001:db8:f::1] ::/0
+fake-range fd73:6f63:6b73:1::/64
+";
+
+fn dns_rules() -> ClientRules {
+    ClientRules::parse("/etc/socks.conf", DNS_CONF, &lookup()).expect("the DNS sample parses")
+}
+
+/// (action, line) of the domain rule deciding `name`; ("none", 0) when no domain line matches.
+fn decide_name(
+    rs: &ClientRules,
+    name: &str,
+    port: Option<u16>,
+    user: Option<&str>,
+) -> (&'static str, usize) {
+    rs.decide_name(name, port, user).map_or(("none", 0), |r| (r.action.keyword(), r.line))
+}
+
+#[test]
+fn dns_listing_and_settings() {
+    let rs = dns_rules();
+    assert_eq!(
+        rs.to_string(),
+        "/etc/socks.conf:10: direct .corp.example\n\
+         /etc/socks.conf:11: direct .localdomain\n\
+         /etc/socks.conf:12: direct 127.0.0.0/8\n\
+         /etc/socks.conf:13: direct 10.20.0.0/16\n\
+         /etc/socks.conf:14: direct fd00:20::/32\n\
+         /etc/socks.conf:17: deny .ads.example eq 80\n\
+         /etc/socks.conf:18: deny .ads.example eq 443\n\
+         /etc/socks.conf:21: sockd @=socks4a://lloyd@gw.partner.example:1080 .partner.example\n\
+         /etc/socks.conf:24: sockd @=socks5://oper:***@fw1.example:1081 *=root,oper \
+         .vendor.example ge 1024\n\
+         /etc/socks.conf:27: sockd @=fw1.example:1080,fw2.example:1080 .com\n\
+         /etc/socks.conf:28: sockd @=fw1.example:1080,fw2.example:1080 .org\n\
+         /etc/socks.conf:29: sockd @=fw1.example:1080,fw2.example:1080 0.0.0.0/0\n\
+         /etc/socks.conf:30: sockd @=socks5://[2001:db8:f::1]:1080 ::/0\n\
+         /etc/socks.conf: fake-range 198.18.0.0/16\n\
+         /etc/socks.conf: fake-range fd73:6f63:6b73:1::/64\n\
+         /etc/socks.conf: fake-families both\n"
+    );
+    assert_eq!(rs.resolve, ResolvePolicy::Remote);
+    assert_eq!(rs.fake_families, FakeFamilies::Both);
+    assert_eq!(rs.fake_v4, (Ipv4Addr::new(198, 18, 0, 0), 16));
+    assert_ne!(rs.fake_v6, DEFAULT_FAKE_V6);
+    assert!(rs.has_proxy_rule());
+    assert_eq!(rs.rules[0].dst, Destination::Domain("corp.example".to_owned()));
+    assert!(matches!(rs.rules[2].dst, Destination::Net(_)));
+    assert!(!format!("{rs:?}").contains("horse"), "Debug hides the password");
+}
+
+#[test]
+fn dns_local_names_resolve_here() {
+    let rs = dns_rules();
+    assert_eq!(decide_name(&rs, "wiki.corp.example", None, None), ("direct", 10));
+    assert_eq!(decide_name(&rs, "CORP.EXAMPLE.", Some(443), None), ("direct", 10));
+    assert_eq!(decide_name(&rs, "printer.localdomain", None, Some("intern1")), ("direct", 11));
+    assert_eq!(decide_name(&rs, "localhost", None, None), ("none", 0), "left to the caller");
+    assert_eq!(decide_name(&rs, "10.20.1.1", None, None), ("none", 0), "addresses are not names");
+}
+
+#[test]
+fn dns_ads_refused_on_web_ports() {
+    let rs = dns_rules();
+    assert_eq!(decide_name(&rs, "t.ads.example", None, None), ("deny", 17), "port unknown");
+    assert_eq!(decide_name(&rs, "t.ads.example", Some(80), None), ("deny", 17));
+    assert_eq!(decide_name(&rs, "t.ads.example", Some(443), None), ("deny", 18));
+    assert_eq!(decide_name(&rs, "t.ads.example", Some(8080), None), ("none", 0));
+    assert_eq!(decide_name(&rs, "notads.example", Some(80), None), ("none", 0));
+}
+
+#[test]
+fn dns_partner_and_operators() {
+    let rs = dns_rules();
+    let r = rs.decide_name("ftp.partner.example", None, None).unwrap();
+    assert_eq!((r.action, r.line), (ClientAction::Proxy, 21));
+    assert_eq!(r.servers[0].version, Some(ServerVersion::Socks4a), "SOCKS4a carries the name");
+    assert_eq!(r.servers[0].addrs, vec![sa("192.0.2.200:1080")]);
+
+    assert_eq!(decide_name(&rs, "api.vendor.example", Some(8443), Some("oper")), ("sockd", 24));
+    assert_eq!(decide_name(&rs, "api.vendor.example", None, Some("root")), ("sockd", 24));
+    assert_eq!(decide_name(&rs, "api.vendor.example", Some(443), Some("oper")), ("none", 0));
+    assert_eq!(decide_name(&rs, "api.vendor.example", None, Some("bob")), ("none", 0));
+    let r = rs.decide_name("api.vendor.example", None, Some("oper")).unwrap();
+    assert_eq!(r.servers[0].password.as_deref(), Some("c0rrect horse"));
+}
+
+#[test]
+fn dns_everything_else_through_the_firewalls() {
+    let rs = dns_rules();
+    assert_eq!(decide_name(&rs, "www.example.com", Some(443), None), ("sockd", 27));
+    assert_eq!(decide_name(&rs, "example.org.", None, None), ("sockd", 28));
+    assert_eq!(decide_name(&rs, "example.net", None, None), ("none", 0));
+    let r = rs.decide_name("www.example.com", None, None).unwrap();
+    assert_eq!(r.servers.len(), 2);
+    assert_eq!(r.servers[1].addrs, vec![sa("203.0.113.2:1080")]);
+
+    // The program then connects to a fake address: the address rules route it.
+    assert!(rs.fake_v4_contains(Ipv4Addr::new(198, 18, 7, 9)));
+    assert!(!rs.fake_v4_contains(Ipv4Addr::new(198, 19, 0, 1)), "/16 here, not the default /15");
+    let fake6: Ipv6Addr = "fd73:6f63:6b73:1::2a".parse().unwrap();
+    assert!(rs.fake_v6_contains(fake6));
+    assert!(!rs.fake_v6_contains("fd73:6f63:6b73:2::2a".parse().unwrap()));
+    assert_eq!(decide(&rs, "198.18.7.9", 443, None), ("sockd", 29));
+    assert_eq!(decide(&rs, "fd73:6f63:6b73:1::2a", 443, None), ("sockd", 30));
+    assert_eq!(decide(&rs, "10.20.1.1", 443, None), ("direct", 13), "domain lines skipped");
+}
+
+#[test]
+fn dns_errors_name_file_line_and_token() {
+    let text = DNS_CONF.replace("resolve remote", "resolve remotely");
+    let e = ClientRules::parse("/etc/socks.conf", &text, &lookup()).unwrap_err();
+    assert_eq!((e.line, e.token.as_deref()), (5, Some("remotely")));
+    assert_eq!(
+        e.to_string(),
+        "/etc/socks.conf:5: unknown `resolve` value `remotely` \
+         (expected remote, local or local-then-remote)"
+    );
+    let text = format!("{DNS_CONF}fake-range 10.99.0.0/16\n");
+    let e = ClientRules::parse("/etc/socks.conf", &text, &lookup()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/etc/socks.conf:32: second IPv4 `fake-range` (the first is on line 7)"
+    );
+    let text = DNS_CONF.replace("direct .corp.example", "direct .corp.example 0.0.255.255");
+    let e = ClientRules::parse("/etc/socks.conf", &text, &lookup()).unwrap_err();
+    assert_eq!((e.line, e.token.as_deref()), (10, Some("0.0.255.255")));
+}
+
 #[test]
 fn decide_does_not_allocate() {
     let rs = rules();
@@ -206,6 +369,33 @@ fn decide_does_not_allocate() {
     }
     assert_eq!(allocations(), before, "decide allocated");
     assert_eq!(lines, 4 + 9 + 10 + 16 + 13 + 20 + 20);
+
+    let rs = dns_rules();
+    let names: [(&str, Option<u16>, Option<&str>); 9] = [
+        ("wiki.corp.example", None, None),
+        ("WWW.Example.COM.", Some(443), Some("bob")),
+        ("t.ads.example", Some(80), None),
+        ("t.ads.example", Some(8080), None),
+        ("api.vendor.example", None, Some("oper")),
+        ("api.vendor.example", Some(80), Some("intern2")),
+        ("ex\u{e4}mple.org", None, None),
+        ("", None, None),
+        ("no-such-name", Some(0), Some("")),
+    ];
+    let fake6: Ipv6Addr = "fd73:6f63:6b73:1::1".parse().unwrap();
+    let before = allocations();
+    let mut lines = 0;
+    for &(name, port, user) in &names {
+        lines += rs.decide_name(name, port, user).map_or(0, |r| r.line);
+    }
+    for &(dst, port, user) in &cases {
+        lines += rs.decide(dst, port, user).map_or(0, |r| r.line);
+    }
+    let fakes = usize::from(rs.fake_v4_contains(Ipv4Addr::new(198, 18, 0, 1)))
+        + usize::from(rs.fake_v6_contains(fake6));
+    assert_eq!(allocations(), before, "decide_name, decide or a fake_*_contains allocated");
+    assert_eq!(lines, (10 + 27 + 17 + 24 + 28) + (12 + 29 + 29 + 29 + 29 + 30 + 30));
+    assert_eq!(fakes, 2);
 }
 
 #[test]

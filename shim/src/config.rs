@@ -7,14 +7,17 @@
 //!
 //! Not here: matching a destination (`route`) or talking to servers (`proxy`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use socks_proto::auth::Credentials;
 use socks_proto::client::{ClientVersion, Identity};
-use socks_proto::rules::{parse_server, ClientAction, ClientRules, Lookup, ServerSpec, Services};
+use socks_proto::rules::{
+    parse_server, ClientAction, ClientRules, FakeFamilies, HostsFile, Lookup, ServerSpec, Services,
+    DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,
+};
 
 use crate::log::{self, log, Level};
 use crate::real;
@@ -91,11 +94,36 @@ pub enum Mode {
     Broken { local_networks: Vec<(IpAddr, u8)> },
 }
 
+/// How names that go through a server are faked (see `names`).
+#[derive(Debug)]
+pub struct NameSettings {
+    /// The fake IPv4 range.
+    pub fake_v4: (Ipv4Addr, u8),
+    /// The fake IPv6 range.
+    pub fake_v6: (Ipv6Addr, u8),
+    /// What AF_UNSPEC lookups get.
+    pub families: FakeFamilies,
+    /// /etc/hosts: names in it are always resolved locally.
+    pub hosts: HostsFile,
+    /// This host's own name, resolved locally too.
+    pub own_host_name: Option<String>,
+}
+
+impl NameSettings {
+    fn new(fake_v4: (Ipv4Addr, u8), fake_v6: (Ipv6Addr, u8), families: FakeFamilies) -> Self {
+        let hosts =
+            std::fs::read_to_string("/etc/hosts").map(|t| HostsFile::parse(&t)).unwrap_or_default();
+        NameSettings { fake_v4, fake_v6, families, hosts, own_host_name: real::host_name() }
+    }
+}
+
 /// Everything the library was told.
 #[derive(Debug)]
 pub struct Settings {
     /// What to do.
     pub mode: Mode,
+    /// Remote name resolution; `None` when nothing goes through a server.
+    pub names: Option<NameSettings>,
     /// Connect plus handshake limit.
     pub timeout: Duration,
     /// The local user, for `*=` lists.
@@ -211,10 +239,21 @@ pub fn load(env: &Environment) -> Settings {
         },
     };
     if conf_text.is_none() && env.server.is_none() {
-        return Settings { mode: Mode::Off, timeout, user: None };
+        return Settings { mode: Mode::Off, names: None, timeout, user: None };
     }
     match build(env, conf_text) {
-        Ok((mode, user)) => Settings { mode, timeout, user },
+        Ok((mode, user)) => {
+            let names = match &mode {
+                Mode::Rules { rules, .. } => {
+                    Some(NameSettings::new(rules.fake_v4, rules.fake_v6, rules.fake_families))
+                }
+                Mode::Everything { .. } => {
+                    Some(NameSettings::new(DEFAULT_FAKE_V4, DEFAULT_FAKE_V6, FakeFamilies::Ipv4))
+                }
+                Mode::Off | Mode::Broken { .. } => None,
+            };
+            Settings { mode, names, timeout, user }
+        }
         Err(message) => broken(timeout, message),
     }
 }
@@ -274,9 +313,9 @@ fn broken(timeout: Duration, message: String) -> Settings {
     log::write_line(format_args!(
         "configuration error: {message}; connections that are not local will be refused"
     ));
-    log!(Level::Debug, "broken configuration");
     Settings {
         mode: Mode::Broken { local_networks: real::attached_networks() },
+        names: None,
         timeout,
         user: None,
     }

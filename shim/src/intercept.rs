@@ -14,12 +14,16 @@ use std::net::SocketAddr;
 
 use libc::c_int;
 
-use crate::config::{self, Server};
+use socks_proto::TargetAddr;
+
+use crate::config::{self, Server, Settings};
+use crate::fakemap::NAME_MAX;
 use crate::fdtable::{self, Entry, Kind};
 use crate::log::{log, Level};
+use crate::names;
 use crate::proxy::{self, Command};
 use crate::real;
-use crate::route::{route, Route};
+use crate::route::{route, route_name, Route};
 use crate::sockaddr::{canonical, for_family, RawAddr};
 
 /// The result of handling a call.
@@ -59,9 +63,19 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
         }
         None => {}
     }
-    let target = canonical(target);
     let settings = config::settings();
-    match route(settings, target) {
+    let (target, route) = match destination(settings, canonical(target)) {
+        Ok(found) => found,
+        Err(errno) => return Outcome::Fail(errno),
+    };
+    match route {
+        Route::Direct if matches!(target, TargetAddr::Domain(..)) => {
+            log!(
+                Level::Error,
+                "connect {target}: a name resolved for the proxy, but no sockd line covers it"
+            );
+            Outcome::Fail(libc::EHOSTUNREACH)
+        }
         Route::Direct => {
             log!(Level::Debug, "connect {target}: direct");
             Outcome::PassThrough
@@ -75,7 +89,7 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
             Outcome::Fail(libc::ECONNREFUSED)
         }
         Route::Proxy(servers) => {
-            match proxy::request_through(fd, Command::Connect, target, servers, settings.timeout) {
+            match proxy::request_through(fd, Command::Connect, &target, servers, settings.timeout) {
                 Ok(granted) => {
                     let entry =
                         Entry { kind: Kind::Connected, first: *dst, server: granted.server };
@@ -85,6 +99,25 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
                 }
                 Err(errno) => Outcome::Fail(errno),
             }
+        }
+    }
+}
+
+/// What to ask the server for when the program named `addr`, and how to route it: the name
+/// behind a fake address, else the address itself.
+fn destination(settings: &Settings, addr: SocketAddr) -> Result<(TargetAddr, Route<'_>), c_int> {
+    if !names::is_fake(settings, addr.ip()) {
+        return Ok((TargetAddr::Ip(addr), route(settings, addr)));
+    }
+    let mut buf = [0u8; NAME_MAX];
+    match names::name_of(settings, addr.ip(), &mut buf) {
+        Some(name) => {
+            let route = route_name(settings, name, addr);
+            Ok((TargetAddr::Domain(name.to_string(), addr.port()), route))
+        }
+        None => {
+            log!(Level::Error, "connect {addr}: a fake address this process tree never handed out (from before an exec?)");
+            Err(libc::EHOSTUNREACH)
         }
     }
 }
@@ -118,7 +151,7 @@ pub fn bind(fd: c_int, local: &RawAddr) -> Outcome {
     let Some(last) = fdtable::last_connected() else { return Outcome::PassThrough };
     let Some(peer) = last.first.socket_addr().map(canonical) else { return Outcome::PassThrough };
     let settings = config::settings();
-    let Route::Proxy(servers) = route(settings, peer) else {
+    let Ok((peer, Route::Proxy(servers))) = destination(settings, peer) else {
         return Outcome::PassThrough;
     };
     // The real bind first, so the program's own mistakes keep their own errors.
@@ -126,7 +159,8 @@ pub fn bind(fd: c_int, local: &RawAddr) -> Outcome {
         return Outcome::Fail(real::errno());
     }
     let servers = preferred(servers, &last.server);
-    let granted = match proxy::request_through(fd, Command::Bind, peer, servers, settings.timeout) {
+    let granted = match proxy::request_through(fd, Command::Bind, &peer, servers, settings.timeout)
+    {
         Ok(granted) => granted,
         Err(errno) => return Outcome::Fail(errno),
     };

@@ -20,11 +20,15 @@
 #![deny(unsafe_code)]
 
 mod config;
+mod dns_hooks;
+mod fakemap;
 mod fdtable;
 mod guard;
 mod hooks;
+mod hostent;
 mod intercept;
 mod log;
+mod names;
 mod proxy;
 mod real;
 mod route;

@@ -32,11 +32,12 @@ pub struct Granted {
     pub bound: SocketAddr,
 }
 
-/// Runs `command` for `target` through the first usable server in `servers`. `Err` is an errno.
+/// Runs `command` for `target` (an address, or a name the server resolves) through the first
+/// usable server in `servers`. `Err` is an errno.
 pub fn request_through(
     fd: c_int,
     command: Command,
-    target: SocketAddr,
+    target: &TargetAddr,
     servers: &[Server],
     timeout: Duration,
 ) -> Result<Granted, c_int> {
@@ -62,7 +63,7 @@ fn try_servers(
     fd: c_int,
     family: c_int,
     command: Command,
-    target: SocketAddr,
+    target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
 ) -> Result<Granted, c_int> {
@@ -79,7 +80,7 @@ fn try_servers(
                     let mut hs = ClientHandshake::new(
                         server.version,
                         command,
-                        &TargetAddr::Ip(target),
+                        target,
                         server.identity.clone(),
                     )
                     .map_err(|e| {

@@ -41,6 +41,7 @@ macro_rules! real_functions {
             ///
             /// # Safety
             /// The same as the libc function's: pointers must be valid as libc documents.
+            #[allow(clippy::too_many_arguments)]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
                 static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
                 let name = CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes());
@@ -101,6 +102,14 @@ real_functions! {
     fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t;
     /// getaddrinfo(3).
     fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *const addrinfo, res: *mut *mut addrinfo) -> c_int;
+    /// getnameinfo(3).
+    fn getnameinfo(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: socklen_t, serv: *mut c_char, servlen: socklen_t, flags: c_int) -> c_int;
+    /// gethostbyname_r(3).
+    fn gethostbyname_r(name: *const c_char, ret: *mut libc::hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut libc::hostent, h_errnop: *mut c_int) -> c_int;
+    /// gethostbyname2_r(3).
+    fn gethostbyname2_r(name: *const c_char, af: c_int, ret: *mut libc::hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut libc::hostent, h_errnop: *mut c_int) -> c_int;
+    /// gethostbyaddr_r(3).
+    fn gethostbyaddr_r(addr: *const c_void, len: socklen_t, kind: c_int, ret: *mut libc::hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut libc::hostent, h_errnop: *mut c_int) -> c_int;
     /// getifaddrs(3).
     fn getifaddrs(list: *mut *mut libc::ifaddrs) -> c_int;
 }
@@ -118,6 +127,66 @@ pub unsafe fn freeaddrinfo(res: *mut addrinfo) {
         // SAFETY: forwarded under the caller's guarantee.
         unsafe { f(res) }
     }
+}
+
+/// Looks up a pointer-returning libc function by name (the table above returns integers).
+fn pointer_function(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
+    resolve(slot, name)
+}
+
+/// gethostbyname(3).
+///
+/// # Safety
+/// `name` must be a NUL-terminated string.
+pub unsafe fn gethostbyname(name: *const c_char) -> *mut libc::hostent {
+    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+    let f = pointer_function(&SLOT, c"gethostbyname");
+    if f.is_null() {
+        return null_mut();
+    }
+    // SAFETY: libc's gethostbyname has this signature.
+    let f: unsafe extern "C" fn(*const c_char) -> *mut libc::hostent =
+        unsafe { std::mem::transmute(f) };
+    // SAFETY: forwarded under the caller's guarantee.
+    unsafe { f(name) }
+}
+
+/// gethostbyname2(3).
+///
+/// # Safety
+/// `name` must be a NUL-terminated string.
+pub unsafe fn gethostbyname2(name: *const c_char, af: c_int) -> *mut libc::hostent {
+    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+    let f = pointer_function(&SLOT, c"gethostbyname2");
+    if f.is_null() {
+        return null_mut();
+    }
+    // SAFETY: libc's gethostbyname2 has this signature.
+    let f: unsafe extern "C" fn(*const c_char, c_int) -> *mut libc::hostent =
+        unsafe { std::mem::transmute(f) };
+    // SAFETY: forwarded under the caller's guarantee.
+    unsafe { f(name, af) }
+}
+
+/// gethostbyaddr(3).
+///
+/// # Safety
+/// `addr` must point to `len` readable bytes.
+pub unsafe fn gethostbyaddr(
+    addr: *const c_void,
+    len: socklen_t,
+    kind: c_int,
+) -> *mut libc::hostent {
+    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+    let f = pointer_function(&SLOT, c"gethostbyaddr");
+    if f.is_null() {
+        return null_mut();
+    }
+    // SAFETY: libc's gethostbyaddr has this signature.
+    let f: unsafe extern "C" fn(*const c_void, socklen_t, c_int) -> *mut libc::hostent =
+        unsafe { std::mem::transmute(f) };
+    // SAFETY: forwarded under the caller's guarantee.
+    unsafe { f(addr, len, kind) }
 }
 
 /// freeifaddrs(3).
@@ -315,4 +384,18 @@ pub fn dup3_fd(old: c_int, new: c_int, flags: c_int) -> c_int {
 pub fn close_fd(fd: c_int) -> c_int {
     // SAFETY: no pointers involved; the caller owns `fd`.
     unsafe { close(fd) }
+}
+
+/// This host's name (gethostname), if it has one.
+pub fn host_name() -> Option<String> {
+    let mut buf = [0 as c_char; 256];
+    // SAFETY: the buffer is writable for its length; gethostname NUL-terminates within it
+    // when the name fits, and we terminate it ourselves otherwise.
+    if unsafe { libc::gethostname(buf.as_mut_ptr(), buf.len() - 1) } != 0 {
+        return None;
+    }
+    buf[buf.len() - 1] = 0;
+    // SAFETY: NUL-terminated above.
+    let name = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+    (!name.is_empty()).then_some(name)
 }

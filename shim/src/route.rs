@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use socks_proto::rules::ClientAction;
+use socks_proto::rules::{ClientAction, ClientRule, ClientRules, Destination};
 
 use crate::config::{Mode, Server, Settings};
 
@@ -45,23 +45,46 @@ pub fn route(settings: &Settings, dst: SocketAddr) -> Route<'_> {
             }
         }
         Mode::Rules { rules, servers } => {
-            let Some(rule) = rules.decide(ip, dst.port(), settings.user.as_deref()) else {
-                return Route::Direct;
+            match rules.decide(ip, dst.port(), settings.user.as_deref()) {
+                Some(rule) => rule_route(rules, servers, rule, ip),
+                None => Route::Direct,
+            }
+        }
+    }
+}
+
+/// Decides for a host name behind a fake address: a socks.conf domain line for the name, else
+/// the lines that match the fake address itself (the catch-all ones).
+pub fn route_name<'a>(settings: &'a Settings, name: &str, fake: SocketAddr) -> Route<'a> {
+    if let Mode::Rules { rules, servers } = &settings.mode {
+        if let Some(rule) = rules.decide_name(name, Some(fake.port()), settings.user.as_deref()) {
+            return rule_route(rules, servers, rule, fake.ip());
+        }
+    }
+    route(settings, fake)
+}
+
+fn rule_route<'a>(
+    rules: &ClientRules,
+    servers: &'a [Vec<Server>],
+    rule: &ClientRule,
+    ip: IpAddr,
+) -> Route<'a> {
+    match rule.action {
+        ClientAction::Direct => Route::Direct,
+        ClientAction::Deny => Route::Deny,
+        ClientAction::Proxy => {
+            let everything = match &rule.dst {
+                Destination::Net(net) => net.nets().iter().any(|n| n.prefix_len() == Some(0)),
+                Destination::Domain(_) => false,
             };
-            match rule.action {
-                ClientAction::Direct => Route::Direct,
-                ClientAction::Deny => Route::Deny,
-                ClientAction::Proxy => {
-                    let everything = rule.dst.nets().iter().any(|net| net.prefix_len() == Some(0));
-                    if (ip.is_loopback() || ip.is_unspecified()) && everything {
-                        return Route::Direct;
-                    }
-                    let index = rules.rules.iter().position(|r| std::ptr::eq(r, rule));
-                    match index.and_then(|i| servers.get(i)) {
-                        Some(list) if !list.is_empty() => Route::Proxy(list),
-                        _ => Route::Broken,
-                    }
-                }
+            if (ip.is_loopback() || ip.is_unspecified()) && everything {
+                return Route::Direct;
+            }
+            let index = rules.rules.iter().position(|r| std::ptr::eq(r, rule));
+            match index.and_then(|i| servers.get(i)) {
+                Some(list) if !list.is_empty() => Route::Proxy(list),
+                _ => Route::Broken,
             }
         }
     }

@@ -301,6 +301,100 @@ impl LineError {
             ),
         )
     }
+
+    // socks.conf domain patterns (`.example.test`) and settings lines (`resolve`, `fake-range`,
+    // `fake-families`).
+
+    /// A destination starting with `.` that is not a usable domain suffix (`detail` says why).
+    pub fn bad_domain_pattern(token: &str, detail: &str) -> Self {
+        Self::new(token, format!("bad domain pattern `{token}`: {detail}"))
+    }
+
+    /// Something other than `OP PORT` after a domain pattern (most likely a mask).
+    pub fn mask_after_domain(token: &str, domain: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "unexpected `{token}` after domain pattern `{domain}` (a domain pattern takes \
+                 no mask; only `OP PORT` may follow)"
+            ),
+        )
+    }
+
+    /// A host name written without a mask where a domain pattern was probably meant.
+    pub fn name_without_mask(token: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "address `{token}` has no mask (write ADDR MASK or ADDR/PREFIX, or `.{token}` \
+                 for the domain and every name under it)"
+            ),
+        )
+    }
+
+    /// A settings keyword with nothing after it (`expected` lists the values).
+    pub fn missing_setting_value(setting: &str, expected: &str) -> Self {
+        Self::new(setting, format!("`{setting}` needs a value (expected {expected})"))
+    }
+
+    /// A settings value that is not one of the keywords (`expected` lists them).
+    pub fn unknown_setting_value(token: &str, setting: &str, expected: &str) -> Self {
+        Self::new(token, format!("unknown `{setting}` value `{token}` (expected {expected})"))
+    }
+
+    /// Tokens after the value of a settings line.
+    pub fn trailing_after_setting(token: &str, setting: &str) -> Self {
+        Self::new(
+            token,
+            format!("unexpected `{token}` after the `{setting}` setting (one value per line)"),
+        )
+    }
+
+    /// A setting given twice (`what`: "`resolve` setting", "IPv4 `fake-range`"); `token` is the
+    /// keyword of the second line.
+    pub fn duplicate_setting(token: &str, what: &str, first_line: usize) -> Self {
+        Self::new(token, format!("second {what} (the first is on line {first_line})"))
+    }
+
+    /// A `fake-range` value that is not `IPv4/PREFIX` or `IPv6/PREFIX`.
+    pub fn bad_fake_range(token: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "bad fake range `{token}` (expected an IPv4 or IPv6 network ADDR/PREFIX, \
+                 e.g. 198.18.0.0/15)"
+            ),
+        )
+    }
+
+    /// A `fake-range` prefix outside the family's bounds (`family`: "IPv4", "IPv6").
+    pub fn fake_range_prefix(token: &str, family: &str, min: u8, max: u8) -> Self {
+        Self::new(
+            token,
+            format!("fake range `{token}`: an {family} fake range has a prefix of {min} to {max}"),
+        )
+    }
+
+    /// A `fake-range` address with bits set after the prefix (`network`: the intended form).
+    pub fn fake_range_host_bits(token: &str, network: &str) -> Self {
+        Self::new(
+            token,
+            format!("fake range `{token}` has address bits set after the prefix (write {network})"),
+        )
+    }
+
+    /// A `fake-range` that overlaps a block programs treat specially (`what`: "loopback",
+    /// "multicast", …; `block`: that block in CIDR form).
+    pub fn fake_range_reserved(token: &str, what: &str, block: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "fake range `{token}` overlaps the {what} block {block} (choose a range clear of \
+                 unspecified, loopback, link-local, multicast and broadcast addresses, such as \
+                 198.18.0.0/15 or fd73:6f63:6b73::/48)"
+            ),
+        )
+    }
 }
 
 #[cfg(test)]

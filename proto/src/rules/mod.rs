@@ -12,8 +12,10 @@
 //!   `/etc/services` parsers.
 //! - [`error`]: [`ConfigError`] (`file:line: message`, with the token) and every message text.
 //! - [`sockd_conf`]: the `sockd.conf` grammar, [`RuleSet::parse`] and [`RuleSet::decide`].
-//! - [`socks_conf`]: the client's `socks.conf` grammar (`direct`/`deny`/`sockd @=servers`),
-//!   [`ClientRules::parse`] and the allocation-free [`ClientRules::decide`]; [`ServerSpec`].
+//! - [`socks_conf`]: the client's `socks.conf` grammar (`direct`/`deny`/`sockd @=servers`, with
+//!   address specs or `.domain` patterns, and the `resolve`/`fake-range`/`fake-families`
+//!   settings), [`ClientRules::parse`] and the allocation-free [`ClientRules::decide`] (addresses)
+//!   and [`ClientRules::decide_name`] (names); [`ServerSpec`], [`Destination`].
 //!
 //! What is not here: reading files, DNS, logging or the environment. Host and service names are
 //! resolved once, at parse time; a running daemon re-parses to pick up DNS changes.
@@ -54,7 +56,8 @@ pub use lookup::{HostsFile, Lookup, Services, StaticLookup};
 pub use port::{parse_port, parse_port_spec, Op, PortMatch};
 pub use sockd_conf::{Action, Decision, Request, Rule, RuleSet};
 pub use socks_conf::{
-    parse_server, parse_server_list, ClientAction, ClientRule, ClientRules, ServerSpec,
-    ServerVersion, DEFAULT_SERVER_PORT,
+    parse_server, parse_server_list, ClientAction, ClientRule, ClientRules, Destination,
+    FakeFamilies, ResolvePolicy, ServerSpec, ServerVersion, DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,
+    DEFAULT_SERVER_PORT,
 };
 pub use users::{parse_user_list, UserList};

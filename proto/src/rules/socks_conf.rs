@@ -1,14 +1,21 @@
-//! The client rule file `socks.conf` (read by `libsocks.so`): [`ClientRules::parse`] and
-//! first-match [`ClientRules::decide`], plus the `@=` server list ([`ServerSpec`],
-//! [`parse_server`], [`parse_server_list`]).
+//! The client rule file `socks.conf` (read by `libsocks.so`): [`ClientRules::parse`], first-match
+//! [`ClientRules::decide`] for addresses and [`ClientRules::decide_name`] for host names, the
+//! settings for names resolved on the far side ([`ResolvePolicy`], the fake address ranges,
+//! [`FakeFamilies`]), plus the `@=` server list ([`ServerSpec`], [`parse_server`],
+//! [`parse_server_list`]).
 //!
-//! Grammar, one rule per line (the original SOCKS4 client format, plus CIDR, IPv6 and server URLs):
+//! Grammar, one rule or setting per line (the original SOCKS4 client format, plus CIDR, IPv6,
+//! server URLs, domain patterns and settings):
 //!
 //! ```text
 //! direct [*=users] DST [OP PORT]
 //! deny   [*=users] DST [OP PORT]
 //! sockd  [@=SERVER,SERVER…] [*=users] DST [OP PORT]
+//! resolve remote | local | local-then-remote
+//! fake-range IPv4/PREFIX | IPv6/PREFIX
+//! fake-families ipv4 | ipv6 | both
 //! DST    := ADDR MASK | ADDR/PREFIX      (as in sockd.conf: inverted masks, names resolved now)
+//!         | .DOMAIN                      (a name suffix, no mask: `.example.test`)
 //! SERVER := [SCHEME://][USER[:PASSWORD]@]HOST[:PORT]
 //! SCHEME := socks4 | socks4a | socks5    HOST := name | IPv4 | [IPv6] (bare IPv6 without port)
 //! ```
@@ -19,6 +26,40 @@
 //! treats as `direct`. The users of `*=` are local user names (the process's effective uid, passed
 //! in by the caller); a caller without a name matches no list.
 //!
+//! # Domain patterns
+//!
+//! A destination starting with `.` is a domain suffix: `.example.test` matches the name
+//! `example.test` itself and every name ending in `.example.test`, but not `badexample.test`.
+//! Matching ignores ASCII case and one trailing dot on the name. The pattern is kept in lower case
+//! without its leading dot (a trailing dot on the pattern is dropped too); its labels hold letters,
+//! digits, `-` and `_` (international names in their `xn--` form), and a bare `.` is an error. No
+//! mask follows a domain pattern; `OP PORT` may. Domain patterns are about names and address
+//! specs about addresses: [`ClientRules::decide`] (an address) skips domain lines, and
+//! [`ClientRules::decide_name`] (a name being looked up) skips address lines; each keeps the file
+//! order among the lines it looks at. Nothing is resolved to pick a domain rule.
+//!
+//! # Settings
+//!
+//! Settings lines may come anywhere in the file, each at most once (`fake-range` once per family);
+//! a repeat is an error.
+//!
+//! - `resolve` ([`ResolvePolicy`], default `remote`): how a name that a `sockd` line routes is
+//!   resolved. `remote`: not locally; the name gets a fake address and goes to the server, so no
+//!   DNS query leaves the machine. `local`: the local resolver, as without this library (the
+//!   address rules then decide). `local-then-remote`: the local resolver first, a fake address
+//!   when it finds nothing.
+//! - `fake-range` (defaults [`DEFAULT_FAKE_V4`] 198.18.0.0/15, the RFC 2544 benchmarking block,
+//!   and [`DEFAULT_FAKE_V6`] fd73:6f63:6b73::/48, a unique-local block spelling "socks"): where
+//!   fake addresses come from. IPv4 prefixes are 8 to 30, IPv6 prefixes 8 to 120; no address bits
+//!   after the prefix; no overlap with the unspecified (0.0.0.0/8, ::), loopback (127.0.0.0/8,
+//!   ::1), link-local (169.254.0.0/16, fe80::/10), multicast (224.0.0.0/4, ff00::/8), IPv4 limited
+//!   broadcast (255.255.255.255) or IPv4-mapped (::ffff:0:0/96) blocks, which programs reject or
+//!   treat specially.
+//! - `fake-families` ([`FakeFamilies`], default `ipv4`): the families of fake addresses a lookup
+//!   for any family (`AF_UNSPEC`) returns.
+//!
+//! # Servers
+//!
 //! A server without a scheme uses the caller's default version (`version: None`); without a port,
 //! 1080. A host name is resolved now, through [`Lookup::host`], keeping every address in resolver
 //! order. USER and PASSWORD may contain `%XX` escapes (for `,`, `#`, `@`, `:`, `%` or blanks) and
@@ -26,13 +67,14 @@
 //! PASSWORD. Passwords never appear in `Debug`, `Display` or error messages: they print as `***`.
 //!
 //! As in `sockd.conf`, the CSTC `?=` and `: shell command` extensions are rejected, and any error
-//! stops the parse. Not here: reading the file, the environment (`SOCKS_SERVER`), DNS, choosing a
-//! live server, or logging. [`ClientRules::decide`] allocates nothing, so it is safe to call
-//! inside `connect()`.
+//! stops the parse. Not here: reading the file, the environment (`SOCKS_SERVER`), DNS, the map of
+//! fake addresses, choosing a live server, or logging. [`ClientRules::decide`],
+//! [`ClientRules::decide_name`] and the `fake_*_contains` helpers allocate nothing, so they are
+//! safe to call inside `connect()` and `getaddrinfo()`.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::addr::{is_host_name, parse_addr_spec, AddrMatch};
 use super::error::{ConfigError, LineError};
@@ -419,6 +461,211 @@ fn resolve_server_host(host: &str, lookup: &dyn Lookup) -> Result<Vec<IpAddr>, H
     Ok(ips)
 }
 
+/// The first IPv4 fake address range: 198.18.0.0/15, the RFC 2544 benchmarking block (131072
+/// addresses, not routed on the Internet, not multicast, not loopback).
+pub const DEFAULT_FAKE_V4: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 0, 0), 15);
+
+/// The IPv6 fake address range: fd73:6f63:6b73::/48, a unique-local (RFC 4193) block whose
+/// "global ID" spells `socks` in ASCII.
+pub const DEFAULT_FAKE_V6: (Ipv6Addr, u8) =
+    (Ipv6Addr::new(0xfd73, 0x6f63, 0x6b73, 0, 0, 0, 0, 0), 48);
+
+/// The `fake-range` prefix bounds: at least 4 IPv4 addresses, at least 256 IPv6 addresses, and no
+/// range so wide that it swallows a large part of the address space.
+const FAKE_V4_PREFIX: (u8, u8) = (8, 30);
+const FAKE_V6_PREFIX: (u8, u8) = (8, 120);
+
+/// IPv4 blocks a fake range must not overlap: (what, network, prefix).
+const RESERVED_V4: [(&str, Ipv4Addr, u8); 5] = [
+    ("unspecified", Ipv4Addr::new(0, 0, 0, 0), 8),
+    ("loopback", Ipv4Addr::new(127, 0, 0, 0), 8),
+    ("link-local", Ipv4Addr::new(169, 254, 0, 0), 16),
+    ("multicast", Ipv4Addr::new(224, 0, 0, 0), 4),
+    ("limited broadcast", Ipv4Addr::new(255, 255, 255, 255), 32),
+];
+
+/// IPv6 blocks a fake range must not overlap: (what, network, prefix).
+const RESERVED_V6: [(&str, Ipv6Addr, u8); 5] = [
+    ("unspecified", Ipv6Addr::UNSPECIFIED, 128),
+    ("loopback", Ipv6Addr::LOCALHOST, 128),
+    ("IPv4-mapped", Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96),
+    ("link-local", Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+    ("multicast", Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
+];
+
+/// The network mask of an IPv4 prefix (a prefix over 32 counts as 32).
+fn mask_v4(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32u32.saturating_sub(u32::from(prefix))).unwrap_or(0)
+}
+
+/// The network mask of an IPv6 prefix (a prefix over 128 counts as 128).
+fn mask_v6(prefix: u8) -> u128 {
+    u128::MAX.checked_shl(128u32.saturating_sub(u32::from(prefix))).unwrap_or(0)
+}
+
+/// How the library resolves a name that a `sockd` line routes (the `resolve` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ResolvePolicy {
+    /// `remote` (the default): a fake address; the name itself goes to the SOCKS server, and no
+    /// DNS query leaves the machine.
+    #[default]
+    Remote,
+    /// `local`: the local resolver, as without the library.
+    Local,
+    /// `local-then-remote`: the local resolver first; a fake address when it finds nothing.
+    LocalThenRemote,
+}
+
+impl ResolvePolicy {
+    /// The value as written after `resolve`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ResolvePolicy::Remote => "remote",
+            ResolvePolicy::Local => "local",
+            ResolvePolicy::LocalThenRemote => "local-then-remote",
+        }
+    }
+
+    fn from_keyword(word: &str) -> Option<ResolvePolicy> {
+        [ResolvePolicy::Remote, ResolvePolicy::Local, ResolvePolicy::LocalThenRemote]
+            .into_iter()
+            .find(|p| p.keyword() == word)
+    }
+}
+
+impl fmt::Display for ResolvePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.keyword())
+    }
+}
+
+/// The families of fake addresses a lookup for any family (`AF_UNSPEC`) returns (the
+/// `fake-families` setting). A lookup for one family always gets that family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FakeFamilies {
+    /// `ipv4` (the default): one IPv4 fake address.
+    #[default]
+    Ipv4,
+    /// `ipv6`: one IPv6 fake address.
+    Ipv6,
+    /// `both`: an IPv6 and an IPv4 fake address.
+    Both,
+}
+
+impl FakeFamilies {
+    /// The value as written after `fake-families`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            FakeFamilies::Ipv4 => "ipv4",
+            FakeFamilies::Ipv6 => "ipv6",
+            FakeFamilies::Both => "both",
+        }
+    }
+
+    fn from_keyword(word: &str) -> Option<FakeFamilies> {
+        [FakeFamilies::Ipv4, FakeFamilies::Ipv6, FakeFamilies::Both]
+            .into_iter()
+            .find(|f| f.keyword() == word)
+    }
+}
+
+impl fmt::Display for FakeFamilies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.keyword())
+    }
+}
+
+/// The destination condition of a `socks.conf` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// `ADDR MASK` or `ADDR/PREFIX`: matches addresses, never names.
+    Net(AddrMatch),
+    /// `.example.test`: the lower-case suffix without the leading dot; matches names, never
+    /// addresses.
+    Domain(String),
+}
+
+impl Destination {
+    /// Whether `ip` is in the networks (IPv4-mapped addresses canonicalised); `false` for a
+    /// domain pattern. Allocates nothing.
+    pub fn matches_ip(&self, ip: IpAddr) -> bool {
+        match self {
+            Destination::Net(m) => m.matches(ip),
+            Destination::Domain(_) => false,
+        }
+    }
+
+    /// Whether `name` is the domain or a name under it (ASCII case ignored, one trailing dot on
+    /// `name` ignored); `false` for an address spec. Allocates nothing.
+    pub fn matches_name(&self, name: &str) -> bool {
+        match self {
+            Destination::Net(_) => false,
+            Destination::Domain(suffix) => domain_matches(suffix, name),
+        }
+    }
+
+    /// The suffix of a domain pattern (lower case, no leading dot).
+    pub fn domain(&self) -> Option<&str> {
+        match self {
+            Destination::Domain(d) => Some(d),
+            Destination::Net(_) => None,
+        }
+    }
+}
+
+/// `.suffix` for a domain pattern, [`AddrMatch`]'s `Display` for an address spec.
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Net(m) => write!(f, "{m}"),
+            Destination::Domain(d) => write!(f, ".{d}"),
+        }
+    }
+}
+
+/// Whether `name` equals `suffix` or ends in `.suffix`, ignoring ASCII case and one trailing dot
+/// of `name`. `suffix` is non-empty and lower case. Byte-wise, so any `name` is safe.
+fn domain_matches(suffix: &str, name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name).as_bytes();
+    let suffix = suffix.as_bytes();
+    match name.len().checked_sub(suffix.len()) {
+        None => false,
+        Some(0) => name.eq_ignore_ascii_case(suffix),
+        Some(at) => name[at - 1] == b'.' && name[at..].eq_ignore_ascii_case(suffix),
+    }
+}
+
+/// The longest host name in DNS (RFC 1035), without the trailing dot.
+const MAX_DOMAIN: usize = 253;
+/// The longest DNS label (RFC 1035).
+const MAX_LABEL: usize = 63;
+
+/// Parses a domain pattern token (it starts with `.`) into its lower-case suffix.
+fn parse_domain(tok: &str) -> Result<String, LineError> {
+    let body = tok.strip_prefix('.').unwrap_or(tok);
+    let body = body.strip_suffix('.').unwrap_or(body);
+    let bad = |detail: &str| Err(LineError::bad_domain_pattern(tok, detail));
+    if body.is_empty() {
+        return bad("no name after the dot (write a suffix such as .example.test)");
+    }
+    if body.len() > MAX_DOMAIN {
+        return bad("longer than 253 bytes");
+    }
+    for label in body.split('.') {
+        if label.is_empty() {
+            return bad("empty label (two dots in a row)");
+        }
+        if label.len() > MAX_LABEL {
+            return bad("a label is longer than 63 bytes");
+        }
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) {
+            return bad("only letters, digits, `-` and `_` between the dots \
+                 (international names in their xn-- form)");
+        }
+    }
+    Ok(body.to_ascii_lowercase())
+}
+
 /// One parsed line of `socks.conf`, names and services resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRule {
@@ -431,25 +678,35 @@ pub struct ClientRule {
     pub servers: Vec<ServerSpec>,
     /// `*=…` local user names; `None` = any user, including an unknown one.
     pub users: Option<UserList>,
-    /// The destination condition.
-    pub dst: AddrMatch,
+    /// The destination condition: addresses, or a domain pattern for names.
+    pub dst: Destination,
     /// The port condition; `None` = any port.
     pub port: Option<PortMatch>,
 }
 
 impl ClientRule {
     /// Whether every condition holds for a connection to `dst`:`port` by local user `user`.
-    /// Allocates nothing.
+    /// A domain pattern never matches an address. Allocates nothing.
     pub fn matches(&self, dst: IpAddr, port: u16, user: Option<&str>) -> bool {
         holds(self.users.as_ref(), |u| u.matches(user))
-            && self.dst.matches(dst)
+            && self.dst.matches_ip(dst)
             && holds(self.port, |p| p.matches(port))
+    }
+
+    /// Whether every condition holds for the host name `name` looked up by local user `user`,
+    /// for `port` when known; with `port` `None` the port condition is not checked (a resolver
+    /// call does not know the port). An address spec never matches a name. Allocates nothing.
+    pub fn matches_name(&self, name: &str, port: Option<u16>, user: Option<&str>) -> bool {
+        holds(self.users.as_ref(), |u| u.matches(user))
+            && self.dst.matches_name(name)
+            && holds(self.port.zip(port), |(p, port)| p.matches(port))
     }
 }
 
 /// The canonical effective form on one line, e.g.
 /// `sockd @=socks5://alice:***@fw.example:1080,192.0.2.1:1080 *=bob 0.0.0.0/0 eq 80`:
-/// servers as in [`ServerSpec`]'s `Display`, users expanded, addresses as in sockd.conf's `Rule`.
+/// servers as in [`ServerSpec`]'s `Display`, users expanded, addresses as in sockd.conf's `Rule`,
+/// domain patterns as `.suffix`.
 impl fmt::Display for ClientRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.action)?;
@@ -475,36 +732,253 @@ pub struct ClientRules {
     pub file: String,
     /// The rules in file order.
     pub rules: Vec<ClientRule>,
+    /// `resolve`: how names routed through a server are resolved (default `remote`).
+    pub resolve: ResolvePolicy,
+    /// The IPv4 `fake-range` as (network, prefix), host bits clear (default [`DEFAULT_FAKE_V4`]).
+    pub fake_v4: (Ipv4Addr, u8),
+    /// The IPv6 `fake-range` as (network, prefix), host bits clear (default [`DEFAULT_FAKE_V6`]).
+    pub fake_v6: (Ipv6Addr, u8),
+    /// `fake-families`: what a lookup for any family gets (default `ipv4`).
+    pub fake_families: FakeFamilies,
 }
 
 impl ClientRules {
     /// Parses the text of a `socks.conf` named `file`, resolving names through `lookup`.
     /// The first problem found is returned; nothing is skipped.
     pub fn parse(file: &str, text: &str, lookup: &dyn Lookup) -> Result<ClientRules, ConfigError> {
-        let mut rules = Vec::new();
+        let mut rs = ClientRules {
+            file: file.to_owned(),
+            rules: Vec::new(),
+            resolve: ResolvePolicy::default(),
+            fake_v4: DEFAULT_FAKE_V4,
+            fake_v6: DEFAULT_FAKE_V6,
+            fake_families: FakeFamilies::default(),
+        };
+        let mut seen = SeenSettings::default();
         for line in lex::lines(text) {
-            let rule = parse_rule(line.number, &line.tokens, lookup)
-                .map_err(|e| e.at(file, line.number))?;
-            rules.push(rule);
+            let n = line.number;
+            match line.tokens.first().copied().and_then(Setting::from_keyword) {
+                Some(setting) => rs
+                    .apply_setting(setting, &line.tokens, n, &mut seen)
+                    .map_err(|e| e.at(file, n))?,
+                None => {
+                    rs.rules.push(parse_rule(n, &line.tokens, lookup).map_err(|e| e.at(file, n))?)
+                }
+            }
         }
-        Ok(ClientRules { file: file.to_owned(), rules })
+        Ok(rs)
+    }
+
+    /// Parses the value of settings line `number` and records it; a setting seen before is an
+    /// error naming the first line.
+    fn apply_setting(
+        &mut self,
+        setting: Setting,
+        tokens: &[&str],
+        number: usize,
+        seen: &mut SeenSettings,
+    ) -> Result<(), LineError> {
+        let keyword = setting.keyword();
+        let value = match tokens {
+            [_, value] => *value,
+            [_] => return Err(LineError::missing_setting_value(keyword, setting.expected())),
+            [_, _, extra, ..] => return Err(LineError::trailing_after_setting(extra, keyword)),
+            // The lexer never yields an empty line, and a settings line starts with its keyword.
+            [] => return Err(LineError::missing_setting_value(keyword, setting.expected())),
+        };
+        let unknown = || LineError::unknown_setting_value(value, keyword, setting.expected());
+        let (slot, what) = match setting {
+            Setting::Resolve => {
+                self.resolve = ResolvePolicy::from_keyword(value).ok_or_else(unknown)?;
+                (&mut seen.resolve, "`resolve` setting")
+            }
+            Setting::FakeFamilies => {
+                self.fake_families = FakeFamilies::from_keyword(value).ok_or_else(unknown)?;
+                (&mut seen.fake_families, "`fake-families` setting")
+            }
+            Setting::FakeRange => match parse_fake_range(value)? {
+                (IpAddr::V4(net), prefix) => {
+                    self.fake_v4 = (net, prefix);
+                    (&mut seen.fake_v4, "IPv4 `fake-range`")
+                }
+                (IpAddr::V6(net), prefix) => {
+                    self.fake_v6 = (net, prefix);
+                    (&mut seen.fake_v6, "IPv6 `fake-range`")
+                }
+            },
+        };
+        if let Some(first) = *slot {
+            return Err(LineError::duplicate_setting(keyword, what, first));
+        }
+        *slot = Some(number);
+        Ok(())
     }
 
     /// The first rule matching a connection to `dst`:`port` by local user `user`; `None` when no
-    /// line matches (the caller goes direct). Allocates nothing.
+    /// line matches (the caller goes direct). Domain patterns never match. Allocates nothing.
     pub fn decide(&self, dst: IpAddr, port: u16, user: Option<&str>) -> Option<&ClientRule> {
         self.rules.iter().find(|r| r.matches(dst, port, user))
     }
+
+    /// The first rule with a domain pattern matching the host name `name` looked up by local
+    /// user `user`; address lines are skipped. With `port` `None` (a resolver call, which does
+    /// not know the port) port conditions are not checked; with `Some` they are. `None` when no
+    /// domain line matches. Allocates nothing.
+    pub fn decide_name(
+        &self,
+        name: &str,
+        port: Option<u16>,
+        user: Option<&str>,
+    ) -> Option<&ClientRule> {
+        self.rules.iter().find(|r| r.matches_name(name, port, user))
+    }
+
+    /// Whether any `sockd` line exists (without one, no name needs a fake address).
+    pub fn has_proxy_rule(&self) -> bool {
+        self.rules.iter().any(|r| r.action == ClientAction::Proxy)
+    }
+
+    /// Whether `ip` is in the IPv4 fake range. Allocates nothing.
+    pub fn fake_v4_contains(&self, ip: Ipv4Addr) -> bool {
+        let (net, prefix) = self.fake_v4;
+        let mask = mask_v4(prefix);
+        u32::from(ip) & mask == u32::from(net) & mask
+    }
+
+    /// Whether `ip` is in the IPv6 fake range. Allocates nothing.
+    pub fn fake_v6_contains(&self, ip: Ipv6Addr) -> bool {
+        let (net, prefix) = self.fake_v6;
+        let mask = mask_v6(prefix);
+        u128::from(ip) & mask == u128::from(net) & mask
+    }
+
+    /// The settings that differ from their defaults, as they would be written.
+    fn changed_settings(&self) -> impl Iterator<Item = String> + '_ {
+        let resolve =
+            (self.resolve != ResolvePolicy::default()).then(|| format!("resolve {}", self.resolve));
+        let v4 = (self.fake_v4 != DEFAULT_FAKE_V4)
+            .then(|| format!("fake-range {}/{}", self.fake_v4.0, self.fake_v4.1));
+        let v6 = (self.fake_v6 != DEFAULT_FAKE_V6)
+            .then(|| format!("fake-range {}/{}", self.fake_v6.0, self.fake_v6.1));
+        let families = (self.fake_families != FakeFamilies::default())
+            .then(|| format!("fake-families {}", self.fake_families));
+        [resolve, v4, v6, families].into_iter().flatten()
+    }
 }
 
-/// One `file:line: rule` per line (a `--check` listing; passwords as `***`).
+/// One `file:line: rule` per line (a `--check` listing; passwords as `***`), then one
+/// `file: setting` line per setting that differs from its default.
 impl fmt::Display for ClientRules {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for r in &self.rules {
             writeln!(f, "{}:{}: {}", self.file, r.line, r)?;
         }
+        for s in self.changed_settings() {
+            writeln!(f, "{}: {s}", self.file)?;
+        }
         Ok(())
     }
+}
+
+/// The first word of a settings line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setting {
+    Resolve,
+    FakeRange,
+    FakeFamilies,
+}
+
+impl Setting {
+    fn keyword(self) -> &'static str {
+        match self {
+            Setting::Resolve => "resolve",
+            Setting::FakeRange => "fake-range",
+            Setting::FakeFamilies => "fake-families",
+        }
+    }
+
+    fn from_keyword(word: &str) -> Option<Setting> {
+        [Setting::Resolve, Setting::FakeRange, Setting::FakeFamilies]
+            .into_iter()
+            .find(|s| s.keyword() == word)
+    }
+
+    /// The values, for messages.
+    fn expected(self) -> &'static str {
+        match self {
+            Setting::Resolve => "remote, local or local-then-remote",
+            Setting::FakeRange => "an IPv4 or IPv6 network ADDR/PREFIX",
+            Setting::FakeFamilies => "ipv4, ipv6 or both",
+        }
+    }
+}
+
+/// The line of each setting seen so far.
+#[derive(Debug, Default)]
+struct SeenSettings {
+    resolve: Option<usize>,
+    fake_v4: Option<usize>,
+    fake_v6: Option<usize>,
+    fake_families: Option<usize>,
+}
+
+/// A `fake-range` value: `IPv4/PREFIX` or `IPv6/PREFIX` within the family's prefix bounds, no
+/// address bits after the prefix, clear of the reserved blocks.
+fn parse_fake_range(tok: &str) -> Result<(IpAddr, u8), LineError> {
+    let (addr, prefix) = tok.split_once('/').ok_or_else(|| LineError::bad_fake_range(tok))?;
+    let addr: IpAddr = addr.parse().map_err(|_| LineError::bad_fake_range(tok))?;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(LineError::bad_fake_range(tok));
+    }
+    // Digits only: a parse failure means a huge number, which is out of bounds anyway.
+    let prefix: u8 = prefix.parse().unwrap_or(u8::MAX);
+    match addr {
+        IpAddr::V4(a) => {
+            let (min, max) = FAKE_V4_PREFIX;
+            if !(min..=max).contains(&prefix) {
+                return Err(LineError::fake_range_prefix(tok, "IPv4", min, max));
+            }
+            let net = Ipv4Addr::from(u32::from(a) & mask_v4(prefix));
+            if net != a {
+                return Err(LineError::fake_range_host_bits(tok, &format!("{net}/{prefix}")));
+            }
+            for (what, block, len) in RESERVED_V4 {
+                let m = mask_v4(prefix.min(len));
+                if u32::from(net) & m == u32::from(block) & m {
+                    let block = format!("{block}/{len}");
+                    return Err(LineError::fake_range_reserved(tok, what, &block));
+                }
+            }
+            Ok((IpAddr::V4(net), prefix))
+        }
+        IpAddr::V6(a) => {
+            let (min, max) = FAKE_V6_PREFIX;
+            if !(min..=max).contains(&prefix) {
+                return Err(LineError::fake_range_prefix(tok, "IPv6", min, max));
+            }
+            let net = Ipv6Addr::from(u128::from(a) & mask_v6(prefix));
+            if net != a {
+                return Err(LineError::fake_range_host_bits(tok, &format!("{net}/{prefix}")));
+            }
+            for (what, block, len) in RESERVED_V6 {
+                let m = mask_v6(prefix.min(len));
+                if u128::from(net) & m == u128::from(block) & m {
+                    let block = format!("{block}/{len}");
+                    return Err(LineError::fake_range_reserved(tok, what, &block));
+                }
+            }
+            Ok((IpAddr::V6(net), prefix))
+        }
+    }
+}
+
+/// Whether `tok` can only be a host name (not an address, not a CIDR spec): used to suggest a
+/// domain pattern when the mask is missing.
+fn is_bare_name(tok: &str) -> bool {
+    !tok.contains(':')
+        && !tok.contains('/')
+        && !tok.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && is_host_name(tok)
 }
 
 fn parse_rule(
@@ -543,11 +1017,24 @@ fn parse_rule(
         cur.next();
     }
 
-    match cur.peek() {
-        Some(t) if Op::from_keyword(t).is_none() => {}
+    let dst = match cur.peek() {
+        Some(t) if t.starts_with('.') => {
+            cur.next();
+            let dst = Destination::Domain(parse_domain(t)?);
+            if let Some(next) = cur.peek().filter(|n| Op::from_keyword(n).is_none()) {
+                return Err(LineError::mask_after_domain(next, t));
+            }
+            dst
+        }
+        Some(t) if Op::from_keyword(t).is_none() => {
+            let mask_missing = !matches!(cur.peek2(), Some(m) if Op::from_keyword(m).is_none());
+            if mask_missing && is_bare_name(t) {
+                return Err(LineError::name_without_mask(t));
+            }
+            Destination::Net(parse_addr_spec(&mut cur, lookup)?)
+        }
         _ => return Err(LineError::missing_address("destination address")),
-    }
-    let dst = parse_addr_spec(&mut cur, lookup)?;
+    };
     let port = if cur.is_empty() { None } else { Some(parse_port_spec(&mut cur, lookup)?) };
     if let Some(t) = cur.peek() {
         return Err(LineError::trailing(t));
@@ -769,6 +1256,8 @@ mod tests {
         assert_eq!(decide(&rs, "198.51.100.2", 80, None), ("deny", 3));
         assert_eq!(decide(&rs, "198.51.100.3", 80, None), ("none", 0));
         assert_eq!(rs.rules[2].to_string(), "deny {198.51.100.1,198.51.100.2}/32");
+        let Destination::Net(m) = &rs.rules[2].dst else { panic!("an address spec") };
+        assert_eq!(m.name(), Some("sgi.com"), "a name with a mask is resolved, not a pattern");
     }
 
     #[test]
@@ -776,7 +1265,9 @@ mod tests {
         let text =
             "sockd @=socks4a://bob@fw.example:1081,[::1] *=a,b 130.62.0.0 0.0.255.255 neq 25\n\
                     direct 10.0.0.1 0.255.0.0\n\
-                    deny *=x 2001:db8::/32 le 1023\n";
+                    deny *=x 2001:db8::/32 le 1023\n\
+                    sockd @=fw *=y .Example.Test. neq 25\n\
+                    direct .corp.example\n";
         let rs = parse(text).unwrap();
         for r in &rs.rules {
             let again = parse(&r.to_string()).unwrap();
@@ -791,6 +1282,293 @@ mod tests {
         let rs = parse("# nothing\n\n").unwrap();
         assert!(rs.rules.is_empty());
         assert_eq!(decide(&rs, "1.1.1.1", 80, None), ("none", 0));
+        assert_eq!(decide_name(&rs, "example.test", None, None), ("none", 0));
+        assert!(!rs.has_proxy_rule());
+    }
+
+    /// (action keyword or "none", line of the deciding rule or 0) for a name.
+    fn decide_name(
+        rs: &ClientRules,
+        name: &str,
+        port: Option<u16>,
+        user: Option<&str>,
+    ) -> (&'static str, usize) {
+        match rs.decide_name(name, port, user) {
+            Some(r) => (r.action.keyword(), r.line),
+            None => ("none", 0),
+        }
+    }
+
+    fn domain(pattern: &str) -> Destination {
+        let rs = parse(&format!("direct {pattern}")).unwrap();
+        rs.rules[0].dst.clone()
+    }
+
+    #[test]
+    fn domain_pattern_suffix_exact_case_and_trailing_dot() {
+        let d = domain(".example.test");
+        assert_eq!(d, Destination::Domain("example.test".to_owned()));
+        assert_eq!(d.domain(), Some("example.test"));
+        assert_eq!(d.to_string(), ".example.test");
+        for name in [
+            "example.test",
+            "www.example.test",
+            "a.b.c.example.test",
+            "EXAMPLE.Test",
+            "WWW.Example.TEST",
+            "example.test.",
+            "www.example.test.",
+        ] {
+            assert!(d.matches_name(name), "{name}");
+        }
+        for name in [
+            "badexample.test",
+            "example.test.evil",
+            "xample.test",
+            "test",
+            "example.test..",
+            "",
+            ".",
+            "example",
+            "ex\u{e4}mple.test",
+        ] {
+            assert!(!d.matches_name(name), "{name}");
+        }
+        assert!(d.matches_name(".example.test"), "empty first label: still under the domain");
+        assert!(!d.matches_ip(ip("192.0.2.1")), "a domain never matches an address");
+    }
+
+    #[test]
+    fn domain_pattern_is_stored_lower_case_without_dots() {
+        assert_eq!(domain(".Corp.EXAMPLE").domain(), Some("corp.example"));
+        assert_eq!(domain(".corp.example.").domain(), Some("corp.example"), "FQDN form");
+        assert_eq!(domain(".test").domain(), Some("test"), "a whole top-level domain");
+        assert_eq!(domain(".xn--bcher-kva.example").domain(), Some("xn--bcher-kva.example"));
+        assert_eq!(domain("._srv.example").domain(), Some("_srv.example"));
+        let long = format!(".{}.{}", "a".repeat(63), "b".repeat(63));
+        assert!(domain(&long).matches_name(&long[1..]));
+        // Numeric labels are labels like any other.
+        assert!(domain(".1.2").matches_name("3.1.2"));
+    }
+
+    #[test]
+    fn net_destinations_never_match_names() {
+        let d = parse("direct 0.0.0.0/0").unwrap().rules[0].dst.clone();
+        assert!(matches!(&d, Destination::Net(m) if m.to_string() == "0.0.0.0/0"));
+        assert_eq!(d.domain(), None);
+        assert!(!d.matches_name("example.test"));
+        assert!(!d.matches_name("0.0.0.0"));
+        assert!(d.matches_ip(ip("203.0.113.1")));
+    }
+
+    #[test]
+    fn domain_lines_with_options_and_ports() {
+        let rs = parse(
+            "sockd @=fw:1080 .example.test\n\
+             direct .corp.example\n\
+             deny .ads.example eq 80\n\
+             sockd *=alice,bob @=socks5://fw2.example .Example.ORG ge 1024\n",
+        )
+        .unwrap();
+        assert_eq!(rs.rules.len(), 4);
+        assert_eq!(rs.rules[0].to_string(), "sockd @=fw:1080 .example.test");
+        assert_eq!(rs.rules[1].to_string(), "direct .corp.example");
+        assert_eq!(rs.rules[2].to_string(), "deny .ads.example eq 80");
+        assert_eq!(
+            rs.rules[3].to_string(),
+            "sockd @=socks5://fw2.example:1080 *=alice,bob .example.org ge 1024"
+        );
+        assert_eq!(rs.rules[0].servers[0].addrs, vec![sa("192.0.2.1:1080")]);
+    }
+
+    #[test]
+    fn decide_name_first_domain_match() {
+        let rs = parse(
+            "direct 0.0.0.0/0 eq 80\n\
+             direct .corp.example\n\
+             deny .ads.example eq 80\n\
+             sockd *=alice .example.org\n\
+             sockd @=fw .example.test\n\
+             sockd @=fw2.example .test\n\
+             deny ::/0\n",
+        )
+        .unwrap();
+        assert_eq!(decide_name(&rs, "wiki.corp.example", None, None), ("direct", 2));
+        assert_eq!(decide_name(&rs, "www.example.test", Some(80), None), ("sockd", 5));
+        assert_eq!(decide_name(&rs, "other.test", None, None), ("sockd", 6));
+        assert_eq!(decide_name(&rs, "badexample.test", None, None), ("sockd", 6), "not line 5");
+        assert_eq!(
+            decide_name(&rs, "example.net", None, None),
+            ("none", 0),
+            "address lines skipped"
+        );
+        assert_eq!(decide_name(&rs, "0.0.0.0", Some(80), None), ("none", 0));
+        // Port conditions: checked with a port, not without one.
+        assert_eq!(decide_name(&rs, "x.ads.example", Some(80), None), ("deny", 3));
+        assert_eq!(decide_name(&rs, "x.ads.example", Some(443), None), ("none", 0));
+        assert_eq!(decide_name(&rs, "x.ads.example", None, None), ("deny", 3), "port unknown");
+        // User conditions always apply.
+        assert_eq!(decide_name(&rs, "www.example.org", None, Some("alice")), ("sockd", 4));
+        assert_eq!(decide_name(&rs, "www.example.org", None, Some("bob")), ("none", 0));
+        assert_eq!(decide_name(&rs, "www.example.org", None, None), ("none", 0));
+        assert_eq!(
+            rs.decide_name("WWW.EXAMPLE.TEST.", None, None).unwrap().servers[0].host,
+            "fw",
+            "case and trailing dot"
+        );
+    }
+
+    #[test]
+    fn decide_skips_domain_lines() {
+        let rs =
+            parse("sockd .example.test\ndirect .corp.example\ndeny 0.0.0.0/0 eq 80\n").unwrap();
+        assert_eq!(decide(&rs, "192.0.2.1", 80, None), ("deny", 3));
+        assert_eq!(decide(&rs, "192.0.2.1", 81, None), ("none", 0));
+        assert_eq!(decide(&rs, "2001:db8::1", 80, None), ("none", 0));
+    }
+
+    #[test]
+    fn has_proxy_rule() {
+        assert!(!parse("").unwrap().has_proxy_rule());
+        assert!(!parse("direct .corp.example\ndeny 0.0.0.0/0\nresolve local\n")
+            .unwrap()
+            .has_proxy_rule());
+        assert!(parse("direct 10.0.0.0/8\nsockd .example.test\n").unwrap().has_proxy_rule());
+        assert!(parse("sockd @=fw 0.0.0.0/0\n").unwrap().has_proxy_rule());
+    }
+
+    #[test]
+    fn settings_defaults() {
+        let rs = parse("direct 10.0.0.0/8\n").unwrap();
+        assert_eq!(rs.resolve, ResolvePolicy::Remote);
+        assert_eq!(rs.fake_v4, (Ipv4Addr::new(198, 18, 0, 0), 15));
+        assert_eq!(rs.fake_v6, ("fd73:6f63:6b73::".parse().unwrap(), 48));
+        assert_eq!((rs.fake_v4, rs.fake_v6), (DEFAULT_FAKE_V4, DEFAULT_FAKE_V6));
+        assert_eq!(rs.fake_families, FakeFamilies::Ipv4);
+        assert_eq!(rs.to_string(), "socks.conf:1: direct 10.0.0.0/8\n", "defaults not listed");
+    }
+
+    #[test]
+    fn settings_anywhere_in_the_file() {
+        let rs = parse(
+            "fake-families both   # AAAA and A for AF_UNSPEC\n\
+             direct .corp.example\n\
+             fake-range 10.99.0.0/16\n\
+             sockd @=fw 0.0.0.0/0\n\
+             resolve local-then-remote\n\
+             fake-range fd00:5::/64\n",
+        )
+        .unwrap();
+        assert_eq!(rs.rules.len(), 2);
+        assert_eq!((rs.rules[0].line, rs.rules[1].line), (2, 4));
+        assert_eq!(rs.resolve, ResolvePolicy::LocalThenRemote);
+        assert_eq!(rs.fake_v4, (Ipv4Addr::new(10, 99, 0, 0), 16));
+        assert_eq!(rs.fake_v6, ("fd00:5::".parse().unwrap(), 64));
+        assert_eq!(rs.fake_families, FakeFamilies::Both);
+        assert_eq!(
+            rs.to_string(),
+            "socks.conf:2: direct .corp.example\n\
+             socks.conf:4: sockd @=fw:1080 0.0.0.0/0\n\
+             socks.conf: resolve local-then-remote\n\
+             socks.conf: fake-range 10.99.0.0/16\n\
+             socks.conf: fake-range fd00:5::/64\n\
+             socks.conf: fake-families both\n"
+        );
+    }
+
+    #[test]
+    fn settings_every_value() {
+        for (text, policy) in [
+            ("resolve remote", ResolvePolicy::Remote),
+            ("resolve local", ResolvePolicy::Local),
+            ("resolve local-then-remote", ResolvePolicy::LocalThenRemote),
+        ] {
+            let rs = parse(text).unwrap();
+            assert_eq!(rs.resolve, policy);
+            assert_eq!(format!("resolve {policy}"), text);
+            assert!(rs.rules.is_empty());
+        }
+        for (text, families) in [
+            ("fake-families ipv4", FakeFamilies::Ipv4),
+            ("fake-families ipv6", FakeFamilies::Ipv6),
+            ("fake-families both", FakeFamilies::Both),
+        ] {
+            assert_eq!(parse(text).unwrap().fake_families, families);
+            assert_eq!(format!("fake-families {families}"), text);
+        }
+        // Explicit defaults are allowed (and count as the one occurrence).
+        let rs =
+            parse("resolve remote\nfake-range 198.18.0.0/15\nfake-range fd73:6f63:6b73::/48\n")
+                .unwrap();
+        assert_eq!(
+            (rs.resolve, rs.fake_v4, rs.fake_v6),
+            (ResolvePolicy::Remote, DEFAULT_FAKE_V4, DEFAULT_FAKE_V6)
+        );
+    }
+
+    #[test]
+    fn fake_range_bounds_accepted() {
+        for (text, net, prefix) in [
+            ("fake-range 10.0.0.0/8", "10.0.0.0", 8),
+            ("fake-range 100.64.0.0/10", "100.64.0.0", 10),
+            ("fake-range 198.18.0.0/30", "198.18.0.0", 30),
+            ("fake-range 223.255.255.252/30", "223.255.255.252", 30),
+        ] {
+            let rs = parse(text).unwrap();
+            assert_eq!(rs.fake_v4, (net.parse().unwrap(), prefix), "{text}");
+        }
+        for (text, net, prefix) in [
+            ("fake-range 2001:db8::/32", "2001:db8::", 32),
+            ("fake-range fd00::/8", "fd00::", 8),
+            ("fake-range fd73:6f63:6b73::ff00/120", "fd73:6f63:6b73::ff00", 120),
+            ("fake-range 64:ff9b::/96", "64:ff9b::", 96),
+        ] {
+            let rs = parse(text).unwrap();
+            assert_eq!(rs.fake_v6, (net.parse().unwrap(), prefix), "{text}");
+        }
+        // Next to the reserved blocks, touching none.
+        for text in [
+            "fake-range 1.0.0.0/8",
+            "fake-range 126.0.0.0/8",
+            "fake-range 128.0.0.0/8",
+            "fake-range 169.253.0.0/16",
+            "fake-range 169.255.0.0/16",
+            "fake-range 223.0.0.0/8",
+            "fake-range 255.255.255.248/30",
+            "fake-range 240.0.0.0/8",
+            "fake-range ::1:0/120",
+            "fake-range fec0::/10",
+            "fake-range fe00::/9",
+        ] {
+            assert!(parse(text).is_ok(), "{text}: {:?}", parse(text));
+        }
+    }
+
+    #[test]
+    fn fake_range_contains() {
+        let rs = parse("").unwrap();
+        assert!(rs.fake_v4_contains(Ipv4Addr::new(198, 18, 0, 0)));
+        assert!(rs.fake_v4_contains(Ipv4Addr::new(198, 19, 255, 255)));
+        assert!(!rs.fake_v4_contains(Ipv4Addr::new(198, 20, 0, 0)));
+        assert!(!rs.fake_v4_contains(Ipv4Addr::new(198, 17, 255, 255)));
+        assert!(rs.fake_v6_contains("fd73:6f63:6b73::1".parse().unwrap()));
+        assert!(rs.fake_v6_contains("fd73:6f63:6b73:ffff:ffff:ffff:ffff:ffff".parse().unwrap()));
+        assert!(!rs.fake_v6_contains("fd73:6f63:6b74::".parse().unwrap()));
+        assert!(!rs.fake_v6_contains("::ffff:198.18.0.1".parse().unwrap()));
+
+        let rs = parse("fake-range 10.99.0.0/30\nfake-range 2001:db8::ff00/120\n").unwrap();
+        assert!(rs.fake_v4_contains(Ipv4Addr::new(10, 99, 0, 3)));
+        assert!(!rs.fake_v4_contains(Ipv4Addr::new(10, 99, 0, 4)));
+        assert!(rs.fake_v6_contains("2001:db8::ffff".parse().unwrap()));
+        assert!(!rs.fake_v6_contains("2001:db8::1:ff00".parse().unwrap()));
+
+        // Hand-built extremes do not overflow.
+        let mut rs = parse("").unwrap();
+        rs.fake_v4 = (Ipv4Addr::UNSPECIFIED, 0);
+        rs.fake_v6 = (Ipv6Addr::LOCALHOST, 200);
+        assert!(rs.fake_v4_contains(Ipv4Addr::BROADCAST));
+        assert!(rs.fake_v6_contains(Ipv6Addr::LOCALHOST));
+        assert!(!rs.fake_v6_contains(Ipv6Addr::UNSPECIFIED));
     }
 
     /// Asserts the error's line, token and full Display.
@@ -1061,5 +1839,264 @@ mod tests {
         }
         let e = parse_server("u:hunter2@fw:0", &lookup()).unwrap_err();
         assert_eq!(e.token.as_deref(), Some("u:***@fw:0"));
+    }
+
+    #[test]
+    fn err_bad_domain_pattern() {
+        check_err(
+            &format!("{OK}sockd @=fw .\n"),
+            3,
+            Some("."),
+            "socks.conf:3: bad domain pattern `.`: no name after the dot \
+             (write a suffix such as .example.test)",
+        );
+        let cases = [
+            ("..", "no name after the dot"),
+            (".a..b", "empty label (two dots in a row)"),
+            ("...", "empty label (two dots in a row)"),
+            (".a.b..", "empty label (two dots in a row)"),
+            (".ex!ample.test", "only letters, digits, `-` and `_` between the dots"),
+            (".exämple.test", "only letters, digits, `-` and `_` between the dots"),
+            (".*.example.test", "only letters, digits, `-` and `_` between the dots"),
+            (".example.test/24", "only letters, digits, `-` and `_` between the dots"),
+        ];
+        for (tok, detail) in cases {
+            let e = parse(&format!("direct {tok}")).unwrap_err();
+            assert_eq!(e.token.as_deref(), Some(tok));
+            assert!(e.message.starts_with(&format!("bad domain pattern `{tok}`: {detail}")), "{e}");
+        }
+        let label = format!(".{}.example", "a".repeat(64));
+        let e = parse(&format!("direct {label}")).unwrap_err();
+        assert!(e.message.ends_with("a label is longer than 63 bytes"), "{e}");
+        let long = ".a".repeat(128);
+        let e = parse(&format!("direct {long}")).unwrap_err();
+        assert!(e.message.ends_with("longer than 253 bytes"), "{e}");
+        assert!(parse(&format!("direct {}", &long[2..])).is_ok(), "253 bytes is fine");
+    }
+
+    #[test]
+    fn err_mask_after_domain() {
+        check_err(
+            &format!("{OK}direct .corp.example 0.0.0.0\n"),
+            3,
+            Some("0.0.0.0"),
+            "socks.conf:3: unexpected `0.0.0.0` after domain pattern `.corp.example` \
+             (a domain pattern takes no mask; only `OP PORT` may follow)",
+        );
+        let e = parse("deny .ads.example /24 eq 80").unwrap_err();
+        assert_eq!(e.token.as_deref(), Some("/24"));
+        // After a port condition the usual trailing-token message applies.
+        let e = parse("deny .ads.example eq 80 x").unwrap_err();
+        assert_eq!(e.message, "unexpected `x` after the end of the rule");
+        let e = parse("deny .ads.example eq").unwrap_err();
+        assert_eq!(e.message, "operator `eq` without a port");
+    }
+
+    #[test]
+    fn err_name_without_mask() {
+        check_err(
+            &format!("{OK}sockd @=fw example.test\n"),
+            3,
+            Some("example.test"),
+            "socks.conf:3: address `example.test` has no mask (write ADDR MASK or ADDR/PREFIX, \
+             or `.example.test` for the domain and every name under it)",
+        );
+        let e = parse("deny sgi.com eq 80").unwrap_err();
+        assert_eq!(e.token.as_deref(), Some("sgi.com"));
+        assert!(e.message.contains("`.sgi.com` for the domain"), "{e}");
+        // Addresses keep the shared message; a name with a mask is still an address spec.
+        let e = parse("direct 10.0.0.1 eq 80").unwrap_err();
+        assert!(e.message.ends_with("has no mask (write ADDR MASK or ADDR/PREFIX)"), "{e}");
+        assert!(parse("deny sgi.com 0.0.0.0 eq 80").is_ok());
+    }
+
+    #[test]
+    fn err_missing_setting_value() {
+        check_err(
+            &format!("{OK}resolve\n"),
+            3,
+            Some("resolve"),
+            "socks.conf:3: `resolve` needs a value (expected remote, local or local-then-remote)",
+        );
+        check_err(
+            "fake-range # later",
+            1,
+            Some("fake-range"),
+            "socks.conf:1: `fake-range` needs a value (expected an IPv4 or IPv6 network \
+             ADDR/PREFIX)",
+        );
+        check_err(
+            "fake-families",
+            1,
+            Some("fake-families"),
+            "socks.conf:1: `fake-families` needs a value (expected ipv4, ipv6 or both)",
+        );
+    }
+
+    #[test]
+    fn err_unknown_setting_value() {
+        check_err(
+            &format!("{OK}resolve remotely\n"),
+            3,
+            Some("remotely"),
+            "socks.conf:3: unknown `resolve` value `remotely` \
+             (expected remote, local or local-then-remote)",
+        );
+        check_err(
+            "fake-families all",
+            1,
+            Some("all"),
+            "socks.conf:1: unknown `fake-families` value `all` (expected ipv4, ipv6 or both)",
+        );
+        for text in ["resolve Remote", "resolve local_then_remote", "fake-families IPv4"] {
+            assert!(parse(text).unwrap_err().message.starts_with("unknown `"), "{text}");
+        }
+    }
+
+    #[test]
+    fn err_trailing_after_setting() {
+        check_err(
+            &format!("{OK}resolve local remote\n"),
+            3,
+            Some("remote"),
+            "socks.conf:3: unexpected `remote` after the `resolve` setting (one value per line)",
+        );
+        check_err(
+            "fake-range 10.99.0.0 0.0.255.255",
+            1,
+            Some("0.0.255.255"),
+            "socks.conf:1: unexpected `0.0.255.255` after the `fake-range` setting \
+             (one value per line)",
+        );
+    }
+
+    #[test]
+    fn err_duplicate_setting() {
+        check_err(
+            "resolve local\ndirect 10.0.0.0/8\nresolve local\n",
+            3,
+            Some("resolve"),
+            "socks.conf:3: second `resolve` setting (the first is on line 1)",
+        );
+        check_err(
+            "fake-families ipv6\n\n\nfake-families both",
+            4,
+            Some("fake-families"),
+            "socks.conf:4: second `fake-families` setting (the first is on line 1)",
+        );
+        check_err(
+            "fake-range 10.99.0.0/16\nfake-range fd00:5::/64\nfake-range 10.98.0.0/16\n",
+            3,
+            Some("fake-range"),
+            "socks.conf:3: second IPv4 `fake-range` (the first is on line 1)",
+        );
+        check_err(
+            "fake-range fd00:5::/64\nfake-range fd00:5::/64\n",
+            2,
+            Some("fake-range"),
+            "socks.conf:2: second IPv6 `fake-range` (the first is on line 1)",
+        );
+    }
+
+    #[test]
+    fn err_bad_fake_range() {
+        check_err(
+            &format!("{OK}fake-range 10.99.0.0\n"),
+            3,
+            Some("10.99.0.0"),
+            "socks.conf:3: bad fake range `10.99.0.0` (expected an IPv4 or IPv6 network \
+             ADDR/PREFIX, e.g. 198.18.0.0/15)",
+        );
+        for tok in [
+            "fake.example/16",
+            "10.99.0.0/",
+            "10.99.0.0/x",
+            "10.99.0.0/+16",
+            "/16",
+            "10.99.0/16",
+            "10.99.0.0/16/1",
+            "[fd00::]/64",
+        ] {
+            let e = parse(&format!("fake-range {tok}")).unwrap_err();
+            assert_eq!(e.token.as_deref(), Some(tok));
+            assert!(e.message.starts_with(&format!("bad fake range `{tok}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn err_fake_range_prefix() {
+        check_err(
+            &format!("{OK}fake-range 198.18.0.0/31\n"),
+            3,
+            Some("198.18.0.0/31"),
+            "socks.conf:3: fake range `198.18.0.0/31`: an IPv4 fake range has a prefix of 8 to 30",
+        );
+        check_err(
+            "fake-range fd00::/121",
+            1,
+            Some("fd00::/121"),
+            "socks.conf:1: fake range `fd00::/121`: an IPv6 fake range has a prefix of 8 to 120",
+        );
+        for tok in ["0.0.0.0/0", "64.0.0.0/7", "10.0.0.0/32", "10.0.0.0/99999", "::/0", "fc00::/7"]
+        {
+            let e = parse(&format!("fake-range {tok}")).unwrap_err();
+            assert!(e.message.contains("fake range has a prefix of"), "{e}");
+        }
+    }
+
+    #[test]
+    fn err_fake_range_host_bits() {
+        check_err(
+            &format!("{OK}fake-range 198.18.0.1/15\n"),
+            3,
+            Some("198.18.0.1/15"),
+            "socks.conf:3: fake range `198.18.0.1/15` has address bits set after the prefix \
+             (write 198.18.0.0/15)",
+        );
+        check_err(
+            "fake-range fd73:6f63:6b73::1/48",
+            1,
+            Some("fd73:6f63:6b73::1/48"),
+            "socks.conf:1: fake range `fd73:6f63:6b73::1/48` has address bits set after the \
+             prefix (write fd73:6f63:6b73::/48)",
+        );
+    }
+
+    #[test]
+    fn err_fake_range_reserved() {
+        check_err(
+            &format!("{OK}fake-range 127.0.0.0/16\n"),
+            3,
+            Some("127.0.0.0/16"),
+            "socks.conf:3: fake range `127.0.0.0/16` overlaps the loopback block 127.0.0.0/8 \
+             (choose a range clear of unspecified, loopback, link-local, multicast and broadcast \
+             addresses, such as 198.18.0.0/15 or fd73:6f63:6b73::/48)",
+        );
+        let cases = [
+            ("0.0.0.0/8", "unspecified block 0.0.0.0/8"),
+            ("0.128.0.0/9", "unspecified block 0.0.0.0/8"),
+            ("127.128.0.0/9", "loopback block 127.0.0.0/8"),
+            ("169.254.1.0/24", "link-local block 169.254.0.0/16"),
+            ("169.0.0.0/8", "link-local block 169.254.0.0/16"),
+            ("224.0.0.0/8", "multicast block 224.0.0.0/4"),
+            ("239.255.0.0/16", "multicast block 224.0.0.0/4"),
+            ("232.0.0.0/8", "multicast block 224.0.0.0/4"),
+            ("255.255.255.252/30", "limited broadcast block 255.255.255.255/32"),
+            ("::/8", "unspecified block ::/128"),
+            ("::/120", "unspecified block ::/128"),
+            ("::ffff:198.18.0.0/111", "IPv4-mapped block ::ffff:0.0.0.0/96"),
+            ("fe80::/16", "link-local block fe80::/10"),
+            ("febf:ff00::/24", "link-local block fe80::/10"),
+            ("fe00::/8", "link-local block fe80::/10"),
+            ("ff02::/16", "multicast block ff00::/8"),
+        ];
+        for (tok, detail) in cases {
+            let e = parse(&format!("fake-range {tok}")).unwrap_err();
+            assert_eq!(e.token.as_deref(), Some(tok));
+            assert!(
+                e.message.starts_with(&format!("fake range `{tok}` overlaps the {detail} (")),
+                "{e}"
+            );
+        }
     }
 }

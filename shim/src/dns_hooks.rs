@@ -1,0 +1,487 @@
+//! The exported resolver entry points: getaddrinfo, getnameinfo, gethostbyname(2)(_r),
+//! gethostbyaddr(_r). A name the configuration sends through a SOCKS server gets fake
+//! addresses (see `names`) and no DNS query; libc itself allocates every getaddrinfo result
+//! (we ask it to parse the fake address), so freeaddrinfo needs no hook. Everything else goes
+//! to the real functions. Also the library constructor, which creates the shared name map
+//! before the program can fork.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::net::IpAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::null_mut;
+
+use libc::{addrinfo, c_int, hostent, size_t, sockaddr, socklen_t};
+
+use crate::config;
+use crate::fakemap::{self, MapError, NAME_MAX};
+use crate::guard::Guard;
+use crate::hostent as answers;
+use crate::log::{log, Level};
+use crate::names::{self, Plan};
+use crate::real;
+use crate::sockaddr::RawAddr;
+
+extern "C" fn create_fake_map() {
+    fakemap::create();
+}
+
+/// Runs at load time: the one thing that cannot wait (the shared map must exist before a fork
+/// for parent and child to share it). A single mmap of untouched pages.
+#[used]
+#[link_section = ".init_array"]
+static CREATE_FAKE_MAP: extern "C" fn() = create_fake_map;
+
+/// glibc's EAI_NODATA (not in every libc crate target).
+const EAI_NODATA: c_int = -5;
+/// netdb.h's NETDB_INTERNAL h_errno value: "see errno".
+const NETDB_INTERNAL: c_int = -1;
+
+/// Whether a real resolver failure means "not found here", so remote resolution may follow.
+fn not_found(rc: c_int) -> bool {
+    matches!(rc, libc::EAI_NONAME | libc::EAI_AGAIN | libc::EAI_FAIL | EAI_NODATA)
+}
+
+/// The plan for a C name, `None` when it is not ours to decide (not UTF-8).
+fn plan_for(name: *const c_char, family: c_int) -> Option<(String, Plan)> {
+    // SAFETY: callers pass a NUL-terminated string (checked non-null).
+    let name = unsafe { CStr::from_ptr(name) }.to_str().ok()?;
+    let plan = catch_unwind(|| names::plan(config::settings(), name, family)).ok()?;
+    Some((name.to_string(), plan))
+}
+
+/// getaddrinfo(3).
+///
+/// # Safety
+/// As getaddrinfo(3).
+#[no_mangle]
+pub unsafe extern "C" fn getaddrinfo(
+    node: *const c_char,
+    service: *const c_char,
+    hints: *const addrinfo,
+    res: *mut *mut addrinfo,
+) -> c_int {
+    // SAFETY: forwarded unchanged under the caller's guarantees (in every use below).
+    let real_call = || unsafe { real::getaddrinfo(node, service, hints, res) };
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    if node.is_null() || res.is_null() {
+        return real_call();
+    }
+    // SAFETY: `hints` is null or points to an addrinfo, as getaddrinfo requires.
+    let (family, flags) = match unsafe { hints.as_ref() } {
+        Some(h) => (h.ai_family, h.ai_flags),
+        None => (libc::AF_UNSPEC, 0),
+    };
+    if flags & libc::AI_NUMERICHOST != 0 {
+        return real_call();
+    }
+    let Some((name, plan)) = plan_for(node, family) else { return real_call() };
+    match plan {
+        Plan::Local => real_call(),
+        // SAFETY: as above.
+        Plan::Fake { v4, v6 } => unsafe { fake_addrinfo(&name, v4, v6, service, hints, res) },
+        Plan::LocalThenFake { v4, v6 } => {
+            let rc = real_call();
+            if rc == 0 || !not_found(rc) {
+                return rc;
+            }
+            // SAFETY: as above.
+            unsafe { fake_addrinfo(&name, v4, v6, service, hints, res) }
+        }
+    }
+}
+
+fn map_error(name: &str, error: MapError) -> c_int {
+    match error {
+        MapError::Full => {
+            log!(
+                Level::Error,
+                "resolve {name}: the fake address map is full ({} names)",
+                fakemap::CAPACITY
+            );
+            libc::EAI_MEMORY
+        }
+        MapError::Unavailable => {
+            log!(Level::Error, "resolve {name}: no fake address map (mmap failed at load)");
+            libc::EAI_FAIL
+        }
+        MapError::BadName => libc::EAI_NONAME,
+    }
+}
+
+/// The answer for a name resolved remotely: libc parses the fake addresses (so it owns the
+/// memory), then the canonical name, if asked for, is set to the real name.
+///
+/// # Safety
+/// As getaddrinfo(3).
+unsafe fn fake_addrinfo(
+    name: &str,
+    v4: bool,
+    v6: bool,
+    service: *const c_char,
+    hints: *const addrinfo,
+    res: *mut *mut addrinfo,
+) -> c_int {
+    let fakes = match names::fakes_for(config::settings(), name) {
+        Ok(fakes) => fakes,
+        Err(e) => return map_error(name, e),
+    };
+    log!(Level::Debug, "resolve {name}: remote, as {} / {}", fakes.v4, fakes.v6);
+    // SAFETY: `hints` is null or valid; a zeroed addrinfo is the documented default.
+    let mut numeric: addrinfo =
+        unsafe { hints.as_ref().copied().unwrap_or_else(|| std::mem::zeroed()) };
+    numeric.ai_flags =
+        (numeric.ai_flags | libc::AI_NUMERICHOST) & !(libc::AI_ADDRCONFIG | libc::AI_V4MAPPED);
+    let mut head: *mut addrinfo = null_mut();
+    let mut tail: *mut *mut addrinfo = &mut head;
+    let wanted =
+        [(v4, fakes.v4.to_string(), libc::AF_INET), (v6, fakes.v6.to_string(), libc::AF_INET6)];
+    for (_, text, family) in wanted.iter().filter(|w| w.0) {
+        numeric.ai_family = *family;
+        let Ok(text) = CString::new(text.as_str()) else { continue };
+        let mut list: *mut addrinfo = null_mut();
+        // SAFETY: valid strings, hints and out-pointer.
+        let rc = unsafe { real::getaddrinfo(text.as_ptr(), service, &numeric, &mut list) };
+        if rc != 0 {
+            if !head.is_null() {
+                // SAFETY: `head` came from getaddrinfo and is freed once.
+                unsafe { real::freeaddrinfo(head) };
+            }
+            return rc;
+        }
+        // SAFETY: `tail` points at the last `ai_next` (or `head`); lists are well formed.
+        unsafe {
+            *tail = list;
+            while !(*tail).is_null() {
+                tail = &mut (**tail).ai_next;
+            }
+        }
+    }
+    if head.is_null() {
+        return libc::EAI_NONAME;
+    }
+    // SAFETY: `head` is a valid list; glibc frees ai_canonname with free(), so a strdup'd
+    // string may take its place.
+    unsafe {
+        if !(*head).ai_canonname.is_null() {
+            if let Ok(cname) = CString::new(name) {
+                libc::free((*head).ai_canonname.cast());
+                (*head).ai_canonname = libc::strdup(cname.as_ptr());
+            }
+        }
+        *res = head;
+    }
+    0
+}
+
+/// getnameinfo(3): a fake address's host name is the name it stands for.
+///
+/// # Safety
+/// As getnameinfo(3).
+#[no_mangle]
+pub unsafe extern "C" fn getnameinfo(
+    sa: *const sockaddr,
+    salen: socklen_t,
+    host: *mut c_char,
+    hostlen: socklen_t,
+    serv: *mut c_char,
+    servlen: socklen_t,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::getnameinfo(sa, salen, host, hostlen, serv, servlen, flags) };
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    if host.is_null() || hostlen == 0 || flags & libc::NI_NUMERICHOST != 0 {
+        return real_call();
+    }
+    // SAFETY: the caller guarantees `salen` readable bytes at `sa`.
+    let Some(addr) = (unsafe { RawAddr::from_ptr(sa, salen) }).and_then(|r| r.socket_addr()) else {
+        return real_call();
+    };
+    let mut buf = [0u8; NAME_MAX];
+    let name = catch_unwind(AssertUnwindSafe(|| {
+        names::name_of(config::settings(), addr.ip(), &mut buf).map(str::len)
+    }));
+    let Ok(Some(len)) = name else { return real_call() };
+    if len + 1 > hostlen as usize {
+        return libc::EAI_OVERFLOW;
+    }
+    // SAFETY: `host` is writable for `hostlen` bytes, which hold the name and its NUL.
+    unsafe {
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), host.cast::<u8>(), len);
+        *host.add(len) = 0;
+    }
+    if !serv.is_null() && servlen > 0 {
+        // SAFETY: the service part only, under the caller's guarantees.
+        return unsafe { real::getnameinfo(sa, salen, null_mut(), 0, serv, servlen, flags) };
+    }
+    0
+}
+
+/// A fake answer for the gethostby* functions.
+struct FakeAnswer {
+    name: String,
+    family: c_int,
+    address: [u8; 16],
+    len: usize,
+}
+
+/// How to answer gethostbyname(2)(_r) for `name` in `af`.
+enum HostPlan {
+    Real,
+    Fake(FakeAnswer),
+    RealThenFake(FakeAnswer),
+}
+
+fn host_plan(name: *const c_char, af: c_int) -> HostPlan {
+    if name.is_null() || (af != libc::AF_INET && af != libc::AF_INET6) {
+        return HostPlan::Real;
+    }
+    let Some((name, plan)) = plan_for(name, af) else { return HostPlan::Real };
+    let answer = |name: String| {
+        let fakes = names::fakes_for(config::settings(), &name).ok()?;
+        let mut address = [0u8; 16];
+        let len = if af == libc::AF_INET6 {
+            address.copy_from_slice(&fakes.v6.octets());
+            16
+        } else {
+            address[..4].copy_from_slice(&fakes.v4.octets());
+            4
+        };
+        Some(FakeAnswer { name, family: af, address, len })
+    };
+    match plan {
+        Plan::Local => HostPlan::Real,
+        Plan::Fake { .. } => answer(name).map_or(HostPlan::Real, HostPlan::Fake),
+        Plan::LocalThenFake { .. } => answer(name).map_or(HostPlan::Real, HostPlan::RealThenFake),
+    }
+}
+
+fn static_answer(answer: &FakeAnswer) -> *mut hostent {
+    answers::in_thread_storage(&answer.name, answer.family, &answer.address[..answer.len])
+}
+
+/// gethostbyname(3).
+///
+/// # Safety
+/// As gethostbyname(3).
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
+    // SAFETY: forwarded under the caller's guarantees.
+    let real_call = || unsafe { real::gethostbyname(name) };
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    match host_plan(name, libc::AF_INET) {
+        HostPlan::Real => real_call(),
+        HostPlan::Fake(answer) => static_answer(&answer),
+        HostPlan::RealThenFake(answer) => {
+            let found = real_call();
+            if found.is_null() {
+                static_answer(&answer)
+            } else {
+                found
+            }
+        }
+    }
+}
+
+/// gethostbyname2(3).
+///
+/// # Safety
+/// As gethostbyname2(3).
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent {
+    // SAFETY: forwarded under the caller's guarantees.
+    let real_call = || unsafe { real::gethostbyname2(name, af) };
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    match host_plan(name, af) {
+        HostPlan::Real => real_call(),
+        HostPlan::Fake(answer) => static_answer(&answer),
+        HostPlan::RealThenFake(answer) => {
+            let found = real_call();
+            if found.is_null() {
+                static_answer(&answer)
+            } else {
+                found
+            }
+        }
+    }
+}
+
+/// Fills a caller's buffers with a fake answer, as the _r functions report results.
+///
+/// # Safety
+/// As gethostbyname_r(3).
+unsafe fn answer_r(
+    answer: &FakeAnswer,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: the caller's buffers, as gethostbyname_r requires them.
+    match unsafe {
+        answers::fill(&answer.name, answer.family, &answer.address[..answer.len], ret, buf, buflen)
+    } {
+        Ok(()) => {
+            // SAFETY: `result` is writable.
+            unsafe { *result = ret };
+            0
+        }
+        Err(errno) => {
+            // SAFETY: `result` and `h_errnop` are writable (h_errnop may be null).
+            unsafe {
+                *result = null_mut();
+                if !h_errnop.is_null() {
+                    *h_errnop = NETDB_INTERNAL;
+                }
+            }
+            errno
+        }
+    }
+}
+
+/// gethostbyname_r(3).
+///
+/// # Safety
+/// As gethostbyname_r(3).
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname_r(
+    name: *const c_char,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: forwarded under the caller's guarantees.
+    let real_call = || unsafe { real::gethostbyname_r(name, ret, buf, buflen, result, h_errnop) };
+    // SAFETY: as above.
+    unsafe { by_name_r(name, libc::AF_INET, real_call, ret, buf, buflen, result, h_errnop) }
+}
+
+/// gethostbyname2_r(3).
+///
+/// # Safety
+/// As gethostbyname2_r(3).
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyname2_r(
+    name: *const c_char,
+    af: c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: forwarded under the caller's guarantees.
+    let real_call =
+        || unsafe { real::gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop) };
+    // SAFETY: as above.
+    unsafe { by_name_r(name, af, real_call, ret, buf, buflen, result, h_errnop) }
+}
+
+/// The common part of gethostbyname_r and gethostbyname2_r.
+///
+/// # Safety
+/// As gethostbyname2_r(3).
+#[allow(clippy::too_many_arguments)]
+unsafe fn by_name_r(
+    name: *const c_char,
+    af: c_int,
+    real_call: impl Fn() -> c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    match host_plan(name, af) {
+        HostPlan::Real => real_call(),
+        // SAFETY: the caller's buffers.
+        HostPlan::Fake(answer) => unsafe { answer_r(&answer, ret, buf, buflen, result, h_errnop) },
+        HostPlan::RealThenFake(answer) => {
+            let rc = real_call();
+            // SAFETY: `result` was written by the real call.
+            if rc == 0 && !unsafe { *result }.is_null() {
+                return rc;
+            }
+            // SAFETY: as above.
+            unsafe { answer_r(&answer, ret, buf, buflen, result, h_errnop) }
+        }
+    }
+}
+
+/// The fake answer for a reverse lookup of a fake address, if `addr` is one.
+fn reverse_answer(addr: *const c_void, len: socklen_t, kind: c_int) -> Option<FakeAnswer> {
+    let ip = match (kind, len) {
+        // SAFETY: the caller guarantees `len` readable bytes at `addr`.
+        (libc::AF_INET, 4) => IpAddr::from(unsafe { addr.cast::<[u8; 4]>().read_unaligned() }),
+        // SAFETY: as above.
+        (libc::AF_INET6, 16) => IpAddr::from(unsafe { addr.cast::<[u8; 16]>().read_unaligned() }),
+        _ => return None,
+    };
+    let mut buf = [0u8; NAME_MAX];
+    let name = catch_unwind(AssertUnwindSafe(|| {
+        names::name_of(config::settings(), ip, &mut buf).map(str::to_string)
+    }))
+    .ok()??;
+    let mut address = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => address[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => address.copy_from_slice(&v6.octets()),
+    }
+    Some(FakeAnswer { name, family: kind, address, len: len as usize })
+}
+
+/// gethostbyaddr(3): a fake address's name is the name it stands for.
+///
+/// # Safety
+/// As gethostbyaddr(3).
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyaddr(
+    addr: *const c_void,
+    len: socklen_t,
+    kind: c_int,
+) -> *mut hostent {
+    // SAFETY: forwarded under the caller's guarantees.
+    let real_call = || unsafe { real::gethostbyaddr(addr, len, kind) };
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    if addr.is_null() {
+        return real_call();
+    }
+    match reverse_answer(addr, len, kind) {
+        Some(answer) => static_answer(&answer),
+        None => real_call(),
+    }
+}
+
+/// gethostbyaddr_r(3).
+///
+/// # Safety
+/// As gethostbyaddr_r(3).
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyaddr_r(
+    addr: *const c_void,
+    len: socklen_t,
+    kind: c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: forwarded under the caller's guarantees.
+    let real_call =
+        || unsafe { real::gethostbyaddr_r(addr, len, kind, ret, buf, buflen, result, h_errnop) };
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    if addr.is_null() {
+        return real_call();
+    }
+    match reverse_answer(addr, len, kind) {
+        // SAFETY: as above.
+        Some(answer) => unsafe { answer_r(&answer, ret, buf, buflen, result, h_errnop) },
+        None => real_call(),
+    }
+}
