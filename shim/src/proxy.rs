@@ -202,6 +202,12 @@ fn connect_socket(fd: c_int, server: &RawAddr, deadline: Instant) -> Result<(), 
     if real::connect_to(fd, server) == 0 {
         return Ok(());
     }
+    // After a failed non-blocking connect whose error was read through SO_ERROR (the previous
+    // server), Linux answers the next connect on that socket once with ECONNABORTED; the
+    // connect after that is a fresh attempt.
+    if real::errno() == libc::ECONNABORTED && real::connect_to(fd, server) == 0 {
+        return Ok(());
+    }
     match real::errno() {
         libc::EINPROGRESS | libc::EALREADY | libc::EINTR => {}
         errno => return Err(errno),
