@@ -10,6 +10,7 @@ use std::ffi::{c_char, c_void, CStr, CString};
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::null_mut;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use libc::{addrinfo, c_int, hostent, size_t, sockaddr, socklen_t};
 
@@ -94,11 +95,15 @@ pub unsafe extern "C" fn getaddrinfo(
 fn map_error(name: &str, error: MapError) -> c_int {
     match error {
         MapError::Full => {
-            log!(
-                Level::Error,
-                "resolve {name}: the fake address map is full ({} names)",
-                fakemap::CAPACITY
-            );
+            // Said once even without SOCKS_LOG: lookups now fail for a reason the program
+            // cannot know.
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                crate::log::write_line(format_args!(
+                    "resolve {name}: the fake address map is full ({} names); new names cannot be resolved",
+                    fakemap::CAPACITY
+                ));
+            }
             libc::EAI_MEMORY
         }
         MapError::Unavailable => {
