@@ -5,27 +5,43 @@
 //! library ([`process::Client`]). A destination in `outside` is reachable from `inside` only
 //! through the SOCKS server, so no test can pass by connecting directly.
 //!
+//! The firewall scenario of the paper adds: real daemons outside ([`vsftpd`], fingerd and
+//! telnetd under [`inetd`]), sockd itself under inetd on the firewall
+//! ([`Lab::sockd_under_inetd`], logging to a [`logfile::LogFile`]), terminal sessions
+//! ([`pty`]) and the leak check ([`leaks`]: nftables counters of what leaves `inside`).
+//!
 //! Without root, [`Lab::new`] prints `SKIPPED: <why>` and returns `None`; a missing program is
 //! a failure naming its Debian package ([`paths::require`]). Every wait is bounded. Dropping
 //! the lab kills what it started and deletes the namespaces, also after a panic.
 //!
 //! Not here: the assertions themselves (tests/tests/*.rs).
 
+pub mod inetd;
+pub mod leaks;
+pub mod logfile;
 pub mod netns;
 pub mod paths;
 pub mod probe;
 pub mod process;
+pub mod pty;
 pub mod servers;
+pub mod vsftpd;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use inetd::InetdSockd;
+pub use leaks::LeakCounter;
+pub use logfile::LogFile;
 pub use netns::{
-    Ns, Topology, FW_INSIDE_ADDR, FW_OUTSIDE_ADDR, INSIDE_ADDR, OUTSIDE_ADDR, SOCKS_PORT,
+    Ns, Topology, DEAD_DNS_ADDR, FW_INSIDE_ADDR, FW_OUTSIDE_ADDR, INSIDE_ADDR, OUTSIDE_ADDR,
+    SOCKS_PORT,
 };
 pub use process::{Client, Daemon, Preload, Ran};
-pub use servers::{http_body, pattern, Exchange, Server};
+pub use pty::Step;
+pub use servers::{http_body, pattern, whois_answer, Exchange, Server};
+pub use vsftpd::Vsftpd;
 
 /// How long a server gets to come up, and a log line to show up.
 pub const STARTUP: Duration = Duration::from_secs(10);
@@ -262,6 +278,11 @@ impl Lab {
     /// An echo server in any namespace at any address (e.g. loopback inside).
     pub fn echo_in(&self, ns: Ns, addr: SocketAddr) -> Server {
         servers::echo(self.ns(ns), addr)
+    }
+
+    /// A whois responder (see [`servers::whois`]) in `outside` on 198.51.100.2:43.
+    pub fn whois(&self) -> Server {
+        servers::whois(self.ns(Ns::Outside), SocketAddr::from((OUTSIDE_ADDR, 43)))
     }
 
     /// A server that accepts and never answers, in `ns` at `addr`.

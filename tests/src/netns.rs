@@ -10,6 +10,12 @@
 //! `outside` is reachable from `inside` only through a SOCKS server running in `fw`. The
 //! constructor checks that (a direct connect from `inside` must fail with ENETUNREACH).
 //!
+//! `inside` has no reachable DNS either: programs run there with `ip netns exec` see
+//! `/etc/netns/<inside>/resolv.conf` as their `/etc/resolv.conf`, which names [`DEAD_DNS_ADDR`],
+//! an address on the inside network where nothing answers (one attempt, one second). A lookup
+//! that should not happen fails quickly, and its query is a packet the leak check
+//! (`leaks`) counts. The file is removed with the topology.
+//!
 //! Names carry the test process's pid and a counter, so concurrent tests (and concurrent test
 //! runs) never collide and can reuse the same addresses. Dropping the [`Topology`] kills every
 //! process left in its namespaces and deletes them (and with them the veth pairs), also when the
@@ -36,6 +42,11 @@ pub const FW_OUTSIDE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const OUTSIDE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 /// The SOCKS port servers listen on in `fw`.
 pub const SOCKS_PORT: u16 = 1080;
+/// The name server `inside`'s resolv.conf names: on the inside network, nobody there.
+pub const DEAD_DNS_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
+
+/// Where `ip netns exec` finds per-namespace replacements for files in /etc.
+const NETNS_ETC: &str = "/etc/netns";
 
 /// One of the three namespaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +75,8 @@ pub struct Topology {
     names: [String; 3],
     /// Namespaces actually created (so a half-built topology is cleaned up too).
     created: Vec<String>,
+    /// `/etc/netns/<inside>`, once written.
+    etc_dir: Option<std::path::PathBuf>,
 }
 
 /// `ip netns add` racing with itself while it first mounts /run/netns can fail; creating
@@ -78,7 +91,7 @@ impl Topology {
         let pid = std::process::id();
         let base = format!("se2e-{pid}-{n}");
         let names = [format!("{base}-inside"), format!("{base}-fw"), format!("{base}-outside")];
-        let mut topology = Topology { names, created: Vec::new() };
+        let mut topology = Topology { names, created: Vec::new(), etc_dir: None };
         {
             let _one_at_a_time = CREATE.lock().unwrap_or_else(|p| p.into_inner());
             for name in topology.names.clone() {
@@ -86,6 +99,16 @@ impl Topology {
                 topology.created.push(name.clone());
                 ip(&["-n", &name, "link", "set", "lo", "up"]);
             }
+            let etc = std::path::Path::new(NETNS_ETC).join(&topology.names[0]);
+            topology.etc_dir = Some(etc.clone());
+            let resolv = format!(
+                "# socks-e2e: the workstation has no reachable name server; {DEAD_DNS_ADDR} is on \
+                 the inside network and answers nothing\nnameserver {DEAD_DNS_ADDR}\n\
+                 options timeout:1 attempts:1\n"
+            );
+            std::fs::create_dir_all(&etc)
+                .and_then(|()| std::fs::write(etc.join("resolv.conf"), resolv))
+                .unwrap_or_else(|e| panic!("cannot write {}/resolv.conf: {e}", etc.display()));
         }
         // Interface names: at most 15 bytes ("v" + pid (≤ 7 digits) + "n" + counter + letter).
         let veth = |letter: char| format!("v{pid}n{n}{letter}");
@@ -159,6 +182,34 @@ impl Topology {
         }
     }
 
+    /// Whether a TCP socket in namespace `ns` listens on `addr` (or on the wildcard address
+    /// with that port), read from the kernel's socket table: nothing connects, so a service
+    /// that inetd would start per connection is not started by asking. IPv4 only.
+    pub fn is_listening(&self, ns: Ns, addr: SocketAddr) -> bool {
+        // /proc/thread-self/net follows the network namespace of the reading thread.
+        let text = in_netns(self.name(ns), || std::fs::read_to_string("/proc/thread-self/net/tcp"))
+            .unwrap_or_default();
+        text.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else {
+                return false;
+            };
+            *state == "0A" && local_matches(local, addr)
+        })
+    }
+
+    /// Waits (bounded) until [`Topology::is_listening`].
+    pub fn wait_listener(&self, ns: Ns, addr: SocketAddr, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.is_listening(ns, addr) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        true
+    }
+
     /// Kills every process in namespace `name` (bounded wait for them to go).
     fn kill_all_in(name: &str) {
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -196,6 +247,12 @@ impl Drop for Topology {
         for name in &self.created {
             Topology::kill_all_in(name);
         }
+        if let Some(etc) = &self.etc_dir {
+            let _one_at_a_time = CREATE.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = std::fs::remove_dir_all(etc);
+            // Only when no one else (another test run) has a directory there.
+            let _ = std::fs::remove_dir(NETNS_ETC);
+        }
         for name in &self.created {
             let out = Command::new("ip").args(["netns", "del", name]).output();
             match out {
@@ -207,6 +264,22 @@ impl Drop for Topology {
                 Err(e) => eprintln!("warning: ip netns del {name}: {e}"),
             }
         }
+    }
+}
+
+/// Whether `local` (`/proc/net/tcp` notation: hex address in memory order, `:`, hex port)
+/// is `addr` or the wildcard address with `addr`'s port. IPv4 only; IPv6 entries never match.
+fn local_matches(local: &str, addr: SocketAddr) -> bool {
+    let Some((host, port)) = local.split_once(':') else { return false };
+    let (Ok(host), Ok(port)) = (u32::from_str_radix(host, 16), u16::from_str_radix(port, 16))
+    else {
+        return false;
+    };
+    // The kernel prints the big-endian address as a native integer.
+    let host = Ipv4Addr::from(u32::from_be(host));
+    match addr {
+        SocketAddr::V4(a) => port == a.port() && (host == *a.ip() || host.is_unspecified()),
+        SocketAddr::V6(_) => false,
     }
 }
 

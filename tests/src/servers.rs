@@ -1,6 +1,6 @@
 //! Destination servers the tests own, run in-process on sockets created inside a test's
-//! namespace (usually `outside`): an HTTP/1.1 server with known bodies, an echo server, and a
-//! "silent" server that accepts and never speaks (a SOCKS server that hangs). Each records every
+//! namespace (usually `outside`): an HTTP/1.1 server with known bodies, an echo server, a
+//! whois responder (port 43, one query, a known answer), and a "silent" server that accepts and never speaks (a SOCKS server that hangs). Each records every
 //! connection it accepted — the peer address (which proves the connection came from the
 //! firewall, not from the workstation) and the exact byte counts, which the tests compare with
 //! sockd's `sent=`/`received=`.
@@ -237,5 +237,42 @@ pub fn silent(ns: &str, addr: SocketAddr) -> Server {
             }
             exchange.received += n as u64;
         }
+    })
+}
+
+/// What the whois responder answers to `query`.
+pub fn whois_answer(query: &str) -> String {
+    format!(
+        "% socks-e2e whois responder on the outside host\n\
+         domain:         {query}\n\
+         status:         reachable only through the firewall\n\
+         source:         SOCKS-E2E\n"
+    )
+}
+
+/// Whois (RFC 3912): reads one query line, answers [`whois_answer`] and closes. The query
+/// (without its line end) is recorded as the exchange's `path`.
+pub fn whois(ns: &str, addr: SocketAddr) -> Server {
+    Server::start(ns, addr, "whois", |stream, exchange| {
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !request.contains(&b'\n') && request.len() < 4096 {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    exchange.received += n as u64;
+                    request.extend_from_slice(&buffer[..n]);
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&request);
+        let query = text.lines().next().unwrap_or("").trim().to_owned();
+        let answer = whois_answer(&query);
+        exchange.path = Some(query);
+        if stream.write_all(answer.as_bytes()).is_ok() {
+            exchange.sent = answer.len() as u64;
+        }
+        let _ = stream.shutdown(Shutdown::Write);
+        while matches!(stream.read(&mut buffer), Ok(n) if n > 0) {}
     })
 }
