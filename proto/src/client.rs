@@ -84,6 +84,8 @@ pub struct ClientHandshake {
     version: ClientVersion,
     identity: Identity,
     request: Vec<u8>,
+    /// Authentication and request were sent with the greeting (see `pipelined`).
+    pipelined: bool,
     state: State,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -132,7 +134,15 @@ impl ClientHandshake {
                 State::MethodSelection
             }
         };
-        Ok(ClientHandshake { version, identity, request, state, input: Vec::new(), output })
+        Ok(ClientHandshake {
+            version,
+            identity,
+            request,
+            pipelined: false,
+            state,
+            input: Vec::new(),
+            output,
+        })
     }
 
     /// Bytes to send to the server now.
@@ -173,6 +183,29 @@ impl ClientHandshake {
         }
     }
 
+    /// Sends the whole SOCKS5 handshake at once — greeting, authentication (offering only the
+    /// method it will use) and request — so it takes one round trip. Only for servers known to
+    /// read pipelined input (sockd does; some servers lose bytes that arrive early). SOCKS4 is
+    /// one message anyway and is left as it is.
+    pub fn pipelined(mut self) -> Self {
+        if self.version != ClientVersion::Socks5 || self.state != State::MethodSelection {
+            return self;
+        }
+        self.output.clear();
+        let method = match self.identity.credentials {
+            Some(_) => v5::METHOD_USERNAME_PASSWORD,
+            None => v5::METHOD_NO_AUTH,
+        };
+        // One method always encodes; credentials were checked to encode in `new`.
+        let _ = v5::encode_greeting(&[method], &mut self.output);
+        if let Some(creds) = &self.identity.credentials {
+            let _ = auth::encode_request(creds, &mut self.output);
+        }
+        self.output.extend_from_slice(&self.request);
+        self.pipelined = true;
+        self
+    }
+
     /// A reader for the second reply of a BIND whose first reply was read earlier (for example
     /// by another handshake object): it sends nothing and waits for one reply of `version`.
     pub fn second_reply(version: ClientVersion) -> Self {
@@ -180,6 +213,7 @@ impl ClientHandshake {
             version,
             identity: Identity::default(),
             request: Vec::new(),
+            pipelined: false,
             state: State::Reply,
             input: Vec::new(),
             output: Vec::new(),
@@ -196,14 +230,22 @@ impl ClientHandshake {
                     Err(e) => return self.fail(ClientError::Protocol(e)),
                     Ok(Some((method, used))) => {
                         self.input.drain(..used);
-                        match (method, &self.identity.credentials) {
-                            (v5::METHOD_NO_AUTH, _) => {
-                                self.output.extend_from_slice(&self.request);
+                        let credentials = &self.identity.credentials;
+                        match (method, credentials) {
+                            // Pipelined with credentials, we offered only username/password.
+                            (v5::METHOD_NO_AUTH, _)
+                                if !(self.pipelined && credentials.is_some()) =>
+                            {
+                                if !self.pipelined {
+                                    self.output.extend_from_slice(&self.request);
+                                }
                                 self.state = State::Reply;
                             }
                             (v5::METHOD_USERNAME_PASSWORD, Some(creds)) => {
-                                // Checked to encode in `new`.
-                                let _ = auth::encode_request(creds, &mut self.output);
+                                if !self.pipelined {
+                                    // Checked to encode in `new`.
+                                    let _ = auth::encode_request(creds, &mut self.output);
+                                }
                                 self.state = State::AuthReply;
                             }
                             (v5::METHOD_NONE_ACCEPTABLE, _) => {
@@ -224,7 +266,9 @@ impl ClientHandshake {
                     Ok(Some((false, _))) => return self.fail(ClientError::AuthRejected),
                     Ok(Some((true, used))) => {
                         self.input.drain(..used);
-                        self.output.extend_from_slice(&self.request);
+                        if !self.pipelined {
+                            self.output.extend_from_slice(&self.request);
+                        }
                         self.state = State::Reply;
                     }
                 },
@@ -425,6 +469,56 @@ mod tests {
         assert_eq!(
             c.feed(&[5, 2, 0, 1, 0, 0, 0, 0, 0, 0]),
             ClientStep::Failed(ClientError::Refused(Failure::NotAllowed))
+        );
+    }
+
+    #[test]
+    fn pipelined_handshakes_take_one_write() {
+        for credentials in
+            [None, Some(Credentials { username: "bob".into(), password: b"pw".to_vec() })]
+        {
+            let policy =
+                if credentials.is_some() { AuthPolicy::PasswordRequired } else { AuthPolicy::Open };
+            let identity = Identity { user_id: String::new(), credentials };
+            let mut c = ClientHandshake::new(
+                ClientVersion::Socks5,
+                Command::Connect,
+                &dst("192.0.2.7:80"),
+                identity,
+            )
+            .expect("valid")
+            .pipelined();
+            let mut server = ServerHandshake::new(policy);
+            let mut step = server.feed(&c.take_output());
+            if let Step::CheckPassword(_) = step {
+                step = server.password_checked(true);
+            }
+            let Step::Request(req) = step else {
+                panic!("one write must carry the request: {step:?}")
+            };
+            let mut answer = server.take_output();
+            req.encode_reply(Ok("198.51.100.1:4000".parse().expect("literal")), &mut answer);
+            let mut result = ClientStep::NeedMore;
+            for byte in answer {
+                result = c.feed(&[byte]);
+                assert!(c.take_output().is_empty(), "nothing more to send");
+            }
+            assert_eq!(result, ClientStep::Granted { bound: dst("198.51.100.1:4000") });
+        }
+        // A server that ignores the single offered method is caught.
+        let creds = Credentials { username: "bob".into(), password: b"pw".to_vec() };
+        let identity = Identity { user_id: String::new(), credentials: Some(creds) };
+        let mut c = ClientHandshake::new(
+            ClientVersion::Socks5,
+            Command::Connect,
+            &dst("192.0.2.7:80"),
+            identity,
+        )
+        .expect("valid")
+        .pipelined();
+        assert_eq!(
+            c.feed(&[0x05, 0x00]),
+            ClientStep::Failed(ClientError::Protocol(ProtoError::UnexpectedMethod(0)))
         );
     }
 

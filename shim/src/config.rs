@@ -38,6 +38,8 @@ pub struct Server {
     pub version: ClientVersion,
     /// Who we say we are to it.
     pub identity: Identity,
+    /// Whether it reads the whole SOCKS5 handshake in one write (`?pipeline`).
+    pub pipeline: bool,
     /// Seconds since the epoch when it last failed; 0 = never.
     failed_at: AtomicU64,
 }
@@ -56,6 +58,7 @@ impl Server {
             addrs: spec.addrs.clone(),
             version: spec.version.map_or(defaults.version, ClientVersion::from),
             identity: Identity { user_id, credentials },
+            pipeline: spec.pipeline,
             failed_at: AtomicU64::new(0),
         }
     }

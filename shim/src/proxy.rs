@@ -87,6 +87,9 @@ fn try_servers(
                         log!(Level::Error, "{command} {target} via {addr} ({name}): {e}");
                         libc::EAFNOSUPPORT
                     })?;
+                    if server.pipeline {
+                        hs = hs.pipelined();
+                    }
                     return match exchange(fd, &mut hs, deadline) {
                         Ok(bound) => {
                             log!(Level::Info, "{command} {target} via {addr} ({name}): ok");

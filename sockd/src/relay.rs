@@ -3,18 +3,42 @@
 //! `shutdown(SHUT_WR)` (half-close) so the other direction keeps flowing. Ends when both
 //! directions are done, when either side fails, or after the idle timeout.
 //!
+//! A direction holds a buffer only while data is moving: it waits for readability first, then
+//! borrows a buffer from a shared pool, reads and writes until the socket has nothing more, and
+//! gives the buffer back. An idle session holds no buffer at all.
+//!
 //! Not here: any SOCKS bytes. Nothing but the peers' own data is ever written.
 
+use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// Size of each direction's buffer.
-const BUFFER_SIZE: usize = 16 * 1024;
+/// Size of a relay buffer.
+const BUFFER_SIZE: usize = 64 * 1024;
+/// Buffers kept for reuse; more are freed when returned.
+const POOL_KEEP: usize = 128;
+
+/// Buffers not in use, shared by all sessions.
+static POOL: Mutex<Vec<Box<[u8]>>> = Mutex::new(Vec::new());
+
+fn take_buffer() -> Box<[u8]> {
+    let reused = POOL.lock().ok().and_then(|mut pool| pool.pop());
+    reused.unwrap_or_else(|| vec![0u8; BUFFER_SIZE].into_boxed_slice())
+}
+
+fn give_buffer(buffer: Box<[u8]>) {
+    if let Ok(mut pool) = POOL.lock() {
+        if pool.len() < POOL_KEEP {
+            pool.push(buffer);
+        }
+    }
+}
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -74,16 +98,46 @@ async fn copy_until_eof(
     last_activity_ms: &AtomicU64,
     start: Instant,
 ) -> std::io::Result<()> {
-    let mut buffer = vec![0u8; BUFFER_SIZE];
     loop {
-        let n = from.read(&mut buffer).await?;
-        if n == 0 {
+        from.readable().await?;
+        let mut buffer = take_buffer();
+        let activity = Activity { counter, last_activity_ms, start };
+        let drained = drain(&mut from, &mut to, &mut buffer, &activity).await;
+        give_buffer(buffer);
+        if drained? {
             // End of stream: pass the FIN on and leave the other direction running.
             return to.shutdown().await;
         }
-        to.write_all(&buffer[..n]).await?;
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-        last_activity_ms.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Where a direction records what it moved.
+struct Activity<'a> {
+    counter: &'a AtomicU64,
+    last_activity_ms: &'a AtomicU64,
+    start: Instant,
+}
+
+/// Moves whatever `from` has now; `Ok(true)` at end of stream, `Ok(false)` once it would block.
+async fn drain(
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    buffer: &mut [u8],
+    activity: &Activity<'_>,
+) -> std::io::Result<bool> {
+    loop {
+        match from.try_read(buffer) {
+            Ok(0) => return Ok(true),
+            Ok(n) => {
+                to.write_all(&buffer[..n]).await?;
+                activity.counter.fetch_add(n as u64, Ordering::Relaxed);
+                let now = activity.start.elapsed().as_millis() as u64;
+                activity.last_activity_ms.store(now, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 

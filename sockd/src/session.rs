@@ -116,7 +116,8 @@ async fn read_request(
 ) -> Result<(Request, Vec<u8>), HandshakeEnd> {
     let policy = if ctx.users.is_some() { AuthPolicy::PasswordRequired } else { AuthPolicy::Open };
     let mut handshake = ServerHandshake::new(policy);
-    let mut buffer = [0u8; 1024];
+    // On the heap and only for the handshake, so it is not part of every session's task.
+    let mut buffer = vec![0u8; 1024];
     let mut received = 0;
     loop {
         let n = match client.read(&mut buffer).await {

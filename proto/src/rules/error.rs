@@ -233,6 +233,13 @@ impl LineError {
     }
 
     /// `SCHEME://` that is not one of the SOCKS versions.
+    pub fn unknown_server_option(token: &str, server: &str, option: &str) -> Self {
+        Self::new(
+            token,
+            format!("unknown option `?{option}` in server `{server}` (expected ?pipeline)"),
+        )
+    }
+
     pub fn unknown_scheme(token: &str, server: &str, scheme: &str) -> Self {
         Self::new(
             token,

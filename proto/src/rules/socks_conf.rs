@@ -186,6 +186,9 @@ pub struct ServerSpec {
     pub username: Option<String>,
     /// `PASSWORD` from `USER:PASSWORD@`, `%XX` escapes decoded (may be empty).
     pub password: Option<String>,
+    /// `?pipeline`: the server accepts the whole SOCKS5 handshake in one write (greeting,
+    /// authentication and request), as sockd does, so a connect takes one round trip.
+    pub pipeline: bool,
 }
 
 impl ServerSpec {
@@ -224,10 +227,14 @@ impl fmt::Display for ServerSpec {
             f.write_str("@")?;
         }
         if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port())
+            write!(f, "[{}]:{}", self.host, self.port())?;
         } else {
-            write!(f, "{}:{}", self.host, self.port())
+            write!(f, "{}:{}", self.host, self.port())?;
         }
+        if self.pipeline {
+            f.write_str("?pipeline")?;
+        }
+        Ok(())
     }
 }
 
@@ -345,6 +352,17 @@ fn server(
         Some((ui, hp)) => (Some(ui), hp),
         None => (None, rest),
     };
+    let (hostport, options) = match hostport.split_once('?') {
+        Some((hp, options)) => (hp, Some(options)),
+        None => (hostport, None),
+    };
+    let mut pipeline = false;
+    for option in options.into_iter().flat_map(|o| o.split('&')) {
+        match option {
+            "pipeline" => pipeline = true,
+            other => return Err(LineError::unknown_server_option(tok, shown, other)),
+        }
+    }
     let (username, password) = match userinfo {
         None => (None, None),
         Some(ui) => {
@@ -390,6 +408,7 @@ fn server(
         version,
         username,
         password,
+        pipeline,
     })
 }
 
@@ -1078,6 +1097,20 @@ mod tests {
 
     fn server(s: &str) -> ServerSpec {
         parse_server(s, &lookup()).unwrap()
+    }
+
+    #[test]
+    fn pipeline_option() {
+        let s = server("socks5://bob:pw@fw.example:1081?pipeline");
+        assert!(s.pipeline);
+        assert_eq!(s.password.as_deref(), Some("pw"));
+        assert_eq!(s.to_string(), "socks5://bob:***@fw.example:1081?pipeline");
+        assert!(!server("fw.example").pipeline);
+        let e = parse_server("fw.example?fast", &lookup()).unwrap_err().at("socks.conf", 4);
+        assert_eq!(
+            e.to_string(),
+            "socks.conf:4: unknown option `?fast` in server `fw.example?fast` (expected ?pipeline)"
+        );
     }
 
     #[test]
