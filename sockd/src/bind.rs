@@ -17,7 +17,7 @@ use tokio::time::{timeout_at, Instant};
 
 use crate::outbound::{self, canonical};
 use crate::session::{refuse, relay_and_log, Session};
-use crate::Context;
+use crate::{Config, Context};
 
 /// Serves a BIND request on `client`.
 pub async fn serve(
@@ -26,6 +26,7 @@ pub async fn serve(
     mut early_data: Vec<u8>,
     session: &Session,
     ctx: &Context,
+    config: &Config,
 ) {
     let deadline = Instant::now() + ctx.timeouts.connect;
     let expected = match outbound::resolve(&request.dst, deadline).await {
@@ -39,14 +40,18 @@ pub async fn serve(
         info!("denied: {session} rule=bind error=BIND must name the host that will connect");
         return refuse(client, request, Failure::NotAllowed).await;
     }
-    let expected =
-        match outbound::permitted(ctx, session.client.ip(), session.user.as_deref(), &expected) {
-            Ok(allowed) => allowed,
-            Err(rule) => {
-                info!("denied: {session} rule={rule}");
-                return refuse(client, request, Failure::NotAllowed).await;
-            }
-        };
+    let expected = match outbound::permitted(
+        &config.rules,
+        session.client.ip(),
+        session.user.as_deref(),
+        &expected,
+    ) {
+        Ok(allowed) => allowed,
+        Err(rule) => {
+            info!("denied: {session} rule={rule}");
+            return refuse(client, request, Failure::NotAllowed).await;
+        }
+    };
     let listener = match listen_toward(expected[0].ip()) {
         Ok(listener) => listener,
         Err(e) => {

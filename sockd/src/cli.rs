@@ -59,6 +59,36 @@ pub struct Options {
     #[arg(long, value_name = "SECS", default_value_t = 7200)]
     pub idle_timeout: u64,
 
+    /// Once one side of a relayed session has closed, seconds the other may stay silent before
+    /// the session is closed (so half-closed sockets cannot pile up).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub half_close_timeout: u64,
+
+    /// Sessions at once, all clients together; further clients are refused and it is logged.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions: u64,
+
+    /// Sessions at once from one client address.
+    #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions_per_client: u64,
+
+    /// On SIGTERM or SIGINT, seconds running sessions get to finish before sockd exits.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub grace: u64,
+
+    /// After opening the listeners (and the log and pid files), run as this user.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Write the process id to this file; removed at exit.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
+    /// Add NAME to the --users file with a password read from standard input, stored hashed
+    /// (SHA-512 crypt), then exit.
+    #[arg(long, value_name = "NAME", requires = "users")]
+    pub add_user: Option<String>,
+
     /// Seconds a BIND waits for the inbound connection.
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub bind_timeout: u64,
@@ -77,6 +107,8 @@ pub struct Timeouts {
     pub handshake: Duration,
     /// Silence in both directions while relaying; `None` = no limit.
     pub idle: Option<Duration>,
+    /// Silence of the remaining direction once the other has closed.
+    pub half_close: Duration,
     /// Waiting for the inbound connection of a BIND.
     pub bind: Duration,
 }
@@ -91,12 +123,22 @@ impl Options {
         }
     }
 
+    /// The session limits.
+    pub fn limits(&self) -> crate::context::Limits {
+        let clamp = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        crate::context::Limits {
+            max_sessions: clamp(self.max_sessions),
+            max_per_client: clamp(self.max_sessions_per_client),
+        }
+    }
+
     /// The timeouts as durations.
     pub fn timeouts(&self) -> Timeouts {
         Timeouts {
             connect: Duration::from_secs(self.connect_timeout),
             handshake: Duration::from_secs(self.handshake_timeout),
             idle: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            half_close: Duration::from_secs(self.half_close_timeout),
             bind: Duration::from_secs(self.bind_timeout),
         }
     }

@@ -8,6 +8,7 @@
 pub mod bind;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod logging;
 pub mod outbound;
 pub mod relay;
@@ -16,27 +17,20 @@ pub mod sys;
 pub mod users;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use log::{error, info, warn};
-use socks_proto::rules::RuleSet;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::Instant;
 
-use crate::cli::{Options, Timeouts};
+pub use crate::context::{Config, Context};
+
+use crate::cli::Options;
 use crate::users::Users;
-
-/// What every session needs: the rules, the users, the timeouts.
-#[derive(Debug)]
-pub struct Context {
-    /// The parsed rule file.
-    pub rules: RuleSet,
-    /// RFC 1929 users, when `--users` was given.
-    pub users: Option<Users>,
-    /// Deadlines.
-    pub timeouts: Timeouts,
-}
 
 /// Pause after a failed accept caused by a resource shortage, so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -45,6 +39,18 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub fn run(options: Options) -> ExitCode {
     if options.check {
         return check(&options);
+    }
+    if let (Some(name), Some(path)) = (&options.add_user, &options.users) {
+        return match users::add_user(path, name, &mut std::io::stdin().lock()) {
+            Ok(()) => {
+                eprintln!("sockd: added `{name}` to {} (password hashed)", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("sockd: {message}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let sink = match &options.log_file {
         Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
@@ -61,20 +67,18 @@ pub fn run(options: Options) -> ExitCode {
         None => logging::Sink::Stderr,
     };
     logging::init(sink, options.log_level);
-    let context = match load_context(&options) {
-        Ok(context) => Arc::new(context),
+    let config = match load_config(&options) {
+        Ok(config) => config,
         Err(message) => {
             error!("{message}");
             return ExitCode::FAILURE;
         }
     };
-    if context.rules.rules.is_empty() {
-        warn!("{}: no rules, so every request will be denied", context.rules.file);
-    }
+    let context = Arc::new(Context::new(config, options.timeouts(), options.limits()));
     if options.inetd {
         run_inetd(context)
     } else {
-        run_standalone(context, options.listen_addrs())
+        run_standalone(context, &options)
     }
 }
 
@@ -97,11 +101,23 @@ fn check(options: &Options) -> ExitCode {
     }
 }
 
-fn load_context(options: &Options) -> Result<Context, String> {
+/// Reads the rule file and the users file (at start and on SIGHUP), with the warnings they call for.
+fn load_config(options: &Options) -> Result<Config, String> {
     let lookup = config::SystemLookup::new(options.hosts.as_deref())?;
     let rules = config::load_rules(&options.config, &lookup)?;
     let users = options.users.as_deref().map(Users::load).transpose()?;
-    Ok(Context { rules, users, timeouts: options.timeouts() })
+    if rules.rules.is_empty() {
+        warn!("{}: no rules, so every request will be denied", rules.file);
+    }
+    if let (Some(users), Some(path)) = (&users, &options.users) {
+        for line in users.clear_text_lines() {
+            warn!(
+                "{}:{line}: password stored in clear; `sockd --add-user NAME --users FILE` stores it hashed",
+                path.display()
+            );
+        }
+    }
+    Ok(Config { rules, users })
 }
 
 /// inetd mode: the connection is on standard input; one session, then exit.
@@ -143,8 +159,9 @@ fn run_inetd(context: Arc<Context>) -> ExitCode {
     })
 }
 
-/// Standalone mode: listen on every address and serve until SIGTERM or SIGINT.
-fn run_standalone(context: Arc<Context>, addrs: Vec<SocketAddr>) -> ExitCode {
+/// Standalone mode: listen on every address and serve until SIGTERM or SIGINT (then let the
+/// running sessions finish within the grace period); SIGHUP re-reads the rule and users files.
+fn run_standalone(context: Arc<Context>, options: &Options) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -152,27 +169,91 @@ fn run_standalone(context: Arc<Context>, addrs: Vec<SocketAddr>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
-        let mut listeners = Vec::new();
-        for addr in addrs {
-            match listen(addr) {
-                Ok(listener) => listeners.push(listener),
-                Err(e) => {
-                    error!("resource failure: cannot listen on {addr}: {e}");
-                    return ExitCode::FAILURE;
+    let code = runtime.block_on(serve_standalone(context, options));
+    // Sessions still running after the grace period are dropped here, closing their sockets.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+async fn serve_standalone(context: Arc<Context>, options: &Options) -> ExitCode {
+    let mut listeners = Vec::new();
+    for addr in options.listen_addrs() {
+        match listen(addr) {
+            Ok(listener) => listeners.push(listener),
+            Err(e) => {
+                error!("resource failure: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("resource failure: cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    if let Some(path) = &options.pid_file {
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            error!("cannot write pid file {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(user) = &options.user {
+        if let Err(e) = sys::drop_privileges(user) {
+            error!("cannot run as user {user}: {e}");
+            remove_pid_file(options.pid_file.as_deref());
+            return ExitCode::FAILURE;
+        }
+        info!("running as user {user}");
+    }
+    let mut accepting = Vec::new();
+    for listener in listeners {
+        if let Ok(addr) = listener.local_addr() {
+            info!("listening on {addr}");
+        }
+        accepting.push(tokio::spawn(accept_loop(listener, context.clone())));
+    }
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => match load_config(options) {
+                Ok(config) => {
+                    let count = config.rules.rules.len();
+                    context.replace_config(config);
+                    info!("reloaded {}: {count} rules; running sessions keep theirs", options.config.display());
                 }
-            }
+                Err(message) => error!("reload failed, keeping the rules in use: {message}"),
+            },
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
         }
-        for listener in listeners {
-            if let Ok(addr) = listener.local_addr() {
-                info!("listening on {addr}");
-            }
-            tokio::spawn(accept_loop(listener, context.clone()));
-        }
-        wait_for_termination().await;
-        info!("shutting down");
-        ExitCode::SUCCESS
-    })
+    }
+    for task in &accepting {
+        task.abort();
+    }
+    let grace = Duration::from_secs(options.grace);
+    info!(
+        "shutting down: no new clients; {} sessions get up to {}s to finish",
+        context.active_sessions(),
+        grace.as_secs()
+    );
+    let deadline = Instant::now() + grace;
+    while context.active_sessions() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = context.active_sessions();
+    if left > 0 {
+        warn!("grace period over: closing {left} sessions");
+    }
+    remove_pid_file(options.pid_file.as_deref());
+    ExitCode::SUCCESS
+}
+
+fn remove_pid_file(path: Option<&Path>) {
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// A listening socket; IPv6 listeners are IPv6-only so `0.0.0.0` and `[::]` can both be given.
@@ -192,9 +273,17 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(session::serve(stream, peer, context.clone()));
-            }
+            Ok((stream, peer)) => match context.admit(peer.ip().to_canonical()) {
+                Ok(admitted) => {
+                    let context = context.clone();
+                    tokio::spawn(async move {
+                        session::serve(stream, peer, context).await;
+                        drop(admitted);
+                    });
+                }
+                // Refused at the door, and logged (at most once a second) by `admit`.
+                Err(_) => drop(stream),
+            },
             Err(e) if outbound::is_resource_shortage(&e) => {
                 error!("resource failure: accept: {e}; new clients wait");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -202,18 +291,5 @@ async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
             // Errors about one pending connection (it was reset, and so on) concern only it.
             Err(e) => warn!("accept: {e}"),
         }
-    }
-}
-
-async fn wait_for_termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
     }
 }

@@ -7,12 +7,10 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use socks_proto::rules::{Action, Request as RuleRequest};
+use socks_proto::rules::{Action, Request as RuleRequest, RuleSet};
 use socks_proto::{Failure, TargetAddr};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
-
-use crate::Context;
 
 /// A failed step: what to reply and what to log.
 #[derive(Debug)]
@@ -67,7 +65,7 @@ pub async fn resolve(target: &TargetAddr, deadline: Instant) -> Result<Vec<Socke
 /// The rule check: the addresses this client may reach, or the denial naming the deciding rule
 /// (`FILE:LINE`, or `default` when no line matched) for the first address.
 pub fn permitted(
-    ctx: &Context,
+    rules: &RuleSet,
     client: IpAddr,
     user: Option<&str>,
     addrs: &[SocketAddr],
@@ -76,12 +74,12 @@ pub fn permitted(
     let mut first_denial = None;
     for addr in addrs {
         let request = RuleRequest { src: client, dst: addr.ip(), port: addr.port(), user };
-        let decision = ctx.rules.decide(&request);
+        let decision = rules.decide(&request);
         if decision.action == Action::Permit {
             allowed.push(*addr);
         } else if first_denial.is_none() {
             first_denial = Some(match decision.rule {
-                Some(rule) => format!("{}:{}", ctx.rules.file, rule.line),
+                Some(rule) => format!("{}:{}", rules.file, rule.line),
                 None => "default".to_string(),
             });
         }

@@ -1,7 +1,8 @@
 //! Moving bytes between the client and the destination once a request is granted: both
 //! directions at once, each until its reader reports end of stream, which is passed on as
 //! `shutdown(SHUT_WR)` (half-close) so the other direction keeps flowing. Ends when both
-//! directions are done, when either side fails, or after the idle timeout.
+//! directions are done, when either side fails, after the idle timeout, or when the direction
+//! left open after a half-close stays silent for the half-close timeout.
 //!
 //! A direction holds a buffer only while data is moving: it waits for readability first, then
 //! borrows a buffer from a shared pool, reads and writes until the socket has nothing more, and
@@ -47,6 +48,8 @@ pub enum RelayEnd {
     Finished,
     /// Neither side sent anything for the idle timeout.
     Idle,
+    /// One side had closed and the other stayed silent for the half-close timeout.
+    HalfClosedIdle,
     /// A read or write failed (reset, broken pipe…).
     Failed(std::io::Error),
 }
@@ -62,26 +65,44 @@ pub struct RelayStats {
     pub end: RelayEnd,
 }
 
-/// Relays until both directions are finished; `idle` bounds the silence in both directions.
-pub async fn relay(client: TcpStream, remote: TcpStream, idle: Option<Duration>) -> RelayStats {
+/// Relays until both directions are finished; `idle` bounds the silence in both directions,
+/// `half_close` the silence of the remaining direction once the other has finished.
+pub async fn relay(
+    client: TcpStream,
+    remote: TcpStream,
+    idle: Option<Duration>,
+    half_close: Duration,
+) -> RelayStats {
     let start = Instant::now();
     let last_activity_ms = AtomicU64::new(0);
     let sent = AtomicU64::new(0);
     let received = AtomicU64::new(0);
     let (client_read, client_write) = client.into_split();
     let (remote_read, remote_write) = remote.into_split();
-    let both = async {
-        tokio::try_join!(
-            copy_until_eof(client_read, remote_write, &sent, &last_activity_ms, start),
-            copy_until_eof(remote_read, client_write, &received, &last_activity_ms, start),
-        )
-    };
-    let end = tokio::select! {
-        result = both => match result {
-            Ok(_) => RelayEnd::Finished,
-            Err(e) => RelayEnd::Failed(e),
-        },
-        () = idle_expired(idle, &last_activity_ms, start) => RelayEnd::Idle,
+    let upload = copy_until_eof(client_read, remote_write, &sent, &last_activity_ms, start);
+    let download = copy_until_eof(remote_read, client_write, &received, &last_activity_ms, start);
+    tokio::pin!(upload, download);
+    let (mut upload_done, mut download_done) = (false, false);
+    let end = loop {
+        if upload_done && download_done {
+            break RelayEnd::Finished;
+        }
+        let half_closed = upload_done || download_done;
+        let limit =
+            if half_closed { Some(idle.map_or(half_close, |i| i.min(half_close))) } else { idle };
+        tokio::select! {
+            result = &mut upload, if !upload_done => match result {
+                Ok(()) => upload_done = true,
+                Err(e) => break RelayEnd::Failed(e),
+            },
+            result = &mut download, if !download_done => match result {
+                Ok(()) => download_done = true,
+                Err(e) => break RelayEnd::Failed(e),
+            },
+            () = idle_expired(limit, &last_activity_ms, start) => {
+                break if half_closed { RelayEnd::HalfClosedIdle } else { RelayEnd::Idle };
+            }
+        }
     };
     RelayStats {
         sent: sent.load(Ordering::Relaxed),

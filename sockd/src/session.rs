@@ -18,7 +18,7 @@ use tokio::time::{timeout, Instant};
 
 use crate::outbound::{self, canonical};
 use crate::relay::{relay, RelayEnd, RelayStats};
-use crate::{bind, Context};
+use crate::{bind, Config, Context};
 
 /// How long a refused client is given to read our failure reply before the socket is closed.
 const LINGER_AFTER_FAILURE: Duration = Duration::from_secs(2);
@@ -62,7 +62,9 @@ enum HandshakeEnd {
 /// Serves one client connection to completion. Never panics on client input; logs every outcome.
 pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
     let peer = canonical(peer);
-    let handshake = timeout(ctx.timeouts.handshake, read_request(&mut client, &ctx)).await;
+    // This session keeps these rules and users even if a SIGHUP replaces them meanwhile.
+    let config = ctx.config();
+    let handshake = timeout(ctx.timeouts.handshake, read_request(&mut client, &config)).await;
     let (request, early_data) = match handshake {
         Ok(Ok(done)) => done,
         Err(_) => {
@@ -99,8 +101,8 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
         dst: request.dst.clone(),
     };
     match request.command {
-        Command::Connect => connect(client, &request, early_data, &session, &ctx).await,
-        Command::Bind => bind::serve(client, &request, early_data, &session, &ctx).await,
+        Command::Connect => connect(client, &request, early_data, &session, &ctx, &config).await,
+        Command::Bind => bind::serve(client, &request, early_data, &session, &ctx, &config).await,
         Command::UdpAssociate => {
             info!("failed: {session} error=UDP ASSOCIATE is not supported");
             refuse(client, &request, Failure::CommandNotSupported).await;
@@ -112,9 +114,10 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
 /// failure replies) as the state machine asks.
 async fn read_request(
     client: &mut TcpStream,
-    ctx: &Context,
+    config: &Arc<Config>,
 ) -> Result<(Request, Vec<u8>), HandshakeEnd> {
-    let policy = if ctx.users.is_some() { AuthPolicy::PasswordRequired } else { AuthPolicy::Open };
+    let policy =
+        if config.users.is_some() { AuthPolicy::PasswordRequired } else { AuthPolicy::Open };
     let mut handshake = ServerHandshake::new(policy);
     // On the heap and only for the handshake, so it is not part of every session's task.
     let mut buffer = vec![0u8; 1024];
@@ -129,10 +132,14 @@ async fn read_request(
         let mut step = handshake.feed(&buffer[..n]);
         let mut rejected_user = None;
         if let Step::CheckPassword(credentials) = &step {
-            let ok = ctx
-                .users
-                .as_ref()
-                .is_some_and(|u| u.check(&credentials.username, &credentials.password));
+            // A hashed password costs milliseconds of CPU: not on an async worker.
+            let (config, username, password) =
+                (config.clone(), credentials.username.clone(), credentials.password.clone());
+            let ok = tokio::task::spawn_blocking(move || {
+                config.users.as_ref().is_some_and(|u| u.check(&username, &password))
+            })
+            .await
+            .unwrap_or(false);
             if !ok {
                 rejected_user = Some(credentials.username.clone());
             }
@@ -165,6 +172,7 @@ async fn connect(
     early_data: Vec<u8>,
     session: &Session,
     ctx: &Context,
+    config: &Config,
 ) {
     let deadline = Instant::now() + ctx.timeouts.connect;
     let addrs = match outbound::resolve(&request.dst, deadline).await {
@@ -174,14 +182,18 @@ async fn connect(
             return refuse(client, request, refusal.failure).await;
         }
     };
-    let allowed =
-        match outbound::permitted(ctx, session.client.ip(), session.user.as_deref(), &addrs) {
-            Ok(allowed) => allowed,
-            Err(rule) => {
-                info!("denied: {session} rule={rule}");
-                return refuse(client, request, Failure::NotAllowed).await;
-            }
-        };
+    let allowed = match outbound::permitted(
+        &config.rules,
+        session.client.ip(),
+        session.user.as_deref(),
+        &addrs,
+    ) {
+        Ok(allowed) => allowed,
+        Err(rule) => {
+            info!("denied: {session} rule={rule}");
+            return refuse(client, request, Failure::NotAllowed).await;
+        }
+    };
     let remote = match outbound::connect_any(&allowed, deadline).await {
         Ok(remote) => remote,
         Err(refusal) => {
@@ -232,13 +244,16 @@ pub async fn relay_and_log(
         }
     };
     if matches!(stats.end, RelayEnd::Finished) {
-        let more = relay(client, remote, ctx.timeouts.idle).await;
+        let more = relay(client, remote, ctx.timeouts.idle, ctx.timeouts.half_close).await;
         stats = RelayStats { sent: stats.sent + more.sent, received: more.received, end: more.end };
     }
     let how = match &stats.end {
         RelayEnd::Finished => String::new(),
         RelayEnd::Idle => {
             format!(" end=idle-timeout({}s)", ctx.timeouts.idle.map_or(0, |d| d.as_secs()))
+        }
+        RelayEnd::HalfClosedIdle => {
+            format!(" end=half-close-timeout({}s)", ctx.timeouts.half_close.as_secs())
         }
         RelayEnd::Failed(e) => format!(" end=error({e})"),
     };

@@ -1,5 +1,6 @@
-//! The few places where sockd needs libc directly: syslog, and adopting the socket inetd hands
-//! over on standard input. Each unsafe block states why it is sound; callers get safe functions.
+//! The few places where sockd needs libc directly: syslog, adopting the socket inetd hands over
+//! on standard input, and dropping privileges. Each unsafe block states why it is sound; callers
+//! get safe functions.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -40,4 +41,35 @@ pub fn stdin_socket() -> io::Result<TcpStream> {
     // SAFETY: fd 0 is an open stream socket (checked above) that nothing else in this process
     // owns; inetd gave it to us, and from here on the returned TcpStream is its only owner.
     Ok(unsafe { TcpStream::from_raw_fd(0) })
+}
+
+/// Runs the rest of the process as `user`: its group as the only group, then its uid.
+pub fn drop_privileges(user: &str) -> io::Result<()> {
+    let name = CString::new(user).map_err(|_| io::Error::other("user name contains NUL"))?;
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: zeroed passwd is a valid out-parameter.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the sizes given.
+    let rc = unsafe {
+        libc::getpwnam_r(name.as_ptr(), &mut entry, buffer.as_mut_ptr(), buffer.len(), &mut found)
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    if found.is_null() {
+        return Err(io::Error::other(format!("no user `{user}`")));
+    }
+    let (uid, gid) = (entry.pw_uid, entry.pw_gid);
+    // SAFETY: plain system calls with integer arguments and a one-element group list.
+    unsafe {
+        if libc::setgroups(1, &gid) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Make sure there is no way back.
+        if uid != 0 && libc::setuid(0) == 0 {
+            return Err(io::Error::other("could still regain root after dropping privileges"));
+        }
+    }
+    Ok(())
 }

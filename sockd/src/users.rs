@@ -1,17 +1,33 @@
-//! The RFC 1929 users file given with `--users`: `user:password` per line, `#` comments, blank
-//! lines ignored. Loaded once at start; checked with a comparison that does not stop at the
-//! first differing byte. Passwords are never logged.
+//! The RFC 1929 users file given with `--users`: `user:HASH` per line, `#` comments, blank
+//! lines ignored, where HASH is a SHA-crypt hash (`$6$…` or `$5$…`, as `sockd --add-user`,
+//! `mkpasswd -m sha-512` or /etc/shadow write them). A password in clear is still accepted,
+//! with a warning. Passwords are never logged; clear ones are compared in constant time.
 //!
 //! Not here: the sub-negotiation itself (socks-proto `auth`, driven by the session).
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use sha_crypt::{PasswordHasher, PasswordVerifier, ShaCrypt};
+
+/// How a password is kept.
+#[derive(Clone)]
+enum Secret {
+    /// A SHA-crypt hash in the modular crypt format.
+    Hashed(String),
+    /// The password itself (discouraged).
+    Clear(Vec<u8>),
+}
 
 /// Username to password.
 #[derive(Clone, Default)]
 pub struct Users {
-    entries: HashMap<String, Vec<u8>>,
+    entries: HashMap<String, Secret>,
+    /// Lines whose password is stored in clear, for the warning.
+    clear_lines: Vec<usize>,
 }
 
 impl fmt::Debug for Users {
@@ -31,6 +47,7 @@ impl Users {
     /// Parses users-file text; `file` is only used in error messages.
     pub fn parse(file: &str, text: &str) -> Result<Users, String> {
         let mut entries = HashMap::new();
+        let mut clear_lines = Vec::new();
         for (index, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -43,28 +60,92 @@ impl Users {
             if user.is_empty() || user.len() > 255 {
                 return Err(format!("{file}:{lineno}: user name must be 1 to 255 bytes"));
             }
-            if password.len() > 255 {
+            let secret = if password.starts_with("$5$") || password.starts_with("$6$") {
+                Secret::Hashed(password.to_string())
+            } else if password.starts_with('$') {
+                return Err(format!(
+                    "{file}:{lineno}: unsupported hash for `{user}` (use $6$ or $5$ SHA-crypt)"
+                ));
+            } else if password.len() > 255 {
                 return Err(format!(
                     "{file}:{lineno}: password longer than 255 bytes for `{user}`"
                 ));
-            }
-            if entries.insert(user.to_string(), password.as_bytes().to_vec()).is_some() {
+            } else {
+                clear_lines.push(lineno);
+                Secret::Clear(password.as_bytes().to_vec())
+            };
+            if entries.insert(user.to_string(), secret).is_some() {
                 return Err(format!("{file}:{lineno}: user `{user}` listed twice"));
             }
         }
         if entries.is_empty() {
             return Err(format!("{file}: no users: every SOCKS5 client would be refused"));
         }
-        Ok(Users { entries })
+        Ok(Users { entries, clear_lines })
     }
 
-    /// Whether `password` is right for `user`.
+    /// Lines whose password is stored in clear (to warn about).
+    pub fn clear_text_lines(&self) -> &[usize] {
+        &self.clear_lines
+    }
+
+    /// Whether `password` is right for `user`. Hashed entries cost a few milliseconds of CPU:
+    /// call it off the async workers.
     pub fn check(&self, user: &str, password: &[u8]) -> bool {
         match self.entries.get(user) {
-            Some(expected) => same_bytes(expected, password),
+            Some(Secret::Clear(expected)) => same_bytes(expected, password),
+            Some(Secret::Hashed(hash)) => {
+                ShaCrypt::SHA512.verify_password(password, hash.as_str()).is_ok()
+            }
             None => false,
         }
     }
+}
+
+/// `sockd --add-user NAME --users FILE`: reads a password (the first line of `input`), appends
+/// `NAME:$6$…` to the file (created with mode 0600 if missing); refuses a name already there.
+pub fn add_user(path: &Path, name: &str, input: &mut dyn Read) -> Result<(), String> {
+    if name.is_empty() || name.len() > 255 || name.contains([':', '\n', '#', ' ', '\t']) {
+        return Err(format!("`{name}`: a user name is 1 to 255 bytes without `:`, `#` or blanks"));
+    }
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if existing.lines().any(|l| !l.trim().is_empty() && !l.trim().starts_with('#')) {
+        let users = Users::parse(&path.display().to_string(), &existing)?;
+        if users.entries.contains_key(name) {
+            return Err(format!("{}: user `{name}` is already there", path.display()));
+        }
+    }
+    let mut text = String::new();
+    input.read_to_string(&mut text).map_err(|e| format!("reading the password: {e}"))?;
+    let password = text.lines().next().unwrap_or("");
+    if password.is_empty() || password.len() > 255 {
+        return Err("the password (first line of standard input) must be 1 to 255 bytes".into());
+    }
+    let hash = hash_password(password.as_bytes())?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let separator = if existing.is_empty() || existing.ends_with('\n') { "" } else { "\n" };
+    writeln!(file, "{separator}{name}:{hash}").map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// A SHA-512 crypt hash of `password` with a fresh random salt.
+fn hash_password(password: &[u8]) -> Result<String, String> {
+    let mut salt = [0u8; 12];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut salt))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let hash = ShaCrypt::SHA512
+        .hash_password_with_salt(password, &salt)
+        .map_err(|e| format!("hashing the password: {e}"))?;
+    Ok(hash.to_string())
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -88,6 +169,34 @@ mod tests {
         assert!(users.check("bob", b"pa:ss"));
         assert!(!users.check("carol", b""));
         assert!(!format!("{users:?}").contains("secret"));
+    }
+
+    #[test]
+    fn hashed_entries_and_add_user() {
+        let dir = std::env::temp_dir().join(format!("sockd-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("users");
+        let _ = std::fs::remove_file(&path);
+        add_user(&path, "alice", &mut &b"s3cret\n"[..]).expect("added");
+        add_user(&path, "bob", &mut &b"other"[..]).expect("added");
+        assert!(add_user(&path, "alice", &mut &b"again"[..]).is_err(), "no duplicates");
+        assert!(add_user(&path, "bad:name", &mut &b"x"[..]).is_err());
+        let text = std::fs::read_to_string(&path).expect("written");
+        assert!(!text.contains("s3cret"), "stored hashed: {text}");
+        assert!(text.lines().all(|l| l.contains(":$6$")), "{text}");
+        let users = Users::load(&path).expect("valid");
+        assert!(users.clear_text_lines().is_empty());
+        assert!(users.check("alice", b"s3cret"));
+        assert!(!users.check("alice", b"s3cret2"));
+        assert!(users.check("bob", b"other"));
+        // A hash made by glibc's crypt (mkpasswd -m sha-512 -S saltsalt secret).
+        let glibc = "carol:$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1\n";
+        let users = Users::parse("g", glibc).expect("valid");
+        assert!(users.check("carol", b"secret"));
+        let mode = std::fs::metadata(&path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
+        assert_eq!(mode.expect("metadata") & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
