@@ -9,6 +9,10 @@
 //! and not held against anyone: it never leaves the link and no program asked for it. ARP is
 //! not IP and not counted either.
 //!
+//! A test where the workstation legitimately talks to something besides sockd (its LAN's name
+//! server, an intranet host reached directly) names those destinations:
+//! [`LeakCounter::assert_only_sockd_and`] then checks every leaked destination against them.
+//!
 //! The table lives in the namespace and goes with it.
 //!
 //! Not here: the programs whose traffic is counted (the tests).
@@ -108,6 +112,33 @@ impl LeakCounter {
         self.nft(&["list", "table", "inet", TABLE]).1
     }
 
+    /// The distinct destinations of the leaked IPv4 packets so far, as `ADDR . PROTO . PORT`
+    /// (`192.0.2.53 . udp . 53`), and of the leaked IPv6 packets, as `ADDR . PROTO`.
+    pub fn leaked_destinations(&self) -> (Vec<String>, Vec<String>) {
+        let set = |name: &str| {
+            let (ok, text) = self.nft(&["list", "set", "inet", TABLE, name]);
+            assert!(ok, "nft list set {name}: {text}");
+            set_elements(&text)
+        };
+        (set("leaked4"), set("leaked6"))
+    }
+
+    /// Asserts that packets went to sockd, and that whatever else left the workstation went to
+    /// one of `allowed` (`ADDR . PROTO . PORT` as nft prints it, e.g. `192.0.2.53 . udp . 53`),
+    /// over IPv4. Nothing at all may leave over IPv6.
+    pub fn assert_only_sockd_and(&self, what: &str, allowed: &[String]) -> Counts {
+        let counts = self.counts();
+        let (v4, v6) = self.leaked_destinations();
+        let unexpected: Vec<&String> = v4.iter().filter(|d| !allowed.contains(d)).collect();
+        assert!(
+            counts.to_sockd > 0 && unexpected.is_empty() && v6.is_empty(),
+            "{what}: the workstation must send packets only to sockd at              {FW_INSIDE_ADDR}:{SOCKS_PORT} and to {allowed:?}; unexpected: {unexpected:?}              (IPv6: {v6:?}); counted {counts:?}:\n{}",
+            self.table()
+        );
+        eprintln!("leak check: {what}: {counts:?}, allowed destinations seen: {v4:?}");
+        counts
+    }
+
     /// Asserts that packets went to sockd and nothing else left the workstation.
     pub fn assert_only_sockd(&self, what: &str) -> Counts {
         let counts = self.counts();
@@ -119,5 +150,32 @@ impl LeakCounter {
         );
         eprintln!("leak check: {what}: {counts:?}");
         counts
+    }
+}
+
+/// The elements of the one set in `nft list set` output: what stands between `elements = {`
+/// and the closing `}`, split at commas.
+fn set_elements(text: &str) -> Vec<String> {
+    let Some(start) = text.find("elements = {") else { return Vec::new() };
+    let rest = &text[start + "elements = {".len()..];
+    let body = &rest[..rest.find('}').unwrap_or(rest.len())];
+    body.split(',')
+        .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_elements;
+
+    #[test]
+    fn parses_set_elements() {
+        let text =
+            "table inet t {\n\tset leaked4 {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\
+                    \t\tsize 4096\n\t\tflags dynamic\n\t\telements = { 192.0.2.53 . udp . 53,\n\
+                    \t\t\t     192.0.2.80 . tcp . 80 }\n\t}\n}\n";
+        assert_eq!(set_elements(text), ["192.0.2.53 . udp . 53", "192.0.2.80 . tcp . 80"]);
+        assert!(set_elements("set leaked6 {\n type ipv6_addr . inet_proto\n}\n").is_empty());
     }
 }

@@ -10,12 +10,17 @@
 //! ([`Lab::sockd_under_inetd`], logging to a [`logfile::LogFile`]), terminal sessions
 //! ([`pty`]) and the leak check ([`leaks`]: nftables counters of what leaves `inside`).
 //!
+//! Names resolved on the far side add name servers ([`dns`]: dnsmasq on the outside host,
+//! which only the firewall's resolver uses, and optionally one on the inside LAN) and IPv6 on
+//! the `fw`–`outside` link.
+//!
 //! Without root, [`Lab::new`] prints `SKIPPED: <why>` and returns `None`; a missing program is
 //! a failure naming its Debian package ([`paths::require`]). Every wait is bounded. Dropping
 //! the lab kills what it started and deletes the namespaces, also after a panic.
 //!
 //! Not here: the assertions themselves (tests/tests/*.rs).
 
+pub mod dns;
 pub mod inetd;
 pub mod leaks;
 pub mod logfile;
@@ -31,6 +36,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use dns::Dnsmasq;
 pub use inetd::InetdSockd;
 pub use leaks::LeakCounter;
 pub use logfile::LogFile;

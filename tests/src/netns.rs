@@ -14,7 +14,11 @@
 //! `/etc/netns/<inside>/resolv.conf` as their `/etc/resolv.conf`, which names [`DEAD_DNS_ADDR`],
 //! an address on the inside network where nothing answers (one attempt, one second). A lookup
 //! that should not happen fails quickly, and its query is a packet the leak check
-//! (`leaks`) counts. The file is removed with the topology.
+//! (`leaks`) counts. The file is removed with the topology, as are the files a test writes for
+//! another namespace with [`Topology::write_etc`] (e.g. `fw`'s resolv.conf, see `dns`).
+//!
+//! A test may give the links more addresses ([`Topology::add_address`]), e.g. IPv6 on the
+//! `fw`–`outside` link; `inside` never gets an IPv6 route.
 //!
 //! Names carry the test process's pid and a counter, so concurrent tests (and concurrent test
 //! runs) never collide and can reuse the same addresses. Dropping the [`Topology`] kills every
@@ -27,6 +31,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -75,8 +80,10 @@ pub struct Topology {
     names: [String; 3],
     /// Namespaces actually created (so a half-built topology is cleaned up too).
     created: Vec<String>,
-    /// `/etc/netns/<inside>`, once written.
-    etc_dir: Option<std::path::PathBuf>,
+    /// The veth ends: inside's, fw's toward inside, fw's toward outside, outside's.
+    links: [String; 4],
+    /// `/etc/netns/<ns>` directories written so far (removed on drop).
+    etc_dirs: Mutex<Vec<PathBuf>>,
 }
 
 /// `ip netns add` racing with itself while it first mounts /run/netns can fail; creating
@@ -91,7 +98,12 @@ impl Topology {
         let pid = std::process::id();
         let base = format!("se2e-{pid}-{n}");
         let names = [format!("{base}-inside"), format!("{base}-fw"), format!("{base}-outside")];
-        let mut topology = Topology { names, created: Vec::new(), etc_dir: None };
+        // Interface names: at most 15 bytes ("v" + pid (≤ 7 digits) + "n" + counter + letter).
+        let veth = |letter: char| format!("v{pid}n{n}{letter}");
+        let links = [veth('a'), veth('b'), veth('c'), veth('d')];
+        assert!(links[0].len() <= 15, "interface name {} too long", links[0]);
+        let mut topology =
+            Topology { names, created: Vec::new(), links, etc_dirs: Mutex::new(Vec::new()) };
         {
             let _one_at_a_time = CREATE.lock().unwrap_or_else(|p| p.into_inner());
             for name in topology.names.clone() {
@@ -99,22 +111,15 @@ impl Topology {
                 topology.created.push(name.clone());
                 ip(&["-n", &name, "link", "set", "lo", "up"]);
             }
-            let etc = std::path::Path::new(NETNS_ETC).join(&topology.names[0]);
-            topology.etc_dir = Some(etc.clone());
-            let resolv = format!(
-                "# socks-e2e: the workstation has no reachable name server; {DEAD_DNS_ADDR} is on \
-                 the inside network and answers nothing\nnameserver {DEAD_DNS_ADDR}\n\
-                 options timeout:1 attempts:1\n"
-            );
-            std::fs::create_dir_all(&etc)
-                .and_then(|()| std::fs::write(etc.join("resolv.conf"), resolv))
-                .unwrap_or_else(|e| panic!("cannot write {}/resolv.conf: {e}", etc.display()));
         }
-        // Interface names: at most 15 bytes ("v" + pid (≤ 7 digits) + "n" + counter + letter).
-        let veth = |letter: char| format!("v{pid}n{n}{letter}");
+        let resolv = format!(
+            "# socks-e2e: the workstation has no reachable name server; {DEAD_DNS_ADDR} is on \
+             the inside network and answers nothing\nnameserver {DEAD_DNS_ADDR}\n\
+             options timeout:1 attempts:1\n"
+        );
+        topology.write_etc(Ns::Inside, "resolv.conf", &resolv);
         let [inside, fw, outside] = topology.names.clone();
-        let (a, b, c, d) = (veth('a'), veth('b'), veth('c'), veth('d'));
-        assert!(a.len() <= 15, "interface name {a} too long");
+        let [a, b, c, d] = topology.links.clone();
         ip(&[
             "link", "add", &a, "netns", &inside, "type", "veth", "peer", "name", &b, "netns", &fw,
         ]);
@@ -148,6 +153,45 @@ impl Topology {
     /// The namespace's name, for `ip netns exec`.
     pub fn name(&self, ns: Ns) -> &str {
         &self.names[ns.index()]
+    }
+
+    /// The interface of namespace `ns` on its link to `toward` (panics for namespaces that are
+    /// not neighbours).
+    pub fn interface(&self, ns: Ns, toward: Ns) -> &str {
+        let index = match (ns, toward) {
+            (Ns::Inside, Ns::Fw) => 0,
+            (Ns::Fw, Ns::Inside) => 1,
+            (Ns::Fw, Ns::Outside) => 2,
+            (Ns::Outside, Ns::Fw) => 3,
+            _ => panic!("{ns:?} and {toward:?} share no link"),
+        };
+        &self.links[index]
+    }
+
+    /// Adds `cidr` (e.g. `2001:db8:100::1/64`) to the interface of `ns` on its link to `toward`.
+    /// IPv6 addresses skip duplicate address detection, so they are usable at once.
+    pub fn add_address(&self, ns: Ns, toward: Ns, cidr: &str) {
+        let (name, dev) = (self.name(ns), self.interface(ns, toward));
+        let mut args = vec!["-n", name, "addr", "add", cidr, "dev", dev];
+        if cidr.contains(':') {
+            args.push("nodad");
+        }
+        ip(&args);
+    }
+
+    /// Writes `/etc/netns/<ns>/FILE`, which programs started in `ns` with `ip netns exec` see
+    /// as `/etc/FILE` (resolv.conf, hosts…). Removed with the topology.
+    pub fn write_etc(&self, ns: Ns, file: &str, contents: &str) {
+        let dir = Path::new(NETNS_ETC).join(self.name(ns));
+        // One at a time with other topologies, which remove /etc/netns when it is empty.
+        let _one_at_a_time = CREATE.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dirs = self.etc_dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if !dirs.contains(&dir) {
+            dirs.push(dir.clone());
+        }
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join(file), contents))
+            .unwrap_or_else(|e| panic!("cannot write {}/{file}: {e}", dir.display()));
     }
 
     /// A direct connection from `inside` to `outside` must be impossible.
@@ -247,9 +291,12 @@ impl Drop for Topology {
         for name in &self.created {
             Topology::kill_all_in(name);
         }
-        if let Some(etc) = &self.etc_dir {
+        let dirs = std::mem::take(self.etc_dirs.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !dirs.is_empty() {
             let _one_at_a_time = CREATE.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = std::fs::remove_dir_all(etc);
+            for dir in dirs {
+                let _ = std::fs::remove_dir_all(dir);
+            }
             // Only when no one else (another test run) has a directory there.
             let _ = std::fs::remove_dir(NETNS_ETC);
         }

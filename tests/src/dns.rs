@@ -1,0 +1,143 @@
+//! Name service for the tests of names resolved on the far side: Debian's `dnsmasq` run in the
+//! foreground as a plain authoritative server for test names only, with its own command line
+//! and no configuration read from the host (`--conf-file=/dev/null --no-resolv --no-hosts`:
+//! no upstream servers, no /etc/hosts, no /etc/resolv.conf), logging every query on stderr so
+//! a test can tell which names were asked for.
+//!
+//! [`outside_dns`] builds the usual picture: the DNS server sits on the outside host
+//! (198.51.100.2 and 2001:db8:100::2, an IPv6 address this module adds to the `fw`–`outside`
+//! link along with the firewall's 2001:db8:100::1), only the firewall can reach it, and the
+//! firewall's resolver points at it (`/etc/netns/<fw>/resolv.conf`, removed with the topology).
+//! The workstation keeps its resolver that answers nothing (see `netns`). It serves:
+//!
+//! | name | records |
+//! |---|---|
+//! | `www.example.test` | A 198.51.100.2, AAAA 2001:db8:100::2 |
+//! | `v6only.example.test` | AAAA 2001:db8:100::2 only |
+//! | `*.many.example.test` | A 198.51.100.2 (any name under it) |
+//! | anything else under `example.test` | NXDOMAIN |
+//!
+//! Not here: the clients that look names up (the tests), the leak check (`leaks`).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::{paths, Daemon, Lab, Ns, OUTSIDE_ADDR, STARTUP};
+
+/// The outside host's IPv6 address (on the `fw`–`outside` link).
+pub const OUTSIDE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2);
+/// The firewall's IPv6 address on the outside link (where relayed IPv6 connections come from).
+pub const FW_OUTSIDE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+/// A name with both an A and an AAAA record (the outside host).
+pub const WWW: &str = "www.example.test";
+/// A name with only an AAAA record (the outside host).
+pub const V6ONLY: &str = "v6only.example.test";
+/// Every name under this domain has an A record for the outside host.
+pub const MANY: &str = "many.example.test";
+
+/// A running dnsmasq; killed on drop.
+#[derive(Debug)]
+pub struct Dnsmasq {
+    /// The daemon, its stderr (one line per query) captured.
+    pub daemon: Daemon,
+    /// Where it listens (port 53).
+    pub addrs: Vec<IpAddr>,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq in `ns` answering on `addrs` (port 53, UDP and TCP; the addresses must
+    /// already be on the namespace's interfaces), with `records` as extra options
+    /// (`--host-record=…`, `--address=/domain/addr`, `--local=/domain/`). Returns once it
+    /// listens.
+    pub fn start(lab: &Lab, ns: Ns, addrs: &[IpAddr], records: &[String]) -> Dnsmasq {
+        let dnsmasq = paths::require("dnsmasq", "dnsmasq-base");
+        let mut args: Vec<String> = [
+            "--keep-in-foreground",
+            "--log-facility=-",
+            "--log-queries",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--bind-interfaces",
+            "--user=root",
+            "--pid-file=",
+            "--port=53",
+            "--cache-size=0",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        args.extend(addrs.iter().map(|a| format!("--listen-address={a}")));
+        args.extend(records.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let daemon = Daemon::spawn(lab.ns(ns), &format!("dnsmasq:{}", lab.ns(ns)), &dnsmasq, &args);
+        // Its TCP listeners, read from the kernel's table (IPv4) without asking anything.
+        for addr in addrs {
+            if let IpAddr::V4(v4) = addr {
+                let tcp = SocketAddr::from((*v4, 53));
+                assert!(
+                    lab.net.wait_listener(ns, tcp, STARTUP),
+                    "dnsmasq did not listen on {tcp} within {STARTUP:?}; its log:\n{}",
+                    daemon.log()
+                );
+            }
+        }
+        daemon.wait_line(&["started, version"], STARTUP);
+        Dnsmasq { daemon, addrs: addrs.to_vec() }
+    }
+
+    /// The `query[TYPE] NAME from …` lines it logged for `name` so far (any type).
+    pub fn queries_for(&self, name: &str) -> Vec<String> {
+        let needle = format!("] {name} from ");
+        self.daemon
+            .log()
+            .lines()
+            .filter(|l| l.contains("query[") && l.contains(&needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every query line it logged so far.
+    pub fn all_queries(&self) -> Vec<String> {
+        self.daemon.log().lines().filter(|l| l.contains("query[")).map(str::to_owned).collect()
+    }
+}
+
+/// The outside name server of the module documentation: IPv6 on the `fw`–`outside` link,
+/// dnsmasq on the outside host, and `fw`'s resolv.conf naming it. Call it before starting
+/// sockd (a program reads its namespace's resolv.conf when `ip netns exec` starts it).
+pub fn outside_dns(lab: &Lab) -> Dnsmasq {
+    lab.net.add_address(Ns::Fw, Ns::Outside, &format!("{FW_OUTSIDE_ADDR6}/64"));
+    lab.net.add_address(Ns::Outside, Ns::Fw, &format!("{OUTSIDE_ADDR6}/64"));
+    let records = vec![
+        format!("--host-record={WWW},{OUTSIDE_ADDR},{OUTSIDE_ADDR6}"),
+        format!("--host-record={V6ONLY},{OUTSIDE_ADDR6}"),
+        format!("--address=/{MANY}/{OUTSIDE_ADDR}"),
+        "--local=/example.test/".to_owned(),
+    ];
+    let dns = Dnsmasq::start(
+        lab,
+        Ns::Outside,
+        &[IpAddr::V4(OUTSIDE_ADDR), IpAddr::V6(OUTSIDE_ADDR6)],
+        &records,
+    );
+    lab.net.write_etc(
+        Ns::Fw,
+        "resolv.conf",
+        &format!(
+            "# socks-e2e: the firewall resolves names with the outside host's dnsmasq\n\
+             nameserver {OUTSIDE_ADDR}\noptions timeout:2 attempts:2\n"
+        ),
+    );
+    dns
+}
+
+/// The inside network's own name server, for names a `direct` domain line keeps local: dnsmasq
+/// on [`crate::DEAD_DNS_ADDR`] (192.0.2.53, the address the workstation's resolv.conf names),
+/// added to the firewall's inside interface — another host on the workstation's LAN, so its
+/// queries are packets the leak check sees. `records` as for [`Dnsmasq::start`].
+pub fn inside_lan_dns(lab: &Lab, records: &[String]) -> Dnsmasq {
+    let addr: Ipv4Addr = crate::DEAD_DNS_ADDR;
+    lab.net.add_address(Ns::Fw, Ns::Inside, &format!("{addr}/24"));
+    Dnsmasq::start(lab, Ns::Fw, &[IpAddr::V4(addr)], records)
+}
