@@ -31,6 +31,12 @@ pub enum Kind {
     /// Bound through a SOCKS BIND of this version: `first` is the address the server listens
     /// on; the second reply is still to come.
     Bound(ClientVersion),
+    /// A UDP socket with a UDP ASSOCIATE: `server` is the relay address; `first` is the last
+    /// fake (name) destination the program sent to, if any (its replies are reported as from it).
+    Udp,
+    /// A UDP socket the program connected to a proxied peer: `first` is that peer as the program
+    /// named it, `server` the relay address (the socket is really connected to the relay).
+    UdpConnected,
 }
 
 impl Kind {
@@ -40,6 +46,8 @@ impl Kind {
             Kind::Bound(ClientVersion::Socks4) => 2,
             Kind::Bound(ClientVersion::Socks4a) => 3,
             Kind::Bound(ClientVersion::Socks5) => 4,
+            Kind::Udp => 5,
+            Kind::UdpConnected => 6,
         }
     }
 
@@ -49,6 +57,8 @@ impl Kind {
             2 => Kind::Bound(ClientVersion::Socks4),
             3 => Kind::Bound(ClientVersion::Socks4a),
             4 => Kind::Bound(ClientVersion::Socks5),
+            5 => Kind::Udp,
+            6 => Kind::UdpConnected,
             _ => return None,
         })
     }
@@ -115,6 +125,12 @@ impl EntryCell {
 }
 
 static TABLE: [EntryCell; TABLE_SIZE] = [const { EntryCell::new() }; TABLE_SIZE];
+/// For a UDP socket with an association: the descriptor of its TCP control connection, +1
+/// (0 = none).
+static CONTROL: [AtomicI32; TABLE_SIZE] = [const { AtomicI32::new(0) }; TABLE_SIZE];
+/// Descriptors the library owns (control connections): the program's close and close_range
+/// leave them alone. One bit per descriptor.
+static OWNED: [AtomicU64; TABLE_SIZE / 64] = [const { AtomicU64::new(0) }; TABLE_SIZE / 64];
 /// One more than the highest descriptor ever recorded, to bound range clears.
 static HIGH_WATER: AtomicI32 = AtomicI32::new(0);
 /// The most recent connection made through a server: its destination and server.
@@ -144,6 +160,64 @@ pub fn remember_last_connected(entry: &Entry) {
 /// The last connection made through a server in this process (or its parent before fork).
 pub fn last_connected() -> Option<Entry> {
     LAST_CONNECTED.load()
+}
+
+/// Records `control` as the association control connection of UDP socket `fd`, and as ours.
+pub fn set_control(fd: i32, control: i32) {
+    if let (Some(slot), Ok(index)) =
+        (usize::try_from(fd).ok().and_then(|i| CONTROL.get(i)), usize::try_from(control))
+    {
+        if let Some(word) = OWNED.get(index / 64) {
+            word.fetch_or(1 << (index % 64), Ordering::AcqRel);
+            slot.store(control + 1, Ordering::Release);
+        }
+    }
+}
+
+/// The control connection of UDP socket `fd`, if it has one.
+pub fn control(fd: i32) -> Option<i32> {
+    let slot = usize::try_from(fd).ok().and_then(|i| CONTROL.get(i))?;
+    let value = slot.load(Ordering::Acquire);
+    (value > 0).then_some(value - 1)
+}
+
+/// Detaches and returns the control connection of `fd` (when the program closes `fd`); the
+/// caller closes it.
+pub fn take_control(fd: i32) -> Option<i32> {
+    let slot = usize::try_from(fd).ok().and_then(|i| CONTROL.get(i))?;
+    let value = slot.swap(0, Ordering::AcqRel);
+    if value <= 0 {
+        return None;
+    }
+    let control = value - 1;
+    if let Some(word) = usize::try_from(control).ok().and_then(|i| OWNED.get(i / 64)) {
+        word.fetch_and(!(1 << (control % 64)), Ordering::AcqRel);
+    }
+    Some(control)
+}
+
+/// Whether the library owns descriptor `fd` (the program must not close it).
+pub fn is_owned(fd: i32) -> bool {
+    let Ok(index) = usize::try_from(fd) else { return false };
+    OWNED.get(index / 64).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (index % 64)) != 0)
+}
+
+/// The owned descriptors from `first` to `last`, ascending, into `out`; how many.
+pub fn owned_in_range(first: u32, last: u32, out: &mut [i32]) -> usize {
+    let mut count = 0;
+    for (w, word) in OWNED.iter().enumerate() {
+        let mut bits = word.load(Ordering::Acquire);
+        while bits != 0 && count < out.len() {
+            let bit = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let fd = (w * 64 + bit) as u32;
+            if fd >= first && fd <= last {
+                out[count] = fd as i32;
+                count += 1;
+            }
+        }
+    }
+    count
 }
 
 /// Forgets `fd`.

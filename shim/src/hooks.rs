@@ -12,6 +12,7 @@ use crate::guard::Guard;
 use crate::intercept::{self, Outcome};
 use crate::real;
 use crate::sockaddr::RawAddr;
+use crate::udp;
 
 /// Runs `f`, turning a panic into `Outcome::Fail(errno_on_panic)`.
 fn shielded(errno_on_panic: c_int, f: impl FnOnce() -> Outcome) -> Outcome {
@@ -30,6 +31,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     };
     // SAFETY: the caller guarantees `len` readable bytes at `addr` (or a null pointer).
     let Some(dst) = (unsafe { RawAddr::from_ptr(addr, len) }) else {
+        // AF_UNSPEC dissolves a UDP socket's connection: it is no longer tied to a peer.
+        intercept::disconnecting(fd);
         // SAFETY: as above.
         return unsafe { real::connect(fd, addr, len) };
     };
@@ -74,28 +77,60 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     0
 }
 
-/// close(2): forgets the descriptor.
+/// close(2): forgets the descriptor (and a UDP socket's association). A descriptor the library
+/// owns (an association's control connection) is left open: the program never opened it, so a
+/// "close every descriptor" loop must not take it away.
 ///
 /// # Safety
 /// As close(2).
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    if fdtable::is_owned(fd) {
+        return 0;
+    }
+    udp::closing(fd);
     fdtable::clear(fd);
     // SAFETY: forwarded unchanged.
     unsafe { real::close(fd) }
 }
 
-/// close_range(2): forgets the descriptors it closes.
+/// close_range(2): forgets the descriptors it closes, and skips the ones the library owns.
 ///
 /// # Safety
 /// As close_range(2).
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let mut owned = [0i32; 64];
+    let count = fdtable::owned_in_range(first, last, &mut owned);
     if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        for fd in first..=last.min(fdtable::TABLE_SIZE as c_uint) {
+            if fdtable::get(fd as c_int).is_some() && !fdtable::is_owned(fd as c_int) {
+                udp::closing(fd as c_int);
+            }
+        }
         fdtable::clear_range(first, last);
     }
-    // SAFETY: forwarded unchanged.
-    unsafe { real::close_range(first, last, flags) }
+    // Close around the library's own descriptors: [first, o1-1], [o1+1, o2-1], …, [ok+1, last].
+    let mut start = first;
+    for &fd in &owned[..count] {
+        let fd = fd as c_uint;
+        if fd > start {
+            // SAFETY: forwarded for a sub-range.
+            let rc = unsafe { real::close_range(start, fd - 1, flags) };
+            if rc != 0 {
+                return rc;
+            }
+        }
+        start = fd.saturating_add(1);
+        if fd == c_uint::MAX {
+            return 0;
+        }
+    }
+    if start > last {
+        return 0;
+    }
+    // SAFETY: forwarded for the rest of the range.
+    unsafe { real::close_range(start, last, flags) }
 }
 
 /// dup(2): the copy describes the same proxied connection.

@@ -49,7 +49,11 @@ fn family_of(fd: c_int) -> Option<c_int> {
 pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
     let Some(target) = dst.socket_addr() else { return Outcome::PassThrough };
     if !is_stream(fd) {
-        return Outcome::PassThrough;
+        return if crate::udp::is_udp(fd) {
+            crate::udp::connect(fd, dst)
+        } else {
+            Outcome::PassThrough
+        };
     }
     match fdtable::get(fd).map(|e| e.kind) {
         // Already connected through a server: the kernel gives the right answer (EISCONN).
@@ -61,7 +65,7 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
                 return Outcome::Fail(errno);
             }
         }
-        None => {}
+        Some(Kind::Udp | Kind::UdpConnected) | None => {}
     }
     let settings = config::settings();
     let (target, route) = match destination(settings, canonical(target)) {
@@ -129,8 +133,8 @@ pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
     match fdtable::get(fd) {
         Some(entry) if entry.server.bytes[..entry.server.len] == actual.bytes[..actual.len] => {
             match entry.kind {
-                Kind::Connected => entry.first,
-                Kind::Bound(_) => *actual,
+                Kind::Connected | Kind::UdpConnected => entry.first,
+                Kind::Bound(_) | Kind::Udp => *actual,
             }
         }
         Some(_) => {
@@ -138,6 +142,16 @@ pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
             *actual
         }
         None => *actual,
+    }
+}
+
+/// connect(2) with AF_UNSPEC: a UDP socket connected to a proxied peer keeps its association
+/// but no longer has a peer.
+pub fn disconnecting(fd: c_int) {
+    if let Some(entry) = fdtable::get(fd) {
+        if entry.kind == Kind::UdpConnected {
+            fdtable::set(fd, &Entry { kind: Kind::Udp, first: entry.server, ..entry });
+        }
     }
 }
 

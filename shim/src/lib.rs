@@ -33,3 +33,5 @@ mod proxy;
 mod real;
 mod route;
 mod sockaddr;
+mod udp;
+mod udp_hooks;

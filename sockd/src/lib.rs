@@ -14,6 +14,7 @@ pub mod outbound;
 pub mod relay;
 pub mod session;
 pub mod sys;
+pub mod udp;
 pub mod users;
 
 use std::net::SocketAddr;

@@ -18,7 +18,7 @@ use tokio::time::{timeout, Instant};
 
 use crate::outbound::{self, canonical};
 use crate::relay::{relay, RelayEnd, RelayStats};
-use crate::{bind, Config, Context};
+use crate::{bind, udp, Config, Context};
 
 /// How long a refused client is given to read our failure reply before the socket is closed.
 const LINGER_AFTER_FAILURE: Duration = Duration::from_secs(2);
@@ -103,10 +103,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
     match request.command {
         Command::Connect => connect(client, &request, early_data, &session, &ctx, &config).await,
         Command::Bind => bind::serve(client, &request, early_data, &session, &ctx, &config).await,
-        Command::UdpAssociate => {
-            info!("failed: {session} error=UDP ASSOCIATE is not supported");
-            refuse(client, &request, Failure::CommandNotSupported).await;
-        }
+        Command::UdpAssociate => udp::serve(client, &request, &session, &ctx, &config).await,
     }
 }
 

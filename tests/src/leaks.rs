@@ -1,8 +1,11 @@
 //! The leak check: nftables counters in the `inside` namespace's output path. Every packet the
 //! workstation sends, except on loopback, is counted either as "to sockd" (TCP to
-//! 192.0.2.1:1080) or as "leaked" (anything else: a direct connection attempt, a DNS query to
-//! the resolv.conf server, UDP, ICMP…). Leaked IPv4 packets also land in a set of
-//! destination . protocol . port, so a failure says what leaked.
+//! 192.0.2.1:1080, and UDP to any port of 192.0.2.1: the relay port of a UDP ASSOCIATE is
+//! picked by sockd per association) or as "leaked" (anything else: a direct connection
+//! attempt, a DNS query to the resolv.conf server, other UDP, ICMP…). The UDP part of "to
+//! sockd" is also counted on its own, so a UDP test can tell its datagrams went to the relay.
+//! Leaked IPv4 packets also land in a set of destination . protocol . port, so a failure says
+//! what leaked.
 //!
 //! IPv6 link housekeeping the kernel does by itself when the veth comes up (router and
 //! neighbour solicitations, MLD reports, from `::` or a link-local address) is counted apart
@@ -33,8 +36,10 @@ pub struct LeakCounter {
 /// Packet counts so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
-    /// TCP packets to sockd's address and port.
+    /// Packets to sockd: TCP to its address and port, UDP to any port of its address.
     pub to_sockd: u64,
+    /// The UDP part of `to_sockd` (datagrams to a UDP ASSOCIATE relay).
+    pub udp_to_sockd: u64,
     /// Every other packet that left the namespace.
     pub leaked: u64,
 }
@@ -48,6 +53,7 @@ impl LeakCounter {
             "# socks-e2e leak check: what leaves the workstation, other than to sockd\n\
              table inet {TABLE} {{\n\
              \x20   counter to_sockd {{ }}\n\
+             \x20   counter udp_to_sockd {{ }}\n\
              \x20   counter leaked {{ }}\n\
              \x20   counter ipv6_housekeeping {{ }}\n\
              \x20   set leaked4 {{ type ipv4_addr . inet_proto . inet_service; flags dynamic; size 4096; }}\n\
@@ -56,6 +62,8 @@ impl LeakCounter {
              \x20       type filter hook output priority filter; policy accept;\n\
              \x20       oifname \"lo\" accept\n\
              \x20       ip daddr {FW_INSIDE_ADDR} tcp dport {SOCKS_PORT} counter name \"to_sockd\" accept\n\
+             \x20       ip daddr {FW_INSIDE_ADDR} meta l4proto udp counter name \"udp_to_sockd\" \
+             counter name \"to_sockd\" accept\n\
              \x20       ip6 saddr {{ ::, fe80::/10 }} icmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, \
              nd-neighbor-advert, mld-listener-report, mld2-listener-report }} \
              counter name \"ipv6_housekeeping\" accept\n\
@@ -104,7 +112,11 @@ impl LeakCounter {
 
     /// The counts so far.
     pub fn counts(&self) -> Counts {
-        Counts { to_sockd: self.packets("to_sockd"), leaked: self.packets("leaked") }
+        Counts {
+            to_sockd: self.packets("to_sockd"),
+            udp_to_sockd: self.packets("udp_to_sockd"),
+            leaked: self.packets("leaked"),
+        }
     }
 
     /// The whole table with its counters and the sets of leaked destinations.
@@ -132,7 +144,9 @@ impl LeakCounter {
         let unexpected: Vec<&String> = v4.iter().filter(|d| !allowed.contains(d)).collect();
         assert!(
             counts.to_sockd > 0 && unexpected.is_empty() && v6.is_empty(),
-            "{what}: the workstation must send packets only to sockd at              {FW_INSIDE_ADDR}:{SOCKS_PORT} and to {allowed:?}; unexpected: {unexpected:?}              (IPv6: {v6:?}); counted {counts:?}:\n{}",
+            "{what}: the workstation must send packets only to sockd at \
+             {FW_INSIDE_ADDR} (TCP {SOCKS_PORT}, UDP any port) and to {allowed:?}; unexpected: \
+             {unexpected:?} (IPv6: {v6:?}); counted {counts:?}:\n{}",
             self.table()
         );
         eprintln!("leak check: {what}: {counts:?}, allowed destinations seen: {v4:?}");
@@ -145,10 +159,24 @@ impl LeakCounter {
         assert!(
             counts.to_sockd > 0 && counts.leaked == 0,
             "{what}: the workstation must send packets only to sockd at \
-             {FW_INSIDE_ADDR}:{SOCKS_PORT}; counted {counts:?}:\n{}",
+             {FW_INSIDE_ADDR} (TCP {SOCKS_PORT}, UDP any port); counted {counts:?}:\n{}",
             self.table()
         );
         eprintln!("leak check: {what}: {counts:?}");
+        counts
+    }
+
+    /// Asserts that datagrams went to sockd's address (a UDP ASSOCIATE relay), and, as
+    /// [`LeakCounter::assert_only_sockd`], that nothing but traffic to sockd left the
+    /// workstation.
+    pub fn assert_only_sockd_udp(&self, what: &str) -> Counts {
+        let counts = self.assert_only_sockd(what);
+        assert!(
+            counts.udp_to_sockd > 0,
+            "{what}: datagrams must have gone to sockd's relay at {FW_INSIDE_ADDR}; counted \
+             {counts:?}:\n{}",
+            self.table()
+        );
         counts
     }
 }

@@ -14,6 +14,11 @@
 //! which only the firewall's resolver uses, and optionally one on the inside LAN) and IPv6 on
 //! the `fw`–`outside` link.
 //!
+//! UDP (issue 8) adds UDP echo servers outside ([`UdpEcho`]) and the reading of sockd's
+//! `closed: … cmd=udp-associate …` lines ([`UdpSession`], [`assert_udp_session`]); the leak
+//! check counts UDP to sockd's address (the relay port is picked per association) as traffic
+//! to sockd.
+//!
 //! Without root, [`Lab::new`] prints `SKIPPED: <why>` and returns `None`; a missing program is
 //! a failure naming its Debian package ([`paths::require`]). Every wait is bounded. Dropping
 //! the lab kills what it started and deletes the namespaces, also after a panic.
@@ -46,7 +51,7 @@ pub use netns::{
 };
 pub use process::{Client, Daemon, Preload, Ran};
 pub use pty::Step;
-pub use servers::{http_body, pattern, whois_answer, Exchange, Server};
+pub use servers::{http_body, pattern, whois_answer, Datagram, Exchange, Server, UdpEcho};
 pub use vsftpd::Vsftpd;
 
 /// How long a server gets to come up, and a log line to show up.
@@ -281,6 +286,16 @@ impl Lab {
         servers::echo(self.ns(Ns::Outside), SocketAddr::from((OUTSIDE_ADDR, port)))
     }
 
+    /// A UDP echo server in `outside` on 198.51.100.2:`port` (0 = any).
+    pub fn udp_echo(&self, port: u16) -> UdpEcho {
+        UdpEcho::start(self.ns(Ns::Outside), SocketAddr::from((OUTSIDE_ADDR, port)))
+    }
+
+    /// A UDP echo server in any namespace at any address.
+    pub fn udp_echo_in(&self, ns: Ns, addr: SocketAddr) -> UdpEcho {
+        UdpEcho::start(self.ns(ns), addr)
+    }
+
     /// An echo server in any namespace at any address (e.g. loopback inside).
     pub fn echo_in(&self, ns: Ns, addr: SocketAddr) -> Server {
         servers::echo(self.ns(ns), addr)
@@ -347,4 +362,80 @@ pub fn assert_from_firewall(server: &Server) {
             server.addr()
         );
     }
+}
+
+/// The counters of one UDP ASSOCIATE as sockd's `closed: … cmd=udp-associate …` line gives them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UdpSession {
+    /// Payload bytes client → destinations.
+    pub sent: u64,
+    /// Payload bytes destinations → client.
+    pub received: u64,
+    /// Datagrams relayed client → destinations.
+    pub datagrams_sent: u64,
+    /// Datagrams relayed destinations → client.
+    pub datagrams_received: u64,
+    /// Datagrams dropped: from a foreign source, malformed, fragments, denied by a rule, to a
+    /// name that did not resolve.
+    pub dropped: [u64; 5],
+}
+
+impl UdpSession {
+    /// Parses the counters out of a `closed:` line (missing ones read as `u64::MAX`).
+    pub fn parse(line: &str) -> UdpSession {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(u64::MAX)
+        };
+        UdpSession {
+            sent: field("sent"),
+            received: field("received"),
+            datagrams_sent: field("datagrams-sent"),
+            datagrams_received: field("datagrams-received"),
+            dropped: [
+                field("dropped-foreign"),
+                field("dropped-malformed"),
+                field("dropped-fragments"),
+                field("dropped-denied"),
+                field("dropped-unresolved"),
+            ],
+        }
+    }
+
+    /// A clean session: `datagrams` each way carrying `bytes` each way, nothing dropped.
+    pub fn clean(datagrams: u64, bytes: u64) -> UdpSession {
+        UdpSession {
+            sent: bytes,
+            received: bytes,
+            datagrams_sent: datagrams,
+            datagrams_received: datagrams,
+            dropped: [0; 5],
+        }
+    }
+}
+
+/// Waits until sockd has logged `count` finished UDP associations from the workstation (the
+/// `udp: … relay on 192.0.2.1:PORT` line and the `closed: … cmd=udp-associate …` line); returns
+/// the closed lines, oldest first.
+pub fn udp_sessions(sockd: &Daemon, count: usize) -> Vec<String> {
+    let client = format!("client={INSIDE_ADDR}:");
+    let relay = format!("relay on {FW_INSIDE_ADDR}:");
+    sockd.wait_lines(&["udp:", &client, "cmd=udp-associate", &relay], count, STARTUP);
+    sockd.wait_lines(&["closed:", &client, "cmd=udp-associate"], count, STARTUP)
+}
+
+/// Asserts the `nth` (1-based) finished UDP association from the workstation carries
+/// `expected`'s counters; returns its closed line.
+pub fn assert_udp_session(sockd: &Daemon, nth: usize, expected: &UdpSession) -> String {
+    let lines = udp_sessions(sockd, nth);
+    let line = lines[nth - 1].clone();
+    assert_eq!(
+        &UdpSession::parse(&line),
+        expected,
+        "sockd's closed line for UDP association {nth} must carry the counts the destinations \
+         saw: {line}"
+    );
+    line
 }

@@ -5,12 +5,16 @@
 //! firewall, not from the workstation) and the exact byte counts, which the tests compare with
 //! sockd's `sent=`/`received=`.
 //!
+//! For UDP, [`UdpEcho`] sends every datagram back to its sender unchanged and records each
+//! one's source and size (sockd's `datagrams-sent=`/`datagrams-received=` are compared with
+//! them).
+//!
 //! Every socket has a timeout; dropping a server stops its accept loop and joins it.
 //!
 //! Not here: the SOCKS servers (real programs, see `lib.rs`).
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -275,4 +279,95 @@ pub fn whois(ns: &str, addr: SocketAddr) -> Server {
         let _ = stream.shutdown(Shutdown::Write);
         while matches!(stream.read(&mut buffer), Ok(n) if n > 0) {}
     })
+}
+
+/// One datagram a [`UdpEcho`] received (and sent back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// Its source.
+    pub peer: SocketAddr,
+    /// Its payload length.
+    pub len: usize,
+    /// Whether the echo went out whole.
+    pub echoed: bool,
+}
+
+/// A UDP echo server: every datagram goes back to its source unchanged (up to 65,535 bytes).
+/// Records what it received; dropping it stops its thread.
+#[derive(Debug)]
+pub struct UdpEcho {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    record: Arc<(Mutex<Vec<Datagram>>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    /// Binds `addr` in namespace `ns` (port 0 = any) and starts echoing.
+    pub fn start(ns: &str, addr: SocketAddr) -> UdpEcho {
+        let socket = in_netns(ns, move || UdpSocket::bind(addr))
+            .unwrap_or_else(|e| panic!("UDP echo server cannot bind {addr} in {ns}: {e}"));
+        let addr = socket.local_addr().expect("a bound socket has an address");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("UDP echo server read timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let record = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let thread = {
+            let (stop, record) = (stop.clone(), record.clone());
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; 65_536];
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok((n, peer)) = socket.recv_from(&mut buffer) else { continue };
+                    let echoed =
+                        matches!(socket.send_to(&buffer[..n], peer), Ok(sent) if sent == n);
+                    let (list, changed) = &*record;
+                    list.lock().unwrap_or_else(|p| p.into_inner()).push(Datagram {
+                        peer,
+                        len: n,
+                        echoed,
+                    });
+                    changed.notify_all();
+                }
+            })
+        };
+        UdpEcho { addr, stop, record, thread: Some(thread) }
+    }
+
+    /// The address it answers on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The datagrams received so far.
+    pub fn datagrams(&self) -> Vec<Datagram> {
+        self.record.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits (bounded) until `count` datagrams have arrived; returns them all.
+    pub fn wait_datagrams(&self, count: usize, timeout: Duration) -> Vec<Datagram> {
+        let deadline = Instant::now() + timeout;
+        let (list, changed) = &*self.record;
+        let mut list = list.lock().unwrap_or_else(|p| p.into_inner());
+        while list.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "UDP echo server {}: expected {count} datagrams within {timeout:?}, got {:?}",
+                self.addr,
+                *list
+            );
+            list = changed.wait_timeout(list, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        list.clone()
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -16,7 +16,9 @@
 //! workstation has no IPv6 route), fork both ways, 5,000 distinct names in one process,
 //! reverse lookups (getnameinfo, gethostbyaddr) and getpeername, AI_NUMERICHOST exactly as
 //! without the library, a `direct .corp.example` domain resolved by the LAN's own name server,
-//! and dig finding no name server at all from inside.
+//! and dig: no answer from the workstation's own (dead) resolver nor, without the library, from
+//! the outside name server; under the library `dig @outside-dns` gets its answer through sockd
+//! (UDP ASSOCIATE, issue 8; the UDP suite is udp.rs).
 //!
 //! Not here: connections by address (programs.rs, firewall.rs), socks.conf rules by address
 //! (rules.rs).
@@ -679,26 +681,55 @@ for url in ("http://intranet.corp.example/corp", "http://{WWW}/outside"):
 }
 
 #[test]
-fn dig_finds_no_name_server_inside() {
-    let Some((lab, leaks, outside, _sockd)) = names_lab("names-dig") else { return };
+fn dig_reaches_the_outside_name_server_only_through_sockd() {
+    let Some((lab, leaks, outside, sockd)) = names_lab("names-dig") else { return };
     let dig = paths::require("dig", "dnsutils");
-    // dig speaks DNS itself (no getaddrinfo): to the workstation's resolver, which answers
-    // nothing, and to the outside name server, which the workstation cannot reach.
-    for server in [None, Some(format!("@{OUTSIDE_ADDR}"))] {
-        let mut args = vec!["+short".to_owned(), "+time=1".to_owned(), "+tries=1".to_owned()];
-        args.extend(server.clone());
+    let dig_args = |server: Option<String>| {
+        let mut args = vec!["+short".to_owned(), "+time=2".to_owned(), "+tries=1".to_owned()];
+        args.extend(server);
         args.push(WWW.to_owned());
-        let ran = under_library(lab.client(&dig)).args(args).run();
-        assert!(
-            !ran.success()
-                && !ran.stdout_text().lines().any(|l| l.trim().parse::<IpAddr>().is_ok()),
-            "dig {server:?} must get no answer from inside\n{}",
-            ran.describe()
-        );
-    }
-    assert!(outside.all_queries().is_empty(), "no query may reach the outside DNS");
-    // What the leak check saw: only the query to the dead resolver (the one to the outside
-    // server never left: no route).
+        args
+    };
+    let answered =
+        |ran: &Ran| ran.stdout_text().lines().any(|l| l.trim().parse::<IpAddr>().is_ok());
+    // dig speaks DNS itself (no getaddrinfo). The workstation's own resolver (resolv.conf's
+    // 192.0.2.53, on the LAN, so not proxied) answers nothing, with or without the library.
+    let ran = under_library(lab.client(&dig)).args(dig_args(None)).run();
+    assert!(
+        !ran.success() && !answered(&ran),
+        "dig to the workstation's dead resolver must get no answer\n{}",
+        ran.describe()
+    );
+    // Without the library the outside name server is out of reach: no route.
+    let outside_server = Some(format!("@{OUTSIDE_ADDR}"));
+    let ran = lab.client(&dig).args(dig_args(outside_server.clone())).run();
+    assert!(
+        !ran.success() && !answered(&ran),
+        "plain dig must not reach the outside name server from inside\n{}",
+        ran.describe()
+    );
+    assert!(outside.all_queries().is_empty(), "no query may reach the outside DNS directly");
+    // Under the library, the query goes through sockd (UDP ASSOCIATE) and gets its answer.
+    let ran = under_library(lab.client(&dig)).args(dig_args(outside_server)).run();
+    assert!(
+        ran.success() && ran.stdout_text() == format!("{OUTSIDE_ADDR}\n"),
+        "dig @{OUTSIDE_ADDR} {WWW} under the library must get the answer through sockd\n{}",
+        ran.describe()
+    );
+    let closed = sockd
+        .wait_line(&["closed:", &format!("client={INSIDE_ADDR}:"), "cmd=udp-associate"], STARTUP);
+    assert!(
+        closed.contains(" datagrams-sent=1 ") && closed.contains(" datagrams-received=1 "),
+        "sockd must log one query out and one answer back: {closed}"
+    );
+    let queries = outside.queries_for(WWW);
+    assert_eq!(queries.len(), 1, "the outside DNS must have been asked once: {queries:?}");
+    assert_asked_only_by_firewall(&outside);
+    // What the leak check saw: traffic to sockd (TCP for the association, UDP to its relay)
+    // and the query to the dead resolver; the plain dig to the outside never left (no route).
+    let counts =
+        leaks.assert_only_sockd_and("dig through sockd", &[format!("{DEAD_DNS_ADDR} . udp . 53")]);
+    assert!(counts.udp_to_sockd > 0, "dig's query must have gone to sockd's relay: {counts:?}");
     let (v4, v6) = leaks.leaked_destinations();
     assert_eq!(
         (v4, v6),

@@ -1,0 +1,281 @@
+//! UDP through a SOCKS5 server (RFC 1928 section 7), for the program's own UDP socket: the
+//! first datagram to a destination socks.conf sends through a server sets up a UDP ASSOCIATE
+//! over a TCP control connection the library owns (the program cannot close it by accident);
+//! datagrams then go to the server's relay with the SOCKS5 UDP header, and datagrams from the
+//! relay have it stripped and report their real source. Datagrams to and from anywhere else on
+//! the same socket pass untouched, so poll/select/epoll on the socket work as before.
+//!
+//! Not here: the C structures (see `udp_hooks`).
+
+use std::net::SocketAddr;
+
+use libc::c_int;
+use socks_proto::udp::{decode_datagram, encode_header, UdpHeader};
+use socks_proto::TargetAddr;
+
+use crate::config::{self, Server, Settings};
+use crate::fakemap::NAME_MAX;
+use crate::fdtable::{self, Entry, Kind};
+use crate::log::{log, Level};
+use crate::names;
+use crate::proxy::{self, Command};
+use crate::real;
+use crate::route::{route, route_name, Route};
+use crate::sockaddr::{canonical, for_family, RawAddr};
+
+/// Largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
+pub const UDP_PAYLOAD_MAX: usize = 65_507;
+/// Longest SOCKS5 UDP header (a 255-byte name).
+pub const HEADER_MAX: usize = 3 + 1 + 1 + 255 + 2;
+
+/// What to do with an outgoing datagram.
+#[derive(Debug)]
+pub enum Send {
+    /// Not ours: the real call.
+    PassThrough,
+    /// Send `header` then the payload to `relay`.
+    Relay { relay: RawAddr, header: Vec<u8> },
+    /// Refuse with this errno.
+    Fail(c_int),
+}
+
+/// Whether `fd` is a UDP socket.
+pub fn is_udp(fd: c_int) -> bool {
+    real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_DGRAM)
+}
+
+/// The destination as the server should see it, and its route.
+fn target_of(settings: &Settings, dst: SocketAddr) -> Result<(TargetAddr, Route<'_>), c_int> {
+    let dst = canonical(dst);
+    if !names::is_fake(settings, dst.ip()) {
+        return Ok((TargetAddr::Ip(dst), route(settings, dst)));
+    }
+    let mut buf = [0u8; NAME_MAX];
+    match names::name_of(settings, dst.ip(), &mut buf) {
+        Some(name) => {
+            let route = route_name(settings, name, dst);
+            Ok((TargetAddr::Domain(name.to_string(), dst.port()), route))
+        }
+        None => Err(libc::EHOSTUNREACH),
+    }
+}
+
+/// Plans a datagram of `len` bytes from `fd` to `dst` (as the program named it).
+pub fn plan_send(fd: c_int, dst: &RawAddr, len: usize) -> Send {
+    let Some(addr) = dst.socket_addr() else { return Send::PassThrough };
+    if !is_udp(fd) {
+        return Send::PassThrough;
+    }
+    let settings = config::settings();
+    let (target, route) = match target_of(settings, addr) {
+        Ok(found) => found,
+        Err(errno) => return Send::Fail(errno),
+    };
+    match route {
+        Route::Direct if matches!(target, TargetAddr::Domain(..)) => Send::Fail(libc::EHOSTUNREACH),
+        Route::Direct => Send::PassThrough,
+        Route::Deny | Route::Broken => {
+            log!(Level::Info, "udp {target}: refused by socks.conf");
+            Send::Fail(libc::EACCES)
+        }
+        Route::Proxy(servers) => {
+            let relay = match association(fd, servers, settings) {
+                Ok(relay) => relay,
+                Err(errno) => return Send::Fail(errno),
+            };
+            if matches!(target, TargetAddr::Domain(..)) {
+                remember_fake_destination(fd, dst);
+            }
+            match header_for(&target, len) {
+                Ok(header) => Send::Relay { relay, header },
+                Err(errno) => Send::Fail(errno),
+            }
+        }
+    }
+}
+
+/// The header for a datagram of `len` bytes to `target`; EMSGSIZE when the two no longer fit
+/// in one UDP datagram, as the kernel would say.
+fn header_for(target: &TargetAddr, len: usize) -> Result<Vec<u8>, c_int> {
+    let mut header = Vec::with_capacity(HEADER_MAX);
+    encode_header(&UdpHeader { frag: 0, addr: target.clone() }, &mut header)
+        .map_err(|_| libc::EINVAL)?;
+    if header.len() + len > UDP_PAYLOAD_MAX {
+        return Err(libc::EMSGSIZE);
+    }
+    Ok(header)
+}
+
+/// Remembers the fake (name) address the program sent to, so replies can be reported as coming
+/// from it.
+fn remember_fake_destination(fd: c_int, dst: &RawAddr) {
+    if let Some(entry) = fdtable::get(fd) {
+        if entry.kind == Kind::Udp {
+            fdtable::set(fd, &Entry { first: *dst, ..entry });
+        }
+    }
+}
+
+/// For `send`/`write` on a UDP socket the program connected to a proxied peer: the relay and
+/// the header. `None`: not such a socket.
+pub fn plan_connected_send(fd: c_int, len: usize) -> Option<Result<Vec<u8>, c_int>> {
+    let entry = fdtable::get(fd)?;
+    if entry.kind != Kind::UdpConnected {
+        return None;
+    }
+    let peer = entry.first.socket_addr()?;
+    let settings = config::settings();
+    Some(target_of(settings, peer).and_then(|(target, _)| header_for(&target, len)))
+}
+
+/// The relay address of `fd`'s association, setting one up through `servers` if needed.
+fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<RawAddr, c_int> {
+    if let Some(entry) = fdtable::get(fd) {
+        if matches!(entry.kind, Kind::Udp | Kind::UdpConnected) && fdtable::control(fd).is_some() {
+            return Ok(entry.server);
+        }
+    }
+    let family =
+        real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(real::errno)?;
+    let socks5: Vec<&Server> = servers
+        .iter()
+        .filter(|s| s.version == socks_proto::client::ClientVersion::Socks5)
+        .collect();
+    let Some(server) = socks5.first() else {
+        log!(Level::Error, "udp: no SOCKS5 server for UDP (SOCKS4 has no UDP)");
+        return Err(libc::ENETUNREACH);
+    };
+    let server_family = match server.addrs.first() {
+        Some(SocketAddr::V6(_)) => libc::AF_INET6,
+        _ => libc::AF_INET,
+    };
+    let control = real::new_socket(server_family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
+    if control < 0 {
+        return Err(real::errno());
+    }
+    let zeros = TargetAddr::unspecified();
+    let granted = match proxy::request_through(
+        control,
+        Command::UdpAssociate,
+        &zeros,
+        std::slice::from_ref(*server),
+        settings.timeout,
+    ) {
+        Ok(granted) => granted,
+        Err(errno) => {
+            real::close_fd(control);
+            return Err(errno);
+        }
+    };
+    let Some(relay) = for_family(granted.bound, family) else {
+        real::close_fd(control);
+        log!(Level::Error, "udp: relay {} cannot be reached from this socket", granted.bound);
+        return Err(libc::EAFNOSUPPORT);
+    };
+    // Out of the way of the program's own descriptor numbers when the limit allows.
+    let control = match real::fcntl_int(control, libc::F_DUPFD_CLOEXEC, 512) {
+        moved if moved >= 0 => {
+            real::close_fd(control);
+            moved
+        }
+        _ => control,
+    };
+    let server = granted.server.socket_addr().map_or_else(String::new, |a| a.to_string());
+    log!(Level::Info, "udp: association through {server}, relay at {relay}");
+    let relay = RawAddr::from_socket_addr(relay);
+    let first = RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 };
+    fdtable::set(fd, &Entry { kind: Kind::Udp, first, server: relay });
+    fdtable::set_control(fd, control);
+    Ok(relay)
+}
+
+/// connect(2) on a UDP socket: a proxied peer means the socket is really connected to the relay.
+pub fn connect(fd: c_int, dst: &RawAddr) -> crate::intercept::Outcome {
+    use crate::intercept::Outcome;
+    let Some(addr) = dst.socket_addr() else { return Outcome::PassThrough };
+    let settings = config::settings();
+    let (target, route) = match target_of(settings, addr) {
+        Ok(found) => found,
+        Err(errno) => return Outcome::Fail(errno),
+    };
+    match route {
+        Route::Direct if matches!(target, TargetAddr::Domain(..)) => {
+            Outcome::Fail(libc::EHOSTUNREACH)
+        }
+        Route::Direct => {
+            if let Some(entry) = fdtable::get(fd) {
+                if entry.kind == Kind::UdpConnected {
+                    fdtable::set(fd, &Entry { kind: Kind::Udp, ..entry });
+                }
+            }
+            Outcome::PassThrough
+        }
+        Route::Deny | Route::Broken => Outcome::Fail(libc::ECONNREFUSED),
+        Route::Proxy(servers) => {
+            let relay = match association(fd, servers, settings) {
+                Ok(relay) => relay,
+                Err(errno) => return Outcome::Fail(errno),
+            };
+            if real::connect_to(fd, &relay) != 0 {
+                return Outcome::Fail(real::errno());
+            }
+            fdtable::set(fd, &Entry { kind: Kind::UdpConnected, first: *dst, server: relay });
+            Outcome::Done
+        }
+    }
+}
+
+/// A received datagram on `fd` from `from`: `Some((header length, reported source))` when it
+/// came from the relay (strip the header, report that source), `None` when it is not ours.
+/// A datagram from the relay that cannot be parsed is reported as `Some((len, from))` with the
+/// header length equal to the whole datagram, so the caller drops it.
+pub fn unwrap_received(fd: c_int, datagram: &[u8], from: &RawAddr) -> Option<(usize, RawAddr)> {
+    let entry = fdtable::get(fd)?;
+    if !matches!(entry.kind, Kind::Udp | Kind::UdpConnected) {
+        return None;
+    }
+    let relay = entry.server.socket_addr().map(canonical);
+    if from.socket_addr().map(canonical) != relay {
+        return None;
+    }
+    let family =
+        real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).unwrap_or(libc::AF_INET);
+    let Ok((header, payload)) = decode_datagram(datagram) else {
+        return Some((datagram.len(), *from));
+    };
+    let header_len = datagram.len() - payload.len();
+    let source = match header.addr {
+        TargetAddr::Ip(sa) => sa,
+        TargetAddr::Domain(..) => return Some((datagram.len(), *from)),
+    };
+    // The program sent to a name's fake address: report the reply as coming from it.
+    let reported = match entry.kind {
+        Kind::UdpConnected => entry.first,
+        _ => match entry.first.socket_addr() {
+            Some(fake) if entry.first.len > 0 && fake.port() == source.port() => entry.first,
+            _ => RawAddr::from_socket_addr(for_family(source, family).unwrap_or(source)),
+        },
+    };
+    Some((header_len, reported))
+}
+
+/// The program closes UDP socket `fd`: its control connection goes too.
+pub fn closing(fd: c_int) {
+    if let Some(control) = fdtable::take_control(fd) {
+        real::close_fd(control);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_and_sizes() {
+        let target = TargetAddr::Ip("192.0.2.53:53".parse().expect("literal"));
+        let header = header_for(&target, 100).expect("fits");
+        assert_eq!(header, [0, 0, 0, 1, 192, 0, 2, 53, 0, 53]);
+        assert_eq!(header_for(&target, UDP_PAYLOAD_MAX - 10), Ok(header.clone()));
+        assert_eq!(header_for(&target, UDP_PAYLOAD_MAX - 9), Err(libc::EMSGSIZE));
+    }
+}

@@ -1,0 +1,559 @@
+//! The exported datagram entry points: sendto, sendmsg, sendmmsg, recvfrom, recvmsg, recvmmsg,
+//! and send, recv, write, read for UDP sockets connected to a proxied peer. Each passes straight
+//! through unless `udp` says the datagram goes through (or came from) a SOCKS5 relay; then the
+//! header is added with a gathering write (no copy of the payload) or stripped from a received
+//! datagram before it reaches the program's buffers.
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::null_mut;
+
+use libc::{c_int, c_uint, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+use crate::fdtable::{self, Kind};
+use crate::guard::Guard;
+use crate::real;
+use crate::sockaddr::RawAddr;
+use crate::udp::{self, Send, HEADER_MAX};
+
+/// Whether `fd` carries an association (the only sockets whose reads need a look).
+fn associated(fd: c_int) -> bool {
+    fdtable::get(fd).is_some_and(|e| matches!(e.kind, Kind::Udp | Kind::UdpConnected))
+}
+
+fn fail(errno: c_int) -> ssize_t {
+    real::set_errno(errno);
+    -1
+}
+
+/// Sends `header` followed by the caller's `parts` in one datagram, to `to` when given.
+///
+/// # Safety
+/// `parts` must describe readable memory.
+unsafe fn send_with_header(
+    fd: c_int,
+    header: &[u8],
+    parts: &[iovec],
+    flags: c_int,
+    to: Option<&RawAddr>,
+) -> ssize_t {
+    let mut iov = Vec::with_capacity(parts.len() + 1);
+    iov.push(iovec { iov_base: header.as_ptr() as *mut c_void, iov_len: header.len() });
+    iov.extend_from_slice(parts);
+    // SAFETY: zeroed msghdr is the documented starting point.
+    let mut msg: msghdr = unsafe { std::mem::zeroed() };
+    if let Some(to) = to {
+        msg.msg_name = to.bytes.as_ptr() as *mut c_void;
+        msg.msg_namelen = to.len as socklen_t;
+    }
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len();
+    // SAFETY: every pointer in `msg` is valid for the call (ours or the caller's).
+    let sent = unsafe { real::sendmsg(fd, &msg, flags) };
+    if sent < 0 {
+        sent
+    } else {
+        (sent - header.len() as ssize_t).max(0)
+    }
+}
+
+/// The total length of an iovec array.
+///
+/// # Safety
+/// `iov` must point to `count` iovecs (or be null with count 0).
+unsafe fn iov_parts<'a>(iov: *const iovec, count: usize) -> &'a [iovec] {
+    if iov.is_null() || count == 0 {
+        &[]
+    } else {
+        // SAFETY: the caller guarantees `count` iovecs.
+        unsafe { std::slice::from_raw_parts(iov, count) }
+    }
+}
+
+fn total(parts: &[iovec]) -> usize {
+    parts.iter().map(|p| p.iov_len).sum()
+}
+
+/// One outgoing datagram: to `dst` if given, else to the connected peer.
+///
+/// # Safety
+/// As sendmsg(2) for `parts` and `dst`.
+unsafe fn send_datagram(
+    fd: c_int,
+    parts: &[iovec],
+    flags: c_int,
+    dst: Option<RawAddr>,
+) -> Option<ssize_t> {
+    let len = total(parts);
+    let plan = catch_unwind(AssertUnwindSafe(|| match &dst {
+        Some(dst) => udp::plan_send(fd, dst, len),
+        None => match udp::plan_connected_send(fd, len) {
+            Some(Ok(header)) => Send::Relay {
+                relay: RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 },
+                header,
+            },
+            Some(Err(errno)) => Send::Fail(errno),
+            None => Send::PassThrough,
+        },
+    }))
+    .unwrap_or(Send::Fail(libc::EIO));
+    match plan {
+        Send::PassThrough => None,
+        Send::Fail(errno) => Some(fail(errno)),
+        // A connected socket is connected to the relay already: no address.
+        Send::Relay { relay, header } => {
+            let to = (relay.len > 0).then_some(&relay);
+            // SAFETY: as the caller guarantees.
+            Some(unsafe { send_with_header(fd, &header, parts, flags, to) })
+        }
+    }
+}
+
+/// sendto(2).
+///
+/// # Safety
+/// As sendto(2).
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::sendto(fd, buf, len, flags, addr, addrlen) };
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let dst = if addr.is_null() {
+        None
+    } else {
+        // SAFETY: the caller guarantees `addrlen` readable bytes at `addr`.
+        match unsafe { RawAddr::from_ptr(addr, addrlen) } {
+            Some(dst) => Some(dst),
+            None => return real_call(),
+        }
+    };
+    if dst.is_none() && fdtable::get(fd).is_none() {
+        return real_call();
+    }
+    let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    // SAFETY: `buf` holds `len` readable bytes.
+    unsafe { send_datagram(fd, &part, flags, dst) }.unwrap_or_else(real_call)
+}
+
+/// send(2).
+///
+/// # Safety
+/// As send(2).
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::send(fd, buf, len, flags) };
+    if fdtable::get(fd).map(|e| e.kind) != Some(Kind::UdpConnected) {
+        return real_call();
+    }
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    // SAFETY: `buf` holds `len` readable bytes.
+    unsafe { send_datagram(fd, &part, flags, None) }.unwrap_or_else(real_call)
+}
+
+/// write(2): a datagram when `fd` is a UDP socket connected to a proxied peer.
+///
+/// # Safety
+/// As write(2).
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::write(fd, buf, len) };
+    if fdtable::get(fd).map(|e| e.kind) != Some(Kind::UdpConnected) {
+        return real_call();
+    }
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    // SAFETY: `buf` holds `len` readable bytes.
+    unsafe { send_datagram(fd, &part, 0, None) }.unwrap_or_else(real_call)
+}
+
+/// sendmsg(2).
+///
+/// # Safety
+/// As sendmsg(2).
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::sendmsg(fd, msg, flags) };
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    // SAFETY: the caller passes a valid msghdr.
+    let Some(m) = (unsafe { msg.as_ref() }) else { return real_call() };
+    // Control data (ancillary messages) cannot be forwarded through a relay header path; such
+    // messages go as they are.
+    if !m.msg_control.is_null() && m.msg_controllen > 0 {
+        return real_call();
+    }
+    let dst = if m.msg_name.is_null() {
+        None
+    } else {
+        // SAFETY: msg_name holds msg_namelen bytes.
+        match unsafe { RawAddr::from_ptr(m.msg_name.cast(), m.msg_namelen) } {
+            Some(dst) => Some(dst),
+            None => return real_call(),
+        }
+    };
+    if dst.is_none() && fdtable::get(fd).is_none() {
+        return real_call();
+    }
+    // SAFETY: msg_iov holds msg_iovlen iovecs.
+    let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
+    // SAFETY: as the caller guarantees.
+    unsafe { send_datagram(fd, parts, flags, dst) }.unwrap_or_else(real_call)
+}
+
+/// sendmmsg(2): each message as sendmsg would send it.
+///
+/// # Safety
+/// As sendmmsg(2).
+#[no_mangle]
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    msgs: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+) -> c_int {
+    if msgs.is_null() || vlen == 0 || !udp::is_udp(fd) {
+        // SAFETY: forwarded unchanged.
+        return unsafe { real::sendmmsg(fd, msgs, vlen, flags) };
+    }
+    let mut sent = 0;
+    for i in 0..vlen as usize {
+        // SAFETY: the caller passes `vlen` messages.
+        let entry = unsafe { &mut *msgs.add(i) };
+        // SAFETY: our sendmsg under the caller's guarantees for this message.
+        let n = unsafe { sendmsg(fd, &entry.msg_hdr, flags) };
+        if n < 0 {
+            return if sent == 0 { -1 } else { sent };
+        }
+        entry.msg_len = n as c_uint;
+        sent += 1;
+    }
+    sent
+}
+
+/// One received datagram with the relay's header stripped, into the caller's `parts`; the
+/// source to report in `name`. `None`: not an associated socket.
+///
+/// # Safety
+/// `parts` must describe writable memory; `name`/`namelen` as recvfrom(2); `control` as
+/// recvmsg(2)'s msg_control.
+unsafe fn receive_datagram(
+    fd: c_int,
+    parts: &[iovec],
+    flags: c_int,
+    name: *mut sockaddr,
+    namelen: *mut socklen_t,
+    control: Option<(&mut *mut c_void, &mut size_t)>,
+    msg_flags: Option<&mut c_int>,
+) -> Option<ssize_t> {
+    if !associated(fd) {
+        return None;
+    }
+    let room = total(parts);
+    let mut temp = vec![0u8; room.min(65_536) + HEADER_MAX];
+    let mut control = control;
+    loop {
+        let mut from = [0u8; std::mem::size_of::<libc::sockaddr_storage>()];
+        let mut iov = iovec { iov_base: temp.as_mut_ptr().cast(), iov_len: temp.len() };
+        // SAFETY: zeroed msghdr is the documented starting point.
+        let mut msg: msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = from.as_mut_ptr().cast();
+        msg.msg_namelen = from.len() as socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if let Some((buf, len)) = control.as_mut() {
+            msg.msg_control = **buf;
+            msg.msg_controllen = **len;
+        }
+        // SAFETY: every pointer in `msg` is valid (ours or the caller's control buffer).
+        let n = unsafe { real::recvmsg(fd, &mut msg, flags) };
+        if n < 0 {
+            return Some(n);
+        }
+        let got = (n as usize).min(temp.len());
+        // SAFETY: the kernel wrote msg_namelen bytes of address.
+        let source = unsafe { RawAddr::from_ptr(from.as_ptr().cast(), msg.msg_namelen) };
+        let unwrapped = source.and_then(|s| {
+            catch_unwind(AssertUnwindSafe(|| udp::unwrap_received(fd, &temp[..got], &s)))
+                .ok()
+                .flatten()
+        });
+        let (skip, reported) = match unwrapped {
+            // Not from the relay: the datagram as it came.
+            None => (0, source),
+            // From the relay but unreadable: drop it (consuming it if we only peeked).
+            Some((skip, _)) if skip >= got => {
+                if flags & libc::MSG_PEEK != 0 {
+                    // SAFETY: a plain read of the same datagram into our buffer.
+                    unsafe {
+                        real::recv(
+                            fd,
+                            temp.as_mut_ptr().cast(),
+                            temp.len(),
+                            flags & !libc::MSG_PEEK,
+                        )
+                    };
+                }
+                continue;
+            }
+            Some((skip, reported)) => (skip, Some(reported)),
+        };
+        let payload = &temp[skip..got];
+        let mut copied = 0;
+        for part in parts {
+            if copied == payload.len() {
+                break;
+            }
+            let take = part.iov_len.min(payload.len() - copied);
+            // SAFETY: the caller's part is writable for iov_len bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    payload[copied..].as_ptr(),
+                    part.iov_base.cast::<u8>(),
+                    take,
+                )
+            };
+            copied += take;
+        }
+        let full = (n as usize).saturating_sub(skip);
+        if let Some(out) = msg_flags {
+            *out = msg.msg_flags | if full > copied { libc::MSG_TRUNC } else { 0 };
+        }
+        if let Some((_, len)) = control {
+            *len = msg.msg_controllen;
+        }
+        match (reported, name.is_null() || namelen.is_null()) {
+            // SAFETY: the caller's name buffer holds *namelen bytes.
+            (Some(reported), false) => unsafe { reported.write_to(name, namelen) },
+            (None, false) => {
+                // A non-IP source (not ours): copy it as the kernel gave it.
+                // SAFETY: both buffers hold at least the copied length.
+                unsafe {
+                    let n = (msg.msg_namelen as usize).min(*namelen as usize);
+                    std::ptr::copy_nonoverlapping(from.as_ptr(), name.cast::<u8>(), n);
+                    *namelen = msg.msg_namelen;
+                }
+            }
+            _ => {}
+        }
+        let result = if flags & libc::MSG_TRUNC != 0 { full } else { copied };
+        return Some(result as ssize_t);
+    }
+}
+
+/// recvfrom(2).
+///
+/// # Safety
+/// As recvfrom(2).
+#[no_mangle]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::recvfrom(fd, buf, len, flags, addr, addrlen) };
+    if !associated(fd) {
+        return real_call();
+    }
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let part = [iovec { iov_base: buf, iov_len: len }];
+    // SAFETY: as the caller guarantees.
+    unsafe { receive_datagram(fd, &part, flags, addr, addrlen, None, None) }
+        .unwrap_or_else(real_call)
+}
+
+/// recv(2).
+///
+/// # Safety
+/// As recv(2).
+#[no_mangle]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::recv(fd, buf, len, flags) };
+    if !associated(fd) {
+        return real_call();
+    }
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let part = [iovec { iov_base: buf, iov_len: len }];
+    // SAFETY: as the caller guarantees.
+    unsafe { receive_datagram(fd, &part, flags, null_mut(), null_mut(), None, None) }
+        .unwrap_or_else(real_call)
+}
+
+/// read(2): a datagram without its relay header when `fd` is an associated UDP socket.
+///
+/// # Safety
+/// As read(2).
+#[no_mangle]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::read(fd, buf, len) };
+    if !associated(fd) {
+        return real_call();
+    }
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let part = [iovec { iov_base: buf, iov_len: len }];
+    // SAFETY: as the caller guarantees.
+    unsafe { receive_datagram(fd, &part, 0, null_mut(), null_mut(), None, None) }
+        .unwrap_or_else(real_call)
+}
+
+/// recvmsg(2).
+///
+/// # Safety
+/// As recvmsg(2).
+#[no_mangle]
+pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    if msg.is_null() || !associated(fd) {
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        return unsafe { real::recvmsg(fd, msg, flags) };
+    }
+    let Some(_guard) = Guard::enter() else {
+        // SAFETY: as above.
+        return unsafe { real::recvmsg(fd, msg, flags) };
+    };
+    // SAFETY: the caller passes a valid msghdr.
+    let m = unsafe { &mut *msg };
+    // SAFETY: msg_iov holds msg_iovlen iovecs.
+    let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
+    let mut namelen = m.msg_namelen;
+    let name = m.msg_name.cast::<sockaddr>();
+    let mut control_len = m.msg_controllen;
+    let control = (!m.msg_control.is_null()).then_some((&mut m.msg_control, &mut control_len));
+    let mut out_flags = 0;
+    // SAFETY: as the caller guarantees.
+    let result = unsafe {
+        receive_datagram(
+            fd,
+            parts,
+            flags,
+            name,
+            if name.is_null() { null_mut() } else { &mut namelen },
+            control,
+            Some(&mut out_flags),
+        )
+    };
+    match result {
+        Some(n) => {
+            if n >= 0 {
+                m.msg_namelen = namelen;
+                m.msg_controllen = control_len;
+                m.msg_flags = out_flags;
+            }
+            n
+        }
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        None => unsafe { real::recvmsg(fd, msg, flags) },
+    }
+}
+
+/// recvmmsg(2): each message as recvmsg would receive it (the first may wait, the rest do not).
+///
+/// # Safety
+/// As recvmmsg(2).
+#[no_mangle]
+pub unsafe extern "C" fn recvmmsg(
+    fd: c_int,
+    msgs: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
+    if msgs.is_null() || vlen == 0 || !associated(fd) {
+        // SAFETY: forwarded unchanged.
+        return unsafe { real::recvmmsg(fd, msgs, vlen, flags, timeout) };
+    }
+    let mut received = 0;
+    for i in 0..vlen as usize {
+        let these = if i == 0 { flags } else { flags | libc::MSG_DONTWAIT } & !libc::MSG_WAITFORONE;
+        // SAFETY: the caller passes `vlen` messages.
+        let entry = unsafe { &mut *msgs.add(i) };
+        // SAFETY: our recvmsg under the caller's guarantees for this message.
+        let n = unsafe { recvmsg(fd, &mut entry.msg_hdr, these) };
+        if n < 0 {
+            return if received == 0 { -1 } else { received };
+        }
+        entry.msg_len = n as c_uint;
+        received += 1;
+    }
+    received
+}
+
+/// syscall(2): libuv (node, dig) sends and receives datagrams with raw `syscall(SYS_sendmmsg…)`
+/// rather than the libc wrappers, so the socket system calls that carry datagrams or connect
+/// sockets are handed to the hooks above; every other number goes straight to libc.
+///
+/// Declared with six fixed arguments: on x86_64 and aarch64 Linux, variadic integer arguments
+/// travel exactly like fixed ones, and surplus arguments are ignored by the kernel.
+///
+/// # Safety
+/// As syscall(2) for the given number.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[no_mangle]
+pub unsafe extern "C" fn syscall(
+    number: libc::c_long,
+    a1: libc::c_long,
+    a2: libc::c_long,
+    a3: libc::c_long,
+    a4: libc::c_long,
+    a5: libc::c_long,
+    a6: libc::c_long,
+) -> libc::c_long {
+    // SAFETY (every arm): the caller passes this system call's arguments, which the matching
+    // hook takes with their C types.
+    unsafe {
+        match number {
+            libc::SYS_sendmmsg => {
+                sendmmsg(a1 as c_int, a2 as *mut mmsghdr, a3 as c_uint, a4 as c_int) as libc::c_long
+            }
+            libc::SYS_recvmmsg => recvmmsg(
+                a1 as c_int,
+                a2 as *mut mmsghdr,
+                a3 as c_uint,
+                a4 as c_int,
+                a5 as *mut libc::timespec,
+            ) as libc::c_long,
+            libc::SYS_sendmsg => {
+                sendmsg(a1 as c_int, a2 as *const msghdr, a3 as c_int) as libc::c_long
+            }
+            libc::SYS_recvmsg => {
+                recvmsg(a1 as c_int, a2 as *mut msghdr, a3 as c_int) as libc::c_long
+            }
+            libc::SYS_sendto => sendto(
+                a1 as c_int,
+                a2 as *const c_void,
+                a3 as size_t,
+                a4 as c_int,
+                a5 as *const sockaddr,
+                a6 as socklen_t,
+            ) as libc::c_long,
+            libc::SYS_recvfrom => recvfrom(
+                a1 as c_int,
+                a2 as *mut c_void,
+                a3 as size_t,
+                a4 as c_int,
+                a5 as *mut sockaddr,
+                a6 as *mut socklen_t,
+            ) as libc::c_long,
+            libc::SYS_connect => {
+                crate::hooks::connect(a1 as c_int, a2 as *const sockaddr, a3 as socklen_t)
+                    as libc::c_long
+            }
+            _ => real::syscall(number, a1, a2, a3, a4, a5, a6),
+        }
+    }
+}
