@@ -196,6 +196,15 @@ pub fn take_control(fd: i32) -> Option<i32> {
     Some(control)
 }
 
+/// The UDP socket whose control connection is `control`, if any.
+pub fn owner_of(control: i32) -> Option<i32> {
+    let end = usize::try_from(HIGH_WATER.load(Ordering::Relaxed)).unwrap_or(0).min(TABLE_SIZE);
+    CONTROL[..end]
+        .iter()
+        .position(|slot| slot.load(Ordering::Acquire) == control + 1)
+        .map(|i| i as i32)
+}
+
 /// Whether the library owns descriptor `fd` (the program must not close it).
 pub fn is_owned(fd: i32) -> bool {
     let Ok(index) = usize::try_from(fd) else { return false };
@@ -304,6 +313,24 @@ mod tests {
         assert!(get(201).is_some());
         clear_range(0, u32::MAX);
         assert_eq!(get(201), None);
+    }
+
+    #[test]
+    fn control_connections_are_owned() {
+        let e = entry(Kind::Udp, "192.0.2.1:53", "10.0.0.1:4000");
+        set(300, &e);
+        set_control(300, 700);
+        assert_eq!(control(300), Some(700));
+        assert!(is_owned(700));
+        assert_eq!(owner_of(700), Some(300));
+        let mut found = [0; 4];
+        assert_eq!(owned_in_range(600, 800, &mut found), 1);
+        assert_eq!(found[0], 700);
+        assert_eq!(owned_in_range(701, 800, &mut found), 0);
+        assert_eq!(take_control(300), Some(700));
+        assert!(!is_owned(700));
+        assert_eq!(control(300), None);
+        clear(300);
     }
 
     #[test]

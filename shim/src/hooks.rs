@@ -153,6 +153,9 @@ pub unsafe extern "C" fn dup(old: c_int) -> c_int {
 /// As dup2(2).
 #[no_mangle]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if old != new {
+        udp::before_replacing(new);
+    }
     // SAFETY: forwarded unchanged.
     let rc = unsafe { real::dup2(old, new) };
     if rc >= 0 && old != new {
@@ -167,6 +170,9 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// As dup3(2).
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    if old != new {
+        udp::before_replacing(new);
+    }
     // SAFETY: forwarded unchanged.
     let rc = unsafe { real::dup3(old, new, flags) };
     if rc >= 0 {

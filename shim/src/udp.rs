@@ -259,6 +259,24 @@ pub fn unwrap_received(fd: c_int, datagram: &[u8], from: &RawAddr) -> Option<(us
     Some((header_len, reported))
 }
 
+/// The program is about to put another descriptor at number `fd` (dup2, dup3). If `fd` is one
+/// of the library's control connections, it moves out of the way first; if it is a UDP socket
+/// with an association, the association ends with it.
+pub fn before_replacing(fd: c_int) {
+    if !fdtable::is_owned(fd) {
+        closing(fd);
+        return;
+    }
+    if let Some(owner) = fdtable::owner_of(fd) {
+        let moved = real::fcntl_int(fd, libc::F_DUPFD_CLOEXEC, fd + 1);
+        if moved >= 0 {
+            // The old number is closed by the program's dup2 itself.
+            fdtable::take_control(owner);
+            fdtable::set_control(owner, moved);
+        }
+    }
+}
+
 /// The program closes UDP socket `fd`: its control connection goes too.
 pub fn closing(fd: c_int) {
     if let Some(control) = fdtable::take_control(fd) {
