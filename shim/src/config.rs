@@ -173,6 +173,11 @@ impl Lookup for LibcLookup {
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
+/// Whether the settings have been read already (without reading them).
+pub fn loaded() -> bool {
+    SETTINGS.get().is_some()
+}
+
 /// The settings, read on first use.
 pub fn settings() -> &'static Settings {
     SETTINGS.get_or_init(|| {

@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{c_int, c_uint, sockaddr, socklen_t};
 
+use crate::config;
 use crate::fdtable;
 use crate::guard::Guard;
 use crate::intercept::{self, Outcome};
@@ -25,7 +26,7 @@ fn shielded(errno_on_panic: c_int, f: impl FnOnce() -> Outcome) -> Outcome {
 /// As connect(2): `addr` must point to `len` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let Some(_guard) = Guard::enter() else {
+    let Some(_guard) = Guard::enter_connect(config::loaded()) else {
         // SAFETY: forwarded unchanged under the caller's guarantees.
         return unsafe { real::connect(fd, addr, len) };
     };
@@ -303,4 +304,37 @@ pub unsafe extern "C" fn accept4(
         // SAFETY: as above.
         None => unsafe { real::accept4(fd, addr, len, flags) },
     }
+}
+
+/// fcntl(2): a copy made with F_DUPFD or F_DUPFD_CLOEXEC describes the same proxied connection.
+///
+/// Declared with one pointer-sized argument: on x86_64 and aarch64 Linux a variadic integer or
+/// pointer argument travels exactly like a fixed one.
+///
+/// # Safety
+/// As fcntl(2).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int {
+    // SAFETY: forwarded unchanged.
+    let rc = unsafe { real::fcntl_raw(fd, cmd, arg) };
+    if rc >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
+        fdtable::copy(fd, rc);
+    }
+    rc
+}
+
+/// fcntl64(2), which programs built with 64-bit file offsets call instead of fcntl.
+///
+/// # Safety
+/// As fcntl(2).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int {
+    // SAFETY: forwarded unchanged.
+    let rc = unsafe { real::fcntl64_raw(fd, cmd, arg) };
+    if rc >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
+        fdtable::copy(fd, rc);
+    }
+    rc
 }

@@ -145,6 +145,45 @@ pub unsafe fn freeaddrinfo(res: *mut addrinfo) {
     }
 }
 
+/// Calls libc's fcntl-like function `name` with a pointer-sized argument.
+fn fcntl_like(
+    slot: &AtomicPtr<c_void>,
+    name: &CStr,
+    fd: c_int,
+    cmd: c_int,
+    arg: libc::c_ulong,
+) -> c_int {
+    let f = resolve(slot, name);
+    if f.is_null() {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: fcntl and fcntl64 take (int, int, ...); on the supported targets a variadic
+    // pointer-sized argument is passed like this fixed one.
+    let f: unsafe extern "C" fn(c_int, c_int, libc::c_ulong) -> c_int =
+        unsafe { std::mem::transmute(f) };
+    // SAFETY: the argument is the caller's, as the command requires it.
+    unsafe { f(fd, cmd, arg) }
+}
+
+/// fcntl(2) with any command.
+///
+/// # Safety
+/// `arg` must be what `cmd` expects.
+pub unsafe fn fcntl_raw(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int {
+    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+    fcntl_like(&SLOT, c"fcntl", fd, cmd, arg)
+}
+
+/// fcntl64(2) with any command.
+///
+/// # Safety
+/// `arg` must be what `cmd` expects.
+pub unsafe fn fcntl64_raw(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int {
+    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+    fcntl_like(&SLOT, c"fcntl64", fd, cmd, arg)
+}
+
 /// Looks up a pointer-returning libc function by name (the table above returns integers).
 fn pointer_function(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
     resolve(slot, name)

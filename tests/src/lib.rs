@@ -19,6 +19,10 @@
 //! check counts UDP to sockd's address (the relay port is picked per association) as traffic
 //! to sockd.
 //!
+//! The library loaded system-wide adds [`preload::SystemWide`]: a program run in a private
+//! mount namespace whose `/etc` is an overlay carrying a generated `/etc/ld.so.preload` (and
+//! `socks.conf`), optionally as another user and with file capabilities (secure execution).
+//!
 //! Without root, [`Lab::new`] prints `SKIPPED: <why>` and returns `None`; a missing program is
 //! a failure naming its Debian package ([`paths::require`]). Every wait is bounded. Dropping
 //! the lab kills what it started and deletes the namespaces, also after a panic.
@@ -31,6 +35,7 @@ pub mod leaks;
 pub mod logfile;
 pub mod netns;
 pub mod paths;
+pub mod preload;
 pub mod probe;
 pub mod process;
 pub mod pty;
@@ -49,6 +54,7 @@ pub use netns::{
     Ns, Topology, DEAD_DNS_ADDR, FW_INSIDE_ADDR, FW_OUTSIDE_ADDR, INSIDE_ADDR, OUTSIDE_ADDR,
     SOCKS_PORT,
 };
+pub use preload::SystemWide;
 pub use process::{Client, Daemon, Preload, Ran};
 pub use pty::Step;
 pub use servers::{http_body, pattern, whois_answer, Datagram, Exchange, Server, UdpEcho};

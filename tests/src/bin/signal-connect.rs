@@ -1,0 +1,215 @@
+//! `signal-connect DST SECS`: a test program for the library (run under it by
+//! tests/tests/everywhere.rs) that connects from inside a real, asynchronous signal handler.
+//! A SIGALRM every 2 ms runs a handler (installed without SA_RESTART) that opens a TCP
+//! connection to the echo server `DST` with socket(2)/connect(2) — the library's hook, in signal
+//! context, interrupting whatever the thread was doing, the library's own connect included —
+//! echoes 64 bytes and checks them and getpeername. Meanwhile the main thread and two others
+//! connect in a loop the same way. After SECS seconds it prints one line of counters:
+//! `main=N threads=N handler=N handler_failed=N (while interrupting connect: N) last_errno=E
+//! bad=N` and exits 0 (the test
+//! judges the counters); a deadlock shows as the test's deadline.
+//!
+//! Only async-signal-safe calls are made in the handler (the library is the thing under
+//! test). Python cannot do this: its signal handlers run later, between bytecodes.
+//!
+//! Not here: the assertions (the test).
+
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+static DST: AtomicU64 = AtomicU64::new(0);
+static STOP: AtomicBool = AtomicBool::new(false);
+static HANDLER_BUSY: AtomicBool = AtomicBool::new(false);
+static HANDLER_OK: AtomicU32 = AtomicU32::new(0);
+static HANDLER_FAILED: AtomicU32 = AtomicU32::new(0);
+static LAST_ERRNO: AtomicI32 = AtomicI32::new(0);
+static BAD: AtomicU32 = AtomicU32::new(0);
+/// Handler connections that failed while the thread they interrupted was inside connect(2).
+static FAILED_IN_CONNECT: AtomicU32 = AtomicU32::new(0);
+
+thread_local! {
+    /// Whether this thread is inside connect(2) (const-initialised: safe to read in a handler).
+    static IN_CONNECT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno, always valid.
+    unsafe { *libc::__errno_location() }
+}
+
+fn set_errno(value: i32) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = value };
+}
+
+/// The destination as a sockaddr_in, from the packed atomic (no allocation, signal-safe).
+fn destination() -> libc::sockaddr_in {
+    let packed = DST.load(Ordering::Relaxed);
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: ((packed & 0xffff) as u16).to_be(),
+        sin_addr: libc::in_addr { s_addr: ((packed >> 16) as u32).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+/// One connection, echo and getpeername check with raw calls only: Ok, or Err(errno), or
+/// Err(0) for wrong bytes or a wrong peer.
+fn roundtrip(tag: u8) -> Result<(), i32> {
+    let dst = destination();
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain system calls on a descriptor this function owns; every pointer is to a
+    // local of the stated size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let result = (|| {
+            let addr = (&dst as *const libc::sockaddr_in).cast::<libc::sockaddr>();
+            let outer = IN_CONNECT.with(|c| c.replace(true));
+            let rc = libc::connect(fd, addr, len);
+            IN_CONNECT.with(|c| c.set(outer));
+            let mut rc = rc;
+            while rc != 0 {
+                match errno() {
+                    libc::EINTR => {}
+                    // An interrupted connect goes on in the background: wait for it.
+                    libc::EALREADY | libc::EINPROGRESS => {
+                        let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                        libc::poll(&mut pfd, 1, 10_000);
+                    }
+                    libc::EISCONN => break,
+                    e => return Err(e),
+                }
+                rc = libc::connect(fd, addr, len);
+            }
+            let mut peer: libc::sockaddr_in = std::mem::zeroed();
+            let mut peer_len = len;
+            let rc =
+                libc::getpeername(fd, (&mut peer as *mut libc::sockaddr_in).cast(), &mut peer_len);
+            if rc != 0
+                || peer.sin_port != dst.sin_port
+                || peer.sin_addr.s_addr != dst.sin_addr.s_addr
+            {
+                return Err(0);
+            }
+            let out = [tag; 64];
+            let mut sent = 0;
+            while sent < out.len() {
+                let n = libc::write(fd, out[sent..].as_ptr().cast(), out.len() - sent);
+                if n < 0 && errno() == libc::EINTR {
+                    continue;
+                }
+                if n <= 0 {
+                    return Err(errno());
+                }
+                sent += n as usize;
+            }
+            let mut back = [0u8; 64];
+            let mut got = 0;
+            while got < back.len() {
+                let n = libc::read(fd, back[got..].as_mut_ptr().cast(), back.len() - got);
+                if n < 0 && errno() == libc::EINTR {
+                    continue;
+                }
+                if n <= 0 {
+                    return Err(if n == 0 { 0 } else { errno() });
+                }
+                got += n as usize;
+            }
+            if back != out {
+                return Err(0);
+            }
+            Ok(())
+        })();
+        libc::close(fd);
+        result
+    }
+}
+
+extern "C" fn on_alarm(_signal: libc::c_int) {
+    let saved = errno();
+    let interrupted_connect = IN_CONNECT.with(|c| c.get());
+    if !HANDLER_BUSY.swap(true, Ordering::SeqCst) {
+        match roundtrip(b'h') {
+            Ok(()) => HANDLER_OK.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                LAST_ERRNO.store(e, Ordering::Relaxed);
+                if interrupted_connect {
+                    FAILED_IN_CONNECT.fetch_add(1, Ordering::Relaxed);
+                }
+                HANDLER_FAILED.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        HANDLER_BUSY.store(false, Ordering::SeqCst);
+    }
+    set_errno(saved);
+}
+
+fn worker(tag: u8) -> u32 {
+    let mut done = 0;
+    while !STOP.load(Ordering::Relaxed) {
+        match roundtrip(tag) {
+            Ok(()) => done += 1,
+            Err(_) => {
+                BAD.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    done
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(dst), Some(secs)) = (
+        args.get(1).and_then(|a| a.parse::<SocketAddrV4>().ok()),
+        args.get(2).and_then(|a| a.parse::<f64>().ok()),
+    ) else {
+        eprintln!("usage: signal-connect IPV4:PORT SECONDS");
+        std::process::exit(2);
+    };
+    DST.store((u64::from(u32::from(*dst.ip())) << 16) | u64::from(dst.port()), Ordering::Relaxed);
+    // SAFETY: installs a handler that only touches atomics and makes async-signal-safe calls;
+    // the sigaction struct is fully initialised.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
+        action.sa_flags = 0; // no SA_RESTART: interrupted calls see EINTR
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()), 0);
+    }
+    let threads: Vec<_> = (0..2u8).map(|k| std::thread::spawn(move || worker(b't' + k))).collect();
+    let every = libc::timeval { tv_sec: 0, tv_usec: 2000 };
+    let timer = libc::itimerval { it_interval: every, it_value: every };
+    // SAFETY: a valid itimerval; the old value is not wanted.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut main = 0;
+    while Instant::now() < deadline {
+        match roundtrip(b'm') {
+            Ok(()) => main += 1,
+            Err(_) => {
+                BAD.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let off = libc::itimerval {
+        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+        it_value: libc::timeval { tv_sec: 0, tv_usec: 0 },
+    };
+    // SAFETY: as above.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut()) };
+    STOP.store(true, Ordering::Relaxed);
+    let threads: u32 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+    println!(
+        "main={main} threads={threads} handler={} handler_failed={} (while interrupting connect: \
+         {}) last_errno={} bad={}",
+        HANDLER_OK.load(Ordering::Relaxed),
+        HANDLER_FAILED.load(Ordering::Relaxed),
+        FAILED_IN_CONNECT.load(Ordering::Relaxed),
+        LAST_ERRNO.load(Ordering::Relaxed),
+        BAD.load(Ordering::Relaxed)
+    );
+}
