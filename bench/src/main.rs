@@ -1,0 +1,858 @@
+//! socks-bench: the project's performance benchmark (issue 6). On loopback only, in one run, it
+//! starts our sockd, Dante's danted and microsocks with its own configs, measures relay
+//! throughput, connection rate and latency, memory per idle connection and server CPU time for
+//! each against the direct path, then the preload libraries (libsocks.so, proxychains4,
+//! Dante's libdsocks): start cost and connect cost through one shared sockd. It prints ratios,
+//! since absolute numbers on a shared machine drift. It builds nothing: it runs
+//! target/release/sockd and target/release/libsocks.so.
+//!
+//! `socks-bench [--quick] [--only SECTION[,SECTION]]`, sections: throughput, connrate, memory,
+//! library. `--client-mode` is internal (the library runs re-execute this binary).
+
+mod connrate;
+mod idle;
+mod library;
+mod relay;
+mod report;
+mod servers;
+mod socks5;
+mod sys;
+mod targets;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use report::{median, num, pct, times, Table};
+use servers::{Kind, Server};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Section {
+    Throughput,
+    Connrate,
+    Memory,
+    Library,
+}
+
+/// Sizes of one run: `--quick` or full.
+#[derive(Debug)]
+struct Params {
+    quick: bool,
+    reps: usize,
+    relay_dur: Duration,
+    conn_dur: Duration,
+    idle_conns: usize,
+    idle_budget: Duration,
+    start_runs: usize,
+    client_iters: usize,
+    client_runs: usize,
+    /// The idle-connection count asked for, when the descriptor limit forced a smaller one.
+    idle_limited: Option<usize>,
+}
+
+impl Params {
+    fn new(quick: bool) -> Params {
+        if quick {
+            Params {
+                quick,
+                reps: 1,
+                relay_dur: Duration::from_millis(400),
+                conn_dur: Duration::from_millis(400),
+                idle_conns: 1000,
+                idle_budget: Duration::from_secs(20),
+                start_runs: 100,
+                client_iters: 300,
+                client_runs: 3,
+                idle_limited: None,
+            }
+        } else {
+            Params {
+                quick,
+                reps: 5,
+                relay_dur: Duration::from_millis(1500),
+                conn_dur: Duration::from_millis(1500),
+                idle_conns: 10_000,
+                idle_budget: Duration::from_secs(90),
+                start_runs: 500,
+                client_iters: 2000,
+                client_runs: 5,
+                idle_limited: None,
+            }
+        }
+    }
+}
+
+const USAGE: &str = "usage: socks-bench [--quick] [--only throughput|connrate|memory|library[,...]]
+  Runs on loopback only. Needs target/release/sockd and target/release/libsocks.so
+  (cargo build --release --workspace), and for the peers danted (dante-server), microsocks,
+  proxychains4 and Dante's libdsocks (dante-client).";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--holder-mode") {
+        return match targets::holder_main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("socks-bench holder: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.first().map(String::as_str) == Some("--client-mode") {
+        return match library::client_main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("socks-bench client: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut quick = false;
+    let mut only: Option<Vec<Section>> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--only" => {
+                let Some(list) = it.next() else {
+                    eprintln!("{USAGE}");
+                    return ExitCode::from(2);
+                };
+                let mut sections = Vec::new();
+                for name in list.split(',') {
+                    sections.push(match name {
+                        "throughput" | "relay" => Section::Throughput,
+                        "connrate" | "conn" => Section::Connrate,
+                        "memory" | "idle" => Section::Memory,
+                        "library" | "lib" => Section::Library,
+                        "cpu" => Section::Throughput,
+                        _ => {
+                            eprintln!("socks-bench: unknown section `{name}`\n{USAGE}");
+                            return ExitCode::from(2);
+                        }
+                    });
+                }
+                if list.split(',').any(|n| n == "cpu") {
+                    sections.push(Section::Connrate);
+                }
+                only = Some(sections);
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => {
+                eprintln!("socks-bench: unknown argument `{a}`\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let sections = only.unwrap_or_else(|| {
+        vec![Section::Throughput, Section::Connrate, Section::Memory, Section::Library]
+    });
+    match run(Params::new(quick), &sections) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("socks-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// target/release of the workspace (or $CARGO_TARGET_DIR/release).
+fn release_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d).join("release"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("release"),
+    }
+}
+
+fn first_line(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default().lines().next().unwrap_or("").to_string()
+}
+
+fn now_utc() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M:%S UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Results collected for the final summaries.
+#[derive(Debug, Default)]
+struct Results {
+    /// (server, config label) -> median Gbit/s
+    relay: BTreeMap<(usize, usize), f64>,
+    /// (server, config) -> median server cores used (CPU seconds / wall seconds)
+    relay_cores: BTreeMap<(usize, usize), f64>,
+    /// (server, clients index) -> (conn/s, p99 µs)
+    conn: BTreeMap<(usize, usize), (f64, f64)>,
+    /// server -> (KiB per connection, held, wanted)
+    idle: BTreeMap<usize, (f64, usize, usize)>,
+    start_ratio: Option<(f64, f64)>,
+    direct_connect_ratio: Option<f64>,
+    proxied_vs_proxychains: Option<f64>,
+    proxied_vs_own: Option<f64>,
+}
+
+const RELAY_CONFIGS: [(relay::Dir, usize, &str); 4] = [
+    (relay::Dir::Upload, 1, "1×up"),
+    (relay::Dir::Download, 1, "1×down"),
+    (relay::Dir::Upload, 4, "4×up"),
+    (relay::Dir::Download, 4, "4×down"),
+];
+const CLIENTS: [usize; 2] = [1, 16];
+
+fn run(p: Params, sections: &[Section]) -> Result<(), String> {
+    let rel = release_dir();
+    let sockd_bin = rel.join("sockd");
+    let libsocks = rel.join("libsocks.so");
+    for f in [&sockd_bin, &libsocks] {
+        if !f.is_file() {
+            return Err(format!(
+                "{} is missing: build it first with `cargo build --release --workspace`",
+                f.display()
+            ));
+        }
+    }
+    let sockd_bin = sockd_bin.canonicalize().unwrap_or(sockd_bin);
+    let libsocks = libsocks.canonicalize().unwrap_or(libsocks);
+    let t_start = Instant::now();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    println!("socks-bench — issue 6 benchmark, loopback only");
+    println!("  date: {}", now_utc());
+    println!(
+        "  machine: {cpus} CPUs ({model}), Linux {}, load average at start: {}",
+        first_line("/proc/sys/kernel/osrelease"),
+        first_line("/proc/loadavg")
+    );
+    println!(
+        "  mode: {} ({} run(s) per figure, median; relay {:?} per run, connection rate {:?} per \
+         run, {} idle connections)",
+        if p.quick { "--quick" } else { "full" },
+        p.reps,
+        p.relay_dur,
+        p.conn_dur,
+        p.idle_conns
+    );
+    let wanted_fds =
+        if sections.contains(&Section::Memory) { 2 * p.idle_conns as u64 + 1024 } else { 4096 };
+    let ((soft, _), note) = sys::raise_nofile(wanted_fds);
+    println!("  {note}");
+    let mut p = p;
+    if sections.contains(&Section::Memory) && soft < wanted_fds {
+        // A relayed session holds two descriptors in the server (client and destination);
+        // 32 more for its listener, log, epoll and the like.
+        let fit = (soft.saturating_sub(32) / 2) as usize;
+        if fit < p.idle_conns {
+            println!(
+                "  NOTE: {} idle sessions need 2 × {} + a few descriptors in one server process, \
+                 more than the limit of {soft} allows (the hard limit cannot be raised here): the \
+                 memory test holds {fit} instead",
+                p.idle_conns, p.idle_conns
+            );
+            p.idle_limited = Some(p.idle_conns);
+            p.idle_conns = fit;
+        }
+    }
+
+    let dir = std::env::temp_dir().join(format!("socks-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let outcome = run_sections(&p, sections, &dir, &sockd_bin, &libsocks);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "\n  finished in {:.0} s; load average at end: {}",
+        t_start.elapsed().as_secs_f64(),
+        first_line("/proc/loadavg")
+    );
+    outcome
+}
+
+fn run_sections(
+    p: &Params,
+    sections: &[Section],
+    dir: &Path,
+    sockd_bin: &Path,
+    libsocks: &Path,
+) -> Result<(), String> {
+    let needs_peers = sections.iter().any(|s| *s != Section::Library);
+    let mut servers = vec![Server::direct()];
+    let sockd = Server::sockd(sockd_bin, dir)?;
+    servers.push(sockd);
+    if needs_peers {
+        for start in [Server::danted as fn(&Path) -> Result<Server, String>, Server::microsocks] {
+            match start(dir) {
+                Ok(s) => servers.push(s),
+                Err(e) => println!("  SKIPPED a peer: {e}"),
+            }
+        }
+    }
+    println!("  servers (each on 127.0.0.1, started by this program, stopped by PID at the end):");
+    for s in &servers {
+        if let (Some(addr), Some(pid)) = (s.addr, s.pid()) {
+            println!("    {:<10} pid {pid:<7} {addr}  {}", s.kind.name(), s.version);
+        }
+    }
+    let mut res = Results::default();
+    let lo: IpAddr = [127, 0, 0, 1].into();
+
+    if sections.contains(&Section::Throughput) {
+        throughput(p, &servers, lo, &mut res)?;
+    }
+    if sections.contains(&Section::Connrate) {
+        connrate(p, &servers, lo, &mut res)?;
+    }
+    if sections.contains(&Section::Memory) {
+        memory(p, &servers, &mut res)?;
+    }
+    if needs_peers {
+        peers_summary(&servers, &res);
+    }
+    if sections.contains(&Section::Library) {
+        library(p, &servers[1], dir, libsocks, &mut res)?;
+    }
+    targets_summary(p, &servers, &res);
+    for s in &mut servers {
+        s.stop();
+    }
+    Ok(())
+}
+
+fn throughput(p: &Params, servers: &[Server], lo: IpAddr, res: &mut Results) -> Result<(), String> {
+    println!(
+        "\n== Relay throughput: Gbit/s, median of {} × {:?}; (% of direct) ==",
+        p.reps, p.relay_dur
+    );
+    println!(
+        "  SOCKS5 CONNECT by the benchmark's client to a sink/source on 127.0.0.1; upload counts \
+         what the sink received by the client's half-close, download what the client read."
+    );
+    let sink = targets::Sink::start(lo).map_err(|e| format!("sink: {e}"))?;
+    // runs[server][config] = list of runs
+    let mut runs: Vec<Vec<Vec<relay::Run>>> = vec![vec![Vec::new(); 4]; servers.len()];
+    let mut failures = Vec::new();
+    for _ in 0..p.reps {
+        for (c, (d, streams, label)) in RELAY_CONFIGS.iter().enumerate() {
+            for (i, s) in servers.iter().enumerate() {
+                match relay::run(s, &sink, *d, *streams, p.relay_dur) {
+                    Ok(r) => runs[i][c].push(r),
+                    Err(e) => failures.push(format!("{} {label}: {e}", s.kind.name())),
+                }
+            }
+        }
+    }
+    let mut header = vec!["server"];
+    header.extend(RELAY_CONFIGS.iter().map(|c| c.2));
+    header.extend(["streams verified", "half-close relayed"]);
+    let mut t = Table::new(&header);
+    let gbps = |i: usize, c: usize| median(&runs[i][c].iter().map(|r| r.gbps).collect::<Vec<_>>());
+    for (i, s) in servers.iter().enumerate() {
+        let mut row = vec![s.kind.name().to_string()];
+        for c in 0..4 {
+            let g = gbps(i, c);
+            res.relay.insert((i, c), g);
+            row.push(if i == 0 {
+                num(g, 2)
+            } else {
+                format!("{} ({})", num(g, 2), pct(g, gbps(0, c)))
+            });
+        }
+        let ok: usize = runs[i].iter().flatten().map(|r| r.verified).sum();
+        let expected: usize =
+            runs[i].iter().enumerate().map(|(c, rs)| rs.len() * RELAY_CONFIGS[c].1).sum();
+        row.push(format!("{ok}/{expected}"));
+        let (hc, ups): (usize, usize) = runs[i]
+            .iter()
+            .enumerate()
+            .flat_map(|(c, rs)| rs.iter().map(move |r| (r, RELAY_CONFIGS[c].1)))
+            .filter_map(|(r, n)| r.half_closed.map(|h| (h, n)))
+            .fold((0, 0), |(a, b), (h, n)| (a + h, b + n));
+        row.push(format!("{hc}/{ups}"));
+        t.row(row);
+    }
+    t.print();
+    println!(
+        "  verified = streams whose far end at the sink was, mid-run, a socket held by the server's \
+         processes (direct: by this program); half-close relayed = upload streams that got the \
+         sink's reply after shutdown(SHUT_WR) (throughput counts what the sink received either way)"
+    );
+
+    println!("\n== Server CPU time while relaying (utime+stime of the server's processes, children included) ==");
+    let mut header = vec!["server"];
+    let labels: Vec<String> = RELAY_CONFIGS.iter().map(|c| format!("s/GiB {}", c.2)).collect();
+    header.extend(labels.iter().map(String::as_str));
+    header.extend(["cores 4×up", "cores 4×down"]);
+    let mut t = Table::new(&header);
+    for (i, s) in servers.iter().enumerate().skip(1) {
+        let mut row = vec![s.kind.name().to_string()];
+        for config in &runs[i] {
+            let per_gib: Vec<f64> = config
+                .iter()
+                .map(|r| r.cpu_secs / (r.bytes as f64 / (1u64 << 30) as f64))
+                .collect();
+            row.push(num(median(&per_gib), 3));
+        }
+        for (c, config) in runs[i].iter().enumerate().skip(2) {
+            let cores = median(&config.iter().map(|r| r.cpu_secs / r.wall).collect::<Vec<_>>());
+            res.relay_cores.insert((i, c), cores);
+            row.push(num(cores, 2));
+        }
+        t.row(row);
+    }
+    t.print();
+    println!(
+        "  cores = server CPU seconds per wall second during the 4-stream runs (the machine has \
+         {} CPUs, shared with the client and the sink)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    for f in &failures {
+        println!("  FAILED: {f}");
+    }
+    Ok(())
+}
+
+fn connrate(p: &Params, servers: &[Server], lo: IpAddr, res: &mut Results) -> Result<(), String> {
+    println!(
+        "\n== Connection rate and latency: connect, SOCKS5 greeting + CONNECT, 1-byte echo, close; \
+         median of {} × {:?} ==",
+        p.reps, p.conn_dur
+    );
+    let echo = targets::Echo::start(lo).map_err(|e| format!("echo server: {e}"))?;
+    let mut probes = Vec::new();
+    for s in servers {
+        probes.push(connrate::probe(s, &echo));
+    }
+    let mut runs: Vec<Vec<Vec<connrate::Run>>> = vec![vec![Vec::new(); 2]; servers.len()];
+    let mut failures = Vec::new();
+    for _ in 0..p.reps {
+        for (c, clients) in CLIENTS.iter().enumerate() {
+            for (i, s) in servers.iter().enumerate() {
+                match connrate::run(s, &echo, *clients, p.conn_dur) {
+                    Ok(r) => runs[i][c].push(r),
+                    Err(e) => failures.push(format!("{} {clients} clients: {e}", s.kind.name())),
+                }
+            }
+        }
+    }
+    let mut t = Table::new(&[
+        "server",
+        "clients",
+        "conn/s",
+        "% direct",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "p99 / direct",
+        "errors",
+        "CPU µs/conn",
+        "CPUs busy",
+    ]);
+    let med = |i: usize, c: usize, f: &dyn Fn(&connrate::Run) -> f64| {
+        median(&runs[i][c].iter().map(f).collect::<Vec<_>>())
+    };
+    for (c, clients) in CLIENTS.iter().enumerate() {
+        for (i, s) in servers.iter().enumerate() {
+            let rate = med(i, c, &|r| r.rate);
+            let p99 = med(i, c, &|r| r.p99_us);
+            res.conn.insert((i, c), (rate, p99));
+            let errors: u64 = runs[i][c].iter().map(|r| r.errors).sum();
+            let cpu = if i == 0 {
+                "-".to_string()
+            } else {
+                num(med(i, c, &|r| r.cpu_secs * 1e6 / r.conns.max(1) as f64), 1)
+            };
+            t.row(vec![
+                s.kind.name().into(),
+                clients.to_string(),
+                num(rate, 0),
+                if i == 0 { "100%".into() } else { pct(rate, med(0, c, &|r| r.rate)) },
+                num(med(i, c, &|r| r.p50_us), 0),
+                num(p99, 0),
+                num(med(i, c, &|r| r.p999_us), 0),
+                times(p99, med(0, c, &|r| r.p99_us)),
+                errors.to_string(),
+                cpu,
+                format!("{:.0}%", 100.0 * med(i, c, &|r| r.machine_busy)),
+            ]);
+        }
+    }
+    t.print();
+    println!(
+        "  CPU µs/conn = the server's CPU time over the run / connections completed; CPUs busy = \
+         share of the whole machine's CPU time in use during the run (anyone's; well under 100% \
+         means the rate is bound by waiting, not by CPU)"
+    );
+    println!("  verification (one connection each, its far end at the echo server looked up while open):");
+    for (s, probe) in servers.iter().zip(&probes) {
+        let counts: Vec<String> = runs[servers.iter().position(|x| x.kind == s.kind).unwrap_or(0)]
+            .iter()
+            .flatten()
+            .map(|r| format!("{}/{}", r.echo_accepted, r.conns))
+            .collect();
+        match probe {
+            Ok(d) => println!("    {:<10} ok: {d}", s.kind.name()),
+            Err(e) => println!("    {:<10} NOT VERIFIED: {e}", s.kind.name()),
+        }
+        println!("    {:<10} echo accepts / completed per run: {}", "", counts.join(" "));
+    }
+    for i in 0..servers.len() {
+        for r in runs[i].iter().flatten() {
+            if let Some(e) = &r.first_error {
+                failures.push(format!(
+                    "{}: {} errors, first: {e}",
+                    servers[i].kind.name(),
+                    r.errors
+                ));
+            }
+        }
+    }
+    for f in &failures {
+        println!("  FAILED: {f}");
+    }
+    Ok(())
+}
+
+fn memory(p: &Params, servers: &[Server], res: &mut Results) -> Result<(), String> {
+    println!(
+        "\n== Memory per idle connection: PSS of the server's processes holding {} idle SOCKS5 \
+         sessions, minus before, / held ==",
+        p.idle_conns
+    );
+    let mut holder = targets::Holder::start().map_err(|e| format!("holder: {e}"))?;
+    let mut t = Table::new(&[
+        "server",
+        "held / wanted",
+        "KiB/conn",
+        "PSS before KiB",
+        "PSS after KiB",
+        "processes",
+        "far ends verified",
+        "open s",
+        "error",
+    ]);
+    for (i, s) in servers.iter().enumerate().skip(1) {
+        match idle::run(s, &mut holder, p.idle_conns, p.idle_budget) {
+            Ok(r) => {
+                res.idle.insert(i, (r.kib_per_conn(), r.held, r.wanted));
+                t.row(vec![
+                    s.kind.name().into(),
+                    if r.opened == r.held {
+                        format!("{} / {}", r.held, r.wanted)
+                    } else {
+                        format!("{} / {} ({} opened)", r.held, r.wanted, r.opened)
+                    },
+                    num(r.kib_per_conn(), 1),
+                    r.pss_before_kib.to_string(),
+                    r.pss_after_kib.to_string(),
+                    format!("{} -> {}", r.procs_before, r.procs_after),
+                    format!("{}/{}", r.verified, r.held),
+                    num(r.open_secs, 1),
+                    match (r.still_running, r.error) {
+                        (false, e) => format!("SERVER GONE; {}", e.unwrap_or_default()),
+                        (true, e) => e.unwrap_or_else(|| "none".into()),
+                    },
+                ]);
+            }
+            Err(e) => t.row(vec![s.kind.name().into(), format!("FAILED: {e}")]),
+        }
+    }
+    t.print();
+    println!(
+        "  far ends verified = held connections whose peer socket at the holder belongs to the \
+         server's processes (checked while all were open)"
+    );
+    Ok(())
+}
+
+fn peers_summary(servers: &[Server], res: &Results) {
+    let Some(sockd) = servers.iter().position(|s| s.kind == Kind::Sockd) else { return };
+    let peers: Vec<usize> = (0..servers.len())
+        .filter(|&i| matches!(servers[i].kind, Kind::Danted | Kind::Microsocks))
+        .collect();
+    if peers.is_empty() || (res.relay.is_empty() && res.conn.is_empty() && res.idle.is_empty()) {
+        return;
+    }
+    println!("\n== sockd against each peer, same run (> 1× means sockd is better) ==");
+    let mut header = vec!["figure".to_string()];
+    header.extend(peers.iter().map(|&i| format!("vs {}", servers[i].kind.name())));
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = Table::new(&header);
+    for (c, cfg) in RELAY_CONFIGS.iter().enumerate() {
+        if let Some(&ours) = res.relay.get(&(sockd, c)) {
+            let mut row = vec![format!("relay {} Gbit/s", cfg.2)];
+            row.extend(peers.iter().map(|&i| times(ours, res.relay[&(i, c)])));
+            t.row(row);
+        }
+    }
+    for (c, clients) in CLIENTS.iter().enumerate() {
+        if let Some(&(rate, p99)) = res.conn.get(&(sockd, c)) {
+            let mut row = vec![format!("conn/s, {clients} clients")];
+            row.extend(peers.iter().map(|&i| times(rate, res.conn[&(i, c)].0)));
+            t.row(row);
+            let mut row = vec![format!("p99 latency, {clients} clients (peer / sockd)")];
+            row.extend(peers.iter().map(|&i| times(res.conn[&(i, c)].1, p99)));
+            t.row(row);
+        }
+    }
+    if let Some(&(ours, _, _)) = res.idle.get(&sockd) {
+        let mut row = vec!["KiB per idle connection (peer / sockd)".to_string()];
+        row.extend(peers.iter().map(|&i| {
+            res.idle.get(&i).map(|&(kib, _, _)| times(kib, ours)).unwrap_or_else(|| "-".into())
+        }));
+        t.row(row);
+    }
+    t.print();
+}
+
+fn library(
+    p: &Params,
+    sockd: &Server,
+    dir: &Path,
+    libsocks: &Path,
+    res: &mut Results,
+) -> Result<(), String> {
+    let proxy = sockd.addr.ok_or("sockd has no address")?;
+    let conf = library::write_configs(dir, proxy)?;
+    let mut missing = Vec::new();
+    if !Path::new(library::PROXYCHAINS_LIB).is_file() {
+        missing.push(format!("{} (apt-get install proxychains4)", library::PROXYCHAINS_LIB));
+    }
+    if !Path::new(library::DANTE_LIB).is_file() {
+        missing.push(format!("{} (apt-get install dante-client)", library::DANTE_LIB));
+    }
+    if !missing.is_empty() {
+        return Err(format!("missing: {}", missing.join(", ")));
+    }
+
+    println!(
+        "\n== Library start cost: spawn and wait for /bin/true, median of {} runs each, interleaved ==",
+        p.start_runs
+    );
+    let variants = library::start_variants(libsocks, &conf);
+    let medians = library::start_cost(&variants, p.start_runs)?;
+    let mut t = Table::new(&["LD_PRELOAD", "median µs", "× no preload"]);
+    for (v, m) in variants.iter().zip(&medians) {
+        t.row(vec![v.label.clone(), num(*m, 0), times(*m, medians[0])]);
+    }
+    t.print();
+    res.start_ratio = Some((medians[2] / medians[0], medians[1] / medians[0]));
+    println!(
+        "  libsocks.so: {}; configs: SOCKS_CONF={}, PROXYCHAINS_CONF_FILE={} (quiet_mode), \
+         Dante SOCKS_CONF={} with SOCKS_AUTOADD_LANROUTES=no",
+        libsocks.display(),
+        conf.ours.display(),
+        conf.proxychains.display(),
+        conf.dante.display()
+    );
+
+    println!(
+        "\n== Library connect cost: connect + 1-byte echo + close inside a client process, median of \
+         {} runs × {} iterations ==",
+        p.client_runs, p.client_iters
+    );
+    println!(
+        "  proxied rows: through the one sockd ({proxy}) to an echo server on 127.0.0.2; direct \
+         rows: to an echo server on 127.0.0.1 (loopback, so libsocks.so goes direct)"
+    );
+    let far = targets::Echo::start([127, 0, 0, 2].into()).map_err(|e| format!("echo: {e}"))?;
+    let near = targets::Echo::start([127, 0, 0, 1].into()).map_err(|e| format!("echo: {e}"))?;
+    let variants = library::connect_variants(libsocks, &conf, proxy);
+    let mut runs: Vec<Vec<library::ClientRun>> = vec![Vec::new(); variants.len()];
+    let mut problems = Vec::new();
+    for _ in 0..p.client_runs {
+        for (v, r) in variants.iter().zip(runs.iter_mut()) {
+            let echo = if v.proxied { &far } else { &near };
+            match library::client_run(v, echo.addr, p.client_iters, sockd) {
+                Ok(run) => r.push(run),
+                Err(e) => problems.push(format!("{}: {e}", v.label)),
+            }
+        }
+    }
+    let mut t = Table::new(&[
+        "client",
+        "p50 µs",
+        "mean µs",
+        "first conn µs",
+        "× no-preload",
+        "× proxychains4",
+        "sockd sessions / conns",
+        "far end owned by",
+    ]);
+    let p50: Vec<f64> =
+        runs.iter().map(|r| median(&r.iter().map(|x| x.p50_us).collect::<Vec<_>>())).collect();
+    for (k, (v, r)) in variants.iter().zip(&runs).enumerate() {
+        let sessions: usize = r.iter().map(|x| x.sockd_sessions).sum();
+        let conns: usize = r.iter().map(|x| x.iters + 1).sum();
+        let echo = if v.proxied { &far } else { &near };
+        let owner = match library::audit(v, echo, sockd) {
+            Ok(found) => describe_owners(&found, sockd, v.proxied),
+            Err(e) => format!("audit failed: {e}"),
+        };
+        let vs_base = if v.proxied { p50[0] } else { p50[4] };
+        t.row(vec![
+            v.label.clone(),
+            num(p50[k], 1),
+            num(median(&r.iter().map(|x| x.mean_us).collect::<Vec<_>>()), 1),
+            num(median(&r.iter().map(|x| x.first_us).collect::<Vec<_>>()), 0),
+            times(p50[k], vs_base),
+            if v.proxied { times(p50[k], p50[2]) } else { "-".into() },
+            format!("{sessions} / {conns}"),
+            owner,
+        ]);
+    }
+    t.print();
+    println!(
+        "  × no-preload: proxied rows against the benchmark's own SOCKS5 client (two round trips, \
+         no library), direct rows against the plain direct connect"
+    );
+    println!(
+        "  sockd sessions = `connected:` lines sockd logged during the runs; far end owned by = the \
+         process holding the echo server's peer socket, looked up during a separate 3-connection run"
+    );
+    for e in &problems {
+        println!("  FAILED: {e}");
+    }
+    res.direct_connect_ratio = Some(p50[5] / p50[4]);
+    res.proxied_vs_proxychains = Some(p50[1] / p50[2]);
+    res.proxied_vs_own = Some(p50[1] / p50[0]);
+    Ok(())
+}
+
+fn describe_owners(found: &[Option<(i32, String)>], sockd: &Server, proxied: bool) -> String {
+    if found.is_empty() {
+        return "no connection seen".into();
+    }
+    let sockd_pid = sockd.pid();
+    let by_sockd =
+        found.iter().filter(|o| o.as_ref().map(|(p, _)| Some(*p)) == Some(sockd_pid)).count();
+    let other: Vec<String> = found
+        .iter()
+        .filter_map(|o| o.as_ref())
+        .filter(|(p, _)| Some(*p) != sockd_pid)
+        .map(|(_, c)| c.clone())
+        .collect();
+    let ok = if proxied { by_sockd == found.len() } else { by_sockd == 0 && !other.is_empty() };
+    let mut s = if by_sockd > 0 {
+        format!("sockd {by_sockd}/{}", found.len())
+    } else {
+        format!(
+            "{} {}/{}",
+            other.first().cloned().unwrap_or_else(|| "?".into()),
+            other.len(),
+            found.len()
+        )
+    };
+    if !ok {
+        s.push_str(" (UNEXPECTED)");
+    }
+    s
+}
+
+fn targets_summary(p: &Params, servers: &[Server], res: &Results) {
+    let idx = |k: Kind| servers.iter().position(|s| s.kind == k);
+    let (Some(sockd), danted) = (idx(Kind::Sockd), idx(Kind::Danted)) else { return };
+    let mut t = Table::new(&["issue 6 target", "measured", "met"]);
+    let yes = |b: bool| if b { "yes".to_string() } else { "NO".to_string() };
+    if !res.relay.is_empty() {
+        let up = res.relay[&(sockd, 0)] / res.relay[&(0, 0)];
+        let down = res.relay[&(sockd, 1)] / res.relay[&(0, 1)];
+        t.row(vec![
+            "relay, 1 stream: ≥ 60% of direct (up / down)".into(),
+            format!("{:.0}% / {:.0}%", up * 100.0, down * 100.0),
+            yes(up >= 0.6 && down >= 0.6),
+        ]);
+        if let Some(d) = danted {
+            let up = res.relay[&(sockd, 0)] / res.relay[&(d, 0)];
+            let down = res.relay[&(sockd, 1)] / res.relay[&(d, 1)];
+            t.row(vec![
+                "relay, 1 stream: ≥ 2× danted (up / down)".into(),
+                format!("{up:.2}× / {down:.2}×"),
+                yes(up >= 2.0 && down >= 2.0),
+            ]);
+        }
+        let (cu, cd) = (res.relay_cores[&(sockd, 2)], res.relay_cores[&(sockd, 3)]);
+        let (su, sd) = (
+            res.relay[&(sockd, 2)] / res.relay[&(sockd, 0)],
+            res.relay[&(sockd, 3)] / res.relay[&(sockd, 1)],
+        );
+        t.row(vec![
+            "relay, 4 streams: use both cores (sockd > 1 core busy)".into(),
+            format!("{cu:.2} / {cd:.2} cores; 4 vs 1 stream {su:.2}× / {sd:.2}×"),
+            yes(cu > 1.0 && cd > 1.0),
+        ]);
+    }
+    if let (Some(&(rate, p99)), Some(&(drate, dp99))) =
+        (res.conn.get(&(sockd, 1)), res.conn.get(&(0, 1)))
+    {
+        t.row(vec![
+            "connections, 16 clients: ≥ 60% of direct's rate".into(),
+            format!("{:.0}%", 100.0 * rate / drate),
+            yes(rate / drate >= 0.6),
+        ]);
+        t.row(vec![
+            "connections, 16 clients: p99 ≤ 1.5× direct's".into(),
+            format!("{:.2}×", p99 / dp99),
+            yes(p99 / dp99 <= 1.5),
+        ]);
+    }
+    if let Some(&(kib, held, wanted)) = res.idle.get(&sockd) {
+        let n = if p.quick {
+            format!(" ({wanted} in --quick)")
+        } else if let Some(asked) = p.idle_limited {
+            format!(" ({wanted}: {asked} exceed the fd limit)")
+        } else {
+            String::new()
+        };
+        t.row(vec![
+            format!("≤ 8 KiB per idle connection, 10,000 held{n}"),
+            format!("{kib:.1} KiB, {held}/{wanted} held"),
+            if kib <= 8.0 && held == wanted && wanted >= 10_000 {
+                "yes".into()
+            } else if kib <= 8.0 && held == wanted {
+                "yes, at this N".into()
+            } else {
+                "NO".into()
+            },
+        ]);
+    }
+    if let Some((with_conf, no_conf)) = res.start_ratio {
+        t.row(vec![
+            "library start ≤ 1.05× no preload (with SOCKS_CONF / without)".into(),
+            format!("{with_conf:.3}× / {no_conf:.3}×"),
+            yes(with_conf <= 1.05 && no_conf <= 1.05),
+        ]);
+    }
+    if let Some(r) = res.direct_connect_ratio {
+        t.row(vec![
+            "direct connect with library loaded ≤ 1.05×".into(),
+            format!("{r:.3}×"),
+            yes(r <= 1.05),
+        ]);
+    }
+    if let Some(r) = res.proxied_vs_proxychains {
+        t.row(vec![
+            "proxied connect ≤ 0.8× proxychains4's".into(),
+            format!("{r:.2}×"),
+            yes(r <= 0.8),
+        ]);
+    }
+    if let Some(r) = res.proxied_vs_own {
+        t.row(vec![
+            "one round trip (not measured directly)".into(),
+            format!("libsocks.so {r:.2}× the bench's 2-round-trip client"),
+            "-".into(),
+        ]);
+    }
+    println!("\n== Issue 6 targets, from this run ==");
+    t.print();
+}
