@@ -1,6 +1,8 @@
 //! Shared harness for sockd's integration tests: start the real `sockd` binary on `127.0.0.1:0`
 //! with a temporary rule file, capture its stderr log, and provide small local servers (echo,
 //! HTTP/1.0 with a known body, half-close peers), raw SOCKS byte builders and bounded I/O helpers.
+//! Also process control for the lifecycle tests (signals, exit status, RLIMIT_NOFILE, CPU time
+//! from /proc) and clients bound to other loopback addresses (127.0.0.2…) as other hosts.
 //!
 //! What this is not: a SOCKS client library. Requests are built from literal bytes here so the
 //! tests stay independent of the project's own codec crate (`socks-proto`). Every wait in this
@@ -256,13 +258,26 @@ pub struct SockdBuilder {
     conf: PathBuf,
     listen: Vec<String>,
     args: Vec<OsString>,
+    nofile: Option<libc::rlim_t>,
 }
 
 impl SockdBuilder {
     pub fn new(rules: &str) -> SockdBuilder {
         let dir = TempDir::new("sockd");
         let conf = dir.write("sockd.conf", rules);
-        SockdBuilder { dir, conf, listen: Vec::new(), args: Vec::new() }
+        SockdBuilder { dir, conf, listen: Vec::new(), args: Vec::new(), nofile: None }
+    }
+
+    /// The temporary directory holding the rule file (for pid files, users files, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Start the daemon with RLIMIT_NOFILE (soft and hard) set to `n` (set in the child between
+    /// fork and exec, like `prlimit --nofile=n:n`).
+    pub fn nofile_limit(mut self, n: libc::rlim_t) -> SockdBuilder {
+        self.nofile = Some(n);
+        self
     }
 
     /// Write an extra file (users file, hosts file) next to the rule file; returns its path.
@@ -294,6 +309,9 @@ impl SockdBuilder {
         }
         cmd.args(&self.args);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(n) = self.nofile {
+            set_nofile_in_child(&mut cmd, n);
+        }
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
         let stdout = LogLines::capture(child.stdout.take().expect("piped"), "sockd stdout");
         let log = LogLines::capture(child.stderr.take().expect("piped"), "sockd");
@@ -417,6 +435,138 @@ impl Sockd {
             thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+// Process control for the lifecycle, exhaustion and kill -9 tests.
+impl Sockd {
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The temporary directory holding the rule file.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replace the rule file's contents (then send SIGHUP to make sockd read it).
+    pub fn write_conf(&self, rules: &str) {
+        std::fs::write(&self.conf, rules)
+            .unwrap_or_else(|e| panic!("cannot rewrite {}: {e}", self.conf.display()));
+    }
+
+    /// Send `sig` (libc::SIGHUP, SIGTERM…) to the daemon.
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet (the Child still owns
+        // it), so the pid cannot have been reused for another process.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}): {}", io::Error::last_os_error());
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Wait up to `timeout` for the daemon to exit by itself; `None` if it is still running
+    /// (it is left running; drop kills it).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => return Some(st),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                Ok(None) => return None,
+                Err(e) => panic!("waiting for sockd: {e}"),
+            }
+        }
+    }
+
+    /// CPU time (user + system) the daemon has used so far, from /proc/PID/stat.
+    pub fn cpu_time(&self) -> Duration {
+        process_cpu_time(self.pid())
+    }
+
+    /// The daemon's open descriptors (entries of /proc/PID/fd).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+/// CPU time (utime + stime) of process `pid` from /proc/PID/stat.
+pub fn process_cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    // The command name (field 2) is in parentheses and may contain blanks: split after it.
+    let after = &stat[stat.rfind(')').expect("stat has (comm)") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line (utime, stime) are 12 and 13 after `state` (field 3).
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100);
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Make `cmd`'s child run with RLIMIT_NOFILE = `n` (soft and hard).
+pub fn set_nofile_in_child(cmd: &mut Command, n: libc::rlim_t) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit { rlim_cur: n, rlim_max: n };
+    // SAFETY: the closure runs in the forked child before exec and calls only setrlimit(2),
+    // which is async-signal-safe; it touches no locks and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A TCP connection to `dst` from the local address `src` (a loopback address other than
+/// 127.0.0.1, to look like another client host), with the same timeouts as [`connect`].
+pub fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> TcpStream {
+    try_connect_from(src, dst).unwrap_or_else(|e| panic!("connect {src} -> {dst}: {e}"))
+}
+
+/// [`connect_from`] that returns the connect error (e.g. ECONNREFUSED) instead of panicking.
+pub fn try_connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(dst4) = dst else { panic!("connect_from: IPv4 only, got {dst}") };
+    let sin = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: socket(2) returns a new descriptor or -1; nothing else owns it, so handing it to
+    // TcpStream (which closes it on drop) right away is sound. bind/connect get a pointer to a
+    // live, properly sized sockaddr_in.
+    let stream = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sin(src, 0);
+        if libc::bind(fd, std::ptr::addr_of!(local).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let remote = sin(*dst4.ip(), dst4.port());
+        if libc::connect(fd, std::ptr::addr_of!(remote).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        stream
+    };
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
 }
 
 impl Drop for Sockd {
