@@ -93,6 +93,11 @@ pub struct Options {
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub bind_timeout: u64,
 
+    /// How the relay moves bytes: `splice` (zero-copy through a pipe, Linux) or `copy`
+    /// (through a user-space buffer).
+    #[arg(long, value_name = "HOW", default_value = "splice", value_parser = ["splice", "copy"])]
+    pub relay: String,
+
     /// Least severe messages logged: error, warn, info or debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,

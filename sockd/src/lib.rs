@@ -68,6 +68,7 @@ pub fn run(options: Options) -> ExitCode {
         None => logging::Sink::Stderr,
     };
     logging::init(sink, options.log_level);
+    relay::use_splice(options.relay == "splice");
     let config = match load_config(&options) {
         Ok(config) => config,
         Err(message) => {

@@ -11,14 +11,17 @@
 //! Not here: any SOCKS bytes. Nothing but the peers' own data is ever written.
 
 use std::io::ErrorKind;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::sys;
 
 /// Size of a relay buffer.
 const BUFFER_SIZE: usize = 64 * 1024;
@@ -111,6 +114,15 @@ pub async fn relay(
     }
 }
 
+/// Whether directions move bytes with splice(2) through a pipe (`--relay splice`) rather than
+/// through a user-space buffer (`--relay copy`).
+static SPLICE: AtomicBool = AtomicBool::new(true);
+
+/// Chooses how directions move bytes, for the rest of the process.
+pub fn use_splice(splice: bool) {
+    SPLICE.store(splice, Ordering::Relaxed);
+}
+
 /// Copies one direction, then half-closes the writer.
 async fn copy_until_eof(
     mut from: OwnedReadHalf,
@@ -121,6 +133,14 @@ async fn copy_until_eof(
 ) -> std::io::Result<()> {
     loop {
         from.readable().await?;
+        // The pipe is made when data first moves, so an idle session holds none; if there are
+        // no descriptors left for one, this direction copies instead.
+        if SPLICE.load(Ordering::Relaxed) {
+            if let Ok(pipe) = sys::pipe() {
+                let activity = Activity { counter, last_activity_ms, start };
+                return splice_until_eof(&from, &mut to, &pipe, &activity).await;
+            }
+        }
         let mut buffer = take_buffer();
         let activity = Activity { counter, last_activity_ms, start };
         let drained = drain(&mut from, &mut to, &mut buffer, &activity).await;
@@ -131,6 +151,50 @@ async fn copy_until_eof(
         }
     }
 }
+
+/// Moves one direction with splice(2): socket to pipe, pipe to socket, no copy through user
+/// space; then half-closes the writer.
+async fn splice_until_eof(
+    from: &OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    pipe: &sys::Pipe,
+    activity: &Activity<'_>,
+) -> std::io::Result<()> {
+    let source: &TcpStream = from.as_ref();
+    let (from_fd, pipe_in, pipe_out) =
+        (source.as_raw_fd(), pipe.write.as_raw_fd(), pipe.read.as_raw_fd());
+    loop {
+        let moved = loop {
+            source.readable().await?;
+            match source.try_io(Interest::READABLE, || sys::splice(from_fd, pipe_in, SPLICE_CHUNK))
+            {
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if moved == 0 {
+            return to.shutdown().await;
+        }
+        let sink: &TcpStream = (*to).as_ref();
+        let to_fd = sink.as_raw_fd();
+        let mut left = moved;
+        while left > 0 {
+            sink.writable().await?;
+            match sink.try_io(Interest::WRITABLE, || sys::splice(pipe_out, to_fd, left)) {
+                Ok(n) => left -= n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        activity.counter.fetch_add(moved as u64, Ordering::Relaxed);
+        let now = activity.start.elapsed().as_millis() as u64;
+        activity.last_activity_ms.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Most bytes one splice call moves from a socket into the pipe.
+const SPLICE_CHUNK: usize = 256 * 1024;
 
 /// Where a direction records what it moved.
 struct Activity<'a> {

@@ -73,3 +73,58 @@ pub fn drop_privileges(user: &str) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A non-blocking pipe, for moving bytes between sockets with splice(2).
+#[derive(Debug)]
+pub struct Pipe {
+    /// The end splice reads from.
+    pub read: std::os::fd::OwnedFd,
+    /// The end splice writes to.
+    pub write: std::os::fd::OwnedFd,
+}
+
+/// Pipe capacity asked for (the kernel may give less; 64 KiB is the default).
+const PIPE_CAPACITY: libc::c_int = 256 * 1024;
+
+/// A new non-blocking, close-on-exec pipe, enlarged when the system allows.
+pub fn pipe() -> io::Result<Pipe> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    let pipe = unsafe {
+        Pipe {
+            read: std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            write: std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        }
+    };
+    // Best effort: a larger pipe moves more per system call.
+    // SAFETY: F_SETPIPE_SZ takes an int; failure leaves the default size.
+    unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, PIPE_CAPACITY) };
+    Ok(pipe)
+}
+
+/// splice(2) of up to `len` bytes from `from` to `to`, without blocking; how many moved
+/// (0 = end of stream when `from` is a socket).
+pub fn splice(from: std::os::fd::RawFd, to: std::os::fd::RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are open for the duration of the call (borrowed from live
+    // objects by the caller); null offsets are required for pipes and sockets.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
