@@ -128,7 +128,10 @@ impl ServerHandshake {
         }
     }
 
-    /// Adds bytes from the client and advances as far as they allow.
+    /// Adds bytes from the client and advances as far as they allow. Until the request is
+    /// complete no more than about 1 KiB is ever kept (the decoders bound every field); callers
+    /// stop feeding once a step other than `NeedMore` comes back, since bytes fed while a
+    /// password check is pending, or after the end, are kept as they come.
     pub fn feed(&mut self, data: &[u8]) -> Step {
         self.input.extend_from_slice(data);
         self.advance()

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::warn;
 use socks_proto::rules::RuleSet;
+use tokio::sync::Notify;
 
 use crate::cli::Timeouts;
 use crate::users::Users;
@@ -40,6 +41,8 @@ pub struct Context {
     config: RwLock<Arc<Config>>,
     /// Deadlines.
     pub timeouts: Timeouts,
+    /// Woken when the grace period of a stop is over: relaying sessions end and log it.
+    pub stopping: Notify,
     limits: Limits,
     active: AtomicUsize,
     per_client: Mutex<HashMap<IpAddr, usize>>,
@@ -83,6 +86,7 @@ impl Context {
         Context {
             config: RwLock::new(Arc::new(config)),
             timeouts,
+            stopping: Notify::new(),
             limits,
             active: AtomicUsize::new(0),
             per_client: Mutex::new(HashMap::new()),

@@ -247,6 +247,12 @@ async fn serve_standalone(context: Arc<Context>, options: &Options) -> ExitCode 
     let left = context.active_sessions();
     if left > 0 {
         warn!("grace period over: closing {left} sessions");
+        // Relaying sessions end now and write their `closed:` lines; give them a moment.
+        context.stopping.notify_waiters();
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while context.active_sessions() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     remove_pid_file(options.pid_file.as_deref());
     ExitCode::SUCCESS
@@ -273,6 +279,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
+    let (mut failures, mut last_report) = (0u64, None);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => match context.admit(peer.ip().to_canonical()) {
@@ -287,7 +294,13 @@ async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
                 Err(_) => drop(stream),
             },
             Err(e) if outbound::is_resource_shortage(&e) => {
-                error!("resource failure: accept: {e}; new clients wait");
+                // Logged at most once a second, with how many accepts failed meanwhile.
+                failures += 1;
+                if last_report.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
+                    error!("resource failure: accept: {e}; new clients wait ({failures} failed accepts)");
+                    failures = 0;
+                    last_report = Some(Instant::now());
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
             // Errors about one pending connection (it was reset, and so on) concern only it.

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::sys;
@@ -53,6 +54,8 @@ pub enum RelayEnd {
     Idle,
     /// One side had closed and the other stayed silent for the half-close timeout.
     HalfClosedIdle,
+    /// sockd is stopping and the grace period is over.
+    Shutdown,
     /// A read or write failed (reset, broken pipe…).
     Failed(std::io::Error),
 }
@@ -75,6 +78,7 @@ pub async fn relay(
     remote: TcpStream,
     idle: Option<Duration>,
     half_close: Duration,
+    stop: &Notify,
 ) -> RelayStats {
     let start = Instant::now();
     let last_activity_ms = AtomicU64::new(0);
@@ -105,6 +109,7 @@ pub async fn relay(
             () = idle_expired(limit, &last_activity_ms, start) => {
                 break if half_closed { RelayEnd::HalfClosedIdle } else { RelayEnd::Idle };
             }
+            () = stop.notified() => break RelayEnd::Shutdown,
         }
     };
     RelayStats {

@@ -241,7 +241,8 @@ pub async fn relay_and_log(
         }
     };
     if matches!(stats.end, RelayEnd::Finished) {
-        let more = relay(client, remote, ctx.timeouts.idle, ctx.timeouts.half_close).await;
+        let more =
+            relay(client, remote, ctx.timeouts.idle, ctx.timeouts.half_close, &ctx.stopping).await;
         stats = RelayStats { sent: stats.sent + more.sent, received: more.received, end: more.end };
     }
     let how = match &stats.end {
@@ -249,6 +250,7 @@ pub async fn relay_and_log(
         RelayEnd::Idle => {
             format!(" end=idle-timeout({}s)", ctx.timeouts.idle.map_or(0, |d| d.as_secs()))
         }
+        RelayEnd::Shutdown => " end=shutdown".to_string(),
         RelayEnd::HalfClosedIdle => {
             format!(" end=half-close-timeout({}s)", ctx.timeouts.half_close.as_secs())
         }

@@ -182,6 +182,8 @@ fn sigint_after_the_grace_period_closes_a_hanging_session_and_exits() {
     );
     assert_eq!(status.code(), Some(0), "{status}");
     sockd.wait_for_line(&["grace period over: closing 1 sessions"], LOG_TIMEOUT);
+    // The session cut off at the end still gets its `closed:` line, with its byte counts.
+    sockd.wait_for_line(&["closed:", "sent=12", "received=12", "end=shutdown"], LOG_TIMEOUT);
     // The client is not left hanging: its connection is closed with the process.
     let (data, _) = expect_closed(&mut hanging, Duration::from_secs(2), "hanging session");
     assert!(data.is_empty());
