@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use socks_proto::auth::Credentials;
 use socks_proto::client::{ClientVersion, Identity};
 use socks_proto::rules::{
-    parse_server, ClientAction, ClientRules, FakeFamilies, HostsFile, Lookup, ServerSpec, Services,
-    DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,
+    parse_server, ClientAction, ClientRules, FakeFamilies, HostsFile, Lookup, ServerSpec,
+    ServerVersion, Services, DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,
 };
 
 use crate::log::{self, log, Level};
@@ -156,7 +156,8 @@ struct Defaults {
 
 /// Looks names up for the rule parser through the real libc, not our hooks.
 struct LibcLookup {
-    services: Option<Services>,
+    /// /etc/services, read only if the file names a service (it is long to parse).
+    services: std::cell::OnceCell<Option<Services>>,
 }
 
 impl Lookup for LibcLookup {
@@ -164,7 +165,10 @@ impl Lookup for LibcLookup {
         real::resolve_host(name)
     }
     fn service(&self, name: &str) -> Option<u16> {
-        self.services.as_ref()?.tcp_port(name)
+        let services = self.services.get_or_init(|| {
+            std::fs::read_to_string("/etc/services").ok().map(|t| Services::parse(&t))
+        });
+        services.as_ref()?.tcp_port(name)
     }
     fn read_file(&self, path: &str) -> Result<String, String> {
         std::fs::read_to_string(path).map_err(|e| e.to_string())
@@ -276,28 +280,44 @@ fn build(
         Some("4a") | Some("socks4a") => ClientVersion::Socks4a,
         Some(other) => return Err(format!("SOCKS_VERSION={other}: expected 4, 4a or 5")),
     };
-    let user = real::effective_user_name();
-    let credentials = env.username.as_ref().map(|name| Credentials {
-        username: name.clone(),
-        password: env.password.clone().unwrap_or_default().into_bytes(),
-    });
-    let user_id = env.username.clone().or_else(|| user.clone()).unwrap_or_default();
-    let defaults = Defaults { version, identity: Identity { user_id, credentials } };
-    let lookup = LibcLookup {
-        services: std::fs::read_to_string("/etc/services").ok().map(|t| Services::parse(&t)),
-    };
+    let lookup = LibcLookup { services: std::cell::OnceCell::new() };
     let default_spec = match &env.server {
         None => None,
         Some(text) => {
             Some(parse_server(text, &lookup).map_err(|e| format!("SOCKS_SERVER={text}: {e}"))?)
         }
     };
-    let Some((path, text)) = conf else {
+    let rules = match &conf {
+        Some((path, text)) => {
+            Some(ClientRules::parse(path, text, &lookup).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    // The login name costs a user-database lookup: only for `*=` lists and SOCKS4 user ids.
+    let socks4 = |v: Option<ServerVersion>| {
+        matches!(
+            v.map_or(version, ClientVersion::from),
+            ClientVersion::Socks4 | ClientVersion::Socks4a
+        )
+    };
+    let needs_user = default_spec.as_ref().is_some_and(|s| socks4(s.version))
+        || rules.as_ref().is_some_and(|r| {
+            r.rules
+                .iter()
+                .any(|rule| rule.users.is_some() || rule.servers.iter().any(|s| socks4(s.version)))
+        });
+    let user = if needs_user { real::effective_user_name() } else { None };
+    let credentials = env.username.as_ref().map(|name| Credentials {
+        username: name.clone(),
+        password: env.password.clone().unwrap_or_default().into_bytes(),
+    });
+    let user_id = env.username.clone().or_else(|| user.clone()).unwrap_or_default();
+    let defaults = Defaults { version, identity: Identity { user_id, credentials } };
+    let (Some((path, _)), Some(rules)) = (conf, rules) else {
         let servers = default_spec.iter().map(|spec| Server::from_spec(spec, &defaults)).collect();
         let local_networks = real::attached_networks();
         return Ok((Mode::Everything { servers, local_networks }, user));
     };
-    let rules = ClientRules::parse(path, &text, &lookup).map_err(|e| e.to_string())?;
     let mut servers = Vec::with_capacity(rules.rules.len());
     for rule in &rules.rules {
         let specs: Vec<&ServerSpec> = match (rule.action, &default_spec) {
