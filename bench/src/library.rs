@@ -78,7 +78,8 @@ pub fn write_configs(dir: &Path, proxy: SocketAddr) -> Result<Configs, String> {
             "socks.conf",
             format!(
                 "# socks-bench: the echo server on 127.0.0.2 through sockd (loopback needs an \
-                 explicit line)\nsockd @={ip}:{port} 127.0.0.2/32\n"
+                 explicit line); sockd reads the whole handshake in one write\n\
+                 sockd @={ip}:{port}?pipeline 127.0.0.2/32\n"
             ),
         )?,
         proxychains: w(

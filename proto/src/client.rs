@@ -159,7 +159,13 @@ impl ClientHandshake {
     /// much and never take bytes of the relayed stream that follows the reply. 0 when done.
     pub fn wanted(&self) -> usize {
         let have = self.input.len();
+        // A pipelined handshake already sent everything: the messages still to come follow one
+        // another, so the minimum of all of them can be read at once (5 = the shortest start
+        // of a reply that tells its length).
+        let credentials = self.identity.credentials.is_some();
         let need = match self.state {
+            State::MethodSelection if self.pipelined => 2 + if credentials { 2 } else { 0 } + 5,
+            State::AuthReply if self.pipelined => 2 + 5,
             State::MethodSelection | State::AuthReply => 2,
             State::Done => return 0,
             State::Reply => match self.version {

@@ -48,6 +48,17 @@ fn family_of(fd: c_int) -> Option<c_int> {
 /// connect(2) of `fd` to `dst` as the program gave it.
 pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
     let Some(target) = dst.socket_addr() else { return Outcome::PassThrough };
+    // The common case first, without a system call: an untracked socket to a destination that
+    // goes direct whatever the socket's type.
+    let settings = config::settings();
+    let canonical_target = canonical(target);
+    if fdtable::get(fd).is_none()
+        && !names::is_fake(settings, canonical_target.ip())
+        && matches!(route(settings, canonical_target), Route::Direct)
+    {
+        log!(Level::Debug, "connect {canonical_target}: direct");
+        return Outcome::PassThrough;
+    }
     if !is_stream(fd) {
         return if crate::udp::is_udp(fd) {
             crate::udp::connect(fd, dst)
@@ -67,8 +78,7 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
         }
         Some(Kind::Udp | Kind::UdpConnected) | None => {}
     }
-    let settings = config::settings();
-    let (target, route) = match destination(settings, canonical(target)) {
+    let (target, route) = match destination(settings, canonical_target) {
         Ok(found) => found,
         Err(errno) => return Outcome::Fail(errno),
     };

@@ -233,7 +233,12 @@ fn exchange(
     let io = |errno: c_int| (errno, std::io::Error::from_raw_os_error(errno).to_string());
     let mut buffer = [0u8; 512];
     loop {
-        send_all(fd, &hs.take_output(), deadline).map_err(io)?;
+        let output = hs.take_output();
+        send_all(fd, &output, deadline).map_err(io)?;
+        if !output.is_empty() {
+            // The answer cannot be there yet: wait for it rather than try a read that fails.
+            wait_for(fd, libc::POLLIN, deadline).map_err(io)?;
+        }
         let want = hs.wanted().min(buffer.len());
         let n = recv_some(fd, &mut buffer[..want], deadline).map_err(io)?;
         if n == 0 {

@@ -143,7 +143,9 @@ async fn copy_until_eof(
         if SPLICE.load(Ordering::Relaxed) {
             if let Ok(pipe) = sys::pipe() {
                 let activity = Activity { counter, last_activity_ms, start };
-                return splice_until_eof(&from, &mut to, &pipe, &activity).await;
+                // Boxed: the splice loop's state is allocated only once data moves, so it does not
+                // enlarge every idle session's task.
+                return Box::pin(splice_until_eof(&from, &mut to, &pipe, &activity)).await;
             }
         }
         let mut buffer = take_buffer();
