@@ -136,21 +136,25 @@ async fn copy_until_eof(
     last_activity_ms: &AtomicU64,
     start: Instant,
 ) -> std::io::Result<()> {
+    let mut copied: u64 = 0;
     loop {
         from.readable().await?;
-        // The pipe is made when data first moves, so an idle session holds none; if there are
-        // no descriptors left for one, this direction copies instead.
-        if SPLICE.load(Ordering::Relaxed) {
+        // A direction starts by copying (short exchanges cost no pipe) and moves to splice once
+        // it has carried a bulk transfer's worth; if no descriptors are left for a pipe, it
+        // keeps copying.
+        if SPLICE.load(Ordering::Relaxed) && copied >= SPLICE_AFTER {
             if let Ok(pipe) = sys::pipe() {
                 let activity = Activity { counter, last_activity_ms, start };
-                // Boxed: the splice loop's state is allocated only once data moves, so it does not
+                // Boxed: the splice loop's state is allocated only once it runs, so it does not
                 // enlarge every idle session's task.
                 return Box::pin(splice_until_eof(&from, &mut to, &pipe, &activity)).await;
             }
         }
         let mut buffer = take_buffer();
         let activity = Activity { counter, last_activity_ms, start };
+        let before = counter.load(Ordering::Relaxed);
         let drained = drain(&mut from, &mut to, &mut buffer, &activity).await;
+        copied += counter.load(Ordering::Relaxed) - before;
         give_buffer(buffer);
         if drained? {
             // End of stream: pass the FIN on and leave the other direction running.
@@ -199,6 +203,9 @@ async fn splice_until_eof(
         activity.last_activity_ms.store(now, Ordering::Relaxed);
     }
 }
+
+/// Bytes a direction copies before it switches to splice.
+const SPLICE_AFTER: u64 = 256 * 1024;
 
 /// Most bytes one splice call moves from a socket into the pipe.
 const SPLICE_CHUNK: usize = 256 * 1024;
