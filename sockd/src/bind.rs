@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout_at, Instant};
 
 use crate::outbound::{self, canonical};
-use crate::session::{refuse, relay_and_log, Session};
+use crate::session::{printable, refuse, relay_and_log, Session};
 use crate::{Config, Context};
 
 /// Serves a BIND request on `client`.
@@ -75,7 +75,7 @@ pub async fn serve(
     if client.write_all(&reply).await.is_err() {
         return;
     }
-    info!("bind: {session} listening on {listening} for {}", request.dst);
+    info!("bind: {session} listening on {listening} for {}", printable(&request.dst.to_string()));
 
     let accept_deadline = Instant::now() + ctx.timeouts.bind;
     let mut client_bytes = [0u8; 4096];
@@ -111,7 +111,7 @@ pub async fn serve(
         info!(
             "denied: {session} rule=bind error=unexpected peer IP {} (expected {})",
             from.ip(),
-            request.dst
+            printable(&request.dst.to_string())
         );
         drop(remote);
         return refuse(client, request, Failure::NotAllowed).await;

@@ -36,12 +36,14 @@ pub async fn resolve(target: &TargetAddr, deadline: Instant) -> Result<Vec<Socke
         TargetAddr::Ip(sa) => return Ok(vec![canonical(*sa)]),
         TargetAddr::Domain(name, port) => (name.as_str(), *port),
     };
+    let shown = crate::session::printable(name);
     match timeout_at(deadline, tokio::net::lookup_host((name, port))).await {
-        Err(_) => {
-            Err(Refusal::new(Failure::HostUnreachable, format!("cannot resolve {name}: timed out")))
-        }
+        Err(_) => Err(Refusal::new(
+            Failure::HostUnreachable,
+            format!("cannot resolve {shown}: timed out"),
+        )),
         Ok(Err(e)) => {
-            Err(Refusal::new(Failure::HostUnreachable, format!("cannot resolve {name}: {e}")))
+            Err(Refusal::new(Failure::HostUnreachable, format!("cannot resolve {shown}: {e}")))
         }
         Ok(Ok(addrs)) => {
             let mut list: Vec<SocketAddr> = Vec::new();
@@ -53,7 +55,7 @@ pub async fn resolve(target: &TargetAddr, deadline: Instant) -> Result<Vec<Socke
             if list.is_empty() {
                 Err(Refusal::new(
                     Failure::HostUnreachable,
-                    format!("cannot resolve {name}: no addresses"),
+                    format!("cannot resolve {shown}: no addresses"),
                 ))
             } else {
                 Ok(list)

@@ -42,11 +42,25 @@ impl fmt::Display for Session {
             f,
             "client={} user={} cmd={} dst={}",
             self.client,
-            self.user.as_deref().unwrap_or("-"),
+            printable(self.user.as_deref().unwrap_or("-")),
             self.command,
-            self.dst
+            printable(&self.dst.to_string())
         )
     }
+}
+
+/// Client-chosen text (user names, host names) as it may appear in a log line: blanks and
+/// control characters escaped, so no client can forge a field or a line.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || c.is_whitespace() || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Why a handshake did not produce a request.
@@ -84,7 +98,10 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
             return;
         }
         Ok(Err(HandshakeEnd::BadPassword(user))) => {
-            info!("denied: client={peer} user={user} error=wrong username or password");
+            info!(
+                "denied: client={peer} user={} error=wrong username or password",
+                printable(&user)
+            );
             linger_and_close(client).await;
             return;
         }
@@ -297,5 +314,18 @@ async fn linger_and_close(mut client: TcpStream) {
             "client did not close within {}s after a failure reply; closing",
             LINGER_AFTER_FAILURE.as_secs()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_text_cannot_forge_log_fields() {
+        assert_eq!(printable("alice"), "alice");
+        assert_eq!(printable("a b\nconnected: x"), "a\\u{20}b\\nconnected:\\u{20}x");
+        assert_eq!(printable("evil\\x"), "evil\\\\x");
+        assert_eq!(printable("bücher.example"), "bücher.example");
     }
 }
