@@ -55,7 +55,7 @@ pub fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() || c.is_whitespace() || c == '\\' {
-            out.extend(c.escape_default());
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         } else {
             out.push(c);
         }
@@ -324,8 +324,8 @@ mod tests {
     #[test]
     fn client_text_cannot_forge_log_fields() {
         assert_eq!(printable("alice"), "alice");
-        assert_eq!(printable("a b\nconnected: x"), "a\\u{20}b\\nconnected:\\u{20}x");
-        assert_eq!(printable("evil\\x"), "evil\\\\x");
+        assert_eq!(printable("a b\nconnected: x"), "a\\u{20}b\\u{a}connected:\\u{20}x");
+        assert_eq!(printable("evil\\x"), "evil\\u{5c}x");
         assert_eq!(printable("bücher.example"), "bücher.example");
     }
 }
