@@ -273,20 +273,7 @@ fn static_answer(answer: &FakeAnswer) -> *mut hostent {
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
-    let real_call = || unsafe { real::gethostbyname(name) };
-    let Some(_guard) = Guard::enter() else { return real_call() };
-    match host_plan(name, libc::AF_INET) {
-        HostPlan::Real => real_call(),
-        HostPlan::Fake(answer) => static_answer(&answer),
-        HostPlan::RealThenFake(answer) => {
-            let found = real_call();
-            if found.is_null() {
-                static_answer(&answer)
-            } else {
-                found
-            }
-        }
-    }
+    by_name(name, libc::AF_INET, || unsafe { real::gethostbyname(name) })
 }
 
 /// gethostbyname2(3).
@@ -296,7 +283,12 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
-    let real_call = || unsafe { real::gethostbyname2(name, af) };
+    by_name(name, af, || unsafe { real::gethostbyname2(name, af) })
+}
+
+/// The common part of gethostbyname and gethostbyname2: a fake answer in this thread's storage
+/// for a name resolved remotely, else the real function's.
+fn by_name(name: *const c_char, af: c_int, real_call: impl Fn() -> *mut hostent) -> *mut hostent {
     let Some(_guard) = Guard::enter() else { return real_call() };
     match host_plan(name, af) {
         HostPlan::Real => real_call(),

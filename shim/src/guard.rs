@@ -40,6 +40,12 @@ impl Guard {
         })
     }
 
+    /// Whether this guard is a connect that interrupted another connect of this thread (so
+    /// the interrupted code may hold locks, malloc's among them).
+    pub fn is_nested(&self) -> bool {
+        self.previous == CONNECTING
+    }
+
     /// For connect: `None` when the connect comes from the library's own work (pass it
     /// through); a guard when this thread was idle, or was connecting and `settings_ready` (a
     /// signal handler interrupted a connect: handle this one too).

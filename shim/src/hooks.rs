@@ -26,7 +26,7 @@ fn shielded(errno_on_panic: c_int, f: impl FnOnce() -> Outcome) -> Outcome {
 /// As connect(2): `addr` must point to `len` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let Some(_guard) = Guard::enter_connect(config::loaded()) else {
+    let Some(guard) = Guard::enter_connect(config::loaded()) else {
         // SAFETY: forwarded unchanged under the caller's guarantees.
         return unsafe { real::connect(fd, addr, len) };
     };
@@ -37,7 +37,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // SAFETY: as above.
         return unsafe { real::connect(fd, addr, len) };
     };
-    match shielded(libc::ECONNREFUSED, || intercept::connect(fd, &dst)) {
+    let nested = guard.is_nested();
+    match shielded(libc::ECONNREFUSED, || intercept::connect(fd, &dst, nested)) {
         // SAFETY: as above.
         Outcome::PassThrough => unsafe { real::connect(fd, addr, len) },
         Outcome::Done => 0,

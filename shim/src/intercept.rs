@@ -45,8 +45,9 @@ fn family_of(fd: c_int) -> Option<c_int> {
     real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
 }
 
-/// connect(2) of `fd` to `dst` as the program gave it.
-pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
+/// connect(2) of `fd` to `dst` as the program gave it; `nested` when it comes from a signal
+/// handler that interrupted another connect of this thread (then no heap may be used).
+pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
     let Some(target) = dst.socket_addr() else { return Outcome::PassThrough };
     // The common case first, without a system call: an untracked socket to a destination that
     // goes direct whatever the socket's type.
@@ -60,7 +61,10 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
         return Outcome::PassThrough;
     }
     if !is_stream(fd) {
-        return if crate::udp::is_udp(fd) {
+        return if crate::udp::is_udp(fd) && nested {
+            // Setting up a UDP association needs the heap (see `proxy::connect_without_heap`).
+            Outcome::Fail(libc::ECONNREFUSED)
+        } else if crate::udp::is_udp(fd) {
             crate::udp::connect(fd, dst)
         } else {
             Outcome::PassThrough
@@ -77,6 +81,10 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
             }
         }
         Some(Kind::Udp | Kind::UdpConnected) | None => {}
+    }
+    if nested && names::is_fake(settings, canonical_target.ip()) {
+        // The name behind a fake address would need the heap (see `proxy::connect_without_heap`).
+        return Outcome::Fail(libc::ECONNREFUSED);
     }
     let (target, route) = match destination(settings, canonical_target) {
         Ok(found) => found,
@@ -103,10 +111,20 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
             Outcome::Fail(libc::ECONNREFUSED)
         }
         Route::Proxy(servers) => {
-            match proxy::request_through(fd, Command::Connect, &target, servers, settings.timeout) {
-                Ok(granted) => {
-                    let entry =
-                        Entry { kind: Kind::Connected, first: *dst, server: granted.server };
+            let result = match (nested, target) {
+                (false, target) => {
+                    proxy::request_through(fd, Command::Connect, &target, servers, settings.timeout)
+                        .map(|granted| granted.server)
+                }
+                // A signal handler interrupted one of our connects: no heap from here.
+                (true, TargetAddr::Ip(addr)) => {
+                    proxy::connect_without_heap(fd, addr, servers, settings.timeout)
+                }
+                (true, TargetAddr::Domain(..)) => Err(libc::ECONNREFUSED),
+            };
+            match result {
+                Ok(server) => {
+                    let entry = Entry { kind: Kind::Connected, first: *dst, server };
                     fdtable::set(fd, &entry);
                     fdtable::remember_last_connected(&entry);
                     Outcome::Done

@@ -316,3 +316,109 @@ mod tests {
         assert_eq!(errno_for(&ClientError::Protocol(ProtoError::BadReplyVersion(4))), libc::EPROTO);
     }
 }
+
+/// CONNECT to a numeric `target` without touching the heap, for a connect made by a signal
+/// handler that interrupted one of ours (the interrupted code may hold malloc's lock). Only the
+/// forms that need no allocation: SOCKS5 without credentials, or SOCKS4/4a with an IPv4
+/// target; anything else is refused (ECONNREFUSED) rather than sent direct.
+pub fn connect_without_heap(
+    fd: c_int,
+    target: SocketAddr,
+    servers: &[Server],
+    timeout: Duration,
+) -> Result<RawAddr, c_int> {
+    let family =
+        real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(real::errno)?;
+    let flags = real::fcntl_int(fd, libc::F_GETFL, 0);
+    if flags < 0 {
+        return Err(real::errno());
+    }
+    let was_blocking = flags & libc::O_NONBLOCK == 0;
+    if was_blocking && real::fcntl_int(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+        return Err(real::errno());
+    }
+    let deadline = Instant::now() + timeout;
+    let result = (|| {
+        let server = servers
+            .iter()
+            .find(|s| s.identity.credentials.is_none() && s.is_alive())
+            .ok_or(libc::ECONNREFUSED)?;
+        let addr =
+            server.addrs.iter().find_map(|a| for_family(*a, family)).ok_or(libc::ECONNREFUSED)?;
+        let raw = RawAddr::from_socket_addr(addr);
+        connect_socket(fd, &raw, deadline)?;
+        let mut request = [0u8; 3 + 4 + 16 + 2];
+        match (server.version, target) {
+            (ClientVersion::Socks5, _) => {
+                request[..3].copy_from_slice(&[5, 1, 0]);
+                send_all(fd, &request[..3], deadline)?;
+                let mut selection = [0u8; 2];
+                recv_exact(fd, &mut selection, deadline)?;
+                if selection != [5, 0] {
+                    return Err(libc::ECONNREFUSED);
+                }
+                let len = match target {
+                    SocketAddr::V4(v4) => {
+                        request[..4].copy_from_slice(&[5, 1, 0, 1]);
+                        request[4..8].copy_from_slice(&v4.ip().octets());
+                        request[8..10].copy_from_slice(&v4.port().to_be_bytes());
+                        10
+                    }
+                    SocketAddr::V6(v6) => {
+                        request[..4].copy_from_slice(&[5, 1, 0, 4]);
+                        request[4..20].copy_from_slice(&v6.ip().octets());
+                        request[20..22].copy_from_slice(&v6.port().to_be_bytes());
+                        22
+                    }
+                };
+                send_all(fd, &request[..len], deadline)?;
+                let mut reply = [0u8; 4 + 255 + 2];
+                recv_exact(fd, &mut reply[..5], deadline)?;
+                let rest = match reply[3] {
+                    1 => 4 + 2 - 1,
+                    4 => 16 + 2 - 1,
+                    3 => usize::from(reply[4]) + 2,
+                    _ => return Err(libc::EPROTO),
+                };
+                recv_exact(fd, &mut reply[5..5 + rest], deadline)?;
+                match Failure::from_socks5_code(reply[1]) {
+                    None if reply[0] == 5 => Ok(raw),
+                    None => Err(libc::EPROTO),
+                    Some(failure) => Err(errno_for(&ClientError::Refused(failure))),
+                }
+            }
+            (_, SocketAddr::V4(v4)) => {
+                request[..2].copy_from_slice(&[4, 1]);
+                request[2..4].copy_from_slice(&v4.port().to_be_bytes());
+                request[4..8].copy_from_slice(&v4.ip().octets());
+                request[8] = 0;
+                send_all(fd, &request[..9], deadline)?;
+                let mut reply = [0u8; 8];
+                recv_exact(fd, &mut reply, deadline)?;
+                if reply[1] == 90 {
+                    Ok(raw)
+                } else {
+                    Err(libc::ECONNREFUSED)
+                }
+            }
+            (_, SocketAddr::V6(_)) => Err(libc::EAFNOSUPPORT),
+        }
+    })();
+    if was_blocking {
+        real::fcntl_int(fd, libc::F_SETFL, flags);
+    }
+    result
+}
+
+/// Reads exactly `buffer.len()` bytes (a handshake message whose length is known).
+fn recv_exact(fd: c_int, buffer: &mut [u8], deadline: Instant) -> Result<(), c_int> {
+    let mut got = 0;
+    while got < buffer.len() {
+        wait_for(fd, libc::POLLIN, deadline)?;
+        match recv_some(fd, &mut buffer[got..], deadline)? {
+            0 => return Err(libc::ECONNRESET),
+            n => got += n,
+        }
+    }
+    Ok(())
+}
