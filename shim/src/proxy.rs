@@ -298,24 +298,6 @@ pub fn errno_for(error: &ClientError) -> c_int {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errno_mapping() {
-        assert_eq!(errno_for(&ClientError::Refused(Failure::Refused)), libc::ECONNREFUSED);
-        assert_eq!(errno_for(&ClientError::Refused(Failure::NotAllowed)), libc::ECONNREFUSED);
-        assert_eq!(errno_for(&ClientError::Refused(Failure::HostUnreachable)), libc::EHOSTUNREACH);
-        assert_eq!(
-            errno_for(&ClientError::Refused(Failure::NetworkUnreachable)),
-            libc::ENETUNREACH
-        );
-        assert_eq!(errno_for(&ClientError::Refused(Failure::TtlExpired)), libc::ETIMEDOUT);
-        assert_eq!(errno_for(&ClientError::AuthRejected), libc::EACCES);
-        assert_eq!(errno_for(&ClientError::Protocol(ProtoError::BadReplyVersion(4))), libc::EPROTO);
-    }
-}
 
 /// CONNECT to a numeric `target` without touching the heap, for a connect made by a signal
 /// handler that interrupted one of ours (the interrupted code may hold malloc's lock). Only the
@@ -421,4 +403,23 @@ fn recv_exact(fd: c_int, buffer: &mut [u8], deadline: Instant) -> Result<(), c_i
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_mapping() {
+        assert_eq!(errno_for(&ClientError::Refused(Failure::Refused)), libc::ECONNREFUSED);
+        assert_eq!(errno_for(&ClientError::Refused(Failure::NotAllowed)), libc::ECONNREFUSED);
+        assert_eq!(errno_for(&ClientError::Refused(Failure::HostUnreachable)), libc::EHOSTUNREACH);
+        assert_eq!(
+            errno_for(&ClientError::Refused(Failure::NetworkUnreachable)),
+            libc::ENETUNREACH
+        );
+        assert_eq!(errno_for(&ClientError::Refused(Failure::TtlExpired)), libc::ETIMEDOUT);
+        assert_eq!(errno_for(&ClientError::AuthRejected), libc::EACCES);
+        assert_eq!(errno_for(&ClientError::Protocol(ProtoError::BadReplyVersion(4))), libc::EPROTO);
+    }
 }
