@@ -298,7 +298,6 @@ pub fn errno_for(error: &ClientError) -> c_int {
     }
 }
 
-
 /// CONNECT to a numeric `target` without touching the heap, for a connect made by a signal
 /// handler that interrupted one of ours (the interrupted code may hold malloc's lock). Only the
 /// forms that need no allocation: SOCKS5 without credentials, or SOCKS4/4a with an IPv4
