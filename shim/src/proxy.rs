@@ -43,16 +43,31 @@ pub fn request_through(
 ) -> Result<Granted, c_int> {
     let family =
         real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(real::errno)?;
-    let flags = real::fcntl_int(fd, libc::F_GETFL, 0);
-    if flags < 0 {
-        return Err(real::errno());
+    let flags = status_flags(fd)?;
+    let deadline = Instant::now() + timeout;
+    nonblocking_while(fd, flags, || try_servers(fd, family, command, target, servers, deadline))
+}
+
+/// The file status flags of `fd` (F_GETFL).
+fn status_flags(fd: c_int) -> Result<c_int, c_int> {
+    match real::fcntl_int(fd, libc::F_GETFL, 0) {
+        flags if flags >= 0 => Ok(flags),
+        _ => Err(real::errno()),
     }
+}
+
+/// Runs `work` with `fd` non-blocking (so every wait is bounded by our deadlines), then puts
+/// back the program's `flags`.
+fn nonblocking_while<T>(
+    fd: c_int,
+    flags: c_int,
+    work: impl FnOnce() -> Result<T, c_int>,
+) -> Result<T, c_int> {
     let was_blocking = flags & libc::O_NONBLOCK == 0;
     if was_blocking && real::fcntl_int(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
         return Err(real::errno());
     }
-    let deadline = Instant::now() + timeout;
-    let result = try_servers(fd, family, command, target, servers, deadline);
+    let result = work();
     if was_blocking {
         real::fcntl_int(fd, libc::F_SETFL, flags);
     }
@@ -138,10 +153,7 @@ pub fn second_reply(
     version: ClientVersion,
     timeout: Duration,
 ) -> Result<SocketAddr, c_int> {
-    let flags = real::fcntl_int(fd, libc::F_GETFL, 0);
-    if flags < 0 {
-        return Err(real::errno());
-    }
+    let flags = status_flags(fd)?;
     if flags & libc::O_NONBLOCK != 0 {
         match real::poll_one(fd, libc::POLLIN, 0) {
             0 => return Err(libc::EAGAIN),
@@ -151,15 +163,9 @@ pub fn second_reply(
     } else if real::poll_one(fd, libc::POLLIN, -1) < 0 {
         return Err(real::errno());
     }
-    let was_blocking = flags & libc::O_NONBLOCK == 0;
-    if was_blocking && real::fcntl_int(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-        return Err(real::errno());
-    }
     let mut hs = ClientHandshake::second_reply(version);
-    let result = exchange(fd, &mut hs, Instant::now() + timeout);
-    if was_blocking {
-        real::fcntl_int(fd, libc::F_SETFL, flags);
-    }
+    let result =
+        nonblocking_while(fd, flags, || Ok(exchange(fd, &mut hs, Instant::now() + timeout)))?;
     match result {
         Ok(TargetAddr::Ip(peer)) => Ok(peer),
         Ok(TargetAddr::Domain(..)) => Err(libc::EPROTO),
@@ -310,16 +316,9 @@ pub fn connect_without_heap(
 ) -> Result<RawAddr, c_int> {
     let family =
         real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(real::errno)?;
-    let flags = real::fcntl_int(fd, libc::F_GETFL, 0);
-    if flags < 0 {
-        return Err(real::errno());
-    }
-    let was_blocking = flags & libc::O_NONBLOCK == 0;
-    if was_blocking && real::fcntl_int(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-        return Err(real::errno());
-    }
+    let flags = status_flags(fd)?;
     let deadline = Instant::now() + timeout;
-    let result = (|| {
+    nonblocking_while(fd, flags, || {
         let server = servers
             .iter()
             .find(|s| s.identity.credentials.is_none() && s.is_alive())
@@ -384,11 +383,7 @@ pub fn connect_without_heap(
             }
             (_, SocketAddr::V6(_)) => Err(libc::EAFNOSUPPORT),
         }
-    })();
-    if was_blocking {
-        real::fcntl_int(fd, libc::F_SETFL, flags);
-    }
-    result
+    })
 }
 
 /// Reads exactly `buffer.len()` bytes (a handshake message whose length is known).
