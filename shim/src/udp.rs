@@ -63,17 +63,19 @@ fn target_of(settings: &Settings, dst: SocketAddr) -> Result<(TargetAddr, Route<
 /// Plans a datagram of `len` bytes from `fd` to `dst` (as the program named it).
 pub fn plan_send(fd: c_int, dst: &RawAddr, len: usize) -> Send {
     let Some(addr) = dst.socket_addr() else { return Send::PassThrough };
-    if !is_udp(fd) {
-        return Send::PassThrough;
-    }
     let settings = config::settings();
     let (target, route) = match target_of(settings, addr) {
         Ok(found) => found,
         Err(errno) => return Send::Fail(errno),
     };
+    // The socket's type costs a system call: only asked when the destination is not direct.
+    let direct = matches!((&route, &target), (Route::Direct, TargetAddr::Ip(_)));
+    if direct || !is_udp(fd) {
+        return Send::PassThrough;
+    }
     match route {
-        Route::Direct if matches!(target, TargetAddr::Domain(..)) => Send::Fail(libc::EHOSTUNREACH),
-        Route::Direct => Send::PassThrough,
+        // Only a name's fake address gets here direct: no line sends it through a server.
+        Route::Direct => Send::Fail(libc::EHOSTUNREACH),
         Route::Deny | Route::Broken => {
             log!(Level::Info, "udp {target}: refused by socks.conf");
             Send::Fail(libc::EACCES)
