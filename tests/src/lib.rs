@@ -323,6 +323,17 @@ impl Lab {
         Client::new(self.ns(Ns::Inside), program)
     }
 
+    /// ssh in `inside` with `key` to `target` (`user@host`), non-interactive, trusting any host
+    /// key, then `command`.
+    pub fn ssh(&self, key: &std::path::Path, target: &str, command: &[&str]) -> Client {
+        self.client(paths::require("ssh", "openssh-client"))
+            .args(["-F", "/dev/null", "-i"])
+            .args([key])
+            .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=15", target])
+            .args(command)
+    }
+
     /// The [`probe`] script for `targets`, to run in `inside` (without the library until told).
     pub fn probe(&self, targets: &[SocketAddr]) -> Client {
         self.python(&probe::script(targets))

@@ -379,24 +379,9 @@ fn ssh_curl_nc_send_nothing_but_socks() {
     let echo = lab.echo(7);
     let sockd = lab.sockd(PERMIT_INSIDE);
 
-    let ran = lab
-        .client(paths::require("ssh", "openssh-client"))
-        .args(["-F", "/dev/null", "-i"])
-        .args([key])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=15",
-            &format!("root@{OUTSIDE_ADDR}"),
-            "echo $((6 * 7)) from $(cat /proc/sys/kernel/hostname)",
-        ])
-        .socksify(&SOCKSIFY)
-        .run();
+    let target = format!("root@{OUTSIDE_ADDR}");
+    let command = "echo $((6 * 7)) from $(cat /proc/sys/kernel/hostname)";
+    let ran = lab.ssh(&key, &target, &[command]).socksify(&SOCKSIFY).run();
     assert!(
         ran.success() && ran.stdout_text().starts_with("42 from "),
         "ssh must run the command on the outside host\n{}\n--- sshd ---\n{}",

@@ -103,26 +103,10 @@ fn netcat_to_echo_server() {
 #[test]
 fn ssh_to_sshd_outside() {
     let Some(lab) = Lab::new("ssh") else { return };
-    let ssh = paths::require("ssh", "openssh-client");
     let (sshd, key) = lab.sshd();
     let sockd = lab.sockd(PERMIT_INSIDE);
     let ran = lab
-        .client(ssh)
-        .args(["-F", "/dev/null", "-i"])
-        .args([key])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=15",
-            "root@198.51.100.2",
-            "echo",
-            "hello-from-outside",
-        ])
+        .ssh(&key, "root@198.51.100.2", &["echo", "hello-from-outside"])
         .socksify(&["-v", "-s", SERVER])
         .run();
     assert!(
