@@ -258,18 +258,14 @@ async fn recv_either(
     match (v4, v6) {
         (Some(a), Some(b)) => {
             tokio::select! {
-                r = a.readable() => { r?; try_recv(a, buf) }
-                r = b.readable() => { r?; try_recv(b, buf) }
+                r = a.readable() => { r?; a.try_recv_from(buf) }
+                r = b.readable() => { r?; b.try_recv_from(buf) }
             }
         }
         (Some(a), None) => a.recv_from(buf).await,
         (None, Some(b)) => b.recv_from(buf).await,
         (None, None) => std::future::pending().await,
     }
-}
-
-fn try_recv(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-    socket.try_recv_from(buf)
 }
 
 /// Completes at `due`; never when there is no idle limit.
