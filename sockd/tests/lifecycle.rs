@@ -208,11 +208,11 @@ fn status_ids(pid: u32, key: &str) -> Vec<u32> {
 fn user_option_drops_privileges_after_listening() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: --user needs root (this test runs as uid != 0)");
+        skip("user_option_drops_privileges_after_listening", "--user needs root");
         return;
     }
     let Some((uid, gid)) = nobody_ids() else {
-        eprintln!("SKIPPED: no user `nobody` in /etc/passwd");
+        skip("user_option_drops_privileges_after_listening", "no user `nobody` in /etc/passwd");
         return;
     };
     let echo = echo_server();

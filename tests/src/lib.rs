@@ -23,7 +23,9 @@
 //! mount namespace whose `/etc` is an overlay carrying a generated `/etc/ld.so.preload` (and
 //! `socks.conf`), optionally as another user and with file capabilities (secure execution).
 //!
-//! Without root, [`Lab::new`] prints `SKIPPED: <why>` and returns `None`; a missing program is
+//! Without root, [`Lab::new`] reports the test as skipped ([`skip`]) and returns `None`; the
+//! loopback suite (tests/tests/loopback.rs) runs the library under real programs in the test's
+//! own network namespace ([`OWN_NETNS`]) as any user. A missing program is
 //! a failure naming its Debian package ([`paths::require`]). Every wait is bounded. Dropping
 //! the lab kills what it started and deletes the namespaces, also after a panic.
 //!
@@ -55,7 +57,7 @@ pub use netns::{
     SOCKS_PORT,
 };
 pub use preload::SystemWide;
-pub use process::{Client, Daemon, Preload, Ran};
+pub use process::{Client, Daemon, Preload, Ran, OWN_NETNS};
 pub use pty::Step;
 pub use servers::{http_body, pattern, whois_answer, Datagram, Exchange, Server, UdpEcho};
 pub use vsftpd::Vsftpd;
@@ -107,6 +109,24 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// File of the skipped tests' lines, which `scripts/test` lists after the run.
+pub fn skipped_tests_file() -> PathBuf {
+    paths::target_dir().join("skipped-tests.txt")
+}
+
+/// Reports that test `name` could not run, and why: written straight to standard error (which
+/// the test harness does not capture, so the line shows without `--nocapture`) and appended to
+/// [`skipped_tests_file`], so the summary of the run names it too.
+pub fn skip(name: &str, why: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED: {name}: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(skipped_tests_file());
+    if let Ok(mut file) = file {
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
 /// One test's world; see the crate documentation. Fields drop in declaration order: the
 /// topology (which kills whatever still runs in its namespaces) before the temporary directory
 /// those processes may be using.
@@ -123,7 +143,7 @@ impl Lab {
     /// Builds the lab for test `name`, or prints `SKIPPED: …` and returns `None` when not root.
     pub fn new(name: &str) -> Option<Lab> {
         if !is_root() {
-            println!("SKIPPED: {name}: needs root to create network namespaces");
+            skip(name, "needs root to create network namespaces");
             return None;
         }
         let net = Topology::new();

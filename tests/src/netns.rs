@@ -345,11 +345,16 @@ pub fn ip(args: &[&str]) {
     );
 }
 
-/// Runs `f` on a fresh thread that has joined network namespace `name`. Sockets created in `f`
-/// belong to that namespace for their whole life, whichever thread uses them later.
+/// Runs `f` on a fresh thread that has joined network namespace `name` (or stayed in the test's
+/// own for [`OWN_NETNS`](crate::process::OWN_NETNS)). Sockets created in `f` belong to that
+/// namespace for their whole life, whichever thread uses them later.
 pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{name}");
+    let own = name == crate::process::OWN_NETNS;
     std::thread::spawn(move || {
+        if own {
+            return f();
+        }
         let file = std::fs::File::open(&path)
             .unwrap_or_else(|e| panic!("cannot open network namespace {path}: {e}"));
         // SAFETY: setns(2) on an fd we own, for this thread only (CLONE_NEWNET may be changed

@@ -35,9 +35,17 @@ const SCRUBBED: [&str; 9] = [
     "SOCKS_LIBRARY",
 ];
 
+/// The network namespace the test itself runs in: no `ip netns exec`, so no root needed.
+pub const OWN_NETNS: &str = "";
+
 fn base_command(ns: &str) -> Command {
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", ns]);
+    let mut command = if ns == OWN_NETNS {
+        Command::new("/usr/bin/env")
+    } else {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", ns]);
+        command
+    };
     for name in SCRUBBED {
         command.env_remove(name);
     }

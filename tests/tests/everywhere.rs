@@ -497,20 +497,26 @@ fn secure_execution_ignores_the_environment() {
     let secure = probe(SystemWide::with_library().file_capability(&real_python, capability));
     if let Some(why) = setup_failure(&secure) {
         if secure.status.and_then(|s| s.code()) == Some(SETCAP_FAILED) {
-            println!(
-                "SKIPPED: secure execution: file capabilities cannot be set here ({why}); \
-                 without them no unprivileged program gets AT_SECURE=1 without a compiler"
+            socks_e2e::skip(
+                "secure execution",
+                &format!(
+                    "file capabilities cannot be set here ({why}); without them no \
+                     unprivileged program gets AT_SECURE=1 without a compiler"
+                ),
             );
             return;
         }
         panic!("the private /etc could not be set up: {why}\n{}", secure.describe());
     }
     if secure.stdout_text().starts_with("uid=65534 secure=0") {
-        println!(
-            "SKIPPED: secure execution: the kernel did not honour the file capability on the \
-             copy of {} (AT_SECURE stayed 0)\n{}",
-            real_python.display(),
-            secure.describe()
+        socks_e2e::skip(
+            "secure execution",
+            &format!(
+                "the kernel did not honour the file capability on the copy of {} (AT_SECURE \
+                 stayed 0)\n{}",
+                real_python.display(),
+                secure.describe()
+            ),
         );
         return;
     }

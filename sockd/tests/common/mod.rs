@@ -250,6 +250,17 @@ pub fn sockd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_sockd")
 }
 
+/// Reports that test `name` could not run, and why, where the run's summary shows it: straight
+/// to standard error (not captured by the test harness) and into `skipped-tests.txt` beside the
+/// binary under test, which `scripts/test` lists at the end.
+pub fn skip(name: &str, why: &str) {
+    let line = format!("SKIPPED: {name}: {why}\n");
+    let _ = io::stderr().write_all(line.as_bytes());
+    let file = Path::new(sockd_bin()).with_file_name("skipped-tests.txt");
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(file);
+    let _ = file.and_then(|mut file| file.write_all(line.as_bytes()));
+}
+
 /// Builder for a standalone sockd: a temp dir holding `sockd.conf`, extra files, listen
 /// addresses (default `127.0.0.1:0`) and extra arguments.
 #[derive(Debug)]
