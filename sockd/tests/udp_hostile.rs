@@ -339,7 +339,13 @@ fn authenticated_association_must_declare_its_port() {
         }
         assert_eq!(reply.rep, 0x02, "refused as not allowed: {reply:?}");
         sockd.wait_for_line(
-            &["denied:", &client_tag(&control), "user=alice", "cmd=udp-associate", "port"],
+            &[
+                "denied:",
+                &client_tag(&control),
+                "user=alice",
+                "cmd=udp-associate",
+                "must declare the port it sends from",
+            ],
             LOG_TIMEOUT,
         );
     }
@@ -401,7 +407,12 @@ fn declared_address_must_be_the_clients_own() {
         }
         assert_eq!(reply.rep, 0x02, "refused as not allowed: {reply:?}");
         sockd.wait_for_line(
-            &["denied:", &client_tag(&control), "cmd=udp-associate", "127.0.0.2"],
+            &[
+                "denied:",
+                &client_tag(&control),
+                "cmd=udp-associate",
+                "is not the client's address 127.0.0.1",
+            ],
             LOG_TIMEOUT,
         );
         // The same socket address seen from its own host is fine.
