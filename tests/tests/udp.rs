@@ -18,6 +18,9 @@
 //! Interoperability: the library's UDP through Dante's danted, and Dante's own client
 //! (`socksify`, libdsocks) sending UDP through our sockd.
 //!
+//! Who owns an association (issue 11): with a password (sockd with a users file) the library
+//! declares its socket's real address and port, and sockd's relay is locked to that socket.
+//!
 //! Not here: sockd's handling of hostile datagrams on the relay port (sockd/tests/udp_hostile.rs),
 //! dig against the workstation's own dead resolver (names.rs).
 
@@ -500,6 +503,89 @@ fn dante_socksify_udp_through_sockd() {
         sockd.log()
     );
     assert_udp_session(&sockd, 1, &UdpSession::clean(3, 30));
+    // Dante's client declares its socket's address and port (not zeros): sockd locks to it.
+    let line = sockd.wait_line(&["udp:", "cmd=udp-associate"], STARTUP);
+    let declared = format!("dst={INSIDE_ADDR}:");
+    let port = line.split_whitespace().find_map(|t| t.strip_prefix(declared.as_str()));
+    assert!(
+        port.is_some_and(|p| p != "0" && line.contains(&format!("locked-to={INSIDE_ADDR}:{p} "))
+            || line.ends_with(&format!("locked-to={INSIDE_ADDR}:{p}"))),
+        "Dante's client must declare its socket and sockd lock to it: {line}"
+    );
     assert_relayed(&echo, 3);
     leaks.assert_only_sockd_udp("python3 UDP under Dante's socksify");
+}
+
+/// A sockd in `fw` that requires RFC 1929 logins: `alice`, password `alice-pw`.
+fn sockd_with_users(lab: &Lab) -> Daemon {
+    let conf = lab.write("sockd-users.conf", PERMIT_INSIDE);
+    let users = lab.write("users", "alice:alice-pw\n");
+    let listen = format!("{FW_INSIDE_ADDR}:{SOCKS_PORT}");
+    let sockd = Daemon::spawn(
+        lab.ns(Ns::Fw),
+        "sockd:users",
+        &paths::sockd(),
+        &[
+            "-l",
+            &listen,
+            "-f",
+            &conf.display().to_string(),
+            "--users",
+            &users.display().to_string(),
+        ],
+    );
+    sockd.wait_line(&["listening on", &listen], STARTUP);
+    sockd
+}
+
+/// With a password the library declares its socket (bound first if the program has not: the
+/// program here never binds), and sockd locks the relay to that socket's address and port.
+/// (Neighbours spraying a locked relay: sockd/tests/udp_hostile.rs.)
+#[test]
+fn authenticated_association_is_locked_to_the_programs_socket() {
+    let Some((lab, leaks)) = Lab::new("udp-declared").map(|lab| {
+        let leaks = LeakCounter::install(&lab);
+        (lab, leaks)
+    }) else {
+        return;
+    };
+    let sockd = sockd_with_users(&lab);
+    let echo = lab.udp_echo(7);
+    let script = format!(
+        r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.sendto(b"datagram 0", ("{ip}", {port}))
+data, source = s.recvfrom(65535)
+print(data.decode(), "<-", f"{{source[0]}}:{{source[1]}}")
+print("port", s.getsockname()[1])
+"#,
+        ip = echo.addr().ip(),
+        port = echo.addr().port()
+    );
+    let ran = under_library(lab.client(paths::require("python3", "python3")))
+        .env("SOCKS_USERNAME", "alice")
+        .env("SOCKS_PASSWORD", "alice-pw")
+        .args(["-c", &script])
+        .run();
+    let port = ran
+        .stdout_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("port "))
+        .and_then(|p| p.parse::<u16>().ok());
+    assert!(
+        ran.success()
+            && ran.stdout_text().starts_with(&echo_expected(echo.addr(), 1))
+            && port.is_some(),
+        "python3 with a password, UDP through sockd\n{}\n--- sockd ---\n{}",
+        ran.describe(),
+        sockd.log()
+    );
+    let locked = format!("locked-to={INSIDE_ADDR}:{}", port.unwrap_or_default());
+    let line = sockd.wait_line(&["udp:", "user=alice", "cmd=udp-associate", &locked], STARTUP);
+    assert!(line.contains(&format!("relay on {FW_INSIDE_ADDR}:")), "{line}");
+    assert_udp_session(&sockd, 1, &UdpSession::clean(1, 10));
+    assert_relayed(&echo, 1);
+    leaks.assert_only_sockd_udp("python3 UDP with a password");
 }
