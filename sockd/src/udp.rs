@@ -422,3 +422,53 @@ async fn idle(due: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> TargetAddr {
+        TargetAddr::Ip(text.parse().expect("literal"))
+    }
+
+    #[test]
+    fn declared_source_checks() {
+        let client: IpAddr = "192.0.2.7".parse().expect("literal");
+        let locked = |port| Ok(Source { ip: client, port });
+        // Authenticated: a port is required; the address may be left unspecified.
+        assert_eq!(declared_source(&ip("0.0.0.0:5353"), client, true), locked(Some(5353)));
+        assert_eq!(declared_source(&ip("[::]:5353"), client, true), locked(Some(5353)));
+        assert_eq!(declared_source(&ip("192.0.2.7:5353"), client, true), locked(Some(5353)));
+        assert_eq!(declared_source(&ip("[::ffff:192.0.2.7]:53"), client, true), locked(Some(53)));
+        assert!(declared_source(&ip("0.0.0.0:0"), client, true).is_err());
+        assert!(declared_source(&ip("192.0.2.7:0"), client, true).is_err());
+        let name = TargetAddr::Domain("ws.example".into(), 5353);
+        assert!(declared_source(&name, client, true).is_err());
+        // Unauthenticated: no port is the weaker mode.
+        assert_eq!(declared_source(&ip("0.0.0.0:0"), client, false), locked(None));
+        assert_eq!(declared_source(&name, client, false), locked(None));
+        assert_eq!(declared_source(&ip("0.0.0.0:9"), client, false), locked(Some(9)));
+        // Another address is refused either way.
+        for authenticated in [false, true] {
+            let err = declared_source(&ip("192.0.2.8:5353"), client, authenticated);
+            assert!(err.is_err_and(|e| e.contains("192.0.2.8:5353")));
+            assert!(declared_source(&ip("192.0.2.8:0"), client, authenticated).is_err());
+        }
+    }
+
+    #[test]
+    fn source_admits_only_its_socket() {
+        let mut exact = Source { ip: "192.0.2.7".parse().expect("literal"), port: Some(5353) };
+        assert!(exact.admit("192.0.2.7:5353".parse().expect("literal")));
+        assert!(!exact.admit("192.0.2.7:5354".parse().expect("literal")));
+        assert!(!exact.admit("192.0.2.8:5353".parse().expect("literal")));
+        assert_eq!(exact.to_string(), "192.0.2.7:5353");
+        // The weaker mode: the first datagram from the address sets the port.
+        let mut learning = Source { ip: "2001:db8::7".parse().expect("literal"), port: None };
+        assert_eq!(learning.to_string(), "[2001:db8::7]:first-datagram");
+        assert!(!learning.admit("[2001:db8::8]:40000".parse().expect("literal")));
+        assert!(learning.admit("[2001:db8::7]:40000".parse().expect("literal")));
+        assert!(!learning.admit("[2001:db8::7]:40001".parse().expect("literal")));
+        assert_eq!(learning.port, Some(40000));
+    }
+}
