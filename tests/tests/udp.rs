@@ -540,7 +540,9 @@ fn sockd_with_users(lab: &Lab) -> Daemon {
 
 /// With a password the library declares its socket (bound first if the program has not: the
 /// program here never binds), and sockd locks the relay to that socket's address and port.
-/// (Neighbours spraying a locked relay: sockd/tests/udp_hostile.rs.)
+/// A socket bound to a second address of the workstation has the control connection leave
+/// from that address too, so sockd sees the declared address as the client's own. (Neighbours
+/// spraying a locked relay: sockd/tests/udp_hostile.rs.)
 #[test]
 fn authenticated_association_is_locked_to_the_programs_socket() {
     let Some((lab, leaks)) = Lab::new("udp-declared").map(|lab| {
@@ -551,41 +553,54 @@ fn authenticated_association_is_locked_to_the_programs_socket() {
     };
     let sockd = sockd_with_users(&lab);
     let echo = lab.udp_echo(7);
-    let script = format!(
-        r#"
+    let second = Ipv4Addr::new(192, 0, 2, 3);
+    lab.net.add_address(Ns::Inside, Ns::Fw, &format!("{second}/24"));
+    for (n, bind) in [None, Some(second)].into_iter().enumerate() {
+        let bind_line = bind.map_or_else(String::new, |ip| format!("s.bind((\"{ip}\", 0))"));
+        let script = format!(
+            r#"
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+{bind_line}
 s.settimeout(10)
 s.sendto(b"datagram 0", ("{ip}", {port}))
 data, source = s.recvfrom(65535)
 print(data.decode(), "<-", f"{{source[0]}}:{{source[1]}}")
 print("port", s.getsockname()[1])
 "#,
-        ip = echo.addr().ip(),
-        port = echo.addr().port()
-    );
-    let ran = under_library(lab.client(paths::require("python3", "python3")))
-        .env("SOCKS_USERNAME", "alice")
-        .env("SOCKS_PASSWORD", "alice-pw")
-        .args(["-c", &script])
-        .run();
-    let port = ran
-        .stdout_text()
-        .lines()
-        .find_map(|l| l.strip_prefix("port "))
-        .and_then(|p| p.parse::<u16>().ok());
-    assert!(
-        ran.success()
-            && ran.stdout_text().starts_with(&echo_expected(echo.addr(), 1))
-            && port.is_some(),
-        "python3 with a password, UDP through sockd\n{}\n--- sockd ---\n{}",
-        ran.describe(),
-        sockd.log()
-    );
-    let locked = format!("locked-to={INSIDE_ADDR}:{}", port.unwrap_or_default());
-    let line = sockd.wait_line(&["udp:", "user=alice", "cmd=udp-associate", &locked], STARTUP);
-    assert!(line.contains(&format!("relay on {FW_INSIDE_ADDR}:")), "{line}");
-    assert_udp_session(&sockd, 1, &UdpSession::clean(1, 10));
-    assert_relayed(&echo, 1);
+            ip = echo.addr().ip(),
+            port = echo.addr().port()
+        );
+        let ran = under_library(lab.client(paths::require("python3", "python3")))
+            .env("SOCKS_USERNAME", "alice")
+            .env("SOCKS_PASSWORD", "alice-pw")
+            .args(["-c", &script])
+            .run();
+        let port = ran
+            .stdout_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("port "))
+            .and_then(|p| p.parse::<u16>().ok());
+        assert!(
+            ran.success()
+                && ran.stdout_text().starts_with(&echo_expected(echo.addr(), 1))
+                && port.is_some(),
+            "python3 with a password, UDP through sockd, socket bound to {bind:?}\n{}\n--- sockd ---\n{}",
+            ran.describe(),
+            sockd.log()
+        );
+        let from = bind.unwrap_or(INSIDE_ADDR);
+        let locked = format!("locked-to={from}:{}", port.unwrap_or_default());
+        let line = sockd.wait_line(&["udp:", "user=alice", "cmd=udp-associate", &locked], STARTUP);
+        assert!(
+            line.contains(&format!("client={from}:"))
+                && line.contains(&format!("relay on {FW_INSIDE_ADDR}:")),
+            "{line}"
+        );
+        let closed =
+            sockd.wait_lines(&["closed:", "user=alice", "cmd=udp-associate"], n + 1, STARTUP);
+        assert_eq!(UdpSession::parse(&closed[n]), UdpSession::clean(1, 10), "{}", closed[n]);
+    }
+    assert_relayed(&echo, 2);
     leaks.assert_only_sockd_udp("python3 UDP with a password");
 }
