@@ -604,3 +604,50 @@ print("port", s.getsockname()[1])
     assert_relayed(&echo, 2);
     leaks.assert_only_sockd_udp("python3 UDP with a password");
 }
+
+/// Dante's client with a username and password (`method: username`, `SOCKS_USERNAME` and
+/// `SOCKS_PASSWORD`) against a sockd that checks them: it declares its socket's address and
+/// port, which is what sockd requires of an authenticated association.
+#[test]
+fn dante_socksify_udp_with_a_password() {
+    let Some(lab) = Lab::new("udp-dante-password") else { return };
+    let leaks = LeakCounter::install(&lab);
+    let sockd = sockd_with_users(&lab);
+    let echo = lab.udp_echo(7);
+    let conf = lab.write(
+        "dante.conf",
+        format!(
+            "# Dante's client: everything through our sockd, SOCKS5 with a password\n\
+             logoutput: stderr\n\
+             route {{\n\
+             \tfrom: 0.0.0.0/0 to: 0.0.0.0/0 via: {FW_INSIDE_ADDR} port = {SOCKS_PORT}\n\
+             \tproxyprotocol: socks_v5\n\
+             \tmethod: username\n\
+             }}\n"
+        ),
+    );
+    let socksify = paths::require("socksify", "dante-client");
+    let python = paths::require("python3", "python3");
+    let ran = lab
+        .client(&socksify)
+        .args([python.as_os_str(), "-c".as_ref(), echo_script(echo.addr(), 3).as_ref()])
+        .env("SOCKS_CONF", conf.display().to_string())
+        .env("SOCKS_AUTOADD_LANROUTES", "no")
+        .env("SOCKS_USERNAME", "alice")
+        .env("SOCKS_PASSWORD", "alice-pw")
+        .run();
+    assert!(
+        ran.success() && ran.stdout_text() == echo_expected(echo.addr(), 3),
+        "python3 under Dante's socksify with a password, UDP through sockd\n{}\n--- sockd ---\n{}",
+        ran.describe(),
+        sockd.log()
+    );
+    let line = sockd.wait_line(&["udp:", "user=alice", "cmd=udp-associate"], STARTUP);
+    assert!(
+        line.contains(&format!("locked-to={INSIDE_ADDR}:")) && !line.contains("first-datagram"),
+        "{line}"
+    );
+    assert_udp_session(&sockd, 1, &UdpSession::clean(3, 30));
+    assert_relayed(&echo, 3);
+    leaks.assert_only_sockd_udp("python3 UDP under Dante's socksify with a password");
+}
