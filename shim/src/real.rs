@@ -310,6 +310,20 @@ pub fn bind_to(fd: c_int, addr: &crate::sockaddr::RawAddr) -> c_int {
     unsafe { bind(fd, addr.bytes.as_ptr().cast(), addr.len as socklen_t) }
 }
 
+/// getsockname(2), copied: the socket's own address; `None` when the call fails (errno tells
+/// why) or the family is neither AF_INET nor AF_INET6.
+pub fn local_addr(fd: c_int) -> Option<crate::sockaddr::RawAddr> {
+    let mut bytes = [0u8; crate::sockaddr::RAW_LEN];
+    let mut len = bytes.len() as socklen_t;
+    // SAFETY: `bytes` has room for `len` bytes, and the kernel writes at most that many.
+    if unsafe { getsockname(fd, bytes.as_mut_ptr().cast(), &mut len) } != 0 {
+        return None;
+    }
+    let len = len.min(bytes.len() as socklen_t);
+    // SAFETY: the first `len` bytes of `bytes` are readable (and were written by the kernel).
+    unsafe { crate::sockaddr::RawAddr::from_ptr(bytes.as_ptr().cast(), len) }
+}
+
 /// connect(2) to a Rust socket address.
 pub fn connect_to(fd: c_int, addr: &crate::sockaddr::RawAddr) -> c_int {
     // SAFETY: `addr.bytes` holds a valid sockaddr of `addr.len` bytes.

@@ -5,9 +5,16 @@
 //! relay have it stripped and report their real source. Datagrams to and from anywhere else on
 //! the same socket pass untouched, so poll/select/epoll on the socket work as before.
 //!
+//! The request declares where the datagrams will come from (RFC 1928: DST of UDP ASSOCIATE):
+//! the socket's own address and port, bound first (to the wildcard address of its family,
+//! port 0, as the kernel would on the first send) if the program has not bound it. A server
+//! that locks its relay to that source, as sockd does, then relays this socket's datagrams
+//! only. A socket bound to a specific address has the control connection come from that
+//! address too, so both reach the server from the same host address.
+//!
 //! Not here: the C structures (see `udp_hooks`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use libc::c_int;
 use socks_proto::udp::{decode_datagram, encode_header, UdpHeader};
@@ -151,15 +158,16 @@ fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<Raw
         Some(SocketAddr::V6(_)) => libc::AF_INET6,
         _ => libc::AF_INET,
     };
+    let source = own_source(fd, family)?;
     let control = real::new_socket(server_family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
     if control < 0 {
         return Err(real::errno());
     }
-    let zeros = TargetAddr::unspecified();
+    same_host_address(control, server_family, source);
     let granted = match proxy::request_through(
         control,
         Command::UdpAssociate,
-        &zeros,
+        &TargetAddr::Ip(source),
         std::slice::from_ref(*server),
         settings.timeout,
     ) {
@@ -189,6 +197,54 @@ fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<Raw
     fdtable::set(fd, &Entry { kind: Kind::Udp, first, server: relay });
     fdtable::set_control(fd, control);
     Ok(relay)
+}
+
+/// Where `fd`'s datagrams come from, as the UDP ASSOCIATE request declares it (IPv4-mapped as
+/// IPv4; a wildcard address stays unspecified, which the server reads as the control
+/// connection's address). An unbound socket is bound first to the wildcard address of its
+/// `family`, port 0, as the kernel would bind it on its first send.
+fn own_source(fd: c_int, family: c_int) -> Result<SocketAddr, c_int> {
+    let local = |fd| {
+        real::local_addr(fd).and_then(|raw| raw.socket_addr()).ok_or_else(|| match real::errno() {
+            0 => libc::EAFNOSUPPORT,
+            errno => errno,
+        })
+    };
+    let mut bound = local(fd)?;
+    if bound.port() == 0 {
+        let any: IpAddr = match family {
+            libc::AF_INET6 => Ipv6Addr::UNSPECIFIED.into(),
+            _ => Ipv4Addr::UNSPECIFIED.into(),
+        };
+        if real::bind_to(fd, &RawAddr::from_socket_addr(SocketAddr::new(any, 0))) != 0 {
+            let errno = real::errno();
+            log!(
+                Level::Error,
+                "udp: cannot bind the socket before its association (errno {errno})"
+            );
+            return Err(errno);
+        }
+        bound = local(fd)?;
+    }
+    Ok(canonical(bound))
+}
+
+/// A UDP socket bound to a specific address: the control connection leaves from that address
+/// too (best effort: if it cannot, the server decides), so the server sees both come from the
+/// same host address.
+fn same_host_address(control: c_int, control_family: c_int, source: SocketAddr) {
+    let ip = source.ip();
+    if ip.is_unspecified() {
+        return;
+    }
+    let Some(local) = for_family(SocketAddr::new(ip, 0), control_family) else { return };
+    if real::bind_to(control, &RawAddr::from_socket_addr(local)) != 0 {
+        log!(
+            Level::Debug,
+            "udp: control connection cannot leave from {ip} (errno {})",
+            real::errno()
+        );
+    }
 }
 
 /// connect(2) on a UDP socket: a proxied peer means the socket is really connected to the relay.

@@ -1,13 +1,29 @@
 //! UDP ASSOCIATE (RFC 1928 section 7): a UDP relay for one client, alive as long as its TCP
 //! control connection (or until the idle timeout). The relay socket listens on the address the
-//! client reached sockd on and takes datagrams only from the client's address (and port, once
-//! known); each datagram's destination is checked against the rules like a CONNECT, and replies
-//! come back wrapped in the SOCKS5 UDP header with their real source. Fragments (FRAG != 0) are
-//! dropped, as RFC 1928 allows an implementation without reassembly to do.
+//! client reached sockd on and takes datagrams only from the source the client declared in its
+//! request; each datagram's destination is checked against the rules like a CONNECT, and
+//! replies come back wrapped in the SOCKS5 UDP header with their real source. Fragments
+//! (FRAG != 0) are dropped, as RFC 1928 allows an implementation without reassembly to do.
+//!
+//! Who may use the relay. The request's DST is the address and port the client will send
+//! from. The address must be the control connection's own client address, or unspecified
+//! (which stands for it); any other is refused (RFC 1928 allows it, but then anyone the client
+//! names could be relayed under its name). An authenticated client (a users file is in force)
+//! must also declare its port: the relay takes datagrams from that one socket only. Without
+//! authentication a client may declare port 0 (or all zeros, or a name): the relay then locks
+//! onto the port of the first datagram from the client's address — the weaker mode, no worse
+//! than what anyone on that address could get by asking for an association of their own. A
+//! client that no `permit` line could ever cover gets no relay at all.
+//!
+//! Memory: an idle association holds no datagram buffer. A datagram is received into one
+//! 64 KiB buffer per worker thread and copied out at its own size only while it is handled.
 //!
 //! Not here: the TCP handshake (`session`), the rule language.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -30,6 +46,12 @@ const REMEMBERED_MAX: usize = 4096;
 /// How long a name in a datagram may take to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+thread_local! {
+    /// The receive buffer of every association served on this thread: a datagram is read into
+    /// it and copied out at its own size, so an idle association holds no buffer.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// What an association did, for its closing log line.
 #[derive(Debug, Default)]
 struct Counts {
@@ -44,14 +66,86 @@ struct Counts {
     dropped_unanswerable: u64,
 }
 
+/// What is known about one destination of an association.
+#[derive(Debug, Clone, Copy, Default)]
+struct Seen {
+    /// The rules denied it (decided once, logged once).
+    denied: bool,
+    /// The client sent to it, so it may answer.
+    contacted: bool,
+}
+
 /// The per-association memory of destinations.
+#[derive(Default)]
 struct Destinations {
-    /// Rule decisions: `None` = permitted, `Some(rule)` = denied by that rule.
-    decided: HashMap<SocketAddr, Option<String>>,
+    /// Rule decisions and who may answer, per destination address.
+    seen: HashMap<SocketAddr, Seen>,
     /// Names already resolved.
     names: HashMap<(String, u16), Option<SocketAddr>>,
-    /// Who the client sent to, hence who may answer.
-    contacted: HashSet<SocketAddr>,
+}
+
+/// Where the client's datagrams must come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Source {
+    ip: IpAddr,
+    /// `None`: not declared; the first datagram from `ip` sets it (unauthenticated only).
+    port: Option<u16>,
+}
+
+impl Source {
+    /// Whether a datagram from `from` is the client's; learns the port in the weaker mode.
+    fn admit(&mut self, from: SocketAddr) -> bool {
+        if from.ip() != self.ip || self.port.is_some_and(|p| p != from.port()) {
+            return false;
+        }
+        self.port.get_or_insert(from.port());
+        true
+    }
+}
+
+/// For the `udp:` line: `locked-to=IP:PORT`, or `IP:first-datagram` in the weaker mode.
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}", SocketAddr::new(self.ip, port)),
+            None if self.ip.is_ipv6() => write!(f, "[{}]:first-datagram", self.ip),
+            None => write!(f, "{}:first-datagram", self.ip),
+        }
+    }
+}
+
+/// The source the client declared in its request (DST), checked: the client's own address or
+/// unspecified, and a port when `authenticated`. `Err` is the reason to log.
+fn declared_source(
+    dst: &TargetAddr,
+    client_ip: IpAddr,
+    authenticated: bool,
+) -> Result<Source, String> {
+    let declared = match dst {
+        TargetAddr::Ip(sa) => canonical(*sa),
+        TargetAddr::Domain(..) if authenticated => {
+            return Err(
+                "an authenticated UDP ASSOCIATE must declare the address and port it sends from, not a name"
+                    .into(),
+            )
+        }
+        // The weaker mode: nothing usable declared.
+        TargetAddr::Domain(..) => return Ok(Source { ip: client_ip, port: None }),
+    };
+    let ip = if declared.ip().is_unspecified() { client_ip } else { declared.ip() };
+    if ip != client_ip {
+        return Err(format!(
+            "declared UDP source {declared} is not the client's address {client_ip}"
+        ));
+    }
+    match declared.port() {
+        0 if authenticated => {
+            Err("an authenticated UDP ASSOCIATE must declare the port it sends from (got port 0)"
+                .into())
+        }
+        0 => Ok(Source { ip, port: None }),
+        port => Ok(Source { ip, port: Some(port) }),
+    }
 }
 
 /// Serves a UDP ASSOCIATE on `client` until the control connection ends.
@@ -63,10 +157,18 @@ pub async fn serve(
     config: &Config,
 ) {
     let client_ip = session.client.ip();
-    // DST names where the client will send from; zeros (or a name) mean "not known yet".
-    let mut client_port = match &request.dst {
-        TargetAddr::Ip(sa) if sa.port() != 0 => Some(sa.port()),
-        _ => None,
+    if !config.rules.may_permit(client_ip, session.user.as_deref()) {
+        info!("denied: {session} error=no permit line covers this client, so no UDP relay");
+        return refuse(client, request, Failure::NotAllowed).await;
+    }
+    // With a users file the handshake checked the password: an identity is at stake.
+    let authenticated = config.users.is_some();
+    let mut source = match declared_source(&request.dst, client_ip, authenticated) {
+        Ok(source) => source,
+        Err(why) => {
+            info!("denied: {session} error={why}");
+            return refuse(client, request, Failure::NotAllowed).await;
+        }
     };
     let relay = match client.local_addr() {
         Ok(local) => UdpSocket::bind(SocketAddr::new(local.ip().to_canonical(), 0)).await,
@@ -84,15 +186,12 @@ pub async fn serve(
     if client.write_all(&reply).await.is_err() {
         return;
     }
-    info!("udp: {session} relay on {relay_addr}");
+    info!("udp: {session} relay on {relay_addr} locked-to={source}");
     let started = Instant::now();
     let mut outbound_v4: Option<UdpSocket> = None;
     let mut outbound_v6: Option<UdpSocket> = None;
-    let mut destinations =
-        Destinations { decided: HashMap::new(), names: HashMap::new(), contacted: HashSet::new() };
+    let mut destinations = Destinations::default();
     let mut counts = Counts::default();
-    let mut from_client = vec![0u8; DATAGRAM_MAX];
-    let mut from_remote = vec![0u8; DATAGRAM_MAX];
     let mut control = [0u8; 64];
     let mut last_activity = Instant::now();
     let end = loop {
@@ -104,16 +203,24 @@ pub async fn serve(
                 // Bytes on the control connection mean nothing in UDP ASSOCIATE.
                 Ok(_) => {}
             },
-            received = relay.recv_from(&mut from_client) => {
-                let Ok((n, from)) = received else { continue };
-                let from = canonical(from);
-                if from.ip() != client_ip || client_port.is_some_and(|p| p != from.port()) {
-                    counts.dropped_foreign += 1;
+            ready = relay.readable() => {
+                if ready.is_err() {
                     continue;
                 }
-                client_port.get_or_insert(from.port());
+                // Foreign datagrams are counted without being copied out.
+                let received = receive(&relay, |bytes, from| {
+                    source.admit(canonical(from)).then(|| bytes.to_vec())
+                });
+                let datagram = match received {
+                    Ok(Some(datagram)) => datagram,
+                    Ok(None) => {
+                        counts.dropped_foreign += 1;
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
                 last_activity = Instant::now();
-                let (header, payload) = match decode_datagram(&from_client[..n]) {
+                let (header, payload) = match decode_datagram(&datagram) {
                     Ok(parts) => parts,
                     Err(_) => {
                         counts.dropped_malformed += 1;
@@ -143,30 +250,32 @@ pub async fn serve(
                         continue;
                     }
                 };
-                if destinations.contacted.len() < REMEMBERED_MAX {
-                    destinations.contacted.insert(dst);
-                }
+                remember_contacted(dst, &mut destinations);
                 if socket.send_to(payload, dst).await.is_ok() {
                     counts.sent_datagrams += 1;
                     counts.sent_bytes += payload.len() as u64;
                 }
             }
-            received = recv_either(&outbound_v4, &outbound_v6, &mut from_remote) => {
-                let Ok((n, from)) = received else { continue };
-                let from = canonical(from);
-                let Some(port) = client_port else { continue };
-                if !destinations.contacted.contains(&from) {
-                    counts.dropped_foreign += 1;
-                    continue;
-                }
+            ready = readable_either(&outbound_v4, &outbound_v6) => {
+                let Ok(socket) = ready else { continue };
+                // The reply is built at its own size, header first, straight from the buffer.
+                let received = receive(socket, |bytes, from| {
+                    let from = canonical(from);
+                    let contacted = destinations.seen.get(&from).is_some_and(|s| s.contacted);
+                    (contacted && source.port.is_some()).then(|| wrap_reply(from, bytes))
+                });
+                let (datagram, n) = match received {
+                    Ok(Some(Some(wrapped))) => wrapped,
+                    Ok(Some(None)) => continue,
+                    Ok(None) => {
+                        counts.dropped_foreign += 1;
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let Some(port) = source.port else { continue };
                 last_activity = Instant::now();
-                let mut datagram = Vec::with_capacity(n + 22);
-                let header = UdpHeader { frag: 0, addr: TargetAddr::Ip(from) };
-                if encode_header(&header, &mut datagram).is_err() {
-                    continue;
-                }
-                datagram.extend_from_slice(&from_remote[..n]);
-                if relay.send_to(&datagram, SocketAddr::new(client_ip, port)).await.is_ok() {
+                if relay.send_to(&datagram, SocketAddr::new(source.ip, port)).await.is_ok() {
                     counts.received_datagrams += 1;
                     counts.received_bytes += n as u64;
                 }
@@ -187,6 +296,45 @@ pub async fn serve(
         counts.dropped_unanswerable,
         started.elapsed().as_secs_f64(),
     );
+}
+
+/// Reads one datagram from `socket` (ready or not: `WouldBlock` when none is waiting) into the
+/// thread's buffer and hands its bytes and source to `take`, which keeps what it needs.
+fn receive<T>(socket: &UdpSocket, take: impl FnOnce(&[u8], SocketAddr) -> T) -> io::Result<T> {
+    SCRATCH.with(|scratch| {
+        // Never borrowed twice: `take` cannot reach this function again. Should it ever be,
+        // a buffer of its own is the fallback, not a panic.
+        let mut own = Vec::new();
+        let mut borrowed = scratch.try_borrow_mut();
+        let buf = match borrowed.as_deref_mut() {
+            Ok(buf) => buf,
+            Err(_) => &mut own,
+        };
+        if buf.len() < DATAGRAM_MAX {
+            buf.resize(DATAGRAM_MAX, 0);
+        }
+        let (n, from) = socket.try_recv_from(buf)?;
+        Ok(take(&buf[..n], from))
+    })
+}
+
+/// A datagram from `from` wrapped in the SOCKS5 UDP header for the client, with its payload
+/// length; `None` if the header cannot be encoded.
+fn wrap_reply(from: SocketAddr, payload: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut datagram = Vec::with_capacity(payload.len() + 22);
+    let header = UdpHeader { frag: 0, addr: TargetAddr::Ip(from) };
+    encode_header(&header, &mut datagram).ok()?;
+    datagram.extend_from_slice(payload);
+    Some((datagram, payload.len()))
+}
+
+/// Marks `dst` as one the client sent to (within the memory limit).
+fn remember_contacted(dst: SocketAddr, memory: &mut Destinations) {
+    if let Some(seen) = memory.seen.get_mut(&dst) {
+        seen.contacted = true;
+    } else if memory.seen.len() < REMEMBERED_MAX {
+        memory.seen.insert(dst, Seen { denied: false, contacted: true });
+    }
 }
 
 /// The address a datagram goes to; names are resolved once per association.
@@ -221,14 +369,14 @@ fn decide(
     dst: SocketAddr,
     memory: &mut Destinations,
 ) -> Option<Option<String>> {
-    if let Some(known) = memory.decided.get(&dst) {
-        return known.as_ref().map(|_| None);
+    if let Some(known) = memory.seen.get(&dst) {
+        return known.denied.then_some(None);
     }
     let verdict =
         outbound::permitted(&config.rules, session.client.ip(), session.user.as_deref(), &[dst])
             .err();
-    if memory.decided.len() < REMEMBERED_MAX {
-        memory.decided.insert(dst, verdict.clone());
+    if memory.seen.len() < REMEMBERED_MAX {
+        memory.seen.insert(dst, Seen { denied: verdict.is_some(), contacted: false });
     }
     verdict.map(Some)
 }
@@ -249,21 +397,20 @@ async fn outbound_socket<'a>(
     slot.as_ref().ok_or_else(|| std::io::Error::other("no socket"))
 }
 
-/// A datagram from whichever outbound socket has one; pending while neither exists.
-async fn recv_either(
-    v4: &Option<UdpSocket>,
-    v6: &Option<UdpSocket>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
+/// Whichever outbound socket has a datagram waiting; pending while neither exists.
+async fn readable_either<'a>(
+    v4: &'a Option<UdpSocket>,
+    v6: &'a Option<UdpSocket>,
+) -> io::Result<&'a UdpSocket> {
     match (v4, v6) {
         (Some(a), Some(b)) => {
             tokio::select! {
-                r = a.readable() => { r?; a.try_recv_from(buf) }
-                r = b.readable() => { r?; b.try_recv_from(buf) }
+                r = a.readable() => r.map(|()| a),
+                r = b.readable() => r.map(|()| b),
             }
         }
-        (Some(a), None) => a.recv_from(buf).await,
-        (None, Some(b)) => b.recv_from(buf).await,
+        (Some(a), None) => a.readable().await.map(|()| a),
+        (None, Some(b)) => b.readable().await.map(|()| b),
         (None, None) => std::future::pending().await,
     }
 }
@@ -273,5 +420,55 @@ async fn idle(due: Option<Instant>) {
     match due {
         Some(due) => sleep_until(due).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> TargetAddr {
+        TargetAddr::Ip(text.parse().expect("literal"))
+    }
+
+    #[test]
+    fn declared_source_checks() {
+        let client: IpAddr = "192.0.2.7".parse().expect("literal");
+        let locked = |port| Ok(Source { ip: client, port });
+        // Authenticated: a port is required; the address may be left unspecified.
+        assert_eq!(declared_source(&ip("0.0.0.0:5353"), client, true), locked(Some(5353)));
+        assert_eq!(declared_source(&ip("[::]:5353"), client, true), locked(Some(5353)));
+        assert_eq!(declared_source(&ip("192.0.2.7:5353"), client, true), locked(Some(5353)));
+        assert_eq!(declared_source(&ip("[::ffff:192.0.2.7]:53"), client, true), locked(Some(53)));
+        assert!(declared_source(&ip("0.0.0.0:0"), client, true).is_err());
+        assert!(declared_source(&ip("192.0.2.7:0"), client, true).is_err());
+        let name = TargetAddr::Domain("ws.example".into(), 5353);
+        assert!(declared_source(&name, client, true).is_err());
+        // Unauthenticated: no port is the weaker mode.
+        assert_eq!(declared_source(&ip("0.0.0.0:0"), client, false), locked(None));
+        assert_eq!(declared_source(&name, client, false), locked(None));
+        assert_eq!(declared_source(&ip("0.0.0.0:9"), client, false), locked(Some(9)));
+        // Another address is refused either way.
+        for authenticated in [false, true] {
+            let err = declared_source(&ip("192.0.2.8:5353"), client, authenticated);
+            assert!(err.is_err_and(|e| e.contains("192.0.2.8:5353")));
+            assert!(declared_source(&ip("192.0.2.8:0"), client, authenticated).is_err());
+        }
+    }
+
+    #[test]
+    fn source_admits_only_its_socket() {
+        let mut exact = Source { ip: "192.0.2.7".parse().expect("literal"), port: Some(5353) };
+        assert!(exact.admit("192.0.2.7:5353".parse().expect("literal")));
+        assert!(!exact.admit("192.0.2.7:5354".parse().expect("literal")));
+        assert!(!exact.admit("192.0.2.8:5353".parse().expect("literal")));
+        assert_eq!(exact.to_string(), "192.0.2.7:5353");
+        // The weaker mode: the first datagram from the address sets the port.
+        let mut learning = Source { ip: "2001:db8::7".parse().expect("literal"), port: None };
+        assert_eq!(learning.to_string(), "[2001:db8::7]:first-datagram");
+        assert!(!learning.admit("[2001:db8::8]:40000".parse().expect("literal")));
+        assert!(learning.admit("[2001:db8::7]:40000".parse().expect("literal")));
+        assert!(!learning.admit("[2001:db8::7]:40001".parse().expect("literal")));
+        assert_eq!(learning.port, Some(40000));
     }
 }

@@ -6,13 +6,20 @@
 //! association's closing line; nothing crashes, and afterwards sockd still relays a normal UDP
 //! round trip on a new association and a TCP CONNECT.
 //!
+//! Who owns an association (issue 11, items 3 and 4): the relay is locked to the address and
+//! port the client declares in its request. An authenticated client must declare a port (all
+//! zeros, or an address with port 0, is refused, so a neighbour on its address cannot speak
+//! first and be relayed under its name); a declared address other than the client's own is
+//! refused; neighbours spraying the relay from other ports are dropped and counted. A client
+//! no `permit` line could ever cover (its address, its user) gets no relay at all: reply 02.
+//!
 //! Not here: programs using UDP through the library (tests/tests/udp.rs).
 
 mod common;
 
 use common::*;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -77,6 +84,26 @@ struct Association {
 fn associate(sockd: &Sockd, dst: SocketAddr) -> Association {
     let mut control = connect(sockd.addr());
     socks5_noauth(&mut control);
+    associated(sockd, control, dst)
+}
+
+/// The same after logging in as `user` (password `user-pw`).
+fn associate_as(sockd: &Sockd, user: &str, dst: SocketAddr) -> Association {
+    let mut control = connect(sockd.addr());
+    login(&mut control, user);
+    associated(sockd, control, dst)
+}
+
+/// Greeting and RFC 1929 login as `user` with password `user-pw`; asserts success.
+fn login(control: &mut TcpStream, user: &str) {
+    control.write_all(&socks5_greeting(&[0x02])).expect("greeting");
+    assert_eq!(read_n(control, 2, "method selection"), [0x05, 0x02]);
+    control.write_all(&rfc1929_request(user, &format!("{user}-pw"))).expect("login");
+    assert_eq!(read_n(control, 2, "RFC 1929 status"), [0x01, 0x00], "{user} must log in");
+}
+
+/// Sends the request on a control connection past its handshake and asserts it is granted.
+fn associated(sockd: &Sockd, mut control: TcpStream, dst: SocketAddr) -> Association {
     control.write_all(&socks5_request(CMD_UDP_ASSOCIATE, dst)).expect("write UDP ASSOCIATE");
     let reply = read_socks5_reply(&mut control, "UDP ASSOCIATE reply");
     assert_eq!(reply.rep, 0x00, "UDP ASSOCIATE must succeed: {reply:?}\n{}", sockd.log_text());
@@ -252,4 +279,184 @@ fn announced_port_is_enforced_and_denials_are_logged_once() {
     assert!(denied.seen().is_empty(), "{:?}", denied.seen());
     assert_eq!(echo.seen().len(), 1, "{:?}", echo.seen());
     sockd.assert_alive();
+}
+
+/// Users alice and bob, clear-text passwords (sockd accepts them with a warning; no hashing
+/// cost in a test).
+const USERS: &str = "alice:alice-pw\nbob:bob-pw\n";
+
+/// sockd with `rules` and the users file: every SOCKS5 client must log in.
+fn sockd_with_users(rules: &str) -> Sockd {
+    let builder = SockdBuilder::new(rules);
+    let users = builder.file("users", USERS);
+    builder.arg("--users").arg(users).start()
+}
+
+/// Logs in as `user` on a control connection from `src`, asks for UDP ASSOCIATE declaring
+/// `declared`: the reply and the control connection.
+fn ask(
+    sockd: &Sockd,
+    src: Ipv4Addr,
+    user: Option<&str>,
+    declared: SocketAddr,
+) -> (Socks5Reply, TcpStream) {
+    let mut control = connect_from(src, sockd.addr());
+    match user {
+        Some(user) => login(&mut control, user),
+        None => socks5_noauth(&mut control),
+    }
+    control.write_all(&socks5_request(CMD_UDP_ASSOCIATE, declared)).expect("write UDP ASSOCIATE");
+    (read_socks5_reply(&mut control, "UDP ASSOCIATE reply"), control)
+}
+
+/// Whether `socket` gets an answer to a datagram for `dst` sent to `relay` within 2 s.
+fn relayed(socket: &UdpSocket, relay: SocketAddr, dst: SocketAddr, payload: &[u8]) -> bool {
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(2))).expect("read timeout");
+    socket.send_to(&datagram(0, dst, payload), relay).expect("send to the relay");
+    let mut buf = [0u8; 2048];
+    socket.recv_from(&mut buf).is_ok()
+}
+
+#[test]
+fn authenticated_association_must_declare_its_port() {
+    let echo = UdpEcho::start();
+    let sockd = sockd_with_users(RULES);
+    let unspecified = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    let own_ip_no_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    for declared in [unspecified, own_ip_no_port] {
+        let (reply, control) = ask(&sockd, Ipv4Addr::LOCALHOST, Some("alice"), declared);
+        if reply.rep == 0x00 {
+            // The attack this prevents: a neighbour on alice's address speaks first, the relay
+            // locks onto it, and what it sends and receives is logged as alice's.
+            let neighbour = udp_socket(Ipv4Addr::LOCALHOST);
+            let taken = relayed(&neighbour, reply.addr, echo.addr, b"neighbour first");
+            panic!(
+                "alice's association declaring {declared} was granted; a neighbour's datagram \
+                 {} relayed under her name\n{}",
+                if taken { "was" } else { "was not" },
+                sockd.log_text()
+            );
+        }
+        assert_eq!(reply.rep, 0x02, "refused as not allowed: {reply:?}");
+        sockd.wait_for_line(
+            &[
+                "denied:",
+                &client_tag(&control),
+                "user=alice",
+                "cmd=udp-associate",
+                "must declare the port it sends from",
+            ],
+            LOG_TIMEOUT,
+        );
+    }
+    assert!(echo.seen().is_empty(), "nothing may have been relayed: {:?}", echo.seen());
+}
+
+#[test]
+fn authenticated_association_is_locked_to_the_declared_socket() {
+    let echo = UdpEcho::start();
+    let sockd = sockd_with_users(RULES);
+    let client = udp_socket(Ipv4Addr::LOCALHOST);
+    let port = client.local_addr().expect("local_addr").port();
+    // The address part may be left unspecified (the control connection's address); then the
+    // full address.
+    for declared in
+        [SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), client.local_addr().expect("local_addr")]
+    {
+        let association = associate_as(&sockd, "alice", declared);
+        // Neighbours on the same address spray the relay before alice sends anything.
+        let neighbours: Vec<UdpSocket> = (0..20).map(|_| udp_socket(Ipv4Addr::LOCALHOST)).collect();
+        for n in &neighbours {
+            n.send_to(&datagram(0, echo.addr, b"neighbour"), association.relay).expect("spray");
+        }
+        round_trip(&client, association.relay, echo.addr, b"alice's own");
+        let line = close(&sockd, association);
+        assert!(line.contains("user=alice"), "{line}");
+        assert_counts(
+            &line,
+            &[("datagrams-sent", 1), ("datagrams-received", 1), ("dropped-foreign", 20)],
+        );
+    }
+    // The echo server heard alice twice and no neighbour.
+    assert_eq!(
+        echo.seen().iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        [11, 11],
+        "{:?}",
+        echo.seen()
+    );
+}
+
+#[test]
+fn declared_address_must_be_the_clients_own() {
+    let echo = UdpEcho::start();
+    for users in [false, true] {
+        let sockd = if users { sockd_with_users(RULES) } else { Sockd::start(RULES) };
+        let user = users.then_some("bob");
+        // The control connection comes from 127.0.0.1, the declared socket is on 127.0.0.2.
+        let elsewhere = udp_socket(Ipv4Addr::new(127, 0, 0, 2));
+        let declared = elsewhere.local_addr().expect("local_addr");
+        let (reply, control) = ask(&sockd, Ipv4Addr::LOCALHOST, user, declared);
+        if reply.rep == 0x00 {
+            let taken = relayed(&elsewhere, reply.addr, echo.addr, b"from elsewhere");
+            panic!(
+                "an association declaring {declared} for a client on 127.0.0.1 was granted \
+                 (users: {users}); a datagram from {declared} {} relayed\n{}",
+                if taken { "was" } else { "was not" },
+                sockd.log_text()
+            );
+        }
+        assert_eq!(reply.rep, 0x02, "refused as not allowed: {reply:?}");
+        sockd.wait_for_line(
+            &[
+                "denied:",
+                &client_tag(&control),
+                "cmd=udp-associate",
+                "is not the client's address 127.0.0.1",
+            ],
+            LOG_TIMEOUT,
+        );
+        // The same socket address seen from its own host is fine.
+        let (reply, _control) = ask(&sockd, Ipv4Addr::new(127, 0, 0, 2), user, declared);
+        assert_eq!(reply.rep, 0x00, "{reply:?}\n{}", sockd.log_text());
+        round_trip(&elsewhere, reply.addr, echo.addr, b"from its own host");
+    }
+}
+
+#[test]
+fn clients_no_permit_line_covers_get_no_relay() {
+    let echo = UdpEcho::start();
+    // alice may use UDP from 127.0.0.2 only, bob from anywhere but 127.0.0.3.
+    let rules = "deny 127.0.0.3/32\n\
+                 permit *=bob 127.0.0.0/8 127.0.0.0/8\n\
+                 permit 127.0.0.2/32 127.0.0.0/8\n";
+    let sockd = sockd_with_users(rules);
+    let cases: [(&str, Ipv4Addr, bool); 5] = [
+        ("alice", Ipv4Addr::new(127, 0, 0, 1), false),
+        ("alice", Ipv4Addr::new(127, 0, 0, 2), true),
+        ("bob", Ipv4Addr::new(127, 0, 0, 1), true),
+        ("bob", Ipv4Addr::new(127, 0, 0, 3), false),
+        ("alice", Ipv4Addr::new(127, 0, 0, 3), false),
+    ];
+    for (user, src, granted) in cases {
+        let client = udp_socket(src);
+        let declared = client.local_addr().expect("local_addr");
+        let (reply, control) = ask(&sockd, src, Some(user), declared);
+        let tag = client_tag(&control);
+        if granted {
+            assert_eq!(reply.rep, 0x00, "{user} from {src}: {reply:?}\n{}", sockd.log_text());
+            round_trip(&client, reply.addr, echo.addr, user.as_bytes());
+        } else {
+            assert_eq!(
+                reply.rep,
+                0x02,
+                "{user} from {src}: no permit line covers this client, so no relay: {reply:?}\n{}",
+                sockd.log_text()
+            );
+            let line = sockd.wait_for_line(&["denied:", &tag, "cmd=udp-associate"], LOG_TIMEOUT);
+            assert!(line.contains("no permit line"), "the reason must be logged: {line}");
+            assert_eq!(sockd.count_lines(&["udp:", &tag]), 0, "no relay may be opened: {line}");
+        }
+    }
+    let heard: Vec<IpAddr> = echo.seen().iter().map(|(peer, _)| peer.ip()).collect();
+    assert_eq!(heard.len(), 2, "only the granted clients' datagrams: {:?}", echo.seen());
 }

@@ -18,6 +18,9 @@
 //! Interoperability: the library's UDP through Dante's danted, and Dante's own client
 //! (`socksify`, libdsocks) sending UDP through our sockd.
 //!
+//! Who owns an association (issue 11): with a password (sockd with a users file) the library
+//! declares its socket's real address and port, and sockd's relay is locked to that socket.
+//!
 //! Not here: sockd's handling of hostile datagrams on the relay port (sockd/tests/udp_hostile.rs),
 //! dig against the workstation's own dead resolver (names.rs).
 
@@ -500,6 +503,151 @@ fn dante_socksify_udp_through_sockd() {
         sockd.log()
     );
     assert_udp_session(&sockd, 1, &UdpSession::clean(3, 30));
+    // Dante's client declares its socket's address and port (not zeros): sockd locks to it.
+    let line = sockd.wait_line(&["udp:", "cmd=udp-associate"], STARTUP);
+    let declared = format!("dst={INSIDE_ADDR}:");
+    let port = line.split_whitespace().find_map(|t| t.strip_prefix(declared.as_str()));
+    assert!(
+        port.is_some_and(|p| p != "0" && line.contains(&format!("locked-to={INSIDE_ADDR}:{p} "))
+            || line.ends_with(&format!("locked-to={INSIDE_ADDR}:{p}"))),
+        "Dante's client must declare its socket and sockd lock to it: {line}"
+    );
     assert_relayed(&echo, 3);
     leaks.assert_only_sockd_udp("python3 UDP under Dante's socksify");
+}
+
+/// A sockd in `fw` that requires RFC 1929 logins: `alice`, password `alice-pw`.
+fn sockd_with_users(lab: &Lab) -> Daemon {
+    let conf = lab.write("sockd-users.conf", PERMIT_INSIDE);
+    let users = lab.write("users", "alice:alice-pw\n");
+    let listen = format!("{FW_INSIDE_ADDR}:{SOCKS_PORT}");
+    let sockd = Daemon::spawn(
+        lab.ns(Ns::Fw),
+        "sockd:users",
+        &paths::sockd(),
+        &[
+            "-l",
+            &listen,
+            "-f",
+            &conf.display().to_string(),
+            "--users",
+            &users.display().to_string(),
+        ],
+    );
+    sockd.wait_line(&["listening on", &listen], STARTUP);
+    sockd
+}
+
+/// With a password the library declares its socket (bound first if the program has not: the
+/// program here never binds), and sockd locks the relay to that socket's address and port.
+/// A socket bound to a second address of the workstation has the control connection leave
+/// from that address too, so sockd sees the declared address as the client's own. (Neighbours
+/// spraying a locked relay: sockd/tests/udp_hostile.rs.)
+#[test]
+fn authenticated_association_is_locked_to_the_programs_socket() {
+    let Some((lab, leaks)) = Lab::new("udp-declared").map(|lab| {
+        let leaks = LeakCounter::install(&lab);
+        (lab, leaks)
+    }) else {
+        return;
+    };
+    let sockd = sockd_with_users(&lab);
+    let echo = lab.udp_echo(7);
+    let second = Ipv4Addr::new(192, 0, 2, 3);
+    lab.net.add_address(Ns::Inside, Ns::Fw, &format!("{second}/24"));
+    for (n, bind) in [None, Some(second)].into_iter().enumerate() {
+        let bind_line = bind.map_or_else(String::new, |ip| format!("s.bind((\"{ip}\", 0))"));
+        let script = format!(
+            r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+{bind_line}
+s.settimeout(10)
+s.sendto(b"datagram 0", ("{ip}", {port}))
+data, source = s.recvfrom(65535)
+print(data.decode(), "<-", f"{{source[0]}}:{{source[1]}}")
+print("port", s.getsockname()[1])
+"#,
+            ip = echo.addr().ip(),
+            port = echo.addr().port()
+        );
+        let ran = under_library(lab.client(paths::require("python3", "python3")))
+            .env("SOCKS_USERNAME", "alice")
+            .env("SOCKS_PASSWORD", "alice-pw")
+            .args(["-c", &script])
+            .run();
+        let port = ran
+            .stdout_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("port "))
+            .and_then(|p| p.parse::<u16>().ok());
+        assert!(
+            ran.success()
+                && ran.stdout_text().starts_with(&echo_expected(echo.addr(), 1))
+                && port.is_some(),
+            "python3 with a password, UDP through sockd, socket bound to {bind:?}\n{}\n--- sockd ---\n{}",
+            ran.describe(),
+            sockd.log()
+        );
+        let from = bind.unwrap_or(INSIDE_ADDR);
+        let locked = format!("locked-to={from}:{}", port.unwrap_or_default());
+        let line = sockd.wait_line(&["udp:", "user=alice", "cmd=udp-associate", &locked], STARTUP);
+        assert!(
+            line.contains(&format!("client={from}:"))
+                && line.contains(&format!("relay on {FW_INSIDE_ADDR}:")),
+            "{line}"
+        );
+        let closed =
+            sockd.wait_lines(&["closed:", "user=alice", "cmd=udp-associate"], n + 1, STARTUP);
+        assert_eq!(UdpSession::parse(&closed[n]), UdpSession::clean(1, 10), "{}", closed[n]);
+    }
+    assert_relayed(&echo, 2);
+    leaks.assert_only_sockd_udp("python3 UDP with a password");
+}
+
+/// Dante's client with a username and password (`method: username`, `SOCKS_USERNAME` and
+/// `SOCKS_PASSWORD`) against a sockd that checks them: it declares its socket's address and
+/// port, which is what sockd requires of an authenticated association.
+#[test]
+fn dante_socksify_udp_with_a_password() {
+    let Some(lab) = Lab::new("udp-dante-password") else { return };
+    let leaks = LeakCounter::install(&lab);
+    let sockd = sockd_with_users(&lab);
+    let echo = lab.udp_echo(7);
+    let conf = lab.write(
+        "dante.conf",
+        format!(
+            "# Dante's client: everything through our sockd, SOCKS5 with a password\n\
+             logoutput: stderr\n\
+             route {{\n\
+             \tfrom: 0.0.0.0/0 to: 0.0.0.0/0 via: {FW_INSIDE_ADDR} port = {SOCKS_PORT}\n\
+             \tproxyprotocol: socks_v5\n\
+             \tmethod: username\n\
+             }}\n"
+        ),
+    );
+    let socksify = paths::require("socksify", "dante-client");
+    let python = paths::require("python3", "python3");
+    let ran = lab
+        .client(&socksify)
+        .args([python.as_os_str(), "-c".as_ref(), echo_script(echo.addr(), 3).as_ref()])
+        .env("SOCKS_CONF", conf.display().to_string())
+        .env("SOCKS_AUTOADD_LANROUTES", "no")
+        .env("SOCKS_USERNAME", "alice")
+        .env("SOCKS_PASSWORD", "alice-pw")
+        .run();
+    assert!(
+        ran.success() && ran.stdout_text() == echo_expected(echo.addr(), 3),
+        "python3 under Dante's socksify with a password, UDP through sockd\n{}\n--- sockd ---\n{}",
+        ran.describe(),
+        sockd.log()
+    );
+    let line = sockd.wait_line(&["udp:", "user=alice", "cmd=udp-associate"], STARTUP);
+    assert!(
+        line.contains(&format!("locked-to={INSIDE_ADDR}:")) && !line.contains("first-datagram"),
+        "{line}"
+    );
+    assert_udp_session(&sockd, 1, &UdpSession::clean(3, 30));
+    assert_relayed(&echo, 3);
+    leaks.assert_only_sockd_udp("python3 UDP under Dante's socksify with a password");
 }

@@ -16,6 +16,7 @@
 //!   address specs or `.domain` patterns, and the `resolve`/`fake-range`/`fake-families`
 //!   settings), [`ClientRules::parse`] and the allocation-free [`ClientRules::decide`] (addresses)
 //!   and [`ClientRules::decide_name`] (names); [`ServerSpec`], [`Destination`].
+//! - [`coverage`]: [`RuleSet::may_permit`], whether any `permit` line could cover a client.
 //!
 //! What is not here: reading files, DNS, logging or the environment. Host and service names are
 //! resolved once, at parse time; a running daemon re-parses to pick up DNS changes.
@@ -41,6 +42,7 @@
 //! ```
 
 pub mod addr;
+pub mod coverage;
 pub mod error;
 pub mod lex;
 pub mod lookup;
