@@ -49,16 +49,53 @@ impl fmt::Display for Session {
     }
 }
 
-/// Client-chosen text (user names, host names) as it may appear in a log line: blanks and
-/// control characters escaped, so no client can forge a field or a line.
+/// Client-chosen text (user names, host names) as it may appear in a log line: only printable
+/// text is written as is, everything else as `\u{HEX}`, so no client can forge a field or a
+/// line, reorder what a reader sees (bidi controls) or hide characters.
+///
+/// Printed as is: letters, numbers, punctuation and symbols (general categories L*, N*, P*, S*),
+/// and combining marks (M*) that follow a character printed as is. Escaped: the backslash
+/// itself (so an escape in the log is always sockd's), controls (Cc), format characters (Cf:
+/// bidi overrides and isolates, zero-width characters, soft hyphen), every separator (Zs, Zl,
+/// Zp: the space and the no-break space included, since fields are separated by spaces),
+/// private use (Co), surrogates and unassigned code points (Cn, judged by Unicode 16), and a
+/// combining mark with nothing printed before it to combine with.
 pub fn printable(text: &str) -> String {
+    use unicode_general_category::{get_general_category, GeneralCategory as G};
     let mut out = String::with_capacity(text.len());
+    let mut after_printed = false;
     for c in text.chars() {
-        if c.is_control() || c.is_whitespace() || c == '\\' {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
+        let shown = c != '\\'
+            && match get_general_category(c) {
+                G::UppercaseLetter
+                | G::LowercaseLetter
+                | G::TitlecaseLetter
+                | G::ModifierLetter
+                | G::OtherLetter
+                | G::DecimalNumber
+                | G::LetterNumber
+                | G::OtherNumber
+                | G::ConnectorPunctuation
+                | G::DashPunctuation
+                | G::OpenPunctuation
+                | G::ClosePunctuation
+                | G::InitialPunctuation
+                | G::FinalPunctuation
+                | G::OtherPunctuation
+                | G::MathSymbol
+                | G::CurrencySymbol
+                | G::ModifierSymbol
+                | G::OtherSymbol => true,
+                G::NonspacingMark | G::SpacingMark | G::EnclosingMark => after_printed,
+                // Cc, Cf, Zs, Zl, Zp, Co, Cs, Cn, and any category a later version adds.
+                _ => false,
+            };
+        if shown {
             out.push(c);
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         }
+        after_printed = shown;
     }
     out
 }
@@ -327,5 +364,31 @@ mod tests {
         assert_eq!(printable("a b\nconnected: x"), "a\\u{20}b\\u{a}connected:\\u{20}x");
         assert_eq!(printable("evil\\x"), "evil\\u{5c}x");
         assert_eq!(printable("bücher.example"), "bücher.example");
+    }
+
+    #[test]
+    fn only_printable_text_reaches_the_log() {
+        // Bidi controls, zero-width and other format characters (Cf).
+        assert_eq!(printable("ad\u{202e}nimda"), "ad\\u{202e}nimda");
+        for c in ['\u{202a}', '\u{2066}', '\u{2069}', '\u{200b}', '\u{200d}', '\u{ad}', '\u{feff}']
+        {
+            assert_eq!(printable(&format!("a{c}b")), format!("a\\u{{{:x}}}b", u32::from(c)));
+        }
+        // Separators other than the space: no-break, line and paragraph separators (Zs, Zl, Zp).
+        assert_eq!(
+            printable("a\u{a0}b\u{2028}c\u{2029}d\u{3000}"),
+            "a\\u{a0}b\\u{2028}c\\u{2029}d\\u{3000}"
+        );
+        // C1 controls, private use, unassigned.
+        assert_eq!(
+            printable("\u{85}\u{9b}\u{e000}\u{378}\u{10ffff}"),
+            "\\u{85}\\u{9b}\\u{e000}\\u{378}\\u{10ffff}"
+        );
+        // Combining marks combine with a printed character, not with what sockd wrote before.
+        assert_eq!(printable("e\u{301}"), "e\u{301}");
+        assert_eq!(printable("\u{301}x"), "\\u{301}x");
+        assert_eq!(printable("\u{202e}\u{301}"), "\\u{202e}\\u{301}");
+        // Printable text of every script stays readable.
+        assert_eq!(printable("Ωμέγα-データ_№1€"), "Ωμέγα-データ_№1€");
     }
 }
