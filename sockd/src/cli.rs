@@ -30,6 +30,8 @@ pub struct Options {
     pub syslog: bool,
 
     /// Append log lines to this file instead (any mode; useful under inetd without a syslog daemon).
+    /// Created with mode 0640 if missing; a symbolic link or anything but a regular file there
+    /// is refused.
     #[arg(long, value_name = "FILE", conflicts_with = "syslog")]
     pub log_file: Option<PathBuf>,
 
@@ -80,7 +82,8 @@ pub struct Options {
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
 
-    /// Write the process id to this file; removed at exit.
+    /// Write the process id to this file; removed at exit. A symbolic link or anything but a
+    /// regular file there is refused.
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
 

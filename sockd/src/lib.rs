@@ -9,6 +9,7 @@ pub mod bind;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod files;
 pub mod logging;
 pub mod outbound;
 pub mod relay;
@@ -54,12 +55,12 @@ pub fn run(options: Options) -> ExitCode {
         };
     }
     let sink = match &options.log_file {
-        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Some(path) => match files::open_log(path) {
             Ok(file) => logging::Sink::File(file),
-            Err(e) => {
+            Err(message) => {
                 // Under inetd, standard error is the client's socket: say nothing there.
                 if !options.inetd {
-                    eprintln!("sockd: cannot open log file {}: {e}", path.display());
+                    eprintln!("sockd: {message}");
                 }
                 return ExitCode::FAILURE;
             }
@@ -197,8 +198,8 @@ async fn serve_standalone(context: Arc<Context>, options: &Options) -> ExitCode 
         return ExitCode::FAILURE;
     };
     if let Some(path) = &options.pid_file {
-        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
-            error!("cannot write pid file {}: {e}", path.display());
+        if let Err(message) = files::write_pid(path, std::process::id()) {
+            error!("{message}");
             return ExitCode::FAILURE;
         }
     }
