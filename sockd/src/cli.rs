@@ -74,6 +74,12 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions_per_client: u64,
 
+    /// Connections still in their handshake at once (they hold no session place); when full, a
+    /// new connection closes the oldest unfinished handshake of the address holding the most.
+    /// Default: a quarter of --max-sessions.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_handshakes: Option<u64>,
+
     /// On SIGTERM or SIGINT, seconds running sessions get to finish before sockd exits.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub grace: u64,
@@ -131,12 +137,14 @@ impl Options {
         }
     }
 
-    /// The session limits.
+    /// The admission limits.
     pub fn limits(&self) -> crate::context::Limits {
         let clamp = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let max_sessions = clamp(self.max_sessions);
         crate::context::Limits {
-            max_sessions: clamp(self.max_sessions),
+            max_sessions,
             max_per_client: clamp(self.max_sessions_per_client),
+            max_handshakes: self.max_handshakes.map_or((max_sessions / 4).max(1), clamp),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod outbound;
 pub mod relay;
 pub mod session;
 pub mod sys;
+pub mod throttle;
 pub mod udp;
 pub mod users;
 
@@ -151,7 +152,7 @@ fn run_inetd(context: Arc<Context>) -> ExitCode {
         };
         match stream.peer_addr() {
             Ok(peer) => {
-                session::serve(stream, peer, context).await;
+                session::serve(stream, peer, context, None).await;
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -286,10 +287,7 @@ async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
             Ok((stream, peer)) => match context.admit(peer.ip().to_canonical()) {
                 Ok(admitted) => {
                     let context = context.clone();
-                    tokio::spawn(async move {
-                        session::serve(stream, peer, context).await;
-                        drop(admitted);
-                    });
+                    tokio::spawn(session::serve(stream, peer, context, Some(admitted)));
                 }
                 // Refused at the door, and logged (at most once a second) by `admit`.
                 Err(_) => drop(stream),
