@@ -8,8 +8,8 @@
 //! (in all and for its address) and takes a handshake place; completing the handshake trades it
 //! for a session place. Unfinished handshakes never hold session places, so silent connections
 //! cannot lock out a client that completes its handshake. When the handshake budget is full, a
-//! new connection is still admitted and the oldest unfinished handshake of the address holding
-//! the most of them is closed (evicted). Refusing at the door instead would let a crowd that
+//! new connection is still admitted and the oldest unfinished handshake of the address (IPv6:
+//! the /64) holding the most of them is closed (evicted). Refusing at the door instead would let a crowd that
 //! fills the budget once keep everyone out until the handshake deadline; with eviction, keeping
 //! out a client that completes its handshake within a round trip takes a whole budget of new
 //! connections within that round trip, and one address can only evict its own handshakes while
@@ -28,7 +28,7 @@ use socks_proto::rules::RuleSet;
 use tokio::sync::Notify;
 
 use crate::cli::Timeouts;
-use crate::throttle::LoginThrottle;
+use crate::throttle::{self, LoginThrottle};
 use crate::users::Users;
 
 /// The parts of the configuration a SIGHUP re-reads.
@@ -74,7 +74,8 @@ struct Admission {
     sessions: usize,
     sessions_by_client: HashMap<IpAddr, usize>,
     handshakes: usize,
-    /// Unfinished handshakes per address, oldest first: (id, the signal that evicts it).
+    /// Unfinished handshakes per address (IPv6 per /64), oldest first: (id, the signal that
+    /// evicts it).
     pending: HashMap<IpAddr, VecDeque<(u64, Arc<Notify>)>>,
     next_id: u64,
 }
@@ -82,6 +83,7 @@ struct Admission {
 impl Admission {
     /// Removes handshake `id` of `client`; whether it was still there (not evicted).
     fn remove_handshake(&mut self, client: IpAddr, id: u64) -> bool {
+        let client = throttle::key(client);
         let Some(queue) = self.pending.get_mut(&client) else { return false };
         let Some(at) = queue.iter().position(|(held, _)| *held == id) else { return false };
         queue.remove(at);
@@ -311,7 +313,7 @@ impl Context {
         let id = admission.next_id;
         admission.next_id += 1;
         let evict = Arc::new(Notify::new());
-        admission.pending.entry(client).or_default().push_back((id, evict.clone()));
+        admission.pending.entry(throttle::key(client)).or_default().push_back((id, evict.clone()));
         admission.handshakes += 1;
         drop(admission);
         if let Some(victim) = evicted {
@@ -423,8 +425,16 @@ mod tests {
         drop(a1);
         assert_eq!(ctx.counts(), (0, 3), "an evicted handshake is not counted twice");
         // Now one each: ties go to the oldest of all (b1).
-        let _c2 = ctx.admit(c).expect("admitted by eviction");
+        let c2 = ctx.admit(c).expect("admitted by eviction");
         assert!(now(&b1).await);
         assert!(!now(&a2).await && !now(&c1).await);
+        // One IPv6 host (a /64) counts as one address: two of its addresses outweigh c's two.
+        drop((a2, c1, c2));
+        let v6 = |text: &str| -> IpAddr { text.parse().expect("literal") };
+        let _c3 = ctx.admit(c).expect("room");
+        let d1 = ctx.admit(v6("2001:db8::1")).expect("room");
+        let _d2 = ctx.admit(v6("2001:db8::2")).expect("room");
+        let _e1 = ctx.admit(v6("2001:db8:0:1::1")).expect("admitted by eviction");
+        assert!(now(&d1).await, "the /64 holding two loses its oldest");
     }
 }

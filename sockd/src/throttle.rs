@@ -50,8 +50,8 @@ pub fn delay_after(failures: u32) -> Duration {
     }
 }
 
-/// The key an address is remembered by: IPv4 as is, IPv6 by its /64.
-fn key(client: IpAddr) -> IpAddr {
+/// The key an address is remembered by: IPv4 as is, IPv6 by its /64 (one host's share).
+pub fn key(client: IpAddr) -> IpAddr {
     match client.to_canonical() {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);
