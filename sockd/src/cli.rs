@@ -66,11 +66,12 @@ pub struct Options {
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub half_close_timeout: u64,
 
-    /// Sessions at once, all clients together; further clients are refused and it is logged.
+    /// Established sessions (handshake complete) at once, all clients together; while they are
+    /// all taken, new clients are refused at the door and it is logged.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
 
-    /// Sessions at once from one client address.
+    /// Established sessions at once from one client address.
     #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions_per_client: u64,
 
