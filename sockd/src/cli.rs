@@ -30,6 +30,8 @@ pub struct Options {
     pub syslog: bool,
 
     /// Append log lines to this file instead (any mode; useful under inetd without a syslog daemon).
+    /// Created with mode 0640 if missing; a symbolic link or anything but a regular file there
+    /// is refused.
     #[arg(long, value_name = "FILE", conflicts_with = "syslog")]
     pub log_file: Option<PathBuf>,
 
@@ -64,13 +66,20 @@ pub struct Options {
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub half_close_timeout: u64,
 
-    /// Sessions at once, all clients together; further clients are refused and it is logged.
+    /// Established sessions (handshake complete) at once, all clients together; while they are
+    /// all taken, new clients are refused at the door and it is logged.
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions: u64,
 
-    /// Sessions at once from one client address.
+    /// Established sessions at once from one client address.
     #[arg(long, value_name = "N", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_sessions_per_client: u64,
+
+    /// Connections still in their handshake at once (they hold no session place); when full, a
+    /// new connection closes the oldest unfinished handshake of the address holding the most.
+    /// Default: a quarter of --max-sessions.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_handshakes: Option<u64>,
 
     /// On SIGTERM or SIGINT, seconds running sessions get to finish before sockd exits.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
@@ -80,7 +89,8 @@ pub struct Options {
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
 
-    /// Write the process id to this file; removed at exit.
+    /// Write the process id to this file; removed at exit. A symbolic link or anything but a
+    /// regular file there is refused.
     #[arg(long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
 
@@ -128,12 +138,14 @@ impl Options {
         }
     }
 
-    /// The session limits.
+    /// The admission limits.
     pub fn limits(&self) -> crate::context::Limits {
         let clamp = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let max_sessions = clamp(self.max_sessions);
         crate::context::Limits {
-            max_sessions: clamp(self.max_sessions),
+            max_sessions,
             max_per_client: clamp(self.max_sessions_per_client),
+            max_handshakes: self.max_handshakes.map_or((max_sessions / 4).max(1), clamp),
         }
     }
 

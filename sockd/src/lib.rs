@@ -9,11 +9,13 @@ pub mod bind;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod files;
 pub mod logging;
 pub mod outbound;
 pub mod relay;
 pub mod session;
 pub mod sys;
+pub mod throttle;
 pub mod udp;
 pub mod users;
 
@@ -54,12 +56,12 @@ pub fn run(options: Options) -> ExitCode {
         };
     }
     let sink = match &options.log_file {
-        Some(path) => match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Some(path) => match files::open_log(path) {
             Ok(file) => logging::Sink::File(file),
-            Err(e) => {
+            Err(message) => {
                 // Under inetd, standard error is the client's socket: say nothing there.
                 if !options.inetd {
-                    eprintln!("sockd: cannot open log file {}: {e}", path.display());
+                    eprintln!("sockd: {message}");
                 }
                 return ExitCode::FAILURE;
             }
@@ -150,7 +152,7 @@ fn run_inetd(context: Arc<Context>) -> ExitCode {
         };
         match stream.peer_addr() {
             Ok(peer) => {
-                session::serve(stream, peer, context).await;
+                session::serve(stream, peer, context, None).await;
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -197,8 +199,8 @@ async fn serve_standalone(context: Arc<Context>, options: &Options) -> ExitCode 
         return ExitCode::FAILURE;
     };
     if let Some(path) = &options.pid_file {
-        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
-            error!("cannot write pid file {}: {e}", path.display());
+        if let Err(message) = files::write_pid(path, std::process::id()) {
+            error!("{message}");
             return ExitCode::FAILURE;
         }
     }
@@ -285,10 +287,7 @@ async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
             Ok((stream, peer)) => match context.admit(peer.ip().to_canonical()) {
                 Ok(admitted) => {
                     let context = context.clone();
-                    tokio::spawn(async move {
-                        session::serve(stream, peer, context).await;
-                        drop(admitted);
-                    });
+                    tokio::spawn(session::serve(stream, peer, context, Some(admitted)));
                 }
                 // Refused at the door, and logged (at most once a second) by `admit`.
                 Err(_) => drop(stream),

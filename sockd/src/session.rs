@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
+use crate::context::{Admitted, Full};
 use crate::outbound::{self, canonical};
 use crate::relay::{relay, RelayEnd, RelayStats};
 use crate::{bind, udp, Config, Context};
@@ -49,16 +50,53 @@ impl fmt::Display for Session {
     }
 }
 
-/// Client-chosen text (user names, host names) as it may appear in a log line: blanks and
-/// control characters escaped, so no client can forge a field or a line.
+/// Client-chosen text (user names, host names) as it may appear in a log line: only printable
+/// text is written as is, everything else as `\u{HEX}`, so no client can forge a field or a
+/// line, reorder what a reader sees (bidi controls) or hide characters.
+///
+/// Printed as is: letters, numbers, punctuation and symbols (general categories L*, N*, P*, S*),
+/// and combining marks (M*) that follow a character printed as is. Escaped: the backslash
+/// itself (so an escape in the log is always sockd's), controls (Cc), format characters (Cf:
+/// bidi overrides and isolates, zero-width characters, soft hyphen), every separator (Zs, Zl,
+/// Zp: the space and the no-break space included, since fields are separated by spaces),
+/// private use (Co), surrogates and unassigned code points (Cn, judged by Unicode 16), and a
+/// combining mark with nothing printed before it to combine with.
 pub fn printable(text: &str) -> String {
+    use unicode_general_category::{get_general_category, GeneralCategory as G};
     let mut out = String::with_capacity(text.len());
+    let mut after_printed = false;
     for c in text.chars() {
-        if c.is_control() || c.is_whitespace() || c == '\\' {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
+        let shown = c != '\\'
+            && match get_general_category(c) {
+                G::UppercaseLetter
+                | G::LowercaseLetter
+                | G::TitlecaseLetter
+                | G::ModifierLetter
+                | G::OtherLetter
+                | G::DecimalNumber
+                | G::LetterNumber
+                | G::OtherNumber
+                | G::ConnectorPunctuation
+                | G::DashPunctuation
+                | G::OpenPunctuation
+                | G::ClosePunctuation
+                | G::InitialPunctuation
+                | G::FinalPunctuation
+                | G::OtherPunctuation
+                | G::MathSymbol
+                | G::CurrencySymbol
+                | G::ModifierSymbol
+                | G::OtherSymbol => true,
+                G::NonspacingMark | G::SpacingMark | G::EnclosingMark => after_printed,
+                // Cc, Cf, Zs, Zl, Zp, Co, Cs, Cn, and any category a later version adds.
+                _ => false,
+            };
+        if shown {
             out.push(c);
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
         }
+        after_printed = shown;
     }
     out
 }
@@ -69,16 +107,45 @@ enum HandshakeEnd {
     Closed { received: usize, error: Option<std::io::Error> },
     /// The client broke the protocol or was refused; the failure reply is already sent.
     Protocol(ProtoError),
-    /// The password check failed for this user.
-    BadPassword(String),
+    /// The password check failed for this user: failures in a row from the client's address,
+    /// and the delay its next attempt gets.
+    BadPassword(String, u32, Duration),
+    /// Too many failed logins from the client's address: refused without checking.
+    Throttled(String, u32),
 }
 
 /// Serves one client connection to completion. Never panics on client input; logs every outcome.
-pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
+/// `admitted` is its place in the counters (standalone mode): a handshake place, which an
+/// eviction may end early, then a session place once the handshake is complete.
+pub async fn serve(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    mut admitted: Option<Admitted>,
+) {
     let peer = canonical(peer);
     // This session keeps these rules and users even if a SIGHUP replaces them meanwhile.
     let config = ctx.config();
-    let handshake = timeout(ctx.timeouts.handshake, read_request(&mut client, &config)).await;
+    let started = Instant::now();
+    let handshake = timeout(ctx.timeouts.handshake, read_request(&mut client, peer, &config, &ctx));
+    let evicted = async {
+        match &admitted {
+            Some(admitted) => admitted.evicted().await,
+            None => std::future::pending().await,
+        }
+    };
+    let handshake = tokio::select! {
+        done = handshake => done,
+        () = evicted => {
+            info!(
+                "evicted: client={peer} had not completed its handshake after {:.3}s; closed to \
+                 make room for a new client (--max-handshakes {})",
+                started.elapsed().as_secs_f64(),
+                ctx.limits.max_handshakes
+            );
+            return;
+        }
+    };
     let (request, early_data) = match handshake {
         Ok(Ok(done)) => done,
         Err(_) => {
@@ -97,9 +164,19 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
             info!("bad request: client={peer} error=connection closed after {received} bytes, before a complete request{why}");
             return;
         }
-        Ok(Err(HandshakeEnd::BadPassword(user))) => {
+        Ok(Err(HandshakeEnd::BadPassword(user, failures, delay))) => {
             info!(
-                "denied: client={peer} user={} error=wrong username or password",
+                "denied: client={peer} user={} error=wrong username or password failures={failures} next-try-delay={:.1}s",
+                printable(&user),
+                delay.as_secs_f64()
+            );
+            linger_and_close(client).await;
+            return;
+        }
+        Ok(Err(HandshakeEnd::Throttled(user, failures))) => {
+            info!(
+                "denied: client={peer} user={} error=too many failed logins from this address \
+                 (failures={failures}); not checked, try again later",
                 printable(&user)
             );
             linger_and_close(client).await;
@@ -117,6 +194,16 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
         command: request.command,
         dst: request.dst.clone(),
     };
+    if let Some(Err(full)) = admitted.as_mut().map(Admitted::promote) {
+        let limit = match full {
+            Full::Total(max) => format!("{max} sessions running (--max-sessions)"),
+            Full::PerClient(max) => {
+                format!("{max} sessions from this client (--max-sessions-per-client)")
+            }
+        };
+        info!("failed: {session} error=no room for another session: {limit}");
+        return refuse(client, &request, Failure::General).await;
+    }
     match request.command {
         Command::Connect => connect(client, &request, early_data, &session, &ctx, &config).await,
         Command::Bind => bind::serve(client, &request, early_data, &session, &ctx, &config).await,
@@ -128,7 +215,9 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<Context>) {
 /// failure replies) as the state machine asks.
 async fn read_request(
     client: &mut TcpStream,
+    peer: SocketAddr,
     config: &Arc<Config>,
+    ctx: &Context,
 ) -> Result<(Request, Vec<u8>), HandshakeEnd> {
     let policy =
         if config.users.is_some() { AuthPolicy::PasswordRequired } else { AuthPolicy::Open };
@@ -144,19 +233,37 @@ async fn read_request(
         };
         received += n;
         let mut step = handshake.feed(&buffer[..n]);
-        let mut rejected_user = None;
+        let mut rejected = None;
         if let Step::CheckPassword(credentials) = &step {
-            // A hashed password costs milliseconds of CPU: not on an async worker.
-            let (config, username, password) =
-                (config.clone(), credentials.username.clone(), credentials.password.clone());
-            let ok = tokio::task::spawn_blocking(move || {
-                config.users.as_ref().is_some_and(|u| u.check(&username, &password))
-            })
-            .await
-            .unwrap_or(false);
-            if !ok {
-                rejected_user = Some(credentials.username.clone());
-            }
+            let ok = match ctx.logins.reserve(peer.ip(), std::time::Instant::now()) {
+                Err(failures) => {
+                    rejected =
+                        Some(HandshakeEnd::Throttled(credentials.username.clone(), failures));
+                    false
+                }
+                Ok(wait) => {
+                    // After failures from this address, its turn comes later (see `throttle`).
+                    tokio::time::sleep(wait).await;
+                    // A hashed password costs milliseconds of CPU: not on an async worker.
+                    let (config, username, password) = (
+                        config.clone(),
+                        credentials.username.clone(),
+                        credentials.password.clone(),
+                    );
+                    let ok = tokio::task::spawn_blocking(move || {
+                        config.users.as_ref().is_some_and(|u| u.check(&username, &password))
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if !ok {
+                        let (failures, delay) =
+                            ctx.logins.failed(peer.ip(), std::time::Instant::now());
+                        let user = credentials.username.clone();
+                        rejected = Some(HandshakeEnd::BadPassword(user, failures, delay));
+                    }
+                    ok
+                }
+            };
             step = handshake.password_checked(ok);
         }
         let output = handshake.take_output();
@@ -168,10 +275,7 @@ async fn read_request(
         match step {
             Step::NeedMore => {}
             Step::Request(request) => return Ok((request, handshake.take_leftover())),
-            Step::Failed(_) if rejected_user.is_some() => {
-                return Err(HandshakeEnd::BadPassword(rejected_user.unwrap_or_default()))
-            }
-            Step::Failed(e) => return Err(HandshakeEnd::Protocol(e)),
+            Step::Failed(e) => return Err(rejected.unwrap_or(HandshakeEnd::Protocol(e))),
             Step::CheckPassword(_) => {
                 return Err(HandshakeEnd::Protocol(ProtoError::NoAcceptableMethod))
             }
@@ -327,5 +431,31 @@ mod tests {
         assert_eq!(printable("a b\nconnected: x"), "a\\u{20}b\\u{a}connected:\\u{20}x");
         assert_eq!(printable("evil\\x"), "evil\\u{5c}x");
         assert_eq!(printable("bücher.example"), "bücher.example");
+    }
+
+    #[test]
+    fn only_printable_text_reaches_the_log() {
+        // Bidi controls, zero-width and other format characters (Cf).
+        assert_eq!(printable("ad\u{202e}nimda"), "ad\\u{202e}nimda");
+        for c in ['\u{202a}', '\u{2066}', '\u{2069}', '\u{200b}', '\u{200d}', '\u{ad}', '\u{feff}']
+        {
+            assert_eq!(printable(&format!("a{c}b")), format!("a\\u{{{:x}}}b", u32::from(c)));
+        }
+        // Separators other than the space: no-break, line and paragraph separators (Zs, Zl, Zp).
+        assert_eq!(
+            printable("a\u{a0}b\u{2028}c\u{2029}d\u{3000}"),
+            "a\\u{a0}b\\u{2028}c\\u{2029}d\\u{3000}"
+        );
+        // C1 controls, private use, unassigned.
+        assert_eq!(
+            printable("\u{85}\u{9b}\u{e000}\u{378}\u{10ffff}"),
+            "\\u{85}\\u{9b}\\u{e000}\\u{378}\\u{10ffff}"
+        );
+        // Combining marks combine with a printed character, not with what sockd wrote before.
+        assert_eq!(printable("e\u{301}"), "e\u{301}");
+        assert_eq!(printable("\u{301}x"), "\\u{301}x");
+        assert_eq!(printable("\u{202e}\u{301}"), "\\u{202e}\\u{301}");
+        // Printable text of every script stays readable.
+        assert_eq!(printable("Ωμέγα-データ_№1€"), "Ωμέγα-データ_№1€");
     }
 }

@@ -3,6 +3,12 @@
 //! `mkpasswd -m sha-512` or /etc/shadow write them). A password in clear is still accepted,
 //! with a warning. Passwords are never logged; clear ones are compared in constant time.
 //!
+//! A failed check costs the same whether the user exists or not, so user names cannot be told
+//! apart by timing: an unknown user's password, and a clear-text entry's, are also run through
+//! a dummy hash of the algorithm and cost most entries of the file use (SHA-512, 5000 rounds
+//! when none is hashed), and every comparison is constant-time over the longest possible
+//! password (RFC 1929: 255 bytes), so not even the length of a clear password shows.
+//!
 //! Not here: the sub-negotiation itself (socks-proto `auth`, driven by the session).
 
 use std::collections::HashMap;
@@ -11,7 +17,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use sha_crypt::{PasswordHasher, PasswordVerifier, ShaCrypt};
+use ctutils::CtEq;
+use sha_crypt::{CustomizedPasswordHasher, Params, PasswordHasher, PasswordVerifier, ShaCrypt};
 
 /// How a password is kept.
 #[derive(Clone)]
@@ -28,6 +35,8 @@ pub struct Users {
     entries: HashMap<String, Secret>,
     /// Lines whose password is stored in clear, for the warning.
     clear_lines: Vec<usize>,
+    /// A hash of the file's usual algorithm and cost, checked when there is no hash to check.
+    dummy: String,
 }
 
 impl fmt::Debug for Users {
@@ -81,7 +90,12 @@ impl Users {
         if entries.is_empty() {
             return Err(format!("{file}: no users: every SOCKS5 client would be refused"));
         }
-        Ok(Users { entries, clear_lines })
+        let dummy = dummy_hash(entries.values().filter_map(|secret| match secret {
+            Secret::Hashed(hash) => Some(hash.as_str()),
+            Secret::Clear(_) => None,
+        }))
+        .map_err(|e| format!("{file}: {e}"))?;
+        Ok(Users { entries, clear_lines, dummy })
     }
 
     /// Lines whose password is stored in clear (to warn about).
@@ -91,15 +105,58 @@ impl Users {
 
     /// Whether `password` is right for `user`. Hashed entries cost a few milliseconds of CPU:
     /// call it off the async workers.
+    /// The same work is done for an unknown user and for a clear-text entry as for a hashed one.
     pub fn check(&self, user: &str, password: &[u8]) -> bool {
+        let verify = |hash: &str| ShaCrypt::SHA512.verify_password(password, hash).is_ok();
         match self.entries.get(user) {
-            Some(Secret::Clear(expected)) => same_bytes(expected, password),
-            Some(Secret::Hashed(hash)) => {
-                ShaCrypt::SHA512.verify_password(password, hash.as_str()).is_ok()
+            Some(Secret::Hashed(hash)) => verify(hash),
+            Some(Secret::Clear(expected)) => {
+                let _ = verify(&self.dummy);
+                same_bytes(expected, password)
             }
-            None => false,
+            None => {
+                let _ = verify(&self.dummy);
+                let _ = same_bytes(b"", password);
+                false
+            }
         }
     }
+}
+
+/// The algorithm (`5` or `6`) and rounds of a SHA-crypt hash; `None` if it cannot be read.
+fn hash_params(hash: &str) -> Option<(&str, u32)> {
+    let mut fields = hash.strip_prefix('$')?.split('$');
+    let id = fields.next().filter(|id| *id == "5" || *id == "6")?;
+    let rounds = match fields.next()?.strip_prefix("rounds=") {
+        Some(n) => n.parse::<u32>().ok()?.clamp(Params::ROUNDS_MIN, Params::ROUNDS_MAX),
+        None => Params::RECOMMENDED_ROUNDS,
+    };
+    Some((id, rounds))
+}
+
+/// A hash of a password nobody knows with the algorithm and rounds most of `hashes` use
+/// (SHA-512 with the default rounds when there are none), to spend on checks that have no hash.
+fn dummy_hash<'a>(hashes: impl Iterator<Item = &'a str>) -> Result<String, String> {
+    let mut seen: HashMap<(&str, u32), usize> = HashMap::new();
+    for params in hashes.filter_map(hash_params) {
+        *seen.entry(params).or_insert(0) += 1;
+    }
+    let (id, rounds) = seen
+        .into_iter()
+        .max_by_key(|&((id, rounds), count)| (count, id, rounds))
+        .map_or(("6", Params::RECOMMENDED_ROUNDS), |(params, _)| params);
+    let params = Params::new(rounds).map_err(|e| format!("dummy hash: {e}"))?;
+    // Neither the password nor the salt needs to be secret: this hash never lets anyone in.
+    let hash = ShaCrypt::SHA512
+        .hash_password_customized(
+            b"no user has this password",
+            b"sockd-dummy",
+            Some(id),
+            None,
+            params,
+        )
+        .map_err(|e| format!("dummy hash: {e}"))?;
+    Ok(hash.to_string())
 }
 
 /// `sockd --add-user NAME --users FILE`: reads a password (the first line of `input`), appends
@@ -148,12 +205,23 @@ fn hash_password(password: &[u8]) -> Result<String, String> {
     Ok(hash.to_string())
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
+/// The longest password RFC 1929 can carry (PLEN is one byte).
+const MAX_PASSWORD: usize = 255;
+
+/// Compares two passwords in constant time, whatever their lengths: each is laid into a
+/// fixed-size buffer after its length, and the buffers are compared whole.
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    fn framed(bytes: &[u8]) -> Option<[u8; MAX_PASSWORD + 1]> {
+        let mut buffer = [0u8; MAX_PASSWORD + 1];
+        buffer[0] = u8::try_from(bytes.len()).ok()?;
+        buffer[1..=bytes.len()].copy_from_slice(bytes);
+        Some(buffer)
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    match (framed(a), framed(b)) {
+        (Some(a), Some(b)) => a.ct_eq(&b).to_bool(),
+        // Longer than any password can be: never equal (and never stored, see `parse`).
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +265,25 @@ mod tests {
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
         assert_eq!(mode.expect("metadata") & 0o777, 0o600);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn unknown_users_and_clear_entries_cost_a_hash_like_the_others() {
+        let hashed = "carol:$6$rounds=6000$saltsalt$x\ndave:$6$rounds=6000$salt2$y\neve:$5$s$z\n";
+        let users = Users::parse("u", hashed).expect("valid");
+        assert!(users.dummy.starts_with("$6$rounds=6000$"), "{}", users.dummy);
+        let users = Users::parse("u", "alice:secret\n").expect("valid");
+        assert!(users.dummy.starts_with("$6$rounds=5000$"), "{}", users.dummy);
+        assert!(!users.check("mallory", b"no user has this password"), "the dummy lets no one in");
+        assert_eq!(hash_params("$5$rounds=10$s$h"), Some(("5", 1000)));
+        assert_eq!(hash_params("$6$s$h"), Some(("6", 5000)));
+        assert_eq!(hash_params("plain"), None);
+        // Constant-time comparison: lengths differ, prefixes, the empty password.
+        assert!(same_bytes(b"secret", b"secret"));
+        assert!(!same_bytes(b"secret", b"secre"));
+        assert!(!same_bytes(b"", b"\0"));
+        assert!(same_bytes(b"", b""));
+        assert!(!same_bytes(&[b'a'; 256], &[b'a'; 256]));
     }
 
     #[test]

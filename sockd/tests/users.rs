@@ -141,3 +141,133 @@ fn clear_text_users_file_still_works_with_a_warning() {
     std::thread::sleep(Duration::from_millis(300));
     assert_not_logged(&sockd, &[CLEAR_PW, WRONG_PW]);
 }
+
+/// A raw RFC 1929 attempt from client address `src`: the status byte (00 = success) and the
+/// time from sending the credentials to the status.
+fn timed_auth_from(
+    sockd: &Sockd,
+    src: std::net::Ipv4Addr,
+    user: &str,
+    password: &str,
+) -> (u8, Duration) {
+    let mut s = connect_from(src, sockd.addr());
+    s.write_all(&socks5_greeting(&[0x02])).expect("greeting");
+    assert_eq!(read_n(&mut s, 2, "method selection"), [0x05, 0x02]);
+    let t = std::time::Instant::now();
+    s.write_all(&rfc1929_request(user, password)).expect("auth");
+    let st = read_n(&mut s, 2, "RFC 1929 status");
+    let took = t.elapsed();
+    assert_eq!(st[0], 0x01);
+    (st[1], took)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// A SHA-512 crypt hash of "secret" (glibc: mkpasswd -m sha-512 -S saltsalt secret).
+const CAROL_HASH: &str = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
+
+#[test]
+fn a_failed_login_takes_as_long_for_an_unknown_user_as_for_a_real_one() {
+    let b = SockdBuilder::new(RULES);
+    let users = b.file("users", &format!("carol:{CAROL_HASH}\n"));
+    let sockd = b.arg("--users").arg(&users).start();
+    // Each attempt from its own address, so that slowing down repeated failures from one
+    // address does not enter the measurement; the two kinds alternate, so load on the machine
+    // falls on both alike.
+    const TRIES: usize = 40;
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..2 * TRIES {
+        let src = std::net::Ipv4Addr::new(127, 1, (i / 200) as u8, (i % 200 + 1) as u8);
+        let user = if i % 2 == 0 { "carol" } else { "mallory" };
+        let (status, took) = timed_auth_from(&sockd, src, user, "not-the-password");
+        assert_ne!(status, 0, "a wrong password for {user} must fail");
+        if i % 2 == 0 {
+            known.push(took)
+        } else {
+            unknown.push(took)
+        }
+    }
+    let (k, u) = (median(known), median(unknown));
+    let ratio = u.as_secs_f64() / k.as_secs_f64();
+    eprintln!("median failed login: existing user {k:?}, unknown user {u:?}, ratio {ratio:.2}");
+    assert!(
+        (0.5..=2.0).contains(&ratio),
+        "a failed login for an unknown user takes {u:?}, for an existing one {k:?} (median of \
+         {TRIES}): user names can be told apart by timing"
+    );
+}
+
+#[test]
+fn repeated_failures_from_one_address_are_slowed_down_and_logged() {
+    let b = SockdBuilder::new(RULES);
+    let users = b.file("users", &format!("carol:{CAROL_HASH}\n"));
+    let sockd = b.arg("--users").arg(&users).start();
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 9);
+    let bystander = std::net::Ipv4Addr::new(127, 0, 0, 10);
+    // After n failures, the next try from that address waits 0.2 s * 2^(n-1) (at most 4 s).
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let (status, took) = timed_auth_from(&sockd, attacker, "carol", "guess");
+        assert_ne!(status, 0);
+        times.push(took);
+    }
+    eprintln!("five failed logins from one address took {times:?}");
+    for (n, took) in times.iter().enumerate().skip(1) {
+        let least = Duration::from_millis(200 << (n - 1)) - Duration::from_millis(20);
+        assert!(*took >= least, "try {} after {n} failures took {took:?}, not >= {least:?}", n + 1);
+    }
+    // Another address is not slowed down by them.
+    let (status, took) = timed_auth_from(&sockd, bystander, "carol", "guess");
+    assert_ne!(status, 0);
+    assert!(took < Duration::from_millis(1500), "another address waited {took:?}");
+    // The right password still works from the attacker's address, after the wait.
+    let (status, took) = timed_auth_from(&sockd, attacker, "carol", "secret");
+    assert_eq!(status, 0, "the right password is accepted after the delay");
+    assert!(took >= Duration::from_millis(3000), "the sixth try waited only {took:?}");
+    // Each failure is logged with the count and the delay the next try gets.
+    sockd.wait_for_line(
+        &["denied:", " client=127.0.0.9:", "user=carol", "failures=5", "next-try-delay=3.2s"],
+        LOG_TIMEOUT,
+    );
+    sockd.wait_for_line(
+        &["denied:", " client=127.0.0.10:", "failures=1", "next-try-delay=0.2s"],
+        LOG_TIMEOUT,
+    );
+}
+
+#[test]
+fn format_characters_in_user_names_are_escaped_in_the_log() {
+    // U+202E RIGHT-TO-LEFT OVERRIDE, U+2066 LEFT-TO-RIGHT ISOLATE, U+200B ZERO WIDTH SPACE,
+    // U+2028 LINE SEPARATOR, U+00A0 NO-BREAK SPACE, U+E000 private use, U+0378 unassigned.
+    let name = "ad\u{202e}nimda\u{2066}x\u{200b}y\u{2028}z\u{a0}w\u{e000}v\u{378}";
+    let raw: Vec<char> = "\u{202e}\u{2066}\u{200b}\u{2028}\u{a0}\u{e000}\u{378}".chars().collect();
+    // With passwords: the `denied:` line of a failed login.
+    let b = SockdBuilder::new(RULES);
+    let users = b.file("users", &format!("carol:{CAROL_HASH}\n"));
+    let sockd = b.arg("--users").arg(&users).start();
+    let (status, _) = timed_auth_from(&sockd, std::net::Ipv4Addr::new(127, 0, 0, 11), name, "x");
+    assert_ne!(status, 0);
+    let line = sockd.wait_for_line(&["denied:", " client=127.0.0.11:"], LOG_TIMEOUT);
+    assert!(!line.contains(&raw[..]), "a format character reached the log raw: {line:?}");
+    assert!(
+        line.contains(
+            "user=ad\\u{202e}nimda\\u{2066}x\\u{200b}y\\u{2028}z\\u{a0}w\\u{e000}v\\u{378}"
+        ),
+        "each escaped as \\u{{…}}: {line:?}"
+    );
+    drop(sockd);
+    // Without: a SOCKS4 USERID on the `connected:` and `closed:` lines.
+    let echo = echo_server();
+    let sockd = Sockd::start(RULES);
+    let mut s = socks4_connect(sockd.addr(), echo.v4(), name.as_bytes());
+    assert_echo(&mut s, b"x");
+    drop(s);
+    for kind in ["connected:", "closed:"] {
+        let line = sockd.wait_for_line(&[kind, &format!("dst={}", echo.dst())], LOG_TIMEOUT);
+        assert!(!line.contains(&raw[..]), "a format character reached the log raw: {line:?}");
+        assert!(line.contains("user=ad\\u{202e}nimda"), "{line:?}");
+    }
+}
