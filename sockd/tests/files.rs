@@ -5,8 +5,8 @@
 //! to start, naming the path and why.
 //!
 //! The symlink attack needs root (to be root when the files are opened, and to give the
-//! directory to `nobody`); without root that test prints `SKIPPED` and passes. The FIFO and the
-//! regular-file cases run as any user.
+//! directory to `nobody`); without root that test reports itself skipped (`common::skip`). The
+//! FIFO and the regular-file cases run as any user.
 
 mod common;
 
@@ -91,11 +91,11 @@ fn secret(dir: &TempDir, name: &str, contents: &str) -> PathBuf {
 #[test]
 fn planted_symlinks_do_not_make_root_write_other_files() {
     if !is_root() {
-        println!("SKIPPED: planted_symlinks_do_not_make_root_write_other_files: needs root");
+        skip("planted_symlinks_do_not_make_root_write_other_files", "needs root");
         return;
     }
     let Some((uid, gid)) = nobody_ids() else {
-        println!("SKIPPED: planted_symlinks_do_not_make_root_write_other_files: no user nobody");
+        skip("planted_symlinks_do_not_make_root_write_other_files", "no user nobody");
         return;
     };
     // run/ belongs to nobody, who plants links to two root-only files there.
