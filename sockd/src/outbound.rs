@@ -7,7 +7,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use socks_proto::rules::{Action, Request as RuleRequest, RuleSet};
+use socks_proto::rules::{is_loopback, Action, Request as RuleRequest, RuleSet};
 use socks_proto::{Failure, TargetAddr};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -65,7 +65,8 @@ pub async fn resolve(target: &TargetAddr, deadline: Instant) -> Result<Vec<Socke
 }
 
 /// The rule check: the addresses this client may reach, or the denial naming the deciding rule
-/// (`FILE:LINE`, or `default` when no line matched) for the first address.
+/// (`FILE:LINE`; `unspecified` for 0.0.0.0/8 or `::`, refused before any rule; `default` when no
+/// line matched, with a hint when the destination was loopback) for the first address.
 pub fn permitted(
     rules: &RuleSet,
     client: IpAddr,
@@ -82,6 +83,10 @@ pub fn permitted(
         } else if first_denial.is_none() {
             first_denial = Some(match decision.rule {
                 Some(rule) => format!("{}:{}", rules.file, rule.line),
+                None if decision.unspecified => "unspecified".to_string(),
+                None if is_loopback(addr.ip()) => {
+                    "default (loopback needs a permit naming it)".to_string()
+                }
                 None => "default".to_string(),
             });
         }
