@@ -8,10 +8,13 @@
 //!   loopback does;
 //! - the paper's "any" mask (`0.0.0.0 255.255.255.255`) covers IPv6 too, so a deny line in the
 //!   paper's format cannot be walked around over `::1`;
-//! - `--check` says what "any" leaves out.
+//! - `--check` says what "any" leaves out;
+//! - the firewall host's other own addresses are like loopback: only a permit naming the
+//!   address opens them (as root, in a network namespace of the test's own).
 //!
-//! Every destination is a real listener on loopback opened by the test; every attack is a real
-//! client through the real sockd.
+//! Every destination is a real listener on loopback (or on a non-loopback address of the host
+//! in a private network namespace) opened by the test; every attack is a real client through
+//! the real sockd.
 
 mod common;
 
@@ -266,4 +269,65 @@ fn check_notes_what_any_leaves_out() {
     assert!(!lines[2].contains("except"), "explicit loopback DST: {stdout}");
     assert!(!lines[3].contains("except"), "deny lines are not narrowed: {stdout}");
     assert!(stdout.contains("unspecified"), "the header names the unspecified rule: {stdout}");
+}
+
+/// Moves the calling thread (only it, and the processes it starts) into a new network namespace
+/// with `lo` up holding `addr/32` besides 127.0.0.1 (an address of the host that is not
+/// loopback, as an interface's would be); `Err` says why not (not root, no `ip`).
+fn private_netns_with(addr: &str) -> Result<(), String> {
+    // SAFETY: unshare(2) with CLONE_NEWNET only changes the calling thread's network namespace;
+    // it takes no pointers.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
+    }
+    let ip = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+        }
+    };
+    ip(&["link", "set", "lo", "up"])?;
+    ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"])
+}
+
+#[test]
+fn own_address_needs_a_permit_naming_it() {
+    // The firewall's address on some interface; services bound to it (or to 0.0.0.0) answer
+    // connections from the host itself over lo, past any filter on the real interface.
+    let own = "198.51.100.1";
+    if let Err(why) = private_netns_with(own) {
+        eprintln!("own-address test not run: {why}");
+        assert_ne!(unsafe_free_uid(), 0, "as root the namespace must work: {why}");
+        return;
+    }
+    let service = echo_server_on(&format!("{own}:0"));
+    let port = service.port();
+    for rules in [
+        "permit 127.0.0.1/32\n",
+        "permit 0.0.0.0/0 0.0.0.0/0\n",
+        "permit 127.0.0.1/32 198.51.100.0/24\n",
+    ] {
+        let sockd = Sockd::start(rules);
+        let (rep, tag) = socks5_rep(&sockd, &socks5_request(CMD_CONNECT, service.addr));
+        assert_eq!(rep, 0x02, "`{}` must not open the firewall's own {own}:{port}", rules.trim());
+        sockd.wait_for_line(&["denied:", &tag, "rule=default"], LOG_TIMEOUT);
+    }
+    assert_eq!(service.accepted(), 0, "no wildcard permit may reach the firewall's own address");
+    for rules in
+        ["permit 127.0.0.1/32 198.51.100.1/32\n", "permit 127.0.0.1/32 198.51.100.1 0.0.0.0\n"]
+    {
+        let sockd = Sockd::start(rules);
+        let (rep, _) = socks5_rep(&sockd, &socks5_request(CMD_CONNECT, service.addr));
+        assert_eq!(rep, 0, "`{}` names {own}; log:\n{}", rules.trim(), sockd.log_text());
+    }
+    assert_eq!(service.accepted(), 2);
+}
+
+/// The effective user id.
+fn unsafe_free_uid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and takes no arguments.
+    unsafe { libc::geteuid() }
 }
