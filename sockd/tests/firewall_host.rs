@@ -300,7 +300,7 @@ fn own_address_needs_a_permit_naming_it() {
     let own = "198.51.100.1";
     if let Err(why) = private_netns_with(own) {
         eprintln!("own-address test not run: {why}");
-        assert_ne!(unsafe_free_uid(), 0, "as root the namespace must work: {why}");
+        assert_ne!(effective_uid(), 0, "as root the namespace must work: {why}");
         return;
     }
     let service = echo_server_on(&format!("{own}:0"));
@@ -327,7 +327,7 @@ fn own_address_needs_a_permit_naming_it() {
 }
 
 /// The effective user id.
-fn unsafe_free_uid() -> u32 {
+fn effective_uid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and takes no arguments.
     unsafe { libc::geteuid() }
 }

@@ -192,6 +192,11 @@ impl Net {
         }
     }
 
+    /// Whether this net is exactly one address (`/32`, `/128`, mask `0.0.0.0` or `::`).
+    pub fn is_single_host(&self) -> bool {
+        matches!(self.0, NetInner::V4 { wild: 0, .. } | NetInner::V6 { wild: 0, .. })
+    }
+
     /// Whether some loopback address is in this net.
     pub fn overlaps_loopback(&self) -> bool {
         match self.0 {
@@ -267,6 +272,11 @@ impl AddrMatch {
     /// ([`Net::within_loopback`]): the spec names `ip`'s loopback block explicitly.
     pub fn names_loopback(&self, ip: IpAddr) -> bool {
         self.nets.iter().any(|n| n.within_loopback() && n.matches(ip))
+    }
+
+    /// Whether `ip` is one of the networks that are a single address: the spec names `ip` itself.
+    pub fn names_host(&self, ip: IpAddr) -> bool {
+        self.nets.iter().any(|n| n.is_single_host() && n.matches(ip))
     }
 
     /// Whether the spec covers some loopback address only as part of something wider (`0.0.0.0/0`,
@@ -571,6 +581,23 @@ mod tests {
         for spec in ["10.0.0.0/8", "128.0.0.0/1", "2001:db8::/32", "::2/128", "126.0.0.0/8"] {
             assert!(!wide(spec), "{spec} does not cover loopback");
         }
+    }
+
+    #[test]
+    fn names_one_host() {
+        let named = |s: &str, a: &str| ok(s).names_host(ip(a));
+        assert!(named("192.0.2.7/32", "192.0.2.7"));
+        assert!(named("192.0.2.7 0.0.0.0", "::ffff:192.0.2.7"));
+        assert!(named("lloyd.mips.com 0.0.0.0", "192.0.2.7"));
+        assert!(named("sgi.com 0.0.0.0", "198.51.100.2"));
+        assert!(named("2001:db8::1/128", "2001:db8::1"));
+        assert!(!named("192.0.2.7/32", "192.0.2.8"));
+        assert!(!named("192.0.2.0/24", "192.0.2.7"), "a network does not name its hosts");
+        assert!(!named("0.0.0.0/0", "192.0.2.7"));
+        assert!(!named("::/0", "2001:db8::1"));
+        assert!(!named("2001:db8::/127", "2001:db8::1"));
+        assert!(ok("1.2.3.4/32").nets()[0].is_single_host());
+        assert!(!Net::ANY.is_single_host());
     }
 
     #[test]

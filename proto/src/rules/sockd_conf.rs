@@ -30,6 +30,13 @@
 //!   (`0.0.0.0/0`, `::/0`, `0.0.0.0/1`), does not match it. `deny` lines are not narrowed: a
 //!   wide deny still refuses loopback, so nothing can walk around it.
 //!
+//! The host's other own addresses (its interfaces') are the same kind of destination: a
+//! connection to them stays on the host, arrives over `lo` from a local address, and so passes
+//! filters that guard the real interfaces and services that trust local clients. This module
+//! cannot know them; a caller that does uses [`RuleSet::decide_on_host`], where a `permit`
+//! matches such an address only when a matching destination network is that single address
+//! (`ADDR/32`, `ADDR 0.0.0.0`, the host's name), not a network or wildcard around it.
+//!
 //! Not supported, with a clear error: the CSTC identd option `?=…` and the `: shell command`
 //! tail (a token that is `:` or starts with one `:`; IPv6 tokens start with `::`). The CSTC
 //! `#NO_IDENTD:` / `#BAD_ID:` lines are plain comments here. Any error stops the parse: a broken
@@ -99,16 +106,23 @@ impl Rule {
     /// Whether every condition of the rule holds for `req`. For a `permit` line and a loopback
     /// destination that means the destination names loopback (see the module documentation).
     pub fn matches(&self, req: &Request<'_>) -> bool {
+        self.matches_on_host(req, false)
+    }
+
+    /// As [`Rule::matches`]; `own_address` says that `req.dst` is one of the host's own
+    /// (non-loopback) addresses, which a `permit` matches only by naming that single address.
+    pub fn matches_on_host(&self, req: &Request<'_>, own_address: bool) -> bool {
         holds(self.users.as_ref(), |u| u.matches(req.user))
             && self.src.matches(req.src)
-            && self.dst_matches(req.dst)
+            && self.dst_matches(req.dst, own_address)
             && holds(self.port, |p| p.matches(req.port))
     }
 
-    fn dst_matches(&self, dst: IpAddr) -> bool {
+    fn dst_matches(&self, dst: IpAddr, own_address: bool) -> bool {
         match (&self.dst, self.action) {
             (Some(d), Action::Permit) if is_loopback(dst) => d.names_loopback(dst),
-            (None, Action::Permit) => !is_loopback(dst),
+            (Some(d), Action::Permit) if own_address => d.names_host(dst),
+            (None, Action::Permit) => !is_loopback(dst) && !own_address,
             (Some(d), _) => d.matches(dst),
             (None, Action::Deny) => true,
         }
@@ -200,10 +214,11 @@ impl fmt::Display for Decision<'_> {
 }
 
 /// What every rule set adds to the rules written (the `--check` header): the destinations that
-/// are the firewall host itself.
+/// are the firewall host itself (the last clause holds for [`RuleSet::decide_on_host`]).
 pub const BUILT_IN_RULES: &str = "unspecified destinations (0.0.0.0/8, ::) are always refused; \
      loopback destinations (127.0.0.0/8, ::1) are permitted only by a permit line whose \
-     destination lies inside loopback";
+     destination lies inside loopback; this host's other addresses only by a permit line \
+     naming that exact address";
 
 /// What `--check` adds after a [`Rule::permit_skips_loopback`] line.
 pub const SKIPS_LOOPBACK_NOTE: &str = "except loopback and unspecified";
@@ -233,10 +248,17 @@ impl RuleSet {
     /// The first rule matching `req`, or a default deny; an unspecified destination is
     /// refused before any rule.
     pub fn decide(&self, req: &Request<'_>) -> Decision<'_> {
+        self.decide_on_host(req, false)
+    }
+
+    /// As [`RuleSet::decide`], for a caller that knows whether `req.dst` is one of its own
+    /// host's (non-loopback) addresses (`own_address`): a `permit` line then matches it only when
+    /// one of its destination networks is exactly that address; `deny` lines are unchanged.
+    pub fn decide_on_host(&self, req: &Request<'_>, own_address: bool) -> Decision<'_> {
         if is_unspecified(req.dst) {
             return Decision { action: Action::Deny, rule: None, unspecified: true };
         }
-        match self.rules.iter().find(|r| r.matches(req)) {
+        match self.rules.iter().find(|r| r.matches_on_host(req, own_address)) {
             Some(rule) => Decision { action: rule.action, rule: Some(rule), unspecified: false },
             None => Decision { action: Action::Deny, rule: None, unspecified: false },
         }
@@ -560,6 +582,38 @@ mod tests {
         assert!(rs.rules[0].permit_skips_loopback() && rs.rules[9].permit_skips_loopback());
         assert!(rs.rules[2].permit_skips_loopback() && rs.rules[3].permit_skips_loopback());
         assert!(!rs.rules[4].permit_skips_loopback() && !rs.rules[8].permit_skips_loopback());
+    }
+
+    #[test]
+    fn own_addresses_need_a_permit_naming_them() {
+        let rs = parse(
+            "deny 10.9.0.0/16 192.0.2.0/24 eq 22\n\
+             permit 10.0.0.0/8 192.0.2.0/24 eq 22\n\
+             permit 10.0.0.0/8 192.0.2.1/32 eq 3128\n\
+             permit 10.0.0.0/8 sgi.com 0.0.0.0 eq 79\n\
+             permit 10.0.0.0/8 0.0.0.0/0\n",
+        )
+        .unwrap();
+        let on_host = |dst: &str, port: u16, own: bool| {
+            let d = rs.decide_on_host(&req("10.1.0.1", dst, port, None), own);
+            (d.action, d.rule.map_or(0, |r| r.line))
+        };
+        // Not own: networks and wildcards match as usual.
+        assert_eq!(on_host("192.0.2.1", 22, false), (Action::Permit, 2));
+        assert_eq!(on_host("192.0.2.1", 80, false), (Action::Permit, 5));
+        // Own: only lines naming the exact address.
+        assert_eq!(on_host("192.0.2.1", 22, true), (Action::Deny, 0));
+        assert_eq!(on_host("192.0.2.1", 80, true), (Action::Deny, 0));
+        assert_eq!(on_host("192.0.2.1", 3128, true), (Action::Permit, 3));
+        assert_eq!(on_host("::ffff:192.0.2.1", 3128, true), (Action::Permit, 3));
+        assert_eq!(on_host("198.51.100.2", 79, true), (Action::Permit, 4), "by name");
+        // Deny lines still match own addresses through networks.
+        let d = rs.decide_on_host(&req("10.9.0.1", "192.0.2.1", 22, None), true);
+        assert_eq!((d.action, d.rule.map(|r| r.line)), (Action::Deny, Some(1)));
+        // Loopback and unspecified keep their own rules whatever the flag says.
+        assert_eq!(on_host("127.0.0.1", 3128, true), (Action::Deny, 0));
+        assert!(rs.decide_on_host(&req("10.1.0.1", "0.0.0.0", 80, None), true).unspecified);
+        assert_eq!(rs.decide(&req("10.1.0.1", "192.0.2.1", 80, None)).action, Action::Permit);
     }
 
     #[test]
