@@ -223,9 +223,15 @@ fn paper_any_mask_deny_covers_ipv6() {
         return;
     }
     // Same port on both families, as a whois server listening on both would be.
-    let v6 = echo_server_on("[::1]:0");
+    let (v4, v6) = (0..20)
+        .find_map(|_| {
+            let v6 = echo_server_on("[::1]:0");
+            let free = TcpListener::bind((Ipv4Addr::LOCALHOST, v6.port())).ok()?;
+            drop(free);
+            Some((echo_server_on(&format!("127.0.0.1:{}", v6.port())), v6))
+        })
+        .expect("a port free on both 127.0.0.1 and ::1");
     let port = v6.port();
-    let v4 = echo_server_on(&format!("127.0.0.1:{port}"));
     // examples/sockd.conf's whois line, then loopback permitted by name for both families.
     let rules = format!(
         "deny 0.0.0.0 255.255.255.255 0.0.0.0 255.255.255.255 eq {port}\n\
