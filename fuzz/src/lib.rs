@@ -296,7 +296,10 @@ pub fn ruleset_parse(data: &[u8]) {
     for (src, dst, port, user) in requests(data) {
         let req = RuleRequest { src, dst, port, user };
         let decision = set.decide(&req);
-        let first = set.rules.iter().find(|r| r.matches(&req));
+        // An unspecified destination is refused before any rule.
+        let unspecified = socks_proto::rules::is_unspecified(dst);
+        assert_eq!(decision.unspecified, unspecified, "unspecified {dst}");
+        let first = set.rules.iter().find(|r| r.matches(&req)).filter(|_| !unspecified);
         assert_eq!(decision.rule, first, "decide is not first match");
     }
     for rule in &set.rules {

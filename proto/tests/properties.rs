@@ -777,9 +777,13 @@ impl RefNet {
     /// The documented test: `addr & !mask == cfg & !mask` on canonical addresses; IPv4 nets
     /// match IPv4 (and IPv4-mapped) requests; an IPv6 net written inside ::ffff:0:0/96 with a
     /// mask inside the low 32 bits is the IPv4 net it denotes; other IPv6 nets match only
-    /// (non-mapped) IPv6 requests.
+    /// (non-mapped) IPv6 requests. The paper's "any", an IPv4 net with all 32 mask bits set,
+    /// matches every address of both families.
     fn matches(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
+        if self.v4 && self.wild & 0xffff_ffff == 0xffff_ffff {
+            return true;
+        }
         if self.v4 {
             return matches!(ip, IpAddr::V4(a) if (u32::from(a) as u128) & !self.wild == self.addr & !self.wild);
         }
@@ -791,6 +795,51 @@ impl RefNet {
             }
             IpAddr::V6(a) if !mapped_net => u128::from(a) & !self.wild == self.addr & !self.wild,
             _ => false,
+        }
+    }
+}
+
+impl RefNet {
+    /// Whether every address of the net is loopback: checked by enumerating what the net's
+    /// fixed bits allow, independently of the library's bit tricks.
+    fn inside_loopback(&self) -> bool {
+        let mapped_net =
+            !self.v4 && (self.addr & !self.wild) >> 32 == 0xffff && self.wild >> 32 == 0;
+        if self.v4 || mapped_net {
+            let (addr, wild) = ((self.addr & 0xffff_ffff) as u32, (self.wild & 0xffff_ffff) as u32);
+            if self.v4 && wild == u32::MAX {
+                return false; // the paper's any
+            }
+            // The top octet may take each value its wildcard bits allow; all must be 127.
+            (0..=255u32)
+                .filter(|o| o & !(wild >> 24) == (addr >> 24) & !(wild >> 24))
+                .all(|o| o == 127)
+        } else {
+            self.wild == 0 && self.addr == 1
+        }
+    }
+}
+
+/// Loopback as the documentation lists it: 127.0.0.0/8, ::1, IPv4-mapped 127.0.0.0/8.
+fn ref_is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.octets()[0] == 127,
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            a == Ipv6Addr::LOCALHOST
+                || (o[..10] == [0; 10] && o[10..12] == [0xff, 0xff] && o[12] == 127)
+        }
+    }
+}
+
+/// Unspecified as documented: 0.0.0.0/8, ::, IPv4-mapped 0.0.0.0/8.
+fn ref_is_unspecified(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.octets()[0] == 0,
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            a == Ipv6Addr::UNSPECIFIED
+                || (o[..10] == [0; 10] && o[10..12] == [0xff, 0xff] && o[12] == 0)
         }
     }
 }
@@ -823,14 +872,20 @@ impl RefRule {
                 _ => unreachable!("generated operators only"),
             },
         };
-        user_ok
-            && self.src.iter().any(|n| n.matches(src))
-            && self.dst.iter().all(|d| d.iter().any(|n| n.matches(dst)))
-            && port_ok
+        // A permit reaches loopback only through a matching net that lies inside loopback.
+        let dst_ok = if self.permit && ref_is_loopback(dst) {
+            self.dst
+                .as_ref()
+                .is_some_and(|d| d.iter().any(|n| n.matches(dst) && n.inside_loopback()))
+        } else {
+            self.dst.iter().all(|d| d.iter().any(|n| n.matches(dst)))
+        };
+        user_ok && self.src.iter().any(|n| n.matches(src)) && dst_ok && port_ok
     }
 }
 
-/// First match wins; no match is deny with no line (0).
+/// An unspecified destination is denied before any rule; then first match wins; no match is
+/// deny with no line (0).
 fn reference_decide(
     rules: &[RefRule],
     src: IpAddr,
@@ -838,6 +893,9 @@ fn reference_decide(
     port: u16,
     user: Option<&str>,
 ) -> (bool, usize) {
+    if ref_is_unspecified(dst) {
+        return (false, 0);
+    }
     rules
         .iter()
         .find(|r| r.matches(src, dst, port, user))
@@ -879,6 +937,7 @@ fn config_addr(rng: &mut Rng, v4: bool) -> IpAddr {
             0x2001_0db8_0000_0000_0000_0000_0000_0005,
             0x2001_0db8_0001_0000_0000_0000_0000_0009,
             0,
+            1,                // ::1
             0xffff_c000_0207, // ::ffff:192.0.2.7, IPv4-mapped
         ]);
         let ip = match rng.below(3) {
@@ -1069,6 +1128,7 @@ fn random_rule_files_agree_with_the_reference_matcher() {
     let mut permits = 0;
     let mut denies_by_rule = 0;
     let mut defaults = 0;
+    let (mut loopback_permits, mut loopback_denies, mut unspecified) = (0, 0, 0);
     for f in 0..600 {
         let (text, rules) = rule_file(&mut rng);
         let set = RuleSet::parse("sockd.conf", &text, &lookup)
@@ -1091,6 +1151,17 @@ fn random_rule_files_agree_with_the_reference_matcher() {
                 got, want,
                 "file {f} request {r}: src={src} dst={dst} port={port} user={user:?}\n{text}"
             );
+            if ref_is_loopback(dst) {
+                if want.0 {
+                    loopback_permits += 1;
+                } else {
+                    loopback_denies += 1;
+                }
+            }
+            if ref_is_unspecified(dst) {
+                unspecified += 1;
+                assert!(d.unspecified, "file {f} request {r}: {dst} is unspecified");
+            }
             match want {
                 (true, _) => permits += 1,
                 (false, 0) => defaults += 1,
@@ -1102,6 +1173,11 @@ fn random_rule_files_agree_with_the_reference_matcher() {
     assert!(
         permits > 10_000 && denies_by_rule > 10_000 && defaults > 10_000,
         "{permits} {denies_by_rule} {defaults}"
+    );
+    assert!(
+        loopback_permits > 50 && loopback_denies > 500 && unspecified > 500,
+        "loopback and unspecified destinations must be exercised: {loopback_permits} \
+         {loopback_denies} {unspecified}"
     );
 }
 

@@ -134,14 +134,17 @@ fn local_destinations_go_direct() {
     assert_eq!(decide(&rs, "10.20.3.4", 22, Some("intern1")), ("direct", 5));
     assert_eq!(decide(&rs, "::ffff:10.20.3.4", 22, None), ("direct", 5), "v4-mapped");
     assert_eq!(decide(&rs, "fd00:20::9", 22, None), ("direct", 6));
-    assert_eq!(decide(&rs, "::1", 22, None), ("sockd", 20), "only the IPv4 loopback is listed");
+    // Only the IPv4 loopback is listed: ::1 falls to the catch-all web line (0.0.0.0
+    // 255.255.255.255 is any address); the library keeps loopback direct under a catch-all.
+    assert_eq!(decide(&rs, "::1", 22, None), ("sockd", 19));
 }
 
 #[test]
 fn denials() {
     let rs = rules();
     assert_eq!(decide(&rs, "198.51.100.9", 23, Some("root")), ("deny", 9));
-    assert_eq!(decide(&rs, "2001:db8::9", 23, None), ("sockd", 20), "the ban is IPv4 only");
+    assert_eq!(decide(&rs, "2001:db8::9", 23, None), ("deny", 9), "the any mask covers IPv6");
+    assert_eq!(decide(&rs, "2001:db8::9", 443, Some("intern2")), ("deny", 10));
     for intern in ["intern1", "intern2", "intern3"] {
         assert_eq!(decide(&rs, "198.51.100.9", 443, Some(intern)), ("deny", 10));
     }
@@ -183,7 +186,12 @@ fn everyone_else() {
     assert_eq!(decide(&rs, "198.51.100.9", 444, None), ("sockd", 21));
     let r = rs.decide("198.51.100.9".parse().unwrap(), 444, None).unwrap();
     assert!(r.servers.is_empty(), "the default server from the environment");
+    // The web line's "any" covers IPv6 too; other IPv6 ports go to the v6 proxy.
     let r = rs.decide("2001:db8::9".parse().unwrap(), 443, None).unwrap();
+    assert_eq!(r.line, 19);
+    assert_eq!(r.servers[0].addrs, vec![sa("203.0.113.1:1080"), sa("[2001:db8:f::1]:1080")]);
+    let r = rs.decide("2001:db8::9".parse().unwrap(), 8443, None).unwrap();
+    assert_eq!(r.line, 20);
     assert_eq!(r.servers[0].addrs, vec![sa("[2001:db8:f::1]:1080")]);
 }
 
@@ -214,10 +222,10 @@ sockd @=socks4a://lloyd@gw.partner.example .partner.example
 # Operators reach the vendor through the authenticated server.
 sockd *=root,oper @=socks5://oper:c0rrect%20horse@fw1.example:1081 .vendor.example ge 1024
 #
-# Everything else in these domains, and every address, through the firewalls.
+# The rest of these domains and IPv4 (0.0.0.0/0 would be IPv6 too) via the firewalls, IPv6 via v6.
 sockd @=fw1.example,fw2.example:socks .com
 sockd @=fw1.example,fw2.example:socks .org
-sockd @=fw1.example,fw2.example:socks 0.0.0.0/0
+sockd @=fw1.example,fw2.example:socks ::ffff:0.0.0.0/96
 sockd @=socks5://[2001:db8:f::1] ::/0
 fake-range fd73:6f63:6b73:1::/64
 ";
@@ -253,7 +261,7 @@ fn dns_listing_and_settings() {
          .vendor.example ge 1024\n\
          /etc/socks.conf:27: sockd @=fw1.example:1080,fw2.example:1080 .com\n\
          /etc/socks.conf:28: sockd @=fw1.example:1080,fw2.example:1080 .org\n\
-         /etc/socks.conf:29: sockd @=fw1.example:1080,fw2.example:1080 0.0.0.0/0\n\
+         /etc/socks.conf:29: sockd @=fw1.example:1080,fw2.example:1080 ::ffff:0.0.0.0/96\n\
          /etc/socks.conf:30: sockd @=socks5://[2001:db8:f::1]:1080 ::/0\n\
          /etc/socks.conf: fake-range 198.18.0.0/16\n\
          /etc/socks.conf: fake-range fd73:6f63:6b73:1::/64\n\
@@ -368,7 +376,7 @@ fn decide_does_not_allocate() {
         lines += rs.decide(dst, port, user).map_or(0, |r| r.line);
     }
     assert_eq!(allocations(), before, "decide allocated");
-    assert_eq!(lines, 4 + 9 + 10 + 16 + 13 + 20 + 20);
+    assert_eq!(lines, 4 + 9 + 10 + 16 + 13 + 20 + 19);
 
     let rs = dns_rules();
     let names: [(&str, Option<u16>, Option<&str>); 9] = [

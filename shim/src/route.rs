@@ -144,7 +144,9 @@ mod tests {
         assert!(matches!(at("127.0.0.1:80"), Route::Direct), "loopback under a catch-all");
         assert!(matches!(at("127.0.0.2:80"), Route::Proxy(_)), "loopback named explicitly");
         assert!(matches!(at("198.51.100.1:1080"), Route::Direct), "the server itself");
-        assert!(matches!(at("[2001:db8::1]:80"), Route::Direct), "no IPv6 rule matches");
+        assert!(matches!(at("[2001:db8::1]:80"), Route::Proxy(_)), "0.0.0.0/0 covers IPv6 too");
+        assert!(matches!(at("[::1]:80"), Route::Direct), "IPv6 loopback under a catch-all");
+        assert!(matches!(at("[::]:80"), Route::Direct), "unspecified under a catch-all");
         let _ = std::fs::remove_file(path);
     }
 

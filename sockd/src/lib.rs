@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::{error, info, warn};
+use socks_proto::rules::{BUILT_IN_RULES, SKIPS_LOOPBACK_NOTE};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
@@ -92,8 +93,13 @@ fn check(options: &Options) -> ExitCode {
         .and_then(|lookup| config::load_rules(&options.config, &lookup));
     match loaded {
         Ok(rules) => {
+            println!("# built in: {BUILT_IN_RULES}");
             for rule in &rules.rules {
-                println!("{rule}  # {}:{}", rules.file, rule.line);
+                if rule.permit_skips_loopback() {
+                    println!("{rule}  # {}:{}; {SKIPS_LOOPBACK_NOTE}", rules.file, rule.line);
+                } else {
+                    println!("{rule}  # {}:{}", rules.file, rule.line);
+                }
             }
             eprintln!("{}: {} rules, syntax OK", rules.file, rules.rules.len());
             ExitCode::SUCCESS

@@ -5,9 +5,9 @@
 //! Not here: replying to the client or relaying (see `session` and `relay`).
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use socks_proto::rules::{Action, Request as RuleRequest, RuleSet};
+use socks_proto::rules::{is_loopback, is_unspecified, Action, Request as RuleRequest, RuleSet};
 use socks_proto::{Failure, TargetAddr};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
@@ -65,7 +65,9 @@ pub async fn resolve(target: &TargetAddr, deadline: Instant) -> Result<Vec<Socke
 }
 
 /// The rule check: the addresses this client may reach, or the denial naming the deciding rule
-/// (`FILE:LINE`, or `default` when no line matched) for the first address.
+/// (`FILE:LINE`; `unspecified` for 0.0.0.0/8 or `::`, refused before any rule; `default` when no
+/// line matched, with a hint when the destination was loopback or this host) for the first
+/// address. Addresses of this host are told apart with [`is_own_address`].
 pub fn permitted(
     rules: &RuleSet,
     client: IpAddr,
@@ -76,12 +78,19 @@ pub fn permitted(
     let mut first_denial = None;
     for addr in addrs {
         let request = RuleRequest { src: client, dst: addr.ip(), port: addr.port(), user };
-        let decision = rules.decide(&request);
+        let own =
+            !is_loopback(addr.ip()) && !is_unspecified(addr.ip()) && is_own_address(addr.ip());
+        let decision = rules.decide_on_host(&request, own);
         if decision.action == Action::Permit {
             allowed.push(*addr);
         } else if first_denial.is_none() {
             first_denial = Some(match decision.rule {
                 Some(rule) => format!("{}:{}", rules.file, rule.line),
+                None if decision.unspecified => "unspecified".to_string(),
+                None if is_loopback(addr.ip()) => {
+                    "default (loopback needs a permit naming it)".to_string()
+                }
+                None if own => "default (this host's address needs a permit naming it)".to_string(),
                 None => "default".to_string(),
             });
         }
@@ -91,6 +100,27 @@ pub fn permitted(
     } else {
         Ok(allowed)
     }
+}
+
+/// Whether `ip` is one of this host's own addresses (an interface's, not loopback): a connection
+/// to it would stay on this host. Asked of the kernel's routing without sending anything: a UDP
+/// socket "connected" to `ip` gets as its source the address the route names, which for a
+/// local route is `ip` itself and for any other route one of our own addresses, never `ip`.
+/// When no socket can be had (out of descriptors) the answer is yes, so a permit must name the
+/// address; the connection that follows would fail anyway. No route means not ours.
+pub fn is_own_address(ip: IpAddr) -> bool {
+    let any: IpAddr = match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let Ok(probe) = std::net::UdpSocket::bind(SocketAddr::new(any, 0)) else {
+        return true;
+    };
+    // The port does not matter: connect on UDP only looks up the route.
+    if probe.connect(SocketAddr::new(ip, 9)).is_err() {
+        return false;
+    }
+    probe.local_addr().is_ok_and(|local| local.ip() == ip)
 }
 
 /// Connects to the first address that answers, trying each in turn until `deadline`.
@@ -141,4 +171,27 @@ pub fn is_resource_shortage(error: &io::Error) -> bool {
 /// IPv4-mapped IPv6 addresses as plain IPv4, so rules and logs see one form.
 pub fn canonical(sa: SocketAddr) -> SocketAddr {
     SocketAddr::new(sa.ip().to_canonical(), sa.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_addresses_by_route() {
+        assert!(is_own_address(Ipv4Addr::LOCALHOST.into()), "127.0.0.1 routes to itself");
+        // 127.0.0.5 is on this host too, but its local route's source is 127.0.0.1: loopback
+        // is handled by the rules themselves, this only has to be right for other addresses.
+        // The address this host would send from toward the outside is one of its own (a UDP
+        // connect only looks up the route; nothing is sent). No route: nothing to check.
+        let probe = std::net::UdpSocket::bind("0.0.0.0:0").expect("a socket");
+        if probe.connect("203.0.113.254:9").is_ok() {
+            let mine = probe.local_addr().expect("local address").ip();
+            assert!(is_own_address(mine), "{mine} is this host's source address");
+        }
+        // Documentation addresses are nobody's here (the unit tests run outside any lab).
+        for far in ["203.0.113.254", "2001:db8::fe"] {
+            assert!(!is_own_address(far.parse().expect("literal")), "{far}");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddrV4};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const RULES: &str = "permit 127.0.0.0 0.255.255.255\n";
+const RULES: &str = "permit 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255\n";
 
 /// Send `bytes`, expect no reply bytes and a clean close (EOF) within 5 s, and a `bad request:`
 /// line.

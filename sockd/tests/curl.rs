@@ -11,8 +11,8 @@ use common::*;
 use std::io::Write;
 use std::time::Duration;
 
-const PERMIT_LOOPBACK: &str = "# integration test: loopback clients may go anywhere\n\
-                               permit 127.0.0.0 0.255.255.255\n";
+const PERMIT_LOOPBACK: &str = "# integration test: loopback clients may reach loopback\n\
+                               permit 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255\n";
 
 /// Fetch through sockd with `proxy_args` and check body, HTTP server and sockd log.
 /// `dst` is the `dst=` value sockd must log.

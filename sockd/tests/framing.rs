@@ -133,7 +133,7 @@ fn exercise(sockd: &Sockd, echo: &TestServer, proto: Proto) {
     assert_eq!(echo.accepted(), len, "one destination connection per case");
 }
 
-const RULES: &str = "permit 127.0.0.0 0.255.255.255\n";
+const RULES: &str = "permit 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255\n";
 
 #[test]
 fn socks4_split_and_pipelined() {

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const RULES: &str = "permit 127.0.0.0 0.255.255.255\n";
+const RULES: &str = "permit 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255\n";
 
 /// Destination that reads to EOF, reports what it got, then answers with `reply` and closes.
 fn answer_after_eof_server(reply: Vec<u8>) -> (TestServer, mpsc::Receiver<Vec<u8>>) {

@@ -40,7 +40,8 @@ fn spawn_inetd(rules: &str, extra: &[&str]) -> (Child, TcpStream, LogLines, Temp
 #[test]
 fn inetd_serves_one_socks5_session_and_exits() {
     let echo = echo_server();
-    let (mut child, mut s, log, _dir) = spawn_inetd("permit 127.0.0.0 0.255.255.255\n", &[]);
+    let (mut child, mut s, log, _dir) =
+        spawn_inetd("permit 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255\n", &[]);
     let tag = client_tag(&s);
     socks5_noauth(&mut s);
     s.write_all(&socks5_request(CMD_CONNECT, echo.addr)).expect("request");
@@ -95,8 +96,10 @@ fn inetd_denied_request_replies_and_exits() {
 
 #[test]
 fn inetd_client_that_vanishes_does_not_leave_the_process_behind() {
-    let (mut child, mut s, log, _dir) =
-        spawn_inetd("permit 127.0.0.0 0.255.255.255\n", &["--handshake-timeout", "3"]);
+    let (mut child, mut s, log, _dir) = spawn_inetd(
+        "permit 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255\n",
+        &["--handshake-timeout", "3"],
+    );
     s.write_all(&[0x05, 0x01]).expect("half a greeting");
     drop(s);
     let status = wait_exit(&mut child, Duration::from_secs(8));
@@ -114,7 +117,7 @@ fn inetd_logs_to_a_file_when_asked() {
     let log_path = log_dir.write("sockd.log", "");
     let log_arg = log_path.to_str().expect("utf-8 temp path").to_string();
     let (mut child, mut s, _stderr, _dir) =
-        spawn_inetd("permit 127.0.0.0/8\n", &["--log-file", &log_arg]);
+        spawn_inetd("permit 127.0.0.0/8 127.0.0.0/8\n", &["--log-file", &log_arg]);
     let tag = client_tag(&s);
     socks5_noauth(&mut s);
     s.write_all(&socks5_request(CMD_CONNECT, echo.addr)).expect("request");

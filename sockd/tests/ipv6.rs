@@ -2,7 +2,7 @@
 //! server on `[::1]`, and several `--listen` options give several listeners. When the machine
 //! has no `::1`, the IPv6 test says why and passes; if `::1` exists it must work.
 //!
-//! The rule file permits `::1` with CIDR (`::1/128`); the contract names CIDR but not IPv6
+//! The rule file permits `::1` to `::1` with CIDR (`::1/128`); the contract names CIDR but not IPv6
 //! explicitly, so a parser rejecting it shows up here as a startup failure.
 
 mod common;
@@ -28,8 +28,9 @@ fn socks5_connect_over_ipv6() {
         return;
     }
     let echo = echo_server_on("[::1]:0");
-    let sockd =
-        SockdBuilder::new("# IPv6 loopback clients\npermit ::1/128\n").listen("[::1]:0").start();
+    let sockd = SockdBuilder::new("# IPv6 loopback clients\npermit ::1/128 ::1/128\n")
+        .listen("[::1]:0")
+        .start();
     assert!(sockd.addr().is_ipv6(), "listening address must be [::1]: {}", sockd.addr());
     let mut s = connect(sockd.addr());
     let tag = client_tag(&s);
@@ -53,7 +54,7 @@ fn socks5_connect_over_ipv6() {
 #[test]
 fn several_listeners() {
     let echo = echo_server();
-    let sockd = SockdBuilder::new("permit 127.0.0.0 0.255.255.255\n")
+    let sockd = SockdBuilder::new("permit 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255\n")
         .listen("127.0.0.1:0")
         .listen("127.0.0.2:0")
         .start();

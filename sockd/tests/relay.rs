@@ -12,7 +12,7 @@ use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const RULES: &str = "permit 127.0.0.0 0.255.255.255\n";
+const RULES: &str = "permit 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255\n";
 
 #[test]
 fn connect_reply_names_the_outbound_address() {

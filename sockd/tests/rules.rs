@@ -50,7 +50,7 @@ fn deny_line_refuses_and_is_logged() {
         "# line 1: comment\n\
          \n\
          deny 127.0.0.1 0.0.0.0 127.0.0.1 0.0.0.0 eq {}\n\
-         permit 127.0.0.0 0.255.255.255 # trailing comment\n",
+         permit 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255 # trailing comment\n",
         denied.server.port()
     );
     let sockd = Sockd::start(&rules);
@@ -119,7 +119,8 @@ fn empty_rule_file_denies_everything() {
 fn user_list_allows_only_named_socks4_userid() {
     let http = HttpServer::start();
     let echo = echo_server();
-    let sockd = Sockd::start("permit *=alice,carol 127.0.0.0 0.255.255.255\n");
+    let sockd =
+        Sockd::start("permit *=alice,carol 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255\n");
     let proxy = sockd.addr().to_string();
 
     // curl sends the user name as SOCKS4 USERID.
@@ -156,10 +157,11 @@ fn user_list_allows_only_named_socks4_userid() {
 fn cisco_masks_are_inverted() {
     let echo = echo_server();
     // Line 1: destination mask 0.0.0.0 means exactly 127.0.0.2 -> does not match 127.0.0.1.
-    // Line 2: destination mask 255.255.255.255 means any address, but only port eq echo.
+    // Line 2: destination mask 0.255.255.255 means any 127.x.y.z (loopback must be named), but
+    // only port eq echo.
     let rules = format!(
         "permit 127.0.0.1 0.0.0.0 127.0.0.2 0.0.0.0\n\
-         permit 127.0.0.1 0.0.0.0 0.0.0.0 255.255.255.255 eq {}\n",
+         permit 127.0.0.1 0.0.0.0 127.9.9.9 0.255.255.255 eq {}\n",
         echo.port()
     );
     let sockd = Sockd::start(&rules);
@@ -180,7 +182,7 @@ fn cidr_and_port_operators() {
     let rules = format!(
         "# CIDR form and the neq operator\n\
          deny 127.0.0.0/8 127.0.0.1/32 neq {}\n\
-         permit 127.0.0.0/8\n",
+         permit 127.0.0.0/8 127.0.0.0/8\n",
         echo.port()
     );
     let sockd = Sockd::start(&rules);

@@ -13,7 +13,7 @@
 //! i.e. the mask is applied to **both** sides, as CSTC's `OLD_CONF_MASK` did, not only to the
 //! request as the paper's formula literally reads. Bits of `cfg` under the mask are therefore
 //! ignored, and the canonical form printed by `Display` clears them. `0.0.0.0` means "exactly this
-//! host", `255.255.255.255` means "any IPv4 address". Non-contiguous masks are allowed.
+//! host", `255.255.255.255` means "any address" (see Families). Non-contiguous masks are allowed.
 //! Note that CSTC 4.x switched to ordinary netmasks (`255.255.0.0` = a /16); such a file means
 //! something else here, which `--check` output (CIDR where possible) makes visible.
 //!
@@ -26,8 +26,14 @@
 //! An IPv4 net matches IPv4 addresses and IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`); request
 //! addresses are canonicalised before matching. An IPv6 net matches only (non-mapped) IPv6
 //! addresses; a configured IPv6 net that lies inside `::ffff:0:0/96` is stored as the IPv4 net it
-//! denotes. `0.0.0.0/0` therefore means "any IPv4 address", `::/0` "any IPv6 address". A mask of
-//! one family with an address of the other is an error.
+//! denotes. A mask of one family with an address of the other is an error.
+//!
+//! One exception, the paper's "any": an IPv4 spec whose mask covers all 32 bits (`0.0.0.0
+//! 255.255.255.255`, `0.0.0.0/0`, or any address with that mask) is [`Net::ANY`] and matches
+//! **every** address, IPv6 included. The paper wrote "any host" that way when IPv4 was all there
+//! was; reading it as "any IPv4 address" let a later IPv6 (or CIDR) line walk around a `deny`
+//! written in the paper's format. Narrower sets stay expressible: `::/0` is any IPv6 address
+//! (IPv4-mapped ones count as IPv4), `::ffff:0.0.0.0/96` any IPv4 address (it prints that way).
 //!
 //! # Host names
 //!
@@ -53,14 +59,26 @@ pub struct Net(NetInner);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum NetInner {
-    V4 { addr: u32, wild: u32 },
-    V6 { addr: u128, wild: u128 },
+    V4 {
+        addr: u32,
+        wild: u32,
+    },
+    V6 {
+        addr: u128,
+        wild: u128,
+    },
+    /// The paper's "any": every address of both families.
+    Any,
 }
 
 /// The top 96 bits of the IPv4-mapped block `::ffff:0:0/96`.
 const MAPPED_PREFIX: u128 = 0xffff;
 
 impl Net {
+    /// Every address, IPv4 and IPv6: what an IPv4 spec with an all-ones inverted mask (or `/0`)
+    /// stands for.
+    pub const ANY: Net = Net(NetInner::Any);
+
     /// `addr` with the inverted mask `mask`; `None` when their families differ.
     pub fn from_inverted_mask(addr: IpAddr, mask: IpAddr) -> Option<Net> {
         match (addr, mask) {
@@ -71,7 +89,11 @@ impl Net {
     }
 
     fn v4(addr: u32, wild: u32) -> Net {
-        Net(NetInner::V4 { addr: addr & !wild, wild })
+        if wild == u32::MAX {
+            Net::ANY
+        } else {
+            Net(NetInner::V4 { addr: addr & !wild, wild })
+        }
     }
 
     fn v6(addr: u128, wild: u128) -> Net {
@@ -79,7 +101,9 @@ impl Net {
         if addr >> 32 == MAPPED_PREFIX && wild >> 32 == 0 {
             // Inside ::ffff:0:0/96: the IPv4 net it stands for (requests are canonicalised, so
             // the IPv6 form could never match). Truncation to the low 32 bits is the point.
-            Net::v4(addr as u32, wild as u32)
+            // Built directly: `::ffff:0:0/96` is "any IPv4 address", not the paper's "any".
+            let (addr, wild) = (addr as u32, wild as u32);
+            Net(NetInner::V4 { addr: addr & !wild, wild })
         } else {
             Net(NetInner::V6 { addr, wild })
         }
@@ -108,43 +132,78 @@ impl Net {
         }
     }
 
-    /// The configured address, bits under the mask cleared.
+    /// The configured address, bits under the mask cleared (`0.0.0.0` for [`Net::ANY`]).
     pub fn addr(&self) -> IpAddr {
         match self.0 {
             NetInner::V4 { addr, .. } => IpAddr::V4(Ipv4Addr::from(addr)),
             NetInner::V6 { addr, .. } => IpAddr::V6(Ipv6Addr::from(addr)),
+            NetInner::Any => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         }
     }
 
-    /// The inverted mask (1 bits = "any value").
+    /// The inverted mask (1 bits = "any value"; `255.255.255.255` for [`Net::ANY`]).
     pub fn inverted_mask(&self) -> IpAddr {
         match self.0 {
             NetInner::V4 { wild, .. } => IpAddr::V4(Ipv4Addr::from(wild)),
             NetInner::V6 { wild, .. } => IpAddr::V6(Ipv6Addr::from(wild)),
+            NetInner::Any => IpAddr::V4(Ipv4Addr::BROADCAST),
         }
     }
 
-    /// The CIDR prefix length when the mask is contiguous (ones only at the low end).
+    /// The CIDR prefix length when the mask is contiguous (ones only at the low end); 0 for
+    /// [`Net::ANY`].
     pub fn prefix_len(&self) -> Option<u8> {
         let (ones, bits, contiguous) = match self.0 {
             NetInner::V4 { wild, .. } => (wild.count_ones(), 32, wild & wild.wrapping_add(1) == 0),
             NetInner::V6 { wild, .. } => (wild.count_ones(), 128, wild & wild.wrapping_add(1) == 0),
+            NetInner::Any => return Some(0),
         };
         // bits - ones is at most 128, so it fits in a u8.
         contiguous.then(|| (bits - ones) as u8)
     }
 
-    /// Whether this is an IPv4 net.
+    /// Whether this is an IPv4-only net ([`Net::ANY`] is not: it covers both families).
     pub fn is_ipv4(&self) -> bool {
         matches!(self.0, NetInner::V4 { .. })
+    }
+
+    /// Whether this is [`Net::ANY`], every address of both families.
+    pub fn is_any(&self) -> bool {
+        self.0 == NetInner::Any
     }
 
     /// Whether `ip` (canonicalised: `::ffff:a.b.c.d` counts as IPv4) is in this net.
     pub fn matches(&self, ip: IpAddr) -> bool {
         match (self.0, ip.to_canonical()) {
+            (NetInner::Any, _) => true,
             (NetInner::V4 { addr, wild }, IpAddr::V4(a)) => u32::from(a) & !wild == addr,
             (NetInner::V6 { addr, wild }, IpAddr::V6(a)) => u128::from(a) & !wild == addr,
             _ => false,
+        }
+    }
+
+    /// Whether every address of this net is a loopback address (127.0.0.0/8, `::1`): the net
+    /// names loopback explicitly rather than covering it as part of something wider.
+    pub fn within_loopback(&self) -> bool {
+        match self.0 {
+            NetInner::V4 { addr, wild } => wild >> 24 == 0 && addr >> 24 == 127,
+            NetInner::V6 { addr, wild } => wild == 0 && addr == 1,
+            NetInner::Any => false,
+        }
+    }
+
+    /// Whether this net is exactly one address (`/32`, `/128`, mask `0.0.0.0` or `::`).
+    pub fn is_single_host(&self) -> bool {
+        matches!(self.0, NetInner::V4 { wild: 0, .. } | NetInner::V6 { wild: 0, .. })
+    }
+
+    /// Whether some loopback address is in this net.
+    pub fn overlaps_loopback(&self) -> bool {
+        match self.0 {
+            // The top octet's fixed bits agree with 127's.
+            NetInner::V4 { addr, wild } => (addr >> 24) == 127 & !(wild >> 24),
+            NetInner::V6 { .. } => self.matches(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            NetInner::Any => true,
         }
     }
 
@@ -155,11 +214,20 @@ impl Net {
             None => write!(f, " {}", self.inverted_mask()),
         }
     }
+
+    /// Whether this is the IPv4-only "any IPv4 address" net, which prints in its mapped form.
+    fn is_any_ipv4(&self) -> bool {
+        matches!(self.0, NetInner::V4 { wild: u32::MAX, .. })
+    }
 }
 
-/// `ADDR/PREFIX` when the mask is contiguous, else `ADDR MASK` (inverted mask).
+/// `ADDR/PREFIX` when the mask is contiguous, else `ADDR MASK` (inverted mask). [`Net::ANY`] is
+/// `0.0.0.0/0`; "any IPv4 address" is `::ffff:0.0.0.0/96` (so both parse back to themselves).
 impl fmt::Display for Net {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_any_ipv4() {
+            return f.write_str("::ffff:0.0.0.0/96");
+        }
         write!(f, "{}", self.addr())?;
         self.fmt_mask(f)
     }
@@ -199,6 +267,23 @@ impl AddrMatch {
     pub fn matches(&self, ip: IpAddr) -> bool {
         self.nets.iter().any(|n| n.matches(ip))
     }
+
+    /// Whether `ip` is in one of the networks that lie entirely inside loopback
+    /// ([`Net::within_loopback`]): the spec names `ip`'s loopback block explicitly.
+    pub fn names_loopback(&self, ip: IpAddr) -> bool {
+        self.nets.iter().any(|n| n.within_loopback() && n.matches(ip))
+    }
+
+    /// Whether `ip` is one of the networks that are a single address: the spec names `ip` itself.
+    pub fn names_host(&self, ip: IpAddr) -> bool {
+        self.nets.iter().any(|n| n.is_single_host() && n.matches(ip))
+    }
+
+    /// Whether the spec covers some loopback address only as part of something wider (`0.0.0.0/0`,
+    /// `::/0`, `0.0.0.0/1`…), i.e. where [`AddrMatch::names_loopback`] makes a difference.
+    pub fn wildcard_over_loopback(&self) -> bool {
+        self.nets.iter().any(|n| n.overlaps_loopback() && !n.within_loopback())
+    }
 }
 
 /// One net: as [`Net`]'s `Display`. Several nets sharing one mask (the normal case, a name with
@@ -210,7 +295,8 @@ impl fmt::Display for AddrMatch {
             [] => f.write_str("{}"),
             [one] => write!(f, "{one}"),
             [first, rest @ ..] => {
-                let same_mask = rest.iter().all(|n| n.inverted_mask() == first.inverted_mask());
+                let same_mask = rest.iter().all(|n| n.inverted_mask() == first.inverted_mask())
+                    && self.nets.iter().all(|n| n.prefix_len() != Some(0));
                 f.write_str("{")?;
                 for (i, n) in self.nets.iter().enumerate() {
                     if i > 0 {
@@ -419,7 +505,6 @@ mod tests {
         let any = ok("0.0.0.0 255.255.255.255");
         assert!(any.matches(ip("1.2.3.4")));
         assert!(any.matches(ip("255.255.255.255")));
-        assert!(!any.matches(ip("2001:db8::1")));
         assert_eq!(any.to_string(), "0.0.0.0/0");
 
         let net = ok("130.62.0.0 0.0.255.255");
@@ -428,6 +513,91 @@ mod tests {
         assert!(!net.matches(ip("130.63.0.1")));
         assert!(!net.matches(ip("130.61.255.255")));
         assert_eq!(net.to_string(), "130.62.0.0/16");
+    }
+
+    #[test]
+    fn paper_any_is_every_address_of_both_families() {
+        for spelling in ["0.0.0.0 255.255.255.255", "0.0.0.0/0", "10.1.2.3 255.255.255.255"] {
+            let any = ok(spelling);
+            assert_eq!(any.nets(), &[Net::ANY], "{spelling}");
+            assert!(any.nets()[0].is_any() && !any.nets()[0].is_ipv4());
+            for a in ["1.2.3.4", "::ffff:1.2.3.4", "2001:db8::1", "::1", "::", "0.0.0.0"] {
+                assert!(any.matches(ip(a)), "{spelling} must match {a}");
+            }
+            assert_eq!(any.to_string(), "0.0.0.0/0");
+        }
+        // A name with the all-ones mask is the same "any".
+        assert_eq!(ok("sgi.com 255.255.255.255").nets(), &[Net::ANY]);
+        // Narrower "any"s stay one family.
+        let v6 = ok("::/0");
+        assert!(v6.matches(ip("2001:db8::1")) && v6.matches(ip("::1")));
+        assert!(!v6.matches(ip("10.0.0.1")) && !v6.matches(ip("::ffff:10.0.0.1")));
+        let v4 = ok("::ffff:0.0.0.0/96");
+        assert!(v4.nets()[0].is_ipv4() && !v4.nets()[0].is_any());
+        assert!(v4.matches(ip("10.0.0.1")) && v4.matches(ip("::ffff:10.0.0.1")));
+        assert!(!v4.matches(ip("2001:db8::1")) && !v4.matches(ip("::1")));
+        assert_eq!(v4.to_string(), "::ffff:0.0.0.0/96", "prints so that it parses back");
+        assert_eq!(ok(&v4.to_string()), v4);
+        assert_eq!(ok("::ffff:1.2.3.4 ::ffff:ffff").to_string(), "::ffff:0.0.0.0/96");
+        // One bit short of all ones is an ordinary IPv4 net.
+        let half = ok("0.0.0.0 127.255.255.255");
+        assert!(half.matches(ip("1.2.3.4")) && !half.matches(ip("128.0.0.1")));
+        assert!(!half.matches(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn loopback_named_or_covered() {
+        let named = |s: &str, a: &str| ok(s).names_loopback(ip(a));
+        let wide = |s: &str| ok(s).wildcard_over_loopback();
+        for (spec, addr) in [
+            ("127.0.0.0/8", "127.0.0.1"),
+            ("127.0.0.1/32", "127.0.0.1"),
+            ("127.0.0.1 0.0.0.0", "::ffff:127.0.0.1"),
+            ("127.1.0.0 0.0.255.255", "127.1.2.3"),
+            ("127.0.0.1 0.255.0.0", "127.9.0.1"),
+            ("::1/128", "::1"),
+            ("::ffff:127.0.0.0/104", "127.3.3.3"),
+        ] {
+            assert!(named(spec, addr), "{spec} names {addr}");
+            assert!(!wide(spec), "{spec} is inside loopback");
+        }
+        for (spec, addr) in [
+            ("0.0.0.0/0", "127.0.0.1"),
+            ("0.0.0.0/1", "127.0.0.1"),
+            ("126.0.0.0/7", "127.0.0.1"),
+            ("127.0.0.0 1.255.255.255", "127.0.0.1"),
+            ("::/0", "::1"),
+            ("::/127", "::1"),
+            ("::ffff:0.0.0.0/96", "127.0.0.1"),
+            ("127.0.0.0/8", "::1"),
+            ("::1/128", "127.0.0.1"),
+            ("127.0.0.0/8", "128.0.0.1"),
+        ] {
+            assert!(!named(spec, addr), "{spec} does not name {addr}");
+        }
+        for spec in ["0.0.0.0/0", "0.0.0.0/1", "126.0.0.0/7", "::/0", "::/127", "::ffff:0:0/96"] {
+            assert!(wide(spec), "{spec} covers loopback as part of something wider");
+        }
+        for spec in ["10.0.0.0/8", "128.0.0.0/1", "2001:db8::/32", "::2/128", "126.0.0.0/8"] {
+            assert!(!wide(spec), "{spec} does not cover loopback");
+        }
+    }
+
+    #[test]
+    fn names_one_host() {
+        let named = |s: &str, a: &str| ok(s).names_host(ip(a));
+        assert!(named("192.0.2.7/32", "192.0.2.7"));
+        assert!(named("192.0.2.7 0.0.0.0", "::ffff:192.0.2.7"));
+        assert!(named("lloyd.mips.com 0.0.0.0", "192.0.2.7"));
+        assert!(named("sgi.com 0.0.0.0", "198.51.100.2"));
+        assert!(named("2001:db8::1/128", "2001:db8::1"));
+        assert!(!named("192.0.2.7/32", "192.0.2.8"));
+        assert!(!named("192.0.2.0/24", "192.0.2.7"), "a network does not name its hosts");
+        assert!(!named("0.0.0.0/0", "192.0.2.7"));
+        assert!(!named("::/0", "2001:db8::1"));
+        assert!(!named("2001:db8::/127", "2001:db8::1"));
+        assert!(ok("1.2.3.4/32").nets()[0].is_single_host());
+        assert!(!Net::ANY.is_single_host());
     }
 
     #[test]
@@ -482,6 +652,7 @@ mod tests {
         assert!(!host.matches(ip("::2")));
         assert_eq!(host.to_string(), "::1/128");
         let any6 = ok("::/0");
+        assert!(!any6.nets()[0].is_any(), "::/0 is any IPv6 address, not the paper's any");
         assert!(any6.matches(ip("2001:db8::1")));
         assert!(!any6.matches(ip("10.0.0.1")));
         assert!(!any6.matches(ip("::ffff:10.0.0.1")), "mapped counts as IPv4");

@@ -11,7 +11,8 @@
 //! - [`lookup`]: the [`Lookup`] trait (host names, services, user files) and `/etc/hosts` and
 //!   `/etc/services` parsers.
 //! - [`error`]: [`ConfigError`] (`file:line: message`, with the token) and every message text.
-//! - [`sockd_conf`]: the `sockd.conf` grammar, [`RuleSet::parse`] and [`RuleSet::decide`].
+//! - [`sockd_conf`]: the `sockd.conf` grammar, [`RuleSet::parse`] and [`RuleSet::decide`]
+//!   (which never permits an unspecified destination, and loopback only by a line naming it).
 //! - [`socks_conf`]: the client's `socks.conf` grammar (`direct`/`deny`/`sockd @=servers`, with
 //!   address specs or `.domain` patterns, and the `resolve`/`fake-range`/`fake-families`
 //!   settings), [`ClientRules::parse`] and the allocation-free [`ClientRules::decide`] (addresses)
@@ -56,7 +57,10 @@ pub use error::{ConfigError, LineError};
 pub use lex::{Cursor, Line};
 pub use lookup::{HostsFile, Lookup, Services, StaticLookup};
 pub use port::{parse_port, parse_port_spec, Op, PortMatch};
-pub use sockd_conf::{Action, Decision, Request, Rule, RuleSet};
+pub use sockd_conf::{
+    is_loopback, is_unspecified, Action, Decision, Request, Rule, RuleSet, BUILT_IN_RULES,
+    SKIPS_LOOPBACK_NOTE,
+};
 pub use socks_conf::{
     parse_server, parse_server_list, ClientAction, ClientRule, ClientRules, Destination,
     FakeFamilies, ResolvePolicy, ServerSpec, ServerVersion, DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,

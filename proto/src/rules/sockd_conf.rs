@@ -12,7 +12,30 @@
 //! whose user list, source, destination and port all match decides. No match is a *default deny*
 //! ([`Decision::rule`] is `None`). A rule without DST matches every destination of both families;
 //! without `OP PORT` every port. A port condition is only allowed after a DST, as in the paper
-//! (CSTC's `SRC OP PORT` form is rejected with a hint to write `0.0.0.0/0 OP PORT`).
+//! (CSTC's `SRC OP PORT` form is rejected with a hint to write `0.0.0.0/0 OP PORT`). The paper's
+//! "any" (`0.0.0.0 255.255.255.255`, also `0.0.0.0/0`) is any address of either family.
+//!
+//! # The firewall host's own addresses
+//!
+//! Two kinds of destination reach services on the firewall host itself rather than the network
+//! beyond it, so "any" does not include them:
+//!
+//! - The **unspecified** address (`0.0.0.0/8`, `::`, and their IPv4-mapped forms): connecting
+//!   or sending to it reaches the host's own loopback services. It is never a destination;
+//!   [`RuleSet::decide`] refuses it before any rule ([`Decision::unspecified`]).
+//! - **Loopback** (`127.0.0.0/8`, `::1`, IPv4-mapped `::ffff:127.x.y.z`): a `permit` line
+//!   matches it only when its destination names loopback, i.e. the matching network lies
+//!   entirely inside loopback (`127.0.0.1/32`, `127.0.0.0/8`, `::1/128`, `localhost 0.0.0.0`).
+//!   A permit with no destination, or with a wider one that merely covers loopback
+//!   (`0.0.0.0/0`, `::/0`, `0.0.0.0/1`), does not match it. `deny` lines are not narrowed: a
+//!   wide deny still refuses loopback, so nothing can walk around it.
+//!
+//! The host's other own addresses (its interfaces') are the same kind of destination: a
+//! connection to them stays on the host, arrives over `lo` from a local address, and so passes
+//! filters that guard the real interfaces and services that trust local clients. This module
+//! cannot know them; a caller that does uses [`RuleSet::decide_on_host`], where a `permit`
+//! matches such an address only when a matching destination network is that single address
+//! (`ADDR/32`, `ADDR 0.0.0.0`, the host's name), not a network or wildcard around it.
 //!
 //! Not supported, with a clear error: the CSTC identd option `?=…` and the `: shell command`
 //! tail (a token that is `:` or starts with one `:`; IPv6 tokens start with `::`). The CSTC
@@ -80,12 +103,52 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Whether every condition of the rule holds for `req`.
+    /// Whether every condition of the rule holds for `req`. For a `permit` line and a loopback
+    /// destination that means the destination names loopback (see the module documentation).
     pub fn matches(&self, req: &Request<'_>) -> bool {
+        self.matches_on_host(req, false)
+    }
+
+    /// As [`Rule::matches`]; `own_address` says that `req.dst` is one of the host's own
+    /// (non-loopback) addresses, which a `permit` matches only by naming that single address.
+    pub fn matches_on_host(&self, req: &Request<'_>, own_address: bool) -> bool {
         holds(self.users.as_ref(), |u| u.matches(req.user))
             && self.src.matches(req.src)
-            && holds(self.dst.as_ref(), |d| d.matches(req.dst))
+            && self.dst_matches(req.dst, own_address)
             && holds(self.port, |p| p.matches(req.port))
+    }
+
+    fn dst_matches(&self, dst: IpAddr, own_address: bool) -> bool {
+        match (&self.dst, self.action) {
+            (Some(d), Action::Permit) if is_loopback(dst) => d.names_loopback(dst),
+            (Some(d), Action::Permit) if own_address => d.names_host(dst),
+            (None, Action::Permit) => !is_loopback(dst) && !own_address,
+            (Some(d), _) => d.matches(dst),
+            (None, Action::Deny) => true,
+        }
+    }
+
+    /// Whether this is a `permit` line whose destination would cover loopback but for the rule
+    /// that only a destination naming loopback opens it (no DST, `0.0.0.0/0`, `::/0`…): what
+    /// `--check` points out.
+    pub fn permit_skips_loopback(&self) -> bool {
+        self.action == Action::Permit
+            && self.dst.as_ref().is_none_or(|d| d.wildcard_over_loopback())
+    }
+}
+
+/// Whether `ip` is a loopback address: 127.0.0.0/8, `::1`, or IPv4-mapped 127.0.0.0/8.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// Whether `ip` is an unspecified address, never a destination: `0.0.0.0/8` ("this host on this
+/// network", RFC 1122 3.2.1.3: a source only; `0.0.0.0` itself reaches the local host), `::`,
+/// or the IPv4-mapped forms of `0.0.0.0/8`.
+pub fn is_unspecified(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => a.octets()[0] == 0,
+        IpAddr::V6(a) => a.is_unspecified(),
     }
 }
 
@@ -124,26 +187,41 @@ impl fmt::Display for Rule {
 pub struct Decision<'a> {
     /// Permit or deny.
     pub action: Action,
-    /// The rule that matched; `None` = no line matched (default deny).
+    /// The rule that matched; `None` = no line matched (default deny), or `unspecified`.
     pub rule: Option<&'a Rule>,
+    /// The destination was an unspecified address ([`is_unspecified`]), refused before any
+    /// rule was tried.
+    pub unspecified: bool,
 }
 
 impl Decision<'_> {
     /// Whether no rule matched and the request is refused by default.
     pub fn is_default_deny(&self) -> bool {
-        self.rule.is_none()
+        self.rule.is_none() && !self.unspecified
     }
 }
 
-/// For logs: `permit by line 8`, `deny by line 9`, or `deny: default deny (no line matched)`.
+/// For logs: `permit by line 8`, `deny by line 9`, `deny: default deny (no line matched)`, or
+/// `deny: unspecified destination`.
 impl fmt::Display for Decision<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.rule {
             Some(r) => write!(f, "{} by line {}", self.action, r.line),
+            None if self.unspecified => write!(f, "{}: unspecified destination", self.action),
             None => write!(f, "{}: default deny (no line matched)", self.action),
         }
     }
 }
+
+/// What every rule set adds to the rules written (the `--check` header): the destinations that
+/// are the firewall host itself (the last clause holds for [`RuleSet::decide_on_host`]).
+pub const BUILT_IN_RULES: &str = "unspecified destinations (0.0.0.0/8, ::) are always refused; \
+     loopback destinations (127.0.0.0/8, ::1) are permitted only by a permit line whose \
+     destination lies inside loopback; this host's other addresses only by a permit line \
+     naming that exact address";
+
+/// What `--check` adds after a [`Rule::permit_skips_loopback`] line.
+pub const SKIPS_LOOPBACK_NOTE: &str = "except loopback and unspecified";
 
 /// A parsed `sockd.conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,20 +245,36 @@ impl RuleSet {
         Ok(RuleSet { file: file.to_owned(), rules })
     }
 
-    /// The first rule matching `req`, or a default deny.
+    /// The first rule matching `req`, or a default deny; an unspecified destination is
+    /// refused before any rule.
     pub fn decide(&self, req: &Request<'_>) -> Decision<'_> {
-        match self.rules.iter().find(|r| r.matches(req)) {
-            Some(rule) => Decision { action: rule.action, rule: Some(rule) },
-            None => Decision { action: Action::Deny, rule: None },
+        self.decide_on_host(req, false)
+    }
+
+    /// As [`RuleSet::decide`], for a caller that knows whether `req.dst` is one of its own
+    /// host's (non-loopback) addresses (`own_address`): a `permit` line then matches it only when
+    /// one of its destination networks is exactly that address; `deny` lines are unchanged.
+    pub fn decide_on_host(&self, req: &Request<'_>, own_address: bool) -> Decision<'_> {
+        if is_unspecified(req.dst) {
+            return Decision { action: Action::Deny, rule: None, unspecified: true };
+        }
+        match self.rules.iter().find(|r| r.matches_on_host(req, own_address)) {
+            Some(rule) => Decision { action: rule.action, rule: Some(rule), unspecified: false },
+            None => Decision { action: Action::Deny, rule: None, unspecified: false },
         }
     }
 }
 
-/// One `file:line: rule` per line (the `--check` listing).
+/// One `file:line: rule` per line, with `  # except loopback and unspecified` after a permit
+/// line whose wildcard destination does not open loopback.
 impl fmt::Display for RuleSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for r in &self.rules {
-            writeln!(f, "{}:{}: {}", self.file, r.line, r)?;
+            write!(f, "{}:{}: {}", self.file, r.line, r)?;
+            if r.permit_skips_loopback() {
+                write!(f, "  # {SKIPS_LOOPBACK_NOTE}")?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }
@@ -392,6 +486,194 @@ mod tests {
             r1.src = AddrMatch::new(None, r1.src.nets().to_vec());
             assert_eq!(r1, r2, "{r}");
         }
+    }
+
+    #[test]
+    fn unspecified_destination_is_refused_before_any_rule() {
+        let rs = parse(
+            "permit 0.0.0.0/0 0.0.0.0/8\n\
+             permit 0.0.0.0 255.255.255.255 ::/128\n\
+             permit 0.0.0.0/0\n",
+        )
+        .unwrap();
+        for dst in ["0.0.0.0", "::", "::ffff:0.0.0.0", "0.1.2.3", "::ffff:0.0.0.9"] {
+            let d = rs.decide(&req("10.0.0.1", dst, 2222, None));
+            assert_eq!(d.action, Action::Deny, "{dst}");
+            assert!(d.unspecified && d.rule.is_none() && !d.is_default_deny(), "{dst}");
+            assert_eq!(d.to_string(), "deny: unspecified destination");
+        }
+        // Neighbours are ordinary destinations.
+        for dst in ["1.0.0.0", "::2", "::ffff:1.0.0.0", "2001:db8::"] {
+            let d = rs.decide(&req("10.0.0.1", dst, 2222, None));
+            assert!(!d.unspecified, "{dst}");
+            assert_eq!(d.action, Action::Permit, "{dst}");
+        }
+    }
+
+    #[test]
+    fn the_issues_rules_keep_the_firewall_host_closed() {
+        let rs = parse(
+            "deny 0.0.0.0/0 127.0.0.0/8\n\
+             deny 0.0.0.0/0 ::1/128\n\
+             permit 127.0.0.1/32\n",
+        )
+        .unwrap();
+        for (dst, line) in [
+            ("127.0.0.1", 1),
+            ("::ffff:127.0.0.1", 1),
+            ("::1", 2),
+            ("0.0.0.0", 0),
+            ("::", 0),
+            ("::ffff:0.0.0.0", 0),
+        ] {
+            assert_eq!(
+                decide(&rs, req("127.0.0.1", dst, 2222, None)),
+                (Action::Deny, line),
+                "{dst}"
+            );
+        }
+        assert_eq!(decide(&rs, req("127.0.0.1", "192.0.2.1", 2222, None)), (Action::Permit, 3));
+    }
+
+    #[test]
+    fn wildcard_permit_does_not_open_loopback() {
+        let rs = parse(
+            "permit 10.0.0.0/8 0.0.0.0/0 eq 1\n\
+             permit 10.0.0.0/8 0.0.0.0 255.255.255.255 eq 2\n\
+             permit 10.0.0.0/8 ::/0 eq 3\n\
+             permit 10.0.0.0/8 0.0.0.0/1 eq 4\n\
+             permit 10.0.0.0/8 127.0.0.0/8 eq 5\n\
+             permit 10.0.0.0/8 127.0.0.1 0.0.0.0 eq 6\n\
+             permit 10.0.0.0/8 ::1/128 eq 7\n\
+             permit 10.0.0.0/8 ::ffff:127.0.0.0/104 eq 8\n\
+             permit 10.0.0.0/8 lloyd 0.0.0.0 eq 9\n\
+             permit 10.0.0.0/8\n",
+        )
+        .unwrap();
+        let at = |dst: &str, port: u16| decide(&rs, req("10.0.0.1", dst, port, None));
+        for port in 1..=4 {
+            for dst in ["127.0.0.1", "127.255.0.1", "::ffff:127.0.0.1", "::1"] {
+                assert_eq!(at(dst, port), (Action::Deny, 0), "{dst} port {port}");
+            }
+            let (v4_line, v6_line) = match port {
+                3 => (10, 3),
+                4 => (4, 10),
+                _ => (port, port),
+            };
+            assert_eq!(at("1.2.3.4", port), (Action::Permit, v4_line.into()), "port {port}");
+            assert_eq!(at("2001:db8::1", port), (Action::Permit, v6_line.into()), "port {port}");
+        }
+        for (dst, port, line) in [
+            ("127.0.0.1", 5, 5),
+            ("::ffff:127.9.9.9", 5, 5),
+            ("127.0.0.1", 6, 6),
+            ("127.0.0.2", 6, 0),
+            ("::1", 7, 7),
+            ("::1", 5, 0),
+            ("127.0.0.1", 7, 0),
+            ("127.1.2.3", 8, 8),
+        ] {
+            let want = if line == 0 { Action::Deny } else { Action::Permit };
+            assert_eq!(at(dst, port), (want, line), "{dst} port {port}");
+        }
+        // lloyd is not loopback: line 9 is an ordinary host rule.
+        assert_eq!(at("192.0.2.7", 9), (Action::Permit, 9));
+        assert_eq!(at("127.0.0.1", 9), (Action::Deny, 0));
+        assert!(rs.rules[0].permit_skips_loopback() && rs.rules[9].permit_skips_loopback());
+        assert!(rs.rules[2].permit_skips_loopback() && rs.rules[3].permit_skips_loopback());
+        assert!(!rs.rules[4].permit_skips_loopback() && !rs.rules[8].permit_skips_loopback());
+    }
+
+    #[test]
+    fn own_addresses_need_a_permit_naming_them() {
+        let rs = parse(
+            "deny 10.9.0.0/16 192.0.2.0/24 eq 22\n\
+             permit 10.0.0.0/8 192.0.2.0/24 eq 22\n\
+             permit 10.0.0.0/8 192.0.2.1/32 eq 3128\n\
+             permit 10.0.0.0/8 sgi.com 0.0.0.0 eq 79\n\
+             permit 10.0.0.0/8 0.0.0.0/0\n",
+        )
+        .unwrap();
+        let on_host = |dst: &str, port: u16, own: bool| {
+            let d = rs.decide_on_host(&req("10.1.0.1", dst, port, None), own);
+            (d.action, d.rule.map_or(0, |r| r.line))
+        };
+        // Not own: networks and wildcards match as usual.
+        assert_eq!(on_host("192.0.2.1", 22, false), (Action::Permit, 2));
+        assert_eq!(on_host("192.0.2.1", 80, false), (Action::Permit, 5));
+        // Own: only lines naming the exact address.
+        assert_eq!(on_host("192.0.2.1", 22, true), (Action::Deny, 0));
+        assert_eq!(on_host("192.0.2.1", 80, true), (Action::Deny, 0));
+        assert_eq!(on_host("192.0.2.1", 3128, true), (Action::Permit, 3));
+        assert_eq!(on_host("::ffff:192.0.2.1", 3128, true), (Action::Permit, 3));
+        assert_eq!(on_host("198.51.100.2", 79, true), (Action::Permit, 4), "by name");
+        // Deny lines still match own addresses through networks.
+        let d = rs.decide_on_host(&req("10.9.0.1", "192.0.2.1", 22, None), true);
+        assert_eq!((d.action, d.rule.map(|r| r.line)), (Action::Deny, Some(1)));
+        // Loopback and unspecified keep their own rules whatever the flag says.
+        assert_eq!(on_host("127.0.0.1", 3128, true), (Action::Deny, 0));
+        assert!(rs.decide_on_host(&req("10.1.0.1", "0.0.0.0", 80, None), true).unspecified);
+        assert_eq!(rs.decide(&req("10.1.0.1", "192.0.2.1", 80, None)).action, Action::Permit);
+    }
+
+    #[test]
+    fn deny_lines_are_not_narrowed() {
+        // A wide deny keeps refusing loopback, so a later loopback permit cannot walk around it.
+        let rs = parse(
+            "deny 10.1.0.0/16\n\
+             deny 10.0.0.0/8 0.0.0.0/0 eq 23\n\
+             permit 10.0.0.0/8 127.0.0.0/8\n\
+             permit 10.0.0.0/8 ::1/128\n",
+        )
+        .unwrap();
+        assert_eq!(decide(&rs, req("10.1.0.1", "127.0.0.1", 80, None)), (Action::Deny, 1));
+        assert_eq!(decide(&rs, req("10.1.0.1", "::1", 80, None)), (Action::Deny, 1));
+        assert_eq!(decide(&rs, req("10.2.0.1", "127.0.0.1", 23, None)), (Action::Deny, 2));
+        assert_eq!(decide(&rs, req("10.2.0.1", "::1", 23, None)), (Action::Deny, 2));
+        assert_eq!(decide(&rs, req("10.2.0.1", "127.0.0.1", 80, None)), (Action::Permit, 3));
+        assert_eq!(decide(&rs, req("10.2.0.1", "::1", 80, None)), (Action::Permit, 4));
+        assert!(!rs.rules[0].permit_skips_loopback() && !rs.rules[1].permit_skips_loopback());
+    }
+
+    #[test]
+    fn paper_any_deny_covers_ipv6() {
+        // examples/sockd.conf's whois line, then permits by CIDR for both families.
+        let rs = parse(
+            "deny 0.0.0.0 255.255.255.255 0.0.0.0 255.255.255.255 eq whois\n\
+             permit 0.0.0.0/0 127.0.0.0/8\n\
+             permit 0.0.0.0/0 ::1/128\n\
+             permit 0.0.0.0/0 ::/0\n",
+        )
+        .unwrap();
+        for src in ["127.0.0.1", "::1", "2001:db8::7", "::ffff:10.0.0.1"] {
+            for dst in ["127.0.0.1", "::1", "::ffff:127.0.0.1", "2001:db8::1", "192.0.2.1"] {
+                assert_eq!(decide(&rs, req(src, dst, 43, None)), (Action::Deny, 1), "{src} {dst}");
+            }
+        }
+        assert_eq!(decide(&rs, req("::1", "::1", 44, None)), (Action::Permit, 3));
+        // As a source too: the paper's any admits IPv6 clients.
+        let rs = parse("permit 0.0.0.0 255.255.255.255 192.0.2.0/24\n").unwrap();
+        assert_eq!(decide(&rs, req("2001:db8::7", "192.0.2.1", 80, None)), (Action::Permit, 1));
+    }
+
+    #[test]
+    fn listing_notes_what_any_leaves_out() {
+        let rs = parse(
+            "permit 10.0.0.0/8\n\
+             permit 10.0.0.0/8 0.0.0.0 255.255.255.255 eq 80\n\
+             permit 10.0.0.0/8 127.0.0.1/32 eq 25\n\
+             permit 10.0.0.0/8 192.0.2.0/24\n\
+             deny 0.0.0.0/0 0.0.0.0/0 eq 23\n",
+        )
+        .unwrap();
+        assert_eq!(
+            rs.to_string(),
+            "sockd.conf:1: permit 10.0.0.0/8  # except loopback and unspecified\n\
+             sockd.conf:2: permit 10.0.0.0/8 0.0.0.0/0 eq 80  # except loopback and unspecified\n\
+             sockd.conf:3: permit 10.0.0.0/8 127.0.0.1/32 eq 25\n\
+             sockd.conf:4: permit 10.0.0.0/8 192.0.2.0/24\n\
+             sockd.conf:5: deny 0.0.0.0/0 0.0.0.0/0 eq 23\n"
+        );
     }
 
     #[test]

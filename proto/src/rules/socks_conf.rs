@@ -1121,9 +1121,12 @@ mod tests {
         let r = rs.decide(ip("8.8.8.8"), 53, Some("alice")).unwrap();
         assert_eq!((r.action, r.line), (ClientAction::Proxy, 3));
         assert!(r.servers.is_empty(), "no @= means the default server");
-        assert_eq!(decide(&rs, "2001:db8::9", 80, None), ("none", 0), "IPv4 rules skip IPv6");
+        assert_eq!(decide(&rs, "2001:db8::9", 80, None), ("sockd", 3), "0.0.0.0/0 is any address");
         assert_eq!(rs.rules[0].to_string(), "deny 10.0.0.0/8");
         assert_eq!(rs.rules[2].to_string(), "sockd 0.0.0.0/0");
+        let rs = parse("deny 10.0.0.0/8\nsockd ::ffff:0.0.0.0/96\n").unwrap();
+        assert_eq!(decide(&rs, "8.8.8.8", 80, None), ("sockd", 2));
+        assert_eq!(decide(&rs, "2001:db8::9", 80, None), ("none", 0), "IPv4 rules skip IPv6");
     }
 
     #[test]
@@ -1142,7 +1145,9 @@ mod tests {
         assert_eq!(decide(&rs, "203.0.113.1", 80, None), ("sockd", 5));
         assert_eq!(decide(&rs, "203.0.113.1", 8080, None), ("sockd", 6));
         assert_eq!(decide(&rs, "::ffff:203.0.113.1", 8080, None), ("sockd", 6), "v4-mapped");
-        assert_eq!(decide(&rs, "2001:db8::1", 80, None), ("none", 0));
+        // The "any" mask covers IPv6 too: no walk-around of the telnet deny over IPv6.
+        assert_eq!(decide(&rs, "2001:db8::1", 23, None), ("deny", 4));
+        assert_eq!(decide(&rs, "2001:db8::1", 80, None), ("sockd", 5));
         assert_eq!(rs.decide(ip("203.0.113.1"), 80, None).unwrap().servers[0].host, "fw");
     }
 
@@ -1457,7 +1462,8 @@ mod tests {
             parse("sockd .example.test\ndirect .corp.example\ndeny 0.0.0.0/0 eq 80\n").unwrap();
         assert_eq!(decide(&rs, "192.0.2.1", 80, None), ("deny", 3));
         assert_eq!(decide(&rs, "192.0.2.1", 81, None), ("none", 0));
-        assert_eq!(decide(&rs, "2001:db8::1", 80, None), ("none", 0));
+        assert_eq!(decide(&rs, "2001:db8::1", 80, None), ("deny", 3), "any covers IPv6");
+        assert_eq!(decide(&rs, "2001:db8::1", 81, None), ("none", 0));
     }
 
     #[test]
