@@ -19,9 +19,11 @@
 //! write(2)).
 #![deny(unsafe_code)]
 
+mod ancillary;
 mod config;
 mod dns_hooks;
 mod fakemap;
+mod fastopen;
 mod fdtable;
 mod guard;
 mod hooks;

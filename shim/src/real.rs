@@ -130,6 +130,20 @@ real_functions! {
     fn getifaddrs(list: *mut *mut libc::ifaddrs) -> c_int;
 }
 
+real_functions! {
+    /// fstat(2).
+    fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int;
+}
+
+/// The identity of the open file behind `fd` (device and inode), `None` when `fd` is closed.
+pub fn file_identity(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: a zeroed stat is a valid out-parameter.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is writable for the size fstat writes.
+    let rc = unsafe { fstat(fd, &mut st) };
+    (rc == 0).then_some((st.st_dev, st.st_ino))
+}
+
 /// freeaddrinfo(3) (returns nothing, so it is not in the table above).
 ///
 /// # Safety

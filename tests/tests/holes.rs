@@ -49,7 +49,12 @@ fn holes(lab: &Lab) -> PathBuf {
         .args(["-lresolv", "-lanl"])
         .output()
         .expect("cc runs");
-    assert!(out.status.success(), "cc {}: {}", source.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cc {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     binary
 }
 
@@ -114,9 +119,8 @@ s.close()
         ran.describe()
     );
 
-    let ran = under_library(lab.client(&holes))
-        .args(["tfo-sendmmsg", &host, &port.to_string()])
-        .run();
+    let ran =
+        under_library(lab.client(&holes)).args(["tfo-sendmmsg", &host, &port.to_string()]).run();
     assert!(
         ran.success() && ran.stdout_text() == "sendmmsg: sent 13, echo tfo-sendmmsg\n",
         "sendmmsg with MSG_FASTOPEN must go through sockd\n{}",
@@ -167,7 +171,8 @@ def replies(s, n):
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 tos = [(socket.IPPROTO_IP, socket.IP_TOS, struct.pack("i", 2))]
 print("tos:", s.sendmsg([b"with-tos"], tos, 0, dst), replies(s, 1))
-pktinfo = [(socket.IPPROTO_IP, socket.IP_PKTINFO, struct.pack("I4s4s", 0, bytes(4), bytes(4)))]
+pktinfo = [(socket.IPPROTO_IP, 8,  # IP_PKTINFO
+            struct.pack("I4s4s", 0, bytes(4), bytes(4)))]
 print("pktinfo:", s.sendmsg([b"with-pktinfo"], pktinfo, 0, dst), replies(s, 1))
 segment = [(17, 103, struct.pack("H", 4))]  # SOL_UDP, UDP_SEGMENT: 4-byte segments
 print("segment:", s.sendmsg([b"seg1se", b"g2seg3xy"], segment, 0, dst), replies(s, 4))
@@ -187,9 +192,8 @@ print("connected tos:", c.sendmsg([b"connected-tos"], tos), replies(c, 1))
         "datagrams with ancillary data must go through sockd's relay, one per segment\n{}",
         ran.describe()
     );
-    let ran = under_library(lab.client(&holes))
-        .args(["udp-sendmmsg", &host, &port.to_string()])
-        .run();
+    let ran =
+        under_library(lab.client(&holes)).args(["udp-sendmmsg", &host, &port.to_string()]).run();
     let mut lines: Vec<String> = ran.stdout_text().lines().map(str::to_owned).collect();
     lines.sort();
     assert!(
@@ -290,7 +294,10 @@ fn resolver_calls_answer_with_fake_addresses_and_send_nothing() {
 
 /// sockd connected to the name, never to a fake address.
 fn sessions_by_name(sockd: &Daemon) {
-    sockd.wait_line(&["closed:", &format!("client={INSIDE_ADDR}:"), &format!("dst={WWW}:80 ")], STARTUP);
+    sockd.wait_line(
+        &["closed:", &format!("client={INSIDE_ADDR}:"), &format!("dst={WWW}:80 ")],
+        STARTUP,
+    );
     let log = sockd.log();
     assert!(!log.contains("dst=198.18.") && !log.contains("dst=198.19."), "{log}");
 }
@@ -301,10 +308,8 @@ fn a_full_fake_map_fails_closed() {
     let leaks = LeakCounter::install(&lab);
     let holes = holes(&lab);
     // Four addresses: room for two names.
-    let conf = lab.write(
-        "socks.conf",
-        format!("fake-range 198.18.0.0/30\nsockd @={SERVER} 0.0.0.0/0\n"),
-    );
+    let conf =
+        lab.write("socks.conf", format!("fake-range 198.18.0.0/30\nsockd @={SERVER} 0.0.0.0/0\n"));
     let ran = lab
         .client(&holes)
         .args(["by-name", "one.example.test", "two.example.test", "three.example.test"])
