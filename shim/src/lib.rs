@@ -22,6 +22,7 @@
 mod ancillary;
 mod config;
 mod dns_hooks;
+mod dnsmsg;
 mod fakemap;
 mod fastopen;
 mod fdtable;
@@ -33,6 +34,7 @@ mod log;
 mod names;
 mod proxy;
 mod real;
+mod resolv_hooks;
 mod route;
 mod sockaddr;
 mod udp;

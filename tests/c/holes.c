@@ -221,7 +221,7 @@ static int resolver(void) {
     unsigned id = (unsigned)query[0] << 8 | query[1];
     n = res_send(query, qlen, ans, sizeof ans);
     describe_answer("res_send A", ans, n);
-    printf("res_send query id=%u\n", id);
+    printf("res_send query: id=%u\n", id);
     qlen = res_nmkquery(&state, ns_o_query, "www.example.test", ns_c_in, ns_t_txt, NULL, 0, NULL,
                         query, sizeof query);
     n = res_nsend(&state, query, qlen, ans, sizeof ans);
