@@ -2,7 +2,9 @@
 //! gethostbyaddr(_r). A name the configuration sends through a SOCKS server gets fake
 //! addresses (see `names`) and no DNS query; libc itself allocates every getaddrinfo result
 //! (we ask it to parse the fake address), so freeaddrinfo needs no hook. Everything else goes
-//! to the real functions. Also the library constructor, which creates the shared name map
+//! to the real functions. A remote name that gets no fake address (a full map, a panic while
+//! planning) fails the lookup; it is never handed to the real resolver. The res_* family and
+//! getaddrinfo_a are in `resolv_hooks`. Also the library constructor, which creates the shared name map
 //! before the program can fork.
 #![allow(unsafe_code)]
 

@@ -2,7 +2,11 @@
 //! and send, recv, write, read for UDP sockets connected to a proxied peer. Each passes straight
 //! through unless `udp` says the datagram goes through (or came from) a SOCKS5 relay; then the
 //! header is added with a gathering write (no copy of the payload) or stripped from a received
-//! datagram before it reaches the program's buffers.
+//! datagram before it reaches the program's buffers. Control messages on a relayed datagram are
+//! handled as `ancillary` says (UDP_SEGMENT: one relayed datagram per segment).
+//!
+//! Also TCP Fast Open: sendto/sendmsg/sendmmsg with MSG_FASTOPEN and a destination on a TCP
+//! socket are connects carrying data, routed as `fastopen` says.
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
