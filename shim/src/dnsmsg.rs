@@ -16,6 +16,8 @@ use std::net::IpAddr;
 pub const TYPE_A: u16 = 1;
 /// AAAA.
 pub const TYPE_AAAA: u16 = 28;
+/// PTR.
+pub const TYPE_PTR: u16 = 12;
 /// The Internet class.
 pub const CLASS_IN: u16 = 1;
 /// RCODE 3: the name does not exist.
@@ -110,34 +112,48 @@ fn push_name(out: &mut Vec<u8>, name: &str) -> Option<()> {
     Some(())
 }
 
-/// A response to the one question `question` with id `id`: one record for `address` (an A for
-/// IPv4, an AAAA for IPv6, time to live 0 — a fake address means nothing outside this process
-/// tree) with RCODE 0, or no record with `rcode`. `None` when the name cannot be written.
+/// The data of the one record a response carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rdata {
+    /// An A record for IPv4, an AAAA record for IPv6.
+    Address(IpAddr),
+    /// A PTR record naming this host.
+    Pointer(String),
+}
+
+/// A response to the one question `question` with id `id`: one record (time to live 0 — a fake
+/// address means nothing outside this process tree) with RCODE 0, or no record with `rcode`.
+/// `None` when a name cannot be written.
 pub fn response(
     id: u16,
     recursion_desired: bool,
     question: &Question,
-    address: Option<IpAddr>,
+    record: Option<Rdata>,
     rcode: u8,
 ) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(HEADER_LEN + question.name.len() + 2 + 4 + 28);
+    let mut out = Vec::with_capacity(HEADER_LEN + 2 * question.name.len() + 2 + 4 + 28);
     out.extend_from_slice(&id.to_be_bytes());
     // QR=1, OPCODE=0, AA=0, TC=0, RD as asked; RA=1, Z=0, RCODE.
     out.push(0x80 | u8::from(recursion_desired));
-    out.push(0x80 | if address.is_some() { 0 } else { rcode & 0x0f });
-    let answers = u16::from(address.is_some());
+    out.push(0x80 | if record.is_some() { 0 } else { rcode & 0x0f });
+    let answers = u16::from(record.is_some());
     for count in [1u16, answers, 0, 0] {
         out.extend_from_slice(&count.to_be_bytes());
     }
     push_name(&mut out, &question.name)?;
     out.extend_from_slice(&question.qtype.to_be_bytes());
     out.extend_from_slice(&question.qclass.to_be_bytes());
-    if let Some(address) = address {
+    if let Some(record) = record {
         // The owner name: a pointer to the question's name at offset 12 (RFC 1035 4.1.4).
         out.extend_from_slice(&[0xc0, HEADER_LEN as u8]);
-        let (rtype, data): (u16, Vec<u8>) = match address {
-            IpAddr::V4(v4) => (TYPE_A, v4.octets().to_vec()),
-            IpAddr::V6(v6) => (TYPE_AAAA, v6.octets().to_vec()),
+        let (rtype, data): (u16, Vec<u8>) = match record {
+            Rdata::Address(IpAddr::V4(v4)) => (TYPE_A, v4.octets().to_vec()),
+            Rdata::Address(IpAddr::V6(v6)) => (TYPE_AAAA, v6.octets().to_vec()),
+            Rdata::Pointer(name) => {
+                let mut data = Vec::with_capacity(name.len() + 2);
+                push_name(&mut data, &name)?;
+                (TYPE_PTR, data)
+            }
         };
         out.extend_from_slice(&rtype.to_be_bytes());
         out.extend_from_slice(&CLASS_IN.to_be_bytes());
@@ -146,6 +162,37 @@ pub fn response(
         out.extend_from_slice(&data);
     }
     Some(out)
+}
+
+/// The address a reverse-lookup name stands for (`4.3.2.1.in-addr.arpa` is 1.2.3.4, RFC 1035
+/// 3.5; 32 nibbles under `ip6.arpa`, RFC 3596 2.5), if `name` is one.
+pub fn reverse_address(name: &str) -> Option<IpAddr> {
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if let Some(labels) = name.strip_suffix(".in-addr.arpa") {
+        let mut octets = [0u8; 4];
+        let parts: Vec<&str> = labels.split('.').collect();
+        if parts.len() != 4 {
+            return None;
+        }
+        for (octet, part) in octets.iter_mut().rev().zip(parts) {
+            if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            *octet = part.parse().ok()?;
+        }
+        return Some(IpAddr::from(octets));
+    }
+    let labels = name.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<&str> = labels.split('.').collect();
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let mut value: u128 = 0;
+    for nibble in nibbles.iter().rev() {
+        let &[digit] = nibble.as_bytes() else { return None };
+        value = value << 4 | u128::from(char::from(digit).to_digit(16)?);
+    }
+    Some(IpAddr::from(value.to_be_bytes()))
 }
 
 /// The RCODE of a response message, if it has a header.
@@ -187,13 +234,25 @@ mod tests {
     #[test]
     fn writes_answers_and_refusals() {
         let question = parse_query(&QUERY).expect("well formed").questions.remove(0);
-        let a = response(0x1234, true, &question, Some("198.18.0.1".parse().expect("ip")), 0)
-            .expect("fits");
+        let a = response(
+            0x1234,
+            true,
+            &question,
+            Some(Rdata::Address("198.18.0.1".parse().expect("ip"))),
+            0,
+        )
+        .expect("fits");
         assert_eq!(&a[..12], [0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
         assert_eq!(&a[12..34], &QUERY[12..]);
         assert_eq!(&a[34..], [0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 198, 18, 0, 1]);
-        let aaaa = response(7, false, &question, Some("fd73:6f63:6b73::1".parse().expect("ip")), 0)
-            .expect("fits");
+        let aaaa = response(
+            7,
+            false,
+            &question,
+            Some(Rdata::Address("fd73:6f63:6b73::1".parse().expect("ip"))),
+            0,
+        )
+        .expect("fits");
         assert_eq!(&aaaa[34..46], [0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 0, 0, 16]);
         assert_eq!(aaaa.len(), 46 + 16);
         let refused = response(9, true, &question, None, RCODE_REFUSED).expect("fits");
@@ -204,5 +263,30 @@ mod tests {
         assert_eq!(response(1, true, &bad, None, RCODE_REFUSED), None);
         let long = Question { name: "x".repeat(64), qtype: TYPE_A, qclass: CLASS_IN };
         assert_eq!(response(1, true, &long, None, RCODE_REFUSED), None);
+        let reverse =
+            Question { name: "1.0.18.198.in-addr.arpa".into(), qtype: TYPE_PTR, qclass: CLASS_IN };
+        let ptr =
+            response(3, true, &reverse, Some(Rdata::Pointer("a.test".into())), 0).expect("fits");
+        let tail = [0xc0, 12, 0, 12, 0, 1, 0, 0, 0, 0, 0, 8, 1, b'a', 4, b't', b'e', b's', b't', 0];
+        assert!(ptr.ends_with(&tail), "{ptr:?}");
+    }
+
+    #[test]
+    fn reads_reverse_names() {
+        assert_eq!(
+            reverse_address("1.0.18.198.in-addr.arpa"),
+            Some("198.18.0.1".parse().expect("ip"))
+        );
+        assert_eq!(
+            reverse_address("1.0.18.198.IN-ADDR.ARPA."),
+            Some("198.18.0.1".parse().expect("ip"))
+        );
+        let six = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.3.7.b.6.3.6.f.6.3.7.d.f.ip6.arpa";
+        assert_eq!(reverse_address(six), Some("fd73:6f63:6b73::1".parse().expect("ip")));
+        assert_eq!(reverse_address("0.18.198.in-addr.arpa"), None);
+        assert_eq!(reverse_address("256.0.18.198.in-addr.arpa"), None);
+        assert_eq!(reverse_address("x.0.18.198.in-addr.arpa"), None);
+        assert_eq!(reverse_address(&six[2..]), None);
+        assert_eq!(reverse_address("www.example.test"), None);
     }
 }

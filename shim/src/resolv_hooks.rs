@@ -30,7 +30,10 @@ use libc::{addrinfo, c_int, sigevent};
 
 use crate::config;
 use crate::dns_hooks;
-use crate::dnsmsg::{self, Question, CLASS_IN, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA};
+use crate::dnsmsg::{
+    self, Question, Rdata, CLASS_IN, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_PTR,
+};
+use crate::fakemap::NAME_MAX;
 use crate::guard::Guard;
 use crate::log::{log, Level};
 use crate::names::{self, Plan};
@@ -56,8 +59,32 @@ enum Resolved {
     Refused,
 }
 
+/// Decides for a reverse-lookup name (`….in-addr.arpa`, `….ip6.arpa`) standing for `ip`: a
+/// fake address's PTR is the name it stands for, as gethostbyaddr gives it; any other question
+/// about a fake address is refused; a real address is the local resolver's business.
+fn resolve_reverse(ip: IpAddr, question: Question, id: u16, rd: bool) -> Resolved {
+    let settings = config::settings();
+    if !names::is_fake(settings, ip) {
+        return Resolved::Local;
+    }
+    let mut buf = [0u8; NAME_MAX];
+    let target = names::name_of(settings, ip, &mut buf);
+    match target {
+        Some(target) if question.qclass == CLASS_IN && question.qtype == TYPE_PTR => {
+            let record = Some(Rdata::Pointer(target.to_string()));
+            dnsmsg::response(id, rd, &question, record, 0)
+                .map_or(Resolved::Refused, Resolved::Answer)
+        }
+        _ => Resolved::Refused,
+    }
+}
+
 /// Decides for one question about `name`; `id` and `rd` go into a response.
 fn resolve_question(name: &str, qclass: u16, qtype: u16, id: u16, rd: bool) -> Resolved {
+    if let Some(ip) = dnsmsg::reverse_address(name) {
+        let question = Question { name: name.to_string(), qtype, qclass };
+        return resolve_reverse(ip, question, id, rd);
+    }
     let family = match qtype {
         TYPE_A => libc::AF_INET,
         TYPE_AAAA => libc::AF_INET6,
@@ -77,7 +104,7 @@ fn resolve_question(name: &str, qclass: u16, qtype: u16, id: u16, rd: bool) -> R
         let address = if qtype == TYPE_A { IpAddr::V4(fakes.v4) } else { IpAddr::V6(fakes.v6) };
         let question = Question { name: name.to_string(), qtype, qclass };
         log!(Level::Debug, "resolve {name} (type {qtype}): remote, as {address}");
-        dnsmsg::response(id, rd, &question, Some(address), 0)
+        dnsmsg::response(id, rd, &question, Some(Rdata::Address(address)), 0)
     };
     match plan {
         Plan::Local => Resolved::Local,

@@ -112,8 +112,12 @@ static void describe_answer(const char *what, const unsigned char *ans, int len)
     for (int i = 0; i < count; i++) {
         ns_rr rr;
         if (ns_parserr(&msg, ns_s_an, i, &rr) < 0) break;
-        char text[INET6_ADDRSTRLEN] = "?";
-        if (ns_rr_type(rr) == ns_t_a && ns_rr_rdlen(rr) == 4)
+        char text[NS_MAXDNAME] = "?";
+        if (ns_rr_type(rr) == ns_t_ptr) {
+            if (ns_name_uncompress(ns_msg_base(msg), ns_msg_end(msg), ns_rr_rdata(rr), text,
+                                   sizeof text) < 0)
+                continue;
+        } else if (ns_rr_type(rr) == ns_t_a && ns_rr_rdlen(rr) == 4)
             inet_ntop(AF_INET, ns_rr_rdata(rr), text, sizeof text);
         else if (ns_rr_type(rr) == ns_t_aaaa && ns_rr_rdlen(rr) == 16)
             inet_ntop(AF_INET6, ns_rr_rdata(rr), text, sizeof text);
@@ -197,7 +201,14 @@ static int resolver(void) {
     n = res_query("www.example.test", ns_c_in, ns_t_a, ans, sizeof ans);
     describe_answer("res_query A", ans, n);
     unsigned char four[4];
-    if (a_record(ans, n, four) == 0) http_get("res-query-connect", AF_INET, four);
+    if (a_record(ans, n, four) == 0) {
+        http_get("res-query-connect", AF_INET, four);
+        char reverse[64];
+        snprintf(reverse, sizeof reverse, "%u.%u.%u.%u.in-addr.arpa", four[3], four[2], four[1],
+                 four[0]);
+        n = res_query(reverse, ns_c_in, ns_t_ptr, ans, sizeof ans);
+        describe_answer("res_query PTR", ans, n);
+    }
     n = res_search("www.example.test", ns_c_in, ns_t_aaaa, ans, sizeof ans);
     describe_answer("res_search AAAA", ans, n);
     n = res_querydomain("www", "example.test", ns_c_in, ns_t_a, ans, sizeof ans);

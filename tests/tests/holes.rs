@@ -179,6 +179,17 @@ print("segment:", s.sendmsg([b"seg1se", b"g2seg3xy"], segment, 0, dst), replies(
 c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 c.connect(dst)
 print("connected tos:", c.sendmsg([b"connected-tos"], tos), replies(c, 1))
+# A socket-level segment size: cut the same way, the header never cut from its payload.
+g = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+g.setsockopt(17, 103, 3)
+print("socket segment:", g.sendto(b"abcdefg", dst), replies(g, 3))
+# IP options could route the packet to another first hop: refused, nothing sent.
+options = [(socket.IPPROTO_IP, 7, bytes([1, 1, 1, 0]))]  # IP_RETOPTS: NOPs
+try:
+    s.sendmsg([b"with-options"], options, 0, dst)
+    print("options: sent")
+except OSError as e:
+    print("options: error", e.errno)
 "#
     );
     let ran = under_library(lab.python(&script)).run();
@@ -188,7 +199,9 @@ print("connected tos:", c.sendmsg([b"connected-tos"], tos), replies(c, 1))
         "tos: 8 with-tos\n\
          pktinfo: 12 with-pktinfo\n\
          segment: 14 seg1 seg2 seg3 xy\n\
-         connected tos: 13 connected-tos\n",
+         connected tos: 13 connected-tos\n\
+         socket segment: 7 abc def g\n\
+         options: error 22\n",
         "datagrams with ancillary data must go through sockd's relay, one per segment\n{}",
         ran.describe()
     );
@@ -201,10 +214,14 @@ print("connected tos:", c.sendmsg([b"connected-tos"], tos), replies(c, 1))
         "sendmmsg with IP_TOS must go through sockd's relay\n{}",
         ran.describe()
     );
-    let datagrams = echo.wait_datagrams(9, STARTUP);
+    let datagrams = echo.wait_datagrams(12, STARTUP);
     let mut sizes: Vec<usize> = datagrams.iter().map(|d| d.len).collect();
     sizes.sort_unstable();
-    assert_eq!(sizes, [2, 4, 4, 4, 6, 6, 8, 12, 13], "one datagram per segment: {datagrams:?}");
+    assert_eq!(
+        sizes,
+        [1, 2, 3, 3, 4, 4, 4, 6, 6, 8, 12, 13],
+        "one datagram per segment: {datagrams:?}"
+    );
     for d in &datagrams {
         assert_eq!(d.peer.ip(), IpAddr::V4(FW_OUTSIDE_ADDR), "relayed by the firewall: {d:?}");
     }
@@ -265,6 +282,11 @@ fn resolver_calls_answer_with_fake_addresses_and_send_nothing() {
             "{key} must answer {WWW} with a fake IPv4 address: {value}\n{ctx}"
         );
     }
+    let ptr: Vec<&str> = field(&out, "res_query PTR").split_whitespace().collect();
+    assert!(
+        ptr.len() == 3 && ptr[0].ends_with(".in-addr.arpa") && ptr[1] == WWW,
+        "the reverse name of a fake address names {WWW}\n{ctx}"
+    );
     let aaaa: Vec<&str> = field(&out, "res_search AAAA").split_whitespace().collect();
     assert!(aaaa.len() == 3 && is_fake(aaaa[1]) && aaaa[1].contains(':'), "AAAA\n{ctx}");
     assert_eq!(field(&out, "res_query MX"), "-1 h_errno=3", "other questions are refused\n{ctx}");
