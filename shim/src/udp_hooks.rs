@@ -126,18 +126,31 @@ unsafe fn send_datagram(
         Ok(Ancillary { segment: Some(size), .. }) if *size > 0 => len.min(usize::from(*size)),
         _ => len,
     };
-    let plan = catch_unwind(AssertUnwindSafe(|| match &dst {
-        Some(dst) => udp::plan_send(fd, dst, unit),
-        None => match udp::plan_connected_send(fd, unit) {
-            Some(Ok(header)) => Send::Relay {
-                relay: RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 },
-                header,
+    let plan_for = |unit: usize| {
+        catch_unwind(AssertUnwindSafe(|| match &dst {
+            Some(dst) => udp::plan_send(fd, dst, unit),
+            None => match udp::plan_connected_send(fd, unit) {
+                Some(Ok(header)) => Send::Relay {
+                    relay: RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 },
+                    header,
+                },
+                Some(Err(errno)) => Send::Fail(errno),
+                None => Send::PassThrough,
             },
-            Some(Err(errno)) => Send::Fail(errno),
-            None => Send::PassThrough,
-        },
-    }))
-    .unwrap_or(Send::Fail(libc::EIO));
+        }))
+        .unwrap_or(Send::Fail(libc::EIO))
+    };
+    let plan = match plan_for(unit) {
+        // Too large as one datagram, but a socket-level segment size may cut it (asked only
+        // here: a direct datagram costs no system call before the real one).
+        Send::Fail(libc::EMSGSIZE) if matches!(&wanted, Ok(Ancillary { segment: None, .. })) => {
+            match real::getsockopt_int(fd, libc::IPPROTO_UDP, ancillary::UDP_SEGMENT) {
+                Some(size) if size > 0 && (size as usize) < len => plan_for(size as usize),
+                _ => Send::Fail(libc::EMSGSIZE),
+            }
+        }
+        plan => plan,
+    };
     let (relay, header) = match plan {
         Send::PassThrough => return None,
         Send::Fail(errno) => return Some(fail(errno)),
