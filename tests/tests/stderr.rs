@@ -2,7 +2,8 @@
 //! (a private `/etc/ld.so.preload`) with a broken `/etc/socks.conf`, a program that closed its
 //! standard error and opened a data file — which got descriptor 2 — then connected somewhere:
 //! the file must hold only what the program wrote. The same with `SOCKS_LOG=debug` asked for.
-//! And the message is still said once on a standard error the program was started with.
+//! And the message is still said once on the standard error the program was started with, as
+//! are the diagnostics `SOCKS_LOG` asks for.
 //!
 //! Not here: the system-wide battery (everywhere.rs).
 
@@ -69,6 +70,13 @@ fn messages_never_land_in_a_data_file_on_descriptor_2() {
         ran.stderr.matches("configuration error").count(),
         1,
         "a broken socks.conf is said once on the program's own standard error\n{}",
+        ran.describe()
+    );
+    // And messages asked for with SOCKS_LOG still reach it.
+    let ran = broken.client(&lab, &python, ["-c", CONNECT]).env("SOCKS_LOG", "debug").run();
+    assert!(
+        ran.success() && ran.stderr.contains("refused, the configuration is broken"),
+        "SOCKS_LOG diagnostics go to the program's own standard error\n{}",
         ran.describe()
     );
 }
