@@ -2,7 +2,9 @@
 //! gethostbyaddr(_r). A name the configuration sends through a SOCKS server gets fake
 //! addresses (see `names`) and no DNS query; libc itself allocates every getaddrinfo result
 //! (we ask it to parse the fake address), so freeaddrinfo needs no hook. Everything else goes
-//! to the real functions. Also the library constructor, which creates the shared name map
+//! to the real functions. A remote name that gets no fake address (a full map, a panic while
+//! planning) fails the lookup; it is never handed to the real resolver. The res_* family and
+//! getaddrinfo_a are in `resolv_hooks`. Also the library constructor, which creates the shared name map
 //! before the program can fork.
 #![allow(unsafe_code)]
 
@@ -25,10 +27,12 @@ use crate::sockaddr::RawAddr;
 
 extern "C" fn create_fake_map() {
     fakemap::create();
+    crate::log::remember_standard_error();
 }
 
-/// Runs at load time: the one thing that cannot wait (the shared map must exist before a fork
-/// for parent and child to share it). A single mmap of untouched pages.
+/// Runs at load time: the things that cannot wait. The shared map must exist before a fork for
+/// parent and child to share it (a single mmap of untouched pages); which file descriptor 2 is
+/// must be noted before the program can close it and reuse the number (one fstat).
 #[used]
 #[link_section = ".init_array"]
 static CREATE_FAKE_MAP: extern "C" fn() = create_fake_map;
@@ -43,12 +47,21 @@ fn not_found(rc: c_int) -> bool {
     matches!(rc, libc::EAI_NONAME | libc::EAI_AGAIN | libc::EAI_FAIL | EAI_NODATA)
 }
 
-/// The plan for a C name, `None` when it is not ours to decide (not UTF-8).
-fn plan_for(name: *const c_char, family: c_int) -> Option<(String, Plan)> {
+/// The plan for a C name: `Ok(None)` when it is not ours to decide (not UTF-8), `Err(EAI_FAIL)`
+/// when planning panicked (the lookup then fails: it might have been a remote name).
+///
+/// # Safety
+/// `name` must be a NUL-terminated string (checked non-null by callers).
+pub(crate) unsafe fn plan_for(
+    name: *const c_char,
+    family: c_int,
+) -> Result<Option<(String, Plan)>, c_int> {
     // SAFETY: callers pass a NUL-terminated string (checked non-null).
-    let name = unsafe { CStr::from_ptr(name) }.to_str().ok()?;
-    let plan = catch_unwind(|| names::plan(config::settings(), name, family)).ok()?;
-    Some((name.to_string(), plan))
+    let Ok(name) = unsafe { CStr::from_ptr(name) }.to_str() else { return Ok(None) };
+    match catch_unwind(|| names::plan(config::settings(), name, family)) {
+        Ok(plan) => Ok(Some((name.to_string(), plan))),
+        Err(_) => Err(libc::EAI_FAIL),
+    }
 }
 
 /// getaddrinfo(3).
@@ -76,7 +89,12 @@ pub unsafe extern "C" fn getaddrinfo(
     if flags & libc::AI_NUMERICHOST != 0 {
         return real_call();
     }
-    let Some((name, plan)) = plan_for(node, family) else { return real_call() };
+    // SAFETY: `node` is non-null and NUL-terminated, as getaddrinfo requires.
+    let (name, plan) = match unsafe { plan_for(node, family) } {
+        Ok(Some(planned)) => planned,
+        Ok(None) => return real_call(),
+        Err(rc) => return rc,
+    };
     match plan {
         Plan::Local => real_call(),
         // SAFETY: as above.
@@ -92,7 +110,7 @@ pub unsafe extern "C" fn getaddrinfo(
     }
 }
 
-fn map_error(name: &str, error: MapError) -> c_int {
+pub(crate) fn map_error(name: &str, error: MapError) -> c_int {
     match error {
         MapError::Full => {
             // Said once even without SOCKS_LOG: lookups now fail for a reason the program
@@ -236,15 +254,29 @@ enum HostPlan {
     Real,
     Fake(FakeAnswer),
     RealThenFake(FakeAnswer),
+    /// A remote name that gets no fake address (full map, planning panicked): fail with this
+    /// errno (for the _r functions) and h_errno NO_RECOVERY, never ask the local resolver.
+    Fail(c_int),
 }
 
 fn host_plan(name: *const c_char, af: c_int) -> HostPlan {
     if name.is_null() || (af != libc::AF_INET && af != libc::AF_INET6) {
         return HostPlan::Real;
     }
-    let Some((name, plan)) = plan_for(name, af) else { return HostPlan::Real };
+    // SAFETY: checked non-null; the caller passes a NUL-terminated name.
+    let (name, plan) = match unsafe { plan_for(name, af) } {
+        Ok(Some(planned)) => planned,
+        Ok(None) => return HostPlan::Real,
+        Err(_) => return HostPlan::Fail(libc::EIO),
+    };
     let answer = |name: String| {
-        let fakes = names::fakes_for(config::settings(), &name).ok()?;
+        let fakes = match names::fakes_for(config::settings(), &name) {
+            Ok(fakes) => fakes,
+            Err(e) => {
+                map_error(&name, e);
+                return Err(if e == MapError::Full { libc::ENOMEM } else { libc::EIO });
+            }
+        };
         let mut address = [0u8; 16];
         let len = if af == libc::AF_INET6 {
             address.copy_from_slice(&fakes.v6.octets());
@@ -253,14 +285,20 @@ fn host_plan(name: *const c_char, af: c_int) -> HostPlan {
             address[..4].copy_from_slice(&fakes.v4.octets());
             4
         };
-        Some(FakeAnswer { name, family: af, address, len })
+        Ok(FakeAnswer { name, family: af, address, len })
     };
-    match plan {
+    let planned = catch_unwind(AssertUnwindSafe(|| match plan {
         Plan::Local => HostPlan::Real,
-        Plan::Fake { .. } => answer(name).map_or(HostPlan::Real, HostPlan::Fake),
+        Plan::Fake { .. } => answer(name).map_or_else(HostPlan::Fail, HostPlan::Fake),
+        // The local resolver may be asked first here: its answer (or failure) stands if the
+        // name gets no fake address.
         Plan::LocalThenFake { .. } => answer(name).map_or(HostPlan::Real, HostPlan::RealThenFake),
-    }
+    }));
+    planned.unwrap_or(HostPlan::Fail(libc::EIO))
 }
+
+/// netdb.h's NO_RECOVERY h_errno value.
+const NO_RECOVERY: c_int = 3;
 
 fn static_answer(answer: &FakeAnswer) -> *mut hostent {
     answers::in_thread_storage(&answer.name, answer.family, &answer.address[..answer.len])
@@ -292,6 +330,10 @@ fn by_name(name: *const c_char, af: c_int, real_call: impl Fn() -> *mut hostent)
     let Some(_guard) = Guard::enter() else { return real_call() };
     match host_plan(name, af) {
         HostPlan::Real => real_call(),
+        HostPlan::Fail(_) => {
+            real::set_h_errno(NO_RECOVERY);
+            null_mut()
+        }
         HostPlan::Fake(answer) => static_answer(&answer),
         HostPlan::RealThenFake(answer) => {
             let found = real_call();
@@ -396,6 +438,17 @@ unsafe fn by_name_r(
     let Some(_guard) = Guard::enter() else { return real_call() };
     match host_plan(name, af) {
         HostPlan::Real => real_call(),
+        HostPlan::Fail(errno) => {
+            // SAFETY: `result` is writable, `h_errnop` writable or null.
+            unsafe {
+                *result = null_mut();
+                if !h_errnop.is_null() {
+                    *h_errnop = NO_RECOVERY;
+                }
+            }
+            real::set_errno(errno);
+            errno
+        }
         // SAFETY: the caller's buffers.
         HostPlan::Fake(answer) => unsafe { answer_r(&answer, ret, buf, buflen, result, h_errnop) },
         HostPlan::RealThenFake(answer) => {

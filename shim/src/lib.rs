@@ -6,11 +6,15 @@
 //! Layout: `hooks` (the exported C functions, the only place raw pointers come in), `intercept`
 //! (what each hook does), `route` (direct / deny / which servers), `proxy` (connect + SOCKS
 //! handshake on the program's fd), `config` (settings, read once), `fdtable` (per-fd state),
-//! `real` (libc through dlsym(RTLD_NEXT)), `sockaddr`, `guard`, `log`.
+//! `real` (libc through dlsym(RTLD_NEXT)), `sockaddr`, `guard`, `log`; names resolved on the
+//! far side in `names`/`fakemap`, answered by `dns_hooks` (getaddrinfo, gethostbyname…) and
+//! `resolv_hooks` (res_*, getaddrinfo_a, with DNS messages from `dnsmsg`); datagrams in `udp`/
+//! `udp_hooks` (control messages: `ancillary`); TCP Fast Open in `fastopen`.
 //!
 //! With nothing configured every call passes straight through. The library starts no thread,
 //! never exits the process, prints nothing unless `SOCKS_LOG` asks (except once for a broken
-//! configuration), and ignores the environment in secure-execution programs.
+//! configuration), writes only to the standard error the program started with, and ignores the
+//! environment in secure-execution programs.
 //!
 //! Crates left out on purpose: `redhook` (its hooks re-call the real function after a panic,
 //! running side effects twice, and resolve symbols under a lock); `once_cell` (std's `OnceLock`
@@ -19,9 +23,12 @@
 //! write(2)).
 #![deny(unsafe_code)]
 
+mod ancillary;
 mod config;
 mod dns_hooks;
+mod dnsmsg;
 mod fakemap;
+mod fastopen;
 mod fdtable;
 mod guard;
 mod hooks;
@@ -31,6 +38,7 @@ mod log;
 mod names;
 mod proxy;
 mod real;
+mod resolv_hooks;
 mod route;
 mod sockaddr;
 mod udp;

@@ -1,9 +1,15 @@
 //! Diagnostics, off unless `SOCKS_LOG` asks for them: one line per message written with a single
 //! write(2) of a stack buffer to standard error — no allocation, no lock, no stdio, so it is
 //! safe anywhere the library runs. Messages longer than the buffer are cut.
+//!
+//! "Standard error" means the open file descriptor 2 was when the library was loaded (its device
+//! and inode, noted once at load): a program that closed descriptor 2 and then opened a data
+//! file, a pipe or a socket that got number 2 never finds a line of ours in it. When descriptor 2
+//! is no longer that file (or was closed at load), messages — asked for or not — are dropped.
+//! The check is an fstat(2) per message, and messages are rare.
 
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use crate::real;
 
@@ -48,6 +54,29 @@ pub fn enabled(level: Level) -> bool {
     level != Level::Off && level as u8 <= LEVEL.load(Ordering::Relaxed)
 }
 
+/// Descriptor 2's device and inode at load time, once noted.
+static STDERR_DEV: AtomicU64 = AtomicU64::new(0);
+static STDERR_INO: AtomicU64 = AtomicU64::new(0);
+static STDERR_NOTED: AtomicBool = AtomicBool::new(false);
+
+/// Notes which open file descriptor 2 is; called once when the library is loaded (before the
+/// program's `main`), so it is the standard error the program was started with.
+pub fn remember_standard_error() {
+    if let Some((dev, ino)) = real::file_identity(2) {
+        STDERR_DEV.store(dev, Ordering::Relaxed);
+        STDERR_INO.store(ino, Ordering::Relaxed);
+        STDERR_NOTED.store(true, Ordering::Release);
+    }
+}
+
+/// Whether descriptor 2 is still the standard error the program was started with.
+fn is_standard_error() -> bool {
+    STDERR_NOTED.load(Ordering::Acquire)
+        && real::file_identity(2).is_some_and(|(dev, ino)| {
+            dev == STDERR_DEV.load(Ordering::Relaxed) && ino == STDERR_INO.load(Ordering::Relaxed)
+        })
+}
+
 /// A fixed buffer that `fmt::Write` fills until full.
 struct LineBuffer {
     bytes: [u8; 512],
@@ -64,8 +93,12 @@ impl fmt::Write for LineBuffer {
     }
 }
 
-/// Writes `libsocks[PID]: <message>` to standard error, whatever the level (callers check).
+/// Writes `libsocks[PID]: <message>` to standard error, whatever the level (callers check),
+/// unless descriptor 2 is no longer the standard error the program started with.
 pub fn write_line(args: fmt::Arguments<'_>) {
+    if !is_standard_error() {
+        return;
+    }
     let mut line = LineBuffer { bytes: [0; 512], len: 0 };
     let _ = write!(line, "libsocks[{}]: ", std::process::id());
     let _ = line.write_fmt(args);

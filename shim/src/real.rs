@@ -130,6 +130,51 @@ real_functions! {
     fn getifaddrs(list: *mut *mut libc::ifaddrs) -> c_int;
 }
 
+real_functions! {
+    /// fstat(2).
+    fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int;
+    /// res_query(3).
+    fn res_query(name: *const c_char, class: c_int, kind: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    /// res_search(3).
+    fn res_search(name: *const c_char, class: c_int, kind: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    /// res_querydomain(3).
+    fn res_querydomain(name: *const c_char, domain: *const c_char, class: c_int, kind: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    /// res_send(3).
+    fn res_send(msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    /// res_nquery(3).
+    fn res_nquery(state: *mut c_void, name: *const c_char, class: c_int, kind: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    /// res_nsearch(3).
+    fn res_nsearch(state: *mut c_void, name: *const c_char, class: c_int, kind: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    /// res_nquerydomain(3).
+    fn res_nquerydomain(state: *mut c_void, name: *const c_char, domain: *const c_char, class: c_int, kind: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    /// res_nsend(3).
+    fn res_nsend(state: *mut c_void, msg: *const u8, msglen: c_int, answer: *mut u8, anslen: c_int) -> c_int;
+    /// getaddrinfo_a(3).
+    fn getaddrinfo_a(mode: c_int, list: *mut *mut c_void, nitems: c_int, sevp: *mut libc::sigevent) -> c_int;
+}
+
+/// Sets h_errno for the calling thread (netdb.h's `__h_errno_location`).
+pub fn set_h_errno(value: c_int) {
+    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+    let f = resolve(&SLOT, c"__h_errno_location");
+    if f.is_null() {
+        return;
+    }
+    // SAFETY: glibc's __h_errno_location has this signature.
+    let f: unsafe extern "C" fn() -> *mut c_int = unsafe { std::mem::transmute(f) };
+    // SAFETY: it returns this thread's h_errno slot, valid for the thread's life.
+    unsafe { *f() = value };
+}
+
+/// The identity of the open file behind `fd` (device and inode), `None` when `fd` is closed.
+pub fn file_identity(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: a zeroed stat is a valid out-parameter.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is writable for the size fstat writes.
+    let rc = unsafe { fstat(fd, &mut st) };
+    (rc == 0).then_some((st.st_dev, st.st_ino))
+}
+
 /// freeaddrinfo(3) (returns nothing, so it is not in the table above).
 ///
 /// # Safety

@@ -2,7 +2,11 @@
 //! and send, recv, write, read for UDP sockets connected to a proxied peer. Each passes straight
 //! through unless `udp` says the datagram goes through (or came from) a SOCKS5 relay; then the
 //! header is added with a gathering write (no copy of the payload) or stripped from a received
-//! datagram before it reaches the program's buffers.
+//! datagram before it reaches the program's buffers. Control messages on a relayed datagram are
+//! handled as `ancillary` says (UDP_SEGMENT: one relayed datagram per segment).
+//!
+//! Also TCP Fast Open: sendto/sendmsg/sendmmsg with MSG_FASTOPEN and a destination on a TCP
+//! socket are connects carrying data, routed as `fastopen` says.
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
@@ -11,6 +15,9 @@ use std::ptr::null_mut;
 
 use libc::{c_int, c_uint, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
+use crate::ancillary::{self, Ancillary};
+use crate::config;
+use crate::fastopen::{self, FastOpen};
 use crate::fdtable::{self, Kind};
 use crate::guard::Guard;
 use crate::real;
@@ -27,7 +34,8 @@ fn fail(errno: c_int) -> ssize_t {
     -1
 }
 
-/// Sends `header` followed by the caller's `parts` in one datagram, to `to` when given.
+/// Sends `header` followed by the caller's `parts` in one datagram, to `to` when given, with
+/// the control messages `control` (kernel layout; empty for none).
 ///
 /// # Safety
 /// `parts` must describe readable memory.
@@ -37,6 +45,7 @@ unsafe fn send_with_header(
     parts: &[iovec],
     flags: c_int,
     to: Option<&RawAddr>,
+    control: &[u8],
 ) -> ssize_t {
     let mut iov = Vec::with_capacity(parts.len() + 1);
     iov.push(iovec { iov_base: header.as_ptr() as *mut c_void, iov_len: header.len() });
@@ -49,6 +58,11 @@ unsafe fn send_with_header(
     }
     msg.msg_iov = iov.as_mut_ptr();
     msg.msg_iovlen = iov.len();
+    if !control.is_empty() {
+        // The kernel copies the control buffer before reading it: its alignment is not asked.
+        msg.msg_control = control.as_ptr() as *mut c_void;
+        msg.msg_controllen = control.len();
+    }
     // SAFETY: every pointer in `msg` is valid for the call (ours or the caller's).
     let sent = unsafe { real::sendmsg(fd, &msg, flags) };
     if sent < 0 {
@@ -56,6 +70,22 @@ unsafe fn send_with_header(
     } else {
         (sent - header.len() as ssize_t).max(0)
     }
+}
+
+/// The iovec array of an iovec array's bytes `start..end`.
+fn slice_parts(parts: &[iovec], start: usize, end: usize) -> Vec<iovec> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for part in parts {
+        let (from, to) = (start.max(offset), end.min(offset + part.iov_len));
+        if from < to {
+            // The pointer stays within the caller's part (from - offset < iov_len).
+            let base = part.iov_base.cast::<u8>().wrapping_add(from - offset);
+            out.push(iovec { iov_base: base.cast(), iov_len: to - from });
+        }
+        offset += part.iov_len;
+    }
+    out
 }
 
 /// The total length of an iovec array.
@@ -75,7 +105,9 @@ fn total(parts: &[iovec]) -> usize {
     parts.iter().map(|p| p.iov_len).sum()
 }
 
-/// One outgoing datagram: to `dst` if given, else to the connected peer.
+/// One outgoing datagram: to `dst` if given, else to the connected peer; `control` is the
+/// program's ancillary data (empty for none), which a relayed datagram gets as `ancillary`
+/// says (segmented by UDP_SEGMENT, one SOCKS5 header per segment).
 ///
 /// # Safety
 /// As sendmsg(2) for `parts` and `dst`.
@@ -84,29 +116,92 @@ unsafe fn send_datagram(
     parts: &[iovec],
     flags: c_int,
     dst: Option<RawAddr>,
+    control: &[u8],
 ) -> Option<ssize_t> {
     let len = total(parts);
-    let plan = catch_unwind(AssertUnwindSafe(|| match &dst {
-        Some(dst) => udp::plan_send(fd, dst, len),
-        None => match udp::plan_connected_send(fd, len) {
-            Some(Ok(header)) => Send::Relay {
-                relay: RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 },
-                header,
+    // Read now, used only if the datagram is relayed: a direct one keeps its control as it is.
+    let wanted = ancillary::parse(control);
+    // Each segment is a datagram of its own: its size is what must fit with the header.
+    let unit = match &wanted {
+        Ok(Ancillary { segment: Some(size), .. }) if *size > 0 => len.min(usize::from(*size)),
+        _ => len,
+    };
+    let plan_for = |unit: usize| {
+        catch_unwind(AssertUnwindSafe(|| match &dst {
+            Some(dst) => udp::plan_send(fd, dst, unit),
+            None => match udp::plan_connected_send(fd, unit) {
+                Some(Ok(header)) => Send::Relay {
+                    relay: RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 },
+                    header,
+                },
+                Some(Err(errno)) => Send::Fail(errno),
+                None => Send::PassThrough,
             },
-            Some(Err(errno)) => Send::Fail(errno),
-            None => Send::PassThrough,
-        },
-    }))
-    .unwrap_or(Send::Fail(libc::EIO));
-    match plan {
-        Send::PassThrough => None,
-        Send::Fail(errno) => Some(fail(errno)),
-        // A connected socket is connected to the relay already: no address.
-        Send::Relay { relay, header } => {
-            let to = (relay.len > 0).then_some(&relay);
-            // SAFETY: as the caller guarantees.
-            Some(unsafe { send_with_header(fd, &header, parts, flags, to) })
+        }))
+        .unwrap_or(Send::Fail(libc::EIO))
+    };
+    let plan = match plan_for(unit) {
+        // Too large as one datagram, but a socket-level segment size may cut it (asked only
+        // here: a direct datagram costs no system call before the real one).
+        Send::Fail(libc::EMSGSIZE) if matches!(&wanted, Ok(Ancillary { segment: None, .. })) => {
+            match real::getsockopt_int(fd, libc::IPPROTO_UDP, ancillary::UDP_SEGMENT) {
+                Some(size) if size > 0 && (size as usize) < len => plan_for(size as usize),
+                _ => Send::Fail(libc::EMSGSIZE),
+            }
         }
+        plan => plan,
+    };
+    let (relay, header) = match plan {
+        Send::PassThrough => return None,
+        Send::Fail(errno) => return Some(fail(errno)),
+        Send::Relay { relay, header } => (relay, header),
+    };
+    let Ancillary { mut kept, segment } = match wanted {
+        Ok(wanted) => wanted,
+        Err(errno) => return Some(fail(errno)),
+    };
+    // A socket-level segment size would cut the header from its payload: overridden with 0
+    // on every relayed datagram (a message's own UDP_SEGMENT wins over it, as in the kernel).
+    let socket_segment = if len > 0 {
+        real::getsockopt_int(fd, libc::IPPROTO_UDP, ancillary::UDP_SEGMENT).filter(|s| *s > 0)
+    } else {
+        None
+    };
+    let size = segment.unwrap_or_else(|| socket_segment.map_or(0, |s| s as u16));
+    if socket_segment.is_some() {
+        ancillary::push_segment(&mut kept, 0);
+    }
+    // A connected socket is connected to the relay already: no address.
+    let to = (relay.len > 0).then_some(&relay);
+    let mut sent_total: ssize_t = 0;
+    for (start, end) in ancillary::segments(len, size) {
+        let piece = slice_parts(parts, start, end);
+        // SAFETY: `piece` lies within the caller's parts.
+        let sent = unsafe { send_with_header(fd, &header, &piece, flags, to, &kept) };
+        if sent < 0 {
+            return Some(if sent_total > 0 { sent_total } else { sent });
+        }
+        sent_total += sent;
+    }
+    Some(sent_total)
+}
+
+/// MSG_FASTOPEN with a destination (see `fastopen`): `None` when not a TCP socket (the datagram
+/// paths decide), else the result of the whole call. `send_data` sends the payload on the
+/// socket once it is connected through a server, with the flags it is given.
+fn fast_open(
+    fd: c_int,
+    dst: &RawAddr,
+    flags: c_int,
+    real_call: impl FnOnce() -> ssize_t,
+    send_data: impl FnOnce(c_int) -> ssize_t,
+) -> Option<ssize_t> {
+    let guard = Guard::enter_connect(config::loaded())?;
+    match fastopen::connect(fd, dst, guard.is_nested()) {
+        FastOpen::NotStream => None,
+        FastOpen::PassThrough => Some(real_call()),
+        FastOpen::Connected => Some(send_data(flags & !libc::MSG_FASTOPEN)),
+        FastOpen::Fail(errno) => Some(fail(errno)),
     }
 }
 
@@ -125,6 +220,16 @@ pub unsafe extern "C" fn sendto(
 ) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::sendto(fd, buf, len, flags, addr, addrlen) };
+    if flags & libc::MSG_FASTOPEN != 0 && !addr.is_null() {
+        // SAFETY: the caller guarantees `addrlen` readable bytes at `addr`.
+        if let Some(dst) = unsafe { RawAddr::from_ptr(addr, addrlen) } {
+            // SAFETY: `buf` holds `len` readable bytes.
+            let send = |flags| unsafe { real::send(fd, buf, len, flags) };
+            if let Some(rc) = fast_open(fd, &dst, flags, real_call, send) {
+                return rc;
+            }
+        }
+    }
     let Some(_guard) = Guard::enter() else { return real_call() };
     let dst = if addr.is_null() {
         None
@@ -140,7 +245,7 @@ pub unsafe extern "C" fn sendto(
     }
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
     // SAFETY: `buf` holds `len` readable bytes.
-    unsafe { send_datagram(fd, &part, flags, dst) }.unwrap_or_else(real_call)
+    unsafe { send_datagram(fd, &part, flags, dst, &[]) }.unwrap_or_else(real_call)
 }
 
 /// send(2).
@@ -157,7 +262,7 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
     let Some(_guard) = Guard::enter() else { return real_call() };
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
     // SAFETY: `buf` holds `len` readable bytes.
-    unsafe { send_datagram(fd, &part, flags, None) }.unwrap_or_else(real_call)
+    unsafe { send_datagram(fd, &part, flags, None, &[]) }.unwrap_or_else(real_call)
 }
 
 /// write(2): a datagram when `fd` is a UDP socket connected to a proxied peer.
@@ -174,10 +279,11 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
     let Some(_guard) = Guard::enter() else { return real_call() };
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
     // SAFETY: `buf` holds `len` readable bytes.
-    unsafe { send_datagram(fd, &part, 0, None) }.unwrap_or_else(real_call)
+    unsafe { send_datagram(fd, &part, 0, None, &[]) }.unwrap_or_else(real_call)
 }
 
-/// sendmsg(2).
+/// sendmsg(2). Ancillary data on a relayed datagram is handled as `ancillary` describes;
+/// MSG_FASTOPEN with a destination on a TCP socket as `fastopen` describes.
 ///
 /// # Safety
 /// As sendmsg(2).
@@ -185,14 +291,25 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::sendmsg(fd, msg, flags) };
-    let Some(_guard) = Guard::enter() else { return real_call() };
-    // SAFETY: the caller passes a valid msghdr.
+    // SAFETY: the caller passes a valid msghdr (or null, which the real call reports).
     let Some(m) = (unsafe { msg.as_ref() }) else { return real_call() };
-    // Control data (ancillary messages) cannot be forwarded through a relay header path; such
-    // messages go as they are.
-    if !m.msg_control.is_null() && m.msg_controllen > 0 {
-        return real_call();
+    if flags & libc::MSG_FASTOPEN != 0 && !m.msg_name.is_null() {
+        // SAFETY: msg_name holds msg_namelen bytes.
+        if let Some(dst) = unsafe { RawAddr::from_ptr(m.msg_name.cast(), m.msg_namelen) } {
+            let send = |flags| {
+                // The same message without its address: the socket is connected now.
+                let mut plain = *m;
+                plain.msg_name = null_mut();
+                plain.msg_namelen = 0;
+                // SAFETY: the caller's message, minus the address.
+                unsafe { real::sendmsg(fd, &plain, flags) }
+            };
+            if let Some(rc) = fast_open(fd, &dst, flags, real_call, send) {
+                return rc;
+            }
+        }
     }
+    let Some(_guard) = Guard::enter() else { return real_call() };
     let dst = if m.msg_name.is_null() {
         None
     } else {
@@ -205,13 +322,19 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     if dst.is_none() && fdtable::get(fd).is_none() {
         return real_call();
     }
+    let control: &[u8] = if m.msg_control.is_null() || m.msg_controllen == 0 {
+        &[]
+    } else {
+        // SAFETY: msg_control holds msg_controllen readable bytes.
+        unsafe { std::slice::from_raw_parts(m.msg_control.cast::<u8>(), m.msg_controllen) }
+    };
     // SAFETY: msg_iov holds msg_iovlen iovecs.
     let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
     // SAFETY: as the caller guarantees.
-    unsafe { send_datagram(fd, parts, flags, dst) }.unwrap_or_else(real_call)
+    unsafe { send_datagram(fd, parts, flags, dst, control) }.unwrap_or_else(real_call)
 }
 
-/// sendmmsg(2): each message as sendmsg would send it.
+/// sendmmsg(2): each message as sendmsg would send it (UDP sockets, and TCP Fast Open).
 ///
 /// # Safety
 /// As sendmmsg(2).
@@ -222,7 +345,10 @@ pub unsafe extern "C" fn sendmmsg(
     vlen: c_uint,
     flags: c_int,
 ) -> c_int {
-    if msgs.is_null() || vlen == 0 || !udp::is_udp(fd) {
+    let ours = !msgs.is_null()
+        && vlen > 0
+        && (udp::is_udp(fd) || (flags & libc::MSG_FASTOPEN != 0 && fastopen_candidate(fd)));
+    if !ours {
         // SAFETY: forwarded unchanged.
         return unsafe { real::sendmmsg(fd, msgs, vlen, flags) };
     }
@@ -239,6 +365,11 @@ pub unsafe extern "C" fn sendmmsg(
         sent += 1;
     }
     sent
+}
+
+/// Whether `fd` is a TCP socket (whose MSG_FASTOPEN sends are connects).
+fn fastopen_candidate(fd: c_int) -> bool {
+    real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
 }
 
 /// One received datagram with the relay's header stripped, into the caller's `parts`; the

@@ -1,0 +1,566 @@
+//! The resolver calls below getaddrinfo (issue 11, item 12): `res_query`, `res_search`,
+//! `res_querydomain`, their `res_n*` forms with a resolver state, the `__res_*` names older
+//! programs were linked against, `res_send`/`res_nsend` (whose question is read from the
+//! message), and `getaddrinfo_a`. glibc calls its own resolver internally, not through these
+//! symbols, so each must be hooked or a name resolved on the far side would be asked of the
+//! local name server.
+//!
+//! For a name `names` resolves remotely: an A or AAAA question (class IN) is answered here with
+//! a DNS message holding its fake address (`dnsmsg`); any other question is refused — `res_*`
+//! return -1 with h_errno NO_RECOVERY (what glibc reports for a REFUSED answer) and errno
+//! ECONNREFUSED, `res_send` returns a REFUSED response. With `resolve local-then-remote` the
+//! local resolver is asked first and the fake answer is given only when it fails. A panic or
+//! a full fake-address map refuses. Nothing of such a name ever reaches the local resolver.
+//!
+//! `getaddrinfo_a`: the requests for such names are resolved at once with the library's
+//! getaddrinfo (fake addresses) and completed (`gai_error` reads their result); the others go
+//! to libc's getaddrinfo_a, which notifies as the `sigevent` says once they are done. When every
+//! request was ours and a notification was asked for, libc's getaddrinfo_a is given one
+//! numeric request to complete and notify with (kept for the life of the process: a few hundred
+//! bytes per such call), since the library starts no thread of its own.
+//!
+//! Not here: getaddrinfo and gethostbyname* (see `dns_hooks`), the message format (`dnsmsg`).
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_void, CStr};
+use std::net::IpAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use libc::{addrinfo, c_int, sigevent};
+
+use crate::config;
+use crate::dns_hooks;
+use crate::dnsmsg::{
+    self, Question, Rdata, CLASS_IN, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_PTR,
+};
+use crate::fakemap::NAME_MAX;
+use crate::guard::Guard;
+use crate::log::{log, Level};
+use crate::names::{self, Plan};
+use crate::real;
+
+/// netdb.h: a non-recoverable error (glibc's h_errno for a REFUSED answer).
+const NO_RECOVERY: c_int = 3;
+/// netdb.h: see errno.
+const NETDB_INTERNAL: c_int = -1;
+/// netdb.h: getaddrinfo_a modes.
+const GAI_WAIT: c_int = 0;
+
+/// What a question gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resolved {
+    /// Not ours: the real call.
+    Local,
+    /// This response message.
+    Answer(Vec<u8>),
+    /// The real call; this response if it fails.
+    LocalThen(Vec<u8>),
+    /// Refused, never asked locally.
+    Refused,
+}
+
+/// Decides for a reverse-lookup name (`….in-addr.arpa`, `….ip6.arpa`) standing for `ip`: a
+/// fake address's PTR is the name it stands for, as gethostbyaddr gives it; any other question
+/// about a fake address is refused; a real address is the local resolver's business.
+fn resolve_reverse(ip: IpAddr, question: Question, id: u16, rd: bool) -> Resolved {
+    let settings = config::settings();
+    if !names::is_fake(settings, ip) {
+        return Resolved::Local;
+    }
+    let mut buf = [0u8; NAME_MAX];
+    let target = names::name_of(settings, ip, &mut buf);
+    match target {
+        Some(target) if question.qclass == CLASS_IN && question.qtype == TYPE_PTR => {
+            let record = Some(Rdata::Pointer(target.to_string()));
+            dnsmsg::response(id, rd, &question, record, 0)
+                .map_or(Resolved::Refused, Resolved::Answer)
+        }
+        _ => Resolved::Refused,
+    }
+}
+
+/// Decides for one question about `name`; `id` and `rd` go into a response.
+fn resolve_question(name: &str, qclass: u16, qtype: u16, id: u16, rd: bool) -> Resolved {
+    if let Some(ip) = dnsmsg::reverse_address(name) {
+        let question = Question { name: name.to_string(), qtype, qclass };
+        return resolve_reverse(ip, question, id, rd);
+    }
+    let family = match qtype {
+        TYPE_A => libc::AF_INET,
+        TYPE_AAAA => libc::AF_INET6,
+        _ => libc::AF_UNSPEC,
+    };
+    let settings = config::settings();
+    let plan = names::plan(settings, name, family);
+    let address_question = qclass == CLASS_IN && matches!(qtype, TYPE_A | TYPE_AAAA);
+    let answer = || -> Option<Vec<u8>> {
+        let fakes = match names::fakes_for(settings, name) {
+            Ok(fakes) => fakes,
+            Err(e) => {
+                dns_hooks::map_error(name, e);
+                return None;
+            }
+        };
+        let address = if qtype == TYPE_A { IpAddr::V4(fakes.v4) } else { IpAddr::V6(fakes.v6) };
+        let question = Question { name: name.to_string(), qtype, qclass };
+        log!(Level::Debug, "resolve {name} (type {qtype}): remote, as {address}");
+        dnsmsg::response(id, rd, &question, Some(Rdata::Address(address)), 0)
+    };
+    match plan {
+        Plan::Local => Resolved::Local,
+        Plan::Fake { .. } if address_question => {
+            answer().map_or(Resolved::Refused, Resolved::Answer)
+        }
+        Plan::Fake { .. } => {
+            log!(Level::Info, "resolve {name} (type {qtype}): refused, resolved on the far side");
+            Resolved::Refused
+        }
+        Plan::LocalThenFake { .. } if address_question => {
+            answer().map_or(Resolved::Local, Resolved::LocalThen)
+        }
+        Plan::LocalThenFake { .. } => Resolved::Local,
+    }
+}
+
+/// Copies `message` into the caller's answer buffer; its length, or -1 when it does not fit.
+///
+/// # Safety
+/// `answer` must be writable for `anslen` bytes.
+unsafe fn deliver(message: &[u8], answer: *mut u8, anslen: c_int) -> c_int {
+    if message.len() > usize::try_from(anslen).unwrap_or(0) {
+        real::set_h_errno(NETDB_INTERNAL);
+        real::set_errno(libc::EMSGSIZE);
+        return -1;
+    }
+    // SAFETY: the message fits in the caller's buffer (checked above).
+    unsafe { std::ptr::copy_nonoverlapping(message.as_ptr(), answer, message.len()) };
+    message.len() as c_int
+}
+
+fn refuse() -> c_int {
+    real::set_h_errno(NO_RECOVERY);
+    real::set_errno(libc::ECONNREFUSED);
+    -1
+}
+
+/// The name a res_query-style call asks about: `name`, or `name.domain` for res_querydomain.
+///
+/// # Safety
+/// `name` and `domain` are null or NUL-terminated.
+unsafe fn full_name(name: *const c_char, domain: *const c_char) -> Option<String> {
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: NUL-terminated, as the caller guarantees.
+    let name = unsafe { CStr::from_ptr(name) }.to_str().ok()?;
+    if domain.is_null() {
+        return Some(name.to_string());
+    }
+    // SAFETY: as above.
+    let domain = unsafe { CStr::from_ptr(domain) }.to_str().ok()?;
+    Some(format!("{}.{domain}", name.strip_suffix('.').unwrap_or(name)))
+}
+
+/// The common part of the res_query family.
+///
+/// # Safety
+/// As res_querydomain(3).
+unsafe fn query(
+    name: *const c_char,
+    domain: *const c_char,
+    class: c_int,
+    kind: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+    real_call: impl FnOnce() -> c_int,
+) -> c_int {
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    if answer.is_null() || anslen < 0 {
+        return real_call();
+    }
+    // SAFETY: as the caller guarantees.
+    let Some(full) = (unsafe { full_name(name, domain) }) else { return real_call() };
+    let (Ok(qclass), Ok(qtype)) = (u16::try_from(class), u16::try_from(kind)) else {
+        return real_call();
+    };
+    let resolved =
+        catch_unwind(AssertUnwindSafe(|| resolve_question(&full, qclass, qtype, 0, true)))
+            .unwrap_or(Resolved::Refused);
+    match resolved {
+        Resolved::Local => real_call(),
+        // SAFETY: the caller's answer buffer.
+        Resolved::Answer(message) => unsafe { deliver(&message, answer, anslen) },
+        Resolved::LocalThen(message) => match real_call() {
+            rc if rc >= 0 => rc,
+            // SAFETY: as above.
+            _ => unsafe { deliver(&message, answer, anslen) },
+        },
+        Resolved::Refused => refuse(),
+    }
+}
+
+/// The common part of res_send and res_nsend: the question is read from the message.
+///
+/// # Safety
+/// As res_send(3).
+unsafe fn send(
+    msg: *const u8,
+    msglen: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+    real_call: impl FnOnce() -> c_int,
+) -> c_int {
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    if msg.is_null() || msglen <= 0 || answer.is_null() || anslen < 0 {
+        return real_call();
+    }
+    // SAFETY: the caller's query of `msglen` bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(msg, msglen as usize) };
+    let Some(query) = dnsmsg::parse_query(bytes) else { return real_call() };
+    let Some(first) = query.questions.first() else { return real_call() };
+    let decided = catch_unwind(AssertUnwindSafe(|| {
+        query
+            .questions
+            .iter()
+            .map(|q| {
+                resolve_question(&q.name, q.qclass, q.qtype, query.id, query.recursion_desired)
+            })
+            .collect::<Vec<_>>()
+    }))
+    .unwrap_or_else(|_| vec![Resolved::Refused]);
+    if decided.iter().all(|r| *r == Resolved::Local) {
+        return real_call();
+    }
+    let refused =
+        || dnsmsg::response(query.id, query.recursion_desired, first, None, RCODE_REFUSED);
+    let message = match (decided.as_slice(), query.questions.len()) {
+        ([Resolved::Answer(message)], 1) => Some(message.clone()),
+        ([Resolved::LocalThen(message)], 1) => {
+            let rc = real_call();
+            let local_rcode = (rc > 0)
+                // SAFETY: the real call wrote `rc` bytes (at most `anslen`).
+                .then(|| dnsmsg::rcode(unsafe { std::slice::from_raw_parts(answer, rc as usize) }))
+                .flatten();
+            if rc > 0 && local_rcode != Some(RCODE_NXDOMAIN) {
+                return rc;
+            }
+            Some(message.clone())
+        }
+        _ => refused(),
+    };
+    match message {
+        // SAFETY: the caller's answer buffer.
+        Some(message) => unsafe { deliver(&message, answer, anslen) },
+        None => refuse(),
+    }
+}
+
+macro_rules! query_hooks {
+    ($( $(#[$doc:meta])* fn $name:ident => $real:ident; )*) => {
+        $(
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// As res_query(3).
+            #[no_mangle]
+            pub unsafe extern "C" fn $name(
+                name: *const c_char,
+                class: c_int,
+                kind: c_int,
+                answer: *mut u8,
+                anslen: c_int,
+            ) -> c_int {
+                // SAFETY: forwarded unchanged under the caller's guarantees.
+                let real_call = || unsafe { real::$real(name, class, kind, answer, anslen) };
+                // SAFETY: as the caller guarantees.
+                unsafe { query(name, std::ptr::null(), class, kind, answer, anslen, real_call) }
+            }
+        )*
+    };
+}
+
+macro_rules! nquery_hooks {
+    ($( $(#[$doc:meta])* fn $name:ident => $real:ident; )*) => {
+        $(
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// As res_nquery(3).
+            #[no_mangle]
+            pub unsafe extern "C" fn $name(
+                state: *mut c_void,
+                name: *const c_char,
+                class: c_int,
+                kind: c_int,
+                answer: *mut u8,
+                anslen: c_int,
+            ) -> c_int {
+                // SAFETY: forwarded unchanged under the caller's guarantees.
+                let real_call = || unsafe { real::$real(state, name, class, kind, answer, anslen) };
+                // SAFETY: as the caller guarantees.
+                unsafe { query(name, std::ptr::null(), class, kind, answer, anslen, real_call) }
+            }
+        )*
+    };
+}
+
+query_hooks! {
+    /// res_query(3).
+    fn res_query => res_query;
+    /// res_query under the name programs linked before glibc 2.34 use.
+    fn __res_query => res_query;
+    /// res_search(3): the name as given (a remote name is resolved by the server).
+    fn res_search => res_search;
+    /// res_search under its older name.
+    fn __res_search => res_search;
+}
+
+nquery_hooks! {
+    /// res_nquery(3).
+    fn res_nquery => res_nquery;
+    /// res_nquery under its older name.
+    fn __res_nquery => res_nquery;
+    /// res_nsearch(3).
+    fn res_nsearch => res_nsearch;
+    /// res_nsearch under its older name.
+    fn __res_nsearch => res_nsearch;
+}
+
+/// res_querydomain(3): the question is about `name.domain`.
+///
+/// # Safety
+/// As res_querydomain(3).
+#[no_mangle]
+pub unsafe extern "C" fn res_querydomain(
+    name: *const c_char,
+    domain: *const c_char,
+    class: c_int,
+    kind: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+) -> c_int {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::res_querydomain(name, domain, class, kind, answer, anslen) };
+    // SAFETY: as the caller guarantees.
+    unsafe { query(name, domain, class, kind, answer, anslen, real_call) }
+}
+
+/// res_querydomain under its older name.
+///
+/// # Safety
+/// As res_querydomain(3).
+#[no_mangle]
+pub unsafe extern "C" fn __res_querydomain(
+    name: *const c_char,
+    domain: *const c_char,
+    class: c_int,
+    kind: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+) -> c_int {
+    // SAFETY: the same call.
+    unsafe { res_querydomain(name, domain, class, kind, answer, anslen) }
+}
+
+/// res_nquerydomain(3).
+///
+/// # Safety
+/// As res_nquerydomain(3).
+#[no_mangle]
+pub unsafe extern "C" fn res_nquerydomain(
+    state: *mut c_void,
+    name: *const c_char,
+    domain: *const c_char,
+    class: c_int,
+    kind: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+) -> c_int {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call =
+        || unsafe { real::res_nquerydomain(state, name, domain, class, kind, answer, anslen) };
+    // SAFETY: as the caller guarantees.
+    unsafe { query(name, domain, class, kind, answer, anslen, real_call) }
+}
+
+/// res_nquerydomain under its older name.
+///
+/// # Safety
+/// As res_nquerydomain(3).
+#[no_mangle]
+pub unsafe extern "C" fn __res_nquerydomain(
+    state: *mut c_void,
+    name: *const c_char,
+    domain: *const c_char,
+    class: c_int,
+    kind: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+) -> c_int {
+    // SAFETY: the same call.
+    unsafe { res_nquerydomain(state, name, domain, class, kind, answer, anslen) }
+}
+
+/// res_send(3): a query about a remote name is answered (or refused) here.
+///
+/// # Safety
+/// As res_send(3).
+#[no_mangle]
+pub unsafe extern "C" fn res_send(
+    msg: *const u8,
+    msglen: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+) -> c_int {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::res_send(msg, msglen, answer, anslen) };
+    // SAFETY: as the caller guarantees.
+    unsafe { send(msg, msglen, answer, anslen, real_call) }
+}
+
+/// res_send under its older name.
+///
+/// # Safety
+/// As res_send(3).
+#[no_mangle]
+pub unsafe extern "C" fn __res_send(
+    msg: *const u8,
+    msglen: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+) -> c_int {
+    // SAFETY: the same call.
+    unsafe { res_send(msg, msglen, answer, anslen) }
+}
+
+/// res_nsend(3).
+///
+/// # Safety
+/// As res_nsend(3).
+#[no_mangle]
+pub unsafe extern "C" fn res_nsend(
+    state: *mut c_void,
+    msg: *const u8,
+    msglen: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+) -> c_int {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::res_nsend(state, msg, msglen, answer, anslen) };
+    // SAFETY: as the caller guarantees.
+    unsafe { send(msg, msglen, answer, anslen, real_call) }
+}
+
+/// res_nsend under its older name.
+///
+/// # Safety
+/// As res_nsend(3).
+#[no_mangle]
+pub unsafe extern "C" fn __res_nsend(
+    state: *mut c_void,
+    msg: *const u8,
+    msglen: c_int,
+    answer: *mut u8,
+    anslen: c_int,
+) -> c_int {
+    // SAFETY: the same call.
+    unsafe { res_nsend(state, msg, msglen, answer, anslen) }
+}
+
+/// netdb.h's `struct gaicb`.
+#[repr(C)]
+struct Gaicb {
+    ar_name: *const c_char,
+    ar_service: *const c_char,
+    ar_request: *const addrinfo,
+    ar_result: *mut addrinfo,
+    ret: c_int,
+    reserved: [c_int; 5],
+}
+
+/// A numeric request for libc's getaddrinfo_a to complete and notify with.
+#[repr(C)]
+struct Notifier {
+    request: Gaicb,
+    hints: addrinfo,
+}
+
+/// getaddrinfo_a(3): see the module documentation.
+///
+/// # Safety
+/// As getaddrinfo_a(3).
+#[no_mangle]
+pub unsafe extern "C" fn getaddrinfo_a(
+    mode: c_int,
+    list: *mut *mut c_void,
+    nitems: c_int,
+    sevp: *mut sigevent,
+) -> c_int {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::getaddrinfo_a(mode, list, nitems, sevp) };
+    if list.is_null() || nitems <= 0 {
+        return real_call();
+    }
+    let guard = Guard::enter();
+    if guard.is_none() {
+        return real_call();
+    }
+    // SAFETY: the caller passes `nitems` request pointers (each null or valid).
+    let requests = unsafe { std::slice::from_raw_parts(list, nitems as usize) };
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for &request in requests {
+        // SAFETY: each non-null entry is a gaicb the caller owns.
+        let Some(cb) = (unsafe { request.cast::<Gaicb>().as_ref() }) else { continue };
+        let family = if cb.ar_request.is_null() {
+            libc::AF_UNSPEC
+        } else {
+            // SAFETY: a non-null ar_request points to the caller's hints.
+            unsafe { (*cb.ar_request).ai_family }
+        };
+        // SAFETY: ar_name is null or NUL-terminated.
+        let remote = !cb.ar_name.is_null()
+            && !matches!(
+                unsafe { dns_hooks::plan_for(cb.ar_name, family) },
+                Ok(None | Some((_, Plan::Local)))
+            );
+        if remote {
+            ours.push(request.cast::<Gaicb>());
+        } else {
+            theirs.push(request);
+        }
+    }
+    if ours.is_empty() {
+        drop(guard);
+        return real_call();
+    }
+    // Our getaddrinfo hook does the work, so the guard must be off.
+    drop(guard);
+    for &request in &ours {
+        // SAFETY: the caller's gaicb; our getaddrinfo under getaddrinfo's own contract.
+        unsafe {
+            let cb = &mut *request;
+            cb.ar_result = std::ptr::null_mut();
+            cb.ret =
+                dns_hooks::getaddrinfo(cb.ar_name, cb.ar_service, cb.ar_request, &mut cb.ar_result);
+        }
+    }
+    // SAFETY: `sevp` is null or the caller's sigevent.
+    let notify = mode != GAI_WAIT
+        && unsafe { sevp.as_ref() }.is_some_and(|s| s.sigev_notify != libc::SIGEV_NONE);
+    if theirs.is_empty() && notify {
+        // SAFETY: zeroed hints and request are valid starting points; the numeric request
+        // lives for the rest of the process, as libc may complete it at any time.
+        let notifier: &'static mut Notifier = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+        notifier.hints.ai_flags = libc::AI_NUMERICHOST;
+        notifier.hints.ai_family = libc::AF_INET;
+        notifier.request.ar_name = c"127.0.0.1".as_ptr();
+        notifier.request.ar_request = &notifier.hints;
+        theirs.push((&mut notifier.request as *mut Gaicb).cast());
+    }
+    if theirs.is_empty() {
+        return 0;
+    }
+    // SAFETY: the remaining requests, the caller's sigevent.
+    unsafe { real::getaddrinfo_a(mode, theirs.as_mut_ptr(), theirs.len() as c_int, sevp) }
+}
