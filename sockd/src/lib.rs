@@ -19,6 +19,7 @@ pub mod throttle;
 pub mod udp;
 pub mod users;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -93,16 +94,28 @@ fn check(options: &Options) -> ExitCode {
         .and_then(|lookup| config::load_rules(&options.config, &lookup));
     match loaded {
         Ok(rules) => {
-            println!("# built in: {BUILT_IN_RULES}");
+            // Written with `writeln!`, not `println!`: a reader that stops early (`| head`)
+            // ends the listing, not the process with a panic.
+            let mut out = std::io::stdout().lock();
+            let mut listing = writeln!(out, "# built in: {BUILT_IN_RULES}");
             for rule in &rules.rules {
-                if rule.permit_skips_loopback() {
-                    println!("{rule}  # {}:{}; {SKIPS_LOOPBACK_NOTE}", rules.file, rule.line);
-                } else {
-                    println!("{rule}  # {}:{}", rules.file, rule.line);
+                let note = if rule.permit_skips_loopback() { SKIPS_LOOPBACK_NOTE } else { "" };
+                let sep = if note.is_empty() { "" } else { "; " };
+                listing = listing.and_then(|()| {
+                    writeln!(out, "{rule}  # {}:{}{sep}{note}", rules.file, rule.line)
+                });
+            }
+            match listing.and_then(|()| out.flush()) {
+                Ok(()) => {
+                    eprintln!("{}: {} rules, syntax OK", rules.file, rules.rules.len());
+                    ExitCode::SUCCESS
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sockd: writing the rules: {e}");
+                    ExitCode::FAILURE
                 }
             }
-            eprintln!("{}: {} rules, syntax OK", rules.file, rules.rules.len());
-            ExitCode::SUCCESS
         }
         Err(message) => {
             eprintln!("sockd: {message}");

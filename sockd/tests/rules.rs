@@ -270,6 +270,23 @@ fn check_prints_effective_rules() {
 }
 
 #[test]
+fn check_into_a_reader_that_stops_early_is_not_a_crash() {
+    // `sockd --check | head -1`: the reader goes away after the first line.
+    let dir = TempDir::new("check-pipe");
+    let rules: String =
+        (1..=5000).map(|i| format!("permit 10.{}.{}.0/24\n", i / 256, i % 256)).collect();
+    let file = dir.write("sockd.conf", &rules);
+    let mut cmd = Command::new("bash");
+    cmd.args(["-c", "set -o pipefail; \"$0\" --check -f \"$1\" | head -c 16 >/dev/null"])
+        .arg(sockd_bin())
+        .arg(&file);
+    let out = run_bounded(&mut cmd, None, Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "sockd --check panicked on a closed pipe:\n{stderr}");
+    assert!(out.status.success(), "--check of a good file exits 0 ({}):\n{stderr}", out.status);
+}
+
+#[test]
 fn check_reports_file_line_and_token() {
     let dir = TempDir::new("check-bad");
     let cases = [
