@@ -22,7 +22,6 @@ use common::*;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -97,23 +96,6 @@ fn unspecified_destination_is_refused_for_connect() {
     assert_eq!(sockd.count_lines(&["addr=127.0.0.1"]), 0, "{}", sockd.log_text());
 }
 
-/// A UDP service on `bind` that records what reaches it.
-fn udp_service(bind: &str) -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>) {
-    let socket = UdpSocket::bind(bind).expect("bind the UDP service");
-    let addr = socket.local_addr().expect("local_addr");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = seen.clone();
-    // The thread ends with the test process; it blocks in recv_from meanwhile.
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
-            record.lock().unwrap_or_else(|p| p.into_inner()).push(peer);
-            let _ = socket.send_to(&buf[..n], peer);
-        }
-    });
-    (addr, seen)
-}
-
 /// `RSV RSV FRAG ATYP ADDR PORT` + payload.
 fn datagram(dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let mut v = socks5_request(0, dst);
@@ -126,8 +108,9 @@ fn datagram(dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn unspecified_destination_is_refused_for_udp() {
-    let (service, seen) = udp_service("127.0.0.1:0"); // syslog on the firewall host, say
-    let (permitted, permitted_seen) = udp_service("127.0.0.1:0");
+    let syslog = UdpEcho::start(); // a service on the firewall host, say
+    let permitted_echo = UdpEcho::start();
+    let (service, permitted) = (syslog.addr, permitted_echo.addr);
     let rules = format!("permit 127.0.0.1/32 127.0.0.1/32 eq {}\n{ISSUE_RULES}", permitted.port());
     let sockd = Sockd::start(&rules);
 
@@ -153,9 +136,9 @@ fn unspecified_destination_is_refused_for_udp() {
     let mut buf = [0u8; 2048];
     let (n, _) = client.recv_from(&mut buf).expect("the permitted datagram's echo");
     assert_eq!(&buf[..n], &to_permitted[..], "echo through the relay");
-    assert_eq!(permitted_seen.lock().unwrap_or_else(|p| p.into_inner()).len(), 1);
+    assert_eq!(permitted_echo.seen().len(), 1);
     thread::sleep(Duration::from_millis(200));
-    let reached = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let reached = syslog.seen();
     assert!(reached.is_empty(), "datagrams to 0.0.0.0 reached 127.0.0.1: {reached:?}");
     sockd.wait_for_line(&["denied:", &tag, "rule=unspecified"], LOG_TIMEOUT);
 }

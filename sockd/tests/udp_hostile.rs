@@ -20,41 +20,11 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::sync::{Arc, Mutex};
-use std::thread;
 
 const RULES: &str = "permit 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255\n";
 
 /// The largest UDP payload over IPv4.
 const UDP_MAX: usize = 65_507;
-
-/// A UDP echo server on 127.0.0.1; records each datagram's source and length.
-struct UdpEcho {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(SocketAddr, usize)>>>,
-}
-
-impl UdpEcho {
-    fn start() -> UdpEcho {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the UDP echo server");
-        let addr = socket.local_addr().expect("local_addr");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = seen.clone();
-        // The thread ends with the test process; the socket blocks in recv_from meanwhile.
-        thread::spawn(move || {
-            let mut buf = vec![0u8; 65_536];
-            while let Ok((n, peer)) = socket.recv_from(&mut buf) {
-                record.lock().unwrap_or_else(|p| p.into_inner()).push((peer, n));
-                let _ = socket.send_to(&buf[..n], peer);
-            }
-        });
-        UdpEcho { addr, seen }
-    }
-
-    fn seen(&self) -> Vec<(SocketAddr, usize)> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
 
 /// `RSV RSV FRAG ATYP=1 ADDR PORT` + payload, for an IPv4 destination.
 fn datagram(frag: u8, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {

@@ -250,6 +250,39 @@ pub fn sockd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_sockd")
 }
 
+/// A UDP echo server (on `127.0.0.1:0` or any address given); records each datagram's source
+/// and length. Its thread ends with the test process, blocked in recv_from meanwhile.
+pub struct UdpEcho {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(SocketAddr, usize)>>>,
+}
+
+impl UdpEcho {
+    pub fn start() -> UdpEcho {
+        UdpEcho::start_on("127.0.0.1:0")
+    }
+
+    pub fn start_on(bind: &str) -> UdpEcho {
+        let socket = std::net::UdpSocket::bind(bind).expect("bind the UDP echo server");
+        let addr = socket.local_addr().expect("local_addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+                record.lock().unwrap_or_else(|p| p.into_inner()).push((peer, n));
+                let _ = socket.send_to(&buf[..n], peer);
+            }
+        });
+        UdpEcho { addr, seen }
+    }
+
+    /// Source and length of every datagram so far.
+    pub fn seen(&self) -> Vec<(SocketAddr, usize)> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Reports that test `name` could not run, and why, where the run's summary shows it: straight
 /// to standard error (not captured by the test harness) and into `skipped-tests.txt` beside the
 /// binary under test, which `scripts/test` lists at the end.
