@@ -106,7 +106,7 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     let count = fdtable::owned_in_range(first, last, &mut owned);
     if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
         for fd in first..=last.min(fdtable::TABLE_SIZE as c_uint) {
-            if fdtable::get(fd as c_int).is_some() && !fdtable::is_owned(fd as c_int) {
+            if fdtable::kind_hint(fd as c_int).is_some() && !fdtable::is_owned(fd as c_int) {
                 udp::closing(fd as c_int);
             }
         }

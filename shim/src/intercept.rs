@@ -71,8 +71,9 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
         };
     }
     match fdtable::get(fd).map(|e| e.kind) {
-        // Already connected through a server: the kernel gives the right answer (EISCONN).
-        Some(Kind::Connected) => return Outcome::PassThrough,
+        // This very socket (the table checks) is connected through a server already: EISCONN,
+        // as the kernel would say, without handing it the destination.
+        Some(Kind::Connected) => return Outcome::Fail(libc::EISCONN),
         // Bound through a BIND after all, but used for an outbound connection: give the
         // program a plain socket again (the bind was to port 0, so nothing is lost).
         Some(Kind::Bound(_)) => {
@@ -174,11 +175,16 @@ pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
 }
 
 /// connect(2) with AF_UNSPEC: a UDP socket connected to a proxied peer keeps its association
-/// but no longer has a peer.
+/// but no longer has a peer; a TCP socket connected through a server is disconnected (Linux
+/// lets it connect again, and that connect must be routed afresh).
 pub fn disconnecting(fd: c_int) {
     if let Some(entry) = fdtable::get(fd) {
-        if entry.kind == Kind::UdpConnected {
-            fdtable::set(fd, &Entry { kind: Kind::Udp, first: entry.server, ..entry });
+        match entry.kind {
+            Kind::UdpConnected => {
+                fdtable::set(fd, &Entry { kind: Kind::Udp, first: entry.server, ..entry })
+            }
+            Kind::Connected => fdtable::clear(fd),
+            Kind::Bound(_) | Kind::Udp => {}
         }
     }
 }

@@ -128,6 +128,8 @@ real_functions! {
     fn gethostbyaddr_r(addr: *const c_void, len: socklen_t, kind: c_int, ret: *mut libc::hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut libc::hostent, h_errnop: *mut c_int) -> c_int;
     /// getifaddrs(3).
     fn getifaddrs(list: *mut *mut libc::ifaddrs) -> c_int;
+    /// fstat(2) (a libc symbol since glibc 2.33).
+    fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int;
 }
 
 /// freeaddrinfo(3) (returns nothing, so it is not in the table above).
@@ -296,6 +298,17 @@ pub fn getsockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     // SAFETY: value and len are valid for the sizes given.
     let rc = unsafe { getsockopt(fd, level, name, (&mut value as *mut c_int).cast(), &mut len) };
     (rc == 0).then_some(value)
+}
+
+/// What fstat(2) says `fd` is: its device and inode numbers; `None` when `fd` is not open
+/// (errno set). A socket keeps its inode number while any descriptor refers to it, and a new
+/// socket gets a new one, so the pair tells a socket from one that took its number.
+pub fn identity(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: all-zero bytes are a valid `stat`, which fstat only writes.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a writable `stat`.
+    let rc = unsafe { fstat(fd, &mut st) };
+    (rc == 0).then_some((st.st_dev, st.st_ino))
 }
 
 /// fcntl(2) with an int argument (F_GETFL, F_SETFL…).

@@ -17,9 +17,17 @@ use crate::real;
 use crate::sockaddr::RawAddr;
 use crate::udp::{self, Send, HEADER_MAX};
 
-/// Whether `fd` carries an association (the only sockets whose reads need a look).
+/// Whether `fd` carries an association (the only sockets whose reads need a look). The
+/// table's hint first, so other descriptors cost no system call.
 fn associated(fd: c_int) -> bool {
-    fdtable::get(fd).is_some_and(|e| matches!(e.kind, Kind::Udp | Kind::UdpConnected))
+    matches!(fdtable::kind_hint(fd), Some(Kind::Udp | Kind::UdpConnected))
+        && fdtable::get(fd).is_some_and(|e| matches!(e.kind, Kind::Udp | Kind::UdpConnected))
+}
+
+/// Whether `fd` is a UDP socket connected to a proxied peer (send and write add the header).
+fn connected_to_relay(fd: c_int) -> bool {
+    fdtable::kind_hint(fd) == Some(Kind::UdpConnected)
+        && fdtable::get(fd).is_some_and(|e| e.kind == Kind::UdpConnected)
 }
 
 fn fail(errno: c_int) -> ssize_t {
@@ -135,7 +143,7 @@ pub unsafe extern "C" fn sendto(
             None => return real_call(),
         }
     };
-    if dst.is_none() && fdtable::get(fd).is_none() {
+    if dst.is_none() && !connected_to_relay(fd) {
         return real_call();
     }
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
@@ -151,7 +159,7 @@ pub unsafe extern "C" fn sendto(
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::send(fd, buf, len, flags) };
-    if fdtable::get(fd).map(|e| e.kind) != Some(Kind::UdpConnected) {
+    if !connected_to_relay(fd) {
         return real_call();
     }
     let Some(_guard) = Guard::enter() else { return real_call() };
@@ -168,7 +176,7 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::write(fd, buf, len) };
-    if fdtable::get(fd).map(|e| e.kind) != Some(Kind::UdpConnected) {
+    if !connected_to_relay(fd) {
         return real_call();
     }
     let Some(_guard) = Guard::enter() else { return real_call() };
@@ -202,7 +210,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
             None => return real_call(),
         }
     };
-    if dst.is_none() && fdtable::get(fd).is_none() {
+    if dst.is_none() && !connected_to_relay(fd) {
         return real_call();
     }
     // SAFETY: msg_iov holds msg_iovlen iovecs.
