@@ -189,6 +189,11 @@ fn cell(fd: i32) -> Option<&'static EntryCell> {
     usize::try_from(fd).ok().and_then(|i| TABLE.get(i))
 }
 
+/// Whether `fd` can be tracked at all (0 to `TABLE_SIZE`-1).
+pub fn trackable(fd: i32) -> bool {
+    cell(fd).is_some()
+}
+
 /// Records a tracked descriptor, tied to the socket `fd` refers to now. Nothing is recorded
 /// for a descriptor that is not open or not trackable.
 pub fn set(fd: i32, entry: &Entry) {

@@ -29,6 +29,7 @@ mod hostent;
 mod intercept;
 mod log;
 mod names;
+mod outcome;
 mod proxy;
 mod real;
 mod route;

@@ -6,13 +6,13 @@
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::null_mut;
 
 use libc::{c_int, c_uint, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
 
 use crate::fdtable::{self, Kind};
 use crate::guard::Guard;
+use crate::outcome::{fail, shield};
 use crate::real;
 use crate::sockaddr::RawAddr;
 use crate::udp::{self, Send, HEADER_MAX};
@@ -28,11 +28,6 @@ fn associated(fd: c_int) -> bool {
 fn connected_to_relay(fd: c_int) -> bool {
     fdtable::kind_hint(fd) == Some(Kind::UdpConnected)
         && fdtable::get(fd).is_some_and(|e| e.kind == Kind::UdpConnected)
-}
-
-fn fail(errno: c_int) -> ssize_t {
-    real::set_errno(errno);
-    -1
 }
 
 /// Sends `header` followed by the caller's `parts` in one datagram, to `to` when given.
@@ -94,21 +89,20 @@ unsafe fn send_datagram(
     dst: Option<RawAddr>,
 ) -> Option<ssize_t> {
     let len = total(parts);
-    let plan = catch_unwind(AssertUnwindSafe(|| match &dst {
+    let plan = match &dst {
         Some(dst) => udp::plan_send(fd, dst, len),
         None => match udp::plan_connected_send(fd, len) {
             Some(Ok(header)) => Send::Relay {
                 relay: RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 },
                 header,
             },
-            Some(Err(errno)) => Send::Fail(errno),
+            Some(Err(cause)) => Send::Fail(cause),
             None => Send::PassThrough,
         },
-    }))
-    .unwrap_or(Send::Fail(libc::EIO));
+    };
     match plan {
         Send::PassThrough => None,
-        Send::Fail(errno) => Some(fail(errno)),
+        Send::Fail(cause) => Some(fail(cause)),
         // A connected socket is connected to the relay already: no address.
         Send::Relay { relay, header } => {
             let to = (relay.len > 0).then_some(&relay);
@@ -133,22 +127,24 @@ pub unsafe extern "C" fn sendto(
 ) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::sendto(fd, buf, len, flags, addr, addrlen) };
-    let Some(_guard) = Guard::enter() else { return real_call() };
-    let dst = if addr.is_null() {
-        None
-    } else {
-        // SAFETY: the caller guarantees `addrlen` readable bytes at `addr`.
-        match unsafe { RawAddr::from_ptr(addr, addrlen) } {
-            Some(dst) => Some(dst),
-            None => return real_call(),
+    shield(-1, || {
+        let Some(_guard) = Guard::enter() else { return real_call() };
+        let dst = if addr.is_null() {
+            None
+        } else {
+            // SAFETY: the caller guarantees `addrlen` readable bytes at `addr`.
+            match unsafe { RawAddr::from_ptr(addr, addrlen) } {
+                Some(dst) => Some(dst),
+                None => return real_call(),
+            }
+        };
+        if dst.is_none() && !connected_to_relay(fd) {
+            return real_call();
         }
-    };
-    if dst.is_none() && !connected_to_relay(fd) {
-        return real_call();
-    }
-    let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
-    // SAFETY: `buf` holds `len` readable bytes.
-    unsafe { send_datagram(fd, &part, flags, dst) }.unwrap_or_else(real_call)
+        let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+        // SAFETY: `buf` holds `len` readable bytes.
+        unsafe { send_datagram(fd, &part, flags, dst) }.unwrap_or_else(real_call)
+    })
 }
 
 /// send(2).
@@ -159,13 +155,15 @@ pub unsafe extern "C" fn sendto(
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::send(fd, buf, len, flags) };
-    if !connected_to_relay(fd) {
-        return real_call();
-    }
-    let Some(_guard) = Guard::enter() else { return real_call() };
-    let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
-    // SAFETY: `buf` holds `len` readable bytes.
-    unsafe { send_datagram(fd, &part, flags, None) }.unwrap_or_else(real_call)
+    shield(-1, || {
+        if !connected_to_relay(fd) {
+            return real_call();
+        }
+        let Some(_guard) = Guard::enter() else { return real_call() };
+        let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+        // SAFETY: `buf` holds `len` readable bytes.
+        unsafe { send_datagram(fd, &part, flags, None) }.unwrap_or_else(real_call)
+    })
 }
 
 /// write(2): a datagram when `fd` is a UDP socket connected to a proxied peer.
@@ -176,13 +174,15 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::write(fd, buf, len) };
-    if !connected_to_relay(fd) {
-        return real_call();
-    }
-    let Some(_guard) = Guard::enter() else { return real_call() };
-    let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
-    // SAFETY: `buf` holds `len` readable bytes.
-    unsafe { send_datagram(fd, &part, 0, None) }.unwrap_or_else(real_call)
+    shield(-1, || {
+        if !connected_to_relay(fd) {
+            return real_call();
+        }
+        let Some(_guard) = Guard::enter() else { return real_call() };
+        let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+        // SAFETY: `buf` holds `len` readable bytes.
+        unsafe { send_datagram(fd, &part, 0, None) }.unwrap_or_else(real_call)
+    })
 }
 
 /// sendmsg(2).
@@ -193,30 +193,32 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::sendmsg(fd, msg, flags) };
-    let Some(_guard) = Guard::enter() else { return real_call() };
-    // SAFETY: the caller passes a valid msghdr.
-    let Some(m) = (unsafe { msg.as_ref() }) else { return real_call() };
-    // Control data (ancillary messages) cannot be forwarded through a relay header path; such
-    // messages go as they are.
-    if !m.msg_control.is_null() && m.msg_controllen > 0 {
-        return real_call();
-    }
-    let dst = if m.msg_name.is_null() {
-        None
-    } else {
-        // SAFETY: msg_name holds msg_namelen bytes.
-        match unsafe { RawAddr::from_ptr(m.msg_name.cast(), m.msg_namelen) } {
-            Some(dst) => Some(dst),
-            None => return real_call(),
+    shield(-1, || {
+        let Some(_guard) = Guard::enter() else { return real_call() };
+        // SAFETY: the caller passes a valid msghdr.
+        let Some(m) = (unsafe { msg.as_ref() }) else { return real_call() };
+        // Control data (ancillary messages) cannot be forwarded through a relay header path;
+        // such messages go as they are.
+        if !m.msg_control.is_null() && m.msg_controllen > 0 {
+            return real_call();
         }
-    };
-    if dst.is_none() && !connected_to_relay(fd) {
-        return real_call();
-    }
-    // SAFETY: msg_iov holds msg_iovlen iovecs.
-    let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
-    // SAFETY: as the caller guarantees.
-    unsafe { send_datagram(fd, parts, flags, dst) }.unwrap_or_else(real_call)
+        let dst = if m.msg_name.is_null() {
+            None
+        } else {
+            // SAFETY: msg_name holds msg_namelen bytes.
+            match unsafe { RawAddr::from_ptr(m.msg_name.cast(), m.msg_namelen) } {
+                Some(dst) => Some(dst),
+                None => return real_call(),
+            }
+        };
+        if dst.is_none() && !connected_to_relay(fd) {
+            return real_call();
+        }
+        // SAFETY: msg_iov holds msg_iovlen iovecs.
+        let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
+        // SAFETY: as the caller guarantees.
+        unsafe { send_datagram(fd, parts, flags, dst) }.unwrap_or_else(real_call)
+    })
 }
 
 /// sendmmsg(2): each message as sendmsg would send it.
@@ -230,6 +232,15 @@ pub unsafe extern "C" fn sendmmsg(
     vlen: c_uint,
     flags: c_int,
 ) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { sendmmsg_unshielded(fd, msgs, vlen, flags) })
+}
+
+/// The work of [`sendmmsg`], run inside the shield.
+///
+/// # Safety
+/// As [`sendmmsg`].
+unsafe fn sendmmsg_unshielded(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
     if msgs.is_null() || vlen == 0 || !udp::is_udp(fd) {
         // SAFETY: forwarded unchanged.
         return unsafe { real::sendmmsg(fd, msgs, vlen, flags) };
@@ -291,11 +302,7 @@ unsafe fn receive_datagram(
         let got = (n as usize).min(temp.len());
         // SAFETY: the kernel wrote msg_namelen bytes of address.
         let source = unsafe { RawAddr::from_ptr(from.as_ptr().cast(), msg.msg_namelen) };
-        let unwrapped = source.and_then(|s| {
-            catch_unwind(AssertUnwindSafe(|| udp::unwrap_received(fd, &temp[..got], &s)))
-                .ok()
-                .flatten()
-        });
+        let unwrapped = source.and_then(|s| udp::unwrap_received(fd, &temp[..got], &s));
         let (skip, reported) = match unwrapped {
             // Not from the relay: the datagram as it came.
             None => (0, source),
@@ -374,14 +381,16 @@ pub unsafe extern "C" fn recvfrom(
 ) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::recvfrom(fd, buf, len, flags, addr, addrlen) };
-    if !associated(fd) {
-        return real_call();
-    }
-    let Some(_guard) = Guard::enter() else { return real_call() };
-    let part = [iovec { iov_base: buf, iov_len: len }];
-    // SAFETY: as the caller guarantees.
-    unsafe { receive_datagram(fd, &part, flags, addr, addrlen, None, None) }
-        .unwrap_or_else(real_call)
+    shield(-1, || {
+        if !associated(fd) {
+            return real_call();
+        }
+        let Some(_guard) = Guard::enter() else { return real_call() };
+        let part = [iovec { iov_base: buf, iov_len: len }];
+        // SAFETY: as the caller guarantees.
+        unsafe { receive_datagram(fd, &part, flags, addr, addrlen, None, None) }
+            .unwrap_or_else(real_call)
+    })
 }
 
 /// recv(2).
@@ -392,14 +401,16 @@ pub unsafe extern "C" fn recvfrom(
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::recv(fd, buf, len, flags) };
-    if !associated(fd) {
-        return real_call();
-    }
-    let Some(_guard) = Guard::enter() else { return real_call() };
-    let part = [iovec { iov_base: buf, iov_len: len }];
-    // SAFETY: as the caller guarantees.
-    unsafe { receive_datagram(fd, &part, flags, null_mut(), null_mut(), None, None) }
-        .unwrap_or_else(real_call)
+    shield(-1, || {
+        if !associated(fd) {
+            return real_call();
+        }
+        let Some(_guard) = Guard::enter() else { return real_call() };
+        let part = [iovec { iov_base: buf, iov_len: len }];
+        // SAFETY: as the caller guarantees.
+        unsafe { receive_datagram(fd, &part, flags, null_mut(), null_mut(), None, None) }
+            .unwrap_or_else(real_call)
+    })
 }
 
 /// read(2): a datagram without its relay header when `fd` is an associated UDP socket.
@@ -410,14 +421,16 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::read(fd, buf, len) };
-    if !associated(fd) {
-        return real_call();
-    }
-    let Some(_guard) = Guard::enter() else { return real_call() };
-    let part = [iovec { iov_base: buf, iov_len: len }];
-    // SAFETY: as the caller guarantees.
-    unsafe { receive_datagram(fd, &part, 0, null_mut(), null_mut(), None, None) }
-        .unwrap_or_else(real_call)
+    shield(-1, || {
+        if !associated(fd) {
+            return real_call();
+        }
+        let Some(_guard) = Guard::enter() else { return real_call() };
+        let part = [iovec { iov_base: buf, iov_len: len }];
+        // SAFETY: as the caller guarantees.
+        unsafe { receive_datagram(fd, &part, 0, null_mut(), null_mut(), None, None) }
+            .unwrap_or_else(real_call)
+    })
 }
 
 /// recvmsg(2).
@@ -426,6 +439,15 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 /// As recvmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recvmsg_unshielded(fd, msg, flags) })
+}
+
+/// The work of [`recvmsg`], run inside the shield.
+///
+/// # Safety
+/// As [`recvmsg`].
+unsafe fn recvmsg_unshielded(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     if msg.is_null() || !associated(fd) {
         // SAFETY: forwarded unchanged under the caller's guarantees.
         return unsafe { real::recvmsg(fd, msg, flags) };
@@ -481,6 +503,21 @@ pub unsafe extern "C" fn recvmmsg(
     flags: c_int,
     timeout: *mut libc::timespec,
 ) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recvmmsg_unshielded(fd, msgs, vlen, flags, timeout) })
+}
+
+/// The work of [`recvmmsg`], run inside the shield.
+///
+/// # Safety
+/// As [`recvmmsg`].
+unsafe fn recvmmsg_unshielded(
+    fd: c_int,
+    msgs: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
     if msgs.is_null() || vlen == 0 || !associated(fd) {
         // SAFETY: forwarded unchanged.
         return unsafe { real::recvmmsg(fd, msgs, vlen, flags, timeout) };
@@ -513,6 +550,24 @@ pub unsafe extern "C" fn recvmmsg(
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[no_mangle]
 pub unsafe extern "C" fn syscall(
+    number: libc::c_long,
+    a1: libc::c_long,
+    a2: libc::c_long,
+    a3: libc::c_long,
+    a4: libc::c_long,
+    a5: libc::c_long,
+    a6: libc::c_long,
+) -> libc::c_long {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { syscall_unshielded(number, a1, a2, a3, a4, a5, a6) })
+}
+
+/// The work of [`syscall`], run inside the shield.
+///
+/// # Safety
+/// As [`syscall`].
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn syscall_unshielded(
     number: libc::c_long,
     a1: libc::c_long,
     a2: libc::c_long,
