@@ -2,8 +2,9 @@
 //! gethostbyaddr(_r). A name the configuration sends through a SOCKS server gets fake
 //! addresses (see `names`) and no DNS query; libc itself allocates every getaddrinfo result
 //! (we ask it to parse the fake address), so freeaddrinfo needs no hook. Everything else goes
-//! to the real functions. Also the library constructor, which creates the shared name map
-//! before the program can fork.
+//! to the real functions. Every export runs inside `outcome::shield` (a panic: EAI_SYSTEM with
+//! errno EIO, a null hostent, or EIO). Also the library constructor, which creates the shared
+//! name map before the program can fork.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -20,6 +21,7 @@ use crate::guard::Guard;
 use crate::hostent as answers;
 use crate::log::{log, Level};
 use crate::names::{self, Plan};
+use crate::outcome::shield;
 use crate::real;
 use crate::sockaddr::RawAddr;
 
@@ -57,6 +59,20 @@ fn plan_for(name: *const c_char, family: c_int) -> Option<(String, Plan)> {
 /// As getaddrinfo(3).
 #[no_mangle]
 pub unsafe extern "C" fn getaddrinfo(
+    node: *const c_char,
+    service: *const c_char,
+    hints: *const addrinfo,
+    res: *mut *mut addrinfo,
+) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(libc::EAI_SYSTEM, || unsafe { getaddrinfo_unshielded(node, service, hints, res) })
+}
+
+/// The work of [`getaddrinfo`], run inside the shield.
+///
+/// # Safety
+/// As [`getaddrinfo`].
+unsafe fn getaddrinfo_unshielded(
     node: *const c_char,
     service: *const c_char,
     hints: *const addrinfo,
@@ -193,6 +209,25 @@ pub unsafe extern "C" fn getnameinfo(
     servlen: socklen_t,
     flags: c_int,
 ) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(libc::EAI_SYSTEM, || unsafe {
+        getnameinfo_unshielded(sa, salen, host, hostlen, serv, servlen, flags)
+    })
+}
+
+/// The work of [`getnameinfo`], run inside the shield.
+///
+/// # Safety
+/// As [`getnameinfo`].
+unsafe fn getnameinfo_unshielded(
+    sa: *const sockaddr,
+    salen: socklen_t,
+    host: *mut c_char,
+    hostlen: socklen_t,
+    serv: *mut c_char,
+    servlen: socklen_t,
+    flags: c_int,
+) -> c_int {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::getnameinfo(sa, salen, host, hostlen, serv, servlen, flags) };
     let Some(_guard) = Guard::enter() else { return real_call() };
@@ -272,6 +307,15 @@ fn static_answer(answer: &FakeAnswer) -> *mut hostent {
 /// As gethostbyname(3).
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(null_mut(), || unsafe { gethostbyname_unshielded(name) })
+}
+
+/// The work of [`gethostbyname`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyname`].
+unsafe fn gethostbyname_unshielded(name: *const c_char) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
     by_name(name, libc::AF_INET, || unsafe { real::gethostbyname(name) })
 }
@@ -282,6 +326,15 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
 /// As gethostbyname2(3).
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(null_mut(), || unsafe { gethostbyname2_unshielded(name, af) })
+}
+
+/// The work of [`gethostbyname2`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyname2`].
+unsafe fn gethostbyname2_unshielded(name: *const c_char, af: c_int) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
     by_name(name, af, || unsafe { real::gethostbyname2(name, af) })
 }
@@ -351,6 +404,24 @@ pub unsafe extern "C" fn gethostbyname_r(
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
 ) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(libc::EIO, || unsafe {
+        gethostbyname_r_unshielded(name, ret, buf, buflen, result, h_errnop)
+    })
+}
+
+/// The work of [`gethostbyname_r`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyname_r`].
+unsafe fn gethostbyname_r_unshielded(
+    name: *const c_char,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
     // SAFETY: forwarded under the caller's guarantees.
     let real_call = || unsafe { real::gethostbyname_r(name, ret, buf, buflen, result, h_errnop) };
     // SAFETY: as above.
@@ -363,6 +434,25 @@ pub unsafe extern "C" fn gethostbyname_r(
 /// As gethostbyname2_r(3).
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname2_r(
+    name: *const c_char,
+    af: c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(libc::EIO, || unsafe {
+        gethostbyname2_r_unshielded(name, af, ret, buf, buflen, result, h_errnop)
+    })
+}
+
+/// The work of [`gethostbyname2_r`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyname2_r`].
+unsafe fn gethostbyname2_r_unshielded(
     name: *const c_char,
     af: c_int,
     ret: *mut hostent,
@@ -442,6 +532,19 @@ pub unsafe extern "C" fn gethostbyaddr(
     len: socklen_t,
     kind: c_int,
 ) -> *mut hostent {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(null_mut(), || unsafe { gethostbyaddr_unshielded(addr, len, kind) })
+}
+
+/// The work of [`gethostbyaddr`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyaddr`].
+unsafe fn gethostbyaddr_unshielded(
+    addr: *const c_void,
+    len: socklen_t,
+    kind: c_int,
+) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
     let real_call = || unsafe { real::gethostbyaddr(addr, len, kind) };
     let Some(_guard) = Guard::enter() else { return real_call() };
@@ -460,6 +563,27 @@ pub unsafe extern "C" fn gethostbyaddr(
 /// As gethostbyaddr_r(3).
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyaddr_r(
+    addr: *const c_void,
+    len: socklen_t,
+    kind: c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(libc::EIO, || unsafe {
+        gethostbyaddr_r_unshielded(addr, len, kind, ret, buf, buflen, result, h_errnop)
+    })
+}
+
+/// The work of [`gethostbyaddr_r`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyaddr_r`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gethostbyaddr_r_unshielded(
     addr: *const c_void,
     len: socklen_t,
     kind: c_int,

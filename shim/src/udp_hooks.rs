@@ -125,26 +125,40 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     addrlen: socklen_t,
 ) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { sendto_unshielded(fd, buf, len, flags, addr, addrlen) })
+}
+
+/// The work of [`sendto`], run inside the shield.
+///
+/// # Safety
+/// As [`sendto`].
+unsafe fn sendto_unshielded(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::sendto(fd, buf, len, flags, addr, addrlen) };
-    shield(-1, || {
-        let Some(_guard) = Guard::enter() else { return real_call() };
-        let dst = if addr.is_null() {
-            None
-        } else {
-            // SAFETY: the caller guarantees `addrlen` readable bytes at `addr`.
-            match unsafe { RawAddr::from_ptr(addr, addrlen) } {
-                Some(dst) => Some(dst),
-                None => return real_call(),
-            }
-        };
-        if dst.is_none() && !connected_to_relay(fd) {
-            return real_call();
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let dst = if addr.is_null() {
+        None
+    } else {
+        // SAFETY: the caller guarantees `addrlen` readable bytes at `addr`.
+        match unsafe { RawAddr::from_ptr(addr, addrlen) } {
+            Some(dst) => Some(dst),
+            None => return real_call(),
         }
-        let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
-        // SAFETY: `buf` holds `len` readable bytes.
-        unsafe { send_datagram(fd, &part, flags, dst) }.unwrap_or_else(real_call)
-    })
+    };
+    if dst.is_none() && !connected_to_relay(fd) {
+        return real_call();
+    }
+    let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    // SAFETY: `buf` holds `len` readable bytes.
+    unsafe { send_datagram(fd, &part, flags, dst) }.unwrap_or_else(real_call)
 }
 
 /// send(2).
@@ -153,17 +167,24 @@ pub unsafe extern "C" fn sendto(
 /// As send(2).
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { send_unshielded(fd, buf, len, flags) })
+}
+
+/// The work of [`send`], run inside the shield.
+///
+/// # Safety
+/// As [`send`].
+unsafe fn send_unshielded(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::send(fd, buf, len, flags) };
-    shield(-1, || {
-        if !connected_to_relay(fd) {
-            return real_call();
-        }
-        let Some(_guard) = Guard::enter() else { return real_call() };
-        let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
-        // SAFETY: `buf` holds `len` readable bytes.
-        unsafe { send_datagram(fd, &part, flags, None) }.unwrap_or_else(real_call)
-    })
+    if !connected_to_relay(fd) {
+        return real_call();
+    }
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    // SAFETY: `buf` holds `len` readable bytes.
+    unsafe { send_datagram(fd, &part, flags, None) }.unwrap_or_else(real_call)
 }
 
 /// write(2): a datagram when `fd` is a UDP socket connected to a proxied peer.
@@ -172,17 +193,24 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 /// As write(2).
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { write_unshielded(fd, buf, len) })
+}
+
+/// The work of [`write`], run inside the shield.
+///
+/// # Safety
+/// As [`write`].
+unsafe fn write_unshielded(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::write(fd, buf, len) };
-    shield(-1, || {
-        if !connected_to_relay(fd) {
-            return real_call();
-        }
-        let Some(_guard) = Guard::enter() else { return real_call() };
-        let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
-        // SAFETY: `buf` holds `len` readable bytes.
-        unsafe { send_datagram(fd, &part, 0, None) }.unwrap_or_else(real_call)
-    })
+    if !connected_to_relay(fd) {
+        return real_call();
+    }
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    // SAFETY: `buf` holds `len` readable bytes.
+    unsafe { send_datagram(fd, &part, 0, None) }.unwrap_or_else(real_call)
 }
 
 /// sendmsg(2).
@@ -191,34 +219,41 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
 /// As sendmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { sendmsg_unshielded(fd, msg, flags) })
+}
+
+/// The work of [`sendmsg`], run inside the shield.
+///
+/// # Safety
+/// As [`sendmsg`].
+unsafe fn sendmsg_unshielded(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::sendmsg(fd, msg, flags) };
-    shield(-1, || {
-        let Some(_guard) = Guard::enter() else { return real_call() };
-        // SAFETY: the caller passes a valid msghdr.
-        let Some(m) = (unsafe { msg.as_ref() }) else { return real_call() };
-        // Control data (ancillary messages) cannot be forwarded through a relay header path;
-        // such messages go as they are.
-        if !m.msg_control.is_null() && m.msg_controllen > 0 {
-            return real_call();
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    // SAFETY: the caller passes a valid msghdr.
+    let Some(m) = (unsafe { msg.as_ref() }) else { return real_call() };
+    // Control data (ancillary messages) cannot be forwarded through a relay header path; such
+    // messages go as they are.
+    if !m.msg_control.is_null() && m.msg_controllen > 0 {
+        return real_call();
+    }
+    let dst = if m.msg_name.is_null() {
+        None
+    } else {
+        // SAFETY: msg_name holds msg_namelen bytes.
+        match unsafe { RawAddr::from_ptr(m.msg_name.cast(), m.msg_namelen) } {
+            Some(dst) => Some(dst),
+            None => return real_call(),
         }
-        let dst = if m.msg_name.is_null() {
-            None
-        } else {
-            // SAFETY: msg_name holds msg_namelen bytes.
-            match unsafe { RawAddr::from_ptr(m.msg_name.cast(), m.msg_namelen) } {
-                Some(dst) => Some(dst),
-                None => return real_call(),
-            }
-        };
-        if dst.is_none() && !connected_to_relay(fd) {
-            return real_call();
-        }
-        // SAFETY: msg_iov holds msg_iovlen iovecs.
-        let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
-        // SAFETY: as the caller guarantees.
-        unsafe { send_datagram(fd, parts, flags, dst) }.unwrap_or_else(real_call)
-    })
+    };
+    if dst.is_none() && !connected_to_relay(fd) {
+        return real_call();
+    }
+    // SAFETY: msg_iov holds msg_iovlen iovecs.
+    let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
+    // SAFETY: as the caller guarantees.
+    unsafe { send_datagram(fd, parts, flags, dst) }.unwrap_or_else(real_call)
 }
 
 /// sendmmsg(2): each message as sendmsg would send it.
@@ -379,18 +414,32 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recvfrom_unshielded(fd, buf, len, flags, addr, addrlen) })
+}
+
+/// The work of [`recvfrom`], run inside the shield.
+///
+/// # Safety
+/// As [`recvfrom`].
+unsafe fn recvfrom_unshielded(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::recvfrom(fd, buf, len, flags, addr, addrlen) };
-    shield(-1, || {
-        if !associated(fd) {
-            return real_call();
-        }
-        let Some(_guard) = Guard::enter() else { return real_call() };
-        let part = [iovec { iov_base: buf, iov_len: len }];
-        // SAFETY: as the caller guarantees.
-        unsafe { receive_datagram(fd, &part, flags, addr, addrlen, None, None) }
-            .unwrap_or_else(real_call)
-    })
+    if !associated(fd) {
+        return real_call();
+    }
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let part = [iovec { iov_base: buf, iov_len: len }];
+    // SAFETY: as the caller guarantees.
+    unsafe { receive_datagram(fd, &part, flags, addr, addrlen, None, None) }
+        .unwrap_or_else(real_call)
 }
 
 /// recv(2).
@@ -399,18 +448,25 @@ pub unsafe extern "C" fn recvfrom(
 /// As recv(2).
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recv_unshielded(fd, buf, len, flags) })
+}
+
+/// The work of [`recv`], run inside the shield.
+///
+/// # Safety
+/// As [`recv`].
+unsafe fn recv_unshielded(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::recv(fd, buf, len, flags) };
-    shield(-1, || {
-        if !associated(fd) {
-            return real_call();
-        }
-        let Some(_guard) = Guard::enter() else { return real_call() };
-        let part = [iovec { iov_base: buf, iov_len: len }];
-        // SAFETY: as the caller guarantees.
-        unsafe { receive_datagram(fd, &part, flags, null_mut(), null_mut(), None, None) }
-            .unwrap_or_else(real_call)
-    })
+    if !associated(fd) {
+        return real_call();
+    }
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let part = [iovec { iov_base: buf, iov_len: len }];
+    // SAFETY: as the caller guarantees.
+    unsafe { receive_datagram(fd, &part, flags, null_mut(), null_mut(), None, None) }
+        .unwrap_or_else(real_call)
 }
 
 /// read(2): a datagram without its relay header when `fd` is an associated UDP socket.
@@ -419,18 +475,25 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 /// As read(2).
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { read_unshielded(fd, buf, len) })
+}
+
+/// The work of [`read`], run inside the shield.
+///
+/// # Safety
+/// As [`read`].
+unsafe fn read_unshielded(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::read(fd, buf, len) };
-    shield(-1, || {
-        if !associated(fd) {
-            return real_call();
-        }
-        let Some(_guard) = Guard::enter() else { return real_call() };
-        let part = [iovec { iov_base: buf, iov_len: len }];
-        // SAFETY: as the caller guarantees.
-        unsafe { receive_datagram(fd, &part, 0, null_mut(), null_mut(), None, None) }
-            .unwrap_or_else(real_call)
-    })
+    if !associated(fd) {
+        return real_call();
+    }
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    let part = [iovec { iov_base: buf, iov_len: len }];
+    // SAFETY: as the caller guarantees.
+    unsafe { receive_datagram(fd, &part, 0, null_mut(), null_mut(), None, None) }
+        .unwrap_or_else(real_call)
 }
 
 /// recvmsg(2).
