@@ -46,8 +46,11 @@ fn not_found(rc: c_int) -> bool {
 }
 
 /// The plan for a C name, `None` when it is not ours to decide (not UTF-8).
-fn plan_for(name: *const c_char, family: c_int) -> Option<(String, Plan)> {
-    // SAFETY: callers pass a NUL-terminated string (checked non-null).
+///
+/// # Safety
+/// `name` must be a non-null, NUL-terminated string.
+unsafe fn plan_for(name: *const c_char, family: c_int) -> Option<(String, Plan)> {
+    // SAFETY: the caller passes a NUL-terminated string (checked non-null).
     let name = unsafe { CStr::from_ptr(name) }.to_str().ok()?;
     let plan = catch_unwind(|| names::plan(config::settings(), name, family)).ok()?;
     Some((name.to_string(), plan))
@@ -92,7 +95,8 @@ unsafe fn getaddrinfo_unshielded(
     if flags & libc::AI_NUMERICHOST != 0 {
         return real_call();
     }
-    let Some((name, plan)) = plan_for(node, family) else { return real_call() };
+    // SAFETY: `node` is the caller's NUL-terminated name, checked non-null above.
+    let Some((name, plan)) = (unsafe { plan_for(node, family) }) else { return real_call() };
     match plan {
         Plan::Local => real_call(),
         // SAFETY: as above.
@@ -273,11 +277,16 @@ enum HostPlan {
     RealThenFake(FakeAnswer),
 }
 
-fn host_plan(name: *const c_char, af: c_int) -> HostPlan {
+/// How to answer gethostbyname(2)(_r) for `name` in `af`.
+///
+/// # Safety
+/// `name` must be null or a NUL-terminated string.
+unsafe fn host_plan(name: *const c_char, af: c_int) -> HostPlan {
     if name.is_null() || (af != libc::AF_INET && af != libc::AF_INET6) {
         return HostPlan::Real;
     }
-    let Some((name, plan)) = plan_for(name, af) else { return HostPlan::Real };
+    // SAFETY: non-null, and NUL-terminated as the caller guarantees.
+    let Some((name, plan)) = (unsafe { plan_for(name, af) }) else { return HostPlan::Real };
     let answer = |name: String| {
         let fakes = names::fakes_for(config::settings(), &name).ok()?;
         let mut address = [0u8; 16];
@@ -317,7 +326,8 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
 /// As [`gethostbyname`].
 unsafe fn gethostbyname_unshielded(name: *const c_char) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
-    by_name(name, libc::AF_INET, || unsafe { real::gethostbyname(name) })
+    // SAFETY: the caller's name; the real call is forwarded under the caller's guarantees.
+    unsafe { by_name(name, libc::AF_INET, || real::gethostbyname(name)) }
 }
 
 /// gethostbyname2(3).
@@ -336,14 +346,23 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
 /// As [`gethostbyname2`].
 unsafe fn gethostbyname2_unshielded(name: *const c_char, af: c_int) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
-    by_name(name, af, || unsafe { real::gethostbyname2(name, af) })
+    // SAFETY: the caller's name; the real call is forwarded under the caller's guarantees.
+    unsafe { by_name(name, af, || real::gethostbyname2(name, af)) }
 }
 
 /// The common part of gethostbyname and gethostbyname2: a fake answer in this thread's storage
 /// for a name resolved remotely, else the real function's.
-fn by_name(name: *const c_char, af: c_int, real_call: impl Fn() -> *mut hostent) -> *mut hostent {
+///
+/// # Safety
+/// `name` must be null or a NUL-terminated string.
+unsafe fn by_name(
+    name: *const c_char,
+    af: c_int,
+    real_call: impl Fn() -> *mut hostent,
+) -> *mut hostent {
     let Some(_guard) = Guard::enter() else { return real_call() };
-    match host_plan(name, af) {
+    // SAFETY: as the caller guarantees.
+    match unsafe { host_plan(name, af) } {
         HostPlan::Real => real_call(),
         HostPlan::Fake(answer) => static_answer(&answer),
         HostPlan::RealThenFake(answer) => {
@@ -484,7 +503,8 @@ unsafe fn by_name_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     let Some(_guard) = Guard::enter() else { return real_call() };
-    match host_plan(name, af) {
+    // SAFETY: the caller's name, null or NUL-terminated.
+    match unsafe { host_plan(name, af) } {
         HostPlan::Real => real_call(),
         // SAFETY: the caller's buffers.
         HostPlan::Fake(answer) => unsafe { answer_r(&answer, ret, buf, buflen, result, h_errnop) },
@@ -501,7 +521,10 @@ unsafe fn by_name_r(
 }
 
 /// The fake answer for a reverse lookup of a fake address, if `addr` is one.
-fn reverse_answer(addr: *const c_void, len: socklen_t, kind: c_int) -> Option<FakeAnswer> {
+///
+/// # Safety
+/// `addr` must point to `len` readable bytes.
+unsafe fn reverse_answer(addr: *const c_void, len: socklen_t, kind: c_int) -> Option<FakeAnswer> {
     let ip = match (kind, len) {
         // SAFETY: the caller guarantees `len` readable bytes at `addr`.
         (libc::AF_INET, 4) => IpAddr::from(unsafe { addr.cast::<[u8; 4]>().read_unaligned() }),
@@ -551,7 +574,8 @@ unsafe fn gethostbyaddr_unshielded(
     if addr.is_null() {
         return real_call();
     }
-    match reverse_answer(addr, len, kind) {
+    // SAFETY: the caller guarantees `len` readable bytes at `addr` (checked non-null).
+    match unsafe { reverse_answer(addr, len, kind) } {
         Some(answer) => static_answer(&answer),
         None => real_call(),
     }
@@ -600,7 +624,8 @@ unsafe fn gethostbyaddr_r_unshielded(
     if addr.is_null() {
         return real_call();
     }
-    match reverse_answer(addr, len, kind) {
+    // SAFETY: the caller guarantees `len` readable bytes at `addr` (checked non-null).
+    match unsafe { reverse_answer(addr, len, kind) } {
         // SAFETY: as above.
         Some(answer) => unsafe { answer_r(&answer, ret, buf, buflen, result, h_errnop) },
         None => real_call(),

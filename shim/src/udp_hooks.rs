@@ -639,7 +639,7 @@ unsafe fn syscall_unshielded(
     a5: libc::c_long,
     a6: libc::c_long,
 ) -> libc::c_long {
-    // SAFETY (every arm): the caller passes this system call's arguments, which the matching
+    // SAFETY: (every arm) the caller passes this system call's arguments, which the matching
     // hook takes with their C types.
     unsafe {
         match number {
