@@ -2,7 +2,8 @@
 //! proxied socket closed in a way the library does not see — `fclose(fdopen(s))`,
 //! `syscall(SYS_close, s)` (libuv, hence node, closes sockets that way) — leaves its number free;
 //! a new socket that gets the number and connects to a destination socks.conf sends through
-//! sockd must go through sockd too, never direct, by address and by name.
+//! sockd must go through sockd too, never direct, by address and by name. Likewise a proxied
+//! socket whose connection was dissolved with connect(AF_UNSPEC) and that connects again.
 //!
 //! The workstation (`inside`) has no route out and no working resolver, and the leak counters
 //! see every packet it sends: a direct connect shows as ENETUNREACH, as a leaked packet, or as
@@ -49,7 +50,7 @@ fn a_number_reused_after_an_unseen_close_is_still_proxied() {
     ran.assert_success();
     let out = ran.stdout_text();
     for target in [&by_address, &by_name] {
-        for way in ["fclose", "syscall"] {
+        for way in ["fclose", "syscall", "unspec"] {
             let line = format!("{target} {way} reused=yes connect=ok echo=ok peer=ok\n");
             assert!(
                 out.contains(&line),
@@ -61,9 +62,9 @@ fn a_number_reused_after_an_unseen_close_is_still_proxied() {
             );
         }
     }
-    // Two connects per way (the closed one and the new one), by address and by name.
-    sessions(&sockd, &by_address, 4);
-    sessions(&sockd, &by_name, 4);
+    // Two connects per way (the first and the new one), by address and by name.
+    sessions(&sockd, &by_address, 6);
+    sessions(&sockd, &by_name, 6);
     let accepted: Vec<_> = echo4.accepted().into_iter().chain(echo6.accepted()).collect();
     assert!(accepted.iter().all(|p| p.ip() != std::net::IpAddr::V4(INSIDE_ADDR)), "{accepted:?}");
     leaks.assert_only_sockd("connects on reused descriptor numbers");

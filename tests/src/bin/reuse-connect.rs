@@ -5,7 +5,9 @@
 //!
 //! For each DST and each unseen close — `fclose(fdopen(s))` and `syscall(SYS_close, s)` — it
 //! connects socket A to DST, closes it that way, opens socket B (which must get A's number),
-//! connects B to DST, echoes 64 bytes and reads getpeername. One line per case:
+//! connects B to DST, echoes 64 bytes and reads getpeername. A third way, `unspec`, keeps the
+//! socket and dissolves its connection with connect(AF_UNSPEC) (Linux lets a TCP socket
+//! connect again after that), then connects it to DST again. One line per case:
 //! `DST WAY reused=yes|no connect=ok|errno=E echo=ok|bad peer=ok|bad`. The test judges the lines
 //! (and sockd's log, and the leak counters).
 //!
@@ -67,6 +69,16 @@ fn connected(addr: SocketAddr) -> Result<i32, i32> {
         }
         Ok(fd)
     }
+}
+
+/// Dissolves `fd`'s connection: connect(2) with AF_UNSPEC.
+fn disconnect(fd: i32) {
+    // SAFETY: all-zero bytes are a valid sockaddr; its family is AF_UNSPEC (0).
+    let unspec: libc::sockaddr = unsafe { std::mem::zeroed() };
+    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: `unspec` holds `len` bytes.
+    let rc = unsafe { libc::connect(fd, &unspec, len) };
+    assert_eq!(rc, 0, "connect(AF_UNSPEC) failed: errno {}", errno());
 }
 
 /// Closes `fd` without the library seeing a close(2) call.
@@ -144,7 +156,7 @@ fn main() {
             println!("{target} resolve=failed");
             continue;
         };
-        for way in ["fclose", "syscall"] {
+        for way in ["fclose", "syscall", "unspec"] {
             let first = match connected(dst) {
                 Ok(fd) => fd,
                 Err(e) => {
@@ -152,10 +164,15 @@ fn main() {
                     continue;
                 }
             };
-            close_unseen(first, way);
-            let family = if dst.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-            // SAFETY: a plain system call.
-            let second = unsafe { libc::socket(family, libc::SOCK_STREAM, 0) };
+            let second = if way == "unspec" {
+                disconnect(first);
+                first
+            } else {
+                close_unseen(first, way);
+                let family = if dst.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+                // SAFETY: a plain system call.
+                unsafe { libc::socket(family, libc::SOCK_STREAM, 0) }
+            };
             let reused = if second == first { "yes" } else { "no" };
             let (storage, len) = sockaddr_of(dst);
             // SAFETY: `storage` holds `len` bytes of address.
