@@ -8,7 +8,7 @@
 //! `getsockname` reports where the server listens, and `accept` waits for the second reply and
 //! returns the connection as a new descriptor.
 //!
-//! Not here: pointers, errno, panics (see `hooks`).
+//! Not here: pointers and panics (see `hooks`), errnos (see `outcome`).
 
 use std::net::SocketAddr;
 
