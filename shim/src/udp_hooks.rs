@@ -602,8 +602,9 @@ unsafe fn recvmmsg_unshielded(
 }
 
 /// syscall(2): libuv (node, dig) sends and receives datagrams with raw `syscall(SYS_sendmmsg…)`
-/// rather than the libc wrappers, so the socket system calls that carry datagrams or connect
-/// sockets are handed to the hooks above; every other number goes straight to libc.
+/// rather than the libc wrappers, and closes descriptors with `syscall(SYS_close)`, so the
+/// system calls that carry datagrams, connect sockets, close or copy descriptors are handed to
+/// the hooks; every other number goes straight to libc.
 ///
 /// Declared with six fixed arguments: on x86_64 and aarch64 Linux, variadic integer arguments
 /// travel exactly like fixed ones, and surplus arguments are ignored by the kernel.
@@ -678,6 +679,16 @@ unsafe fn syscall_unshielded(
             libc::SYS_connect => {
                 crate::hooks::connect(a1 as c_int, a2 as *const sockaddr, a3 as socklen_t)
                     as libc::c_long
+            }
+            // libuv closes (and copies) descriptors this way: the library's state for the
+            // socket, a UDP association's control connection included, goes with it.
+            libc::SYS_close => crate::hooks::close(a1 as c_int) as libc::c_long,
+            libc::SYS_close_range => {
+                crate::hooks::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int) as libc::c_long
+            }
+            libc::SYS_dup => crate::hooks::dup(a1 as c_int) as libc::c_long,
+            libc::SYS_dup3 => {
+                crate::hooks::dup3(a1 as c_int, a2 as c_int, a3 as c_int) as libc::c_long
             }
             _ => real::syscall(number, a1, a2, a3, a4, a5, a6),
         }

@@ -125,3 +125,47 @@ async function get(host, i) {
     assert_eq!(accepted.len(), 20, "{accepted:?}");
     leaks.assert_only_sockd("node, ten requests by address and ten by name");
 }
+
+#[test]
+fn node_closing_a_udp_socket_ends_its_association() {
+    let Some((lab, leaks, _dns, sockd)) = lab_with_names("fd-node-dgram") else { return };
+    let echo = lab.udp_echo(7);
+    // libuv closes the socket with syscall(SYS_close); the process then lives on for 2 s. The
+    // association's TCP control connection must end with the socket, not with the process.
+    let script = format!(
+        r#"
+const dgram = require("dgram");
+const s = dgram.createSocket("udp4");
+const timer = setTimeout(() => {{ console.error("timeout"); process.exit(2); }}, 10000);
+s.on("message", (msg) => {{
+  console.log(`${{msg}}`);
+  clearTimeout(timer);
+  s.close(() => setTimeout(() => console.log("done"), 2000));
+}});
+s.send("hello", {port}, "{OUTSIDE_ADDR}");
+"#,
+        port = echo.addr().port()
+    );
+    let ran = lab
+        .client(paths::require("node", "nodejs"))
+        .args(["-e", &script])
+        .env("SOCKS_SERVER", SERVER)
+        .env("SOCKS_LOG", "debug")
+        .ld_preload()
+        .run();
+    ran.assert_success();
+    assert_eq!(ran.stdout_text(), "hello\ndone\n", "{}", ran.describe());
+    let closed = udp_sessions(&sockd, 1).remove(0);
+    let secs: f64 = closed
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("secs="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no secs= in {closed}"));
+    assert!(
+        secs < 1.5,
+        "the association must end when node closes its socket (syscall(SYS_close)), not when \
+         the process exits 2 s later: {closed}\n{}",
+        ran.describe()
+    );
+    leaks.assert_only_sockd_udp("node dgram closed");
+}

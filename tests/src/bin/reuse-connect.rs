@@ -3,7 +3,9 @@
 //! connects a new socket that gets the same number. Each DST is `ADDR:PORT` or `NAME:PORT` of an
 //! echo server the configuration sends through a SOCKS server.
 //!
-//! For each DST and each unseen close — `fclose(fdopen(s))` and `syscall(SYS_close, s)` — it
+//! For each DST and each close the library does not see as close(2) — `fclose(fdopen(s))` (libc
+//! closes internally) and `syscall(SYS_close, s)` (libuv's way; the library's syscall hook hands
+//! it to its close hook) — it
 //! connects socket A to DST, closes it that way, opens socket B (which must get A's number),
 //! connects B to DST, echoes 64 bytes and reads getpeername. A third way, `unspec`, keeps the
 //! socket and dissolves its connection with connect(AF_UNSPEC) (Linux lets a TCP socket
