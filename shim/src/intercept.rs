@@ -22,7 +22,7 @@ use crate::fakemap::NAME_MAX;
 use crate::fdtable::{self, Entry, Kind};
 use crate::log::{log, Level};
 use crate::names;
-pub use crate::outcome::{Cause, Outcome};
+use crate::outcome::{Cause, Outcome};
 use crate::proxy::{self, Command};
 use crate::real;
 use crate::route::{route, route_name, Route};
