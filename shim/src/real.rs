@@ -307,8 +307,32 @@ pub fn identity(fd: c_int) -> Option<(u64, u64)> {
     // SAFETY: all-zero bytes are a valid `stat`, which fstat only writes.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a writable `stat`.
-    let rc = unsafe { fstat(fd, &mut st) };
+    let mut rc = unsafe { fstat(fd, &mut st) };
+    if rc != 0 && errno() == libc::ENOSYS {
+        // Before glibc 2.33 fstat was an inline wrapper of __fxstat, not a symbol.
+        rc = fxstat(fd, &mut st);
+    }
     (rc == 0).then_some((st.st_dev, st.st_ino))
+}
+
+/// glibc's `__fxstat(_STAT_VER, fd, buf)`, what fstat called before glibc 2.33.
+fn fxstat(fd: c_int, st: &mut libc::stat) -> c_int {
+    /// `_STAT_VER` for this architecture's `struct stat`.
+    #[cfg(target_arch = "x86_64")]
+    const STAT_VER: c_int = 1;
+    #[cfg(not(target_arch = "x86_64"))]
+    const STAT_VER: c_int = 0;
+    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+    let f = resolve(&SLOT, c"__fxstat");
+    if f.is_null() {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: glibc's __fxstat has this signature.
+    let f: unsafe extern "C" fn(c_int, c_int, *mut libc::stat) -> c_int =
+        unsafe { std::mem::transmute(f) };
+    // SAFETY: `st` is a writable `stat` of the layout `STAT_VER` names.
+    unsafe { f(STAT_VER, fd, st) }
 }
 
 /// fcntl(2) with an int argument (F_GETFL, F_SETFL…).
