@@ -3,9 +3,10 @@
 //! addresses (see `names`) and no DNS query; libc itself allocates every getaddrinfo result
 //! (we ask it to parse the fake address), so freeaddrinfo needs no hook. Everything else goes
 //! to the real functions. A remote name that gets no fake address (a full map, a panic while
-//! planning) fails the lookup; it is never handed to the real resolver. The res_* family and
-//! getaddrinfo_a are in `resolv_hooks`. Also the library constructor, which creates the shared name map
-//! before the program can fork.
+//! planning) fails the lookup; it is never handed to the real resolver. Every export runs
+//! inside `outcome::shield` (a panic: EAI_SYSTEM with errno EIO, a null hostent, or EIO). The
+//! res_* family and getaddrinfo_a are in `resolv_hooks`. Also the library constructor, which
+//! creates the shared name map before the program can fork.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -22,6 +23,7 @@ use crate::guard::Guard;
 use crate::hostent as answers;
 use crate::log::{log, Level};
 use crate::names::{self, Plan};
+use crate::outcome::shield;
 use crate::real;
 use crate::sockaddr::RawAddr;
 
@@ -70,6 +72,20 @@ pub(crate) unsafe fn plan_for(
 /// As getaddrinfo(3).
 #[no_mangle]
 pub unsafe extern "C" fn getaddrinfo(
+    node: *const c_char,
+    service: *const c_char,
+    hints: *const addrinfo,
+    res: *mut *mut addrinfo,
+) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(libc::EAI_SYSTEM, || unsafe { getaddrinfo_unshielded(node, service, hints, res) })
+}
+
+/// The work of [`getaddrinfo`], run inside the shield.
+///
+/// # Safety
+/// As [`getaddrinfo`].
+unsafe fn getaddrinfo_unshielded(
     node: *const c_char,
     service: *const c_char,
     hints: *const addrinfo,
@@ -211,6 +227,25 @@ pub unsafe extern "C" fn getnameinfo(
     servlen: socklen_t,
     flags: c_int,
 ) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(libc::EAI_SYSTEM, || unsafe {
+        getnameinfo_unshielded(sa, salen, host, hostlen, serv, servlen, flags)
+    })
+}
+
+/// The work of [`getnameinfo`], run inside the shield.
+///
+/// # Safety
+/// As [`getnameinfo`].
+unsafe fn getnameinfo_unshielded(
+    sa: *const sockaddr,
+    salen: socklen_t,
+    host: *mut c_char,
+    hostlen: socklen_t,
+    serv: *mut c_char,
+    servlen: socklen_t,
+    flags: c_int,
+) -> c_int {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::getnameinfo(sa, salen, host, hostlen, serv, servlen, flags) };
     let Some(_guard) = Guard::enter() else { return real_call() };
@@ -259,7 +294,11 @@ enum HostPlan {
     Fail(c_int),
 }
 
-fn host_plan(name: *const c_char, af: c_int) -> HostPlan {
+/// How to answer gethostbyname(2)(_r) for `name` in `af`.
+///
+/// # Safety
+/// `name` must be null or a NUL-terminated string.
+unsafe fn host_plan(name: *const c_char, af: c_int) -> HostPlan {
     if name.is_null() || (af != libc::AF_INET && af != libc::AF_INET6) {
         return HostPlan::Real;
     }
@@ -310,8 +349,18 @@ fn static_answer(answer: &FakeAnswer) -> *mut hostent {
 /// As gethostbyname(3).
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(null_mut(), || unsafe { gethostbyname_unshielded(name) })
+}
+
+/// The work of [`gethostbyname`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyname`].
+unsafe fn gethostbyname_unshielded(name: *const c_char) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
-    by_name(name, libc::AF_INET, || unsafe { real::gethostbyname(name) })
+    // SAFETY: the caller's name; the real call is forwarded under the caller's guarantees.
+    unsafe { by_name(name, libc::AF_INET, || real::gethostbyname(name)) }
 }
 
 /// gethostbyname2(3).
@@ -320,15 +369,33 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
 /// As gethostbyname2(3).
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(null_mut(), || unsafe { gethostbyname2_unshielded(name, af) })
+}
+
+/// The work of [`gethostbyname2`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyname2`].
+unsafe fn gethostbyname2_unshielded(name: *const c_char, af: c_int) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
-    by_name(name, af, || unsafe { real::gethostbyname2(name, af) })
+    // SAFETY: the caller's name; the real call is forwarded under the caller's guarantees.
+    unsafe { by_name(name, af, || real::gethostbyname2(name, af)) }
 }
 
 /// The common part of gethostbyname and gethostbyname2: a fake answer in this thread's storage
 /// for a name resolved remotely, else the real function's.
-fn by_name(name: *const c_char, af: c_int, real_call: impl Fn() -> *mut hostent) -> *mut hostent {
+///
+/// # Safety
+/// `name` must be null or a NUL-terminated string.
+unsafe fn by_name(
+    name: *const c_char,
+    af: c_int,
+    real_call: impl Fn() -> *mut hostent,
+) -> *mut hostent {
     let Some(_guard) = Guard::enter() else { return real_call() };
-    match host_plan(name, af) {
+    // SAFETY: as the caller guarantees.
+    match unsafe { host_plan(name, af) } {
         HostPlan::Real => real_call(),
         HostPlan::Fail(_) => {
             real::set_h_errno(NO_RECOVERY);
@@ -393,6 +460,24 @@ pub unsafe extern "C" fn gethostbyname_r(
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
 ) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(libc::EIO, || unsafe {
+        gethostbyname_r_unshielded(name, ret, buf, buflen, result, h_errnop)
+    })
+}
+
+/// The work of [`gethostbyname_r`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyname_r`].
+unsafe fn gethostbyname_r_unshielded(
+    name: *const c_char,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
     // SAFETY: forwarded under the caller's guarantees.
     let real_call = || unsafe { real::gethostbyname_r(name, ret, buf, buflen, result, h_errnop) };
     // SAFETY: as above.
@@ -405,6 +490,25 @@ pub unsafe extern "C" fn gethostbyname_r(
 /// As gethostbyname2_r(3).
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname2_r(
+    name: *const c_char,
+    af: c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(libc::EIO, || unsafe {
+        gethostbyname2_r_unshielded(name, af, ret, buf, buflen, result, h_errnop)
+    })
+}
+
+/// The work of [`gethostbyname2_r`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyname2_r`].
+unsafe fn gethostbyname2_r_unshielded(
     name: *const c_char,
     af: c_int,
     ret: *mut hostent,
@@ -436,7 +540,8 @@ unsafe fn by_name_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     let Some(_guard) = Guard::enter() else { return real_call() };
-    match host_plan(name, af) {
+    // SAFETY: the caller's name, null or NUL-terminated.
+    match unsafe { host_plan(name, af) } {
         HostPlan::Real => real_call(),
         HostPlan::Fail(errno) => {
             // SAFETY: `result` is writable, `h_errnop` writable or null.
@@ -464,7 +569,10 @@ unsafe fn by_name_r(
 }
 
 /// The fake answer for a reverse lookup of a fake address, if `addr` is one.
-fn reverse_answer(addr: *const c_void, len: socklen_t, kind: c_int) -> Option<FakeAnswer> {
+///
+/// # Safety
+/// `addr` must point to `len` readable bytes.
+unsafe fn reverse_answer(addr: *const c_void, len: socklen_t, kind: c_int) -> Option<FakeAnswer> {
     let ip = match (kind, len) {
         // SAFETY: the caller guarantees `len` readable bytes at `addr`.
         (libc::AF_INET, 4) => IpAddr::from(unsafe { addr.cast::<[u8; 4]>().read_unaligned() }),
@@ -495,13 +603,27 @@ pub unsafe extern "C" fn gethostbyaddr(
     len: socklen_t,
     kind: c_int,
 ) -> *mut hostent {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(null_mut(), || unsafe { gethostbyaddr_unshielded(addr, len, kind) })
+}
+
+/// The work of [`gethostbyaddr`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyaddr`].
+unsafe fn gethostbyaddr_unshielded(
+    addr: *const c_void,
+    len: socklen_t,
+    kind: c_int,
+) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
     let real_call = || unsafe { real::gethostbyaddr(addr, len, kind) };
     let Some(_guard) = Guard::enter() else { return real_call() };
     if addr.is_null() {
         return real_call();
     }
-    match reverse_answer(addr, len, kind) {
+    // SAFETY: the caller guarantees `len` readable bytes at `addr` (checked non-null).
+    match unsafe { reverse_answer(addr, len, kind) } {
         Some(answer) => static_answer(&answer),
         None => real_call(),
     }
@@ -522,6 +644,27 @@ pub unsafe extern "C" fn gethostbyaddr_r(
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
 ) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(libc::EIO, || unsafe {
+        gethostbyaddr_r_unshielded(addr, len, kind, ret, buf, buflen, result, h_errnop)
+    })
+}
+
+/// The work of [`gethostbyaddr_r`], run inside the shield.
+///
+/// # Safety
+/// As [`gethostbyaddr_r`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gethostbyaddr_r_unshielded(
+    addr: *const c_void,
+    len: socklen_t,
+    kind: c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: size_t,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> c_int {
     // SAFETY: forwarded under the caller's guarantees.
     let real_call =
         || unsafe { real::gethostbyaddr_r(addr, len, kind, ret, buf, buflen, result, h_errnop) };
@@ -529,7 +672,8 @@ pub unsafe extern "C" fn gethostbyaddr_r(
     if addr.is_null() {
         return real_call();
     }
-    match reverse_answer(addr, len, kind) {
+    // SAFETY: the caller guarantees `len` readable bytes at `addr` (checked non-null).
+    match unsafe { reverse_answer(addr, len, kind) } {
         // SAFETY: as above.
         Some(answer) => unsafe { answer_r(&answer, ret, buf, buflen, result, h_errnop) },
         None => real_call(),

@@ -1005,3 +1005,43 @@ fn stress_connect_in_an_asynchronous_signal_handler() {
         STARTUP,
     );
 }
+
+#[test]
+fn stress_connect_in_a_signal_handler_during_a_slow_lookup() {
+    let Some(lab) = Lab::new("everywhere-signal-lookup") else { return };
+    let echo = lab.echo(7);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    // Names under .corp.example are looked up locally, with the workstation's resolver, whose
+    // name server never answers: the main thread sits inside the library's getaddrinfo hook
+    // while SIGALRM handlers connect to a destination that goes through sockd.
+    let conf =
+        lab.write("socks.conf", format!("direct .corp.example\nsockd @={SERVER} 0.0.0.0/0\n"));
+    let ran = lab
+        .client(env!("CARGO_BIN_EXE_signal-connect"))
+        .args([echo.addr().to_string(), "2".to_owned(), "slow.corp.example".to_owned()])
+        .env("SOCKS_CONF", conf.display().to_string())
+        .env("SOCKS_TIMEOUT", "10")
+        .env("RES_OPTIONS", "timeout:1 attempts:1")
+        .ld_preload()
+        .timeout(DEADLINE)
+        .run();
+    assert!(ran.status.is_some(), "deadlock: killed at the deadline\n{}", ran.describe());
+    ran.assert_success();
+    let (handler, failed) = (number(&ran, "handler"), number(&ran, "handler_failed"));
+    let in_lookup = number(&ran, "in_lookup");
+    assert!(
+        in_lookup >= 5,
+        "the handler connected while the main thread was inside getaddrinfo\n{}",
+        ran.describe()
+    );
+    assert_eq!(
+        failed,
+        0,
+        "a connection from a signal handler that interrupted the library's getaddrinfo must go \
+         through sockd (last_errno 101 = ENETUNREACH: it went direct)\n{}",
+        ran.describe()
+    );
+    assert_from_firewall(&echo);
+    let client = format!("client={INSIDE_ADDR}:");
+    sockd.wait_lines(&["closed:", &client, "dst=198.51.100.2:7 "], handler, STARTUP);
+}
