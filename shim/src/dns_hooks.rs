@@ -23,7 +23,7 @@ use crate::guard::Guard;
 use crate::hostent as answers;
 use crate::log::{log, Level};
 use crate::names::{self, Plan};
-use crate::outcome::shield;
+use crate::outcome::{shield, shield_resolver, Cause};
 use crate::real;
 use crate::sockaddr::RawAddr;
 
@@ -41,28 +41,27 @@ static CREATE_FAKE_MAP: extern "C" fn() = create_fake_map;
 
 /// glibc's EAI_NODATA (not in every libc crate target).
 const EAI_NODATA: c_int = -5;
-/// netdb.h's NETDB_INTERNAL h_errno value: "see errno".
-const NETDB_INTERNAL: c_int = -1;
 
 /// Whether a real resolver failure means "not found here", so remote resolution may follow.
 fn not_found(rc: c_int) -> bool {
     matches!(rc, libc::EAI_NONAME | libc::EAI_AGAIN | libc::EAI_FAIL | EAI_NODATA)
 }
 
-/// The plan for a C name: `Ok(None)` when it is not ours to decide (not UTF-8), `Err(EAI_FAIL)`
-/// when planning panicked (the lookup then fails: it might have been a remote name).
+/// The plan for a C name: `Ok(None)` when it is not ours to decide (not UTF-8),
+/// `Err(Cause::Panic)` when planning panicked (the lookup then fails: it might have been a
+/// remote name).
 ///
 /// # Safety
 /// `name` must be a NUL-terminated string (checked non-null by callers).
 pub(crate) unsafe fn plan_for(
     name: *const c_char,
     family: c_int,
-) -> Result<Option<(String, Plan)>, c_int> {
+) -> Result<Option<(String, Plan)>, Cause> {
     // SAFETY: callers pass a NUL-terminated string (checked non-null).
     let Ok(name) = unsafe { CStr::from_ptr(name) }.to_str() else { return Ok(None) };
     match catch_unwind(|| names::plan(config::settings(), name, family)) {
         Ok(plan) => Ok(Some((name.to_string(), plan))),
-        Err(_) => Err(libc::EAI_FAIL),
+        Err(_) => Err(Cause::Panic),
     }
 }
 
@@ -78,7 +77,7 @@ pub unsafe extern "C" fn getaddrinfo(
     res: *mut *mut addrinfo,
 ) -> c_int {
     // SAFETY: the caller's arguments, under the caller's guarantees.
-    shield(libc::EAI_SYSTEM, || unsafe { getaddrinfo_unshielded(node, service, hints, res) })
+    shield(Cause::Panic.eai(), || unsafe { getaddrinfo_unshielded(node, service, hints, res) })
 }
 
 /// The work of [`getaddrinfo`], run inside the shield.
@@ -109,7 +108,7 @@ unsafe fn getaddrinfo_unshielded(
     let (name, plan) = match unsafe { plan_for(node, family) } {
         Ok(Some(planned)) => planned,
         Ok(None) => return real_call(),
-        Err(rc) => return rc,
+        Err(cause) => return cause.eai(),
     };
     match plan {
         Plan::Local => real_call(),
@@ -126,7 +125,9 @@ unsafe fn getaddrinfo_unshielded(
     }
 }
 
-pub(crate) fn map_error(name: &str, error: MapError) -> c_int {
+/// The cause of a name's getting no fake address (the full map said once, even without
+/// SOCKS_LOG).
+pub(crate) fn map_error(name: &str, error: MapError) -> Cause {
     match error {
         MapError::Full => {
             // Said once even without SOCKS_LOG: lookups now fail for a reason the program
@@ -138,13 +139,13 @@ pub(crate) fn map_error(name: &str, error: MapError) -> c_int {
                     fakemap::CAPACITY
                 ));
             }
-            libc::EAI_MEMORY
+            Cause::MapFull
         }
         MapError::Unavailable => {
             log!(Level::Error, "resolve {name}: no fake address map (mmap failed at load)");
-            libc::EAI_FAIL
+            Cause::MapUnavailable
         }
-        MapError::BadName => libc::EAI_NONAME,
+        MapError::BadName => Cause::BadName,
     }
 }
 
@@ -163,7 +164,7 @@ unsafe fn fake_addrinfo(
 ) -> c_int {
     let fakes = match names::fakes_for(config::settings(), name) {
         Ok(fakes) => fakes,
-        Err(e) => return map_error(name, e),
+        Err(e) => return map_error(name, e).eai(),
     };
     log!(Level::Debug, "resolve {name}: remote, as {} / {}", fakes.v4, fakes.v6);
     // SAFETY: `hints` is null or valid; a zeroed addrinfo is the documented default.
@@ -228,7 +229,7 @@ pub unsafe extern "C" fn getnameinfo(
     flags: c_int,
 ) -> c_int {
     // SAFETY: the caller's arguments, under the caller's guarantees.
-    shield(libc::EAI_SYSTEM, || unsafe {
+    shield(Cause::Panic.eai(), || unsafe {
         getnameinfo_unshielded(sa, salen, host, hostlen, serv, servlen, flags)
     })
 }
@@ -262,7 +263,7 @@ unsafe fn getnameinfo_unshielded(
     }));
     let Ok(Some(len)) = name else { return real_call() };
     if len + 1 > hostlen as usize {
-        return libc::EAI_OVERFLOW;
+        return Cause::AnswerTooLong.eai();
     }
     // SAFETY: `host` is writable for `hostlen` bytes, which hold the name and its NUL.
     unsafe {
@@ -289,9 +290,9 @@ enum HostPlan {
     Real,
     Fake(FakeAnswer),
     RealThenFake(FakeAnswer),
-    /// A remote name that gets no fake address (full map, planning panicked): fail with this
-    /// errno (for the _r functions) and h_errno NO_RECOVERY, never ask the local resolver.
-    Fail(c_int),
+    /// A remote name that gets no fake address (full map, planning panicked): fail for this
+    /// cause (errno, h_errno), never ask the local resolver.
+    Fail(Cause),
 }
 
 /// How to answer gethostbyname(2)(_r) for `name` in `af`.
@@ -306,15 +307,12 @@ unsafe fn host_plan(name: *const c_char, af: c_int) -> HostPlan {
     let (name, plan) = match unsafe { plan_for(name, af) } {
         Ok(Some(planned)) => planned,
         Ok(None) => return HostPlan::Real,
-        Err(_) => return HostPlan::Fail(libc::EIO),
+        Err(cause) => return HostPlan::Fail(cause),
     };
     let answer = |name: String| {
         let fakes = match names::fakes_for(config::settings(), &name) {
             Ok(fakes) => fakes,
-            Err(e) => {
-                map_error(&name, e);
-                return Err(if e == MapError::Full { libc::ENOMEM } else { libc::EIO });
-            }
+            Err(e) => return Err(map_error(&name, e)),
         };
         let mut address = [0u8; 16];
         let len = if af == libc::AF_INET6 {
@@ -333,11 +331,8 @@ unsafe fn host_plan(name: *const c_char, af: c_int) -> HostPlan {
         // name gets no fake address.
         Plan::LocalThenFake { .. } => answer(name).map_or(HostPlan::Real, HostPlan::RealThenFake),
     }));
-    planned.unwrap_or(HostPlan::Fail(libc::EIO))
+    planned.unwrap_or(HostPlan::Fail(Cause::Panic))
 }
-
-/// netdb.h's NO_RECOVERY h_errno value.
-const NO_RECOVERY: c_int = 3;
 
 fn static_answer(answer: &FakeAnswer) -> *mut hostent {
     answers::in_thread_storage(&answer.name, answer.family, &answer.address[..answer.len])
@@ -350,7 +345,7 @@ fn static_answer(answer: &FakeAnswer) -> *mut hostent {
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
     // SAFETY: the caller's arguments, under the caller's guarantees.
-    shield(null_mut(), || unsafe { gethostbyname_unshielded(name) })
+    shield_resolver(null_mut(), || unsafe { gethostbyname_unshielded(name) })
 }
 
 /// The work of [`gethostbyname`], run inside the shield.
@@ -358,7 +353,6 @@ pub unsafe extern "C" fn gethostbyname(name: *const c_char) -> *mut hostent {
 /// # Safety
 /// As [`gethostbyname`].
 unsafe fn gethostbyname_unshielded(name: *const c_char) -> *mut hostent {
-    // SAFETY: forwarded under the caller's guarantees.
     // SAFETY: the caller's name; the real call is forwarded under the caller's guarantees.
     unsafe { by_name(name, libc::AF_INET, || real::gethostbyname(name)) }
 }
@@ -370,7 +364,7 @@ unsafe fn gethostbyname_unshielded(name: *const c_char) -> *mut hostent {
 #[no_mangle]
 pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut hostent {
     // SAFETY: the caller's arguments, under the caller's guarantees.
-    shield(null_mut(), || unsafe { gethostbyname2_unshielded(name, af) })
+    shield_resolver(null_mut(), || unsafe { gethostbyname2_unshielded(name, af) })
 }
 
 /// The work of [`gethostbyname2`], run inside the shield.
@@ -378,7 +372,6 @@ pub unsafe extern "C" fn gethostbyname2(name: *const c_char, af: c_int) -> *mut 
 /// # Safety
 /// As [`gethostbyname2`].
 unsafe fn gethostbyname2_unshielded(name: *const c_char, af: c_int) -> *mut hostent {
-    // SAFETY: forwarded under the caller's guarantees.
     // SAFETY: the caller's name; the real call is forwarded under the caller's guarantees.
     unsafe { by_name(name, af, || real::gethostbyname2(name, af)) }
 }
@@ -397,8 +390,9 @@ unsafe fn by_name(
     // SAFETY: as the caller guarantees.
     match unsafe { host_plan(name, af) } {
         HostPlan::Real => real_call(),
-        HostPlan::Fail(_) => {
-            real::set_h_errno(NO_RECOVERY);
+        HostPlan::Fail(cause) => {
+            real::set_h_errno(cause.h_errno());
+            real::set_errno(cause.errno());
             null_mut()
         }
         HostPlan::Fake(answer) => static_answer(&answer),
@@ -439,7 +433,7 @@ unsafe fn answer_r(
             unsafe {
                 *result = null_mut();
                 if !h_errnop.is_null() {
-                    *h_errnop = NETDB_INTERNAL;
+                    *h_errnop = Cause::Os(errno).h_errno();
                 }
             }
             errno
@@ -461,7 +455,7 @@ pub unsafe extern "C" fn gethostbyname_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     // SAFETY: the caller's arguments, under the caller's guarantees.
-    shield(libc::EIO, || unsafe {
+    shield(Cause::Panic.errno(), || unsafe {
         gethostbyname_r_unshielded(name, ret, buf, buflen, result, h_errnop)
     })
 }
@@ -499,7 +493,7 @@ pub unsafe extern "C" fn gethostbyname2_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     // SAFETY: the caller's arguments, under the caller's guarantees.
-    shield(libc::EIO, || unsafe {
+    shield(Cause::Panic.errno(), || unsafe {
         gethostbyname2_r_unshielded(name, af, ret, buf, buflen, result, h_errnop)
     })
 }
@@ -543,16 +537,16 @@ unsafe fn by_name_r(
     // SAFETY: the caller's name, null or NUL-terminated.
     match unsafe { host_plan(name, af) } {
         HostPlan::Real => real_call(),
-        HostPlan::Fail(errno) => {
+        HostPlan::Fail(cause) => {
             // SAFETY: `result` is writable, `h_errnop` writable or null.
             unsafe {
                 *result = null_mut();
                 if !h_errnop.is_null() {
-                    *h_errnop = NO_RECOVERY;
+                    *h_errnop = cause.h_errno();
                 }
             }
-            real::set_errno(errno);
-            errno
+            real::set_errno(cause.errno());
+            cause.errno()
         }
         // SAFETY: the caller's buffers.
         HostPlan::Fake(answer) => unsafe { answer_r(&answer, ret, buf, buflen, result, h_errnop) },
@@ -604,7 +598,7 @@ pub unsafe extern "C" fn gethostbyaddr(
     kind: c_int,
 ) -> *mut hostent {
     // SAFETY: the caller's arguments, under the caller's guarantees.
-    shield(null_mut(), || unsafe { gethostbyaddr_unshielded(addr, len, kind) })
+    shield_resolver(null_mut(), || unsafe { gethostbyaddr_unshielded(addr, len, kind) })
 }
 
 /// The work of [`gethostbyaddr`], run inside the shield.
@@ -645,7 +639,7 @@ pub unsafe extern "C" fn gethostbyaddr_r(
     h_errnop: *mut c_int,
 ) -> c_int {
     // SAFETY: the caller's arguments, under the caller's guarantees.
-    shield(libc::EIO, || unsafe {
+    shield(Cause::Panic.errno(), || unsafe {
         gethostbyaddr_r_unshielded(addr, len, kind, ret, buf, buflen, result, h_errnop)
     })
 }

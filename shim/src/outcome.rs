@@ -4,12 +4,16 @@
 //! destination that must go through a SOCKS server gets one of these errors, never a direct
 //! connection.
 //!
-//! The resolver hooks report through their own conventions (EAI_* codes, h_errno) and are not
-//! covered by this table.
+//! The resolver functions report a cause in their own conventions as well: [`Cause::eai`] is
+//! the EAI_* code getaddrinfo and getnameinfo return, [`Cause::h_errno`] the h_errno that
+//! gethostbyname*, the `_r` variants and the res_* family set (next to errno, which is always
+//! [`Cause::errno`]; the `_r` variants return it). Both tables are beside the errno table in
+//! socks.conf(5).
 //!
 //! [`shield`] is the one wrapper every exported function runs its work in: a panic becomes
 //! `Cause::Panic` (errno EIO) and the call's failure value, never an unwind into C and never
-//! the real call made anyway.
+//! the real call made anyway. The resolver functions that report through h_errno use
+//! [`shield_resolver`], the same shield that also sets h_errno.
 //!
 //! Not here: where the causes arise (`intercept`, `proxy`, `udp`).
 
@@ -36,6 +40,39 @@ pub fn shield<T>(failed: T, body: impl FnOnce() -> T) -> T {
             failed
         }
     }
+}
+
+/// [`shield`] for the functions that report through h_errno (gethostbyname*, res_*): a panic
+/// also sets h_errno to `Cause::Panic.h_errno()` (NO_RECOVERY).
+pub fn shield_resolver<T>(failed: T, body: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(value) => value,
+        Err(_) => {
+            real::set_h_errno(Cause::Panic.h_errno());
+            real::set_errno(Cause::Panic.errno());
+            failed
+        }
+    }
+}
+
+/// For the res_* family: sets errno and h_errno for `cause` and returns -1.
+pub fn fail_resolver(cause: Cause) -> c_int {
+    real::set_h_errno(cause.h_errno());
+    real::set_errno(cause.errno());
+    -1
+}
+
+/// netdb.h's h_errno values.
+pub mod netdb {
+    use libc::c_int;
+    /// See errno.
+    pub const NETDB_INTERNAL: c_int = -1;
+    /// Authoritative answer: no such host.
+    pub const HOST_NOT_FOUND: c_int = 1;
+    /// Non-authoritative answer, or a server failure: try again later.
+    pub const TRY_AGAIN: c_int = 2;
+    /// A non-recoverable error (glibc's h_errno for a REFUSED answer).
+    pub const NO_RECOVERY: c_int = 3;
 }
 
 impl Outcome {
@@ -93,9 +130,27 @@ pub enum Cause {
     /// The server's protocol cannot carry the request (a name over SOCKS4, IPv6 over SOCKS4a,
     /// UDP without a SOCKS5 server, a relay address the socket's family cannot reach).
     Unsupported,
-    /// A signal handler interrupted the library in this thread, and what it asked for (a UDP
-    /// association) needs memory the interrupted code may be holding: try again outside it.
+    /// A signal handler interrupted the library in this thread, and what it asked for needs
+    /// memory the interrupted code may be holding (a UDP association, a datagram with control
+    /// messages, a name lookup answered with a fake address the heap-free path cannot give):
+    /// try again outside it. Never the real call instead.
     SignalContext,
+    /// A control message (ancillary data) on a relayed datagram that the relay cannot carry
+    /// (IP options, SCM_RIGHTS, an unknown type, a malformed header): as the kernel fails a
+    /// control message it cannot use.
+    ControlMessage,
+    /// A resolver question about a name resolved on the far side that only the server could
+    /// answer (anything but an A/AAAA or a fake address's PTR question): refused, never asked
+    /// locally.
+    RemoteQuestion,
+    /// The fake address map is full: a new name resolved on the far side gets no address.
+    MapFull,
+    /// The fake address map could not be created when the library was loaded.
+    MapUnavailable,
+    /// A name that cannot stand behind a fake address (longer than 255 bytes, a NUL byte).
+    BadName,
+    /// The answer does not fit in the caller's buffer (res_*, getnameinfo).
+    AnswerTooLong,
     /// The descriptor is beyond the library's table (65,536 descriptors), and what it asked for
     /// (BIND, a UDP association) must be remembered per descriptor.
     TableFull,
@@ -128,9 +183,36 @@ impl Cause {
             Cause::Protocol => libc::EPROTO,
             Cause::Unsupported => libc::EAFNOSUPPORT,
             Cause::SignalContext => libc::EAGAIN,
+            Cause::ControlMessage | Cause::BadName => libc::EINVAL,
+            Cause::RemoteQuestion => libc::ECONNREFUSED,
+            Cause::MapFull | Cause::MapUnavailable => libc::ENOMEM,
+            Cause::AnswerTooLong => libc::EMSGSIZE,
             Cause::TableFull => libc::EMFILE,
             Cause::Panic => libc::EIO,
             Cause::Os(errno) => errno,
+        }
+    }
+
+    /// The EAI_* code getaddrinfo(3) and getnameinfo(3) return for this cause (EAI_SYSTEM:
+    /// see errno).
+    pub fn eai(self) -> c_int {
+        match self {
+            Cause::SignalContext => libc::EAI_AGAIN,
+            Cause::MapFull => libc::EAI_MEMORY,
+            Cause::BadName => libc::EAI_NONAME,
+            Cause::AnswerTooLong => libc::EAI_OVERFLOW,
+            Cause::Panic | Cause::Os(_) => libc::EAI_SYSTEM,
+            _ => libc::EAI_FAIL,
+        }
+    }
+
+    /// The h_errno gethostbyname*, their `_r` variants and the res_* family set for this cause.
+    pub fn h_errno(self) -> c_int {
+        match self {
+            Cause::SignalContext => netdb::TRY_AGAIN,
+            Cause::BadName => netdb::HOST_NOT_FOUND,
+            Cause::AnswerTooLong | Cause::Os(_) => netdb::NETDB_INTERNAL,
+            _ => netdb::NO_RECOVERY,
         }
     }
 
@@ -167,9 +249,38 @@ mod tests {
         assert_eq!(Cause::Protocol.errno(), libc::EPROTO);
         assert_eq!(Cause::Unsupported.errno(), libc::EAFNOSUPPORT);
         assert_eq!(Cause::SignalContext.errno(), libc::EAGAIN);
+        assert_eq!(Cause::ControlMessage.errno(), libc::EINVAL);
+        assert_eq!(Cause::RemoteQuestion.errno(), libc::ECONNREFUSED);
+        assert_eq!(Cause::MapFull.errno(), libc::ENOMEM);
+        assert_eq!(Cause::MapUnavailable.errno(), libc::ENOMEM);
+        assert_eq!(Cause::BadName.errno(), libc::EINVAL);
+        assert_eq!(Cause::AnswerTooLong.errno(), libc::EMSGSIZE);
         assert_eq!(Cause::TableFull.errno(), libc::EMFILE);
         assert_eq!(Cause::Panic.errno(), libc::EIO);
         assert_eq!(Cause::Os(libc::EBADF).errno(), libc::EBADF);
+    }
+
+    #[test]
+    fn resolver_conventions() {
+        assert_eq!(Cause::SignalContext.eai(), libc::EAI_AGAIN);
+        assert_eq!(Cause::SignalContext.h_errno(), netdb::TRY_AGAIN);
+        assert_eq!(Cause::MapFull.eai(), libc::EAI_MEMORY);
+        assert_eq!(Cause::MapFull.h_errno(), netdb::NO_RECOVERY);
+        assert_eq!(Cause::MapUnavailable.eai(), libc::EAI_FAIL);
+        assert_eq!(Cause::BadName.eai(), libc::EAI_NONAME);
+        assert_eq!(Cause::BadName.h_errno(), netdb::HOST_NOT_FOUND);
+        assert_eq!(Cause::RemoteQuestion.h_errno(), netdb::NO_RECOVERY);
+        assert_eq!(Cause::AnswerTooLong.eai(), libc::EAI_OVERFLOW);
+        assert_eq!(Cause::AnswerTooLong.h_errno(), netdb::NETDB_INTERNAL);
+        assert_eq!(Cause::Panic.eai(), libc::EAI_SYSTEM);
+        assert_eq!(Cause::Panic.h_errno(), netdb::NO_RECOVERY);
+        assert_eq!(Cause::Os(libc::ERANGE).h_errno(), netdb::NETDB_INTERNAL);
+        real::set_h_errno(0);
+        let p: *mut u8 = shield_resolver(std::ptr::null_mut(), || panic!("a bug"));
+        assert!(p.is_null());
+        assert_eq!(real::errno(), libc::EIO);
+        assert_eq!(fail_resolver(Cause::SignalContext), -1);
+        assert_eq!(real::errno(), libc::EAGAIN);
     }
 
     #[test]

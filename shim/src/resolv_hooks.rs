@@ -6,11 +6,14 @@
 //! local name server.
 //!
 //! For a name `names` resolves remotely: an A or AAAA question (class IN) is answered here with
-//! a DNS message holding its fake address (`dnsmsg`); any other question is refused — `res_*`
-//! return -1 with h_errno NO_RECOVERY (what glibc reports for a REFUSED answer) and errno
-//! ECONNREFUSED, `res_send` returns a REFUSED response. With `resolve local-then-remote` the
-//! local resolver is asked first and the fake answer is given only when it fails. A panic or
-//! a full fake-address map refuses. Nothing of such a name ever reaches the local resolver.
+//! a DNS message holding its fake address (`dnsmsg`); any other question is refused
+//! (`Cause::RemoteQuestion`) — `res_*` return -1 with h_errno NO_RECOVERY (what glibc reports
+//! for a REFUSED answer) and errno ECONNREFUSED, `res_send` returns a REFUSED response. With
+//! `resolve local-then-remote` the local resolver is asked first and the fake answer is given
+//! only when it fails. A full fake-address map refuses (`Cause::MapFull`). Nothing of such a
+//! name ever reaches the local resolver. Every failure is a `Cause`, reported with its errno
+//! and h_errno (`outcome::fail_resolver`); every export runs inside `outcome::shield_resolver`
+//! (`shield` for getaddrinfo_a), so a panic is -1 with errno EIO and h_errno NO_RECOVERY.
 //!
 //! `getaddrinfo_a`: the requests for such names are resolved at once with the library's
 //! getaddrinfo (fake addresses) and completed (`gai_error` reads their result); the others go
@@ -24,7 +27,6 @@
 
 use std::ffi::{c_char, c_void, CStr};
 use std::net::IpAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{addrinfo, c_int, sigevent};
 
@@ -37,12 +39,9 @@ use crate::fakemap::NAME_MAX;
 use crate::guard::Guard;
 use crate::log::{log, Level};
 use crate::names::{self, Plan};
+use crate::outcome::{fail_resolver, shield, shield_resolver, Cause};
 use crate::real;
 
-/// netdb.h: a non-recoverable error (glibc's h_errno for a REFUSED answer).
-const NO_RECOVERY: c_int = 3;
-/// netdb.h: see errno.
-const NETDB_INTERNAL: c_int = -1;
 /// netdb.h: getaddrinfo_a modes.
 const GAI_WAIT: c_int = 0;
 
@@ -55,8 +54,8 @@ enum Resolved {
     Answer(Vec<u8>),
     /// The real call; this response if it fails.
     LocalThen(Vec<u8>),
-    /// Refused, never asked locally.
-    Refused,
+    /// Refused for this cause, never asked locally.
+    Refused(Cause),
 }
 
 /// Decides for a reverse-lookup name (`….in-addr.arpa`, `….ip6.arpa`) standing for `ip`: a
@@ -73,9 +72,9 @@ fn resolve_reverse(ip: IpAddr, question: Question, id: u16, rd: bool) -> Resolve
         Some(target) if question.qclass == CLASS_IN && question.qtype == TYPE_PTR => {
             let record = Some(Rdata::Pointer(target.to_string()));
             dnsmsg::response(id, rd, &question, record, 0)
-                .map_or(Resolved::Refused, Resolved::Answer)
+                .map_or(Resolved::Refused(Cause::BadName), Resolved::Answer)
         }
-        _ => Resolved::Refused,
+        _ => Resolved::Refused(Cause::RemoteQuestion),
     }
 }
 
@@ -93,27 +92,21 @@ fn resolve_question(name: &str, qclass: u16, qtype: u16, id: u16, rd: bool) -> R
     let settings = config::settings();
     let plan = names::plan(settings, name, family);
     let address_question = qclass == CLASS_IN && matches!(qtype, TYPE_A | TYPE_AAAA);
-    let answer = || -> Option<Vec<u8>> {
-        let fakes = match names::fakes_for(settings, name) {
-            Ok(fakes) => fakes,
-            Err(e) => {
-                dns_hooks::map_error(name, e);
-                return None;
-            }
-        };
+    let answer = || -> Result<Vec<u8>, Cause> {
+        let fakes = names::fakes_for(settings, name).map_err(|e| dns_hooks::map_error(name, e))?;
         let address = if qtype == TYPE_A { IpAddr::V4(fakes.v4) } else { IpAddr::V6(fakes.v6) };
         let question = Question { name: name.to_string(), qtype, qclass };
         log!(Level::Debug, "resolve {name} (type {qtype}): remote, as {address}");
-        dnsmsg::response(id, rd, &question, Some(Rdata::Address(address)), 0)
+        dnsmsg::response(id, rd, &question, Some(Rdata::Address(address)), 0).ok_or(Cause::BadName)
     };
     match plan {
         Plan::Local => Resolved::Local,
         Plan::Fake { .. } if address_question => {
-            answer().map_or(Resolved::Refused, Resolved::Answer)
+            answer().map_or_else(Resolved::Refused, Resolved::Answer)
         }
         Plan::Fake { .. } => {
             log!(Level::Info, "resolve {name} (type {qtype}): refused, resolved on the far side");
-            Resolved::Refused
+            Resolved::Refused(Cause::RemoteQuestion)
         }
         Plan::LocalThenFake { .. } if address_question => {
             answer().map_or(Resolved::Local, Resolved::LocalThen)
@@ -122,25 +115,18 @@ fn resolve_question(name: &str, qclass: u16, qtype: u16, id: u16, rd: bool) -> R
     }
 }
 
-/// Copies `message` into the caller's answer buffer; its length, or -1 when it does not fit.
+/// Copies `message` into the caller's answer buffer; its length, or -1 when it does not fit
+/// (`Cause::AnswerTooLong`).
 ///
 /// # Safety
 /// `answer` must be writable for `anslen` bytes.
 unsafe fn deliver(message: &[u8], answer: *mut u8, anslen: c_int) -> c_int {
     if message.len() > usize::try_from(anslen).unwrap_or(0) {
-        real::set_h_errno(NETDB_INTERNAL);
-        real::set_errno(libc::EMSGSIZE);
-        return -1;
+        return fail_resolver(Cause::AnswerTooLong);
     }
     // SAFETY: the message fits in the caller's buffer (checked above).
     unsafe { std::ptr::copy_nonoverlapping(message.as_ptr(), answer, message.len()) };
     message.len() as c_int
-}
-
-fn refuse() -> c_int {
-    real::set_h_errno(NO_RECOVERY);
-    real::set_errno(libc::ECONNREFUSED);
-    -1
 }
 
 /// The name a res_query-style call asks about: `name`, or `name.domain` for res_querydomain.
@@ -183,10 +169,7 @@ unsafe fn query(
     let (Ok(qclass), Ok(qtype)) = (u16::try_from(class), u16::try_from(kind)) else {
         return real_call();
     };
-    let resolved =
-        catch_unwind(AssertUnwindSafe(|| resolve_question(&full, qclass, qtype, 0, true)))
-            .unwrap_or(Resolved::Refused);
-    match resolved {
+    match resolve_question(&full, qclass, qtype, 0, true) {
         Resolved::Local => real_call(),
         // SAFETY: the caller's answer buffer.
         Resolved::Answer(message) => unsafe { deliver(&message, answer, anslen) },
@@ -195,7 +178,7 @@ unsafe fn query(
             // SAFETY: as above.
             _ => unsafe { deliver(&message, answer, anslen) },
         },
-        Resolved::Refused => refuse(),
+        Resolved::Refused(cause) => fail_resolver(cause),
     }
 }
 
@@ -218,16 +201,11 @@ unsafe fn send(
     let bytes = unsafe { std::slice::from_raw_parts(msg, msglen as usize) };
     let Some(query) = dnsmsg::parse_query(bytes) else { return real_call() };
     let Some(first) = query.questions.first() else { return real_call() };
-    let decided = catch_unwind(AssertUnwindSafe(|| {
-        query
-            .questions
-            .iter()
-            .map(|q| {
-                resolve_question(&q.name, q.qclass, q.qtype, query.id, query.recursion_desired)
-            })
-            .collect::<Vec<_>>()
-    }))
-    .unwrap_or_else(|_| vec![Resolved::Refused]);
+    let decided: Vec<Resolved> = query
+        .questions
+        .iter()
+        .map(|q| resolve_question(&q.name, q.qclass, q.qtype, query.id, query.recursion_desired))
+        .collect();
     if decided.iter().all(|r| *r == Resolved::Local) {
         return real_call();
     }
@@ -251,7 +229,7 @@ unsafe fn send(
     match message {
         // SAFETY: the caller's answer buffer.
         Some(message) => unsafe { deliver(&message, answer, anslen) },
-        None => refuse(),
+        None => fail_resolver(Cause::RemoteQuestion),
     }
 }
 
@@ -273,7 +251,9 @@ macro_rules! query_hooks {
                 // SAFETY: forwarded unchanged under the caller's guarantees.
                 let real_call = || unsafe { real::$real(name, class, kind, answer, anslen) };
                 // SAFETY: as the caller guarantees.
-                unsafe { query(name, std::ptr::null(), class, kind, answer, anslen, real_call) }
+                shield_resolver(-1, || unsafe {
+                    query(name, std::ptr::null(), class, kind, answer, anslen, real_call)
+                })
             }
         )*
     };
@@ -298,7 +278,9 @@ macro_rules! nquery_hooks {
                 // SAFETY: forwarded unchanged under the caller's guarantees.
                 let real_call = || unsafe { real::$real(state, name, class, kind, answer, anslen) };
                 // SAFETY: as the caller guarantees.
-                unsafe { query(name, std::ptr::null(), class, kind, answer, anslen, real_call) }
+                shield_resolver(-1, || unsafe {
+                    query(name, std::ptr::null(), class, kind, answer, anslen, real_call)
+                })
             }
         )*
     };
@@ -342,7 +324,7 @@ pub unsafe extern "C" fn res_querydomain(
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::res_querydomain(name, domain, class, kind, answer, anslen) };
     // SAFETY: as the caller guarantees.
-    unsafe { query(name, domain, class, kind, answer, anslen, real_call) }
+    shield_resolver(-1, || unsafe { query(name, domain, class, kind, answer, anslen, real_call) })
 }
 
 /// res_querydomain under its older name.
@@ -380,7 +362,7 @@ pub unsafe extern "C" fn res_nquerydomain(
     let real_call =
         || unsafe { real::res_nquerydomain(state, name, domain, class, kind, answer, anslen) };
     // SAFETY: as the caller guarantees.
-    unsafe { query(name, domain, class, kind, answer, anslen, real_call) }
+    shield_resolver(-1, || unsafe { query(name, domain, class, kind, answer, anslen, real_call) })
 }
 
 /// res_nquerydomain under its older name.
@@ -415,7 +397,7 @@ pub unsafe extern "C" fn res_send(
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::res_send(msg, msglen, answer, anslen) };
     // SAFETY: as the caller guarantees.
-    unsafe { send(msg, msglen, answer, anslen, real_call) }
+    shield_resolver(-1, || unsafe { send(msg, msglen, answer, anslen, real_call) })
 }
 
 /// res_send under its older name.
@@ -448,7 +430,7 @@ pub unsafe extern "C" fn res_nsend(
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::res_nsend(state, msg, msglen, answer, anslen) };
     // SAFETY: as the caller guarantees.
-    unsafe { send(msg, msglen, answer, anslen, real_call) }
+    shield_resolver(-1, || unsafe { send(msg, msglen, answer, anslen, real_call) })
 }
 
 /// res_nsend under its older name.
@@ -491,6 +473,20 @@ struct Notifier {
 /// As getaddrinfo_a(3).
 #[no_mangle]
 pub unsafe extern "C" fn getaddrinfo_a(
+    mode: c_int,
+    list: *mut *mut c_void,
+    nitems: c_int,
+    sevp: *mut sigevent,
+) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(Cause::Panic.eai(), || unsafe { getaddrinfo_a_unshielded(mode, list, nitems, sevp) })
+}
+
+/// The work of [`getaddrinfo_a`], run inside the shield.
+///
+/// # Safety
+/// As [`getaddrinfo_a`].
+unsafe fn getaddrinfo_a_unshielded(
     mode: c_int,
     list: *mut *mut c_void,
     nitems: c_int,

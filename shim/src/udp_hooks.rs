@@ -161,7 +161,7 @@ unsafe fn send_datagram(
     };
     let Ancillary { mut kept, segment } = match wanted {
         Ok(wanted) => wanted,
-        Err(errno) => return Some(fail(Cause::Os(errno))),
+        Err(cause) => return Some(fail(cause)),
     };
     // A socket-level segment size would cut the header from its payload: overridden with 0
     // on every relayed datagram (a message's own UDP_SEGMENT wins over it, as in the kernel).
