@@ -10,11 +10,14 @@
 //! SOCKS4a (IPv4 or a name), SOCKS5 (IPv4, IPv6 or a name; RFC 1929 username/password when
 //! credentials are given).
 //!
+//! Also the SOCKS5 UDP request header (RFC 1928 section 7) in a fixed buffer ([`udp_header`]),
+//! for a datagram sent from such a signal handler on a socket whose association exists.
+//!
 //! Not here: sockets, timeouts, BIND or UDP ASSOCIATE (they need the heap anyway).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::addr::{ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, MAX_NAME_LEN};
+use crate::addr::{check_name, ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6, MAX_NAME_LEN};
 use crate::auth::{self, Credentials};
 use crate::client::{ClientError, ClientVersion, Identity};
 use crate::error::ProtoError;
@@ -352,6 +355,43 @@ impl<'a> FixedConnect<'a> {
 /// A decoded reply: the outcome, BND as an address (`None` for a name), and the bytes used.
 type ReplyParts = (Result<(), Failure>, Option<SocketAddr>, usize);
 
+/// The longest SOCKS5 UDP request header: RSV (2), FRAG, ATYP, a 255-byte name with its
+/// length octet, DST.PORT (RFC 1928 section 7).
+pub const UDP_HEADER_MAX: usize = 3 + 1 + 1 + MAX_NAME_LEN + 2;
+
+/// Writes the SOCKS5 UDP request header for a datagram to `dst` (FRAG 0) into `out`; its
+/// length. The same bytes as [`crate::udp::encode_header`], without the heap (and the same
+/// check: a name must be 1 to 255 bytes).
+pub fn udp_header(
+    dst: &Destination<'_>,
+    out: &mut [u8; UDP_HEADER_MAX],
+) -> Result<usize, ProtoError> {
+    out[..3].copy_from_slice(&[0, 0, 0]);
+    let mut at = 3;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    match dst {
+        Destination::Ip(SocketAddr::V4(sa)) => {
+            put(&[ATYP_IPV4]);
+            put(&sa.ip().octets());
+        }
+        Destination::Ip(SocketAddr::V6(sa)) => {
+            put(&[ATYP_IPV6]);
+            put(&sa.ip().octets());
+        }
+        Destination::Name(name, _) => {
+            check_name(name.as_bytes())?;
+            // check_name bounded the length to 255, so it fits one octet.
+            put(&[ATYP_DOMAIN, name.len() as u8]);
+            put(name.as_bytes());
+        }
+    }
+    put(&dst.port().to_be_bytes());
+    Ok(at)
+}
+
 /// Decodes a SOCKS5 reply from the start of `buf` without allocating, with the checks (and
 /// the errors) of [`v5::decode_reply`]. `Ok(None)`: more bytes are needed.
 pub fn decode_socks5_reply(buf: &[u8]) -> Result<Option<ReplyParts>, ProtoError> {
@@ -421,6 +461,27 @@ mod tests {
             Destination::Ip(sa) => TargetAddr::Ip(sa),
             Destination::Name(name, port) => TargetAddr::Domain(name.to_owned(), port),
         }
+    }
+
+    #[test]
+    fn udp_headers_are_the_heap_path_bytes() {
+        let long = "n".repeat(255);
+        for dst in [
+            Destination::Ip(ip("192.0.2.53:53")),
+            Destination::Ip(ip("[2001:db8::1]:443")),
+            Destination::Name("www.example.test", 7),
+            Destination::Name(&long, 65535),
+        ] {
+            let mut fixed = [0u8; UDP_HEADER_MAX];
+            let len = udp_header(&dst, &mut fixed).expect("encodes");
+            let mut heap = Vec::new();
+            let header = crate::udp::UdpHeader { frag: 0, addr: target(dst) };
+            crate::udp::encode_header(&header, &mut heap).expect("encodes");
+            assert_eq!(&fixed[..len], &heap[..], "{dst:?}");
+        }
+        let mut out = [0u8; UDP_HEADER_MAX];
+        assert!(udp_header(&Destination::Name("", 1), &mut out).is_err());
+        assert!(udp_header(&Destination::Name(&"n".repeat(256), 1), &mut out).is_err());
     }
 
     fn identity(user_id: &str, credentials: Option<(&str, &[u8])>) -> Identity {

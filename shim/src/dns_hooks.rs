@@ -7,6 +7,15 @@
 //! inside `outcome::shield` (a panic: EAI_SYSTEM with errno EIO, a null hostent, or EIO). The
 //! res_* family and getaddrinfo_a are in `resolv_hooks`. Also the library constructor, which
 //! creates the shared name map before the program can fork.
+//!
+//! A lookup from a signal handler that interrupted the library in the same thread (or from a
+//! name-service module the real resolver runs) is decided too, never handed to the real
+//! resolver unseen (`Guard::enter_routed`), and without the heap: the plan, the shared map and
+//! the hostent answers allocate nothing, so gethostbyname*(_r), gethostbyaddr*(_r) and
+//! getnameinfo answer a fake address as usual; getaddrinfo's result must come from libc's
+//! allocator, so a name resolved on the far side fails with `Cause::SignalContext`
+//! (EAI_AGAIN) there. A name resolved locally goes to the real function, as it would without
+//! the library.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -65,6 +74,17 @@ pub(crate) unsafe fn plan_for(
     }
 }
 
+/// The plan for a C name without the heap (no copy of the name): `None` when it is not ours
+/// to decide (not UTF-8).
+///
+/// # Safety
+/// `name` must be a non-null, NUL-terminated string.
+unsafe fn plan_without_heap(name: *const c_char, family: c_int) -> Option<Plan> {
+    // SAFETY: as the caller guarantees.
+    let name = unsafe { CStr::from_ptr(name) }.to_str().ok()?;
+    Some(names::plan(config::settings(), name, family))
+}
+
 /// getaddrinfo(3).
 ///
 /// # Safety
@@ -92,7 +112,7 @@ unsafe fn getaddrinfo_unshielded(
 ) -> c_int {
     // SAFETY: forwarded unchanged under the caller's guarantees (in every use below).
     let real_call = || unsafe { real::getaddrinfo(node, service, hints, res) };
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
     if node.is_null() || res.is_null() {
         return real_call();
     }
@@ -103,6 +123,21 @@ unsafe fn getaddrinfo_unshielded(
     };
     if flags & libc::AI_NUMERICHOST != 0 {
         return real_call();
+    }
+    if guard.is_nested() {
+        // A fake answer is an addrinfo list from libc's allocator: not here (no heap).
+        // SAFETY: `node` is non-null and NUL-terminated, as getaddrinfo requires.
+        return match unsafe { plan_without_heap(node, family) } {
+            None | Some(Plan::Local) => real_call(),
+            Some(Plan::LocalThenFake { .. }) => match real_call() {
+                rc if rc == 0 || !not_found(rc) => rc,
+                _ => Cause::SignalContext.eai(),
+            },
+            Some(Plan::Fake { .. }) => {
+                log!(Level::Info, "resolve in a signal handler inside the library: EAI_AGAIN");
+                Cause::SignalContext.eai()
+            }
+        };
     }
     // SAFETY: `node` is non-null and NUL-terminated, as getaddrinfo requires.
     let (name, plan) = match unsafe { plan_for(node, family) } {
@@ -249,7 +284,8 @@ unsafe fn getnameinfo_unshielded(
 ) -> c_int {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::getnameinfo(sa, salen, host, hostlen, serv, servlen, flags) };
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    // Nested or not, the work below allocates nothing.
+    let Some(_guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
     if host.is_null() || hostlen == 0 || flags & libc::NI_NUMERICHOST != 0 {
         return real_call();
     }
@@ -277,12 +313,46 @@ unsafe fn getnameinfo_unshielded(
     0
 }
 
-/// A fake answer for the gethostby* functions.
+/// A fake answer for the gethostby* functions, in fixed buffers (no heap).
 struct FakeAnswer {
-    name: String,
+    name: [u8; NAME_MAX],
+    name_len: usize,
     family: c_int,
     address: [u8; 16],
     len: usize,
+}
+
+impl FakeAnswer {
+    /// The answer naming `name` (at most NAME_MAX bytes, as every name in the map) with
+    /// `address` (4 or 16 bytes) of `family`.
+    fn new(name: &str, family: c_int, address: &[u8]) -> Option<FakeAnswer> {
+        let mut answer = FakeAnswer {
+            name: [0; NAME_MAX],
+            name_len: name.len(),
+            family,
+            address: [0; 16],
+            len: address.len(),
+        };
+        answer.name.get_mut(..name.len())?.copy_from_slice(name.as_bytes());
+        answer.address.get_mut(..address.len())?.copy_from_slice(address);
+        Some(answer)
+    }
+
+    /// The fake answer for `name` in `af` (AF_INET or AF_INET6), claiming its entry in the map.
+    fn for_name(name: &str, af: c_int) -> Result<FakeAnswer, Cause> {
+        let fakes = names::fakes_for(config::settings(), name).map_err(|e| map_error(name, e))?;
+        let answer = if af == libc::AF_INET6 {
+            FakeAnswer::new(name, af, &fakes.v6.octets())
+        } else {
+            FakeAnswer::new(name, af, &fakes.v4.octets())
+        };
+        answer.ok_or(Cause::BadName)
+    }
+
+    fn name(&self) -> &str {
+        // Copied from a `&str` whole, so always UTF-8.
+        std::str::from_utf8(&self.name[..self.name_len]).unwrap_or_default()
+    }
 }
 
 /// How to answer gethostbyname(2)(_r) for `name` in `af`.
@@ -309,21 +379,7 @@ unsafe fn host_plan(name: *const c_char, af: c_int) -> HostPlan {
         Ok(None) => return HostPlan::Real,
         Err(cause) => return HostPlan::Fail(cause),
     };
-    let answer = |name: String| {
-        let fakes = match names::fakes_for(config::settings(), &name) {
-            Ok(fakes) => fakes,
-            Err(e) => return Err(map_error(&name, e)),
-        };
-        let mut address = [0u8; 16];
-        let len = if af == libc::AF_INET6 {
-            address.copy_from_slice(&fakes.v6.octets());
-            16
-        } else {
-            address[..4].copy_from_slice(&fakes.v4.octets());
-            4
-        };
-        Ok(FakeAnswer { name, family: af, address, len })
-    };
+    let answer = |name: String| FakeAnswer::for_name(&name, af);
     let planned = catch_unwind(AssertUnwindSafe(|| match plan {
         Plan::Local => HostPlan::Real,
         Plan::Fake { .. } => answer(name).map_or_else(HostPlan::Fail, HostPlan::Fake),
@@ -335,7 +391,29 @@ unsafe fn host_plan(name: *const c_char, af: c_int) -> HostPlan {
 }
 
 fn static_answer(answer: &FakeAnswer) -> *mut hostent {
-    answers::in_thread_storage(&answer.name, answer.family, &answer.address[..answer.len])
+    answers::in_thread_storage(answer.name(), answer.family, &answer.address[..answer.len])
+}
+
+/// How to answer gethostbyname(2)(_r) for `name` in `af` without the heap (a signal handler
+/// inside the library): the same decisions as [`host_plan`], with no copy of the name.
+///
+/// # Safety
+/// `name` must be null or a NUL-terminated string.
+unsafe fn host_plan_without_heap(name: *const c_char, af: c_int) -> HostPlan {
+    if name.is_null() || (af != libc::AF_INET && af != libc::AF_INET6) {
+        return HostPlan::Real;
+    }
+    // SAFETY: checked non-null; the caller passes a NUL-terminated name.
+    let Ok(name) = unsafe { CStr::from_ptr(name) }.to_str() else { return HostPlan::Real };
+    match names::plan(config::settings(), name, af) {
+        Plan::Local => HostPlan::Real,
+        Plan::Fake { .. } => {
+            FakeAnswer::for_name(name, af).map_or_else(HostPlan::Fail, HostPlan::Fake)
+        }
+        Plan::LocalThenFake { .. } => {
+            FakeAnswer::for_name(name, af).map_or(HostPlan::Real, HostPlan::RealThenFake)
+        }
+    }
 }
 
 /// gethostbyname(3).
@@ -386,9 +464,15 @@ unsafe fn by_name(
     af: c_int,
     real_call: impl Fn() -> *mut hostent,
 ) -> *mut hostent {
-    let Some(_guard) = Guard::enter() else { return real_call() };
-    // SAFETY: as the caller guarantees.
-    match unsafe { host_plan(name, af) } {
+    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let plan = if guard.is_nested() {
+        // SAFETY: as the caller guarantees.
+        unsafe { host_plan_without_heap(name, af) }
+    } else {
+        // SAFETY: as the caller guarantees.
+        unsafe { host_plan(name, af) }
+    };
+    match plan {
         HostPlan::Real => real_call(),
         HostPlan::Fail(cause) => {
             real::set_h_errno(cause.h_errno());
@@ -421,7 +505,7 @@ unsafe fn answer_r(
 ) -> c_int {
     // SAFETY: the caller's buffers, as gethostbyname_r requires them.
     match unsafe {
-        answers::fill(&answer.name, answer.family, &answer.address[..answer.len], ret, buf, buflen)
+        answers::fill(answer.name(), answer.family, &answer.address[..answer.len], ret, buf, buflen)
     } {
         Ok(()) => {
             // SAFETY: `result` is writable.
@@ -533,9 +617,15 @@ unsafe fn by_name_r(
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let Some(_guard) = Guard::enter() else { return real_call() };
-    // SAFETY: the caller's name, null or NUL-terminated.
-    match unsafe { host_plan(name, af) } {
+    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let plan = if guard.is_nested() {
+        // SAFETY: the caller's name, null or NUL-terminated.
+        unsafe { host_plan_without_heap(name, af) }
+    } else {
+        // SAFETY: the caller's name, null or NUL-terminated.
+        unsafe { host_plan(name, af) }
+    };
+    match plan {
         HostPlan::Real => real_call(),
         HostPlan::Fail(cause) => {
             // SAFETY: `result` is writable, `h_errnop` writable or null.
@@ -562,7 +652,8 @@ unsafe fn by_name_r(
     }
 }
 
-/// The fake answer for a reverse lookup of a fake address, if `addr` is one.
+/// The fake answer for a reverse lookup of a fake address, if `addr` is one. Allocates
+/// nothing (a panic is the export's shield's).
 ///
 /// # Safety
 /// `addr` must point to `len` readable bytes.
@@ -575,16 +666,11 @@ unsafe fn reverse_answer(addr: *const c_void, len: socklen_t, kind: c_int) -> Op
         _ => return None,
     };
     let mut buf = [0u8; NAME_MAX];
-    let name = catch_unwind(AssertUnwindSafe(|| {
-        names::name_of(config::settings(), ip, &mut buf).map(str::to_string)
-    }))
-    .ok()??;
-    let mut address = [0u8; 16];
+    let name = names::name_of(config::settings(), ip, &mut buf)?;
     match ip {
-        IpAddr::V4(v4) => address[..4].copy_from_slice(&v4.octets()),
-        IpAddr::V6(v6) => address.copy_from_slice(&v6.octets()),
+        IpAddr::V4(v4) => FakeAnswer::new(name, kind, &v4.octets()),
+        IpAddr::V6(v6) => FakeAnswer::new(name, kind, &v6.octets()),
     }
-    Some(FakeAnswer { name, family: kind, address, len: len as usize })
 }
 
 /// gethostbyaddr(3): a fake address's name is the name it stands for.
@@ -612,7 +698,8 @@ unsafe fn gethostbyaddr_unshielded(
 ) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
     let real_call = || unsafe { real::gethostbyaddr(addr, len, kind) };
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    // Nested or not, the work below allocates nothing.
+    let Some(_guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
     if addr.is_null() {
         return real_call();
     }
@@ -662,7 +749,8 @@ unsafe fn gethostbyaddr_r_unshielded(
     // SAFETY: forwarded under the caller's guarantees.
     let real_call =
         || unsafe { real::gethostbyaddr_r(addr, len, kind, ret, buf, buflen, result, h_errnop) };
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    // Nested or not, the work below allocates nothing.
+    let Some(_guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
     if addr.is_null() {
         return real_call();
     }

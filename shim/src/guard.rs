@@ -12,6 +12,11 @@
 //! proxy), without the heap: the interrupted code may hold malloc's lock (`is_nested`). Only
 //! while the settings are being loaded do connects pass through: they are the loader's own
 //! (its name lookups), and there are no rules yet to route them by.
+//!
+//! The same holds for the other calls that could carry a proxied destination or a remote
+//! name out of the workstation — datagram sends (sendto, sendmsg, sendmmsg) and name lookups
+//! (getaddrinfo, gethostbyname*, res_*, getaddrinfo_a): `enter_routed` gives them a nested
+//! guard too, and they decide without the heap (or fail with `Cause::SignalContext`).
 
 use std::cell::Cell;
 
@@ -63,6 +68,20 @@ impl Guard {
             _ => None,
         })
     }
+
+    /// For datagram sends and name lookups: as [`Guard::enter_connect`] (a guard when idle, a
+    /// nested one inside the library once `settings_ready`, `None` while the settings load),
+    /// entering the ordinary "inside" state.
+    pub fn enter_routed(settings_ready: bool) -> Option<Guard> {
+        STATE.with(|state| match state.get() {
+            IDLE => {
+                state.set(INSIDE);
+                Some(Guard { previous: IDLE })
+            }
+            previous if settings_ready => Some(Guard { previous }),
+            _ => None,
+        })
+    }
 }
 
 impl Drop for Guard {
@@ -87,6 +106,21 @@ mod tests {
         drop(outer);
         let idle = Guard::enter_connect(true).expect("an ordinary connect");
         assert!(!idle.is_nested());
+        drop(idle);
+        assert!(Guard::enter().is_some());
+    }
+
+    #[test]
+    fn sends_and_lookups_inside_the_library_are_nested_once_settings_exist() {
+        let outer = Guard::enter().expect("first entry");
+        assert!(Guard::enter_routed(false).is_none(), "the settings loader's own calls pass");
+        let nested = Guard::enter_routed(true).expect("a handler's send or lookup is decided");
+        assert!(nested.is_nested());
+        drop(nested);
+        drop(outer);
+        let idle = Guard::enter_routed(true).expect("an ordinary send");
+        assert!(!idle.is_nested());
+        assert!(Guard::enter().is_none(), "inside the library now");
         drop(idle);
         assert!(Guard::enter().is_some());
     }

@@ -154,7 +154,7 @@ fn owned(target: Destination<'_>) -> TargetAddr {
 
 /// What to ask the server for when the program named `addr`, and how to route it: the name
 /// behind a fake address (read into `buf`), else the address itself. Allocates nothing.
-fn destination<'a, 's>(
+pub(crate) fn destination<'a, 's>(
     settings: &'s Settings,
     addr: SocketAddr,
     buf: &'a mut [u8; NAME_MAX],

@@ -22,6 +22,14 @@
 //! numeric request to complete and notify with (kept for the life of the process: a few hundred
 //! bytes per such call), since the library starts no thread of its own.
 //!
+//! From a signal handler that interrupted the library in the same thread (`Guard::enter_routed`)
+//! the same decisions are made without the heap, but an answer message cannot be built there:
+//! a question a fake address would answer fails with `Cause::SignalContext` (-1, h_errno
+//! TRY_AGAIN, errno EAGAIN), other questions about such a name are refused as usual, and names
+//! resolved locally go to the real function. `res_send`/`res_nsend` and `getaddrinfo_a` cannot
+//! even read their questions without the heap: there they fail with `SignalContext` whenever
+//! names may be resolved on the far side at all.
+//!
 //! Not here: getaddrinfo and gethostbyname* (see `dns_hooks`), the message format (`dnsmsg`).
 #![allow(unsafe_code)]
 
@@ -147,6 +155,94 @@ unsafe fn full_name(name: *const c_char, domain: *const c_char) -> Option<String
     Some(format!("{}.{domain}", name.strip_suffix('.').unwrap_or(name)))
 }
 
+/// The name a res_query-style call asks about, as [`full_name`] gives it, in `buf` (no heap);
+/// `None` when not UTF-8 or longer than a name can be.
+///
+/// # Safety
+/// `name` and `domain` are null or NUL-terminated.
+unsafe fn full_name_in(
+    name: *const c_char,
+    domain: *const c_char,
+    buf: &mut [u8; NAME_MAX],
+) -> Option<&str> {
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: NUL-terminated, as the caller guarantees.
+    let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| -> Option<()> {
+        buf.get_mut(len..len + bytes.len())?.copy_from_slice(bytes);
+        len += bytes.len();
+        Some(())
+    };
+    if domain.is_null() {
+        put(name)?;
+    } else {
+        put(name.strip_suffix(b".").unwrap_or(name))?;
+        put(b".")?;
+        // SAFETY: as above.
+        put(unsafe { CStr::from_ptr(domain) }.to_bytes())?;
+    }
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
+/// [`query`] for a call from a signal handler that interrupted the library: the same
+/// decisions without the heap; an answer message cannot be built here (see the module
+/// documentation).
+///
+/// # Safety
+/// As res_querydomain(3).
+unsafe fn query_without_heap(
+    name: *const c_char,
+    domain: *const c_char,
+    class: c_int,
+    kind: c_int,
+    real_call: impl FnOnce() -> c_int,
+) -> c_int {
+    let mut buf = [0u8; NAME_MAX];
+    // SAFETY: as the caller guarantees.
+    let Some(full) = (unsafe { full_name_in(name, domain, &mut buf) }) else { return real_call() };
+    let (Ok(qclass), Ok(qtype)) = (u16::try_from(class), u16::try_from(kind)) else {
+        return real_call();
+    };
+    let settings = config::settings();
+    if let Some(ip) = dnsmsg::reverse_address(full) {
+        return if !names::is_fake(settings, ip) {
+            real_call()
+        } else if qclass == CLASS_IN && qtype == TYPE_PTR {
+            fail_resolver(Cause::SignalContext)
+        } else {
+            fail_resolver(Cause::RemoteQuestion)
+        };
+    }
+    let family = match qtype {
+        TYPE_A => libc::AF_INET,
+        TYPE_AAAA => libc::AF_INET6,
+        _ => libc::AF_UNSPEC,
+    };
+    let address_question = qclass == CLASS_IN && matches!(qtype, TYPE_A | TYPE_AAAA);
+    match names::plan(settings, full, family) {
+        Plan::Local => real_call(),
+        Plan::Fake { .. } if address_question => {
+            log!(Level::Info, "resolve in a signal handler inside the library: TRY_AGAIN");
+            fail_resolver(Cause::SignalContext)
+        }
+        Plan::Fake { .. } => fail_resolver(Cause::RemoteQuestion),
+        Plan::LocalThenFake { .. } if address_question => match real_call() {
+            rc if rc >= 0 => rc,
+            _ => fail_resolver(Cause::SignalContext),
+        },
+        Plan::LocalThenFake { .. } => real_call(),
+    }
+}
+
+/// Whether names may be resolved on the far side at all (a nested call that cannot read its
+/// question without the heap must then fail rather than go to the real resolver).
+fn remote_names() -> bool {
+    config::settings().names.is_some()
+}
+
 /// The common part of the res_query family.
 ///
 /// # Safety
@@ -160,9 +256,13 @@ unsafe fn query(
     anslen: c_int,
     real_call: impl FnOnce() -> c_int,
 ) -> c_int {
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
     if answer.is_null() || anslen < 0 {
         return real_call();
+    }
+    if guard.is_nested() {
+        // SAFETY: as the caller guarantees.
+        return unsafe { query_without_heap(name, domain, class, kind, real_call) };
     }
     // SAFETY: as the caller guarantees.
     let Some(full) = (unsafe { full_name(name, domain) }) else { return real_call() };
@@ -193,9 +293,13 @@ unsafe fn send(
     anslen: c_int,
     real_call: impl FnOnce() -> c_int,
 ) -> c_int {
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
     if msg.is_null() || msglen <= 0 || answer.is_null() || anslen < 0 {
         return real_call();
+    }
+    if guard.is_nested() {
+        // Reading the question takes the heap: see the module documentation.
+        return if remote_names() { fail_resolver(Cause::SignalContext) } else { real_call() };
     }
     // SAFETY: the caller's query of `msglen` bytes.
     let bytes = unsafe { std::slice::from_raw_parts(msg, msglen as usize) };
@@ -497,9 +601,10 @@ unsafe fn getaddrinfo_a_unshielded(
     if list.is_null() || nitems <= 0 {
         return real_call();
     }
-    let guard = Guard::enter();
-    if guard.is_none() {
-        return real_call();
+    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    if guard.is_nested() {
+        // Sorting the requests takes the heap: see the module documentation.
+        return if remote_names() { Cause::SignalContext.eai() } else { real_call() };
     }
     // SAFETY: the caller passes `nitems` request pointers (each null or valid).
     let requests = unsafe { std::slice::from_raw_parts(list, nitems as usize) };

@@ -12,11 +12,17 @@
 //! only. A socket bound to a specific address has the control connection come from that
 //! address too, so both reach the server from the same host address.
 //!
+//! A datagram sent from a signal handler that interrupted the library in the same thread is
+//! planned without the heap ([`plan_send_without_heap`]): it goes through the socket's
+//! association if one exists, with a header built in a fixed buffer; one that would need a new
+//! association fails with `Cause::SignalContext`. Never direct.
+//!
 //! Not here: the C structures (see `udp_hooks`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use libc::c_int;
+use socks_proto::fixed::{udp_header, Destination, UDP_HEADER_MAX};
 use socks_proto::udp::{decode_datagram, encode_header, UdpHeader};
 use socks_proto::TargetAddr;
 
@@ -106,6 +112,82 @@ pub fn plan_send(fd: c_int, dst: &RawAddr, len: usize) -> Send {
             }
         }
     }
+}
+
+/// What to do with a datagram sent from a signal handler inside the library (no heap).
+// The header travels by value on purpose: boxing it would take the heap this path avoids.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum QuietSend {
+    /// Not ours: the real call.
+    PassThrough,
+    /// Send `header[..header_len]` then the payload to `relay` (no address when its `len` is
+    /// 0: a connected socket is connected to the relay already).
+    Relay { relay: RawAddr, header: [u8; UDP_HEADER_MAX], header_len: usize },
+    /// Refuse for this cause.
+    Fail(Cause),
+}
+
+/// Plans a datagram of `len` bytes from `fd` to `dst` — or, with `None`, to the peer of a UDP
+/// socket the program connected to a proxied destination — as [`plan_send`] and
+/// [`plan_connected_send`] would, without the heap: for a signal handler that interrupted the
+/// library in this thread (the interrupted code may hold malloc's lock). Only an association
+/// that already exists can carry it; a destination that would need a new one fails with
+/// `Cause::SignalContext`.
+pub fn plan_send_without_heap(fd: c_int, dst: Option<&RawAddr>, len: usize) -> QuietSend {
+    let settings = config::settings();
+    let (addr, connected) = match dst {
+        Some(dst) => match dst.socket_addr() {
+            Some(addr) => (addr, false),
+            None => return QuietSend::PassThrough,
+        },
+        None => match fdtable::get(fd) {
+            Some(entry) if entry.kind == Kind::UdpConnected => match entry.first.socket_addr() {
+                Some(peer) => (peer, true),
+                None => return QuietSend::PassThrough,
+            },
+            _ => return QuietSend::PassThrough,
+        },
+    };
+    let mut name_buf = [0u8; NAME_MAX];
+    let (target, route) =
+        match crate::intercept::destination(settings, canonical(addr), &mut name_buf) {
+            Ok(found) => found,
+            Err(cause) => return QuietSend::Fail(cause),
+        };
+    let relay = if connected {
+        RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 }
+    } else {
+        let direct = matches!((&route, &target), (Route::Direct, Destination::Ip(_)));
+        if direct || !is_udp(fd) {
+            return QuietSend::PassThrough;
+        }
+        match route {
+            Route::Direct => return QuietSend::Fail(Cause::NoRoute),
+            Route::Deny => return QuietSend::Fail(Cause::Denied),
+            Route::Broken => return QuietSend::Fail(Cause::BrokenConfig),
+            Route::Proxy(_) => {}
+        }
+        let existing = fdtable::get(fd).filter(|e| {
+            matches!(e.kind, Kind::Udp | Kind::UdpConnected) && fdtable::control(fd).is_some()
+        });
+        let Some(entry) = existing else {
+            log!(Level::Info, "udp: a signal handler's datagram needs a new association: EAGAIN");
+            return QuietSend::Fail(Cause::SignalContext);
+        };
+        if let (Some(dst), Destination::Name(..)) = (dst, &target) {
+            remember_fake_destination(fd, dst);
+        }
+        entry.server
+    };
+    let mut header = [0u8; UDP_HEADER_MAX];
+    let Ok(header_len) = udp_header(&target, &mut header) else {
+        return QuietSend::Fail(Cause::Unsupported);
+    };
+    if header_len + len > UDP_PAYLOAD_MAX {
+        return QuietSend::Fail(Cause::Os(libc::EMSGSIZE));
+    }
+    QuietSend::Relay { relay, header, header_len }
 }
 
 /// The header for a datagram of `len` bytes to `target`; EMSGSIZE when the two no longer fit

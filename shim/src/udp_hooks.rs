@@ -7,6 +7,13 @@
 //!
 //! Also TCP Fast Open: sendto/sendmsg/sendmmsg with MSG_FASTOPEN and a destination on a TCP
 //! socket are connects carrying data, routed as `fastopen` says.
+//!
+//! A send from a signal handler that interrupted the library in the same thread is decided
+//! too, never passed through unseen (`Guard::enter_routed`): Fast Open as a connect on the
+//! heap-free path, a datagram through its socket's existing association with the header in a
+//! fixed buffer (`send_datagram_without_heap`); what would need the heap (a new association,
+//! control messages on a relayed datagram, a socket-level UDP_SEGMENT, more than
+//! `QUIET_PARTS_MAX` iovecs) fails with `Cause::SignalContext` (EAGAIN).
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
@@ -22,7 +29,7 @@ use crate::guard::Guard;
 use crate::outcome::{fail, shield, Cause};
 use crate::real;
 use crate::sockaddr::RawAddr;
-use crate::udp::{self, Send, HEADER_MAX};
+use crate::udp::{self, QuietSend, Send, HEADER_MAX};
 
 /// Whether `fd` carries an association (the only sockets whose reads need a look). The
 /// table's hint first, so other descriptors cost no system call.
@@ -189,6 +196,54 @@ unsafe fn send_datagram(
     Some(sent_total)
 }
 
+/// The most iovecs a datagram sent from a signal handler inside the library may have (they are
+/// copied to the stack, behind the header's).
+const QUIET_PARTS_MAX: usize = 32;
+
+/// As [`send_datagram`], for a send from a signal handler that interrupted the library in this
+/// thread: no heap (see the module documentation).
+///
+/// # Safety
+/// As sendmsg(2) for `parts` and `dst`.
+unsafe fn send_datagram_without_heap(
+    fd: c_int,
+    parts: &[iovec],
+    flags: c_int,
+    dst: Option<RawAddr>,
+    control: &[u8],
+) -> Option<ssize_t> {
+    let len = total(parts);
+    let (relay, header, header_len) = match udp::plan_send_without_heap(fd, dst.as_ref(), len) {
+        QuietSend::PassThrough => return None,
+        QuietSend::Fail(cause) => return Some(fail(cause)),
+        QuietSend::Relay { relay, header, header_len } => (relay, header, header_len),
+    };
+    let socket_segment = || {
+        len > 0
+            && real::getsockopt_int(fd, libc::IPPROTO_UDP, ancillary::UDP_SEGMENT)
+                .is_some_and(|size| size > 0)
+    };
+    if !control.is_empty() || parts.len() > QUIET_PARTS_MAX || socket_segment() {
+        return Some(fail(Cause::SignalContext));
+    }
+    let empty = iovec { iov_base: null_mut(), iov_len: 0 };
+    let mut iov = [empty; QUIET_PARTS_MAX + 1];
+    iov[0] = iovec { iov_base: header.as_ptr() as *mut c_void, iov_len: header_len };
+    iov[1..=parts.len()].copy_from_slice(parts);
+    // SAFETY: zeroed msghdr is the documented starting point.
+    let mut msg: msghdr = unsafe { std::mem::zeroed() };
+    if relay.len > 0 {
+        msg.msg_name = relay.bytes.as_ptr() as *mut c_void;
+        msg.msg_namelen = relay.len as socklen_t;
+    }
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = parts.len() + 1;
+    // SAFETY: every pointer in `msg` is valid for the call (ours on this stack, or the
+    // caller's parts).
+    let sent = unsafe { real::sendmsg(fd, &msg, flags) };
+    Some(if sent < 0 { sent } else { (sent - header_len as ssize_t).max(0) })
+}
+
 /// MSG_FASTOPEN with a destination (see `fastopen`): `None` when not a TCP socket (the datagram
 /// paths decide), else the result of the whole call. `send_data` sends the payload on the
 /// socket once it is connected through a server, with the flags it is given.
@@ -249,7 +304,7 @@ unsafe fn sendto_unshielded(
             }
         }
     }
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
     let dst = if addr.is_null() {
         None
     } else {
@@ -263,6 +318,11 @@ unsafe fn sendto_unshielded(
         return real_call();
     }
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    if guard.is_nested() {
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { send_datagram_without_heap(fd, &part, flags, dst, &[]) }
+            .unwrap_or_else(real_call);
+    }
     // SAFETY: `buf` holds `len` readable bytes.
     unsafe { send_datagram(fd, &part, flags, dst, &[]) }.unwrap_or_else(real_call)
 }
@@ -287,8 +347,13 @@ unsafe fn send_unshielded(fd: c_int, buf: *const c_void, len: size_t, flags: c_i
     if !connected_to_relay(fd) {
         return real_call();
     }
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    if guard.is_nested() {
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { send_datagram_without_heap(fd, &part, flags, None, &[]) }
+            .unwrap_or_else(real_call);
+    }
     // SAFETY: `buf` holds `len` readable bytes.
     unsafe { send_datagram(fd, &part, flags, None, &[]) }.unwrap_or_else(real_call)
 }
@@ -313,8 +378,13 @@ unsafe fn write_unshielded(fd: c_int, buf: *const c_void, len: size_t) -> ssize_
     if !connected_to_relay(fd) {
         return real_call();
     }
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    if guard.is_nested() {
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { send_datagram_without_heap(fd, &part, 0, None, &[]) }
+            .unwrap_or_else(real_call);
+    }
     // SAFETY: `buf` holds `len` readable bytes.
     unsafe { send_datagram(fd, &part, 0, None, &[]) }.unwrap_or_else(real_call)
 }
@@ -355,7 +425,7 @@ unsafe fn sendmsg_unshielded(fd: c_int, msg: *const msghdr, flags: c_int) -> ssi
             }
         }
     }
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
     let dst = if m.msg_name.is_null() {
         None
     } else {
@@ -376,6 +446,11 @@ unsafe fn sendmsg_unshielded(fd: c_int, msg: *const msghdr, flags: c_int) -> ssi
     };
     // SAFETY: msg_iov holds msg_iovlen iovecs.
     let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
+    if guard.is_nested() {
+        // SAFETY: as the caller guarantees.
+        return unsafe { send_datagram_without_heap(fd, parts, flags, dst, control) }
+            .unwrap_or_else(real_call);
+    }
     // SAFETY: as the caller guarantees.
     unsafe { send_datagram(fd, parts, flags, dst, control) }.unwrap_or_else(real_call)
 }
