@@ -75,13 +75,19 @@ pub(crate) unsafe fn plan_for(
 }
 
 /// The plan for a C name without the heap (no copy of the name): `None` when it is not ours
-/// to decide (not UTF-8).
+/// to decide (not UTF-8). Before the settings are loaded every name but a numeric address is
+/// planned remote, so the caller fails closed.
 ///
 /// # Safety
 /// `name` must be a non-null, NUL-terminated string.
 unsafe fn plan_without_heap(name: *const c_char, family: c_int) -> Option<Plan> {
     // SAFETY: as the caller guarantees.
     let name = unsafe { CStr::from_ptr(name) }.to_str().ok()?;
+    if !config::loaded() {
+        // No rules yet (reading them takes the heap): any name but an address may be remote.
+        let numeric = name.parse::<IpAddr>().is_ok();
+        return Some(if numeric { Plan::Local } else { Plan::Fake { v4: true, v6: true } });
+    }
     Some(names::plan(config::settings(), name, family))
 }
 
@@ -112,7 +118,7 @@ unsafe fn getaddrinfo_unshielded(
 ) -> c_int {
     // SAFETY: forwarded unchanged under the caller's guarantees (in every use below).
     let real_call = || unsafe { real::getaddrinfo(node, service, hints, res) };
-    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let guard = Guard::enter_routed();
     if node.is_null() || res.is_null() {
         return real_call();
     }
@@ -284,8 +290,12 @@ unsafe fn getnameinfo_unshielded(
 ) -> c_int {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::getnameinfo(sa, salen, host, hostlen, serv, servlen, flags) };
-    // Nested or not, the work below allocates nothing.
-    let Some(_guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    // Nested or not, the work below allocates nothing; but with no settings yet there is no
+    // fake range to know (reading them takes the heap): an address's name is libc's.
+    let guard = Guard::enter_routed();
+    if guard.is_nested() && !config::loaded() {
+        return real_call();
+    }
     if host.is_null() || hostlen == 0 || flags & libc::NI_NUMERICHOST != 0 {
         return real_call();
     }
@@ -405,6 +415,14 @@ unsafe fn host_plan_without_heap(name: *const c_char, af: c_int) -> HostPlan {
     }
     // SAFETY: checked non-null; the caller passes a NUL-terminated name.
     let Ok(name) = unsafe { CStr::from_ptr(name) }.to_str() else { return HostPlan::Real };
+    if !config::loaded() {
+        // No rules yet (reading them takes the heap): any name but an address may be remote.
+        return if name.parse::<IpAddr>().is_ok() {
+            HostPlan::Real
+        } else {
+            HostPlan::Fail(Cause::SignalContext)
+        };
+    }
     match names::plan(config::settings(), name, af) {
         Plan::Local => HostPlan::Real,
         Plan::Fake { .. } => {
@@ -464,7 +482,7 @@ unsafe fn by_name(
     af: c_int,
     real_call: impl Fn() -> *mut hostent,
 ) -> *mut hostent {
-    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let guard = Guard::enter_routed();
     let plan = if guard.is_nested() {
         // SAFETY: as the caller guarantees.
         unsafe { host_plan_without_heap(name, af) }
@@ -617,7 +635,7 @@ unsafe fn by_name_r(
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
 ) -> c_int {
-    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let guard = Guard::enter_routed();
     let plan = if guard.is_nested() {
         // SAFETY: the caller's name, null or NUL-terminated.
         unsafe { host_plan_without_heap(name, af) }
@@ -698,8 +716,12 @@ unsafe fn gethostbyaddr_unshielded(
 ) -> *mut hostent {
     // SAFETY: forwarded under the caller's guarantees.
     let real_call = || unsafe { real::gethostbyaddr(addr, len, kind) };
-    // Nested or not, the work below allocates nothing.
-    let Some(_guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    // Nested or not, the work below allocates nothing; but with no settings yet there is no
+    // fake range to know (reading them takes the heap): an address's name is libc's.
+    let guard = Guard::enter_routed();
+    if guard.is_nested() && !config::loaded() {
+        return real_call();
+    }
     if addr.is_null() {
         return real_call();
     }
@@ -749,8 +771,12 @@ unsafe fn gethostbyaddr_r_unshielded(
     // SAFETY: forwarded under the caller's guarantees.
     let real_call =
         || unsafe { real::gethostbyaddr_r(addr, len, kind, ret, buf, buflen, result, h_errnop) };
-    // Nested or not, the work below allocates nothing.
-    let Some(_guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    // Nested or not, the work below allocates nothing; but with no settings yet there is no
+    // fake range to know (reading them takes the heap): an address's name is libc's.
+    let guard = Guard::enter_routed();
+    if guard.is_nested() && !config::loaded() {
+        return real_call();
+    }
     if addr.is_null() {
         return real_call();
     }

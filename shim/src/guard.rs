@@ -15,8 +15,12 @@
 //!
 //! The same holds for the other calls that could carry a proxied destination or a remote
 //! name out of the workstation — datagram sends (sendto, sendmsg, sendmmsg) and name lookups
-//! (getaddrinfo, gethostbyname*, res_*, getaddrinfo_a): `enter_routed` gives them a nested
-//! guard too, and they decide without the heap (or fail with `Cause::SignalContext`).
+//! (getaddrinfo, gethostbyname*, res_*, getaddrinfo_a): `enter_routed` always gives them a
+//! guard, nested inside the library, and they decide without the heap (or fail with
+//! `Cause::SignalContext`). Unlike connects they do not pass through while the settings load:
+//! the loader resolves names with the real functions, never through these hooks, so a nested
+//! lookup or send then comes from a signal handler, and with no rules read yet it fails closed
+//! (numeric names and non-IP destinations aside).
 
 use std::cell::Cell;
 
@@ -69,17 +73,16 @@ impl Guard {
         })
     }
 
-    /// For datagram sends and name lookups: as [`Guard::enter_connect`] (a guard when idle, a
-    /// nested one inside the library once `settings_ready`, `None` while the settings load),
-    /// entering the ordinary "inside" state.
-    pub fn enter_routed(settings_ready: bool) -> Option<Guard> {
+    /// For datagram sends and name lookups: a guard when idle (entering the ordinary
+    /// "inside" state), a nested one (see `is_nested`) inside the library, whether or not the
+    /// settings are loaded yet (the caller checks).
+    pub fn enter_routed() -> Guard {
         STATE.with(|state| match state.get() {
             IDLE => {
                 state.set(INSIDE);
-                Some(Guard { previous: IDLE })
+                Guard { previous: IDLE }
             }
-            previous if settings_ready => Some(Guard { previous }),
-            _ => None,
+            previous => Guard { previous },
         })
     }
 }
@@ -111,14 +114,13 @@ mod tests {
     }
 
     #[test]
-    fn sends_and_lookups_inside_the_library_are_nested_once_settings_exist() {
+    fn sends_and_lookups_inside_the_library_are_nested() {
         let outer = Guard::enter().expect("first entry");
-        assert!(Guard::enter_routed(false).is_none(), "the settings loader's own calls pass");
-        let nested = Guard::enter_routed(true).expect("a handler's send or lookup is decided");
-        assert!(nested.is_nested());
+        let nested = Guard::enter_routed();
+        assert!(nested.is_nested(), "a handler's send or lookup is decided without the heap");
         drop(nested);
         drop(outer);
-        let idle = Guard::enter_routed(true).expect("an ordinary send");
+        let idle = Guard::enter_routed();
         assert!(!idle.is_nested());
         assert!(Guard::enter().is_none(), "inside the library now");
         drop(idle);

@@ -206,6 +206,15 @@ unsafe fn query_without_heap(
     let (Ok(qclass), Ok(qtype)) = (u16::try_from(class), u16::try_from(kind)) else {
         return real_call();
     };
+    if !config::loaded() {
+        // No rules yet (reading them takes the heap): any name may be remote; an address's
+        // reverse name is libc's.
+        return if dnsmsg::reverse_address(full).is_some() {
+            real_call()
+        } else {
+            fail_resolver(Cause::SignalContext)
+        };
+    }
     let settings = config::settings();
     if let Some(ip) = dnsmsg::reverse_address(full) {
         return if !names::is_fake(settings, ip) {
@@ -238,9 +247,10 @@ unsafe fn query_without_heap(
 }
 
 /// Whether names may be resolved on the far side at all (a nested call that cannot read its
-/// question without the heap must then fail rather than go to the real resolver).
+/// question without the heap must then fail rather than go to the real resolver); before the
+/// settings are loaded, they may.
 fn remote_names() -> bool {
-    config::settings().names.is_some()
+    !config::loaded() || config::settings().names.is_some()
 }
 
 /// The common part of the res_query family.
@@ -256,7 +266,7 @@ unsafe fn query(
     anslen: c_int,
     real_call: impl FnOnce() -> c_int,
 ) -> c_int {
-    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let guard = Guard::enter_routed();
     if answer.is_null() || anslen < 0 {
         return real_call();
     }
@@ -293,7 +303,7 @@ unsafe fn send(
     anslen: c_int,
     real_call: impl FnOnce() -> c_int,
 ) -> c_int {
-    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let guard = Guard::enter_routed();
     if msg.is_null() || msglen <= 0 || answer.is_null() || anslen < 0 {
         return real_call();
     }
@@ -601,7 +611,7 @@ unsafe fn getaddrinfo_a_unshielded(
     if list.is_null() || nitems <= 0 {
         return real_call();
     }
-    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let guard = Guard::enter_routed();
     if guard.is_nested() {
         // Sorting the requests takes the heap: see the module documentation.
         return if remote_names() { Cause::SignalContext.eai() } else { real_call() };

@@ -13,7 +13,8 @@
 //! heap-free path, a datagram through its socket's existing association with the header in a
 //! fixed buffer (`send_datagram_without_heap`); what would need the heap (a new association,
 //! control messages on a relayed datagram, a socket-level UDP_SEGMENT, more than
-//! `QUIET_PARTS_MAX` iovecs) fails with `Cause::SignalContext` (EAGAIN).
+//! `QUIET_PARTS_MAX` iovecs) fails with `Cause::SignalContext` (EAGAIN), as does a datagram to
+//! an IP destination before the settings are loaded.
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
@@ -212,6 +213,11 @@ unsafe fn send_datagram_without_heap(
     dst: Option<RawAddr>,
     control: &[u8],
 ) -> Option<ssize_t> {
+    if !config::loaded() {
+        // No rules yet (reading them takes the heap): an IP destination may be proxied.
+        let ip = dst.as_ref().and_then(RawAddr::socket_addr).is_some();
+        return ip.then(|| fail(Cause::SignalContext));
+    }
     let len = total(parts);
     let (relay, header, header_len) = match udp::plan_send_without_heap(fd, dst.as_ref(), len) {
         QuietSend::PassThrough => return None,
@@ -304,7 +310,7 @@ unsafe fn sendto_unshielded(
             }
         }
     }
-    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let guard = Guard::enter_routed();
     let dst = if addr.is_null() {
         None
     } else {
@@ -347,7 +353,7 @@ unsafe fn send_unshielded(fd: c_int, buf: *const c_void, len: size_t, flags: c_i
     if !connected_to_relay(fd) {
         return real_call();
     }
-    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let guard = Guard::enter_routed();
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
     if guard.is_nested() {
         // SAFETY: `buf` holds `len` readable bytes.
@@ -378,7 +384,7 @@ unsafe fn write_unshielded(fd: c_int, buf: *const c_void, len: size_t) -> ssize_
     if !connected_to_relay(fd) {
         return real_call();
     }
-    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let guard = Guard::enter_routed();
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
     if guard.is_nested() {
         // SAFETY: `buf` holds `len` readable bytes.
@@ -425,7 +431,7 @@ unsafe fn sendmsg_unshielded(fd: c_int, msg: *const msghdr, flags: c_int) -> ssi
             }
         }
     }
-    let Some(guard) = Guard::enter_routed(config::loaded()) else { return real_call() };
+    let guard = Guard::enter_routed();
     let dst = if m.msg_name.is_null() {
         None
     } else {

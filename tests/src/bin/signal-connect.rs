@@ -1,6 +1,6 @@
 //! `signal-connect DST SECS [NAME]`: a test program for the library (run under it by
 //! tests/tests/everywhere.rs) that connects from inside a real, asynchronous signal handler.
-//! A SIGALRM every 2 ms runs a handler (installed without SA_RESTART) that opens a TCP
+//! A SIGALRM 2 ms after the previous handler finished runs a handler (installed without SA_RESTART) that opens a TCP
 //! connection to the echo server `DST` with socket(2)/connect(2) — the library's hook, in signal
 //! context, interrupting whatever the thread was doing, the library's own connect included —
 //! echoes 64 bytes and checks them and getpeername. Meanwhile the main thread and two others
@@ -140,6 +140,20 @@ fn roundtrip(tag: u8) -> Result<(), i32> {
     }
 }
 
+/// Arms SIGALRM once, 2 ms from now. The handler re-arms it when it is done, so the
+/// interrupted thread always gets 2 ms to run between two handlers: a periodic timer shorter
+/// than a handler's round trip would deliver the next signal the moment the handler returns,
+/// and the thread it interrupts would never run again (a livelock, not a deadlock of the
+/// library).
+fn arm_alarm() {
+    let once = libc::itimerval {
+        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+        it_value: libc::timeval { tv_sec: 0, tv_usec: 2000 },
+    };
+    // SAFETY: a valid itimerval; the old value is not wanted. setitimer is async-signal-safe.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &once, std::ptr::null_mut()) };
+}
+
 extern "C" fn on_alarm(_signal: libc::c_int) {
     let saved = errno();
     let interrupted_connect = IN_CONNECT.with(|c| c.get());
@@ -158,6 +172,9 @@ extern "C" fn on_alarm(_signal: libc::c_int) {
             }
         };
         HANDLER_BUSY.store(false, Ordering::SeqCst);
+    }
+    if !STOP.load(Ordering::SeqCst) {
+        arm_alarm();
     }
     set_errno(saved);
 }
@@ -212,10 +229,7 @@ fn main() {
     let workers = if lookup.is_some() { 0 } else { 2u8 };
     let threads: Vec<_> =
         (0..workers).map(|k| std::thread::spawn(move || worker(b't' + k))).collect();
-    let every = libc::timeval { tv_sec: 0, tv_usec: 2000 };
-    let timer = libc::itimerval { it_interval: every, it_value: every };
-    // SAFETY: a valid itimerval; the old value is not wanted.
-    unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    arm_alarm();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut main = 0;
     while Instant::now() < deadline {
@@ -231,13 +245,14 @@ fn main() {
             }
         }
     }
+    // No handler re-arms the timer once STOP is set.
+    STOP.store(true, Ordering::SeqCst);
     let off = libc::itimerval {
         it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
         it_value: libc::timeval { tv_sec: 0, tv_usec: 0 },
     };
-    // SAFETY: as above.
+    // SAFETY: a valid itimerval; the old value is not wanted.
     unsafe { libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut()) };
-    STOP.store(true, Ordering::Relaxed);
     let threads: u32 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     println!(
         "main={main} threads={threads} handler={} handler_failed={} (while interrupting connect: \

@@ -2,7 +2,8 @@
 //! tests/tests/everywhere.rs) whose SIGALRM handler sends or looks a name up while the thread
 //! it interrupts is inside the library's getaddrinfo hook. The main thread looks SLOWNAME up
 //! again and again (a slow local lookup: the test points the workstation's resolver at a name
-//! server that never answers), and a SIGALRM every 2 ms (no SA_RESTART) runs the handler:
+//! server that never answers), and a SIGALRM 2 ms after the previous handler finished (no
+//! SA_RESTART) runs the handler:
 //!
 //! - `udp IPV4:PORT`: a UDP socket that already has its association (one datagram sent and
 //!   echoed before the timer starts) sends a datagram to TARGET from the handler, with
@@ -42,6 +43,8 @@ static SOCKET: AtomicI32 = AtomicI32::new(-1);
 /// The name to look up (`resolve`), NUL-terminated, leaked for the life of the process.
 static NAME: AtomicPtr<c_char> = AtomicPtr::new(std::ptr::null_mut());
 static HANDLER_BUSY: AtomicBool = AtomicBool::new(false);
+/// Set at the end: handlers stop re-arming the timer.
+static STOP: AtomicBool = AtomicBool::new(false);
 static TURN: AtomicU32 = AtomicU32::new(0);
 static HANDLER_OK: AtomicU32 = AtomicU32::new(0);
 static HANDLER_FAILED: AtomicU32 = AtomicU32::new(0);
@@ -324,6 +327,20 @@ fn resolve(turn: u32) -> (u32, Looked) {
     (which, looked)
 }
 
+/// Arms SIGALRM once, 2 ms from now. The handler re-arms it when it is done, so the
+/// interrupted thread always gets 2 ms to run between two handlers: a periodic timer shorter
+/// than a handler's round trip would deliver the next signal the moment the handler returns,
+/// and the thread it interrupts would never run again (a livelock, not a deadlock of the
+/// library).
+fn arm_alarm() {
+    let once = libc::itimerval {
+        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+        it_value: libc::timeval { tv_sec: 0, tv_usec: 2000 },
+    };
+    // SAFETY: a valid itimerval; the old value is not wanted. setitimer is async-signal-safe.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &once, std::ptr::null_mut()) };
+}
+
 extern "C" fn on_alarm(_signal: c_int) {
     let saved = errno();
     if !HANDLER_BUSY.swap(true, Ordering::SeqCst) {
@@ -357,6 +374,9 @@ extern "C" fn on_alarm(_signal: c_int) {
             }
         };
         HANDLER_BUSY.store(false, Ordering::SeqCst);
+    }
+    if !STOP.load(Ordering::SeqCst) {
+        arm_alarm();
     }
     set_errno(saved);
 }
@@ -443,21 +463,19 @@ fn main() {
         libc::sigemptyset(&mut action.sa_mask);
         assert_eq!(libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()), 0);
     }
-    let every = libc::timeval { tv_sec: 0, tv_usec: 2000 };
-    let timer = libc::itimerval { it_interval: every, it_value: every };
-    // SAFETY: a valid itimerval; the old value is not wanted.
-    unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    arm_alarm();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut main = 0;
     while Instant::now() < deadline {
         look_up(&slow);
         main += 1;
     }
+    STOP.store(true, Ordering::SeqCst);
     let off = libc::itimerval {
         it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
         it_value: libc::timeval { tv_sec: 0, tv_usec: 0 },
     };
-    // SAFETY: as above.
+    // SAFETY: a valid itimerval; the old value is not wanted.
     unsafe { libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut()) };
     let mut line = format!(
         "handler={} handler_failed={} in_lookup={} last_errno={} main={main}",
