@@ -13,6 +13,7 @@ pub mod addr;
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod fixed;
 pub mod reply;
 pub mod rules;
 pub mod server;

@@ -15,13 +15,16 @@
 //!   apply to the datagram to the relay as they would have to the destination.
 //! - Anything else (IP options and IPv6 extension headers, which can route a packet to another
 //!   first hop; descriptors or credentials; an unknown SOL_UDP type; a malformed header): the
-//!   send fails with EINVAL, as the kernel fails a control message it cannot use.
+//!   send fails with `Cause::ControlMessage` (EINVAL, as the kernel fails a control message it
+//!   cannot use).
 //!
 //! Pure byte work on copies: the hooks hand in the program's control buffer as a slice.
 //!
 //! Not here: sending (see `udp_hooks`).
 
 use libc::c_int;
+
+use crate::outcome::Cause;
 
 /// Linux's UDP_SEGMENT (linux/udp.h), a `u16` at level SOL_UDP.
 pub const UDP_SEGMENT: c_int = 103;
@@ -66,8 +69,9 @@ fn harmless(level: c_int, kind: c_int) -> bool {
     }
 }
 
-/// Reads the program's control buffer; `Err(EINVAL)` as described in the module documentation.
-pub fn parse(control: &[u8]) -> Result<Ancillary, c_int> {
+/// Reads the program's control buffer; `Err(Cause::ControlMessage)` as described in the module
+/// documentation.
+pub fn parse(control: &[u8]) -> Result<Ancillary, Cause> {
     let mut result = Ancillary::default();
     let mut at = 0;
     // As CMSG_NXTHDR: a header must fit whole; what remains after the last one is ignored.
@@ -85,13 +89,13 @@ pub fn parse(control: &[u8]) -> Result<Ancillary, c_int> {
         let len = usize::from_ne_bytes(word(at));
         let (level, kind) = (int(at + WORD), int(at + WORD + 4));
         if len < HEADER || len > control.len() - at {
-            return Err(libc::EINVAL);
+            return Err(Cause::ControlMessage);
         }
         let data = &control[at + HEADER..at + len];
         if level == SOL_UDP {
             match (kind, data) {
                 (UDP_SEGMENT, &[a, b]) => result.segment = Some(u16::from_ne_bytes([a, b])),
-                _ => return Err(libc::EINVAL),
+                _ => return Err(Cause::ControlMessage),
             }
         } else if matches!(
             (level, kind),
@@ -101,7 +105,7 @@ pub fn parse(control: &[u8]) -> Result<Ancillary, c_int> {
         } else if harmless(level, kind) {
             push(&mut result.kept, level, kind, data);
         } else {
-            return Err(libc::EINVAL);
+            return Err(Cause::ControlMessage);
         }
         at += align(len).min(control.len() - at);
     }
@@ -157,19 +161,19 @@ mod tests {
         // Trailing bytes shorter than a header are ignored, as CMSG_NXTHDR does.
         assert_eq!(parse(&[tos.clone(), vec![0; 4]].concat()).map(|a| a.kept), Ok(tos.clone()));
         let options = message(libc::IPPROTO_IP, libc::IP_RETOPTS, &[0; 8]);
-        assert_eq!(parse(&options), Err(libc::EINVAL));
+        assert_eq!(parse(&options), Err(Cause::ControlMessage));
         let rights = message(libc::SOL_SOCKET, libc::SCM_RIGHTS, &0i32.to_ne_bytes());
-        assert_eq!(parse(&rights), Err(libc::EINVAL));
+        assert_eq!(parse(&rights), Err(Cause::ControlMessage));
         let unknown_udp = message(SOL_UDP, 104, &[0; 4]);
-        assert_eq!(parse(&unknown_udp), Err(libc::EINVAL));
+        assert_eq!(parse(&unknown_udp), Err(Cause::ControlMessage));
         let bad_segment = message(SOL_UDP, UDP_SEGMENT, &[0; 4]);
-        assert_eq!(parse(&bad_segment), Err(libc::EINVAL));
+        assert_eq!(parse(&bad_segment), Err(Cause::ControlMessage));
         let mut too_long = tos.clone();
         too_long[..8].copy_from_slice(&100usize.to_ne_bytes());
-        assert_eq!(parse(&too_long), Err(libc::EINVAL));
+        assert_eq!(parse(&too_long), Err(Cause::ControlMessage));
         let mut too_short = tos;
         too_short[..8].copy_from_slice(&8usize.to_ne_bytes());
-        assert_eq!(parse(&too_short), Err(libc::EINVAL));
+        assert_eq!(parse(&too_short), Err(Cause::ControlMessage));
     }
 
     #[test]

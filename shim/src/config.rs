@@ -19,7 +19,7 @@ use socks_proto::rules::{
     ServerVersion, Services, DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,
 };
 
-use crate::log::{self, log, Level};
+use crate::log::{self, Level};
 use crate::real;
 
 /// The default client config file.
@@ -184,12 +184,8 @@ pub fn loaded() -> bool {
 
 /// The settings, read on first use.
 pub fn settings() -> &'static Settings {
-    SETTINGS.get_or_init(|| {
-        // Our own copy of std has its own panic hook: keep panics (which become errnos in the
-        // hooks) off the program's stderr unless diagnostics were asked for.
-        std::panic::set_hook(Box::new(|info| log!(Level::Error, "internal error: {info}")));
-        load(&Environment::of_process())
-    })
+    // (The panic hook that keeps panics off the program's stderr is set at load, in `hooks`.)
+    SETTINGS.get_or_init(|| load(&Environment::of_process()))
 }
 
 /// The environment variables the library reads (none in secure-execution mode).

@@ -165,34 +165,45 @@ pub fn response(
 }
 
 /// The address a reverse-lookup name stands for (`4.3.2.1.in-addr.arpa` is 1.2.3.4, RFC 1035
-/// 3.5; 32 nibbles under `ip6.arpa`, RFC 3596 2.5), if `name` is one.
+/// 3.5; 32 nibbles under `ip6.arpa`, RFC 3596 2.5), if `name` is one. Allocates nothing (a
+/// signal handler's res_query inside the library asks too).
 pub fn reverse_address(name: &str) -> Option<IpAddr> {
-    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    if let Some(labels) = name.strip_suffix(".in-addr.arpa") {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let under = |suffix: &str| -> Option<&str> {
+        let cut = name.len().checked_sub(suffix.len())?;
+        let tail = name.get(cut..)?;
+        tail.eq_ignore_ascii_case(suffix).then(|| &name[..cut])
+    };
+    if let Some(labels) = under(".in-addr.arpa") {
+        // The first label is the last octet.
         let mut octets = [0u8; 4];
-        let parts: Vec<&str> = labels.split('.').collect();
-        if parts.len() != 4 {
-            return None;
-        }
-        for (octet, part) in octets.iter_mut().rev().zip(parts) {
-            if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+        let mut count = 0;
+        for part in labels.split('.') {
+            if count == 4
+                || part.is_empty()
+                || part.len() > 3
+                || !part.bytes().all(|b| b.is_ascii_digit())
+            {
                 return None;
             }
-            *octet = part.parse().ok()?;
+            octets[3 - count] = part.parse().ok()?;
+            count += 1;
         }
-        return Some(IpAddr::from(octets));
+        return (count == 4).then(|| IpAddr::from(octets));
     }
-    let labels = name.strip_suffix(".ip6.arpa")?;
-    let nibbles: Vec<&str> = labels.split('.').collect();
-    if nibbles.len() != 32 {
-        return None;
-    }
+    let labels = under(".ip6.arpa")?;
+    // The first label is the lowest nibble.
     let mut value: u128 = 0;
-    for nibble in nibbles.iter().rev() {
+    let mut count = 0;
+    for nibble in labels.split('.') {
         let &[digit] = nibble.as_bytes() else { return None };
-        value = value << 4 | u128::from(char::from(digit).to_digit(16)?);
+        if count == 32 {
+            return None;
+        }
+        value |= u128::from(char::from(digit).to_digit(16)?) << (4 * count);
+        count += 1;
     }
-    Some(IpAddr::from(value.to_be_bytes()))
+    (count == 32).then(|| IpAddr::from(value.to_be_bytes()))
 }
 
 /// The RCODE of a response message, if it has a header.
@@ -288,5 +299,8 @@ mod tests {
         assert_eq!(reverse_address("x.0.18.198.in-addr.arpa"), None);
         assert_eq!(reverse_address(&six[2..]), None);
         assert_eq!(reverse_address("www.example.test"), None);
+        assert_eq!(reverse_address("9.1.0.18.198.in-addr.arpa"), None, "five labels");
+        assert_eq!(reverse_address(&format!("0.{six}")), None, "33 nibbles");
+        assert_eq!(reverse_address("in-addr.arpa"), None);
     }
 }

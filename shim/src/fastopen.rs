@@ -11,11 +11,10 @@
 //!
 //! Not here: the C structures and the data sent after the connect (see `udp_hooks`).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use libc::c_int;
 
-use crate::intercept::{self, Outcome};
+use crate::intercept;
+use crate::outcome::{Cause, Outcome};
 use crate::real;
 use crate::sockaddr::RawAddr;
 
@@ -28,21 +27,20 @@ pub enum FastOpen {
     PassThrough,
     /// Connected through a server: send the data as a plain send, without address or flag.
     Connected,
-    /// Refused: -1 with this errno.
-    Fail(c_int),
+    /// Refused: -1 with this cause's errno (the same as connect's).
+    Fail(Cause),
 }
 
 /// Routes a Fast Open send on `fd` to `dst` as connect(2) would route it; `nested` as for
-/// `intercept::connect`. A panic becomes a refusal, never a direct connection.
+/// `intercept::connect`. A panic is the exported function's shield's (EIO), never a direct
+/// connection.
 pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> FastOpen {
     if real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) != Some(libc::SOCK_STREAM) {
         return FastOpen::NotStream;
     }
-    match catch_unwind(AssertUnwindSafe(|| intercept::connect(fd, dst, nested)))
-        .unwrap_or(Outcome::Fail(libc::ECONNREFUSED))
-    {
+    match intercept::connect(fd, dst, nested) {
         Outcome::PassThrough => FastOpen::PassThrough,
         Outcome::Done => FastOpen::Connected,
-        Outcome::Fail(errno) => FastOpen::Fail(errno),
+        Outcome::Fail(cause) => FastOpen::Fail(cause),
     }
 }

@@ -3,19 +3,27 @@
 //! server).
 //!
 //! Per descriptor: for a socket connected through a SOCKS server, the destination the program
-//! asked for (for getpeername) and the server address the socket really is connected to (to
-//! recognise a stale entry after the fd number was reused behind our back, e.g. by an fclose we
-//! do not see); for a socket bound through a SOCKS BIND, the address the server listens on and
-//! the server, until accept.
+//! asked for (for getpeername) and the server address the socket really is connected to; for a
+//! socket bound through a SOCKS BIND, the address the server listens on and the server, until
+//! accept; for a UDP socket, its association.
+//!
+//! Every entry is tied to the socket itself, not only its number: it records the socket's
+//! device and inode numbers (fstat), and a lookup whose descriptor no longer has them finds
+//! nothing and drops the entry (with a UDP association's control connection). So a number
+//! reused after a close the library did not see (`fclose(fdopen(s))`, glibc's `closefrom`, a
+//! raw system call) never inherits the old socket's state. The library's own descriptors
+//! (control connections) are tied the same way.
 //!
 //! A fixed table indexed by fd, lock-free (atomics only) and allocation-free, so it is safe in
 //! signal handlers and fork children. Descriptors at or above `TABLE_SIZE` are not tracked
-//! (getpeername then reports the server's address); the table costs no memory until touched.
+//! (getpeername then reports the server's address; BIND and UDP refuse them, see
+//! `Cause::TableFull`); the table costs no memory until touched.
 
 use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use socks_proto::client::ClientVersion;
 
+use crate::real;
 use crate::sockaddr::{RawAddr, RAW_LEN};
 
 /// Descriptors tracked: 0 to TABLE_SIZE-1.
@@ -75,11 +83,28 @@ pub struct Entry {
     pub server: RawAddr,
 }
 
-/// An `Entry` in atomics. `state` is 0 when empty, else generation (12 bits), kind (4 bits) and
-/// the two address lengths (8 bits each); readers check it did not change while copying.
+/// Which socket a descriptor number refers to: fstat's device and inode numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketId {
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketId {
+    /// The socket `fd` refers to now; `None` when `fd` is not open.
+    pub fn of(fd: i32) -> Option<SocketId> {
+        real::identity(fd).map(|(dev, ino)| SocketId { dev, ino })
+    }
+}
+
+/// An `Entry` and its socket's identity in atomics. `state` is 0 when empty, else generation
+/// (12 bits), kind (4 bits) and the two address lengths (8 bits each); readers check it did not
+/// change while copying.
 struct EntryCell {
     state: AtomicU32,
     words: [AtomicU64; 2 * WORDS_PER_ADDR],
+    /// dev, ino.
+    id: [AtomicU64; 2],
 }
 
 impl EntryCell {
@@ -87,14 +112,17 @@ impl EntryCell {
         EntryCell {
             state: AtomicU32::new(0),
             words: [const { AtomicU64::new(0) }; 2 * WORDS_PER_ADDR],
+            id: [const { AtomicU64::new(0) }; 2],
         }
     }
 
-    fn store(&self, entry: &Entry) {
+    fn store(&self, entry: &Entry, id: SocketId) {
         let old = self.state.swap(0, Ordering::AcqRel);
         let generation = ((old >> 20).wrapping_add(1) & 0xfff).max(1);
         store_addr(&self.words[..WORDS_PER_ADDR], &entry.first);
         store_addr(&self.words[WORDS_PER_ADDR..], &entry.server);
+        self.id[0].store(id.dev, Ordering::Relaxed);
+        self.id[1].store(id.ino, Ordering::Relaxed);
         let state = (generation << 20)
             | (entry.kind.code() << 16)
             | ((entry.first.len as u32) << 8)
@@ -102,7 +130,8 @@ impl EntryCell {
         self.state.store(state, Ordering::Release);
     }
 
-    fn load(&self) -> Option<Entry> {
+    /// The entry, its socket's identity, and the state word it was read under.
+    fn load(&self) -> Option<(Entry, SocketId, u32)> {
         for _ in 0..4 {
             let before = self.state.load(Ordering::Acquire);
             if before == 0 {
@@ -110,13 +139,30 @@ impl EntryCell {
             }
             let first = load_addr(&self.words[..WORDS_PER_ADDR], (before >> 8) as u8);
             let server = load_addr(&self.words[WORDS_PER_ADDR..], before as u8);
+            let id = SocketId {
+                dev: self.id[0].load(Ordering::Relaxed),
+                ino: self.id[1].load(Ordering::Relaxed),
+            };
             fence(Ordering::Acquire);
             if self.state.load(Ordering::Relaxed) == before {
                 let kind = Kind::from_code((before >> 16) & 0xf)?;
-                return Some(Entry { kind, first, server });
+                return Some((Entry { kind, first, server }, id, before));
             }
         }
         None
+    }
+
+    /// The kind alone, without checking the socket (a hint).
+    fn kind(&self) -> Option<Kind> {
+        match self.state.load(Ordering::Acquire) {
+            0 => None,
+            state => Kind::from_code((state >> 16) & 0xf),
+        }
+    }
+
+    /// Empties the cell if it still holds what was read under `state`.
+    fn clear_if(&self, state: u32) {
+        let _ = self.state.compare_exchange(state, 0, Ordering::AcqRel, Ordering::Relaxed);
     }
 
     fn clear(&self) {
@@ -131,6 +177,9 @@ static CONTROL: [AtomicI32; TABLE_SIZE] = [const { AtomicI32::new(0) }; TABLE_SI
 /// Descriptors the library owns (control connections): the program's close and close_range
 /// leave them alone. One bit per descriptor.
 static OWNED: [AtomicU64; TABLE_SIZE / 64] = [const { AtomicU64::new(0) }; TABLE_SIZE / 64];
+/// The inode number of each owned descriptor's socket, so a number the program took over
+/// after closing ours behind our back (closefrom, a raw close_range) is the program's again.
+static OWNED_INO: [AtomicU64; TABLE_SIZE] = [const { AtomicU64::new(0) }; TABLE_SIZE];
 /// One more than the highest descriptor ever recorded, to bound range clears.
 static HIGH_WATER: AtomicI32 = AtomicI32::new(0);
 /// The most recent connection made through a server: its destination and server.
@@ -140,26 +189,51 @@ fn cell(fd: i32) -> Option<&'static EntryCell> {
     usize::try_from(fd).ok().and_then(|i| TABLE.get(i))
 }
 
-/// Records a tracked descriptor.
+/// Whether `fd` can be tracked at all (0 to `TABLE_SIZE`-1).
+pub fn trackable(fd: i32) -> bool {
+    cell(fd).is_some()
+}
+
+/// Records a tracked descriptor, tied to the socket `fd` refers to now. Nothing is recorded
+/// for a descriptor that is not open or not trackable.
 pub fn set(fd: i32, entry: &Entry) {
     let Some(cell) = cell(fd) else { return };
-    cell.store(entry);
+    let Some(id) = SocketId::of(fd) else { return };
+    cell.store(entry, id);
     HIGH_WATER.fetch_max(fd + 1, Ordering::Relaxed);
 }
 
-/// The entry for `fd`, if any.
+/// The entry for `fd`, if it describes the socket `fd` refers to now. An entry left by a socket
+/// that was closed without the library seeing it is dropped here (its UDP control connection
+/// closed), and `None` returned: the descriptor is new to the library.
 pub fn get(fd: i32) -> Option<Entry> {
-    cell(fd)?.load()
+    let cell = cell(fd)?;
+    let (entry, id, state) = cell.load()?;
+    if SocketId::of(fd) == Some(id) {
+        return Some(entry);
+    }
+    cell.clear_if(state);
+    if let Some(control) = take_control(fd) {
+        real::close_fd(control);
+    }
+    None
+}
+
+/// What the table holds for number `fd`, without checking that it still describes the same
+/// socket (no system call): only to skip work for descriptors that are surely not ours. Act
+/// on [`get`].
+pub fn kind_hint(fd: i32) -> Option<Kind> {
+    cell(fd)?.kind()
 }
 
 /// Remembers an outbound connection made through a server, for later BINDs.
 pub fn remember_last_connected(entry: &Entry) {
-    LAST_CONNECTED.store(entry);
+    LAST_CONNECTED.store(entry, SocketId { dev: 0, ino: 0 });
 }
 
 /// The last connection made through a server in this process (or its parent before fork).
 pub fn last_connected() -> Option<Entry> {
-    LAST_CONNECTED.load()
+    LAST_CONNECTED.load().map(|(entry, _, _)| entry)
 }
 
 /// Records `control` as the association control connection of UDP socket `fd`, and as ours.
@@ -167,7 +241,8 @@ pub fn set_control(fd: i32, control: i32) {
     if let (Some(slot), Ok(index)) =
         (usize::try_from(fd).ok().and_then(|i| CONTROL.get(i)), usize::try_from(control))
     {
-        if let Some(word) = OWNED.get(index / 64) {
+        if let (Some(word), Some(ino)) = (OWNED.get(index / 64), OWNED_INO.get(index)) {
+            ino.store(SocketId::of(control).map_or(0, |id| id.ino), Ordering::Release);
             word.fetch_or(1 << (index % 64), Ordering::AcqRel);
             slot.store(control + 1, Ordering::Release);
         }
@@ -190,10 +265,14 @@ pub fn take_control(fd: i32) -> Option<i32> {
         return None;
     }
     let control = value - 1;
-    if let Some(word) = usize::try_from(control).ok().and_then(|i| OWNED.get(i / 64)) {
-        word.fetch_and(!(1 << (control % 64)), Ordering::AcqRel);
-    }
+    disown(control);
     Some(control)
+}
+
+fn disown(fd: i32) {
+    if let Some(word) = usize::try_from(fd).ok().and_then(|i| OWNED.get(i / 64)) {
+        word.fetch_and(!(1 << (fd % 64)), Ordering::AcqRel);
+    }
 }
 
 /// The UDP socket whose control connection is `control`, if any.
@@ -205,10 +284,27 @@ pub fn owner_of(control: i32) -> Option<i32> {
         .map(|i| i as i32)
 }
 
-/// Whether the library owns descriptor `fd` (the program must not close it).
+/// Whether the library owns descriptor `fd` (the program must not close it). A number marked
+/// ours whose socket is no longer the one we opened (we lost it to a close we did not see) is
+/// the program's: it is forgotten here, and its UDP socket loses the association.
 pub fn is_owned(fd: i32) -> bool {
     let Ok(index) = usize::try_from(fd) else { return false };
-    OWNED.get(index / 64).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (index % 64)) != 0)
+    let marked =
+        OWNED.get(index / 64).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (index % 64)) != 0);
+    if !marked {
+        return false;
+    }
+    let ino = OWNED_INO.get(index).map_or(0, |i| i.load(Ordering::Acquire));
+    if SocketId::of(fd).is_some_and(|id| id.ino == ino) {
+        return true;
+    }
+    if let Some(owner) = owner_of(fd) {
+        if let Some(slot) = CONTROL.get(owner as usize) {
+            let _ = slot.compare_exchange(fd + 1, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+    disown(fd);
+    false
 }
 
 /// The owned descriptors from `first` to `last`, ascending, into `out`; how many.
@@ -220,7 +316,7 @@ pub fn owned_in_range(first: u32, last: u32, out: &mut [i32]) -> usize {
             let bit = bits.trailing_zeros() as usize;
             bits &= bits - 1;
             let fd = (w * 64 + bit) as u32;
-            if fd >= first && fd <= last {
+            if fd >= first && fd <= last && is_owned(fd as i32) {
                 out[count] = fd as i32;
                 count += 1;
             }
@@ -247,12 +343,7 @@ pub fn clear_range(first: u32, last: u32) {
 /// Makes `to` describe what `from` describes (after dup): same socket, same entry.
 pub fn copy(from: i32, to: i32) {
     match get(from) {
-        Some(entry) => {
-            if let Some(cell) = cell(to) {
-                cell.store(&entry);
-                HIGH_WATER.fetch_max(to + 1, Ordering::Relaxed);
-            }
-        }
+        Some(entry) => set(to, &entry),
         None => clear(to),
     }
 }
@@ -281,6 +372,7 @@ fn load_addr(words: &[AtomicU64], len: u8) -> RawAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::{AsRawFd, IntoRawFd};
 
     fn entry(kind: Kind, first: &str, server: &str) -> Entry {
         Entry {
@@ -290,47 +382,95 @@ mod tests {
         }
     }
 
+    /// A real open socket (entries are tied to what a descriptor refers to).
+    fn socket() -> std::net::UdpSocket {
+        std::net::UdpSocket::bind("127.0.0.1:0").expect("a loopback socket")
+    }
+
     #[test]
     fn set_get_copy_clear() {
+        let (a, c, d) = (socket(), socket(), socket());
+        let b = a.try_clone().expect("dup");
+        let (a, b, c, d) = (a.as_raw_fd(), b.as_raw_fd(), c.as_raw_fd(), d.as_raw_fd());
         let e = entry(Kind::Connected, "[2001:db8::1]:443", "10.0.0.1:1080");
-        set(100, &e);
-        assert_eq!(get(100), Some(e));
+        set(a, &e);
+        assert_eq!(get(a), Some(e));
         remember_last_connected(&e);
         assert_eq!(last_connected(), Some(e));
-        copy(100, 101);
-        assert_eq!(get(101), Some(e));
-        clear(100);
-        assert_eq!(get(100), None);
-        copy(100, 101);
-        assert_eq!(get(101), None);
+        copy(a, b);
+        assert_eq!(get(b), Some(e));
+        clear(a);
+        assert_eq!(get(a), None);
+        copy(a, b);
+        assert_eq!(get(b), None);
         let bound =
             entry(Kind::Bound(ClientVersion::Socks4), "198.51.100.1:40000", "10.0.0.1:1080");
-        set(200, &bound);
-        assert_eq!(get(200), Some(bound));
-        set(201, &entry(Kind::Connected, "192.0.2.1:80", "10.0.0.1:1080"));
-        clear_range(200, 200);
-        assert_eq!(get(200), None);
-        assert!(get(201).is_some());
-        clear_range(0, u32::MAX);
-        assert_eq!(get(201), None);
+        set(c, &bound);
+        assert_eq!(get(c), Some(bound));
+        set(d, &entry(Kind::Connected, "192.0.2.1:80", "10.0.0.1:1080"));
+        clear_range(c as u32, c as u32);
+        assert_eq!(get(c), None);
+        assert!(get(d).is_some());
+        clear_range(d as u32, u32::MAX);
+        assert_eq!(get(d), None);
+    }
+
+    #[test]
+    fn a_reused_number_does_not_inherit_the_entry() {
+        let first = socket().into_raw_fd();
+        let e = entry(Kind::Connected, "192.0.2.7:80", "10.0.0.1:1080");
+        set(first, &e);
+        assert_eq!(kind_hint(first), Some(Kind::Connected));
+        // Closed behind the table's back; a new socket takes the number.
+        // (libc's close, not the library's hook: the table does not see it.)
+        real::close_fd(first);
+        let second = socket();
+        let fd = second.as_raw_fd();
+        if fd == first {
+            assert_eq!(get(fd), None, "a new socket on a reused number is not the old one");
+            assert_eq!(kind_hint(fd), None, "the stale entry is dropped");
+        }
+        // A descriptor that is not open has no entry either.
+        set(first, &e);
+        drop(second);
+        assert_eq!(get(first), None);
     }
 
     #[test]
     fn control_connections_are_owned() {
+        let (udp, ctl) = (socket(), socket());
+        let (udp, ctl) = (udp.as_raw_fd(), ctl.as_raw_fd());
         let e = entry(Kind::Udp, "192.0.2.1:53", "10.0.0.1:4000");
-        set(300, &e);
-        set_control(300, 700);
-        assert_eq!(control(300), Some(700));
-        assert!(is_owned(700));
-        assert_eq!(owner_of(700), Some(300));
+        set(udp, &e);
+        set_control(udp, ctl);
+        assert_eq!(control(udp), Some(ctl));
+        assert!(is_owned(ctl));
+        assert_eq!(owner_of(ctl), Some(udp));
         let mut found = [0; 4];
-        assert_eq!(owned_in_range(600, 800, &mut found), 1);
-        assert_eq!(found[0], 700);
-        assert_eq!(owned_in_range(701, 800, &mut found), 0);
-        assert_eq!(take_control(300), Some(700));
-        assert!(!is_owned(700));
-        assert_eq!(control(300), None);
-        clear(300);
+        assert_eq!(owned_in_range(ctl as u32, ctl as u32 + 100, &mut found), 1);
+        assert_eq!(found[0], ctl);
+        assert_eq!(owned_in_range(ctl as u32 + 1, ctl as u32 + 100, &mut found), 0);
+        assert_eq!(take_control(udp), Some(ctl));
+        assert!(!is_owned(ctl));
+        assert_eq!(control(udp), None);
+        clear(udp);
+    }
+
+    #[test]
+    fn an_owned_number_taken_over_by_the_program_is_the_programs() {
+        let udp = socket();
+        let ctl = socket().into_raw_fd();
+        set(udp.as_raw_fd(), &entry(Kind::Udp, "192.0.2.1:53", "10.0.0.1:4000"));
+        set_control(udp.as_raw_fd(), ctl);
+        assert!(is_owned(ctl));
+        // Closed behind the table's back, as closefrom would.
+        real::close_fd(ctl);
+        let program = socket();
+        if program.as_raw_fd() == ctl {
+            assert!(!is_owned(ctl), "the program's new socket is not ours");
+            assert_eq!(control(udp.as_raw_fd()), None);
+        }
+        clear(udp.as_raw_fd());
     }
 
     #[test]

@@ -1,24 +1,34 @@
 //! The exported libc entry points: each converts raw C arguments, checks the re-entry guard,
-//! calls the safe logic in `intercept` (or the fd table), and returns the C result. A panic never
-//! unwinds into C: it becomes -1 with an errno, and never a silent direct connection.
+//! calls the safe logic in `intercept` (or the fd table), and returns the C result. Each runs
+//! its whole work inside `outcome::shield`: a panic never unwinds into C, becomes -1 with EIO,
+//! and never a silent direct connection.
 #![allow(unsafe_code)]
-
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{c_int, c_uint, sockaddr, socklen_t};
 
 use crate::config;
 use crate::fdtable;
 use crate::guard::Guard;
-use crate::intercept::{self, Outcome};
+use crate::intercept;
+use crate::outcome::{fail, shield};
 use crate::real;
 use crate::sockaddr::RawAddr;
 use crate::udp;
 
-/// Runs `f`, turning a panic into `Outcome::Fail(errno_on_panic)`.
-fn shielded(errno_on_panic: c_int, f: impl FnOnce() -> Outcome) -> Outcome {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(Outcome::Fail(errno_on_panic))
+/// Runs at load time: the library's own copy of std gets a panic hook that keeps panics (which
+/// the shield turns into errnos) off the program's stderr unless `SOCKS_LOG` asks for them,
+/// from the very first call, before any settings are read.
+#[cfg_attr(test, allow(dead_code))]
+extern "C" fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        crate::log::log!(crate::log::Level::Error, "internal error: {info}")
+    }));
 }
+
+#[cfg(not(test))]
+#[used]
+#[link_section = ".init_array"]
+static QUIET_PANICS: extern "C" fn() = quiet_panics;
 
 /// connect(2): routed through a SOCKS server, refused, or passed on, as socks.conf says.
 ///
@@ -26,27 +36,18 @@ fn shielded(errno_on_panic: c_int, f: impl FnOnce() -> Outcome) -> Outcome {
 /// As connect(2): `addr` must point to `len` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let Some(guard) = Guard::enter_connect(config::loaded()) else {
-        // SAFETY: forwarded unchanged under the caller's guarantees.
-        return unsafe { real::connect(fd, addr, len) };
-    };
-    // SAFETY: the caller guarantees `len` readable bytes at `addr` (or a null pointer).
-    let Some(dst) = (unsafe { RawAddr::from_ptr(addr, len) }) else {
-        // AF_UNSPEC dissolves a UDP socket's connection: it is no longer tied to a peer.
-        intercept::disconnecting(fd);
-        // SAFETY: as above.
-        return unsafe { real::connect(fd, addr, len) };
-    };
-    let nested = guard.is_nested();
-    match shielded(libc::ECONNREFUSED, || intercept::connect(fd, &dst, nested)) {
-        // SAFETY: as above.
-        Outcome::PassThrough => unsafe { real::connect(fd, addr, len) },
-        Outcome::Done => 0,
-        Outcome::Fail(errno) => {
-            real::set_errno(errno);
-            -1
-        }
-    }
+    // SAFETY: forwarded unchanged under the caller's guarantees (in every use below).
+    let real_call = || unsafe { real::connect(fd, addr, len) };
+    shield(-1, || {
+        let Some(guard) = Guard::enter_connect(config::loaded()) else { return real_call() };
+        // SAFETY: the caller guarantees `len` readable bytes at `addr` (or a null pointer).
+        let Some(dst) = (unsafe { RawAddr::from_ptr(addr, len) }) else {
+            // AF_UNSPEC dissolves a socket's connection: it is no longer tied to a peer.
+            intercept::disconnecting(fd);
+            return real_call();
+        };
+        intercept::connect(fd, &dst, guard.is_nested()).answer(real_call)
+    })
 }
 
 /// getpeername(2): for a proxied socket, the destination the program asked for.
@@ -55,28 +56,32 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
 /// As getpeername(2).
 #[no_mangle]
 pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    if fdtable::get(fd).is_none() || addr.is_null() || len.is_null() {
-        // SAFETY: forwarded unchanged under the caller's guarantees.
-        return unsafe { real::getpeername(fd, addr, len) };
-    }
-    let mut storage = [0u8; std::mem::size_of::<libc::sockaddr_storage>()];
-    let mut storage_len = storage.len() as socklen_t;
-    // SAFETY: `storage` is writable for `storage_len` bytes.
-    let rc = unsafe { real::getpeername(fd, storage.as_mut_ptr().cast(), &mut storage_len) };
-    if rc != 0 {
-        return rc;
-    }
-    // SAFETY: the kernel wrote `storage_len` bytes (at most the buffer's size).
-    let actual = unsafe { RawAddr::from_ptr(storage.as_ptr().cast(), storage_len) };
-    let Some(actual) = actual else {
+    // SAFETY: forwarded unchanged under the caller's guarantees (in every use below).
+    let real_call = || unsafe { real::getpeername(fd, addr, len) };
+    shield(-1, || {
+        if fdtable::kind_hint(fd).is_none()
+            || addr.is_null()
+            || len.is_null()
+            || fdtable::get(fd).is_none()
+        {
+            return real_call();
+        }
+        let mut storage = [0u8; std::mem::size_of::<libc::sockaddr_storage>()];
+        let mut storage_len = storage.len() as socklen_t;
+        // SAFETY: `storage` is writable for `storage_len` bytes.
+        let rc = unsafe { real::getpeername(fd, storage.as_mut_ptr().cast(), &mut storage_len) };
+        if rc != 0 {
+            return rc;
+        }
+        // SAFETY: the kernel wrote `storage_len` bytes (at most the buffer's size).
+        let actual = unsafe { RawAddr::from_ptr(storage.as_ptr().cast(), storage_len) };
         // Not an IP socket after all: report what the kernel said.
-        // SAFETY: forwarded unchanged under the caller's guarantees.
-        return unsafe { real::getpeername(fd, addr, len) };
-    };
-    let reported = intercept::peer_name(fd, &actual);
-    // SAFETY: the caller guarantees `*len` writable bytes at `addr`.
-    unsafe { reported.write_to(addr, len) };
-    0
+        let Some(actual) = actual else { return real_call() };
+        let reported = intercept::peer_name(fd, &actual);
+        // SAFETY: the caller guarantees `*len` writable bytes at `addr`.
+        unsafe { reported.write_to(addr, len) };
+        0
+    })
 }
 
 /// close(2): forgets the descriptor (and a UDP socket's association). A descriptor the library
@@ -87,13 +92,15 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
 /// As close(2).
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if fdtable::is_owned(fd) {
-        return 0;
-    }
-    udp::closing(fd);
-    fdtable::clear(fd);
-    // SAFETY: forwarded unchanged.
-    unsafe { real::close(fd) }
+    shield(-1, || {
+        if fdtable::is_owned(fd) {
+            return 0;
+        }
+        udp::closing(fd);
+        fdtable::clear(fd);
+        // SAFETY: forwarded unchanged.
+        unsafe { real::close(fd) }
+    })
 }
 
 /// close_range(2): forgets the descriptors it closes, and skips the ones the library owns.
@@ -102,37 +109,39 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// As close_range(2).
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
-    let mut owned = [0i32; 64];
-    let count = fdtable::owned_in_range(first, last, &mut owned);
-    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
-        for fd in first..=last.min(fdtable::TABLE_SIZE as c_uint) {
-            if fdtable::get(fd as c_int).is_some() && !fdtable::is_owned(fd as c_int) {
-                udp::closing(fd as c_int);
+    shield(-1, || {
+        let mut owned = [0i32; 64];
+        let count = fdtable::owned_in_range(first, last, &mut owned);
+        if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+            for fd in first..=last.min(fdtable::TABLE_SIZE as c_uint) {
+                if fdtable::kind_hint(fd as c_int).is_some() && !fdtable::is_owned(fd as c_int) {
+                    udp::closing(fd as c_int);
+                }
+            }
+            fdtable::clear_range(first, last);
+        }
+        // Close around the library's own descriptors: [first, o1-1], [o1+1, o2-1], …, [ok+1, last].
+        let mut start = first;
+        for &fd in &owned[..count] {
+            let fd = fd as c_uint;
+            if fd > start {
+                // SAFETY: forwarded for a sub-range.
+                let rc = unsafe { real::close_range(start, fd - 1, flags) };
+                if rc != 0 {
+                    return rc;
+                }
+            }
+            start = fd.saturating_add(1);
+            if fd == c_uint::MAX {
+                return 0;
             }
         }
-        fdtable::clear_range(first, last);
-    }
-    // Close around the library's own descriptors: [first, o1-1], [o1+1, o2-1], …, [ok+1, last].
-    let mut start = first;
-    for &fd in &owned[..count] {
-        let fd = fd as c_uint;
-        if fd > start {
-            // SAFETY: forwarded for a sub-range.
-            let rc = unsafe { real::close_range(start, fd - 1, flags) };
-            if rc != 0 {
-                return rc;
-            }
-        }
-        start = fd.saturating_add(1);
-        if fd == c_uint::MAX {
+        if start > last {
             return 0;
         }
-    }
-    if start > last {
-        return 0;
-    }
-    // SAFETY: forwarded for the rest of the range.
-    unsafe { real::close_range(start, last, flags) }
+        // SAFETY: forwarded for the rest of the range.
+        unsafe { real::close_range(start, last, flags) }
+    })
 }
 
 /// dup(2): the copy describes the same proxied connection.
@@ -141,12 +150,14 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
 /// As dup(2).
 #[no_mangle]
 pub unsafe extern "C" fn dup(old: c_int) -> c_int {
-    // SAFETY: forwarded unchanged.
-    let new = unsafe { real::dup(old) };
-    if new >= 0 {
-        fdtable::copy(old, new);
-    }
-    new
+    shield(-1, || {
+        // SAFETY: forwarded unchanged.
+        let new = unsafe { real::dup(old) };
+        if new >= 0 {
+            fdtable::copy(old, new);
+        }
+        new
+    })
 }
 
 /// dup2(2): the target forgets what it was and describes what `old` describes.
@@ -155,15 +166,17 @@ pub unsafe extern "C" fn dup(old: c_int) -> c_int {
 /// As dup2(2).
 #[no_mangle]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    if old != new {
-        udp::before_replacing(new);
-    }
-    // SAFETY: forwarded unchanged.
-    let rc = unsafe { real::dup2(old, new) };
-    if rc >= 0 && old != new {
-        fdtable::copy(old, new);
-    }
-    rc
+    shield(-1, || {
+        if old != new {
+            udp::before_replacing(new);
+        }
+        // SAFETY: forwarded unchanged.
+        let rc = unsafe { real::dup2(old, new) };
+        if rc >= 0 && old != new {
+            fdtable::copy(old, new);
+        }
+        rc
+    })
 }
 
 /// dup3(2): as dup2.
@@ -172,15 +185,17 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// As dup3(2).
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    if old != new {
-        udp::before_replacing(new);
-    }
-    // SAFETY: forwarded unchanged.
-    let rc = unsafe { real::dup3(old, new, flags) };
-    if rc >= 0 {
-        fdtable::copy(old, new);
-    }
-    rc
+    shield(-1, || {
+        if old != new {
+            udp::before_replacing(new);
+        }
+        // SAFETY: forwarded unchanged.
+        let rc = unsafe { real::dup3(old, new, flags) };
+        if rc >= 0 {
+            fdtable::copy(old, new);
+        }
+        rc
+    })
 }
 
 /// bind(2): port 0 on a wildcard or own address, after a proxied connection, becomes a BIND
@@ -190,24 +205,14 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 /// As bind(2): `addr` must point to `len` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let Some(_guard) = Guard::enter() else {
-        // SAFETY: forwarded unchanged under the caller's guarantees.
-        return unsafe { real::bind(fd, addr, len) };
-    };
-    // SAFETY: the caller guarantees `len` readable bytes at `addr` (or a null pointer).
-    let Some(local) = (unsafe { RawAddr::from_ptr(addr, len) }) else {
-        // SAFETY: as above.
-        return unsafe { real::bind(fd, addr, len) };
-    };
-    match shielded(libc::EADDRNOTAVAIL, || intercept::bind(fd, &local)) {
-        // SAFETY: as above.
-        Outcome::PassThrough => unsafe { real::bind(fd, addr, len) },
-        Outcome::Done => 0,
-        Outcome::Fail(errno) => {
-            real::set_errno(errno);
-            -1
-        }
-    }
+    // SAFETY: forwarded unchanged under the caller's guarantees (in every use below).
+    let real_call = || unsafe { real::bind(fd, addr, len) };
+    shield(-1, || {
+        let Some(_guard) = Guard::enter() else { return real_call() };
+        // SAFETY: the caller guarantees `len` readable bytes at `addr` (or a null pointer).
+        let Some(local) = (unsafe { RawAddr::from_ptr(addr, len) }) else { return real_call() };
+        intercept::bind(fd, &local).answer(real_call)
+    })
 }
 
 /// listen(2): a no-op for a socket bound through the server.
@@ -216,15 +221,8 @@ pub unsafe extern "C" fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
 /// As listen(2).
 #[no_mangle]
 pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
-    match intercept::listen(fd) {
-        Outcome::Done => 0,
-        Outcome::Fail(errno) => {
-            real::set_errno(errno);
-            -1
-        }
-        // SAFETY: forwarded unchanged.
-        Outcome::PassThrough => unsafe { real::listen(fd, backlog) },
-    }
+    // SAFETY: forwarded unchanged.
+    shield(-1, || intercept::listen(fd).answer(|| unsafe { real::listen(fd, backlog) }))
 }
 
 /// getsockname(2): for a socket bound through the server, the address the server listens on.
@@ -233,7 +231,7 @@ pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
 /// As getsockname(2).
 #[no_mangle]
 pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    match intercept::sock_name(fd) {
+    shield(-1, || match intercept::sock_name(fd) {
         Some(listening) if !addr.is_null() && !len.is_null() => {
             // SAFETY: the caller guarantees `*len` writable bytes at `addr`.
             unsafe { listening.write_to(addr, len) };
@@ -241,37 +239,38 @@ pub unsafe extern "C" fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut s
         }
         // SAFETY: forwarded unchanged under the caller's guarantees.
         _ => unsafe { real::getsockname(fd, addr, len) },
-    }
+    })
 }
 
 /// accept(2) and accept4(2) share this: the second BIND reply for a socket bound through the
 /// server, else the real call.
 ///
 /// # Safety
-/// As accept4(2).
+/// As accept4(2); `real_call` is the real accept or accept4 with the caller's arguments.
 unsafe fn accept_common(
     fd: c_int,
     addr: *mut sockaddr,
     len: *mut socklen_t,
     flags: c_int,
-) -> Option<c_int> {
-    let _guard = Guard::enter()?;
-    let result = catch_unwind(AssertUnwindSafe(|| intercept::accept(fd, flags)))
-        .unwrap_or(Err(libc::ECONNABORTED));
-    match result {
-        Ok(None) => None,
-        Ok(Some((accepted, peer))) => {
-            if !addr.is_null() && !len.is_null() {
-                // SAFETY: the caller guarantees `*len` writable bytes at `addr`.
-                unsafe { peer.write_to(addr, len) };
+    real_call: impl FnOnce() -> c_int,
+) -> c_int {
+    shield(-1, || {
+        if fdtable::kind_hint(fd).is_none() {
+            return real_call();
+        }
+        let Some(_guard) = Guard::enter() else { return real_call() };
+        match intercept::accept(fd, flags) {
+            Ok(None) => real_call(),
+            Ok(Some((accepted, peer))) => {
+                if !addr.is_null() && !len.is_null() {
+                    // SAFETY: the caller guarantees `*len` writable bytes at `addr`.
+                    unsafe { peer.write_to(addr, len) };
+                }
+                accepted
             }
-            Some(accepted)
+            Err(cause) => fail(cause),
         }
-        Err(errno) => {
-            real::set_errno(errno);
-            Some(-1)
-        }
-    }
+    })
 }
 
 /// accept(2).
@@ -280,12 +279,8 @@ unsafe fn accept_common(
 /// As accept(2).
 #[no_mangle]
 pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int {
-    // SAFETY: forwarded under the caller's guarantees.
-    match unsafe { accept_common(fd, addr, len, 0) } {
-        Some(rc) => rc,
-        // SAFETY: as above.
-        None => unsafe { real::accept(fd, addr, len) },
-    }
+    // SAFETY: forwarded under the caller's guarantees (both here and in the real call).
+    unsafe { accept_common(fd, addr, len, 0, || real::accept(fd, addr, len)) }
 }
 
 /// accept4(2).
@@ -299,12 +294,8 @@ pub unsafe extern "C" fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> c_int {
-    // SAFETY: forwarded under the caller's guarantees.
-    match unsafe { accept_common(fd, addr, len, flags) } {
-        Some(rc) => rc,
-        // SAFETY: as above.
-        None => unsafe { real::accept4(fd, addr, len, flags) },
-    }
+    // SAFETY: forwarded under the caller's guarantees (both here and in the real call).
+    unsafe { accept_common(fd, addr, len, flags, || real::accept4(fd, addr, len, flags)) }
 }
 
 /// fcntl(2): a copy made with F_DUPFD or F_DUPFD_CLOEXEC describes the same proxied connection.
@@ -317,12 +308,14 @@ pub unsafe extern "C" fn accept4(
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[no_mangle]
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int {
-    // SAFETY: forwarded unchanged.
-    let rc = unsafe { real::fcntl_raw(fd, cmd, arg) };
-    if rc >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
-        fdtable::copy(fd, rc);
-    }
-    rc
+    shield(-1, || {
+        // SAFETY: forwarded unchanged.
+        let rc = unsafe { real::fcntl_raw(fd, cmd, arg) };
+        if rc >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
+            fdtable::copy(fd, rc);
+        }
+        rc
+    })
 }
 
 /// fcntl64(2), which programs built with 64-bit file offsets call instead of fcntl.
@@ -332,10 +325,12 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_i
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[no_mangle]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int {
-    // SAFETY: forwarded unchanged.
-    let rc = unsafe { real::fcntl64_raw(fd, cmd, arg) };
-    if rc >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
-        fdtable::copy(fd, rc);
-    }
-    rc
+    shield(-1, || {
+        // SAFETY: forwarded unchanged.
+        let rc = unsafe { real::fcntl64_raw(fd, cmd, arg) };
+        if rc >= 0 && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
+            fdtable::copy(fd, rc);
+        }
+        rc
+    })
 }

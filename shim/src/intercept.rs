@@ -8,12 +8,13 @@
 //! `getsockname` reports where the server listens, and `accept` waits for the second reply and
 //! returns the connection as a new descriptor.
 //!
-//! Not here: pointers, errno, panics (see `hooks`).
+//! Not here: pointers and panics (see `hooks`), errnos (see `outcome`).
 
 use std::net::SocketAddr;
 
 use libc::c_int;
 
+use socks_proto::fixed::Destination;
 use socks_proto::TargetAddr;
 
 use crate::config::{self, Server, Settings};
@@ -21,21 +22,11 @@ use crate::fakemap::NAME_MAX;
 use crate::fdtable::{self, Entry, Kind};
 use crate::log::{log, Level};
 use crate::names;
+use crate::outcome::{Cause, Outcome};
 use crate::proxy::{self, Command};
 use crate::real;
 use crate::route::{route, route_name, Route};
 use crate::sockaddr::{canonical, for_family, RawAddr};
-
-/// The result of handling a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Not ours: make the real call with the original arguments.
-    PassThrough,
-    /// Handled successfully: return 0.
-    Done,
-    /// Handled, failed: return -1 with this errno.
-    Fail(c_int),
-}
 
 fn is_stream(fd: c_int) -> bool {
     real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
@@ -45,8 +36,12 @@ fn family_of(fd: c_int) -> Option<c_int> {
     real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
 }
 
+fn os_error() -> Cause {
+    Cause::Os(real::errno())
+}
+
 /// connect(2) of `fd` to `dst` as the program gave it; `nested` when it comes from a signal
-/// handler that interrupted another connect of this thread (then no heap may be used).
+/// handler that interrupted the library in this thread (then no heap may be used).
 pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
     let Some(target) = dst.socket_addr() else { return Outcome::PassThrough };
     // The common case first, without a system call: an untracked socket to a destination that
@@ -62,8 +57,8 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
     }
     if !is_stream(fd) {
         return if crate::udp::is_udp(fd) && nested {
-            // Setting up a UDP association needs the heap (see `proxy::connect_without_heap`).
-            Outcome::Fail(libc::ECONNREFUSED)
+            // Setting up a UDP association needs the heap.
+            Outcome::Fail(Cause::SignalContext)
         } else if crate::udp::is_udp(fd) {
             crate::udp::connect(fd, dst)
         } else {
@@ -71,56 +66,58 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
         };
     }
     match fdtable::get(fd).map(|e| e.kind) {
-        // Already connected through a server: the kernel gives the right answer (EISCONN).
-        Some(Kind::Connected) => return Outcome::PassThrough,
+        // This very socket (the table checks) is connected through a server already: EISCONN,
+        // as the kernel would say, without handing it the destination.
+        Some(Kind::Connected) => return Outcome::Fail(Cause::Os(libc::EISCONN)),
         // Bound through a BIND after all, but used for an outbound connection: give the
         // program a plain socket again (the bind was to port 0, so nothing is lost).
         Some(Kind::Bound(_)) => {
-            if let Err(errno) = replace_socket(fd, false) {
-                return Outcome::Fail(errno);
+            if let Err(cause) = replace_socket(fd, false) {
+                return Outcome::Fail(cause);
             }
         }
         Some(Kind::Udp | Kind::UdpConnected) | None => {}
     }
-    if nested && names::is_fake(settings, canonical_target.ip()) {
-        // The name behind a fake address would need the heap (see `proxy::connect_without_heap`).
-        return Outcome::Fail(libc::ECONNREFUSED);
-    }
-    let (target, route) = match destination(settings, canonical_target) {
+    // The name behind a fake address, read into this stack buffer (no heap).
+    let mut name_buf = [0u8; NAME_MAX];
+    let (target, route) = match destination(settings, canonical_target, &mut name_buf) {
         Ok(found) => found,
-        Err(errno) => return Outcome::Fail(errno),
+        Err(cause) => return Outcome::Fail(cause),
     };
     match route {
-        Route::Direct if matches!(target, TargetAddr::Domain(..)) => {
+        Route::Direct if matches!(target, Destination::Name(..)) => {
             log!(
                 Level::Error,
-                "connect {target}: a name resolved for the proxy, but no sockd line covers it"
+                "connect {}: a name resolved for the proxy, but no sockd line covers it",
+                Shown(target)
             );
-            Outcome::Fail(libc::EHOSTUNREACH)
+            Outcome::Fail(Cause::NoRoute)
         }
         Route::Direct => {
-            log!(Level::Debug, "connect {target}: direct");
+            log!(Level::Debug, "connect {}: direct", Shown(target));
             Outcome::PassThrough
         }
         Route::Deny => {
-            log!(Level::Info, "connect {target}: denied by socks.conf");
-            Outcome::Fail(libc::ECONNREFUSED)
+            log!(Level::Info, "connect {}: denied by socks.conf", Shown(target));
+            Outcome::Fail(Cause::Denied)
         }
         Route::Broken => {
-            log!(Level::Error, "connect {target}: refused, the configuration is broken");
-            Outcome::Fail(libc::ECONNREFUSED)
+            log!(Level::Error, "connect {}: refused, the configuration is broken", Shown(target));
+            Outcome::Fail(Cause::BrokenConfig)
         }
         Route::Proxy(servers) => {
-            let result = match (nested, target) {
-                (false, target) => {
-                    proxy::request_through(fd, Command::Connect, &target, servers, settings.timeout)
-                        .map(|granted| granted.server)
-                }
-                // A signal handler interrupted one of our connects: no heap from here.
-                (true, TargetAddr::Ip(addr)) => {
-                    proxy::connect_without_heap(fd, addr, servers, settings.timeout)
-                }
-                (true, TargetAddr::Domain(..)) => Err(libc::ECONNREFUSED),
+            let result = if nested {
+                // A signal handler interrupted the library: no heap from here.
+                proxy::connect_without_heap(fd, target, servers, settings.timeout)
+            } else {
+                proxy::request_through(
+                    fd,
+                    Command::Connect,
+                    &owned(target),
+                    servers,
+                    settings.timeout,
+                )
+                .map(|granted| granted.server)
             };
             match result {
                 Ok(server) => {
@@ -129,27 +126,50 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
                     fdtable::remember_last_connected(&entry);
                     Outcome::Done
                 }
-                Err(errno) => Outcome::Fail(errno),
+                Err(cause) => Outcome::Fail(cause),
             }
         }
     }
 }
 
-/// What to ask the server for when the program named `addr`, and how to route it: the name
-/// behind a fake address, else the address itself.
-fn destination(settings: &Settings, addr: SocketAddr) -> Result<(TargetAddr, Route<'_>), c_int> {
-    if !names::is_fake(settings, addr.ip()) {
-        return Ok((TargetAddr::Ip(addr), route(settings, addr)));
+/// A destination for the log, without allocating.
+struct Shown<'a>(Destination<'a>);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Destination::Ip(addr) => write!(f, "{addr}"),
+            Destination::Name(name, port) => write!(f, "{name}:{port}"),
+        }
     }
-    let mut buf = [0u8; NAME_MAX];
-    match names::name_of(settings, addr.ip(), &mut buf) {
+}
+
+/// The destination as the allocating handshake takes it.
+fn owned(target: Destination<'_>) -> TargetAddr {
+    match target {
+        Destination::Ip(addr) => TargetAddr::Ip(addr),
+        Destination::Name(name, port) => TargetAddr::Domain(name.to_string(), port),
+    }
+}
+
+/// What to ask the server for when the program named `addr`, and how to route it: the name
+/// behind a fake address (read into `buf`), else the address itself. Allocates nothing.
+pub(crate) fn destination<'a, 's>(
+    settings: &'s Settings,
+    addr: SocketAddr,
+    buf: &'a mut [u8; NAME_MAX],
+) -> Result<(Destination<'a>, Route<'s>), Cause> {
+    if !names::is_fake(settings, addr.ip()) {
+        return Ok((Destination::Ip(addr), route(settings, addr)));
+    }
+    match names::name_of(settings, addr.ip(), buf) {
         Some(name) => {
             let route = route_name(settings, name, addr);
-            Ok((TargetAddr::Domain(name.to_string(), addr.port()), route))
+            Ok((Destination::Name(name, addr.port()), route))
         }
         None => {
             log!(Level::Error, "connect {addr}: a fake address this process tree never handed out (from before an exec?)");
-            Err(libc::EHOSTUNREACH)
+            Err(Cause::FakeUnknown)
         }
     }
 }
@@ -174,11 +194,16 @@ pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
 }
 
 /// connect(2) with AF_UNSPEC: a UDP socket connected to a proxied peer keeps its association
-/// but no longer has a peer.
+/// but no longer has a peer; a TCP socket connected through a server is disconnected (Linux
+/// lets it connect again, and that connect must be routed afresh).
 pub fn disconnecting(fd: c_int) {
     if let Some(entry) = fdtable::get(fd) {
-        if entry.kind == Kind::UdpConnected {
-            fdtable::set(fd, &Entry { kind: Kind::Udp, first: entry.server, ..entry });
+        match entry.kind {
+            Kind::UdpConnected => {
+                fdtable::set(fd, &Entry { kind: Kind::Udp, first: entry.server, ..entry })
+            }
+            Kind::Connected => fdtable::clear(fd),
+            Kind::Bound(_) | Kind::Udp => {}
         }
     }
 }
@@ -193,27 +218,32 @@ pub fn bind(fd: c_int, local: &RawAddr) -> Outcome {
     let Some(last) = fdtable::last_connected() else { return Outcome::PassThrough };
     let Some(peer) = last.first.socket_addr().map(canonical) else { return Outcome::PassThrough };
     let settings = config::settings();
-    let Ok((peer, Route::Proxy(servers))) = destination(settings, peer) else {
+    let mut name_buf = [0u8; NAME_MAX];
+    let Ok((peer, Route::Proxy(servers))) = destination(settings, peer, &mut name_buf) else {
         return Outcome::PassThrough;
     };
+    let peer = owned(peer);
+    if !fdtable::trackable(fd) {
+        return Outcome::Fail(Cause::TableFull);
+    }
     // The real bind first, so the program's own mistakes keep their own errors.
     if real::bind_to(fd, local) != 0 {
-        return Outcome::Fail(real::errno());
+        return Outcome::Fail(os_error());
     }
     let servers = preferred(servers, &last.server);
     let granted = match proxy::request_through(fd, Command::Bind, &peer, servers, settings.timeout)
     {
         Ok(granted) => granted,
-        Err(errno) => return Outcome::Fail(errno),
+        Err(cause) => return Outcome::Fail(cause),
     };
-    let Some(family) = family_of(fd) else { return Outcome::Fail(real::errno()) };
+    let Some(family) = family_of(fd) else { return Outcome::Fail(os_error()) };
     let Some(listening) = for_family(granted.bound, family) else {
         log!(
             Level::Error,
             "bind: the server listens on {}, which this socket cannot name",
             granted.bound
         );
-        return Outcome::Fail(libc::EAFNOSUPPORT);
+        return Outcome::Fail(Cause::Unsupported);
     };
     log!(Level::Info, "bind for {peer}: the server listens on {listening}");
     let entry = Entry {
@@ -253,27 +283,28 @@ pub fn sock_name(fd: c_int) -> Option<RawAddr> {
 
 /// accept(2)/accept4(2) on a socket bound through the server: the new descriptor and the
 /// connecting peer. `Ok(None)`: not ours.
-pub fn accept(fd: c_int, flags: c_int) -> Result<Option<(c_int, RawAddr)>, c_int> {
+pub fn accept(fd: c_int, flags: c_int) -> Result<Option<(c_int, RawAddr)>, Cause> {
     let Some(entry) = fdtable::get(fd) else { return Ok(None) };
     let Kind::Bound(version) = entry.kind else { return Ok(None) };
-    let family = family_of(fd).ok_or_else(real::errno)?;
+    let family = family_of(fd).ok_or_else(os_error)?;
     let peer = match proxy::second_reply(fd, version, config::settings().timeout) {
         Ok(peer) => peer,
-        Err(errno @ (libc::EAGAIN | libc::EINTR)) => return Err(errno),
-        Err(_) => return Err(libc::ECONNABORTED),
+        Err(cause @ Cause::Os(libc::EAGAIN | libc::EINTR)) => return Err(cause),
+        // The inbound connection the BIND waited for is not coming.
+        Err(_) => return Err(Cause::Os(libc::ECONNABORTED)),
     };
     let peer = for_family(peer, family).unwrap_or(peer);
     let dup_cmd =
         if flags & libc::SOCK_CLOEXEC != 0 { libc::F_DUPFD_CLOEXEC } else { libc::F_DUPFD };
     let accepted = real::fcntl_int(fd, dup_cmd, 0);
     if accepted < 0 {
-        return Err(real::errno());
+        return Err(os_error());
     }
     // One accept per BIND: the listening descriptor becomes a quiet listener of its own, so
     // the program can keep it, poll it and close it as it likes.
-    if let Err(errno) = replace_socket(fd, true) {
+    if let Err(cause) = replace_socket(fd, true) {
         real::close_fd(accepted);
-        return Err(errno);
+        return Err(cause);
     }
     let status = real::fcntl_int(accepted, libc::F_GETFL, 0);
     let nonblocking = if flags & libc::SOCK_NONBLOCK != 0 { libc::O_NONBLOCK } else { 0 };
@@ -286,16 +317,16 @@ pub fn accept(fd: c_int, flags: c_int) -> Result<Option<(c_int, RawAddr)>, c_int
 
 /// Puts a fresh TCP socket of the same family in `fd`'s place, keeping its close-on-exec and
 /// non-blocking flags; a listening one (bound to loopback, port 0) when `listening`.
-fn replace_socket(fd: c_int, listening: bool) -> Result<(), c_int> {
-    let family = family_of(fd).ok_or_else(real::errno)?;
+fn replace_socket(fd: c_int, listening: bool) -> Result<(), Cause> {
+    let family = family_of(fd).ok_or_else(os_error)?;
     let status = real::fcntl_int(fd, libc::F_GETFL, 0);
     let descriptor_flags = real::fcntl_int(fd, libc::F_GETFD, 0);
     if status < 0 || descriptor_flags < 0 {
-        return Err(real::errno());
+        return Err(os_error());
     }
     let fresh = real::new_socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
     if fresh < 0 {
-        return Err(real::errno());
+        return Err(os_error());
     }
     let prepared = if listening {
         let loopback: SocketAddr = if family == libc::AF_INET6 {
@@ -310,9 +341,9 @@ fn replace_socket(fd: c_int, listening: bool) -> Result<(), c_int> {
     };
     let cloexec = if descriptor_flags & libc::FD_CLOEXEC != 0 { libc::O_CLOEXEC } else { 0 };
     if !prepared || real::dup3_fd(fresh, fd, cloexec) < 0 {
-        let errno = real::errno();
+        let cause = os_error();
         real::close_fd(fresh);
-        return Err(errno);
+        return Err(cause);
     }
     real::close_fd(fresh);
     real::fcntl_int(fd, libc::F_SETFL, status & libc::O_NONBLOCK);

@@ -3,13 +3,17 @@
 //! as `socks.conf` or the environment says, on the program's own socket, so the program never
 //! notices: `getpeername` still names the destination it asked for.
 //!
-//! Layout: `hooks` (the exported C functions, the only place raw pointers come in), `intercept`
-//! (what each hook does), `route` (direct / deny / which servers), `proxy` (connect + SOCKS
-//! handshake on the program's fd), `config` (settings, read once), `fdtable` (per-fd state),
-//! `real` (libc through dlsym(RTLD_NEXT)), `sockaddr`, `guard`, `log`; names resolved on the
-//! far side in `names`/`fakemap`, answered by `dns_hooks` (getaddrinfo, gethostbyname…) and
-//! `resolv_hooks` (res_*, getaddrinfo_a, with DNS messages from `dnsmsg`); datagrams in `udp`/
-//! `udp_hooks` (control messages: `ancillary`); TCP Fast Open in `fastopen`.
+//! Layout: `hooks`, `udp_hooks`, `dns_hooks`, `resolv_hooks` (the exported C functions, the only
+//! place raw pointers come in), `intercept` (what each hook does), `outcome` (the one way to fail:
+//! the causes, their errno table, and the shield every export runs in), `route` (direct / deny /
+//! which servers), `proxy` (connect + SOCKS handshake on the program's fd), `config` (settings,
+//! read once), `fdtable` (per-fd state, tied to the socket's inode), `real` (libc through
+//! dlsym(RTLD_NEXT)), `sockaddr`, `guard`, `log`; names resolved on the far side in
+//! `names`/`fakemap`, answered by `dns_hooks` (getaddrinfo, gethostbyname…) and `resolv_hooks`
+//! (res_*, getaddrinfo_a, with DNS messages from `dnsmsg`); datagrams in `udp`/`udp_hooks`
+//! (control messages: `ancillary`); TCP Fast Open in `fastopen`. Every `unsafe` block says why
+//! it is sound (`clippy::undocumented_unsafe_blocks` is denied), and helpers that read raw
+//! pointers are `unsafe fn`.
 //!
 //! With nothing configured every call passes straight through. The library starts no thread,
 //! never exits the process, prints nothing unless `SOCKS_LOG` asks (except once for a broken
@@ -22,6 +26,7 @@
 //! takes the stdio lock, which can hang a vfork child — `log` here is a stack buffer and one
 //! write(2)).
 #![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod ancillary;
 mod config;
@@ -36,6 +41,7 @@ mod hostent;
 mod intercept;
 mod log;
 mod names;
+mod outcome;
 mod proxy;
 mod real;
 mod resolv_hooks;

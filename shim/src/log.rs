@@ -62,7 +62,7 @@ static STDERR_NOTED: AtomicBool = AtomicBool::new(false);
 /// Notes which open file descriptor 2 is; called once when the library is loaded (before the
 /// program's `main`), so it is the standard error the program was started with.
 pub fn remember_standard_error() {
-    if let Some((dev, ino)) = real::file_identity(2) {
+    if let Some((dev, ino)) = real::identity(2) {
         STDERR_DEV.store(dev, Ordering::Relaxed);
         STDERR_INO.store(ino, Ordering::Relaxed);
         STDERR_NOTED.store(true, Ordering::Release);
@@ -72,7 +72,7 @@ pub fn remember_standard_error() {
 /// Whether descriptor 2 is still the standard error the program was started with.
 fn is_standard_error() -> bool {
     STDERR_NOTED.load(Ordering::Acquire)
-        && real::file_identity(2).is_some_and(|(dev, ino)| {
+        && real::identity(2).is_some_and(|(dev, ino)| {
             dev == STDERR_DEV.load(Ordering::Relaxed) && ino == STDERR_INO.load(Ordering::Relaxed)
         })
 }

@@ -35,7 +35,7 @@ pub struct Fakes {
 }
 
 /// Decides how to resolve `name` for a caller asking for `family` (AF_INET, AF_INET6 or
-/// AF_UNSPEC).
+/// AF_UNSPEC). Allocates nothing (a signal handler's lookup inside the library asks too).
 pub fn plan(settings: &Settings, name: &str, family: i32) -> Plan {
     let Some(names) = &settings.names else { return Plan::Local };
     if name.parse::<IpAddr>().is_ok() || name.contains('%') || name.is_empty() {
@@ -43,7 +43,7 @@ pub fn plan(settings: &Settings, name: &str, family: i32) -> Plan {
     }
     let bare = name.strip_suffix('.').unwrap_or(name);
     if bare.eq_ignore_ascii_case("localhost")
-        || !names.hosts.lookup(bare).is_empty()
+        || names.hosts.contains(bare)
         || names.own_host_name.as_deref().is_some_and(|own| own.eq_ignore_ascii_case(bare))
     {
         return Plan::Local;

@@ -1,9 +1,11 @@
 //! Running a SOCKS request on a program's own socket: connect it to the first server that
 //! answers (in the socket's family, IPv4 servers as IPv4-mapped for IPv6 sockets), run the client
 //! handshake from socks-proto over it (CONNECT, or BIND and later its second reply), and report a
-//! failure as the errno the program would have got from the destination. Blocking and
-//! non-blocking sockets alike finish within the configured timeout; the socket's flags are
-//! restored before returning.
+//! failure as a `Cause` (see `outcome` for its errno). Blocking and non-blocking sockets alike
+//! finish within the configured timeout; the socket's flags are restored before returning.
+//!
+//! `connect_without_heap` does a CONNECT with `socks_proto::fixed` (no allocation), for a
+//! connect made by a signal handler that interrupted the library.
 //!
 //! Not here: deciding whether to proxy (`route`) or the C-level hook (`hooks`).
 
@@ -11,12 +13,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libc::c_int;
-use socks_proto::client::{ClientError, ClientHandshake, ClientStep, ClientVersion};
+use socks_proto::client::{ClientHandshake, ClientStep, ClientVersion};
+use socks_proto::fixed::{Destination, FixedConnect, FixedStep};
 pub use socks_proto::server::Command;
-use socks_proto::{Failure, ProtoError, TargetAddr};
+use socks_proto::TargetAddr;
 
 use crate::config::Server;
 use crate::log::{log, Level};
+use crate::outcome::Cause;
 use crate::real;
 use crate::sockaddr::{for_family, RawAddr};
 
@@ -32,27 +36,32 @@ pub struct Granted {
     pub bound: SocketAddr,
 }
 
+/// The errno of the system call that just failed, as a cause.
+fn os_error() -> Cause {
+    Cause::Os(real::errno())
+}
+
 /// Runs `command` for `target` (an address, or a name the server resolves) through the first
-/// usable server in `servers`. `Err` is an errno.
+/// usable server in `servers`.
 pub fn request_through(
     fd: c_int,
     command: Command,
     target: &TargetAddr,
     servers: &[Server],
     timeout: Duration,
-) -> Result<Granted, c_int> {
+) -> Result<Granted, Cause> {
     let family =
-        real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(real::errno)?;
+        real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(os_error)?;
     let flags = status_flags(fd)?;
     let deadline = Instant::now() + timeout;
     nonblocking_while(fd, flags, || try_servers(fd, family, command, target, servers, deadline))
 }
 
 /// The file status flags of `fd` (F_GETFL).
-fn status_flags(fd: c_int) -> Result<c_int, c_int> {
+fn status_flags(fd: c_int) -> Result<c_int, Cause> {
     match real::fcntl_int(fd, libc::F_GETFL, 0) {
         flags if flags >= 0 => Ok(flags),
-        _ => Err(real::errno()),
+        _ => Err(os_error()),
     }
 }
 
@@ -61,11 +70,11 @@ fn status_flags(fd: c_int) -> Result<c_int, c_int> {
 fn nonblocking_while<T>(
     fd: c_int,
     flags: c_int,
-    work: impl FnOnce() -> Result<T, c_int>,
-) -> Result<T, c_int> {
+    work: impl FnOnce() -> Result<T, Cause>,
+) -> Result<T, Cause> {
     let was_blocking = flags & libc::O_NONBLOCK == 0;
     if was_blocking && real::fcntl_int(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-        return Err(real::errno());
+        return Err(os_error());
     }
     let result = work();
     if was_blocking {
@@ -81,8 +90,7 @@ fn try_servers(
     target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
-) -> Result<Granted, c_int> {
-    let mut last_error = libc::ECONNREFUSED;
+) -> Result<Granted, Cause> {
     let any_alive = servers.iter().any(Server::is_alive);
     for server in servers.iter().filter(|s| !any_alive || s.is_alive()) {
         for addr in &server.addrs {
@@ -100,7 +108,7 @@ fn try_servers(
                     )
                     .map_err(|e| {
                         log!(Level::Error, "{command} {target} via {addr} ({name}): {e}");
-                        libc::EAFNOSUPPORT
+                        Cause::Unsupported
                     })?;
                     if server.pipeline {
                         hs = hs.pipelined();
@@ -111,29 +119,29 @@ fn try_servers(
                             let bound = reachable(bound, addr);
                             Ok(Granted { server: raw, version: server.version, bound })
                         }
-                        Err((errno, why)) => {
+                        Err((cause, why)) => {
                             log!(Level::Error, "{command} {target} via {addr} ({name}): {why}");
-                            Err(errno)
+                            Err(cause)
                         }
                     };
                 }
-                Err(errno) => {
-                    log!(
-                        Level::Warn,
-                        "server {addr}: {}",
-                        std::io::Error::from_raw_os_error(errno)
-                    );
+                Err(cause) => {
+                    log!(Level::Warn, "server {addr}: {}", describe(cause));
                     server.mark_failed();
-                    last_error = errno;
-                    if errno == libc::ETIMEDOUT {
-                        return Err(errno);
+                    if cause == Cause::Timeout {
+                        return Err(cause);
                     }
                 }
             }
         }
     }
     log!(Level::Error, "{command} {target}: no SOCKS server reachable");
-    Err(last_error)
+    Err(Cause::ServersDown)
+}
+
+/// A cause in words, for the log.
+fn describe(cause: Cause) -> std::io::Error {
+    std::io::Error::from_raw_os_error(cause.errno())
 }
 
 /// The address a reply names, with 0.0.0.0 (SOCKS4's "the server's address") or a name (which
@@ -152,26 +160,26 @@ pub fn second_reply(
     fd: c_int,
     version: ClientVersion,
     timeout: Duration,
-) -> Result<SocketAddr, c_int> {
+) -> Result<SocketAddr, Cause> {
     let flags = status_flags(fd)?;
     if flags & libc::O_NONBLOCK != 0 {
         match real::poll_one(fd, libc::POLLIN, 0) {
-            0 => return Err(libc::EAGAIN),
-            n if n < 0 => return Err(real::errno()),
+            0 => return Err(Cause::Os(libc::EAGAIN)),
+            n if n < 0 => return Err(os_error()),
             _ => {}
         }
     } else if real::poll_one(fd, libc::POLLIN, -1) < 0 {
-        return Err(real::errno());
+        return Err(os_error());
     }
     let mut hs = ClientHandshake::second_reply(version);
     let result =
         nonblocking_while(fd, flags, || Ok(exchange(fd, &mut hs, Instant::now() + timeout)))?;
     match result {
         Ok(TargetAddr::Ip(peer)) => Ok(peer),
-        Ok(TargetAddr::Domain(..)) => Err(libc::EPROTO),
-        Err((errno, why)) => {
+        Ok(TargetAddr::Domain(..)) => Err(Cause::Protocol),
+        Err((cause, why)) => {
             log!(Level::Error, "bind: second reply: {why}");
-            Err(errno)
+            Err(cause)
         }
     }
 }
@@ -190,24 +198,24 @@ fn remaining_ms(deadline: Instant) -> c_int {
     c_int::try_from(left.as_millis()).unwrap_or(c_int::MAX)
 }
 
-/// Waits until `fd` has one of `events`, or the deadline passes (ETIMEDOUT).
-fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), c_int> {
+/// Waits until `fd` has one of `events`, or the deadline passes.
+fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), Cause> {
     loop {
         let ms = remaining_ms(deadline);
         if ms == 0 {
-            return Err(libc::ETIMEDOUT);
+            return Err(Cause::Timeout);
         }
         match real::poll_one(fd, events, ms) {
-            0 => return Err(libc::ETIMEDOUT),
+            0 => return Err(Cause::Timeout),
             n if n > 0 => return Ok(()),
             _ if real::errno() == libc::EINTR => continue,
-            _ => return Err(real::errno()),
+            _ => return Err(os_error()),
         }
     }
 }
 
 /// A non-blocking connect to the server, completed within the deadline.
-fn connect_socket(fd: c_int, server: &RawAddr, deadline: Instant) -> Result<(), c_int> {
+fn connect_socket(fd: c_int, server: &RawAddr, deadline: Instant) -> Result<(), Cause> {
     if real::connect_to(fd, server) == 0 {
         return Ok(());
     }
@@ -219,13 +227,14 @@ fn connect_socket(fd: c_int, server: &RawAddr, deadline: Instant) -> Result<(), 
     }
     match real::errno() {
         libc::EINPROGRESS | libc::EALREADY | libc::EINTR => {}
-        errno => return Err(errno),
+        errno => return Err(Cause::Os(errno)),
     }
     wait_for(fd, libc::POLLOUT, deadline)?;
     match real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
         Some(0) => Ok(()),
-        Some(errno) => Err(errno),
-        None => Err(real::errno()),
+        Some(libc::ETIMEDOUT) => Err(Cause::Timeout),
+        Some(errno) => Err(Cause::Os(errno)),
+        None => Err(os_error()),
     }
 }
 
@@ -235,8 +244,8 @@ fn exchange(
     fd: c_int,
     hs: &mut ClientHandshake,
     deadline: Instant,
-) -> Result<TargetAddr, (c_int, String)> {
-    let io = |errno: c_int| (errno, std::io::Error::from_raw_os_error(errno).to_string());
+) -> Result<TargetAddr, (Cause, String)> {
+    let io = |cause: Cause| (cause, describe(cause).to_string());
     let mut buffer = [0u8; 512];
     loop {
         let output = hs.take_output();
@@ -249,19 +258,21 @@ fn exchange(
         let n = recv_some(fd, &mut buffer[..want], deadline).map_err(io)?;
         if n == 0 {
             return Err((
-                libc::ECONNRESET,
+                Cause::Os(libc::ECONNRESET),
                 "server closed the connection during the handshake".into(),
             ));
         }
         match hs.feed(&buffer[..n]) {
             ClientStep::NeedMore => {}
             ClientStep::Granted { bound } => return Ok(bound),
-            ClientStep::Failed(error) => return Err((errno_for(&error), error.to_string())),
+            ClientStep::Failed(error) => {
+                return Err((Cause::of_handshake(&error), error.to_string()))
+            }
         }
     }
 }
 
-fn send_all(fd: c_int, mut bytes: &[u8], deadline: Instant) -> Result<(), c_int> {
+fn send_all(fd: c_int, mut bytes: &[u8], deadline: Instant) -> Result<(), Cause> {
     while !bytes.is_empty() {
         let n = real::send_bytes(fd, bytes, libc::MSG_NOSIGNAL);
         if n >= 0 {
@@ -270,13 +281,13 @@ fn send_all(fd: c_int, mut bytes: &[u8], deadline: Instant) -> Result<(), c_int>
         }
         match real::errno() {
             libc::EAGAIN | libc::EINTR => wait_for(fd, libc::POLLOUT, deadline)?,
-            errno => return Err(errno),
+            errno => return Err(Cause::Os(errno)),
         }
     }
     Ok(())
 }
 
-fn recv_some(fd: c_int, buffer: &mut [u8], deadline: Instant) -> Result<usize, c_int> {
+fn recv_some(fd: c_int, buffer: &mut [u8], deadline: Instant) -> Result<usize, Cause> {
     loop {
         let n = real::recv_into(fd, buffer, 0);
         if n >= 0 {
@@ -284,136 +295,114 @@ fn recv_some(fd: c_int, buffer: &mut [u8], deadline: Instant) -> Result<usize, c
         }
         match real::errno() {
             libc::EAGAIN | libc::EINTR => wait_for(fd, libc::POLLIN, deadline)?,
-            errno => return Err(errno),
+            errno => return Err(Cause::Os(errno)),
         }
     }
 }
 
-/// The errno a program would have seen had it reached the destination itself.
-pub fn errno_for(error: &ClientError) -> c_int {
-    match error {
-        ClientError::Refused(Failure::NetworkUnreachable) => libc::ENETUNREACH,
-        ClientError::Refused(Failure::HostUnreachable) => libc::EHOSTUNREACH,
-        ClientError::Refused(Failure::TtlExpired) => libc::ETIMEDOUT,
-        ClientError::Refused(Failure::AddressTypeNotSupported) => libc::EAFNOSUPPORT,
-        ClientError::Refused(_) => libc::ECONNREFUSED,
-        ClientError::AuthRejected | ClientError::Protocol(ProtoError::NoAcceptableMethod) => {
-            libc::EACCES
-        }
-        ClientError::Protocol(_) => libc::EPROTO,
-    }
-}
-
-/// CONNECT to a numeric `target` without touching the heap, for a connect made by a signal
-/// handler that interrupted one of ours (the interrupted code may hold malloc's lock). Only the
-/// forms that need no allocation: SOCKS5 without credentials, or SOCKS4/4a with an IPv4
-/// target; anything else is refused (ECONNREFUSED) rather than sent direct.
+/// CONNECT to `target` without touching the heap, for a connect made by a signal handler that
+/// interrupted the library in this thread (the interrupted code may hold malloc's lock): the
+/// first live server, the handshake from `socks_proto::fixed` (any version, names and
+/// credentials included), one attempt. Returns the server address the socket is connected to.
 pub fn connect_without_heap(
     fd: c_int,
-    target: SocketAddr,
+    target: Destination<'_>,
     servers: &[Server],
     timeout: Duration,
-) -> Result<RawAddr, c_int> {
+) -> Result<RawAddr, Cause> {
     let family =
-        real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(real::errno)?;
+        real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(os_error)?;
     let flags = status_flags(fd)?;
     let deadline = Instant::now() + timeout;
     nonblocking_while(fd, flags, || {
         let server = servers
             .iter()
-            .find(|s| s.identity.credentials.is_none() && s.is_alive())
-            .ok_or(libc::ECONNREFUSED)?;
+            .find(|s| s.is_alive())
+            .or_else(|| servers.first())
+            .ok_or(Cause::ServersDown)?;
         let addr =
-            server.addrs.iter().find_map(|a| for_family(*a, family)).ok_or(libc::ECONNREFUSED)?;
+            server.addrs.iter().find_map(|a| for_family(*a, family)).ok_or(Cause::Unsupported)?;
         let raw = RawAddr::from_socket_addr(addr);
-        connect_socket(fd, &raw, deadline)?;
-        let mut request = [0u8; 3 + 4 + 16 + 2];
-        match (server.version, target) {
-            (ClientVersion::Socks5, _) => {
-                request[..3].copy_from_slice(&[5, 1, 0]);
-                send_all(fd, &request[..3], deadline)?;
-                let mut selection = [0u8; 2];
-                recv_exact(fd, &mut selection, deadline)?;
-                if selection != [5, 0] {
-                    return Err(libc::ECONNREFUSED);
-                }
-                let len = match target {
-                    SocketAddr::V4(v4) => {
-                        request[..4].copy_from_slice(&[5, 1, 0, 1]);
-                        request[4..8].copy_from_slice(&v4.ip().octets());
-                        request[8..10].copy_from_slice(&v4.port().to_be_bytes());
-                        10
-                    }
-                    SocketAddr::V6(v6) => {
-                        request[..4].copy_from_slice(&[5, 1, 0, 4]);
-                        request[4..20].copy_from_slice(&v6.ip().octets());
-                        request[20..22].copy_from_slice(&v6.port().to_be_bytes());
-                        22
-                    }
-                };
-                send_all(fd, &request[..len], deadline)?;
-                let mut reply = [0u8; 4 + 255 + 2];
-                recv_exact(fd, &mut reply[..5], deadline)?;
-                let rest = match reply[3] {
-                    1 => 4 + 2 - 1,
-                    4 => 16 + 2 - 1,
-                    3 => usize::from(reply[4]) + 2,
-                    _ => return Err(libc::EPROTO),
-                };
-                recv_exact(fd, &mut reply[5..5 + rest], deadline)?;
-                match Failure::from_socks5_code(reply[1]) {
-                    None if reply[0] == 5 => Ok(raw),
-                    None => Err(libc::EPROTO),
-                    Some(failure) => Err(errno_for(&ClientError::Refused(failure))),
-                }
+        let mut hs = FixedConnect::new(server.version, target, &server.identity)
+            .map_err(|_| Cause::Unsupported)?;
+        if let Err(cause) = connect_socket(fd, &raw, deadline) {
+            server.mark_failed();
+            return Err(if cause == Cause::Timeout { cause } else { Cause::ServersDown });
+        }
+        let mut buffer = [0u8; socks_proto::fixed::REPLY_MAX];
+        loop {
+            let output = hs.take_output();
+            if !output.is_empty() {
+                send_all(fd, &output, deadline)?;
+                wait_for(fd, libc::POLLIN, deadline)?;
             }
-            (_, SocketAddr::V4(v4)) => {
-                request[..2].copy_from_slice(&[4, 1]);
-                request[2..4].copy_from_slice(&v4.port().to_be_bytes());
-                request[4..8].copy_from_slice(&v4.ip().octets());
-                request[8] = 0;
-                send_all(fd, &request[..9], deadline)?;
-                let mut reply = [0u8; 8];
-                recv_exact(fd, &mut reply, deadline)?;
-                if reply[1] == 90 {
-                    Ok(raw)
-                } else {
-                    Err(libc::ECONNREFUSED)
-                }
+            let want = hs.wanted().min(buffer.len());
+            let n = recv_some(fd, &mut buffer[..want], deadline)?;
+            if n == 0 {
+                return Err(Cause::Os(libc::ECONNRESET));
             }
-            (_, SocketAddr::V6(_)) => Err(libc::EAFNOSUPPORT),
+            match hs.feed(&buffer[..n]) {
+                FixedStep::NeedMore => {}
+                FixedStep::Granted { .. } => return Ok(raw),
+                FixedStep::Failed(error) => return Err(Cause::of_handshake(&error)),
+            }
         }
     })
-}
-
-/// Reads exactly `buffer.len()` bytes (a handshake message whose length is known).
-fn recv_exact(fd: c_int, buffer: &mut [u8], deadline: Instant) -> Result<(), c_int> {
-    let mut got = 0;
-    while got < buffer.len() {
-        wait_for(fd, libc::POLLIN, deadline)?;
-        match recv_some(fd, &mut buffer[got..], deadline)? {
-            0 => return Err(libc::ECONNRESET),
-            n => got += n,
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// A one-shot SOCKS5 server on loopback: reads the greeting and a CONNECT request for an
+    /// IPv4 address, replies with `reply`, then sends `after` (the relayed stream).
+    fn one_shot_server(
+        reply: Vec<u8>,
+        after: &'static [u8],
+    ) -> (SocketAddr, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+        let addr = listener.local_addr().expect("bound");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("the client connects");
+            let mut greeting = [0u8; 3];
+            s.read_exact(&mut greeting).expect("greeting");
+            assert_eq!(greeting, [5, 1, 0]);
+            s.write_all(&[5, 0]).expect("selection");
+            let mut request = [0u8; 10];
+            s.read_exact(&mut request).expect("request");
+            assert_eq!(request, [5, 1, 0, 1, 192, 0, 2, 7, 0, 80]);
+            s.write_all(&reply).expect("reply");
+            s.write_all(after).expect("relayed bytes");
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+        });
+        (addr, server)
+    }
 
     #[test]
-    fn errno_mapping() {
-        assert_eq!(errno_for(&ClientError::Refused(Failure::Refused)), libc::ECONNREFUSED);
-        assert_eq!(errno_for(&ClientError::Refused(Failure::NotAllowed)), libc::ECONNREFUSED);
-        assert_eq!(errno_for(&ClientError::Refused(Failure::HostUnreachable)), libc::EHOSTUNREACH);
-        assert_eq!(
-            errno_for(&ClientError::Refused(Failure::NetworkUnreachable)),
-            libc::ENETUNREACH
-        );
-        assert_eq!(errno_for(&ClientError::Refused(Failure::TtlExpired)), libc::ETIMEDOUT);
-        assert_eq!(errno_for(&ClientError::AuthRejected), libc::EACCES);
-        assert_eq!(errno_for(&ClientError::Protocol(ProtoError::BadReplyVersion(4))), libc::EPROTO);
+    fn heap_free_connect_takes_the_longest_reply() {
+        // BND.ADDR a 255-byte name: the longest SOCKS5 reply, 262 bytes.
+        let mut reply = vec![5, 0, 0, 3, 255];
+        reply.extend_from_slice(&[b'a'; 255]);
+        reply.extend_from_slice(&[0, 80]);
+        let (addr, server) = one_shot_server(reply, b"hello");
+        let env =
+            crate::config::Environment { server: Some(addr.to_string()), ..Default::default() };
+        let settings = crate::config::load(&env);
+        let crate::config::Mode::Everything { servers, .. } = &settings.mode else {
+            panic!("SOCKS_SERVER alone proxies everything")
+        };
+        let fd = real::new_socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
+        assert!(fd >= 0);
+        let target: SocketAddr = "192.0.2.7:80".parse().expect("literal");
+        let result =
+            connect_without_heap(fd, Destination::Ip(target), servers, Duration::from_secs(5));
+        assert_eq!(result.ok().and_then(|raw| raw.socket_addr()), Some(addr));
+        let mut first = [0u8; 5];
+        assert_eq!(real::recv_into(fd, &mut first, 0), 5, "the relayed stream follows the reply");
+        assert_eq!(&first, b"hello", "not a byte of the reply is left, none of the stream taken");
+        real::close_fd(fd);
+        server.join().expect("server thread");
     }
 }

@@ -128,11 +128,11 @@ real_functions! {
     fn gethostbyaddr_r(addr: *const c_void, len: socklen_t, kind: c_int, ret: *mut libc::hostent, buf: *mut c_char, buflen: size_t, result: *mut *mut libc::hostent, h_errnop: *mut c_int) -> c_int;
     /// getifaddrs(3).
     fn getifaddrs(list: *mut *mut libc::ifaddrs) -> c_int;
+    /// fstat(2) (a libc symbol since glibc 2.33).
+    fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int;
 }
 
 real_functions! {
-    /// fstat(2).
-    fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int;
     /// res_query(3).
     fn res_query(name: *const c_char, class: c_int, kind: c_int, answer: *mut u8, anslen: c_int) -> c_int;
     /// res_search(3).
@@ -164,15 +164,6 @@ pub fn set_h_errno(value: c_int) {
     let f: unsafe extern "C" fn() -> *mut c_int = unsafe { std::mem::transmute(f) };
     // SAFETY: it returns this thread's h_errno slot, valid for the thread's life.
     unsafe { *f() = value };
-}
-
-/// The identity of the open file behind `fd` (device and inode), `None` when `fd` is closed.
-pub fn file_identity(fd: c_int) -> Option<(u64, u64)> {
-    // SAFETY: a zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is writable for the size fstat writes.
-    let rc = unsafe { fstat(fd, &mut st) };
-    (rc == 0).then_some((st.st_dev, st.st_ino))
 }
 
 /// freeaddrinfo(3) (returns nothing, so it is not in the table above).
@@ -341,6 +332,41 @@ pub fn getsockopt_int(fd: c_int, level: c_int, name: c_int) -> Option<c_int> {
     // SAFETY: value and len are valid for the sizes given.
     let rc = unsafe { getsockopt(fd, level, name, (&mut value as *mut c_int).cast(), &mut len) };
     (rc == 0).then_some(value)
+}
+
+/// What fstat(2) says `fd` is: its device and inode numbers; `None` when `fd` is not open
+/// (errno set). A socket keeps its inode number while any descriptor refers to it, and a new
+/// socket gets a new one, so the pair tells a socket from one that took its number.
+pub fn identity(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: all-zero bytes are a valid `stat`, which fstat only writes.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a writable `stat`.
+    let mut rc = unsafe { fstat(fd, &mut st) };
+    if rc != 0 && errno() == libc::ENOSYS {
+        // Before glibc 2.33 fstat was an inline wrapper of __fxstat, not a symbol.
+        rc = fxstat(fd, &mut st);
+    }
+    (rc == 0).then_some((st.st_dev, st.st_ino))
+}
+
+/// glibc's `__fxstat(_STAT_VER, fd, buf)`, what fstat called before glibc 2.33.
+fn fxstat(fd: c_int, st: &mut libc::stat) -> c_int {
+    /// `_STAT_VER` for this architecture's `struct stat`.
+    #[cfg(target_arch = "x86_64")]
+    const STAT_VER: c_int = 1;
+    #[cfg(not(target_arch = "x86_64"))]
+    const STAT_VER: c_int = 0;
+    static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+    let f = resolve(&SLOT, c"__fxstat");
+    if f.is_null() {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: glibc's __fxstat has this signature.
+    let f: unsafe extern "C" fn(c_int, c_int, *mut libc::stat) -> c_int =
+        unsafe { std::mem::transmute(f) };
+    // SAFETY: `st` is a writable `stat` of the layout `STAT_VER` names.
+    unsafe { f(STAT_VER, fd, st) }
 }
 
 /// fcntl(2) with an int argument (F_GETFL, F_SETFL…).

@@ -6,11 +6,14 @@
 //! local name server.
 //!
 //! For a name `names` resolves remotely: an A or AAAA question (class IN) is answered here with
-//! a DNS message holding its fake address (`dnsmsg`); any other question is refused — `res_*`
-//! return -1 with h_errno NO_RECOVERY (what glibc reports for a REFUSED answer) and errno
-//! ECONNREFUSED, `res_send` returns a REFUSED response. With `resolve local-then-remote` the
-//! local resolver is asked first and the fake answer is given only when it fails. A panic or
-//! a full fake-address map refuses. Nothing of such a name ever reaches the local resolver.
+//! a DNS message holding its fake address (`dnsmsg`); any other question is refused
+//! (`Cause::RemoteQuestion`) — `res_*` return -1 with h_errno NO_RECOVERY (what glibc reports
+//! for a REFUSED answer) and errno ECONNREFUSED, `res_send` returns a REFUSED response. With
+//! `resolve local-then-remote` the local resolver is asked first and the fake answer is given
+//! only when it fails. A full fake-address map refuses (`Cause::MapFull`). Nothing of such a
+//! name ever reaches the local resolver. Every failure is a `Cause`, reported with its errno
+//! and h_errno (`outcome::fail_resolver`); every export runs inside `outcome::shield_resolver`
+//! (`shield` for getaddrinfo_a), so a panic is -1 with errno EIO and h_errno NO_RECOVERY.
 //!
 //! `getaddrinfo_a`: the requests for such names are resolved at once with the library's
 //! getaddrinfo (fake addresses) and completed (`gai_error` reads their result); the others go
@@ -19,12 +22,19 @@
 //! numeric request to complete and notify with (kept for the life of the process: a few hundred
 //! bytes per such call), since the library starts no thread of its own.
 //!
+//! From a signal handler that interrupted the library in the same thread (`Guard::enter_routed`)
+//! the same decisions are made without the heap, but an answer message cannot be built there:
+//! a question a fake address would answer fails with `Cause::SignalContext` (-1, h_errno
+//! TRY_AGAIN, errno EAGAIN), other questions about such a name are refused as usual, and names
+//! resolved locally go to the real function. `res_send`/`res_nsend` and `getaddrinfo_a` cannot
+//! even read their questions without the heap: there they fail with `SignalContext` whenever
+//! names may be resolved on the far side at all.
+//!
 //! Not here: getaddrinfo and gethostbyname* (see `dns_hooks`), the message format (`dnsmsg`).
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_void, CStr};
 use std::net::IpAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{addrinfo, c_int, sigevent};
 
@@ -37,12 +47,9 @@ use crate::fakemap::NAME_MAX;
 use crate::guard::Guard;
 use crate::log::{log, Level};
 use crate::names::{self, Plan};
+use crate::outcome::{fail_resolver, shield, shield_resolver, Cause};
 use crate::real;
 
-/// netdb.h: a non-recoverable error (glibc's h_errno for a REFUSED answer).
-const NO_RECOVERY: c_int = 3;
-/// netdb.h: see errno.
-const NETDB_INTERNAL: c_int = -1;
 /// netdb.h: getaddrinfo_a modes.
 const GAI_WAIT: c_int = 0;
 
@@ -55,8 +62,8 @@ enum Resolved {
     Answer(Vec<u8>),
     /// The real call; this response if it fails.
     LocalThen(Vec<u8>),
-    /// Refused, never asked locally.
-    Refused,
+    /// Refused for this cause, never asked locally.
+    Refused(Cause),
 }
 
 /// Decides for a reverse-lookup name (`….in-addr.arpa`, `….ip6.arpa`) standing for `ip`: a
@@ -73,9 +80,9 @@ fn resolve_reverse(ip: IpAddr, question: Question, id: u16, rd: bool) -> Resolve
         Some(target) if question.qclass == CLASS_IN && question.qtype == TYPE_PTR => {
             let record = Some(Rdata::Pointer(target.to_string()));
             dnsmsg::response(id, rd, &question, record, 0)
-                .map_or(Resolved::Refused, Resolved::Answer)
+                .map_or(Resolved::Refused(Cause::BadName), Resolved::Answer)
         }
-        _ => Resolved::Refused,
+        _ => Resolved::Refused(Cause::RemoteQuestion),
     }
 }
 
@@ -93,27 +100,21 @@ fn resolve_question(name: &str, qclass: u16, qtype: u16, id: u16, rd: bool) -> R
     let settings = config::settings();
     let plan = names::plan(settings, name, family);
     let address_question = qclass == CLASS_IN && matches!(qtype, TYPE_A | TYPE_AAAA);
-    let answer = || -> Option<Vec<u8>> {
-        let fakes = match names::fakes_for(settings, name) {
-            Ok(fakes) => fakes,
-            Err(e) => {
-                dns_hooks::map_error(name, e);
-                return None;
-            }
-        };
+    let answer = || -> Result<Vec<u8>, Cause> {
+        let fakes = names::fakes_for(settings, name).map_err(|e| dns_hooks::map_error(name, e))?;
         let address = if qtype == TYPE_A { IpAddr::V4(fakes.v4) } else { IpAddr::V6(fakes.v6) };
         let question = Question { name: name.to_string(), qtype, qclass };
         log!(Level::Debug, "resolve {name} (type {qtype}): remote, as {address}");
-        dnsmsg::response(id, rd, &question, Some(Rdata::Address(address)), 0)
+        dnsmsg::response(id, rd, &question, Some(Rdata::Address(address)), 0).ok_or(Cause::BadName)
     };
     match plan {
         Plan::Local => Resolved::Local,
         Plan::Fake { .. } if address_question => {
-            answer().map_or(Resolved::Refused, Resolved::Answer)
+            answer().map_or_else(Resolved::Refused, Resolved::Answer)
         }
         Plan::Fake { .. } => {
             log!(Level::Info, "resolve {name} (type {qtype}): refused, resolved on the far side");
-            Resolved::Refused
+            Resolved::Refused(Cause::RemoteQuestion)
         }
         Plan::LocalThenFake { .. } if address_question => {
             answer().map_or(Resolved::Local, Resolved::LocalThen)
@@ -122,25 +123,18 @@ fn resolve_question(name: &str, qclass: u16, qtype: u16, id: u16, rd: bool) -> R
     }
 }
 
-/// Copies `message` into the caller's answer buffer; its length, or -1 when it does not fit.
+/// Copies `message` into the caller's answer buffer; its length, or -1 when it does not fit
+/// (`Cause::AnswerTooLong`).
 ///
 /// # Safety
 /// `answer` must be writable for `anslen` bytes.
 unsafe fn deliver(message: &[u8], answer: *mut u8, anslen: c_int) -> c_int {
     if message.len() > usize::try_from(anslen).unwrap_or(0) {
-        real::set_h_errno(NETDB_INTERNAL);
-        real::set_errno(libc::EMSGSIZE);
-        return -1;
+        return fail_resolver(Cause::AnswerTooLong);
     }
     // SAFETY: the message fits in the caller's buffer (checked above).
     unsafe { std::ptr::copy_nonoverlapping(message.as_ptr(), answer, message.len()) };
     message.len() as c_int
-}
-
-fn refuse() -> c_int {
-    real::set_h_errno(NO_RECOVERY);
-    real::set_errno(libc::ECONNREFUSED);
-    -1
 }
 
 /// The name a res_query-style call asks about: `name`, or `name.domain` for res_querydomain.
@@ -161,6 +155,104 @@ unsafe fn full_name(name: *const c_char, domain: *const c_char) -> Option<String
     Some(format!("{}.{domain}", name.strip_suffix('.').unwrap_or(name)))
 }
 
+/// The name a res_query-style call asks about, as [`full_name`] gives it, in `buf` (no heap);
+/// `None` when not UTF-8 or longer than a name can be.
+///
+/// # Safety
+/// `name` and `domain` are null or NUL-terminated.
+unsafe fn full_name_in(
+    name: *const c_char,
+    domain: *const c_char,
+    buf: &mut [u8; NAME_MAX],
+) -> Option<&str> {
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: NUL-terminated, as the caller guarantees.
+    let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| -> Option<()> {
+        buf.get_mut(len..len + bytes.len())?.copy_from_slice(bytes);
+        len += bytes.len();
+        Some(())
+    };
+    if domain.is_null() {
+        put(name)?;
+    } else {
+        put(name.strip_suffix(b".").unwrap_or(name))?;
+        put(b".")?;
+        // SAFETY: as above.
+        put(unsafe { CStr::from_ptr(domain) }.to_bytes())?;
+    }
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
+/// [`query`] for a call from a signal handler that interrupted the library: the same
+/// decisions without the heap; an answer message cannot be built here (see the module
+/// documentation).
+///
+/// # Safety
+/// As res_querydomain(3).
+unsafe fn query_without_heap(
+    name: *const c_char,
+    domain: *const c_char,
+    class: c_int,
+    kind: c_int,
+    real_call: impl FnOnce() -> c_int,
+) -> c_int {
+    let mut buf = [0u8; NAME_MAX];
+    // SAFETY: as the caller guarantees.
+    let Some(full) = (unsafe { full_name_in(name, domain, &mut buf) }) else { return real_call() };
+    let (Ok(qclass), Ok(qtype)) = (u16::try_from(class), u16::try_from(kind)) else {
+        return real_call();
+    };
+    if !config::loaded() {
+        // No rules yet (reading them takes the heap): any name may be remote; an address's
+        // reverse name is libc's.
+        return if dnsmsg::reverse_address(full).is_some() {
+            real_call()
+        } else {
+            fail_resolver(Cause::SignalContext)
+        };
+    }
+    let settings = config::settings();
+    if let Some(ip) = dnsmsg::reverse_address(full) {
+        return if !names::is_fake(settings, ip) {
+            real_call()
+        } else if qclass == CLASS_IN && qtype == TYPE_PTR {
+            fail_resolver(Cause::SignalContext)
+        } else {
+            fail_resolver(Cause::RemoteQuestion)
+        };
+    }
+    let family = match qtype {
+        TYPE_A => libc::AF_INET,
+        TYPE_AAAA => libc::AF_INET6,
+        _ => libc::AF_UNSPEC,
+    };
+    let address_question = qclass == CLASS_IN && matches!(qtype, TYPE_A | TYPE_AAAA);
+    match names::plan(settings, full, family) {
+        Plan::Local => real_call(),
+        Plan::Fake { .. } if address_question => {
+            log!(Level::Info, "resolve in a signal handler inside the library: TRY_AGAIN");
+            fail_resolver(Cause::SignalContext)
+        }
+        Plan::Fake { .. } => fail_resolver(Cause::RemoteQuestion),
+        Plan::LocalThenFake { .. } if address_question => match real_call() {
+            rc if rc >= 0 => rc,
+            _ => fail_resolver(Cause::SignalContext),
+        },
+        Plan::LocalThenFake { .. } => real_call(),
+    }
+}
+
+/// Whether names may be resolved on the far side at all (a nested call that cannot read its
+/// question without the heap must then fail rather than go to the real resolver); before the
+/// settings are loaded, they may.
+fn remote_names() -> bool {
+    !config::loaded() || config::settings().names.is_some()
+}
+
 /// The common part of the res_query family.
 ///
 /// # Safety
@@ -174,19 +266,20 @@ unsafe fn query(
     anslen: c_int,
     real_call: impl FnOnce() -> c_int,
 ) -> c_int {
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let guard = Guard::enter_routed();
     if answer.is_null() || anslen < 0 {
         return real_call();
+    }
+    if guard.is_nested() {
+        // SAFETY: as the caller guarantees.
+        return unsafe { query_without_heap(name, domain, class, kind, real_call) };
     }
     // SAFETY: as the caller guarantees.
     let Some(full) = (unsafe { full_name(name, domain) }) else { return real_call() };
     let (Ok(qclass), Ok(qtype)) = (u16::try_from(class), u16::try_from(kind)) else {
         return real_call();
     };
-    let resolved =
-        catch_unwind(AssertUnwindSafe(|| resolve_question(&full, qclass, qtype, 0, true)))
-            .unwrap_or(Resolved::Refused);
-    match resolved {
+    match resolve_question(&full, qclass, qtype, 0, true) {
         Resolved::Local => real_call(),
         // SAFETY: the caller's answer buffer.
         Resolved::Answer(message) => unsafe { deliver(&message, answer, anslen) },
@@ -195,7 +288,7 @@ unsafe fn query(
             // SAFETY: as above.
             _ => unsafe { deliver(&message, answer, anslen) },
         },
-        Resolved::Refused => refuse(),
+        Resolved::Refused(cause) => fail_resolver(cause),
     }
 }
 
@@ -210,24 +303,23 @@ unsafe fn send(
     anslen: c_int,
     real_call: impl FnOnce() -> c_int,
 ) -> c_int {
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let guard = Guard::enter_routed();
     if msg.is_null() || msglen <= 0 || answer.is_null() || anslen < 0 {
         return real_call();
+    }
+    if guard.is_nested() {
+        // Reading the question takes the heap: see the module documentation.
+        return if remote_names() { fail_resolver(Cause::SignalContext) } else { real_call() };
     }
     // SAFETY: the caller's query of `msglen` bytes.
     let bytes = unsafe { std::slice::from_raw_parts(msg, msglen as usize) };
     let Some(query) = dnsmsg::parse_query(bytes) else { return real_call() };
     let Some(first) = query.questions.first() else { return real_call() };
-    let decided = catch_unwind(AssertUnwindSafe(|| {
-        query
-            .questions
-            .iter()
-            .map(|q| {
-                resolve_question(&q.name, q.qclass, q.qtype, query.id, query.recursion_desired)
-            })
-            .collect::<Vec<_>>()
-    }))
-    .unwrap_or_else(|_| vec![Resolved::Refused]);
+    let decided: Vec<Resolved> = query
+        .questions
+        .iter()
+        .map(|q| resolve_question(&q.name, q.qclass, q.qtype, query.id, query.recursion_desired))
+        .collect();
     if decided.iter().all(|r| *r == Resolved::Local) {
         return real_call();
     }
@@ -251,7 +343,7 @@ unsafe fn send(
     match message {
         // SAFETY: the caller's answer buffer.
         Some(message) => unsafe { deliver(&message, answer, anslen) },
-        None => refuse(),
+        None => fail_resolver(Cause::RemoteQuestion),
     }
 }
 
@@ -273,7 +365,9 @@ macro_rules! query_hooks {
                 // SAFETY: forwarded unchanged under the caller's guarantees.
                 let real_call = || unsafe { real::$real(name, class, kind, answer, anslen) };
                 // SAFETY: as the caller guarantees.
-                unsafe { query(name, std::ptr::null(), class, kind, answer, anslen, real_call) }
+                shield_resolver(-1, || unsafe {
+                    query(name, std::ptr::null(), class, kind, answer, anslen, real_call)
+                })
             }
         )*
     };
@@ -298,7 +392,9 @@ macro_rules! nquery_hooks {
                 // SAFETY: forwarded unchanged under the caller's guarantees.
                 let real_call = || unsafe { real::$real(state, name, class, kind, answer, anslen) };
                 // SAFETY: as the caller guarantees.
-                unsafe { query(name, std::ptr::null(), class, kind, answer, anslen, real_call) }
+                shield_resolver(-1, || unsafe {
+                    query(name, std::ptr::null(), class, kind, answer, anslen, real_call)
+                })
             }
         )*
     };
@@ -342,7 +438,7 @@ pub unsafe extern "C" fn res_querydomain(
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::res_querydomain(name, domain, class, kind, answer, anslen) };
     // SAFETY: as the caller guarantees.
-    unsafe { query(name, domain, class, kind, answer, anslen, real_call) }
+    shield_resolver(-1, || unsafe { query(name, domain, class, kind, answer, anslen, real_call) })
 }
 
 /// res_querydomain under its older name.
@@ -380,7 +476,7 @@ pub unsafe extern "C" fn res_nquerydomain(
     let real_call =
         || unsafe { real::res_nquerydomain(state, name, domain, class, kind, answer, anslen) };
     // SAFETY: as the caller guarantees.
-    unsafe { query(name, domain, class, kind, answer, anslen, real_call) }
+    shield_resolver(-1, || unsafe { query(name, domain, class, kind, answer, anslen, real_call) })
 }
 
 /// res_nquerydomain under its older name.
@@ -415,7 +511,7 @@ pub unsafe extern "C" fn res_send(
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::res_send(msg, msglen, answer, anslen) };
     // SAFETY: as the caller guarantees.
-    unsafe { send(msg, msglen, answer, anslen, real_call) }
+    shield_resolver(-1, || unsafe { send(msg, msglen, answer, anslen, real_call) })
 }
 
 /// res_send under its older name.
@@ -448,7 +544,7 @@ pub unsafe extern "C" fn res_nsend(
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::res_nsend(state, msg, msglen, answer, anslen) };
     // SAFETY: as the caller guarantees.
-    unsafe { send(msg, msglen, answer, anslen, real_call) }
+    shield_resolver(-1, || unsafe { send(msg, msglen, answer, anslen, real_call) })
 }
 
 /// res_nsend under its older name.
@@ -496,14 +592,29 @@ pub unsafe extern "C" fn getaddrinfo_a(
     nitems: c_int,
     sevp: *mut sigevent,
 ) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(Cause::Panic.eai(), || unsafe { getaddrinfo_a_unshielded(mode, list, nitems, sevp) })
+}
+
+/// The work of [`getaddrinfo_a`], run inside the shield.
+///
+/// # Safety
+/// As [`getaddrinfo_a`].
+unsafe fn getaddrinfo_a_unshielded(
+    mode: c_int,
+    list: *mut *mut c_void,
+    nitems: c_int,
+    sevp: *mut sigevent,
+) -> c_int {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::getaddrinfo_a(mode, list, nitems, sevp) };
     if list.is_null() || nitems <= 0 {
         return real_call();
     }
-    let guard = Guard::enter();
-    if guard.is_none() {
-        return real_call();
+    let guard = Guard::enter_routed();
+    if guard.is_nested() {
+        // Sorting the requests takes the heap: see the module documentation.
+        return if remote_names() { Cause::SignalContext.eai() } else { real_call() };
     }
     // SAFETY: the caller passes `nitems` request pointers (each null or valid).
     let requests = unsafe { std::slice::from_raw_parts(list, nitems as usize) };

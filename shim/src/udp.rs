@@ -12,11 +12,17 @@
 //! only. A socket bound to a specific address has the control connection come from that
 //! address too, so both reach the server from the same host address.
 //!
+//! A datagram sent from a signal handler that interrupted the library in the same thread is
+//! planned without the heap ([`plan_send_without_heap`]): it goes through the socket's
+//! association if one exists, with a header built in a fixed buffer; one that would need a new
+//! association fails with `Cause::SignalContext`. Never direct.
+//!
 //! Not here: the C structures (see `udp_hooks`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use libc::c_int;
+use socks_proto::fixed::{udp_header, Destination, UDP_HEADER_MAX};
 use socks_proto::udp::{decode_datagram, encode_header, UdpHeader};
 use socks_proto::TargetAddr;
 
@@ -25,6 +31,7 @@ use crate::fakemap::NAME_MAX;
 use crate::fdtable::{self, Entry, Kind};
 use crate::log::{log, Level};
 use crate::names;
+use crate::outcome::{Cause, Outcome};
 use crate::proxy::{self, Command};
 use crate::real;
 use crate::route::{route, route_name, Route};
@@ -42,8 +49,8 @@ pub enum Send {
     PassThrough,
     /// Send `header` then the payload to `relay`.
     Relay { relay: RawAddr, header: Vec<u8> },
-    /// Refuse with this errno.
-    Fail(c_int),
+    /// Refuse for this cause.
+    Fail(Cause),
 }
 
 /// Whether `fd` is a UDP socket.
@@ -52,7 +59,7 @@ pub fn is_udp(fd: c_int) -> bool {
 }
 
 /// The destination as the server should see it, and its route.
-fn target_of(settings: &Settings, dst: SocketAddr) -> Result<(TargetAddr, Route<'_>), c_int> {
+fn target_of(settings: &Settings, dst: SocketAddr) -> Result<(TargetAddr, Route<'_>), Cause> {
     let dst = canonical(dst);
     if !names::is_fake(settings, dst.ip()) {
         return Ok((TargetAddr::Ip(dst), route(settings, dst)));
@@ -63,7 +70,7 @@ fn target_of(settings: &Settings, dst: SocketAddr) -> Result<(TargetAddr, Route<
             let route = route_name(settings, name, dst);
             Ok((TargetAddr::Domain(name.to_string(), dst.port()), route))
         }
-        None => Err(libc::EHOSTUNREACH),
+        None => Err(Cause::FakeUnknown),
     }
 }
 
@@ -73,7 +80,7 @@ pub fn plan_send(fd: c_int, dst: &RawAddr, len: usize) -> Send {
     let settings = config::settings();
     let (target, route) = match target_of(settings, addr) {
         Ok(found) => found,
-        Err(errno) => return Send::Fail(errno),
+        Err(cause) => return Send::Fail(cause),
     };
     // The socket's type costs a system call: only asked when the destination is not direct.
     let direct = matches!((&route, &target), (Route::Direct, TargetAddr::Ip(_)));
@@ -82,35 +89,115 @@ pub fn plan_send(fd: c_int, dst: &RawAddr, len: usize) -> Send {
     }
     match route {
         // Only a name's fake address gets here direct: no line sends it through a server.
-        Route::Direct => Send::Fail(libc::EHOSTUNREACH),
-        Route::Deny | Route::Broken => {
-            log!(Level::Info, "udp {target}: refused by socks.conf");
-            Send::Fail(libc::EACCES)
+        Route::Direct => Send::Fail(Cause::NoRoute),
+        Route::Deny => {
+            log!(Level::Info, "udp {target}: denied by socks.conf");
+            Send::Fail(Cause::Denied)
+        }
+        Route::Broken => {
+            log!(Level::Error, "udp {target}: refused, the configuration is broken");
+            Send::Fail(Cause::BrokenConfig)
         }
         Route::Proxy(servers) => {
             let relay = match association(fd, servers, settings) {
                 Ok(relay) => relay,
-                Err(errno) => return Send::Fail(errno),
+                Err(cause) => return Send::Fail(cause),
             };
             if matches!(target, TargetAddr::Domain(..)) {
                 remember_fake_destination(fd, dst);
             }
             match header_for(&target, len) {
                 Ok(header) => Send::Relay { relay, header },
-                Err(errno) => Send::Fail(errno),
+                Err(cause) => Send::Fail(cause),
             }
         }
     }
 }
 
+/// What to do with a datagram sent from a signal handler inside the library (no heap).
+// The header travels by value on purpose: boxing it would take the heap this path avoids.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum QuietSend {
+    /// Not ours: the real call.
+    PassThrough,
+    /// Send `header[..header_len]` then the payload to `relay` (no address when its `len` is
+    /// 0: a connected socket is connected to the relay already).
+    Relay { relay: RawAddr, header: [u8; UDP_HEADER_MAX], header_len: usize },
+    /// Refuse for this cause.
+    Fail(Cause),
+}
+
+/// Plans a datagram of `len` bytes from `fd` to `dst` — or, with `None`, to the peer of a UDP
+/// socket the program connected to a proxied destination — as [`plan_send`] and
+/// [`plan_connected_send`] would, without the heap: for a signal handler that interrupted the
+/// library in this thread (the interrupted code may hold malloc's lock). Only an association
+/// that already exists can carry it; a destination that would need a new one fails with
+/// `Cause::SignalContext`.
+pub fn plan_send_without_heap(fd: c_int, dst: Option<&RawAddr>, len: usize) -> QuietSend {
+    let settings = config::settings();
+    let (addr, connected) = match dst {
+        Some(dst) => match dst.socket_addr() {
+            Some(addr) => (addr, false),
+            None => return QuietSend::PassThrough,
+        },
+        None => match fdtable::get(fd) {
+            Some(entry) if entry.kind == Kind::UdpConnected => match entry.first.socket_addr() {
+                Some(peer) => (peer, true),
+                None => return QuietSend::PassThrough,
+            },
+            _ => return QuietSend::PassThrough,
+        },
+    };
+    let mut name_buf = [0u8; NAME_MAX];
+    let (target, route) =
+        match crate::intercept::destination(settings, canonical(addr), &mut name_buf) {
+            Ok(found) => found,
+            Err(cause) => return QuietSend::Fail(cause),
+        };
+    let relay = if connected {
+        RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 }
+    } else {
+        let direct = matches!((&route, &target), (Route::Direct, Destination::Ip(_)));
+        if direct || !is_udp(fd) {
+            return QuietSend::PassThrough;
+        }
+        match route {
+            Route::Direct => return QuietSend::Fail(Cause::NoRoute),
+            Route::Deny => return QuietSend::Fail(Cause::Denied),
+            Route::Broken => return QuietSend::Fail(Cause::BrokenConfig),
+            Route::Proxy(_) => {}
+        }
+        let existing = fdtable::get(fd).filter(|e| {
+            matches!(e.kind, Kind::Udp | Kind::UdpConnected) && fdtable::control(fd).is_some()
+        });
+        let Some(entry) = existing else {
+            log!(Level::Info, "udp: a signal handler's datagram needs a new association: EAGAIN");
+            return QuietSend::Fail(Cause::SignalContext);
+        };
+        if let (Some(dst), Destination::Name(..)) = (dst, &target) {
+            remember_fake_destination(fd, dst);
+        }
+        entry.server
+    };
+    let mut header = [0u8; UDP_HEADER_MAX];
+    let Ok(header_len) = udp_header(&target, &mut header) else {
+        return QuietSend::Fail(Cause::Unsupported);
+    };
+    if header_len + len > UDP_PAYLOAD_MAX {
+        return QuietSend::Fail(Cause::Os(libc::EMSGSIZE));
+    }
+    QuietSend::Relay { relay, header, header_len }
+}
+
 /// The header for a datagram of `len` bytes to `target`; EMSGSIZE when the two no longer fit
 /// in one UDP datagram, as the kernel would say.
-fn header_for(target: &TargetAddr, len: usize) -> Result<Vec<u8>, c_int> {
+fn header_for(target: &TargetAddr, len: usize) -> Result<Vec<u8>, Cause> {
     let mut header = Vec::with_capacity(HEADER_MAX);
     encode_header(&UdpHeader { frag: 0, addr: target.clone() }, &mut header)
-        .map_err(|_| libc::EINVAL)?;
+        .map_err(|_| Cause::Unsupported)?;
     if header.len() + len > UDP_PAYLOAD_MAX {
-        return Err(libc::EMSGSIZE);
+        return Err(Cause::Os(libc::EMSGSIZE));
     }
     Ok(header)
 }
@@ -127,7 +214,7 @@ fn remember_fake_destination(fd: c_int, dst: &RawAddr) {
 
 /// For `send`/`write` on a UDP socket the program connected to a proxied peer: the relay and
 /// the header. `None`: not such a socket.
-pub fn plan_connected_send(fd: c_int, len: usize) -> Option<Result<Vec<u8>, c_int>> {
+pub fn plan_connected_send(fd: c_int, len: usize) -> Option<Result<Vec<u8>, Cause>> {
     let entry = fdtable::get(fd)?;
     if entry.kind != Kind::UdpConnected {
         return None;
@@ -138,21 +225,24 @@ pub fn plan_connected_send(fd: c_int, len: usize) -> Option<Result<Vec<u8>, c_in
 }
 
 /// The relay address of `fd`'s association, setting one up through `servers` if needed.
-fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<RawAddr, c_int> {
+fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<RawAddr, Cause> {
     if let Some(entry) = fdtable::get(fd) {
         if matches!(entry.kind, Kind::Udp | Kind::UdpConnected) && fdtable::control(fd).is_some() {
             return Ok(entry.server);
         }
     }
-    let family =
-        real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(real::errno)?;
+    if !fdtable::trackable(fd) {
+        return Err(Cause::TableFull);
+    }
+    let family = real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
+        .ok_or_else(|| Cause::Os(real::errno()))?;
     let socks5: Vec<&Server> = servers
         .iter()
         .filter(|s| s.version == socks_proto::client::ClientVersion::Socks5)
         .collect();
     let Some(server) = socks5.first() else {
         log!(Level::Error, "udp: no SOCKS5 server for UDP (SOCKS4 has no UDP)");
-        return Err(libc::ENETUNREACH);
+        return Err(Cause::Unsupported);
     };
     let server_family = match server.addrs.first() {
         Some(SocketAddr::V6(_)) => libc::AF_INET6,
@@ -161,7 +251,7 @@ fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<Raw
     let source = own_source(fd, family)?;
     let control = real::new_socket(server_family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
     if control < 0 {
-        return Err(real::errno());
+        return Err(Cause::Os(real::errno()));
     }
     same_host_address(control, server_family, source);
     let granted = match proxy::request_through(
@@ -172,15 +262,15 @@ fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<Raw
         settings.timeout,
     ) {
         Ok(granted) => granted,
-        Err(errno) => {
+        Err(cause) => {
             real::close_fd(control);
-            return Err(errno);
+            return Err(cause);
         }
     };
     let Some(relay) = for_family(granted.bound, family) else {
         real::close_fd(control);
         log!(Level::Error, "udp: relay {} cannot be reached from this socket", granted.bound);
-        return Err(libc::EAFNOSUPPORT);
+        return Err(Cause::Unsupported);
     };
     // Out of the way of the program's own descriptor numbers when the limit allows.
     let control = match real::fcntl_int(control, libc::F_DUPFD_CLOEXEC, 512) {
@@ -203,11 +293,11 @@ fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<Raw
 /// IPv4; a wildcard address stays unspecified, which the server reads as the control
 /// connection's address). An unbound socket is bound first to the wildcard address of its
 /// `family`, port 0, as the kernel would bind it on its first send.
-fn own_source(fd: c_int, family: c_int) -> Result<SocketAddr, c_int> {
+fn own_source(fd: c_int, family: c_int) -> Result<SocketAddr, Cause> {
     let local = |fd| {
         real::local_addr(fd).and_then(|raw| raw.socket_addr()).ok_or_else(|| match real::errno() {
-            0 => libc::EAFNOSUPPORT,
-            errno => errno,
+            0 => Cause::Unsupported,
+            errno => Cause::Os(errno),
         })
     };
     let mut bound = local(fd)?;
@@ -222,7 +312,7 @@ fn own_source(fd: c_int, family: c_int) -> Result<SocketAddr, c_int> {
                 Level::Error,
                 "udp: cannot bind the socket before its association (errno {errno})"
             );
-            return Err(errno);
+            return Err(Cause::Os(errno));
         }
         bound = local(fd)?;
     }
@@ -248,18 +338,15 @@ fn same_host_address(control: c_int, control_family: c_int, source: SocketAddr) 
 }
 
 /// connect(2) on a UDP socket: a proxied peer means the socket is really connected to the relay.
-pub fn connect(fd: c_int, dst: &RawAddr) -> crate::intercept::Outcome {
-    use crate::intercept::Outcome;
+pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
     let Some(addr) = dst.socket_addr() else { return Outcome::PassThrough };
     let settings = config::settings();
     let (target, route) = match target_of(settings, addr) {
         Ok(found) => found,
-        Err(errno) => return Outcome::Fail(errno),
+        Err(cause) => return Outcome::Fail(cause),
     };
     match route {
-        Route::Direct if matches!(target, TargetAddr::Domain(..)) => {
-            Outcome::Fail(libc::EHOSTUNREACH)
-        }
+        Route::Direct if matches!(target, TargetAddr::Domain(..)) => Outcome::Fail(Cause::NoRoute),
         Route::Direct => {
             if let Some(entry) = fdtable::get(fd) {
                 if entry.kind == Kind::UdpConnected {
@@ -268,14 +355,15 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> crate::intercept::Outcome {
             }
             Outcome::PassThrough
         }
-        Route::Deny | Route::Broken => Outcome::Fail(libc::ECONNREFUSED),
+        Route::Deny => Outcome::Fail(Cause::Denied),
+        Route::Broken => Outcome::Fail(Cause::BrokenConfig),
         Route::Proxy(servers) => {
             let relay = match association(fd, servers, settings) {
                 Ok(relay) => relay,
-                Err(errno) => return Outcome::Fail(errno),
+                Err(cause) => return Outcome::Fail(cause),
             };
             if real::connect_to(fd, &relay) != 0 {
-                return Outcome::Fail(real::errno());
+                return Outcome::Fail(Cause::Os(real::errno()));
             }
             fdtable::set(fd, &Entry { kind: Kind::UdpConnected, first: *dst, server: relay });
             Outcome::Done
@@ -352,6 +440,6 @@ mod tests {
         let header = header_for(&target, 100).expect("fits");
         assert_eq!(header, [0, 0, 0, 1, 192, 0, 2, 53, 0, 53]);
         assert_eq!(header_for(&target, UDP_PAYLOAD_MAX - 10), Ok(header.clone()));
-        assert_eq!(header_for(&target, UDP_PAYLOAD_MAX - 9), Err(libc::EMSGSIZE));
+        assert_eq!(header_for(&target, UDP_PAYLOAD_MAX - 9), Err(Cause::Os(libc::EMSGSIZE)));
     }
 }

@@ -7,10 +7,17 @@
 //!
 //! Also TCP Fast Open: sendto/sendmsg/sendmmsg with MSG_FASTOPEN and a destination on a TCP
 //! socket are connects carrying data, routed as `fastopen` says.
+//!
+//! A send from a signal handler that interrupted the library in the same thread is decided
+//! too, never passed through unseen (`Guard::enter_routed`): Fast Open as a connect on the
+//! heap-free path, a datagram through its socket's existing association with the header in a
+//! fixed buffer (`send_datagram_without_heap`); what would need the heap (a new association,
+//! control messages on a relayed datagram, a socket-level UDP_SEGMENT, more than
+//! `QUIET_PARTS_MAX` iovecs) fails with `Cause::SignalContext` (EAGAIN), as does a datagram to
+//! an IP destination before the settings are loaded.
 #![allow(unsafe_code)]
 
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::null_mut;
 
 use libc::{c_int, c_uint, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
@@ -20,18 +27,22 @@ use crate::config;
 use crate::fastopen::{self, FastOpen};
 use crate::fdtable::{self, Kind};
 use crate::guard::Guard;
+use crate::outcome::{fail, shield, Cause};
 use crate::real;
 use crate::sockaddr::RawAddr;
-use crate::udp::{self, Send, HEADER_MAX};
+use crate::udp::{self, QuietSend, Send, HEADER_MAX};
 
-/// Whether `fd` carries an association (the only sockets whose reads need a look).
+/// Whether `fd` carries an association (the only sockets whose reads need a look). The
+/// table's hint first, so other descriptors cost no system call.
 fn associated(fd: c_int) -> bool {
-    fdtable::get(fd).is_some_and(|e| matches!(e.kind, Kind::Udp | Kind::UdpConnected))
+    matches!(fdtable::kind_hint(fd), Some(Kind::Udp | Kind::UdpConnected))
+        && fdtable::get(fd).is_some_and(|e| matches!(e.kind, Kind::Udp | Kind::UdpConnected))
 }
 
-fn fail(errno: c_int) -> ssize_t {
-    real::set_errno(errno);
-    -1
+/// Whether `fd` is a UDP socket connected to a proxied peer (send and write add the header).
+fn connected_to_relay(fd: c_int) -> bool {
+    fdtable::kind_hint(fd) == Some(Kind::UdpConnected)
+        && fdtable::get(fd).is_some_and(|e| e.kind == Kind::UdpConnected)
 }
 
 /// Sends `header` followed by the caller's `parts` in one datagram, to `to` when given, with
@@ -126,39 +137,39 @@ unsafe fn send_datagram(
         Ok(Ancillary { segment: Some(size), .. }) if *size > 0 => len.min(usize::from(*size)),
         _ => len,
     };
-    let plan_for = |unit: usize| {
-        catch_unwind(AssertUnwindSafe(|| match &dst {
-            Some(dst) => udp::plan_send(fd, dst, unit),
-            None => match udp::plan_connected_send(fd, unit) {
-                Some(Ok(header)) => Send::Relay {
-                    relay: RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 },
-                    header,
-                },
-                Some(Err(errno)) => Send::Fail(errno),
-                None => Send::PassThrough,
+    // A panic while planning is the shield's: EIO, never the real call.
+    let plan_for = |unit: usize| match &dst {
+        Some(dst) => udp::plan_send(fd, dst, unit),
+        None => match udp::plan_connected_send(fd, unit) {
+            Some(Ok(header)) => Send::Relay {
+                relay: RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 },
+                header,
             },
-        }))
-        .unwrap_or(Send::Fail(libc::EIO))
+            Some(Err(cause)) => Send::Fail(cause),
+            None => Send::PassThrough,
+        },
     };
     let plan = match plan_for(unit) {
         // Too large as one datagram, but a socket-level segment size may cut it (asked only
         // here: a direct datagram costs no system call before the real one).
-        Send::Fail(libc::EMSGSIZE) if matches!(&wanted, Ok(Ancillary { segment: None, .. })) => {
+        Send::Fail(Cause::Os(libc::EMSGSIZE))
+            if matches!(&wanted, Ok(Ancillary { segment: None, .. })) =>
+        {
             match real::getsockopt_int(fd, libc::IPPROTO_UDP, ancillary::UDP_SEGMENT) {
                 Some(size) if size > 0 && (size as usize) < len => plan_for(size as usize),
-                _ => Send::Fail(libc::EMSGSIZE),
+                _ => Send::Fail(Cause::Os(libc::EMSGSIZE)),
             }
         }
         plan => plan,
     };
     let (relay, header) = match plan {
         Send::PassThrough => return None,
-        Send::Fail(errno) => return Some(fail(errno)),
+        Send::Fail(cause) => return Some(fail(cause)),
         Send::Relay { relay, header } => (relay, header),
     };
     let Ancillary { mut kept, segment } = match wanted {
         Ok(wanted) => wanted,
-        Err(errno) => return Some(fail(errno)),
+        Err(cause) => return Some(fail(cause)),
     };
     // A socket-level segment size would cut the header from its payload: overridden with 0
     // on every relayed datagram (a message's own UDP_SEGMENT wins over it, as in the kernel).
@@ -186,6 +197,59 @@ unsafe fn send_datagram(
     Some(sent_total)
 }
 
+/// The most iovecs a datagram sent from a signal handler inside the library may have (they are
+/// copied to the stack, behind the header's).
+const QUIET_PARTS_MAX: usize = 32;
+
+/// As [`send_datagram`], for a send from a signal handler that interrupted the library in this
+/// thread: no heap (see the module documentation).
+///
+/// # Safety
+/// As sendmsg(2) for `parts` and `dst`.
+unsafe fn send_datagram_without_heap(
+    fd: c_int,
+    parts: &[iovec],
+    flags: c_int,
+    dst: Option<RawAddr>,
+    control: &[u8],
+) -> Option<ssize_t> {
+    if !config::loaded() {
+        // No rules yet (reading them takes the heap): an IP destination may be proxied.
+        let ip = dst.as_ref().and_then(RawAddr::socket_addr).is_some();
+        return ip.then(|| fail(Cause::SignalContext));
+    }
+    let len = total(parts);
+    let (relay, header, header_len) = match udp::plan_send_without_heap(fd, dst.as_ref(), len) {
+        QuietSend::PassThrough => return None,
+        QuietSend::Fail(cause) => return Some(fail(cause)),
+        QuietSend::Relay { relay, header, header_len } => (relay, header, header_len),
+    };
+    let socket_segment = || {
+        len > 0
+            && real::getsockopt_int(fd, libc::IPPROTO_UDP, ancillary::UDP_SEGMENT)
+                .is_some_and(|size| size > 0)
+    };
+    if !control.is_empty() || parts.len() > QUIET_PARTS_MAX || socket_segment() {
+        return Some(fail(Cause::SignalContext));
+    }
+    let empty = iovec { iov_base: null_mut(), iov_len: 0 };
+    let mut iov = [empty; QUIET_PARTS_MAX + 1];
+    iov[0] = iovec { iov_base: header.as_ptr() as *mut c_void, iov_len: header_len };
+    iov[1..=parts.len()].copy_from_slice(parts);
+    // SAFETY: zeroed msghdr is the documented starting point.
+    let mut msg: msghdr = unsafe { std::mem::zeroed() };
+    if relay.len > 0 {
+        msg.msg_name = relay.bytes.as_ptr() as *mut c_void;
+        msg.msg_namelen = relay.len as socklen_t;
+    }
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = parts.len() + 1;
+    // SAFETY: every pointer in `msg` is valid for the call (ours on this stack, or the
+    // caller's parts).
+    let sent = unsafe { real::sendmsg(fd, &msg, flags) };
+    Some(if sent < 0 { sent } else { (sent - header_len as ssize_t).max(0) })
+}
+
 /// MSG_FASTOPEN with a destination (see `fastopen`): `None` when not a TCP socket (the datagram
 /// paths decide), else the result of the whole call. `send_data` sends the payload on the
 /// socket once it is connected through a server, with the flags it is given.
@@ -201,7 +265,7 @@ fn fast_open(
         FastOpen::NotStream => None,
         FastOpen::PassThrough => Some(real_call()),
         FastOpen::Connected => Some(send_data(flags & !libc::MSG_FASTOPEN)),
-        FastOpen::Fail(errno) => Some(fail(errno)),
+        FastOpen::Fail(cause) => Some(fail(cause)),
     }
 }
 
@@ -211,6 +275,22 @@ fn fast_open(
 /// As sendto(2).
 #[no_mangle]
 pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { sendto_unshielded(fd, buf, len, flags, addr, addrlen) })
+}
+
+/// The work of [`sendto`], run inside the shield.
+///
+/// # Safety
+/// As [`sendto`].
+unsafe fn sendto_unshielded(
     fd: c_int,
     buf: *const c_void,
     len: size_t,
@@ -230,7 +310,7 @@ pub unsafe extern "C" fn sendto(
             }
         }
     }
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let guard = Guard::enter_routed();
     let dst = if addr.is_null() {
         None
     } else {
@@ -240,10 +320,15 @@ pub unsafe extern "C" fn sendto(
             None => return real_call(),
         }
     };
-    if dst.is_none() && fdtable::get(fd).is_none() {
+    if dst.is_none() && !connected_to_relay(fd) {
         return real_call();
     }
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    if guard.is_nested() {
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { send_datagram_without_heap(fd, &part, flags, dst, &[]) }
+            .unwrap_or_else(real_call);
+    }
     // SAFETY: `buf` holds `len` readable bytes.
     unsafe { send_datagram(fd, &part, flags, dst, &[]) }.unwrap_or_else(real_call)
 }
@@ -254,13 +339,27 @@ pub unsafe extern "C" fn sendto(
 /// As send(2).
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { send_unshielded(fd, buf, len, flags) })
+}
+
+/// The work of [`send`], run inside the shield.
+///
+/// # Safety
+/// As [`send`].
+unsafe fn send_unshielded(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::send(fd, buf, len, flags) };
-    if fdtable::get(fd).map(|e| e.kind) != Some(Kind::UdpConnected) {
+    if !connected_to_relay(fd) {
         return real_call();
     }
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let guard = Guard::enter_routed();
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    if guard.is_nested() {
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { send_datagram_without_heap(fd, &part, flags, None, &[]) }
+            .unwrap_or_else(real_call);
+    }
     // SAFETY: `buf` holds `len` readable bytes.
     unsafe { send_datagram(fd, &part, flags, None, &[]) }.unwrap_or_else(real_call)
 }
@@ -271,13 +370,27 @@ pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags:
 /// As write(2).
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { write_unshielded(fd, buf, len) })
+}
+
+/// The work of [`write`], run inside the shield.
+///
+/// # Safety
+/// As [`write`].
+unsafe fn write_unshielded(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::write(fd, buf, len) };
-    if fdtable::get(fd).map(|e| e.kind) != Some(Kind::UdpConnected) {
+    if !connected_to_relay(fd) {
         return real_call();
     }
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let guard = Guard::enter_routed();
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    if guard.is_nested() {
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { send_datagram_without_heap(fd, &part, 0, None, &[]) }
+            .unwrap_or_else(real_call);
+    }
     // SAFETY: `buf` holds `len` readable bytes.
     unsafe { send_datagram(fd, &part, 0, None, &[]) }.unwrap_or_else(real_call)
 }
@@ -289,6 +402,15 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, len: size_t) -> ss
 /// As sendmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { sendmsg_unshielded(fd, msg, flags) })
+}
+
+/// The work of [`sendmsg`], run inside the shield.
+///
+/// # Safety
+/// As [`sendmsg`].
+unsafe fn sendmsg_unshielded(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::sendmsg(fd, msg, flags) };
     // SAFETY: the caller passes a valid msghdr (or null, which the real call reports).
@@ -309,7 +431,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
             }
         }
     }
-    let Some(_guard) = Guard::enter() else { return real_call() };
+    let guard = Guard::enter_routed();
     let dst = if m.msg_name.is_null() {
         None
     } else {
@@ -319,7 +441,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
             None => return real_call(),
         }
     };
-    if dst.is_none() && fdtable::get(fd).is_none() {
+    if dst.is_none() && !connected_to_relay(fd) {
         return real_call();
     }
     let control: &[u8] = if m.msg_control.is_null() || m.msg_controllen == 0 {
@@ -330,6 +452,11 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
     };
     // SAFETY: msg_iov holds msg_iovlen iovecs.
     let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
+    if guard.is_nested() {
+        // SAFETY: as the caller guarantees.
+        return unsafe { send_datagram_without_heap(fd, parts, flags, dst, control) }
+            .unwrap_or_else(real_call);
+    }
     // SAFETY: as the caller guarantees.
     unsafe { send_datagram(fd, parts, flags, dst, control) }.unwrap_or_else(real_call)
 }
@@ -345,6 +472,15 @@ pub unsafe extern "C" fn sendmmsg(
     vlen: c_uint,
     flags: c_int,
 ) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { sendmmsg_unshielded(fd, msgs, vlen, flags) })
+}
+
+/// The work of [`sendmmsg`], run inside the shield.
+///
+/// # Safety
+/// As [`sendmmsg`].
+unsafe fn sendmmsg_unshielded(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
     let ours = !msgs.is_null()
         && vlen > 0
         && (udp::is_udp(fd) || (flags & libc::MSG_FASTOPEN != 0 && fastopen_candidate(fd)));
@@ -414,11 +550,7 @@ unsafe fn receive_datagram(
         let got = (n as usize).min(temp.len());
         // SAFETY: the kernel wrote msg_namelen bytes of address.
         let source = unsafe { RawAddr::from_ptr(from.as_ptr().cast(), msg.msg_namelen) };
-        let unwrapped = source.and_then(|s| {
-            catch_unwind(AssertUnwindSafe(|| udp::unwrap_received(fd, &temp[..got], &s)))
-                .ok()
-                .flatten()
-        });
+        let unwrapped = source.and_then(|s| udp::unwrap_received(fd, &temp[..got], &s));
         let (skip, reported) = match unwrapped {
             // Not from the relay: the datagram as it came.
             None => (0, source),
@@ -495,6 +627,22 @@ pub unsafe extern "C" fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recvfrom_unshielded(fd, buf, len, flags, addr, addrlen) })
+}
+
+/// The work of [`recvfrom`], run inside the shield.
+///
+/// # Safety
+/// As [`recvfrom`].
+unsafe fn recvfrom_unshielded(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::recvfrom(fd, buf, len, flags, addr, addrlen) };
     if !associated(fd) {
@@ -513,6 +661,15 @@ pub unsafe extern "C" fn recvfrom(
 /// As recv(2).
 #[no_mangle]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recv_unshielded(fd, buf, len, flags) })
+}
+
+/// The work of [`recv`], run inside the shield.
+///
+/// # Safety
+/// As [`recv`].
+unsafe fn recv_unshielded(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::recv(fd, buf, len, flags) };
     if !associated(fd) {
@@ -531,6 +688,15 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 /// As read(2).
 #[no_mangle]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { read_unshielded(fd, buf, len) })
+}
+
+/// The work of [`read`], run inside the shield.
+///
+/// # Safety
+/// As [`read`].
+unsafe fn read_unshielded(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::read(fd, buf, len) };
     if !associated(fd) {
@@ -549,6 +715,15 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 /// As recvmsg(2).
 #[no_mangle]
 pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recvmsg_unshielded(fd, msg, flags) })
+}
+
+/// The work of [`recvmsg`], run inside the shield.
+///
+/// # Safety
+/// As [`recvmsg`].
+unsafe fn recvmsg_unshielded(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
     if msg.is_null() || !associated(fd) {
         // SAFETY: forwarded unchanged under the caller's guarantees.
         return unsafe { real::recvmsg(fd, msg, flags) };
@@ -604,6 +779,21 @@ pub unsafe extern "C" fn recvmmsg(
     flags: c_int,
     timeout: *mut libc::timespec,
 ) -> c_int {
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recvmmsg_unshielded(fd, msgs, vlen, flags, timeout) })
+}
+
+/// The work of [`recvmmsg`], run inside the shield.
+///
+/// # Safety
+/// As [`recvmmsg`].
+unsafe fn recvmmsg_unshielded(
+    fd: c_int,
+    msgs: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+    timeout: *mut libc::timespec,
+) -> c_int {
     if msgs.is_null() || vlen == 0 || !associated(fd) {
         // SAFETY: forwarded unchanged.
         return unsafe { real::recvmmsg(fd, msgs, vlen, flags, timeout) };
@@ -625,8 +815,9 @@ pub unsafe extern "C" fn recvmmsg(
 }
 
 /// syscall(2): libuv (node, dig) sends and receives datagrams with raw `syscall(SYS_sendmmsg…)`
-/// rather than the libc wrappers, so the socket system calls that carry datagrams or connect
-/// sockets are handed to the hooks above; every other number goes straight to libc.
+/// rather than the libc wrappers, and closes descriptors with `syscall(SYS_close)`, so the
+/// system calls that carry datagrams, connect sockets, close or copy descriptors are handed to
+/// the hooks; every other number goes straight to libc.
 ///
 /// Declared with six fixed arguments: on x86_64 and aarch64 Linux, variadic integer arguments
 /// travel exactly like fixed ones, and surplus arguments are ignored by the kernel.
@@ -644,7 +835,25 @@ pub unsafe extern "C" fn syscall(
     a5: libc::c_long,
     a6: libc::c_long,
 ) -> libc::c_long {
-    // SAFETY (every arm): the caller passes this system call's arguments, which the matching
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { syscall_unshielded(number, a1, a2, a3, a4, a5, a6) })
+}
+
+/// The work of [`syscall`], run inside the shield.
+///
+/// # Safety
+/// As [`syscall`].
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn syscall_unshielded(
+    number: libc::c_long,
+    a1: libc::c_long,
+    a2: libc::c_long,
+    a3: libc::c_long,
+    a4: libc::c_long,
+    a5: libc::c_long,
+    a6: libc::c_long,
+) -> libc::c_long {
+    // SAFETY: (every arm) the caller passes this system call's arguments, which the matching
     // hook takes with their C types.
     unsafe {
         match number {
@@ -683,6 +892,16 @@ pub unsafe extern "C" fn syscall(
             libc::SYS_connect => {
                 crate::hooks::connect(a1 as c_int, a2 as *const sockaddr, a3 as socklen_t)
                     as libc::c_long
+            }
+            // libuv closes (and copies) descriptors this way: the library's state for the
+            // socket, a UDP association's control connection included, goes with it.
+            libc::SYS_close => crate::hooks::close(a1 as c_int) as libc::c_long,
+            libc::SYS_close_range => {
+                crate::hooks::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int) as libc::c_long
+            }
+            libc::SYS_dup => crate::hooks::dup(a1 as c_int) as libc::c_long,
+            libc::SYS_dup3 => {
+                crate::hooks::dup3(a1 as c_int, a2 as c_int, a3 as c_int) as libc::c_long
             }
             _ => real::syscall(number, a1, a2, a3, a4, a5, a6),
         }

@@ -22,6 +22,12 @@
 //!   program of this package (`tests/src/bin/signal-connect.rs`) connects from a real,
 //!   asynchronous SIGALRM handler too. Every run has a deadline (a hang is a failure), every
 //!   byte and every getpeername is checked.
+//! - Signal handlers inside the library (`tests/src/bin/signal-inside.rs`): while the main
+//!   thread sits in a slow getaddrinfo, SIGALRM handlers send UDP datagrams on a socket with an
+//!   association (relayed, never direct), on new sockets (EAGAIN, never direct), and TCP Fast
+//!   Open data (through sockd), or look up a name that goes through sockd with getaddrinfo,
+//!   gethostbyname(_r) and res_query (a fake address or EAI_AGAIN/TRY_AGAIN; the name server
+//!   never hears of it).
 //!
 //! Not here: single programs through sockd (programs.rs), threads and fork basics
 //! (processes.rs).
@@ -1003,5 +1009,183 @@ fn stress_connect_in_an_asynchronous_signal_handler() {
         &["closed:", &client, "dst=198.51.100.2:7 "],
         main + threads + handler,
         STARTUP,
+    );
+}
+
+#[test]
+fn stress_connect_in_a_signal_handler_during_a_slow_lookup() {
+    let Some(lab) = Lab::new("everywhere-signal-lookup") else { return };
+    let echo = lab.echo(7);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    // Names under .corp.example are looked up locally, with the workstation's resolver, whose
+    // name server never answers: the main thread sits inside the library's getaddrinfo hook
+    // while SIGALRM handlers connect to a destination that goes through sockd.
+    let conf =
+        lab.write("socks.conf", format!("direct .corp.example\nsockd @={SERVER} 0.0.0.0/0\n"));
+    let ran = lab
+        .client(env!("CARGO_BIN_EXE_signal-connect"))
+        .args([echo.addr().to_string(), "2".to_owned(), "slow.corp.example".to_owned()])
+        .env("SOCKS_CONF", conf.display().to_string())
+        .env("SOCKS_TIMEOUT", "10")
+        .env("RES_OPTIONS", "timeout:1 attempts:1")
+        .ld_preload()
+        .timeout(DEADLINE)
+        .run();
+    assert!(ran.status.is_some(), "deadlock: killed at the deadline\n{}", ran.describe());
+    ran.assert_success();
+    let (handler, failed) = (number(&ran, "handler"), number(&ran, "handler_failed"));
+    let in_lookup = number(&ran, "in_lookup");
+    assert!(
+        in_lookup >= 5,
+        "the handler connected while the main thread was inside getaddrinfo\n{}",
+        ran.describe()
+    );
+    assert_eq!(
+        failed,
+        0,
+        "a connection from a signal handler that interrupted the library's getaddrinfo must go \
+         through sockd (last_errno 101 = ENETUNREACH: it went direct)\n{}",
+        ran.describe()
+    );
+    assert_from_firewall(&echo);
+    let client = format!("client={INSIDE_ADDR}:");
+    sockd.wait_lines(&["closed:", &client, "dst=198.51.100.2:7 "], handler, STARTUP);
+}
+
+/// Runs `signal-inside MODE TARGET 2 slow.corp.example` under the library with `conf`: names
+/// under .corp.example are looked up locally, with a resolver that never answers, so the main
+/// thread sits inside the library's getaddrinfo hook while SIGALRM handlers send or look up.
+fn signal_inside(lab: &Lab, conf: &Path, mode: &str, target: &str) -> Ran {
+    let ran = lab
+        .client(env!("CARGO_BIN_EXE_signal-inside"))
+        .args([mode, target, "2", "slow.corp.example"])
+        .env("SOCKS_CONF", conf.display().to_string())
+        .env("SOCKS_TIMEOUT", "10")
+        .env("RES_OPTIONS", "timeout:1 attempts:1")
+        .ld_preload()
+        .timeout(DEADLINE)
+        .run();
+    assert!(ran.status.is_some(), "deadlock: killed at the deadline\n{}", ran.describe());
+    ran.assert_success();
+    assert!(
+        number(&ran, "in_lookup") >= 5,
+        "the handler ran while the main thread was inside getaddrinfo\n{}",
+        ran.describe()
+    );
+    ran
+}
+
+/// The socks.conf of the signal-handler tests: .corp.example local, everything else through
+/// sockd.
+fn corp_local_conf(lab: &Lab) -> PathBuf {
+    lab.write("socks.conf", format!("direct .corp.example\nsockd @={SERVER} 0.0.0.0/0\n"))
+}
+
+#[test]
+fn udp_sends_from_a_signal_handler_during_a_slow_lookup_use_the_association() {
+    let Some(lab) = Lab::new("everywhere-signal-udp") else { return };
+    let leaks = LeakCounter::install(&lab);
+    let echo = lab.udp_echo(7);
+    let _sockd = lab.sockd(PERMIT_INSIDE);
+    let conf = corp_local_conf(&lab);
+    let ran = signal_inside(&lab, &conf, "udp", &echo.addr().to_string());
+    let (handler, failed) = (number(&ran, "handler"), number(&ran, "handler_failed"));
+    assert!(handler >= 5, "the handler sent datagrams\n{}", ran.describe());
+    assert_eq!(
+        failed,
+        0,
+        "sendto/sendmsg/sendmmsg from a signal handler that interrupted the library's \
+         getaddrinfo must go through the socket's association (last_errno 101 = ENETUNREACH: \
+         it went direct)\n{}",
+        ran.describe()
+    );
+    // The first datagram (outside the handler) and every handler's datagram, all relayed.
+    let datagrams = echo.wait_datagrams(handler + 1, STARTUP);
+    for d in &datagrams {
+        assert_eq!(d.peer.ip(), std::net::IpAddr::V4(FW_OUTSIDE_ADDR), "relayed: {d:?}");
+    }
+    leaks.assert_only_sockd_and(
+        "UDP from a signal handler",
+        &[format!("{DEAD_DNS_ADDR} . udp . 53")],
+    );
+}
+
+#[test]
+fn udp_send_from_a_signal_handler_without_an_association_fails_with_eagain() {
+    let Some(lab) = Lab::new("everywhere-signal-udp-fresh") else { return };
+    let leaks = LeakCounter::install(&lab);
+    let echo = lab.udp_echo(7);
+    let conf = corp_local_conf(&lab);
+    let ran = signal_inside(&lab, &conf, "udp-fresh", &echo.addr().to_string());
+    assert_eq!(
+        (number(&ran, "handler"), number(&ran, "last_errno")),
+        (0, libc::EAGAIN as usize),
+        "a datagram that needs a new association cannot be sent from a signal handler that \
+         interrupted the library: EAGAIN (SignalContext), never direct (101 = ENETUNREACH)\n{}",
+        ran.describe()
+    );
+    assert!(echo.datagrams().is_empty(), "nothing arrived: {:?}", echo.datagrams());
+    let (v4, v6) = leaks.leaked_destinations();
+    let dns = format!("{DEAD_DNS_ADDR} . udp . 53");
+    assert!(
+        v4.iter().all(|d| *d == dns) && v6.is_empty(),
+        "only the slow lookup's queries left: {v4:?} {v6:?}\n{}",
+        leaks.table()
+    );
+}
+
+#[test]
+fn fast_open_from_a_signal_handler_during_a_slow_lookup_goes_through_sockd() {
+    let Some(lab) = Lab::new("everywhere-signal-tfo") else { return };
+    let leaks = LeakCounter::install(&lab);
+    let echo = lab.echo(7);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let conf = corp_local_conf(&lab);
+    let ran = signal_inside(&lab, &conf, "fastopen", &echo.addr().to_string());
+    let (handler, failed) = (number(&ran, "handler"), number(&ran, "handler_failed"));
+    assert!(handler >= 5, "the handler sent with MSG_FASTOPEN\n{}", ran.describe());
+    assert_eq!(
+        failed,
+        0,
+        "a Fast Open send from a signal handler that interrupted the library's getaddrinfo must \
+         go through sockd\n{}",
+        ran.describe()
+    );
+    assert_from_firewall(&echo);
+    let client = format!("client={INSIDE_ADDR}:");
+    sockd.wait_lines(&["closed:", &client, "dst=198.51.100.2:7 "], handler, STARTUP);
+    leaks.assert_only_sockd_and(
+        "Fast Open from a signal handler",
+        &[format!("{DEAD_DNS_ADDR} . udp . 53")],
+    );
+}
+#[test]
+fn lookups_from_a_signal_handler_during_a_slow_lookup_never_ask_locally() {
+    let Some(lab) = Lab::new("everywhere-signal-resolve") else { return };
+    // The workstation's name server logs every question; .corp.example is forwarded to a
+    // server that never answers, so the main thread's lookups are slow.
+    let dns = dns::inside_lan_dns(&lab, &["--server=/corp.example/192.0.2.99".to_owned()]);
+    let conf = corp_local_conf(&lab);
+    let ran = signal_inside(&lab, &conf, "resolve", dns::WWW);
+    let (fake, again, other) = (number(&ran, "fake"), number(&ran, "again"), number(&ran, "other"));
+    assert_eq!(
+        other,
+        0,
+        "a lookup from a signal handler that interrupted the library's getaddrinfo gets a fake \
+         address or EAI_AGAIN/TRY_AGAIN, nothing else\n{}",
+        ran.describe()
+    );
+    assert!(fake + again >= 5, "the handler looked up\n{}", ran.describe());
+    assert!(
+        !dns.queries_for("slow.corp.example").is_empty(),
+        "the main thread's lookups reached the name server: {:?}",
+        dns.all_queries()
+    );
+    assert_eq!(
+        dns.queries_for(dns::WWW),
+        Vec::<String>::new(),
+        "{} goes through sockd: never asked of the local name server\n{}",
+        dns::WWW,
+        ran.describe()
     );
 }

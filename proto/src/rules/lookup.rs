@@ -64,6 +64,23 @@ impl HostsFile {
     pub fn lookup(&self, name: &str) -> Vec<IpAddr> {
         self.by_name.get(&host_key(name)).cloned().unwrap_or_default()
     }
+
+    /// Whether `name` (canonical name or alias, any case, one trailing dot ignored) is in the
+    /// file. Allocates nothing: a caller that must not touch the heap (a signal handler's name
+    /// lookup in the preload library) can ask.
+    pub fn contains(&self, name: &str) -> bool {
+        let bare = name.strip_suffix('.').unwrap_or(name);
+        let mut buf = [0u8; 255];
+        let Some(key) = buf.get_mut(..bare.len()) else {
+            // Longer than any DNS name: compared one by one rather than copied.
+            return self.by_name.keys().any(|k| k.eq_ignore_ascii_case(bare));
+        };
+        for (d, s) in key.iter_mut().zip(bare.bytes()) {
+            *d = s.to_ascii_lowercase();
+        }
+        // ASCII lower-casing keeps UTF-8 valid.
+        std::str::from_utf8(key).is_ok_and(|key| self.by_name.contains_key(key))
+    }
 }
 
 /// The TCP entries of an `/etc/services` style file: `NAME PORT/PROTO [ALIAS…]`, `#` comments.
@@ -188,6 +205,12 @@ not-an-address bogus
         assert!(h.lookup("bogus").is_empty());
         assert!(h.lookup("comment").is_empty());
         assert!(h.lookup("nowhere").is_empty());
+        for name in ["lloyd", "LLOYD.mips.com.", "www.sgi.com", "sgi.com"] {
+            assert!(h.contains(name), "{name}");
+        }
+        for name in ["bogus", "comment", "nowhere", "", ".", &"x".repeat(300)] {
+            assert!(!h.contains(name), "{name}");
+        }
     }
 
     #[test]

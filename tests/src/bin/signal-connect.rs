@@ -1,6 +1,6 @@
-//! `signal-connect DST SECS`: a test program for the library (run under it by
+//! `signal-connect DST SECS [NAME]`: a test program for the library (run under it by
 //! tests/tests/everywhere.rs) that connects from inside a real, asynchronous signal handler.
-//! A SIGALRM every 2 ms runs a handler (installed without SA_RESTART) that opens a TCP
+//! A SIGALRM 2 ms after the previous handler finished runs a handler (installed without SA_RESTART) that opens a TCP
 //! connection to the echo server `DST` with socket(2)/connect(2) — the library's hook, in signal
 //! context, interrupting whatever the thread was doing, the library's own connect included —
 //! echoes 64 bytes and checks them and getpeername. Meanwhile the main thread and two others
@@ -8,6 +8,12 @@
 //! `main=N threads=N handler=N handler_failed=N (while interrupting connect: N) last_errno=E
 //! bad=N` and exits 0 (the test
 //! judges the counters); a deadlock shows as the test's deadline.
+//!
+//! With NAME, the main thread instead looks NAME up with getaddrinfo(3) again and again (a slow
+//! local lookup: the test points it at a name server that never answers), no other thread
+//! runs, and the handler's connections interrupt the library's getaddrinfo hook; the line then
+//! ends with `in_lookup=N`, the handler connections made while the main thread was inside
+//! getaddrinfo.
 //!
 //! Only async-signal-safe calls are made in the handler (the library is the thing under
 //! test). Python cannot do this: its signal handlers run later, between bytecodes.
@@ -28,9 +34,14 @@ static BAD: AtomicU32 = AtomicU32::new(0);
 /// Handler connections that failed while the thread they interrupted was inside connect(2).
 static FAILED_IN_CONNECT: AtomicU32 = AtomicU32::new(0);
 
+/// Handler connections (ok or not) made while the main thread was inside getaddrinfo.
+static IN_LOOKUP_CONNECTS: AtomicU32 = AtomicU32::new(0);
+
 thread_local! {
     /// Whether this thread is inside connect(2) (const-initialised: safe to read in a handler).
     static IN_CONNECT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Whether this thread is inside getaddrinfo(3).
+    static IN_LOOKUP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn errno() -> i32 {
@@ -129,10 +140,27 @@ fn roundtrip(tag: u8) -> Result<(), i32> {
     }
 }
 
+/// Arms SIGALRM once, 2 ms from now. The handler re-arms it when it is done, so the
+/// interrupted thread always gets 2 ms to run between two handlers: a periodic timer shorter
+/// than a handler's round trip would deliver the next signal the moment the handler returns,
+/// and the thread it interrupts would never run again (a livelock, not a deadlock of the
+/// library).
+fn arm_alarm() {
+    let once = libc::itimerval {
+        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+        it_value: libc::timeval { tv_sec: 0, tv_usec: 2000 },
+    };
+    // SAFETY: a valid itimerval; the old value is not wanted. setitimer is async-signal-safe.
+    unsafe { libc::setitimer(libc::ITIMER_REAL, &once, std::ptr::null_mut()) };
+}
+
 extern "C" fn on_alarm(_signal: libc::c_int) {
     let saved = errno();
     let interrupted_connect = IN_CONNECT.with(|c| c.get());
     if !HANDLER_BUSY.swap(true, Ordering::SeqCst) {
+        if IN_LOOKUP.with(|c| c.get()) {
+            IN_LOOKUP_CONNECTS.fetch_add(1, Ordering::Relaxed);
+        }
         match roundtrip(b'h') {
             Ok(()) => HANDLER_OK.fetch_add(1, Ordering::Relaxed),
             Err(e) => {
@@ -144,6 +172,9 @@ extern "C" fn on_alarm(_signal: libc::c_int) {
             }
         };
         HANDLER_BUSY.store(false, Ordering::SeqCst);
+    }
+    if !STOP.load(Ordering::SeqCst) {
+        arm_alarm();
     }
     set_errno(saved);
 }
@@ -161,8 +192,23 @@ fn worker(tag: u8) -> u32 {
     done
 }
 
+/// One getaddrinfo(3) of `name` (its answer does not matter, only that it takes time).
+fn look_up(name: &std::ffi::CStr) {
+    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+    IN_LOOKUP.with(|c| c.set(true));
+    // SAFETY: a NUL-terminated name, no service, no hints, a valid out-pointer.
+    let rc =
+        unsafe { libc::getaddrinfo(name.as_ptr(), std::ptr::null(), std::ptr::null(), &mut res) };
+    IN_LOOKUP.with(|c| c.set(false));
+    if rc == 0 {
+        // SAFETY: the list getaddrinfo returned, freed once.
+        unsafe { libc::freeaddrinfo(res) };
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let lookup = args.get(3).and_then(|n| std::ffi::CString::new(n.as_str()).ok());
     let (Some(dst), Some(secs)) = (
         args.get(1).and_then(|a| a.parse::<SocketAddrV4>().ok()),
         args.get(2).and_then(|a| a.parse::<f64>().ok()),
@@ -180,14 +226,18 @@ fn main() {
         libc::sigemptyset(&mut action.sa_mask);
         assert_eq!(libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()), 0);
     }
-    let threads: Vec<_> = (0..2u8).map(|k| std::thread::spawn(move || worker(b't' + k))).collect();
-    let every = libc::timeval { tv_sec: 0, tv_usec: 2000 };
-    let timer = libc::itimerval { it_interval: every, it_value: every };
-    // SAFETY: a valid itimerval; the old value is not wanted.
-    unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) };
+    let workers = if lookup.is_some() { 0 } else { 2u8 };
+    let threads: Vec<_> =
+        (0..workers).map(|k| std::thread::spawn(move || worker(b't' + k))).collect();
+    arm_alarm();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut main = 0;
     while Instant::now() < deadline {
+        if let Some(name) = &lookup {
+            look_up(name);
+            main += 1;
+            continue;
+        }
         match roundtrip(b'm') {
             Ok(()) => main += 1,
             Err(_) => {
@@ -195,21 +245,23 @@ fn main() {
             }
         }
     }
+    // No handler re-arms the timer once STOP is set.
+    STOP.store(true, Ordering::SeqCst);
     let off = libc::itimerval {
         it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
         it_value: libc::timeval { tv_sec: 0, tv_usec: 0 },
     };
-    // SAFETY: as above.
+    // SAFETY: a valid itimerval; the old value is not wanted.
     unsafe { libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut()) };
-    STOP.store(true, Ordering::Relaxed);
     let threads: u32 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     println!(
         "main={main} threads={threads} handler={} handler_failed={} (while interrupting connect: \
-         {}) last_errno={} bad={}",
+         {}) last_errno={} bad={} in_lookup={}",
         HANDLER_OK.load(Ordering::Relaxed),
         HANDLER_FAILED.load(Ordering::Relaxed),
         FAILED_IN_CONNECT.load(Ordering::Relaxed),
         LAST_ERRNO.load(Ordering::Relaxed),
-        BAD.load(Ordering::Relaxed)
+        BAD.load(Ordering::Relaxed),
+        IN_LOOKUP_CONNECTS.load(Ordering::Relaxed)
     );
 }
