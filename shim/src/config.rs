@@ -19,8 +19,8 @@ use socks_proto::rules::{
     ServerVersion, Services, DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,
 };
 
+use crate::ffi::real;
 use crate::log::{self, Level};
-use crate::real;
 
 /// The default client config file.
 pub const DEFAULT_CONF: &str = "/etc/socks.conf";

@@ -13,10 +13,10 @@
 
 use libc::c_int;
 
+use crate::ffi::real;
+use crate::ffi::sockaddr::RawAddr;
 use crate::intercept;
 use crate::outcome::{Cause, Outcome};
-use crate::real;
-use crate::sockaddr::RawAddr;
 
 /// What a send with MSG_FASTOPEN and a destination becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

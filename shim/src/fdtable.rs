@@ -23,8 +23,8 @@ use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use socks_proto::client::ClientVersion;
 
-use crate::real;
-use crate::sockaddr::{RawAddr, RAW_LEN};
+use crate::ffi::real;
+use crate::ffi::sockaddr::{RawAddr, RAW_LEN};
 
 /// Descriptors tracked: 0 to TABLE_SIZE-1.
 pub const TABLE_SIZE: usize = 1 << 16;

@@ -18,15 +18,15 @@ use socks_proto::fixed::Destination;
 use socks_proto::TargetAddr;
 
 use crate::config::{self, Server, Settings};
-use crate::fakemap::NAME_MAX;
 use crate::fdtable::{self, Entry, Kind};
+use crate::ffi::fakemap::NAME_MAX;
+use crate::ffi::real;
+use crate::ffi::sockaddr::{canonical, for_family, RawAddr};
 use crate::log::{log, Level};
 use crate::names;
 use crate::outcome::{Cause, Outcome};
 use crate::proxy::{self, Command};
-use crate::real;
 use crate::route::{route, route_name, Route};
-use crate::sockaddr::{canonical, for_family, RawAddr};
 
 fn is_stream(fd: c_int) -> bool {
     real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM)

@@ -3,17 +3,15 @@
 //! as `socks.conf` or the environment says, on the program's own socket, so the program never
 //! notices: `getpeername` still names the destination it asked for.
 //!
-//! Layout: `hooks`, `udp_hooks`, `dns_hooks`, `resolv_hooks` (the exported C functions, the only
-//! place raw pointers come in), `intercept` (what each hook does), `outcome` (the one way to fail:
-//! the causes, their errno table, and the shield every export runs in), `route` (direct / deny /
-//! which servers), `proxy` (connect + SOCKS handshake on the program's fd), `config` (settings,
-//! read once), `fdtable` (per-fd state, tied to the socket's inode), `real` (libc through
-//! dlsym(RTLD_NEXT)), `sockaddr`, `guard`, `log`; names resolved on the far side in
-//! `names`/`fakemap`, answered by `dns_hooks` (getaddrinfo, gethostbyname…) and `resolv_hooks`
-//! (res_*, getaddrinfo_a, with DNS messages from `dnsmsg`); datagrams in `udp`/`udp_hooks`
-//! (control messages: `ancillary`); TCP Fast Open in `fastopen`. Every `unsafe` block says why
-//! it is sound (`clippy::undocumented_unsafe_blocks` is denied), and helpers that read raw
-//! pointers are `unsafe fn`.
+//! Layout: `ffi` holds every file that needs `unsafe` — the exported C functions (`hooks`,
+//! `udp_hooks`, `dns_hooks`, `resolv_hooks`, the only place raw pointers come in), `real` (libc
+//! through dlsym(RTLD_NEXT)), `sockaddr`, `hostent` and `fakemap` (the shared map of fake
+//! addresses). The rest is safe code: `intercept` (what each hook does), `outcome` (the one way
+//! to fail: the causes, their errno table, and the shield every export runs in), `route`
+//! (direct / deny / which servers), `proxy` (connect + SOCKS handshake on the program's fd),
+//! `config` (settings, read once), `fdtable` (per-fd state, tied to the socket's inode),
+//! `guard`, `log`; names resolved on the far side in `names` (DNS messages from `dnsmsg`);
+//! datagrams in `udp` (control messages: `ancillary`); TCP Fast Open in `fastopen`.
 //!
 //! With nothing configured every call passes straight through. The library starts no thread,
 //! never exits the process, prints nothing unless `SOCKS_LOG` asks (except once for a broken
@@ -30,22 +28,15 @@
 
 mod ancillary;
 mod config;
-mod dns_hooks;
 mod dnsmsg;
-mod fakemap;
 mod fastopen;
 mod fdtable;
+mod ffi;
 mod guard;
-mod hooks;
-mod hostent;
 mod intercept;
 mod log;
 mod names;
 mod outcome;
 mod proxy;
-mod real;
-mod resolv_hooks;
 mod route;
-mod sockaddr;
 mod udp;
-mod udp_hooks;

@@ -11,7 +11,7 @@
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use crate::real;
+use crate::ffi::real;
 
 /// Severity, most severe first; `Off` prints nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use socks_proto::rules::{ClientAction, FakeFamilies, ResolvePolicy};
 
 use crate::config::{Mode, Settings};
-use crate::fakemap::{self, MapError, NAME_MAX};
+use crate::ffi::fakemap::{self, MapError, NAME_MAX};
 
 /// What to do with a name lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::c_int;
 
-use crate::real;
+use crate::ffi::real;
 
 /// Runs `body`, the whole work of an exported function (the real call included). If it
 /// panics, errno is set to `Cause::Panic.errno()` (EIO) and `failed` is returned: the call's

@@ -19,10 +19,10 @@ pub use socks_proto::server::Command;
 use socks_proto::TargetAddr;
 
 use crate::config::Server;
+use crate::ffi::real;
+use crate::ffi::sockaddr::{for_family, RawAddr};
 use crate::log::{log, Level};
 use crate::outcome::Cause;
-use crate::real;
-use crate::sockaddr::{for_family, RawAddr};
 
 /// A granted request.
 #[derive(Debug, Clone, Copy)]

@@ -27,15 +27,15 @@ use socks_proto::udp::{decode_datagram, encode_header, UdpHeader};
 use socks_proto::TargetAddr;
 
 use crate::config::{self, Server, Settings};
-use crate::fakemap::NAME_MAX;
 use crate::fdtable::{self, Entry, Kind};
+use crate::ffi::fakemap::NAME_MAX;
+use crate::ffi::real;
+use crate::ffi::sockaddr::{canonical, for_family, RawAddr};
 use crate::log::{log, Level};
 use crate::names;
 use crate::outcome::{Cause, Outcome};
 use crate::proxy::{self, Command};
-use crate::real;
 use crate::route::{route, route_name, Route};
-use crate::sockaddr::{canonical, for_family, RawAddr};
 
 /// Largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
 pub const UDP_PAYLOAD_MAX: usize = 65_507;
@@ -156,7 +156,7 @@ pub fn plan_send_without_heap(fd: c_int, dst: Option<&RawAddr>, len: usize) -> Q
             Err(cause) => return QuietSend::Fail(cause),
         };
     let relay = if connected {
-        RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 }
+        RawAddr { bytes: [0; crate::ffi::sockaddr::RAW_LEN], len: 0 }
     } else {
         let direct = matches!((&route, &target), (Route::Direct, Destination::Ip(_)));
         if direct || !is_udp(fd) {
@@ -283,7 +283,7 @@ fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<Raw
     let server = granted.server.socket_addr().map_or_else(String::new, |a| a.to_string());
     log!(Level::Info, "udp: association through {server}, relay at {relay}");
     let relay = RawAddr::from_socket_addr(relay);
-    let first = RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 };
+    let first = RawAddr { bytes: [0; crate::ffi::sockaddr::RAW_LEN], len: 0 };
     fdtable::set(fd, &Entry { kind: Kind::Udp, first, server: relay });
     fdtable::set_control(fd, control);
     Ok(relay)

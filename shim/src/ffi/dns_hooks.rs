@@ -27,14 +27,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use libc::{addrinfo, c_int, hostent, size_t, sockaddr, socklen_t};
 
 use crate::config;
-use crate::fakemap::{self, MapError, NAME_MAX};
+use crate::ffi::fakemap::{self, MapError, NAME_MAX};
+use crate::ffi::hostent as answers;
+use crate::ffi::real;
+use crate::ffi::sockaddr::RawAddr;
 use crate::guard::Guard;
-use crate::hostent as answers;
 use crate::log::{log, Level};
 use crate::names::{self, Plan};
 use crate::outcome::{shield, shield_resolver, Cause};
-use crate::real;
-use crate::sockaddr::RawAddr;
 
 extern "C" fn create_fake_map() {
     fakemap::create();

@@ -39,16 +39,16 @@ use std::net::IpAddr;
 use libc::{addrinfo, c_int, sigevent};
 
 use crate::config;
-use crate::dns_hooks;
 use crate::dnsmsg::{
     self, Question, Rdata, CLASS_IN, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_PTR,
 };
-use crate::fakemap::NAME_MAX;
+use crate::ffi::dns_hooks;
+use crate::ffi::fakemap::NAME_MAX;
+use crate::ffi::real;
 use crate::guard::Guard;
 use crate::log::{log, Level};
 use crate::names::{self, Plan};
 use crate::outcome::{fail_resolver, shield, shield_resolver, Cause};
-use crate::real;
 
 /// netdb.h: getaddrinfo_a modes.
 const GAI_WAIT: c_int = 0;

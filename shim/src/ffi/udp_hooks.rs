@@ -26,10 +26,10 @@ use crate::ancillary::{self, Ancillary};
 use crate::config;
 use crate::fastopen::{self, FastOpen};
 use crate::fdtable::{self, Kind};
+use crate::ffi::real;
+use crate::ffi::sockaddr::RawAddr;
 use crate::guard::Guard;
 use crate::outcome::{fail, shield, Cause};
-use crate::real;
-use crate::sockaddr::RawAddr;
 use crate::udp::{self, QuietSend, Send, HEADER_MAX};
 
 /// Whether `fd` carries an association (the only sockets whose reads need a look). The
@@ -142,7 +142,7 @@ unsafe fn send_datagram(
         Some(dst) => udp::plan_send(fd, dst, unit),
         None => match udp::plan_connected_send(fd, unit) {
             Some(Ok(header)) => Send::Relay {
-                relay: RawAddr { bytes: [0; crate::sockaddr::RAW_LEN], len: 0 },
+                relay: RawAddr { bytes: [0; crate::ffi::sockaddr::RAW_LEN], len: 0 },
                 header,
             },
             Some(Err(cause)) => Send::Fail(cause),
@@ -890,18 +890,19 @@ unsafe fn syscall_unshielded(
                 a6 as *mut socklen_t,
             ) as libc::c_long,
             libc::SYS_connect => {
-                crate::hooks::connect(a1 as c_int, a2 as *const sockaddr, a3 as socklen_t)
+                crate::ffi::hooks::connect(a1 as c_int, a2 as *const sockaddr, a3 as socklen_t)
                     as libc::c_long
             }
             // libuv closes (and copies) descriptors this way: the library's state for the
             // socket, a UDP association's control connection included, goes with it.
-            libc::SYS_close => crate::hooks::close(a1 as c_int) as libc::c_long,
+            libc::SYS_close => crate::ffi::hooks::close(a1 as c_int) as libc::c_long,
             libc::SYS_close_range => {
-                crate::hooks::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int) as libc::c_long
+                crate::ffi::hooks::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int)
+                    as libc::c_long
             }
-            libc::SYS_dup => crate::hooks::dup(a1 as c_int) as libc::c_long,
+            libc::SYS_dup => crate::ffi::hooks::dup(a1 as c_int) as libc::c_long,
             libc::SYS_dup3 => {
-                crate::hooks::dup3(a1 as c_int, a2 as c_int, a3 as c_int) as libc::c_long
+                crate::ffi::hooks::dup3(a1 as c_int, a2 as c_int, a3 as c_int) as libc::c_long
             }
             _ => real::syscall(number, a1, a2, a3, a4, a5, a6),
         }

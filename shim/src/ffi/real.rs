@@ -376,15 +376,15 @@ pub fn fcntl_int(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
 }
 
 /// bind(2) to a copied address.
-pub fn bind_to(fd: c_int, addr: &crate::sockaddr::RawAddr) -> c_int {
+pub fn bind_to(fd: c_int, addr: &crate::ffi::sockaddr::RawAddr) -> c_int {
     // SAFETY: `addr.bytes` holds a valid sockaddr of `addr.len` bytes.
     unsafe { bind(fd, addr.bytes.as_ptr().cast(), addr.len as socklen_t) }
 }
 
 /// getsockname(2), copied: the socket's own address; `None` when the call fails (errno tells
 /// why) or the family is neither AF_INET nor AF_INET6.
-pub fn local_addr(fd: c_int) -> Option<crate::sockaddr::RawAddr> {
-    let mut bytes = [0u8; crate::sockaddr::RAW_LEN];
+pub fn local_addr(fd: c_int) -> Option<crate::ffi::sockaddr::RawAddr> {
+    let mut bytes = [0u8; crate::ffi::sockaddr::RAW_LEN];
     let mut len = bytes.len() as socklen_t;
     // SAFETY: `bytes` has room for `len` bytes, and the kernel writes at most that many.
     if unsafe { getsockname(fd, bytes.as_mut_ptr().cast(), &mut len) } != 0 {
@@ -392,11 +392,11 @@ pub fn local_addr(fd: c_int) -> Option<crate::sockaddr::RawAddr> {
     }
     let len = len.min(bytes.len() as socklen_t);
     // SAFETY: the first `len` bytes of `bytes` are readable (and were written by the kernel).
-    unsafe { crate::sockaddr::RawAddr::from_ptr(bytes.as_ptr().cast(), len) }
+    unsafe { crate::ffi::sockaddr::RawAddr::from_ptr(bytes.as_ptr().cast(), len) }
 }
 
 /// connect(2) to a Rust socket address.
-pub fn connect_to(fd: c_int, addr: &crate::sockaddr::RawAddr) -> c_int {
+pub fn connect_to(fd: c_int, addr: &crate::ffi::sockaddr::RawAddr) -> c_int {
     // SAFETY: `addr.bytes` holds a valid sockaddr of `addr.len` bytes.
     unsafe { connect(fd, addr.bytes.as_ptr().cast(), addr.len as socklen_t) }
 }
@@ -452,7 +452,7 @@ pub fn resolve_host(host: &str) -> Result<Vec<std::net::IpAddr>, String> {
         // SAFETY: `node` is an element of the list getaddrinfo returned, not yet freed.
         let info = unsafe { &*node };
         // SAFETY: ai_addr holds ai_addrlen bytes.
-        let raw = unsafe { crate::sockaddr::RawAddr::from_ptr(info.ai_addr, info.ai_addrlen) };
+        let raw = unsafe { crate::ffi::sockaddr::RawAddr::from_ptr(info.ai_addr, info.ai_addrlen) };
         if let Some(sa) = raw.and_then(|r| r.socket_addr()) {
             if !found.contains(&sa.ip()) {
                 found.push(sa.ip());
@@ -482,8 +482,8 @@ pub fn attached_networks() -> Vec<(std::net::IpAddr, u8)> {
         // from_ptr reads no more than that family needs.
         let (addr, mask) = unsafe {
             (
-                crate::sockaddr::RawAddr::from_ptr(ifa.ifa_addr, len),
-                crate::sockaddr::RawAddr::from_ptr(ifa.ifa_netmask, len),
+                crate::ffi::sockaddr::RawAddr::from_ptr(ifa.ifa_addr, len),
+                crate::ffi::sockaddr::RawAddr::from_ptr(ifa.ifa_netmask, len),
             )
         };
         if let (Some(addr), Some(mask)) =

@@ -8,11 +8,11 @@ use libc::{c_int, c_uint, sockaddr, socklen_t};
 
 use crate::config;
 use crate::fdtable;
+use crate::ffi::real;
+use crate::ffi::sockaddr::RawAddr;
 use crate::guard::Guard;
 use crate::intercept;
 use crate::outcome::{fail, shield};
-use crate::real;
-use crate::sockaddr::RawAddr;
 use crate::udp;
 
 /// Runs at load time: the library's own copy of std gets a panic hook that keeps panics (which
