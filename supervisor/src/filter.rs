@@ -1,0 +1,104 @@
+//! The seccomp filter the supervised program runs under, as a classic BPF program built here
+//! (no I/O; `sys::install_filter` loads it). What it does, in order:
+//!
+//! 1. The architecture must be x86_64 (`AUDIT_ARCH_X86_64`): a 32-bit `int 0x80` call (i386,
+//!    including its `socketcall`) or any other foreign architecture kills the process. So does
+//!    an x32 call (an x86_64 call with `__X32_SYSCALL_BIT` set): its numbers are other calls'.
+//! 2. `connect` goes to the supervisor (`SECCOMP_RET_USER_NOTIF`).
+//! 3. `io_uring_setup` fails with ENOSYS: io_uring's operations bypass seccomp, and every
+//!    program that uses it falls back to plain system calls on ENOSYS.
+//! 4. Everything else is allowed, at full speed.
+//!
+//! Why hand-written and not a crate: `seccompiler` (rust-vmm) has no user-notification action,
+//! and the `libseccomp` crate links the C libseccomp (a run-time dependency of the binary, and
+//! its x32 handling is implicit in its arch tables) for a program of nine instructions whose
+//! every jump is visible here and checked by the unit tests below against a small interpreter.
+//!
+//! Not here: loading the filter, the listener, or what the supervisor does with a notification.
+
+use libc::sock_filter;
+
+/// `AUDIT_ARCH_X86_64` from linux/audit.h: `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`.
+pub const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+/// `__X32_SYSCALL_BIT` from asm/unistd.h (x86): set in the number of every x32 system call.
+pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+/// x86_64 `connect` (arch/x86/entry/syscalls/syscall_64.tbl).
+pub const NR_CONNECT: u32 = 42;
+/// x86_64 `io_uring_setup` (syscall_64.tbl).
+pub const NR_IO_URING_SETUP: u32 = 425;
+
+/// Offsets into `struct seccomp_data` (linux/seccomp.h): `int nr; __u32 arch; …`.
+const OFFSET_NR: u32 = 0;
+const OFFSET_ARCH: u32 = 4;
+
+const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+fn stmt(code: u16, k: u32) -> sock_filter {
+    sock_filter { code, jt: 0, jf: 0, k }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
+    sock_filter { code, jt, jf, k }
+}
+
+/// The filter program. Jump offsets count instructions after the jump itself.
+pub fn program() -> Vec<sock_filter> {
+    vec![
+        /* 0 */ stmt(LD_W_ABS, OFFSET_ARCH),
+        /* 1 */ jump(JEQ_K, AUDIT_ARCH_X86_64, 0, 7), // foreign arch -> 9 (kill)
+        /* 2 */ stmt(LD_W_ABS, OFFSET_NR),
+        /* 3 */ jump(JGE_K, X32_SYSCALL_BIT, 5, 0), // x32 -> 9 (kill)
+        /* 4 */ jump(JEQ_K, NR_CONNECT, 2, 0), // -> 7 (notify)
+        /* 5 */ jump(JEQ_K, NR_IO_URING_SETUP, 2, 0), // -> 8 (ENOSYS)
+        /* 6 */ stmt(RET_K, libc::SECCOMP_RET_ALLOW),
+        /* 7 */ stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
+        /* 8 */ stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        /* 9 */ stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the classic-BPF subset the program uses over (arch, nr).
+    fn run(prog: &[sock_filter], arch: u32, nr: u32) -> u32 {
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let ins = prog[pc];
+            match ins.code {
+                LD_W_ABS => acc = if ins.k == OFFSET_ARCH { arch } else { nr },
+                JEQ_K | JGE_K => {
+                    let taken = if ins.code == JEQ_K { acc == ins.k } else { acc >= ins.k };
+                    pc += usize::from(if taken { ins.jt } else { ins.jf });
+                }
+                RET_K => return ins.k,
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let p = program();
+        let x64 = AUDIT_ARCH_X86_64;
+        assert_eq!(x64, 0xC000_003E);
+        assert_eq!(run(&p, x64, NR_CONNECT), libc::SECCOMP_RET_USER_NOTIF);
+        assert_eq!(run(&p, x64, NR_IO_URING_SETUP), libc::SECCOMP_RET_ERRNO | 38);
+        assert_eq!(run(&p, x64, 0), libc::SECCOMP_RET_ALLOW, "read");
+        assert_eq!(run(&p, x64, 41), libc::SECCOMP_RET_ALLOW, "socket");
+        // x32 connect is 42 | X32 bit as well; any x32 call is refused.
+        assert_eq!(run(&p, x64, X32_SYSCALL_BIT | NR_CONNECT), libc::SECCOMP_RET_KILL_PROCESS);
+        assert_eq!(run(&p, x64, X32_SYSCALL_BIT), libc::SECCOMP_RET_KILL_PROCESS);
+        // i386 (int 0x80): socketcall (102) and everything else.
+        let i386 = 3 | 0x4000_0000;
+        assert_eq!(run(&p, i386, 102), libc::SECCOMP_RET_KILL_PROCESS);
+        assert_eq!(run(&p, i386, 1), libc::SECCOMP_RET_KILL_PROCESS);
+        assert_eq!(libc::SYS_connect as u32, NR_CONNECT);
+        assert_eq!(libc::SYS_io_uring_setup as u32, NR_IO_URING_SETUP);
+    }
+}

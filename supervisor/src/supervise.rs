@@ -1,0 +1,240 @@
+//! The notification loop: receive each trapped `connect` from the listener, handle it on its
+//! own thread (a slow handshake holds only the program thread that asked for it), and answer
+//! it. Ends when every supervised process is gone (the listener reports POLLHUP once the last
+//! one is reaped; this process is their subreaper).
+//!
+//! A connect is handled on the supervisor's copy of the program's socket (`pidfd_getfd`, the
+//! same socket): for an IPv4/IPv6 socket the address is read once from the program's memory,
+//! checked (`SECCOMP_IOCTL_NOTIF_ID_VALID` after every read), routed, and the connect — direct
+//! or through SOCKS — is made by the supervisor with the bytes it checked. The kernel never
+//! re-reads the program's address for such a socket, so a thread that rewrites the address
+//! during the call changes nothing. Only sockets of other families (AF_UNIX, netlink, …) get
+//! `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the kernel then re-reads the address, but a socket of
+//! those families cannot connect to an IP address whatever the bytes say.
+//!
+//! Every notification gets exactly one answer: a handler that panics or returns without one
+//! answers ECONNREFUSED from its guard's `Drop` (fail closed).
+//!
+//! Not here: the filter (`filter`), the routing (`route`), the handshake (`proxy`).
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Settings;
+use crate::route::{route, Route};
+use crate::{filter, proxy, sockaddr, sys};
+
+/// Shared by the loop and the handler threads.
+#[derive(Debug)]
+struct Shared {
+    listener: OwnedFd,
+    settings: Settings,
+}
+
+/// Logs a line at `level` (1 error … 4 debug) as `socks-supervise[PID]: …`, PID being the
+/// program's process.
+fn log(settings: &Settings, level: u8, pid: u32, line: std::fmt::Arguments<'_>) {
+    if settings.log >= level {
+        eprintln!("socks-supervise[{pid}]: {line}");
+    }
+}
+
+/// Serves the listener until every supervised process has ended; returns the exit code of the
+/// program (`child_pid`), as a shell reports it.
+pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
+    let shared = Arc::new(Shared { listener, settings });
+    let status = Arc::new(AtomicI32::new(1));
+    let all_gone = Arc::new(AtomicBool::new(false));
+    let reaper = {
+        let (status, all_gone) = (status.clone(), all_gone.clone());
+        std::thread::spawn(move || {
+            while let Some((pid, raw)) = sys::wait_any() {
+                if pid as u32 == child_pid {
+                    status.store(sys::exit_code(raw), Ordering::SeqCst);
+                }
+            }
+            all_gone.store(true, Ordering::SeqCst);
+        })
+    };
+    loop {
+        let revents = match sys::poll_one(shared.listener.as_fd(), libc::POLLIN, 200) {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => {
+                eprintln!("socks-supervise: poll on the seccomp listener: {e}");
+                break;
+            }
+        };
+        if revents & libc::POLLIN != 0 {
+            match sys::notif_recv(shared.listener.as_fd()) {
+                Ok(notif) => dispatch(&shared, notif),
+                // The call was abandoned between poll and receive (signal, exit): normal.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINTR)) => {}
+                Err(e) => {
+                    eprintln!("socks-supervise: SECCOMP_IOCTL_NOTIF_RECV: {e}");
+                    break;
+                }
+            }
+            continue;
+        }
+        if revents & (libc::POLLHUP | libc::POLLERR) != 0 || all_gone.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    // Joining can only fail if the reaper panicked; its status is then the default.
+    let _ = reaper.join();
+    status.load(Ordering::SeqCst)
+}
+
+/// Hands one notification to a thread of its own.
+fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
+    let pending = Pending { shared: shared.clone(), id: notif.id, answered: false };
+    let worker = std::thread::Builder::new()
+        .name(format!("connect-{}", notif.pid))
+        .spawn(move || handle(pending, notif));
+    if let Err(e) = worker {
+        // The closure (and its guard, which answers) was dropped: the call failed closed.
+        eprintln!("socks-supervise: cannot start a handler thread: {e}");
+    }
+}
+
+/// One notification still owed an answer; answers ECONNREFUSED when dropped unanswered.
+#[derive(Debug)]
+struct Pending {
+    shared: Arc<Shared>,
+    id: u64,
+    answered: bool,
+}
+
+impl Pending {
+    fn listener(&self) -> BorrowedFd<'_> {
+        self.shared.listener.as_fd()
+    }
+
+    fn valid(&self) -> bool {
+        sys::notif_id_valid(self.listener(), self.id)
+    }
+
+    /// Answers with `-errno` (0 = success).
+    fn reply(mut self, errno: i32) {
+        self.answered = true;
+        // ENOENT: the program no longer waits (killed, or a signal ended the call).
+        let _ = sys::notif_send(self.listener(), self.id, 0, errno, false);
+    }
+
+    /// Lets the kernel run the call as the program made it.
+    fn proceed(mut self) {
+        self.answered = true;
+        let _ = sys::notif_send(self.listener(), self.id, 0, 0, true);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.answered {
+            let _ = sys::notif_send(self.listener(), self.id, 0, libc::ECONNREFUSED, false);
+        }
+    }
+}
+
+/// The thread group of thread `tid` (`Tgid:` in /proc/TID/status): pidfd_open wants it.
+fn thread_group(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
+fn handle(pending: Pending, notif: libc::seccomp_notif) {
+    if notif.data.nr != filter::NR_CONNECT as i32 || notif.data.arch != filter::AUDIT_ARCH_X86_64 {
+        // The filter sends nothing else; refuse rather than guess.
+        return pending.reply(libc::ENOSYS);
+    }
+    let settings = &pending.shared.settings;
+    let fd = notif.data.args[0] as i32;
+    let addr_ptr = notif.data.args[1];
+    let addr_len = notif.data.args[2] as i32;
+    let Some(pid) = thread_group(notif.pid) else { return pending.reply(libc::ESRCH) };
+    // The copy of the program's socket. Checked valid afterwards: until then `pid` might be a
+    // recycled number naming another process.
+    let socket = match sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(p.as_fd(), fd)) {
+        Ok(socket) => socket,
+        Err(e) => {
+            let errno = e.raw_os_error().unwrap_or(libc::EBADF);
+            log(settings, 1, pid, format_args!("connect on fd {fd}: cannot copy it: {e}"));
+            return pending.reply(if errno == libc::EBADF { libc::EBADF } else { libc::EPERM });
+        }
+    };
+    if !pending.valid() {
+        return;
+    }
+    let domain = match sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN) {
+        Ok(d) => d,
+        Err(e) => return pending.reply(e.raw_os_error().unwrap_or(libc::ENOTSOCK)),
+    };
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        // Not an IP socket: it cannot reach an IP address, whatever address the kernel reads.
+        return pending.proceed();
+    }
+    if !(0..=128).contains(&addr_len) {
+        return pending.reply(libc::EINVAL);
+    }
+    let bytes = match sys::read_memory(notif.pid, addr_ptr, addr_len as usize) {
+        Ok(b) => b,
+        Err(_) => return pending.reply(libc::EFAULT),
+    };
+    if !pending.valid() {
+        return;
+    }
+    let Some(dst) = sockaddr::parse(&bytes) else {
+        // AF_UNSPEC (disconnect), a short or foreign address: the kernel's answer, on our copy
+        // with our bytes.
+        return pending.reply(sys::connect_raw(socket.as_fd(), &bytes).err().unwrap_or(0));
+    };
+    let stream = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
+        .is_ok_and(|t| t == libc::SOCK_STREAM);
+    match route(settings, dst) {
+        Route::Direct => {
+            log(settings, 4, pid, format_args!("connect {dst}: direct"));
+            pending.reply(sys::connect_raw(socket.as_fd(), &bytes).err().unwrap_or(0));
+        }
+        Route::Deny => {
+            log(settings, 3, pid, format_args!("connect {dst}: denied by the configuration"));
+            pending.reply(libc::ECONNREFUSED);
+        }
+        Route::Broken => {
+            let why = match &settings.mode {
+                crate::config::Mode::Broken { message, .. } => message.as_str(),
+                _ => "no SOCKS server for it",
+            };
+            log(settings, 1, pid, format_args!("connect {dst}: refused: {why}"));
+            pending.reply(libc::ECONNREFUSED);
+        }
+        Route::Proxy(_) if !stream => {
+            log(
+                settings,
+                1,
+                pid,
+                format_args!(
+                    "connect {dst}: refused: datagram sockets through SOCKS are not supported \
+                     by the supervisor yet"
+                ),
+            );
+            pending.reply(libc::ECONNREFUSED);
+        }
+        Route::Proxy(servers) => {
+            let deadline = Instant::now() + settings.timeout;
+            match proxy::connect_via(socket.as_fd(), dst, servers, deadline) {
+                Ok((server, version)) => {
+                    let name = proxy::version_name(version);
+                    log(settings, 3, pid, format_args!("connect {dst} via {server} ({name}): ok"));
+                    pending.reply(0);
+                }
+                Err(failed) => {
+                    log(settings, 1, pid, format_args!("connect {dst} {}", failed.why));
+                    pending.reply(failed.errno);
+                }
+            }
+        }
+    }
+}
