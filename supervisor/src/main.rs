@@ -3,7 +3,9 @@
 //! server — on a copy of the program's socket. For the programs libsocks.so cannot reach:
 //! statically linked ones and Go. `socksify` picks it by itself (scripts/socksify).
 //!
-//! `socks-supervise [-v] [-q] [-c CONF] [-s SERVER] [--] PROGRAM [ARGS...]`
+//! `socks-supervise [-v] [-q] [-c CONF] [-s SERVER] [--] PROGRAM [ARGS...]`, and
+//! `socks-supervise --which PROGRAM`, which prints `supervise static`, `supervise go`,
+//! `preload dynamic` or `preload not-elf` (what socksify asks before choosing).
 //!
 //! What it covers now: TCP connect by address (IPv4, IPv6), direct/deny/sockd rules, SOCKS4,
 //! 4a and 5. Not yet: host names resolved on the far side (the program's own DNS), BIND, UDP
@@ -14,6 +16,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod config;
+mod elf;
 mod filter;
 mod proxy;
 mod route;
@@ -27,7 +30,9 @@ const USAGE: &str = "usage: socks-supervise [-v] [-q] [-c CONF] [-s SERVER] [--]
   -c CONF    client rule file (SOCKS_CONF; default /etc/socks.conf)
   -s SERVER  send everything that is not local through SERVER ([socks4|socks4a|socks5://]host:port)
   -v         print decisions on stderr (SOCKS_LOG=info; -vv for debug)
-  -q         print nothing but fatal errors (unsets SOCKS_LOG)";
+  -q         print nothing but fatal errors (unsets SOCKS_LOG)
+usage: socks-supervise --which PROGRAM
+  prints `supervise static|go` or `preload dynamic|not-elf`: which way socksify takes";
 
 fn main() -> ExitCode {
     let mut env = config::Environment::of_process();
@@ -45,6 +50,14 @@ fn main() -> ExitCode {
             "--" => {
                 args.next();
                 break;
+            }
+            "--which" => {
+                args.next();
+                let Some(program) = args.next() else {
+                    eprintln!("socks-supervise: --which needs a program\n{USAGE}");
+                    return ExitCode::from(2);
+                };
+                return which(&program);
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -120,4 +133,30 @@ fn main() -> ExitCode {
     sys::ignore_terminal_signals();
     let code = supervise::run(settings, listener, child.id());
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// `--which PROGRAM`: finds it (in `PATH` when it has no slash) and prints its [`elf::Kind`].
+fn which(program: &std::ffi::OsStr) -> ExitCode {
+    use std::os::unix::ffi::OsStrExt;
+    let path = if program.as_bytes().contains(&b'/') {
+        Some(std::path::PathBuf::from(program))
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths).map(|dir| dir.join(program)).find(|p| p.is_file())
+        })
+    };
+    let Some(path) = path else {
+        eprintln!("socks-supervise: {}: command not found", program.to_string_lossy());
+        return ExitCode::from(127);
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            println!("{}", elf::classify(&bytes));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("socks-supervise: cannot read {}: {e}", path.display());
+            ExitCode::from(126)
+        }
+    }
 }
