@@ -1,0 +1,250 @@
+//! Programs libsocks.so cannot reach — statically linked ones (busybox-static, a static C
+//! program) and Go — run with a plain `socksify` under the supervisor (`socks-supervise`,
+//! seccomp user notification, issue 12) and reach a destination only sockd can reach. Each
+//! test checks the bytes the program got, that socksify chose the supervisor (its log line),
+//! that sockd logged the session, and, with the leak counter, that nothing but traffic to
+//! sockd left the workstation. Refusals: a denied destination fails and sends nothing. A
+//! hostile static program rewrites its connect address from another thread during the call
+//! and still never reaches the proxied destination directly.
+//!
+//! A kernel without seccomp user notification (or a sandbox forbidding it) skips these tests
+//! through `socks_e2e::skip`, named in the summary.
+//!
+//! Not here: the library under dynamically linked programs (programs.rs and the rest).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use socks_e2e::*;
+
+/// Whether the supervisor can start a program here; reports the skip otherwise.
+fn supervisor_works(test: &str) -> bool {
+    let out = Command::new(paths::supervisor())
+        .args(["--", "/bin/true"])
+        .output()
+        .expect("socks-supervise runs");
+    if out.status.success() {
+        return true;
+    }
+    skip(
+        test,
+        &format!(
+            "socks-supervise cannot start a program here (no seccomp user notification?): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    );
+    false
+}
+
+/// The Debian busybox-static binary, checked to be one (socksify must pick the supervisor).
+fn busybox_static() -> PathBuf {
+    let busybox = paths::require("busybox", "busybox-static");
+    let out = Command::new(paths::supervisor())
+        .arg("--which")
+        .arg(&busybox)
+        .output()
+        .expect("socks-supervise --which runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "supervise static\n",
+        "{} must be the statically linked busybox (Debian package busybox-static)",
+        busybox.display()
+    );
+    busybox
+}
+
+/// The line SOCKS_LOG=info prints for a connection the supervisor proxied through our server.
+fn proxied(dst: SocketAddr) -> String {
+    format!("]: connect {dst} via {SERVER} (socks5): ok")
+}
+
+fn assert_supervised(ran: &Ran, dst: SocketAddr) {
+    assert!(
+        ran.stderr.contains("socks-supervise[") && ran.stderr.contains(&proxied(dst)),
+        "socksify must have run the program under socks-supervise, which must report the \
+         proxied connect\n{}",
+        ran.describe()
+    );
+}
+
+#[test]
+fn busybox_wget_by_address() {
+    let Some(lab) = Lab::new("supervised-wget") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let busybox = busybox_static();
+    let http = lab.http(8080);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let url = format!("http://{}/bytes/123457", http.addr());
+    let ran = lab
+        .client(busybox)
+        .args(["wget", "-q", "-O", "-", &url])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    ran.assert_success();
+    assert!(
+        ran.stdout == http_body("/bytes/123457"),
+        "busybox wget got {} bytes, not the 123457-byte body\n{}",
+        ran.stdout.len(),
+        ran.describe()
+    );
+    assert_supervised(&ran, http.addr());
+    let exchanges = http.wait_done(1, STARTUP);
+    assert_from_firewall(&http);
+    assert_session(&sockd, http.addr(), Some(&exchanges[0]));
+    leaks.assert_only_sockd("busybox-static wget under the supervisor");
+}
+
+#[test]
+fn busybox_nc_echo() {
+    let Some(lab) = Lab::new("supervised-nc") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let busybox = busybox_static();
+    let echo = lab.echo(7);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let input = pattern(100_000);
+    // busybox nc ends on the peer's close; `-w 5` bounds its final read.
+    let ran = lab
+        .client(busybox)
+        .args(["nc", "-w", "5", &OUTSIDE_ADDR.to_string(), "7"])
+        .stdin(input.clone())
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    assert!(
+        ran.stdout == input,
+        "busybox nc got {} bytes back, not the 100000 it sent\n{}",
+        ran.stdout.len(),
+        ran.describe()
+    );
+    assert_supervised(&ran, echo.addr());
+    echo.wait_done(1, STARTUP);
+    assert_from_firewall(&echo);
+    assert_session(&sockd, echo.addr(), None);
+    leaks.assert_only_sockd("busybox-static nc under the supervisor");
+}
+
+#[test]
+fn denied_destination_fails_and_sends_nothing() {
+    let Some(lab) = Lab::new("supervised-deny") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let busybox = busybox_static();
+    let http = lab.http(80);
+    let _sockd = lab.sockd(PERMIT_INSIDE);
+    let conf =
+        lab.write("socks.conf", format!("deny {OUTSIDE_ADDR}/32\nsockd @={SERVER} 0.0.0.0/0\n"));
+    let leaks = LeakCounter::install(&lab);
+    let url = format!("http://{}/", http.addr());
+    let ran = lab
+        .client(busybox)
+        .args(["wget", "-q", "-O", "-", &url])
+        .socksify(&["-v", "-c", &conf.display().to_string()])
+        .run();
+    assert!(
+        !ran.success() && ran.stdout.is_empty(),
+        "a denied destination must fail\n{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains(&format!("connect {}: denied by the configuration", http.addr()))
+            && ran.stderr.contains("Connection refused"),
+        "the supervisor must refuse it (ECONNREFUSED) and say why\n{}",
+        ran.describe()
+    );
+    assert!(http.accepted().is_empty(), "the destination must see nothing");
+    let counts = leaks.counts();
+    assert!(
+        counts.leaked == 0 && counts.to_sockd == 0,
+        "nothing may leave the workstation for a denied destination: {counts:?}\n{}",
+        leaks.table()
+    );
+}
+
+/// Builds `tests/c/racer.c` statically into the lab's directory; `None` (skip reported) when
+/// this system has no static C library.
+fn racer(lab: &Lab) -> Option<PathBuf> {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("c/racer.c");
+    let binary = lab.dir.path().join("racer");
+    let cc = paths::require("cc", "gcc");
+    let out = Command::new(cc)
+        .args(["-static", "-pthread", "-O2", "-Wall", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("cc runs");
+    if !out.status.success() {
+        skip(
+            lab.name(),
+            &format!(
+                "cc -static failed (libc6-dev provides libc.a): {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        );
+        return None;
+    }
+    Some(binary)
+}
+
+#[test]
+fn address_rewritten_during_connect_never_goes_direct() {
+    let Some(lab) = Lab::new("supervised-race") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let Some(racer) = racer(&lab) else { return };
+    let echo = lab.echo(7);
+    // The direct destination: on the firewall's inside address, a network the workstation is
+    // attached to, which SOCKS_SERVER alone sends direct.
+    let direct_port = 4242;
+    let direct = lab.echo_in(Ns::Fw, SocketAddr::from((FW_INSIDE_ADDR, direct_port)));
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    // Give the workstation a route towards the outside through the firewall (which does not
+    // forward), so a direct connection attempt would leave as a packet the leak counter sees,
+    // instead of failing locally with ENETUNREACH.
+    let route = Command::new("ip")
+        .args(["-n", lab.ns(Ns::Inside), "route", "add", "198.51.100.0/24", "via"])
+        .arg(FW_INSIDE_ADDR.to_string())
+        .output()
+        .expect("ip runs");
+    assert!(route.status.success(), "ip route add: {}", String::from_utf8_lossy(&route.stderr));
+    let leaks = LeakCounter::install(&lab);
+    let count = 300;
+    let ran = lab
+        .client(&racer)
+        .args([OUTSIDE_ADDR.to_string(), "7".into(), FW_INSIDE_ADDR.to_string()])
+        .args([direct_port.to_string(), count.to_string()])
+        .socksify(&["-s", SERVER])
+        .timeout(std::time::Duration::from_secs(60))
+        .run();
+    ran.assert_success();
+    let line = ran.stdout_text();
+    eprintln!("racer: {}", line.trim());
+    let field = |name: &str| -> u32 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in the racer's output\n{}", ran.describe()))
+    };
+    let (via_sockd, direct_ok, other) = (field("via-sockd"), field("direct"), field("other"));
+    // First what matters most: nothing went to the outside directly.
+    let allowed = [format!("{FW_INSIDE_ADDR} . tcp . {direct_port}")];
+    leaks.assert_only_sockd_and("a static program rewriting its connect address", &allowed);
+    assert!(
+        via_sockd > 0 && direct_ok > 0,
+        "the rewrites must have landed on both sides (else the race proves nothing)\n{}",
+        ran.describe()
+    );
+    // Every connection the outside echo server accepted came through the firewall.
+    echo.wait_done(via_sockd as usize, STARTUP);
+    assert_from_firewall(&echo);
+    assert!(direct.accepted().len() >= direct_ok as usize);
+    sockd.wait_lines(&["closed:", &format!("dst={} ", echo.addr())], via_sockd as usize, STARTUP);
+    assert_eq!(other, 0, "no connect may fail otherwise than refused\n{}", ran.describe());
+}
