@@ -248,3 +248,85 @@ fn address_rewritten_during_connect_never_goes_direct() {
     sockd.wait_lines(&["closed:", &format!("dst={} ", echo.addr())], via_sockd as usize, STARTUP);
     assert_eq!(other, 0, "no connect may fail otherwise than refused\n{}", ran.describe());
 }
+
+/// A Go HTTP client: connects with non-blocking sockets from its netpoller, by raw system
+/// calls (never through libc), and is preempted with SIGURG while a call waits.
+const GO_HTTP_GET: &str = r#"package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	client := &http.Client{Timeout: 20 * time.Second}
+	resp, err := client.Get(os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "get:", err)
+		os.Exit(1)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(os.Stdout, resp.Body); err != nil {
+		fmt.Fprintln(os.Stderr, "read:", err)
+		os.Exit(1)
+	}
+}
+"#;
+
+/// Builds `source` with Debian's Go, `CGO_ENABLED=0` (a static binary), into the lab's
+/// directory as `name`.
+fn go_build(lab: &Lab, name: &str, source: &str) -> PathBuf {
+    let go = paths::require("go", "golang-go");
+    let dir = lab.dir.path();
+    let main = lab.write(&format!("{name}.go"), source);
+    let binary = dir.join(name);
+    let out = Command::new(go)
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(&main)
+        .current_dir(dir)
+        .env("CGO_ENABLED", "0")
+        .env("GO111MODULE", "off")
+        .env("HOME", dir)
+        .env("GOPATH", dir.join("gopath"))
+        .env("GOCACHE", dir.join("gocache"))
+        .output()
+        .expect("go runs");
+    assert!(out.status.success(), "go build: {}", String::from_utf8_lossy(&out.stderr));
+    binary
+}
+
+#[test]
+fn go_http_get_by_address() {
+    let Some(lab) = Lab::new("supervised-go") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let program = go_build(&lab, "httpget", GO_HTTP_GET);
+    let which = Command::new(paths::supervisor())
+        .arg("--which")
+        .arg(&program)
+        .output()
+        .expect("socks-supervise --which runs");
+    assert_eq!(String::from_utf8_lossy(&which.stdout), "supervise go\n");
+    let http = lab.http(80);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let url = format!("http://{}/bytes/300000", http.addr());
+    let ran = lab.client(&program).args([&url]).socksify(&["-v", "-s", SERVER]).run();
+    ran.assert_success();
+    assert!(
+        ran.stdout == http_body("/bytes/300000"),
+        "the Go client got {} bytes, not the 300000-byte body\n{}",
+        ran.stdout.len(),
+        ran.describe()
+    );
+    assert_supervised(&ran, http.addr());
+    let exchanges = http.wait_done(1, STARTUP);
+    assert_from_firewall(&http);
+    assert_session(&sockd, http.addr(), Some(&exchanges[0]));
+    leaks.assert_only_sockd("a static Go HTTP client under the supervisor");
+}
