@@ -5,7 +5,8 @@
 //! that sockd logged the session, and, with the leak counter, that nothing but traffic to
 //! sockd left the workstation. Refusals: a denied destination fails and sends nothing. A
 //! hostile static program rewrites its connect address from another thread during the call
-//! and still never reaches the proxied destination directly.
+//! and still never reaches the proxied destination directly; `int 0x80`, x32 calls and io_uring
+//! do not get around the filter.
 //!
 //! A kernel without seccomp user notification (or a sandbox forbidding it) skips these tests
 //! through `socks_e2e::skip`, named in the summary.
@@ -329,4 +330,70 @@ fn go_http_get_by_address() {
     assert_from_firewall(&http);
     assert_session(&sockd, http.addr(), Some(&exchanges[0]));
     leaks.assert_only_sockd("a static Go HTTP client under the supervisor");
+}
+
+/// Builds `tests/c/escapes.c` statically into `dir`; `None` (skip reported) without libc.a.
+fn escapes(test: &str, dir: &TempDir) -> Option<PathBuf> {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("c/escapes.c");
+    let binary = dir.path().join("escapes");
+    let out = Command::new(paths::require("cc", "gcc"))
+        .args(["-static", "-Wall", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("cc runs");
+    if !out.status.success() {
+        let why = format!("cc -static failed: {}", String::from_utf8_lossy(&out.stderr));
+        skip(test, &why);
+        return None;
+    }
+    Some(binary)
+}
+
+/// The ways around the filter (no network needed, so no namespaces: runs as any user): a
+/// 32-bit `int 0x80` socketcall and an x32 connect kill the program (SIGSYS, which socksify
+/// reports as 128 + 31), and io_uring_setup fails with ENOSYS where it works without the
+/// supervisor.
+#[test]
+fn int80_x32_and_io_uring_are_closed() {
+    let test = "supervised-escapes";
+    if !supervisor_works(test) {
+        return;
+    }
+    let dir = TempDir::new(test);
+    let Some(escapes) = escapes(test, &dir) else { return };
+    let socksify = |mode: &str| {
+        let out = Command::new(paths::socksify())
+            .args(["-s", SERVER])
+            .arg(&escapes)
+            .arg(mode)
+            .output()
+            .expect("socksify runs");
+        let text = format!(
+            "status {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), text)
+    };
+    for mode in ["int80", "x32"] {
+        let (code, stdout, text) = socksify(mode);
+        assert_eq!(
+            (code, stdout.as_str()),
+            (Some(128 + libc::SIGSYS), "before\n"),
+            "{mode}: the program must be killed by the filter at that call\n{text}"
+        );
+    }
+    let (code, stdout, text) = socksify("io_uring");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        stdout.contains("io_uring_setup returned -1 errno=38"),
+        "io_uring_setup must fail with ENOSYS under the supervisor\n{text}"
+    );
+    let bare = Command::new(&escapes).arg("io_uring").output().expect("escapes runs");
+    let bare = String::from_utf8_lossy(&bare.stdout);
+    if !bare.contains("errno=0") {
+        eprintln!("note: io_uring is unavailable here even without the supervisor: {bare}");
+    }
 }
