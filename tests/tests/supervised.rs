@@ -397,3 +397,56 @@ fn int80_x32_and_io_uring_are_closed() {
         eprintln!("note: io_uring is unavailable here even without the supervisor: {bare}");
     }
 }
+
+/// A connect held up by a server that never answers holds only the process that made it: a
+/// second program of the same supervised tree gets through meanwhile, and the first fails with
+/// ETIMEDOUT once `SOCKS_TIMEOUT` has passed (never a direct connection).
+#[test]
+fn a_hanging_server_holds_only_its_own_connect() {
+    let Some(lab) = Lab::new("supervised-slow") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let busybox = busybox_static();
+    let http = lab.http(8080);
+    let hanging = SocketAddr::from((FW_INSIDE_ADDR, 1081));
+    let _silent = lab.silent_in(Ns::Fw, hanging);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let conf = lab.write(
+        "socks.conf",
+        format!("sockd @={hanging} {OUTSIDE_ADDR}/32 eq 81\nsockd @={SERVER} 0.0.0.0/0\n"),
+    );
+    let leaks = LeakCounter::install(&lab);
+    let bb = busybox.display().to_string();
+    let script = format!(
+        "{bb} wget -q -O /dev/null http://{OUTSIDE_ADDR}:81/ & \
+         {bb} sleep 0.5; \
+         {bb} wget -q -O - http://{OUTSIDE_ADDR}:8080/bytes/1000 && echo; \
+         wait $! || echo slow-failed"
+    );
+    let ran = lab
+        .client(&busybox)
+        .args(["sh", "-c", &script])
+        .env("SOCKS_TIMEOUT", "4")
+        .socksify(&["-v", "-c", &conf.display().to_string()])
+        .run();
+    let fast = format!("connect {OUTSIDE_ADDR}:8080 via {SERVER} (socks5): ok");
+    let slow = format!("connect {OUTSIDE_ADDR}:81 via {hanging} (socks5): timed out");
+    let (fast_at, slow_at) = (ran.stderr.find(&fast), ran.stderr.find(&slow));
+    assert!(
+        matches!((fast_at, slow_at), (Some(f), Some(s)) if f < s),
+        "the second connect must go through while the first waits for its server, which times \
+         out\n{}",
+        ran.describe()
+    );
+    let mut expected = http_body("/bytes/1000");
+    expected.extend_from_slice(b"\nslow-failed\n");
+    assert!(ran.stdout == expected, "{}", ran.describe());
+    assert!(ran.stderr.contains("Connection timed out"), "ETIMEDOUT\n{}", ran.describe());
+    assert!(ran.elapsed.as_secs_f64() >= 3.5, "the timeout must be waited out\n{}", ran.describe());
+    http.wait_done(1, STARTUP);
+    assert_from_firewall(&http);
+    assert_session(&sockd, SocketAddr::from((OUTSIDE_ADDR, 8080)), None);
+    let allowed = [format!("{FW_INSIDE_ADDR} . tcp . 1081")];
+    leaks.assert_only_sockd_and("a hanging server and a working one", &allowed);
+}
