@@ -224,7 +224,9 @@ fn handle(pending: Pending, notif: libc::seccomp_notif) {
         }
         Route::Proxy(servers) => {
             let deadline = Instant::now() + settings.timeout;
-            match proxy::connect_via(socket.as_fd(), dst, servers, deadline) {
+            // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4.
+            let target = std::net::SocketAddr::new(dst.ip().to_canonical(), dst.port());
+            match proxy::connect_via(socket.as_fd(), target, servers, deadline) {
                 Ok((server, version)) => {
                     let name = proxy::version_name(version);
                     log(settings, 3, pid, format_args!("connect {dst} via {server} ({name}): ok"));
