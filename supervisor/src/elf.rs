@@ -37,6 +37,32 @@ impl fmt::Display for Kind {
 const PT_INTERP: u32 = 3;
 const GO_SECTIONS: [&[u8]; 2] = [b".note.go.buildid", b".go.buildinfo"];
 
+/// Where the bytes come from: the whole file in memory (tests) or the file itself, read only
+/// where the headers point (a Go binary can be hundreds of megabytes; socksify asks every time).
+pub trait Source {
+    /// `len` bytes at `offset`, or `None` past the end or on a read error.
+    fn bytes(&self, offset: usize, len: usize) -> Option<Vec<u8>>;
+}
+
+impl Source for [u8] {
+    fn bytes(&self, offset: usize, len: usize) -> Option<Vec<u8>> {
+        self.get(offset..offset.checked_add(len)?).map(<[u8]>::to_vec)
+    }
+}
+
+impl Source for std::fs::File {
+    fn bytes(&self, offset: usize, len: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        // Header tables are small; a larger request means a corrupt header.
+        if len > 16 << 20 {
+            return None;
+        }
+        let mut buf = vec![0u8; len];
+        self.read_exact_at(&mut buf, u64::try_from(offset).ok()?).ok()?;
+        Some(buf)
+    }
+}
+
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
@@ -54,17 +80,20 @@ fn usize_at(b: &[u8], at: usize, wide: bool) -> Option<usize> {
     }
 }
 
-/// Classifies the file contents `b` (the whole file).
-pub fn classify(b: &[u8]) -> Kind {
-    if b.get(..4) != Some(b"\x7fELF") || b.get(5) != Some(&1) {
+/// Classifies a file from its ELF headers.
+pub fn classify(source: &(impl Source + ?Sized)) -> Kind {
+    let Some(head) = source.bytes(0, 0x40).or_else(|| source.bytes(0, 0x34)) else {
+        return Kind::NotElf;
+    };
+    if head.get(..4) != Some(b"\x7fELF") || head.get(5) != Some(&1) {
         return Kind::NotElf;
     }
-    let wide = match b.get(4) {
+    let wide = match head.get(4) {
         Some(2) => true,
         Some(1) => false,
         _ => return Kind::NotElf,
     };
-    match (has_interp(b, wide), is_go(b, wide)) {
+    match (has_interp(source, &head, wide), is_go(source, &head, wide)) {
         (_, Some(true)) => Kind::Go,
         (Some(false), _) => Kind::Static,
         (Some(true), _) => Kind::Dynamic,
@@ -74,33 +103,43 @@ pub fn classify(b: &[u8]) -> Kind {
     }
 }
 
-fn has_interp(b: &[u8], wide: bool) -> Option<bool> {
+fn has_interp(source: &(impl Source + ?Sized), head: &[u8], wide: bool) -> Option<bool> {
     let (phoff, phentsize, phnum) = if wide {
-        (usize_at(b, 0x20, true)?, u16_at(b, 0x36)?, u16_at(b, 0x38)?)
+        (usize_at(head, 0x20, true)?, u16_at(head, 0x36)?, u16_at(head, 0x38)?)
     } else {
-        (usize_at(b, 0x1c, false)?, u16_at(b, 0x2a)?, u16_at(b, 0x2c)?)
+        (usize_at(head, 0x1c, false)?, u16_at(head, 0x2a)?, u16_at(head, 0x2c)?)
     };
+    let (size, count) = (usize::from(phentsize), usize::from(phnum));
+    let table = source.bytes(phoff, size.checked_mul(count)?)?;
     let mut found = false;
-    for i in 0..usize::from(phnum) {
-        let at = phoff.checked_add(i.checked_mul(usize::from(phentsize))?)?;
-        found |= u32_at(b, at)? == PT_INTERP;
+    for i in 0..count {
+        found |= u32_at(&table, i * size)? == PT_INTERP;
     }
     Some(found)
 }
 
-fn is_go(b: &[u8], wide: bool) -> Option<bool> {
+fn is_go(source: &(impl Source + ?Sized), head: &[u8], wide: bool) -> Option<bool> {
     let (shoff, shentsize, shnum, shstrndx) = if wide {
-        (usize_at(b, 0x28, true)?, u16_at(b, 0x3a)?, u16_at(b, 0x3c)?, u16_at(b, 0x3e)?)
+        (usize_at(head, 0x28, true)?, u16_at(head, 0x3a)?, u16_at(head, 0x3c)?, u16_at(head, 0x3e)?)
     } else {
-        (usize_at(b, 0x20, false)?, u16_at(b, 0x2e)?, u16_at(b, 0x30)?, u16_at(b, 0x32)?)
+        (
+            usize_at(head, 0x20, false)?,
+            u16_at(head, 0x2e)?,
+            u16_at(head, 0x30)?,
+            u16_at(head, 0x32)?,
+        )
     };
-    let entry = |i: usize| shoff.checked_add(i.checked_mul(usize::from(shentsize))?);
-    // sh_offset of the section-name table: after sh_name, sh_type, sh_flags, sh_addr.
-    let offset_field = if wide { 0x18 } else { 0x10 };
-    let names = usize_at(b, entry(usize::from(shstrndx))? + offset_field, wide)?;
-    for i in 0..usize::from(shnum) {
-        let name = usize::try_from(u32_at(b, entry(i)?)?).ok()?;
-        let Some(text) = b.get(names.checked_add(name)?..) else { continue };
+    let (size, count) = (usize::from(shentsize), usize::from(shnum));
+    let table = source.bytes(shoff, size.checked_mul(count)?)?;
+    // sh_offset and sh_size of the section-name table: after sh_name, sh_type, sh_flags, sh_addr.
+    let (offset_field, size_field) = if wide { (0x18, 0x20) } else { (0x10, 0x14) };
+    let strtab = usize::from(shstrndx).checked_mul(size)?;
+    let names_at = usize_at(&table, strtab.checked_add(offset_field)?, wide)?;
+    let names_len = usize_at(&table, strtab.checked_add(size_field)?, wide)?;
+    let names = source.bytes(names_at, names_len)?;
+    for i in 0..count {
+        let name = usize::try_from(u32_at(&table, i * size)?).ok()?;
+        let Some(text) = names.get(name..) else { continue };
         let text = &text[..text.iter().position(|&c| c == 0).unwrap_or(text.len())];
         if GO_SECTIONS.contains(&text) {
             return Some(true);
@@ -113,21 +152,27 @@ fn is_go(b: &[u8], wide: bool) -> Option<bool> {
 mod tests {
     use super::*;
 
-    fn file(path: &str) -> Option<Vec<u8>> {
+    fn file_bytes(path: &str) -> Option<Vec<u8>> {
         std::fs::read(path).ok()
     }
 
     #[test]
     fn real_programs() {
         // This test binary itself: dynamically linked Rust.
-        let me = std::fs::read(std::env::current_exe().expect("own path")).expect("readable");
-        assert_eq!(classify(&me), Kind::Dynamic);
-        if let Some(busybox) = file("/bin/busybox") {
+        let exe = std::env::current_exe().expect("own path");
+        let me = std::fs::read(&exe).expect("readable");
+        assert_eq!(classify(&me[..]), Kind::Dynamic);
+        let file = std::fs::File::open(&exe).expect("readable");
+        assert_eq!(classify(&file), Kind::Dynamic, "read where the headers point");
+        if let Some(busybox) = file_bytes("/bin/busybox") {
             // Debian's busybox-static installs /bin/busybox statically linked.
-            assert!(matches!(classify(&busybox), Kind::Static | Kind::Dynamic));
+            let kind = classify(&busybox[..]);
+            assert!(matches!(kind, Kind::Static | Kind::Dynamic));
+            let file = std::fs::File::open("/bin/busybox").expect("readable");
+            assert_eq!(classify(&file), kind);
         }
-        assert_eq!(classify(b"#!/bin/sh\necho hi\n"), Kind::NotElf);
-        assert_eq!(classify(b"\x7fELF\x02\x01"), Kind::NotElf, "truncated headers");
+        assert_eq!(classify(&b"#!/bin/sh\necho hi\n"[..]), Kind::NotElf);
+        assert_eq!(classify(&b"\x7fELF\x02\x01"[..]), Kind::NotElf, "truncated headers");
     }
 
     /// A minimal ELF64 with one program header of type `ptype` and sections named `names`.
@@ -156,6 +201,7 @@ mod tests {
         let shoff = b.len();
         let mut sh = vec![0u8; 64];
         sh[0x18..0x20].copy_from_slice(&(strtab_at as u64).to_le_bytes());
+        sh[0x20..0x28].copy_from_slice(&((shoff - strtab_at) as u64).to_le_bytes());
         b.extend_from_slice(&sh);
         for off in offsets {
             let mut sh = vec![0u8; 64];
@@ -170,10 +216,12 @@ mod tests {
 
     #[test]
     fn synthetic_headers() {
-        assert_eq!(classify(&synthetic(PT_INTERP, &[".text"])), Kind::Dynamic);
-        assert_eq!(classify(&synthetic(1, &[".text"])), Kind::Static);
-        assert_eq!(classify(&synthetic(PT_INTERP, &[".text", ".note.go.buildid"])), Kind::Go);
-        assert_eq!(classify(&synthetic(1, &[".go.buildinfo"])), Kind::Go);
+        assert_eq!(classify(&synthetic(PT_INTERP, &[".text"])[..]), Kind::Dynamic);
+        assert_eq!(classify(&synthetic(1, &[".text"])[..]), Kind::Static);
+        let go = synthetic(PT_INTERP, &[".text", ".note.go.buildid"]);
+        assert_eq!(classify(&go[..]), Kind::Go);
+        assert_eq!(classify(&synthetic(1, &[".go.buildinfo"])[..]), Kind::Go);
+        assert_eq!(classify(&synthetic(1, &[".go.buildinfox"])[..]), Kind::Static);
         let whole = synthetic(1, &[".go.buildinfo"]);
         for cut in 0..whole.len() {
             let _ = classify(&whole[..cut]); // never panics on a truncated file

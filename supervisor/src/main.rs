@@ -149,9 +149,9 @@ fn which(program: &std::ffi::OsStr) -> ExitCode {
         eprintln!("socks-supervise: {}: command not found", program.to_string_lossy());
         return ExitCode::from(127);
     };
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            println!("{}", elf::classify(&bytes));
+    match std::fs::File::open(&path) {
+        Ok(file) => {
+            println!("{}", elf::classify(&file));
             ExitCode::SUCCESS
         }
         Err(e) => {
