@@ -4,14 +4,15 @@
 //! 1. The architecture must be x86_64 (`AUDIT_ARCH_X86_64`): a 32-bit `int 0x80` call (i386,
 //!    including its `socketcall`) or any other foreign architecture kills the process. So does
 //!    an x32 call (an x86_64 call with `__X32_SYSCALL_BIT` set): its numbers are other calls'.
-//! 2. `connect` goes to the supervisor (`SECCOMP_RET_USER_NOTIF`).
+//! 2. `connect` and `getpeername` go to the supervisor (`SECCOMP_RET_USER_NOTIF`): the second so
+//!    that a proxied socket names its destination, not the SOCKS server.
 //! 3. `io_uring_setup` fails with ENOSYS: io_uring's operations bypass seccomp, and every
 //!    program that uses it falls back to plain system calls on ENOSYS.
 //! 4. Everything else is allowed, at full speed.
 //!
 //! Why hand-written and not a crate: `seccompiler` (rust-vmm) has no user-notification action,
 //! and the `libseccomp` crate links the C libseccomp (a run-time dependency of the binary, and
-//! its x32 handling is implicit in its arch tables) for a program of nine instructions whose
+//! its x32 handling is implicit in its arch tables) for a program of eleven instructions whose
 //! every jump is visible here and checked by the unit tests below against a small interpreter.
 //!
 //! Not here: loading the filter, the listener, or what the supervisor does with a notification.
@@ -24,6 +25,8 @@ pub const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
 pub const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// x86_64 `connect` (arch/x86/entry/syscalls/syscall_64.tbl).
 pub const NR_CONNECT: u32 = 42;
+/// x86_64 `getpeername` (syscall_64.tbl).
+pub const NR_GETPEERNAME: u32 = 52;
 /// x86_64 `io_uring_setup` (syscall_64.tbl).
 pub const NR_IO_URING_SETUP: u32 = 425;
 
@@ -48,15 +51,16 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
 pub fn program() -> Vec<sock_filter> {
     vec![
         /* 0 */ stmt(LD_W_ABS, OFFSET_ARCH),
-        /* 1 */ jump(JEQ_K, AUDIT_ARCH_X86_64, 0, 7), // foreign arch -> 9 (kill)
+        /* 1 */ jump(JEQ_K, AUDIT_ARCH_X86_64, 0, 8), // foreign arch -> 10 (kill)
         /* 2 */ stmt(LD_W_ABS, OFFSET_NR),
-        /* 3 */ jump(JGE_K, X32_SYSCALL_BIT, 5, 0), // x32 -> 9 (kill)
-        /* 4 */ jump(JEQ_K, NR_CONNECT, 2, 0), // -> 7 (notify)
-        /* 5 */ jump(JEQ_K, NR_IO_URING_SETUP, 2, 0), // -> 8 (ENOSYS)
-        /* 6 */ stmt(RET_K, libc::SECCOMP_RET_ALLOW),
-        /* 7 */ stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
-        /* 8 */ stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-        /* 9 */ stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS),
+        /* 3 */ jump(JGE_K, X32_SYSCALL_BIT, 6, 0), // x32 -> 10 (kill)
+        /* 4 */ jump(JEQ_K, NR_CONNECT, 3, 0), // -> 8 (notify)
+        /* 5 */ jump(JEQ_K, NR_GETPEERNAME, 2, 0), // -> 8 (notify)
+        /* 6 */ jump(JEQ_K, NR_IO_URING_SETUP, 2, 0), // -> 9 (ENOSYS)
+        /* 7 */ stmt(RET_K, libc::SECCOMP_RET_ALLOW),
+        /* 8 */ stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
+        /* 9 */ stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        /* 10 */ stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS),
     ]
 }
 
@@ -88,6 +92,8 @@ mod tests {
         let x64 = AUDIT_ARCH_X86_64;
         assert_eq!(x64, 0xC000_003E);
         assert_eq!(run(&p, x64, NR_CONNECT), libc::SECCOMP_RET_USER_NOTIF);
+        assert_eq!(run(&p, x64, NR_GETPEERNAME), libc::SECCOMP_RET_USER_NOTIF);
+        assert_eq!(run(&p, x64, 51), libc::SECCOMP_RET_ALLOW, "getsockname");
         assert_eq!(run(&p, x64, NR_IO_URING_SETUP), libc::SECCOMP_RET_ERRNO | 38);
         assert_eq!(run(&p, x64, 0), libc::SECCOMP_RET_ALLOW, "read");
         assert_eq!(run(&p, x64, 41), libc::SECCOMP_RET_ALLOW, "socket");
@@ -100,5 +106,6 @@ mod tests {
         assert_eq!(run(&p, i386, 1), libc::SECCOMP_RET_KILL_PROCESS);
         assert_eq!(libc::SYS_connect as u32, NR_CONNECT);
         assert_eq!(libc::SYS_io_uring_setup as u32, NR_IO_URING_SETUP);
+        assert_eq!(libc::SYS_getpeername as u32, NR_GETPEERNAME);
     }
 }

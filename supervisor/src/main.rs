@@ -8,8 +8,8 @@
 //! `preload dynamic` or `preload not-elf` (what socksify asks before choosing).
 //!
 //! What it covers now: TCP connect by address (IPv4, IPv6), direct/deny/sockd rules, SOCKS4,
-//! 4a and 5. Not yet: host names resolved on the far side (the program's own DNS), BIND, UDP
-//! ASSOCIATE, getpeername emulation (the program sees the SOCKS server as its peer).
+//! 4a and 5, and `getpeername` naming the destination of a proxied socket. Not yet: host names
+//! resolved on the far side (the program's own DNS), BIND, UDP ASSOCIATE.
 //!
 //! Unsafe code is denied here and allowed only in `sys`, the libc boundary.
 #![deny(unsafe_code)]

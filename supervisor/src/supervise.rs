@@ -12,25 +12,75 @@
 //! `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the kernel then re-reads the address, but a socket of
 //! those families cannot connect to an IP address whatever the bytes say.
 //!
+//! `getpeername` on a socket the supervisor connected through a SOCKS server (recognised by its
+//! `SO_COOKIE`, and only while the socket's real peer is still that server) answers the
+//! destination the program asked for, written into the program's memory; any other socket's
+//! call goes on to the kernel (CONTINUE: nothing was decided from the program's memory).
+//! The table of proxied sockets is bounded ([`PEERS_MAX`], oldest forgotten first: such a
+//! socket then shows the server as its peer).
+//!
 //! Every notification gets exactly one answer: a handler that panics or returns without one
 //! answers ECONNREFUSED from its guard's `Drop` (fail closed).
 //!
 //! Not here: the filter (`filter`), the routing (`route`), the handshake (`proxy`).
 
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::Settings;
 use crate::route::{route, Route};
 use crate::{filter, proxy, sockaddr, sys};
 
+/// How many proxied sockets `getpeername` remembers.
+pub const PEERS_MAX: usize = 1 << 16;
+
 /// Shared by the loop and the handler threads.
 #[derive(Debug)]
 struct Shared {
     listener: OwnedFd,
     settings: Settings,
+    peers: Mutex<Peers>,
+}
+
+/// Proxied sockets by `SO_COOKIE`: (the destination the program asked for, the server the
+/// socket is really connected to).
+#[derive(Debug, Default)]
+struct Peers {
+    by_cookie: HashMap<u64, (SocketAddr, SocketAddr)>,
+    order: VecDeque<u64>,
+}
+
+impl Peers {
+    fn insert(&mut self, cookie: u64, dst: SocketAddr, server: SocketAddr) {
+        if self.by_cookie.insert(cookie, (dst, server)).is_none() {
+            self.order.push_back(cookie);
+        }
+        while self.by_cookie.len() > PEERS_MAX {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.by_cookie.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn remove(&mut self, cookie: u64) {
+        if self.by_cookie.remove(&cookie).is_some() {
+            self.order.retain(|&c| c != cookie);
+        }
+    }
+}
+
+impl Shared {
+    /// The peers table; a handler that panicked while holding it left a usable table.
+    fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
+        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Logs a line at `level` (1 error … 4 debug) as `socks-supervise[PID]: …`, PID being the
@@ -44,7 +94,7 @@ fn log(settings: &Settings, level: u8, pid: u32, line: std::fmt::Arguments<'_>) 
 /// Serves the listener until every supervised process has ended; returns the exit code of the
 /// program (`child_pid`), as a shell reports it.
 pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
-    let shared = Arc::new(Shared { listener, settings });
+    let shared = Arc::new(Shared { listener, settings, peers: Mutex::new(Peers::default()) });
     let status = Arc::new(AtomicI32::new(1));
     let all_gone = Arc::new(AtomicBool::new(false));
     let reaper = {
@@ -146,28 +196,88 @@ fn thread_group(tid: u32) -> Option<u32> {
 }
 
 fn handle(pending: Pending, notif: libc::seccomp_notif) {
-    if notif.data.nr != filter::NR_CONNECT as i32 || notif.data.arch != filter::AUDIT_ARCH_X86_64 {
+    if notif.data.arch != filter::AUDIT_ARCH_X86_64 {
         // The filter sends nothing else; refuse rather than guess.
         return pending.reply(libc::ENOSYS);
     }
+    match notif.data.nr as u32 {
+        filter::NR_CONNECT => connect(pending, notif),
+        filter::NR_GETPEERNAME => getpeername(pending, notif),
+        _ => pending.reply(libc::ENOSYS),
+    }
+}
+
+/// The program's thread group and the supervisor's copy of its descriptor `fd`, checked to
+/// belong to the call still waiting (until then `pid` might be a recycled number naming
+/// another process). `Err(errno)`: the copy failed; `Ok(None)`: the call is gone.
+fn copy_socket(pending: &Pending, tid: u32, fd: i32) -> Result<Option<(u32, OwnedFd)>, i32> {
+    let pid = thread_group(tid).ok_or(libc::ESRCH)?;
+    let socket = sys::pidfd_open(pid)
+        .and_then(|p| sys::pidfd_getfd(p.as_fd(), fd))
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EBADF))?;
+    Ok(pending.valid().then_some((pid, socket)))
+}
+
+fn getpeername(pending: Pending, notif: libc::seccomp_notif) {
+    let fd = notif.data.args[0] as i32;
+    let (addr_ptr, len_ptr) = (notif.data.args[1], notif.data.args[2]);
+    // Whatever is not a socket we proxied is the kernel's to answer, errors included.
+    let (pid, socket) = match copy_socket(&pending, notif.pid, fd) {
+        Ok(Some(pair)) => pair,
+        Ok(None) => return,
+        Err(_) => return pending.proceed(),
+    };
+    let Ok(cookie) = sys::socket_cookie(socket.as_fd()) else { return pending.proceed() };
+    let Some((dst, server)) = pending.shared.peers().by_cookie.get(&cookie).copied() else {
+        return pending.proceed();
+    };
+    let real = sys::peer_name(socket.as_fd()).ok().and_then(|b| sockaddr::parse(&b));
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    if real.map(canonical) != Some(canonical(server)) {
+        // Disconnected or connected elsewhere since: the kernel's answer is the right one.
+        pending.shared.peers().remove(cookie);
+        return pending.proceed();
+    }
+    // As the kernel does: write min(*len, size) bytes of the address, store the full size.
+    let len = match sys::read_memory(notif.pid, len_ptr, 4) {
+        Ok(b) => i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        Err(_) => return pending.reply(libc::EFAULT),
+    };
+    if len < 0 {
+        return pending.reply(libc::EINVAL);
+    }
+    let bytes = sockaddr::bytes(dst);
+    let shown = &bytes[..bytes.len().min(len as usize)];
+    if !pending.valid() {
+        return;
+    }
+    let size = (bytes.len() as i32).to_ne_bytes();
+    if sys::write_memory(notif.pid, addr_ptr, shown)
+        .and_then(|()| sys::write_memory(notif.pid, len_ptr, &size))
+        .is_err()
+    {
+        return pending.reply(libc::EFAULT);
+    }
+    log(&pending.shared.settings, 4, pid, format_args!("getpeername: {dst} (via {server})"));
+    pending.reply(0);
+}
+
+fn connect(pending: Pending, notif: libc::seccomp_notif) {
     let settings = &pending.shared.settings;
     let fd = notif.data.args[0] as i32;
     let addr_ptr = notif.data.args[1];
     let addr_len = notif.data.args[2] as i32;
-    let Some(pid) = thread_group(notif.pid) else { return pending.reply(libc::ESRCH) };
-    // The copy of the program's socket. Checked valid afterwards: until then `pid` might be a
-    // recycled number naming another process.
-    let socket = match sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(p.as_fd(), fd)) {
-        Ok(socket) => socket,
-        Err(e) => {
-            let errno = e.raw_os_error().unwrap_or(libc::EBADF);
-            log(settings, 1, pid, format_args!("connect on fd {fd}: cannot copy it: {e}"));
-            return pending.reply(if errno == libc::EBADF { libc::EBADF } else { libc::EPERM });
+    let (pid, socket) = match copy_socket(&pending, notif.pid, fd) {
+        Ok(Some(pair)) => pair,
+        Ok(None) => return,
+        Err(errno) => {
+            let e = std::io::Error::from_raw_os_error(errno);
+            log(settings, 1, notif.pid, format_args!("connect on fd {fd}: cannot copy it: {e}"));
+            let errno =
+                if matches!(errno, libc::EBADF | libc::ESRCH) { errno } else { libc::EPERM };
+            return pending.reply(errno);
         }
     };
-    if !pending.valid() {
-        return;
-    }
     let domain = match sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN) {
         Ok(d) => d,
         Err(e) => return pending.reply(e.raw_os_error().unwrap_or(libc::ENOTSOCK)),
@@ -185,6 +295,11 @@ fn handle(pending: Pending, notif: libc::seccomp_notif) {
     };
     if !pending.valid() {
         return;
+    }
+    // Whatever this connect does, the socket's earlier proxied destination is history.
+    let cookie = sys::socket_cookie(socket.as_fd()).ok();
+    if let Some(cookie) = cookie {
+        pending.shared.peers().remove(cookie);
     }
     let Some(dst) = sockaddr::parse(&bytes) else {
         // AF_UNSPEC (disconnect), a short or foreign address: the kernel's answer, on our copy
@@ -225,9 +340,12 @@ fn handle(pending: Pending, notif: libc::seccomp_notif) {
         Route::Proxy(servers) => {
             let deadline = Instant::now() + settings.timeout;
             // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4.
-            let target = std::net::SocketAddr::new(dst.ip().to_canonical(), dst.port());
+            let target = SocketAddr::new(dst.ip().to_canonical(), dst.port());
             match proxy::connect_via(socket.as_fd(), target, servers, deadline) {
                 Ok((server, version)) => {
+                    if let Some(cookie) = cookie {
+                        pending.shared.peers().insert(cookie, dst, server);
+                    }
                     let name = proxy::version_name(version);
                     log(settings, 3, pid, format_args!("connect {dst} via {server} ({name}): ok"));
                     pending.reply(0);
@@ -238,5 +356,28 @@ fn handle(pending: Pending, notif: libc::seccomp_notif) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_table_is_bounded_oldest_first() {
+        let a: SocketAddr = "198.51.100.2:80".parse().expect("literal");
+        let b: SocketAddr = "192.0.2.1:1080".parse().expect("literal");
+        let mut peers = Peers::default();
+        for cookie in 0..(PEERS_MAX as u64 + 10) {
+            peers.insert(cookie, a, b);
+        }
+        assert_eq!(peers.by_cookie.len(), PEERS_MAX);
+        assert!(!peers.by_cookie.contains_key(&9) && peers.by_cookie.contains_key(&10));
+        peers.insert(10, b, a);
+        assert_eq!(peers.by_cookie[&10], (b, a));
+        assert_eq!(peers.order.len(), PEERS_MAX, "a replaced entry is not queued twice");
+        peers.remove(10);
+        assert!(!peers.by_cookie.contains_key(&10));
+        assert_eq!(peers.order.len(), PEERS_MAX - 1);
     }
 }

@@ -251,6 +251,46 @@ pub fn read_memory(pid: u32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
     Err(io::Error::from_raw_os_error(libc::EFAULT))
 }
 
+/// Writes `data` at `addr` in process (thread) `pid` with process_vm_writev, falling back to
+/// `/proc/PID/mem` where cross-memory attach is not available; a short write is EFAULT.
+pub fn write_memory(pid: u32, addr: u64, data: &[u8]) -> io::Result<()> {
+    let local = libc::iovec { iov_base: data.as_ptr() as *mut c_void, iov_len: data.len() };
+    let remote = libc::iovec { iov_base: addr as usize as *mut c_void, iov_len: data.len() };
+    // SAFETY: `local` describes `data`, which the kernel only reads; `remote` is checked by the
+    // kernel on the other process's side.
+    let n = unsafe { libc::process_vm_writev(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if n == data.len() as isize {
+        return Ok(());
+    }
+    if n < 0 && errno() == libc::ENOSYS {
+        use std::os::unix::fs::FileExt;
+        let mem = std::fs::OpenOptions::new().write(true).open(format!("/proc/{pid}/mem"))?;
+        return mem.write_all_at(data, addr);
+    }
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Err(io::Error::from_raw_os_error(libc::EFAULT))
+}
+
+/// The socket's cookie (SO_COOKIE): a number the kernel never reuses for another socket, so
+/// state kept for a socket is not inherited by a descriptor number reused after a close.
+pub fn socket_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut value: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `value` is a u64 of the length given.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut value as *mut u64).cast::<c_void>(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
 /// connect(2) of `fd` to the raw socket address `addr` (as the program passed it); the errno
 /// on failure.
 pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> Result<(), i32> {
@@ -279,6 +319,29 @@ pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> Result<(), i32> {
     } else {
         Ok(())
     }
+}
+
+/// getpeername(2) of our copy: the raw address bytes.
+pub fn peer_name(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` is writable for `len` bytes.
+    check(unsafe {
+        libc::getpeername(
+            fd.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr>(),
+            &mut len,
+        )
+    })?;
+    // SAFETY: `storage` is a plain struct of at least `len` initialised bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    };
+    Ok(bytes.to_vec())
 }
 
 /// Disconnects a socket (connect to AF_UNSPEC), so it can connect again; errors ignored.

@@ -250,13 +250,15 @@ fn address_rewritten_during_connect_never_goes_direct() {
     assert_eq!(other, 0, "no connect may fail otherwise than refused\n{}", ran.describe());
 }
 
-/// A Go HTTP client: connects with non-blocking sockets from its netpoller, by raw system
-/// calls (never through libc), and is preempted with SIGURG while a call waits.
+/// A Go HTTP client, then a TCP echo round trip printing the connection's `RemoteAddr`
+/// (getpeername): connects with non-blocking sockets from its netpoller, by raw system calls
+/// (never through libc), and is preempted with SIGURG while a call waits.
 const GO_HTTP_GET: &str = r#"package main
 
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -273,6 +275,22 @@ func main() {
 	if _, err := io.Copy(os.Stdout, resp.Body); err != nil {
 		fmt.Fprintln(os.Stderr, "read:", err)
 		os.Exit(1)
+	}
+	if len(os.Args) > 2 {
+		// A TCP echo round trip; the connection must name the destination as its peer.
+		c, err := net.DialTimeout("tcp", os.Args[2], 10*time.Second)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dial:", err)
+			os.Exit(1)
+		}
+		c.Write([]byte("hello from go"))
+		c.(*net.TCPConn).CloseWrite()
+		back, err := io.ReadAll(c)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "echo:", err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(os.Stderr, "remote=%s echo=%s\n", c.RemoteAddr(), back)
 	}
 }
 "#;
@@ -314,10 +332,15 @@ fn go_http_get_by_address() {
         .expect("socks-supervise --which runs");
     assert_eq!(String::from_utf8_lossy(&which.stdout), "supervise go\n");
     let http = lab.http(80);
+    let echo = lab.echo(7);
     let sockd = lab.sockd(PERMIT_INSIDE);
     let leaks = LeakCounter::install(&lab);
     let url = format!("http://{}/bytes/300000", http.addr());
-    let ran = lab.client(&program).args([&url]).socksify(&["-v", "-s", SERVER]).run();
+    let ran = lab
+        .client(&program)
+        .args([url, echo.addr().to_string()])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
     ran.assert_success();
     assert!(
         ran.stdout == http_body("/bytes/300000"),
@@ -326,10 +349,18 @@ fn go_http_get_by_address() {
         ran.describe()
     );
     assert_supervised(&ran, http.addr());
+    assert_supervised(&ran, echo.addr());
+    assert!(
+        ran.stderr.contains(&format!("remote={} echo=hello from go\n", echo.addr())),
+        "the Go connection must name the destination as its peer (getpeername), not sockd\n{}",
+        ran.describe()
+    );
     let exchanges = http.wait_done(1, STARTUP);
     assert_from_firewall(&http);
+    assert_from_firewall(&echo);
     assert_session(&sockd, http.addr(), Some(&exchanges[0]));
-    leaks.assert_only_sockd("a static Go HTTP client under the supervisor");
+    assert_session(&sockd, echo.addr(), None);
+    leaks.assert_only_sockd("a static Go HTTP client and echo under the supervisor");
 }
 
 /// Builds `tests/c/escapes.c` statically into `dir`; `None` (skip reported) without libc.a.
