@@ -6,7 +6,8 @@
 //! sockd left the workstation. Refusals: a denied destination fails and sends nothing. A
 //! hostile static program rewrites its connect address from another thread during the call
 //! and still never reaches the proxied destination directly; `int 0x80`, x32 calls and io_uring
-//! do not get around the filter.
+//! do not get around the filter; a hanging server holds only its own connect; a thousand
+//! connections from fifty threads all go through.
 //!
 //! A kernel without seccomp user notification (or a sandbox forbidding it) skips these tests
 //! through `socks_e2e::skip`, named in the summary.
@@ -168,26 +169,23 @@ fn denied_destination_fails_and_sends_nothing() {
     );
 }
 
-/// Builds `tests/c/racer.c` statically into the lab's directory; `None` (skip reported) when
-/// this system has no static C library.
-fn racer(lab: &Lab) -> Option<PathBuf> {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("c/racer.c");
-    let binary = lab.dir.path().join("racer");
-    let cc = paths::require("cc", "gcc");
-    let out = Command::new(cc)
+/// Builds `tests/c/NAME.c` statically (`cc -static -pthread`) into `dir`; `None` (skip
+/// reported for `test`) when this system has no static C library.
+fn build_static(test: &str, dir: &std::path::Path, name: &str) -> Option<PathBuf> {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
+    let binary = dir.join(name);
+    let out = Command::new(paths::require("cc", "gcc"))
         .args(["-static", "-pthread", "-O2", "-Wall", "-o"])
         .arg(&binary)
         .arg(&source)
         .output()
         .expect("cc runs");
     if !out.status.success() {
-        skip(
-            lab.name(),
-            &format!(
-                "cc -static failed (libc6-dev provides libc.a): {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
+        let why = format!(
+            "cc -static {name}.c failed (libc6-dev provides libc.a): {}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        skip(test, &why);
         return None;
     }
     Some(binary)
@@ -199,7 +197,7 @@ fn address_rewritten_during_connect_never_goes_direct() {
     if !supervisor_works(lab.name()) {
         return;
     }
-    let Some(racer) = racer(&lab) else { return };
+    let Some(racer) = build_static(lab.name(), lab.dir.path(), "racer") else { return };
     let echo = lab.echo(7);
     // The direct destination: on the firewall's inside address, a network the workstation is
     // attached to, which SOCKS_SERVER alone sends direct.
@@ -363,24 +361,6 @@ fn go_http_get_by_address() {
     leaks.assert_only_sockd("a static Go HTTP client and echo under the supervisor");
 }
 
-/// Builds `tests/c/escapes.c` statically into `dir`; `None` (skip reported) without libc.a.
-fn escapes(test: &str, dir: &TempDir) -> Option<PathBuf> {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("c/escapes.c");
-    let binary = dir.path().join("escapes");
-    let out = Command::new(paths::require("cc", "gcc"))
-        .args(["-static", "-Wall", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .expect("cc runs");
-    if !out.status.success() {
-        let why = format!("cc -static failed: {}", String::from_utf8_lossy(&out.stderr));
-        skip(test, &why);
-        return None;
-    }
-    Some(binary)
-}
-
 /// The ways around the filter (no network needed, so no namespaces: runs as any user): a
 /// 32-bit `int 0x80` socketcall and an x32 connect kill the program (SIGSYS, which socksify
 /// reports as 128 + 31), and io_uring_setup fails with ENOSYS where it works without the
@@ -392,7 +372,7 @@ fn int80_x32_and_io_uring_are_closed() {
         return;
     }
     let dir = TempDir::new(test);
-    let Some(escapes) = escapes(test, &dir) else { return };
+    let Some(escapes) = build_static(test, dir.path(), "escapes") else { return };
     let socksify = |mode: &str| {
         let out = Command::new(paths::socksify())
             .args(["-s", SERVER])
@@ -480,4 +460,37 @@ fn a_hanging_server_holds_only_its_own_connect() {
     assert_session(&sockd, SocketAddr::from((OUTSIDE_ADDR, 8080)), None);
     let allowed = [format!("{FW_INSIDE_ADDR} . tcp . 1081")];
     leaks.assert_only_sockd_and("a hanging server and a working one", &allowed);
+}
+
+/// A thousand connections from fifty threads of one static program, at once: every one goes
+/// through sockd and echoes its own line (no notification lost, none answered twice).
+#[test]
+fn a_thousand_connections_from_fifty_threads() {
+    let Some(lab) = Lab::new("supervised-many") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let Some(many) = build_static(lab.name(), lab.dir.path(), "many") else { return };
+    let echo = lab.echo(7);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let (threads, each) = (50, 20);
+    let ran = lab
+        .client(&many)
+        .args([OUTSIDE_ADDR.to_string(), "7".into(), threads.to_string(), each.to_string()])
+        .socksify(&["-s", SERVER])
+        .timeout(std::time::Duration::from_secs(120))
+        .run();
+    ran.assert_success();
+    assert_eq!(
+        ran.stdout_text(),
+        format!("ok={} failed=0\n", threads * each),
+        "{}",
+        ran.describe()
+    );
+    echo.wait_done(threads * each, STARTUP);
+    assert_from_firewall(&echo);
+    let closed = sockd.wait_lines(&["closed:", "dst=198.51.100.2:7 "], threads * each, STARTUP);
+    assert_eq!(closed.len(), threads * each);
+    leaks.assert_only_sockd("a thousand connections from fifty threads");
 }
