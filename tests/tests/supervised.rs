@@ -494,3 +494,32 @@ fn a_thousand_connections_from_fifty_threads() {
     assert_eq!(closed.len(), threads * each);
     leaks.assert_only_sockd("a thousand connections from fifty threads");
 }
+
+/// A program that starts a child and exits at once: the supervisor keeps serving the orphan
+/// (it is the orphan's subreaper and waits until the last supervised process is gone), whose
+/// connect still goes through sockd — it would fail with ENOSYS if the supervisor had left.
+#[test]
+fn an_orphan_stays_supervised() {
+    let Some(lab) = Lab::new("supervised-orphan") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let busybox = busybox_static();
+    let http = lab.http(80);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let bb = busybox.display().to_string();
+    let url = format!("http://{}/bytes/5000", http.addr());
+    let script = format!("({bb} sleep 1; {bb} wget -q -O - {url}) & echo parent-exits");
+    let ran =
+        lab.client(&busybox).args(["sh", "-c", &script]).socksify(&["-v", "-s", SERVER]).run();
+    ran.assert_success();
+    let mut expected = b"parent-exits\n".to_vec();
+    expected.extend_from_slice(&http_body("/bytes/5000"));
+    assert!(ran.stdout == expected, "the orphan's download must arrive\n{}", ran.describe());
+    assert_supervised(&ran, http.addr());
+    http.wait_done(1, STARTUP);
+    assert_from_firewall(&http);
+    assert_session(&sockd, http.addr(), None);
+    leaks.assert_only_sockd("an orphaned child under the supervisor");
+}
