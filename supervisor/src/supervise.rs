@@ -1,5 +1,5 @@
-//! The notification loop: receive each trapped `connect` from the listener, handle it on its
-//! own thread (a slow handshake holds only the program thread that asked for it), and answer
+//! The notification loop: receive each trapped call (`connect`, `getpeername`, and the sends
+//! with a destination, which `send` handles) from the listener, handle it on its own thread (a slow handshake holds only the program thread that asked for it), and answer
 //! it. Ends when every supervised process is gone (the listener reports POLLHUP once the last
 //! one is reaped; this process is their subreaper).
 //!
@@ -20,7 +20,8 @@
 //! socket then shows the server as its peer).
 //!
 //! Every notification gets exactly one answer: a handler that panics or returns without one
-//! answers ECONNREFUSED from its guard's `Drop` (fail closed).
+//! answers ECONNREFUSED from its guard's `Drop` (fail closed; for a send too: nothing was
+//! sent).
 //!
 //! Not here: the filter (`filter`), the routing (`route`), the handshake (`proxy`).
 
@@ -33,29 +34,29 @@ use std::time::Instant;
 
 use crate::config::Settings;
 use crate::route::{route, Route};
-use crate::{filter, proxy, sockaddr, sys};
+use crate::{filter, proxy, send, sockaddr, sys};
 
 /// How many proxied sockets `getpeername` remembers.
 pub const PEERS_MAX: usize = 1 << 16;
 
 /// Shared by the loop and the handler threads.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     listener: OwnedFd,
-    settings: Settings,
+    pub(crate) settings: Settings,
     peers: Mutex<Peers>,
 }
 
 /// Proxied sockets by `SO_COOKIE`: (the destination the program asked for, the server the
 /// socket is really connected to).
 #[derive(Debug, Default)]
-struct Peers {
+pub(crate) struct Peers {
     by_cookie: HashMap<u64, (SocketAddr, SocketAddr)>,
     order: VecDeque<u64>,
 }
 
 impl Peers {
-    fn insert(&mut self, cookie: u64, dst: SocketAddr, server: SocketAddr) {
+    pub(crate) fn insert(&mut self, cookie: u64, dst: SocketAddr, server: SocketAddr) {
         if self.by_cookie.insert(cookie, (dst, server)).is_none() {
             self.order.push_back(cookie);
         }
@@ -78,14 +79,14 @@ impl Peers {
 
 impl Shared {
     /// The peers table; a handler that panicked while holding it left a usable table.
-    fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
+    pub(crate) fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
         self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 /// Logs a line at `level` (1 error … 4 debug) as `socks-supervise[PID]: …`, PID being the
 /// program's process.
-fn log(settings: &Settings, level: u8, pid: u32, line: std::fmt::Arguments<'_>) {
+pub(crate) fn log(settings: &Settings, level: u8, pid: u32, line: std::fmt::Arguments<'_>) {
     if settings.log >= level {
         eprintln!("socks-supervise[{pid}]: {line}");
     }
@@ -152,8 +153,8 @@ fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
 
 /// One notification still owed an answer; answers ECONNREFUSED when dropped unanswered.
 #[derive(Debug)]
-struct Pending {
-    shared: Arc<Shared>,
+pub(crate) struct Pending {
+    pub(crate) shared: Arc<Shared>,
     id: u64,
     answered: bool,
 }
@@ -163,19 +164,25 @@ impl Pending {
         self.shared.listener.as_fd()
     }
 
-    fn valid(&self) -> bool {
+    pub(crate) fn valid(&self) -> bool {
         sys::notif_id_valid(self.listener(), self.id)
     }
 
     /// Answers with `-errno` (0 = success).
-    fn reply(mut self, errno: i32) {
+    pub(crate) fn reply(mut self, errno: i32) {
         self.answered = true;
         // ENOENT: the program no longer waits (killed, or a signal ended the call).
         let _ = sys::notif_send(self.listener(), self.id, 0, errno, false);
     }
 
+    /// Answers success with the return value `value` (a byte or message count).
+    pub(crate) fn reply_value(mut self, value: i64) {
+        self.answered = true;
+        let _ = sys::notif_send(self.listener(), self.id, value, 0, false);
+    }
+
     /// Lets the kernel run the call as the program made it.
-    fn proceed(mut self) {
+    pub(crate) fn proceed(mut self) {
         self.answered = true;
         let _ = sys::notif_send(self.listener(), self.id, 0, 0, true);
     }
@@ -203,6 +210,9 @@ fn handle(pending: Pending, notif: libc::seccomp_notif) {
     match notif.data.nr as u32 {
         filter::NR_CONNECT => connect(pending, notif),
         filter::NR_GETPEERNAME => getpeername(pending, notif),
+        filter::NR_SENDTO => send::handle(pending, notif, send::Call::To),
+        filter::NR_SENDMSG => send::handle(pending, notif, send::Call::Msg),
+        filter::NR_SENDMMSG => send::handle(pending, notif, send::Call::Mmsg),
         _ => pending.reply(libc::ENOSYS),
     }
 }
@@ -210,7 +220,11 @@ fn handle(pending: Pending, notif: libc::seccomp_notif) {
 /// The program's thread group and the supervisor's copy of its descriptor `fd`, checked to
 /// belong to the call still waiting (until then `pid` might be a recycled number naming
 /// another process). `Err(errno)`: the copy failed; `Ok(None)`: the call is gone.
-fn copy_socket(pending: &Pending, tid: u32, fd: i32) -> Result<Option<(u32, OwnedFd)>, i32> {
+pub(crate) fn copy_socket(
+    pending: &Pending,
+    tid: u32,
+    fd: i32,
+) -> Result<Option<(u32, OwnedFd)>, i32> {
     let pid = thread_group(tid).ok_or(libc::ESRCH)?;
     let socket = sys::pidfd_open(pid)
         .and_then(|p| sys::pidfd_getfd(p.as_fd(), fd))

@@ -1,7 +1,8 @@
 //! The libc boundary of the supervisor: every `unsafe` block of the crate is here, each with its
 //! `// SAFETY:` note, and each function returns `io::Result` (or an errno) instead of raw codes.
 //! Seccomp (loading the filter in the child, the listener's ioctls), pidfds, reading the
-//! program's memory, raw `connect`/`send`/`recv`/`poll` on descriptors the supervisor copied,
+//! program's memory, raw `connect`/`send`/`sendmsg`/`recv`/`poll` on descriptors the supervisor
+//! copied,
 //! `getifaddrs`, and process housekeeping (subreaper, `waitpid`).
 //!
 //! Not here: decisions (`route`), the SOCKS handshake (`proxy`), the notification loop
@@ -11,8 +12,7 @@
 use std::ffi::c_void;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixDatagram;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
@@ -38,23 +38,32 @@ pub fn errno() -> i32 {
 }
 
 /// Starts `command` under the seccomp `filter`: in the child, between fork and exec, sets
-/// `no_new_privs`, loads the filter with `SECCOMP_FILTER_FLAG_NEW_LISTENER` (and
-/// `WAIT_KILLABLE_RECV` where the kernel has it, ≥ 5.19) and sends the listener to the parent
-/// over a datagram socket pair with `SCM_RIGHTS`. `sendmsg` is not a trapped call, so the
-/// hand-over cannot wait on the supervisor. Returns the child and the listener.
+/// `no_new_privs` and loads the filter with `SECCOMP_FILTER_FLAG_NEW_LISTENER` (and
+/// `WAIT_KILLABLE_RECV` where the kernel has it, ≥ 5.19). The listener is not sent over a
+/// socket — `sendmsg` is a trapped call, and nobody could answer it yet — but taken: the child
+/// writes its pid and the listener's number into a pipe, a thread of this process copies the
+/// descriptor with `pidfd_getfd` and acknowledges on a second pipe, and only then does the
+/// child close it and exec. Returns the child and the listener.
 pub fn spawn_supervised(
     command: &mut Command,
     filter: Vec<libc::sock_filter>,
 ) -> io::Result<(Child, OwnedFd)> {
-    let (ours, theirs) = UnixDatagram::pair()?;
-    let theirs_fd = theirs.as_raw_fd();
+    let (ready_read, ready_write) = pipe()?;
+    let (ack_read, ack_write) = pipe()?;
+    let (ready_fd, ack_fd) = (ready_write.as_raw_fd(), ack_read.as_raw_fd());
+    let (ready_read_fd, ack_write_fd) = (ready_read.as_raw_fd(), ack_write.as_raw_fd());
     let len = u16::try_from(filter.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp filter too long"))?;
     // SAFETY: the closure runs in the forked child before exec and only makes system calls
-    // (prctl, seccomp, sendmsg, close) on memory prepared before the fork (`filter`, moved in
-    // and not reallocated); it allocates nothing and takes no lock.
+    // (close, prctl, seccomp, getpid, write, read) on memory prepared before the fork
+    // (`filter`, moved in and not reallocated) or on its stack; it allocates nothing and takes
+    // no lock.
     unsafe {
         command.pre_exec(move || {
+            // The child's copies of the parent's ends: without them, a parent that gives up
+            // is seen as end of file instead of a wait forever.
+            libc::close(ready_read_fd);
+            libc::close(ack_write_fd);
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
             let prog = libc::sock_fprog { len, filter: filter.as_ptr() as *mut libc::sock_filter };
             let load = |flags: libc::c_ulong| {
@@ -74,91 +83,68 @@ pub fn spawn_supervised(
                 }
                 other => other?,
             } as RawFd;
-            let sent = send_fd(theirs_fd, listener);
+            let mut note = [0u8; 8];
+            note[..4].copy_from_slice(&(libc::getpid() as u32).to_ne_bytes());
+            note[4..].copy_from_slice(&(listener as u32).to_ne_bytes());
+            let wrote = libc::write(ready_fd, note.as_ptr().cast::<c_void>(), note.len());
+            let mut ack = [0u8; 1];
+            let got = if wrote == note.len() as isize {
+                libc::read(ack_fd, ack.as_mut_ptr().cast::<c_void>(), 1)
+            } else {
+                -1
+            };
             libc::close(listener);
-            sent
+            // No allocation here: the errno alone reaches the parent's spawn().
+            if got == 1 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(libc::EPIPE))
+            }
         });
     }
+    let taker = std::thread::spawn(move || take_listener(ready_read, ack_write));
     let child = command.spawn();
-    drop(theirs);
+    // Closing our write end lets the taker see end of file if the child failed before writing.
+    drop(ready_write);
+    drop(ack_read);
+    let taken = taker
+        .join()
+        .map_err(|_| io::Error::other("the thread taking the seccomp listener panicked"))?;
     let child = child?;
-    let listener = recv_fd(ours.as_raw_fd())?;
-    Ok((child, listener))
+    Ok((child, taken?))
 }
 
-/// Sends `fd` over the socket `sock` (one byte of data, one SCM_RIGHTS descriptor).
-///
-/// # Safety
-/// Only async-signal-safe work: callable between fork and exec.
-unsafe fn send_fd(sock: RawFd, fd: RawFd) -> io::Result<()> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast::<c_void>(), iov_len: 1 };
-    #[repr(C)]
-    struct Cmsg {
-        header: libc::cmsghdr,
-        fd: RawFd,
-    }
-    // SAFETY: an all-zero cmsghdr/msghdr is a valid value (integers and null pointers).
-    let mut cmsg: Cmsg = unsafe { std::mem::zeroed() };
-    cmsg.header.cmsg_level = libc::SOL_SOCKET;
-    cmsg.header.cmsg_type = libc::SCM_RIGHTS;
-    // SAFETY: CMSG_LEN only computes a length.
-    cmsg.header.cmsg_len = unsafe { libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) } as usize;
-    cmsg.fd = fd;
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = (&mut cmsg as *mut Cmsg).cast::<c_void>();
-    // SAFETY: CMSG_SPACE only computes a length.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    // SAFETY: msg points at live iov and control buffers of the lengths given.
-    let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Receives one descriptor sent by `send_fd`; an end of file (the child failed before sending)
-/// is an error.
-fn recv_fd(sock: RawFd) -> io::Result<OwnedFd> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast::<c_void>(), iov_len: 1 };
-    let mut control = [0u64; 8];
-    // SAFETY: an all-zero msghdr is a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast::<c_void>();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: msg points at live buffers of the lengths given; MSG_CMSG_CLOEXEC marks the fd.
-    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: msg was filled by recvmsg; CMSG_FIRSTHDR reads only within msg_controllen.
-    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    if n == 0 || cmsg.is_null() {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the child sent no seccomp listener (it failed before exec)",
-        ));
-    }
-    // SAFETY: cmsg is non-null and points into `control`; an SCM_RIGHTS message of ours carries
-    // one int, read unaligned to be safe.
-    let (level, kind, fd) = unsafe {
-        (
-            (*cmsg).cmsg_level,
-            (*cmsg).cmsg_type,
-            std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>()),
+/// The parent's half of the hand-over: reads the child's pid and listener number, copies the
+/// listener with `pidfd_getfd`, and acknowledges (dropping `ack` unacknowledged fails the
+/// child's exec).
+fn take_listener(ready: OwnedFd, ack: OwnedFd) -> io::Result<OwnedFd> {
+    use std::io::{Read, Write};
+    let mut ready = std::fs::File::from(ready);
+    let mut note = [0u8; 8];
+    ready.read_exact(&mut note).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("the child sent no seccomp listener (it failed before exec): {e}"),
         )
-    };
-    if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS || fd < 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "no descriptor in the message"));
-    }
-    // SAFETY: the kernel just installed `fd` in this process for us; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })?;
+    let pid = u32::from_ne_bytes([note[0], note[1], note[2], note[3]]);
+    let fd = i32::from_ne_bytes([note[4], note[5], note[6], note[7]]);
+    let pidfd = pidfd_open(pid)
+        .map_err(|e| io::Error::new(e.kind(), format!("pidfd_open of the child {pid}: {e}")))?;
+    let listener = pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| {
+        io::Error::new(e.kind(), format!("pidfd_getfd of the child's seccomp listener: {e}"))
+    })?;
+    std::fs::File::from(ack).write_all(&[1])?;
+    Ok(listener)
+}
+
+/// pipe2(2) with O_CLOEXEC: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: two fresh descriptors nobody else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// An all-zero notification, as SECCOMP_IOCTL_NOTIF_RECV requires.
@@ -350,6 +336,86 @@ pub fn disconnect(fd: BorrowedFd<'_>) {
     let mut addr = [0u8; 16];
     addr[..2].copy_from_slice(&unspec);
     let _ = connect_raw(fd, &addr);
+}
+
+/// A sockaddr copied into an aligned `sockaddr_storage`: (storage, length).
+fn storage_of(addr: &[u8]) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = addr.len().min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: `storage` is at least `len` bytes long and does not overlap `addr`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+            len,
+        );
+    }
+    (storage, len as libc::socklen_t)
+}
+
+/// sendmsg(2) on `fd` (a descriptor the supervisor copied) of `data` as one buffer, to `name`
+/// (raw sockaddr bytes, as the program passed them; `None` = no address) with the control
+/// messages `control` (raw bytes, as the program passed them) and `flags` plus MSG_NOSIGNAL
+/// (a broken pipe is the program's error, never a signal to the supervisor). The byte count,
+/// or the errno.
+pub fn send_message(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    name: Option<&[u8]>,
+    control: &[u8],
+    flags: i32,
+) -> Result<usize, i32> {
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut c_void, iov_len: data.len() };
+    let mut storage = name.map(storage_of);
+    // cmsghdr wants 8-byte alignment: copy into u64 words.
+    let mut aligned = vec![0u64; control.len().div_ceil(8)];
+    // SAFETY: `aligned` has room for `control.len()` bytes and does not overlap it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            control.as_ptr(),
+            aligned.as_mut_ptr().cast::<u8>(),
+            control.len(),
+        );
+    }
+    // SAFETY: an all-zero msghdr is a valid value (integers and null pointers).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some((storage, len)) = storage.as_mut() {
+        msg.msg_name = (storage as *mut libc::sockaddr_storage).cast::<c_void>();
+        msg.msg_namelen = *len;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !control.is_empty() {
+        msg.msg_control = aligned.as_mut_ptr().cast::<c_void>();
+        msg.msg_controllen = control.len();
+    }
+    // SAFETY: `msg` points at a live iovec over `data`, a live sockaddr_storage of the length
+    // given and a live control buffer of the length given; the kernel only reads them.
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// send(2) of `data` with `flags` plus MSG_NOSIGNAL: the byte count, or the errno.
+pub fn send_plain(fd: BorrowedFd<'_>, data: &[u8], flags: i32) -> Result<usize, i32> {
+    // SAFETY: `data` is readable for its length.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            data.as_ptr().cast::<c_void>(),
+            data.len(),
+            flags | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// poll(2) on one descriptor: the returned events, or 0 on timeout.
