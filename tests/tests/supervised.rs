@@ -523,3 +523,210 @@ fn an_orphan_stays_supervised() {
     assert_session(&sockd, http.addr(), None);
     leaks.assert_only_sockd("an orphaned child under the supervisor");
 }
+
+/// Gives the workstation a route towards the outside through the firewall (which does not
+/// forward), so a direct packet to the outside would leave as a packet the leak counter sees,
+/// instead of failing locally with ENETUNREACH.
+fn route_outside_via_firewall(lab: &Lab) {
+    let route = Command::new("ip")
+        .args(["-n", lab.ns(Ns::Inside), "route", "add", "198.51.100.0/24", "via"])
+        .arg(FW_INSIDE_ADDR.to_string())
+        .output()
+        .expect("ip runs");
+    assert!(route.status.success(), "ip route add: {}", String::from_utf8_lossy(&route.stderr));
+}
+
+/// Asserts that no packet left the workstation (the direct datagrams of these tests go to the
+/// firewall's inside address, which the counter files under sockd's address, and loopback is
+/// not counted).
+fn assert_nothing_leaked(leaks: &LeakCounter, what: &str) {
+    let counts = leaks.counts();
+    let (v4, v6) = leaks.leaked_destinations();
+    assert!(
+        counts.leaked == 0 && v4.is_empty() && v6.is_empty(),
+        "{what}: nothing may leave the workstation but to the firewall: {counts:?} \
+         {v4:?} {v6:?}\n{}",
+        leaks.table()
+    );
+    eprintln!("leak check: {what}: {counts:?}");
+}
+
+/// The test's UDP destinations: one that socks.conf (`-s SERVER` alone) sends through sockd,
+/// on the outside, and one it sends direct, on the firewall's inside address (an attached
+/// network).
+struct UdpLab {
+    lab: Lab,
+    program: PathBuf,
+    outside: UdpEcho,
+    direct: UdpEcho,
+    leaks: LeakCounter,
+    _sockd: Daemon,
+}
+
+const UDP_DIRECT_PORT: u16 = 4242;
+
+impl UdpLab {
+    fn new(name: &str) -> Option<UdpLab> {
+        let lab = Lab::new(name)?;
+        if !supervisor_works(lab.name()) {
+            return None;
+        }
+        let program = build_static(lab.name(), lab.dir.path(), "datagrams")?;
+        let outside = lab.udp_echo(7);
+        let direct = lab.udp_echo_in(Ns::Fw, SocketAddr::from((FW_INSIDE_ADDR, UDP_DIRECT_PORT)));
+        let sockd = lab.sockd(PERMIT_INSIDE);
+        route_outside_via_firewall(&lab);
+        let leaks = LeakCounter::install(&lab);
+        Some(UdpLab { lab, program, outside, direct, leaks, _sockd: sockd })
+    }
+
+    /// Runs `datagrams ARGS` under socksify -vv -s SERVER.
+    fn run(&self, args: &[String]) -> Ran {
+        let ran =
+            self.lab.client(&self.program).args(args).socksify(&["-v", "-v", "-s", SERVER]).run();
+        ran.assert_success();
+        ran
+    }
+
+    fn outside_args(&self) -> [String; 2] {
+        [OUTSIDE_ADDR.to_string(), "7".into()]
+    }
+
+    fn direct_args(&self) -> [String; 2] {
+        [FW_INSIDE_ADDR.to_string(), UDP_DIRECT_PORT.to_string()]
+    }
+
+    /// Nothing reached the outside echo server and nothing left the workstation.
+    fn assert_no_leak(&self, what: &str) {
+        assert!(
+            self.outside.datagrams().is_empty(),
+            "{what}: the outside must have received nothing: {:?}",
+            self.outside.datagrams()
+        );
+        assert_nothing_leaked(&self.leaks, what);
+    }
+}
+
+fn args(mode: &str, parts: &[&[String]]) -> Vec<String> {
+    let mut out = vec![mode.to_owned()];
+    for part in parts {
+        out.extend(part.iter().cloned());
+    }
+    out
+}
+
+/// An unconnected UDP `sendto` from a static program: to a destination socks.conf sends
+/// through sockd it fails with ECONNREFUSED (the supervisor does not relay UDP yet) and
+/// nothing leaves — without the supervisor seeing sendto, the datagram left directly; to a
+/// direct destination the supervisor sends it itself and the echo comes back.
+#[test]
+fn udp_sendto_through_a_server_is_refused_and_direct_goes() {
+    let Some(u) = UdpLab::new("supervised-sendto") else { return };
+    let refused = u.run(&args("sendto", &[&u.outside_args()]));
+    assert_eq!(refused.stdout_text(), "sendto=-1 errno=111\n", "{}", refused.describe());
+    assert!(
+        refused.stderr.contains(&format!(
+            "sendto {OUTSIDE_ADDR}:7: refused: datagrams through SOCKS (UDP ASSOCIATE) are not \
+             supported by the supervisor yet"
+        )),
+        "the supervisor must say why\n{}",
+        refused.describe()
+    );
+    let direct = u.run(&args("sendto", &[&u.direct_args()]));
+    assert_eq!(direct.stdout_text(), "sendto=12\nreply=hello-sendto\n", "{}", direct.describe());
+    assert!(
+        direct.stderr.contains(&format!("sendto {FW_INSIDE_ADDR}:{UDP_DIRECT_PORT}: direct")),
+        "the supervisor must have sent it (its debug line)\n{}",
+        direct.describe()
+    );
+    assert_eq!(u.direct.wait_datagrams(1, STARTUP).len(), 1);
+    u.assert_no_leak("UDP sendto under the supervisor");
+}
+
+/// `sendmsg` and `sendmmsg` as `sendto`: refused through a server, sent direct with harmless
+/// control messages (IP_TOS), EINVAL with IP options, `sendmmsg` sends up to the first refused
+/// message and writes each `msg_len`; an AF_UNIX sendmsg is untouched.
+#[test]
+fn udp_sendmsg_and_sendmmsg_under_the_supervisor() {
+    let Some(u) = UdpLab::new("supervised-sendmsg") else { return };
+    let (outside, direct) = (u.outside_args(), u.direct_args());
+    let cases: [(Vec<String>, &str); 6] = [
+        (args("sendmsg", &[&outside]), "sendmsg=-1 errno=111\n"),
+        (args("sendmsg", &[&direct]), "sendmsg=13\nreply=hello-sendmsg\n"),
+        (args("options", &[&direct]), "sendmsg=-1 errno=22\n"),
+        (args("sendmmsg", &[&direct, &outside]), "sendmmsg=1 errno=0 lens=5,99\nreply=first\n"),
+        (args("sendmmsg", &[&outside, &direct]), "sendmmsg=-1 errno=111 lens=99,99\n"),
+        (
+            args("sendmmsg", &[&direct, &direct]),
+            "sendmmsg=2 errno=0 lens=5,6\nreply=first\nreply=second\n",
+        ),
+    ];
+    for (args, expected) in cases {
+        let ran = u.run(&args);
+        assert_eq!(ran.stdout_text(), expected, "{}", ran.describe());
+    }
+    let unix = u.run(&["unix".to_owned()]);
+    assert_eq!(unix.stdout_text(), "unix=ok\n", "{}", unix.describe());
+    // sendmsg, sendmmsg (first), sendmmsg (both).
+    assert_eq!(u.direct.wait_datagrams(4, STARTUP).len(), 4);
+    u.assert_no_leak("UDP sendmsg and sendmmsg under the supervisor");
+}
+
+/// A second thread flips the sendto address between a destination that must go through sockd
+/// and a direct one while the main thread sends: the supervisor sends what it checked, so no
+/// datagram ever leaves for the outside, and both sides of the race were seen.
+#[test]
+fn address_rewritten_during_sendto_never_goes_direct() {
+    let Some(u) = UdpLab::new("supervised-sendto-race") else { return };
+    let count = 2000;
+    let ran = u.run(&args("race", &[&u.outside_args(), &u.direct_args(), &[count.to_string()]]));
+    let line = ran.stdout_text();
+    eprintln!("race: {}", line.trim());
+    let field = |name: &str| -> u32 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in the output\n{}", ran.describe()))
+    };
+    let (sent, refused, other) = (field("sent"), field("refused"), field("other"));
+    // First what matters most: nothing went to the outside.
+    u.assert_no_leak("a static program rewriting its sendto address");
+    assert!(
+        sent > 0 && refused > 0,
+        "the rewrites must have landed on both sides (else the race proves nothing)\n{}",
+        ran.describe()
+    );
+    assert_eq!(sent + refused, count, "{}", ran.describe());
+    assert_eq!(other, 0, "{}", ran.describe());
+}
+
+/// TCP Fast Open (`sendto` with MSG_FASTOPEN) to a destination socks.conf sends through sockd
+/// is a connect: it goes through sockd, its data after the handshake, and the echo comes back.
+#[test]
+fn tcp_fast_open_goes_through_sockd() {
+    let Some(lab) = Lab::new("supervised-fastopen") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let Some(program) = build_static(lab.name(), lab.dir.path(), "datagrams") else { return };
+    let echo = lab.echo(7);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    route_outside_via_firewall(&lab);
+    let leaks = LeakCounter::install(&lab);
+    let ran = lab
+        .client(&program)
+        .args(["fastopen", &OUTSIDE_ADDR.to_string(), "7"])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    ran.assert_success();
+    assert_eq!(ran.stdout_text(), "fastopen=14\necho=hello-fastopen\n", "{}", ran.describe());
+    assert!(
+        ran.stderr.contains(&format!("]: sendto {} via {SERVER} (socks5): ok", echo.addr())),
+        "the supervisor must report the Fast Open connect through sockd\n{}",
+        ran.describe()
+    );
+    echo.wait_done(1, STARTUP);
+    assert_from_firewall(&echo);
+    assert_session(&sockd, echo.addr(), None);
+    leaks.assert_only_sockd("TCP Fast Open under the supervisor");
+}
