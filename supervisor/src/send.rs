@@ -33,12 +33,13 @@
 //! Not here: the filter (`filter`), the decision (`route`), the layouts (`msghdr`).
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::msghdr::{self, MsgHdr};
 use crate::route::{route, Route};
-use crate::supervise::{copy_socket, log, Pending};
+use crate::supervise::{copy_socket, log, Pending, Shared};
 use crate::{proxy, sockaddr, sys};
 
 /// The most data bytes copied for one message: more than any datagram (65,535 bytes, UDP GSO
@@ -145,8 +146,7 @@ pub fn handle(pending: Pending, notif: libc::seccomp_notif, call: Call) {
             return pending.reply(if errno == libc::ESRCH { errno } else { libc::EPERM });
         }
     };
-    let socket = socket.as_fd();
-    let domain = match sys::getsockopt_int(socket, libc::SOL_SOCKET, libc::SO_DOMAIN) {
+    let domain = match sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN) {
         Ok(d) => d,
         Err(e) => return pending.reply(e.raw_os_error().unwrap_or(libc::ENOTSOCK)),
     };
@@ -155,8 +155,8 @@ pub fn handle(pending: Pending, notif: libc::seccomp_notif, call: Call) {
         return pending.proceed();
     }
     let kind = match (
-        sys::getsockopt_int(socket, libc::SOL_SOCKET, libc::SO_TYPE),
-        sys::getsockopt_int(socket, libc::SOL_SOCKET, libc::SO_PROTOCOL),
+        sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE),
+        sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_PROTOCOL),
     ) {
         (Ok(libc::SOCK_STREAM), Ok(libc::IPPROTO_TCP | libc::IPPROTO_MPTCP)) => Kind::Tcp,
         _ => Kind::Datagram,
@@ -166,86 +166,149 @@ pub fn handle(pending: Pending, notif: libc::seccomp_notif, call: Call) {
         // fixed by its connect, which the supervisor made).
         return pending.proceed();
     }
-    let ctx = Ctx { pending: &pending, pid, tid: notif.pid, socket, domain, kind, flags, call };
-    match call {
-        Call::To => {
-            let message = match read_sendto(notif.pid, args, kind) {
-                Ok(m) => m,
-                Err(errno) => return pending.reply(errno),
-            };
-            if !pending.valid() {
-                return;
-            }
-            match ctx.deliver(&message) {
-                Ok(n) => pending.reply_value(n as i64),
-                Err(errno) => pending.reply(errno),
-            }
-        }
-        Call::Msg => {
-            let message = match read_msghdr_at(notif.pid, args[1], kind) {
-                Ok(m) => m,
-                Err(errno) => return pending.reply(errno),
-            };
-            if !pending.valid() {
-                return;
-            }
-            match ctx.deliver(&message) {
-                Ok(n) => pending.reply_value(n as i64),
-                Err(errno) => pending.reply(errno),
-            }
-        }
-        Call::Mmsg => match ctx.sendmmsg(args[1], args[2]) {
-            Some(Ok(count)) => pending.reply_value(count as i64),
-            Some(Err(errno)) => pending.reply(errno),
-            None => {}
+    let shared = pending.shared.clone();
+    let ctx = Ctx { shared, pid, tid: notif.pid, socket, domain, kind, flags, call };
+    if kind == Kind::Tcp || call == Call::Mmsg {
+        // A connect (Fast Open) may wait for a server, and sendmmsg may block between its
+        // messages: on a thread of their own.
+        return spawn(call, pid, move || ctx.finish(pending, args));
+    }
+    // A datagram: read, decide and send right here (no thread) without blocking; only a send
+    // that would block a blocking call goes on to a thread of its own.
+    let message = match ctx.read(args) {
+        Ok(m) => m,
+        Err(errno) => return pending.reply(errno),
+    };
+    if !pending.valid() {
+        return;
+    }
+    match ctx.plan(&message) {
+        Ok(Plan::Send) => match ctx.send(&message, ctx.flags | libc::MSG_DONTWAIT) {
+            Err(libc::EAGAIN) if ctx.blocking() => spawn(call, pid, move || {
+                answer(pending, Some(ctx.send(&message, ctx.flags)));
+            }),
+            result => answer(pending, Some(result)),
         },
+        Ok(Plan::ViaServer(..)) => spawn(call, pid, move || {
+            let result = ctx.deliver(&message);
+            answer(pending, Some(result));
+        }),
+        Err(errno) => pending.reply(errno),
     }
 }
 
+/// Answers with a count or an errno; `None`: the notification is gone.
+fn answer(pending: Pending, result: Option<Result<usize, i32>>) {
+    match result {
+        Some(Ok(n)) => pending.reply_value(n as i64),
+        Some(Err(errno)) => pending.reply(errno),
+        None => {}
+    }
+}
+
+/// Runs `work` on a thread of its own; if none can be started, the closure (and the `Pending`
+/// in it) is dropped, which fails the call closed.
+fn spawn(call: Call, pid: u32, work: impl FnOnce() + Send + 'static) {
+    let started = std::thread::Builder::new().name(format!("{}-{pid}", call.name())).spawn(work);
+    if let Err(e) = started {
+        eprintln!("socks-supervise: cannot start a handler thread: {e}");
+    }
+}
+
+/// What to do with a message that may go.
+enum Plan<'s> {
+    /// Send it on the copy as it is (a direct destination, or no address).
+    Send,
+    /// TCP Fast Open through these servers.
+    ViaServer(SocketAddr, &'s [crate::config::Server]),
+}
+
 /// Everything one handler needs about the call.
-struct Ctx<'a> {
-    pending: &'a Pending,
+struct Ctx {
+    shared: Arc<Shared>,
     /// The program's process (for log lines) and the calling thread (for its memory).
     pid: u32,
     tid: u32,
-    socket: BorrowedFd<'a>,
+    /// The supervisor's copy of the program's socket.
+    socket: OwnedFd,
     domain: i32,
     kind: Kind,
     flags: i32,
     call: Call,
 }
 
-impl Ctx<'_> {
+impl Ctx {
+    /// Reads a sendto's or a sendmsg's message from the program.
+    fn read(&self, args: [u64; 6]) -> Result<Message, i32> {
+        match self.call {
+            Call::To => read_sendto(self.tid, args, self.kind),
+            Call::Msg | Call::Mmsg => read_msghdr_at(self.tid, args[1], self.kind),
+        }
+    }
+
+    /// Whether the program's call would block (no MSG_DONTWAIT, no O_NONBLOCK).
+    fn blocking(&self) -> bool {
+        self.flags & libc::MSG_DONTWAIT == 0
+            && sys::status_flags(self.socket.as_fd()).is_ok_and(|f| f & libc::O_NONBLOCK == 0)
+    }
+
+    /// The whole call on a handler thread: read, decide, send, answer.
+    fn finish(self, pending: Pending, args: [u64; 6]) {
+        if self.call == Call::Mmsg {
+            let result = self.sendmmsg(&pending, args[1], args[2]);
+            return answer(pending, result);
+        }
+        let message = match self.read(args) {
+            Ok(m) => m,
+            Err(errno) => return pending.reply(errno),
+        };
+        if !pending.valid() {
+            return;
+        }
+        let result = self.deliver(&message);
+        answer(pending, Some(result));
+    }
+
+    /// sendmsg(2) of `message` on the copy, as read, with `flags`.
+    fn send(&self, message: &Message, flags: i32) -> Result<usize, i32> {
+        sys::send_message(
+            self.socket.as_fd(),
+            &message.data,
+            message.name.as_deref(),
+            &message.control,
+            flags,
+        )
+    }
+
     /// Sends one message read from the program, or says why not: the byte count or an errno.
     fn deliver(&self, message: &Message) -> Result<usize, i32> {
-        let settings = &self.pending.shared.settings;
+        match self.plan(message)? {
+            Plan::Send => self.send(message, self.flags),
+            Plan::ViaServer(dst, servers) => self.fast_open_via(dst, servers, message),
+        }
+    }
+
+    /// Decides what becomes of one message (and logs it), or the errno that refuses it.
+    fn plan(&self, message: &Message) -> Result<Plan<'_>, i32> {
+        let settings = &self.shared.settings;
         let name = self.call.name();
         if !msghdr::control_is_harmless(&message.control) {
             log(settings, 2, self.pid, format_args!("{name}: control messages refused (EINVAL)"));
             return Err(libc::EINVAL);
         }
-        let send = |flags: i32| {
-            sys::send_message(
-                self.socket,
-                &message.data,
-                message.name.as_deref(),
-                &message.control,
-                flags,
-            )
-        };
         let dst = match destination(self.domain, message.name.as_deref()) {
-            Dest::None => return send(self.flags),
+            Dest::None => return Ok(Plan::Send),
             Dest::Invalid(errno) => return Err(errno),
             Dest::Ip(dst) => dst,
         };
-        if self.kind == Kind::Tcp && sys::peer_name(self.socket).is_ok() {
+        if self.kind == Kind::Tcp && sys::peer_name(self.socket.as_fd()).is_ok() {
             // Already connected: the kernel's answer (EISCONN), on the copy with our bytes.
-            return send(self.flags);
+            return Ok(Plan::Send);
         }
         match (route(settings, dst), self.kind) {
             (Route::Direct, _) => {
                 log(settings, 4, self.pid, format_args!("{name} {dst}: direct"));
-                send(self.flags)
+                Ok(Plan::Send)
             }
             (Route::Deny, kind) => {
                 log(
@@ -276,7 +339,7 @@ impl Ctx<'_> {
                 );
                 Err(libc::ECONNREFUSED)
             }
-            (Route::Proxy(servers), Kind::Tcp) => self.fast_open_via(dst, servers, message),
+            (Route::Proxy(servers), Kind::Tcp) => Ok(Plan::ViaServer(dst, servers)),
         }
     }
 
@@ -288,22 +351,26 @@ impl Ctx<'_> {
         servers: &[crate::config::Server],
         message: &Message,
     ) -> Result<usize, i32> {
-        let settings = &self.pending.shared.settings;
+        let settings = &self.shared.settings;
         let name = self.call.name();
         let deadline = Instant::now() + settings.timeout;
         let target = SocketAddr::new(dst.ip().to_canonical(), dst.port());
-        let cookie = sys::socket_cookie(self.socket).ok();
-        match proxy::connect_via(self.socket, target, servers, deadline) {
+        let cookie = sys::socket_cookie(self.socket.as_fd()).ok();
+        match proxy::connect_via(self.socket.as_fd(), target, servers, deadline) {
             Ok((server, version)) => {
                 if let Some(cookie) = cookie {
-                    self.pending.shared.peers().insert(cookie, dst, server);
+                    self.shared.peers().insert(cookie, dst, server);
                 }
                 let v = proxy::version_name(version);
                 log(settings, 3, self.pid, format_args!("{name} {dst} via {server} ({v}): ok"));
                 if message.data.is_empty() {
                     return Ok(0);
                 }
-                sys::send_plain(self.socket, &message.data, self.flags & !libc::MSG_FASTOPEN)
+                sys::send_plain(
+                    self.socket.as_fd(),
+                    &message.data,
+                    self.flags & !libc::MSG_FASTOPEN,
+                )
             }
             Err(failed) => {
                 log(settings, 1, self.pid, format_args!("{name} {dst} {}", failed.why));
@@ -314,7 +381,7 @@ impl Ctx<'_> {
 
     /// sendmmsg: each message in turn; writes back `msg_len` of those sent. The count sent or
     /// the errno; `None` when the notification is gone.
-    fn sendmmsg(&self, array: u64, vlen: u64) -> Option<Result<usize, i32>> {
+    fn sendmmsg(&self, pending: &Pending, array: u64, vlen: u64) -> Option<Result<usize, i32>> {
         let count = (vlen as usize).min(msghdr::UIO_MAXIOV);
         if count == 0 {
             return Some(Ok(0));
@@ -327,7 +394,7 @@ impl Ctx<'_> {
         let mut first_error = None;
         for header in headers.chunks_exact(msghdr::MMSGHDR_LEN) {
             let result = read_message(self.tid, header, self.kind).and_then(|message| {
-                if !self.pending.valid() {
+                if !pending.valid() {
                     return Err(GONE);
                 }
                 self.deliver(&message)
@@ -336,7 +403,7 @@ impl Ctx<'_> {
                 Ok(n) => {
                     let at = array + (sent * msghdr::MMSGHDR_LEN + msghdr::MMSG_LEN_OFFSET) as u64;
                     let len = u32::try_from(n).unwrap_or(u32::MAX).to_ne_bytes();
-                    if !self.pending.valid() {
+                    if !pending.valid() {
                         return None;
                     }
                     if sys::write_memory(self.tid, at, &len).is_err() {

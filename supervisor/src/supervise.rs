@@ -1,6 +1,7 @@
 //! The notification loop: receive each trapped call (`connect`, `getpeername`, and the sends
-//! with a destination, which `send` handles) from the listener, handle it on its own thread (a slow handshake holds only the program thread that asked for it), and answer
-//! it. Ends when every supervised process is gone (the listener reports POLLHUP once the last
+//! with a destination, which `send` handles) from the listener, handle it on its own thread (a
+//! slow handshake holds only the program thread that asked for it; a send that cannot block is
+//! answered on the loop's thread), and answer it. Ends when every supervised process is gone (the listener reports POLLHUP once the last
 //! one is reaped; this process is their subreaper).
 //!
 //! A connect is handled on the supervisor's copy of the program's socket (`pidfd_getfd`, the
@@ -139,9 +140,22 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
     status.load(Ordering::SeqCst)
 }
 
-/// Hands one notification to a thread of its own.
+/// Hands one notification to a thread of its own — except a send, which `send` starts on this
+/// thread: most are answered without blocking (a socket that is not IP, a datagram), and only
+/// those that may wait get a thread (a thread costs more than the rest of the work).
 fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
     let pending = Pending { shared: shared.clone(), id: notif.id, answered: false };
+    if notif.data.arch == filter::AUDIT_ARCH_X86_64 {
+        let call = match notif.data.nr as u32 {
+            filter::NR_SENDTO => Some(send::Call::To),
+            filter::NR_SENDMSG => Some(send::Call::Msg),
+            filter::NR_SENDMMSG => Some(send::Call::Mmsg),
+            _ => None,
+        };
+        if let Some(call) = call {
+            return send::handle(pending, notif, call);
+        }
+    }
     let worker = std::thread::Builder::new()
         .name(format!("connect-{}", notif.pid))
         .spawn(move || handle(pending, notif));
