@@ -30,6 +30,11 @@
 //!   sent message's `msg_len` is written back, as the kernel does.
 //! - Sockets of other families (AF_UNIX, netlink…): CONTINUE; they cannot reach an IP address.
 //!
+//! Where it runs: a datagram `sendto`/`sendmsg` is answered on the notification loop's own
+//! thread (starting a thread would cost more than the rest): the copy is sent with
+//! MSG_DONTWAIT, and only a send that would block a blocking call is finished on a thread of
+//! its own. A Fast Open connect and a `sendmmsg` always get a thread.
+//!
 //! Not here: the filter (`filter`), the decision (`route`), the layouts (`msghdr`).
 
 use std::net::SocketAddr;
