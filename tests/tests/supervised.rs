@@ -582,8 +582,14 @@ impl UdpLab {
 
     /// Runs `datagrams ARGS` under socksify -vv -s SERVER.
     fn run(&self, args: &[String]) -> Ran {
-        let ran =
-            self.lab.client(&self.program).args(args).socksify(&["-v", "-v", "-s", SERVER]).run();
+        self.run_with(&["-s", SERVER], args)
+    }
+
+    /// Runs `datagrams ARGS` under socksify -vv OPTIONS.
+    fn run_with(&self, options: &[&str], args: &[String]) -> Ran {
+        let mut all = vec!["-v", "-v"];
+        all.extend_from_slice(options);
+        let ran = self.lab.client(&self.program).args(args).socksify(&all).run();
         ran.assert_success();
         ran
     }
@@ -618,7 +624,8 @@ fn args(mode: &str, parts: &[&[String]]) -> Vec<String> {
 /// An unconnected UDP `sendto` from a static program: to a destination socks.conf sends
 /// through sockd it fails with ECONNREFUSED (the supervisor does not relay UDP yet) and
 /// nothing leaves — without the supervisor seeing sendto, the datagram left directly; to a
-/// direct destination the supervisor sends it itself and the echo comes back.
+/// denied one with EACCES (as the library's sendto); to a direct destination the supervisor
+/// sends it itself and the echo comes back.
 #[test]
 fn udp_sendto_through_a_server_is_refused_and_direct_goes() {
     let Some(u) = UdpLab::new("supervised-sendto") else { return };
@@ -631,6 +638,16 @@ fn udp_sendto_through_a_server_is_refused_and_direct_goes() {
         )),
         "the supervisor must say why\n{}",
         refused.describe()
+    );
+    let conf =
+        u.lab.write("socks.conf", format!("deny {OUTSIDE_ADDR}/32\nsockd @={SERVER} 0.0.0.0/0\n"));
+    let denied =
+        u.run_with(&["-c", &conf.display().to_string()], &args("sendto", &[&u.outside_args()]));
+    assert_eq!(denied.stdout_text(), "sendto=-1 errno=13\n", "{}", denied.describe());
+    assert!(
+        denied.stderr.contains(&format!("sendto {OUTSIDE_ADDR}:7: denied by the configuration")),
+        "{}",
+        denied.describe()
     );
     let direct = u.run(&args("sendto", &[&u.direct_args()]));
     assert_eq!(direct.stdout_text(), "sendto=12\nreply=hello-sendto\n", "{}", direct.describe());
