@@ -1,5 +1,5 @@
 //! Where the things under test and the programs the tests run live: the workspace's built
-//! `sockd` and `libsocks.so` (found from the test binary's own path), `scripts/socksify`, and
+//! `sockd`, `libsocks.so` and `socks-supervise` (found from the test binary's own path), `scripts/socksify`, and
 //! Debian programs (searched in the system directories only, so a pyenv or nvm shim earlier in
 //! `PATH` is never what gets tested).
 //!
@@ -38,6 +38,11 @@ pub fn sockd() -> PathBuf {
 /// The built preload library.
 pub fn libsocks() -> PathBuf {
     built("libsocks.so")
+}
+
+/// The built supervisor for static and Go programs (`socks-supervise`).
+pub fn supervisor() -> PathBuf {
+    built("socks-supervise")
 }
 
 /// `scripts/socksify` of this workspace.

@@ -1,0 +1,242 @@
+//! CONNECT through a SOCKS server on the supervisor's copy of the program's socket: connect the
+//! copy to the first server that answers, run `socks_proto`'s client handshake over it under a
+//! deadline, and say which errno the program should see otherwise. Every wait is a `poll` with
+//! the time left, and every read and write is non-blocking (MSG_DONTWAIT), so a blocking
+//! socket never blocks the supervisor past the deadline; a blocking socket is made
+//! non-blocking for the connect only and given its flags back.
+//!
+//! Reads take exactly what the handshake still needs (`ClientHandshake::wanted`), so bytes the
+//! destination sends right after the reply stay in the socket for the program.
+//!
+//! Not here: choosing the servers (`route`), answering the notification (`supervise`).
+
+use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
+use std::time::Instant;
+
+use socks_proto::client::{ClientError, ClientHandshake, ClientStep, ClientVersion};
+use socks_proto::error::ProtoError;
+use socks_proto::reply::Failure;
+use socks_proto::server::Command;
+use socks_proto::TargetAddr;
+
+use crate::config::Server;
+use crate::{sockaddr, sys};
+
+/// Why a proxied connect failed: the errno for the program and a line for the log.
+#[derive(Debug)]
+pub struct Failed {
+    /// The errno the program gets.
+    pub errno: i32,
+    /// What happened, for `SOCKS_LOG`.
+    pub why: String,
+}
+
+fn failed(errno: i32, why: impl Into<String>) -> Failed {
+    Failed { errno, why: why.into() }
+}
+
+/// The protocol's name in log lines.
+pub fn version_name(version: ClientVersion) -> &'static str {
+    match version {
+        ClientVersion::Socks4 => "socks4",
+        ClientVersion::Socks4a => "socks4a",
+        ClientVersion::Socks5 => "socks5",
+    }
+}
+
+/// Connects `fd` (a TCP socket of family `family`) to `target` through the first of `servers`
+/// that accepts a TCP connection. Returns the server address used.
+pub fn connect_via(
+    fd: BorrowedFd<'_>,
+    target: SocketAddr,
+    servers: &[Server],
+    deadline: Instant,
+) -> Result<(SocketAddr, ClientVersion), Failed> {
+    let family = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
+        .map_err(|e| failed(e.raw_os_error().unwrap_or(libc::EIO), format!("SO_DOMAIN: {e}")))?;
+    let flags = sys::status_flags(fd)
+        .map_err(|e| failed(e.raw_os_error().unwrap_or(libc::EIO), format!("F_GETFL: {e}")))?;
+    let blocking = flags & libc::O_NONBLOCK == 0;
+    if blocking {
+        sys::set_status_flags(fd, flags | libc::O_NONBLOCK)
+            .map_err(|e| failed(e.raw_os_error().unwrap_or(libc::EIO), format!("F_SETFL: {e}")))?;
+    }
+    let result = try_servers(fd, family, target, servers, deadline);
+    if blocking {
+        // Giving the program its flags back cannot usefully fail on a descriptor we hold.
+        let _ = sys::set_status_flags(fd, flags);
+    }
+    if result.is_err() {
+        // Never leave the program's socket connected to a server after a failure.
+        sys::disconnect(fd);
+    }
+    result
+}
+
+fn try_servers(
+    fd: BorrowedFd<'_>,
+    family: i32,
+    target: SocketAddr,
+    servers: &[Server],
+    deadline: Instant,
+) -> Result<(SocketAddr, ClientVersion), Failed> {
+    let mut last = failed(libc::ECONNREFUSED, "no SOCKS server address of the socket's family");
+    for server in servers {
+        for &addr in &server.addrs {
+            let Some(addr) = for_family(addr, family) else { continue };
+            if let Err(errno) = connect_socket(fd, addr, deadline) {
+                let error = std::io::Error::from_raw_os_error(errno);
+                sys::disconnect(fd);
+                if errno == libc::ETIMEDOUT {
+                    return Err(failed(errno, format!("via {addr}: {error}")));
+                }
+                last = failed(libc::ECONNREFUSED, format!("via {addr}: {error}"));
+                continue;
+            }
+            let name = version_name(server.version);
+            let mut hs = ClientHandshake::new(
+                server.version,
+                Command::Connect,
+                &TargetAddr::Ip(target),
+                server.identity.clone(),
+            )
+            .map_err(|e| failed(libc::EAFNOSUPPORT, format!("via {addr} ({name}): {e}")))?;
+            if server.pipeline {
+                hs = hs.pipelined();
+            }
+            return exchange(fd, &mut hs, deadline)
+                .map(|()| (addr, server.version))
+                .map_err(|f| failed(f.errno, format!("via {addr} ({name}): {}", f.why)));
+        }
+    }
+    Err(last)
+}
+
+/// The server address as the socket's family can reach it (IPv4 through an IPv6 socket as
+/// an IPv4-mapped address).
+fn for_family(addr: SocketAddr, family: i32) -> Option<SocketAddr> {
+    match (addr, family) {
+        (SocketAddr::V4(_), libc::AF_INET) | (SocketAddr::V6(_), libc::AF_INET6) => Some(addr),
+        (SocketAddr::V4(v4), libc::AF_INET6) => {
+            Some(SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()))
+        }
+        _ => None,
+    }
+}
+
+fn millis_left(deadline: Instant) -> Result<i32, i32> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(libc::ETIMEDOUT);
+    }
+    Ok(i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1))
+}
+
+/// Waits for `events` on `fd` until the deadline (ETIMEDOUT).
+fn wait(fd: BorrowedFd<'_>, events: i16, deadline: Instant) -> Result<i16, i32> {
+    loop {
+        match sys::poll_one(fd, events, millis_left(deadline)?) {
+            Ok(0) => continue,
+            Ok(revents) => return Ok(revents),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
+    }
+}
+
+/// Connects the (non-blocking) socket to `addr`, waiting for the outcome.
+fn connect_socket(fd: BorrowedFd<'_>, addr: SocketAddr, deadline: Instant) -> Result<(), i32> {
+    match sys::connect_raw(fd, &sockaddr::bytes(addr)) {
+        Ok(()) => return Ok(()),
+        Err(libc::EINPROGRESS) | Err(libc::EALREADY) | Err(libc::EINTR) => {}
+        Err(errno) => return Err(errno),
+    }
+    wait(fd, libc::POLLOUT, deadline)?;
+    match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+        Ok(0) => Ok(()),
+        Ok(errno) => Err(errno),
+        Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
+    }
+}
+
+fn send_all(fd: BorrowedFd<'_>, mut data: &[u8], deadline: Instant) -> Result<(), Failed> {
+    while !data.is_empty() {
+        match sys::send_nonblocking(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                wait(fd, libc::POLLOUT, deadline)
+                    .map_err(|errno| failed(errno, "timed out sending the request"))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(failed(e.raw_os_error().unwrap_or(libc::EIO), format!("send: {e}")))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the handshake to its end.
+fn exchange(fd: BorrowedFd<'_>, hs: &mut ClientHandshake, deadline: Instant) -> Result<(), Failed> {
+    let mut buf = [0u8; 512];
+    loop {
+        let out = hs.take_output();
+        send_all(fd, &out, deadline)?;
+        let want = hs.wanted().clamp(1, buf.len());
+        let n = match sys::recv_nonblocking(fd, &mut buf[..want]) {
+            Ok(0) => return Err(failed(libc::ECONNREFUSED, "server closed the connection")),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                wait(fd, libc::POLLIN, deadline)
+                    .map_err(|errno| failed(errno, "timed out waiting for the reply"))?;
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(failed(e.raw_os_error().unwrap_or(libc::EIO), format!("recv: {e}")))
+            }
+        };
+        match hs.feed(&buf[..n]) {
+            ClientStep::NeedMore => {}
+            ClientStep::Granted { .. } => return Ok(()),
+            ClientStep::Failed(e) => return Err(failed(errno_for(&e), e.to_string())),
+        }
+    }
+}
+
+/// The errno a program would have seen had it reached the destination itself (the library's
+/// table, shim/src/proxy.rs, documented in socks.conf(5)).
+pub fn errno_for(error: &ClientError) -> i32 {
+    match error {
+        ClientError::Refused(Failure::NetworkUnreachable) => libc::ENETUNREACH,
+        ClientError::Refused(Failure::HostUnreachable) => libc::EHOSTUNREACH,
+        ClientError::Refused(Failure::TtlExpired) => libc::ETIMEDOUT,
+        ClientError::Refused(Failure::AddressTypeNotSupported) => libc::EAFNOSUPPORT,
+        ClientError::Refused(_) => libc::ECONNREFUSED,
+        ClientError::AuthRejected | ClientError::Protocol(ProtoError::NoAcceptableMethod) => {
+            libc::EACCES
+        }
+        ClientError::Protocol(_) => libc::EPROTO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_and_errnos() {
+        let v4: SocketAddr = "192.0.2.1:1080".parse().expect("literal");
+        assert_eq!(for_family(v4, libc::AF_INET), Some(v4));
+        assert_eq!(
+            for_family(v4, libc::AF_INET6),
+            Some("[::ffff:192.0.2.1]:1080".parse().expect("literal"))
+        );
+        let v6: SocketAddr = "[2001:db8::1]:1080".parse().expect("literal");
+        assert_eq!(for_family(v6, libc::AF_INET), None);
+        assert_eq!(errno_for(&ClientError::Refused(Failure::NotAllowed)), libc::ECONNREFUSED);
+        assert_eq!(errno_for(&ClientError::Refused(Failure::TtlExpired)), libc::ETIMEDOUT);
+        assert_eq!(errno_for(&ClientError::AuthRejected), libc::EACCES);
+    }
+}

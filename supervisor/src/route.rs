@@ -1,0 +1,162 @@
+//! The routing decision for one outbound TCP connection: direct, deny, or through which SOCKS
+//! servers — the library's rules (shim/src/route.rs), over the supervisor's settings.
+//!
+//! Loopback goes direct unless a socks.conf line names it explicitly (a line whose destination
+//! is narrower than "everything"); a SOCKS server's own address always goes direct; with only
+//! `SOCKS_SERVER`, the networks this host is attached to go direct too. A broken configuration
+//! refuses everything that is not local.
+//!
+//! Not here: host names (fake addresses and `decide_name` come with the supervisor's DNS).
+
+use std::net::{IpAddr, SocketAddr};
+
+use socks_proto::rules::{ClientAction, ClientRule, ClientRules, Destination};
+
+use crate::config::{Mode, Server, Settings};
+
+/// What to do with a connection.
+#[derive(Debug)]
+pub enum Route<'a> {
+    /// Connect as the program asked.
+    Direct,
+    /// Refuse it (ECONNREFUSED) because the configuration says so.
+    Deny,
+    /// Refuse it because the configuration is broken (fail closed).
+    Broken,
+    /// Through these servers, in order.
+    Proxy(&'a [Server]),
+}
+
+/// Decides for `dst` (IPv4-mapped addresses are turned into IPv4 here).
+pub fn route(settings: &Settings, dst: SocketAddr) -> Route<'_> {
+    let ip = dst.ip().to_canonical();
+    let dst = SocketAddr::new(ip, dst.port());
+    match &settings.mode {
+        Mode::Off => Route::Direct,
+        Mode::Broken { local_networks, .. } => {
+            if ip.is_loopback() || attached(local_networks, ip) {
+                Route::Direct
+            } else {
+                Route::Broken
+            }
+        }
+        _ if settings.is_server(dst) => Route::Direct,
+        Mode::Everything { servers, local_networks } => {
+            if ip.is_loopback() || ip.is_unspecified() || attached(local_networks, ip) {
+                Route::Direct
+            } else if servers.is_empty() {
+                Route::Broken
+            } else {
+                Route::Proxy(servers)
+            }
+        }
+        Mode::Rules { rules, servers } => {
+            match rules.decide(ip, dst.port(), settings.user.as_deref()) {
+                Some(rule) => rule_route(rules, servers, rule, ip),
+                None => Route::Direct,
+            }
+        }
+    }
+}
+
+fn rule_route<'a>(
+    rules: &ClientRules,
+    servers: &'a [Vec<Server>],
+    rule: &ClientRule,
+    ip: IpAddr,
+) -> Route<'a> {
+    match rule.action {
+        ClientAction::Direct => Route::Direct,
+        ClientAction::Deny => Route::Deny,
+        ClientAction::Proxy => {
+            let everything = match &rule.dst {
+                Destination::Net(net) => net.nets().iter().any(|n| n.prefix_len() == Some(0)),
+                Destination::Domain(_) => false,
+            };
+            if (ip.is_loopback() || ip.is_unspecified()) && everything {
+                return Route::Direct;
+            }
+            let index = rules.rules.iter().position(|r| std::ptr::eq(r, rule));
+            match index.and_then(|i| servers.get(i)) {
+                Some(list) if !list.is_empty() => Route::Proxy(list),
+                _ => Route::Broken,
+            }
+        }
+    }
+}
+
+/// Whether `ip` is on one of the attached networks.
+fn attached(networks: &[(IpAddr, u8)], ip: IpAddr) -> bool {
+    networks.iter().any(|&(net, prefix)| same_prefix(net, ip, prefix))
+}
+
+fn same_prefix(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, Environment};
+
+    fn at(settings: &Settings, s: &str) -> String {
+        match route(settings, s.parse().expect("literal")) {
+            Route::Direct => "direct".into(),
+            Route::Deny => "deny".into(),
+            Route::Broken => "broken".into(),
+            Route::Proxy(list) => format!("proxy {}", list[0].addrs[0]),
+        }
+    }
+
+    #[test]
+    fn rules_loopback_servers_and_mapped() {
+        let path =
+            std::env::temp_dir().join(format!("socks-supervise-route-{}.conf", std::process::id()));
+        std::fs::write(
+            &path,
+            "deny 198.51.100.9/32\ndirect 10.0.0.0/8\nsockd 127.0.0.2/32\n\
+             sockd @=192.0.2.7:1080 0.0.0.0/0\n",
+        )
+        .expect("temp file");
+        let settings = load(&Environment {
+            conf: Some(path.display().to_string()),
+            server: Some("192.0.2.1:1080".into()),
+            ..Default::default()
+        });
+        assert_eq!(at(&settings, "198.51.100.9:80"), "deny");
+        assert_eq!(at(&settings, "[::ffff:198.51.100.9]:80"), "deny", "IPv4-mapped");
+        assert_eq!(at(&settings, "10.1.2.3:80"), "direct");
+        assert_eq!(at(&settings, "127.0.0.1:80"), "direct", "loopback under a catch-all");
+        assert_eq!(at(&settings, "127.0.0.2:80"), "proxy 192.0.2.1:1080", "named loopback");
+        assert_eq!(at(&settings, "198.51.100.2:80"), "proxy 192.0.2.7:1080");
+        assert_eq!(at(&settings, "192.0.2.7:1080"), "direct", "the server itself");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn broken_and_off() {
+        let broken = load(&Environment {
+            conf: Some("/nonexistent/socks.conf".into()),
+            ..Default::default()
+        });
+        assert_eq!(at(&broken, "198.51.100.2:80"), "broken");
+        assert_eq!(at(&broken, "127.0.0.1:80"), "direct");
+        let off = Settings {
+            mode: Mode::Off,
+            timeout: crate::config::DEFAULT_TIMEOUT,
+            user: None,
+            log: 0,
+        };
+        assert_eq!(at(&off, "198.51.100.2:80"), "direct");
+    }
+}

@@ -1,0 +1,411 @@
+//! The notification loop: receive each trapped call (`connect`, `getpeername`, and the sends
+//! with a destination, which `send` handles) from the listener, handle it on its own thread (a
+//! slow handshake holds only the program thread that asked for it; a send that cannot block is
+//! answered on the loop's thread), and answer it. Ends when every supervised process is gone (the listener reports POLLHUP once the last
+//! one is reaped; this process is their subreaper).
+//!
+//! A connect is handled on the supervisor's copy of the program's socket (`pidfd_getfd`, the
+//! same socket): for an IPv4/IPv6 socket the address is read once from the program's memory,
+//! checked (`SECCOMP_IOCTL_NOTIF_ID_VALID` after every read), routed, and the connect — direct
+//! or through SOCKS — is made by the supervisor with the bytes it checked. The kernel never
+//! re-reads the program's address for such a socket, so a thread that rewrites the address
+//! during the call changes nothing. Only sockets of other families (AF_UNIX, netlink, …) get
+//! `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the kernel then re-reads the address, but a socket of
+//! those families cannot connect to an IP address whatever the bytes say.
+//!
+//! `getpeername` on a socket the supervisor connected through a SOCKS server (recognised by its
+//! `SO_COOKIE`, and only while the socket's real peer is still that server) answers the
+//! destination the program asked for, written into the program's memory; any other socket's
+//! call goes on to the kernel (CONTINUE: nothing was decided from the program's memory).
+//! The table of proxied sockets is bounded ([`PEERS_MAX`], oldest forgotten first: such a
+//! socket then shows the server as its peer).
+//!
+//! Every notification gets exactly one answer: a handler that panics or returns without one
+//! answers ECONNREFUSED from its guard's `Drop` (fail closed; for a send too: nothing was
+//! sent).
+//!
+//! Not here: the filter (`filter`), the routing (`route`), the handshake (`proxy`).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::config::Settings;
+use crate::route::{route, Route};
+use crate::{filter, proxy, send, sockaddr, sys};
+
+/// How many proxied sockets `getpeername` remembers.
+pub const PEERS_MAX: usize = 1 << 16;
+
+/// Shared by the loop and the handler threads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    listener: OwnedFd,
+    pub(crate) settings: Settings,
+    peers: Mutex<Peers>,
+}
+
+/// Proxied sockets by `SO_COOKIE`: (the destination the program asked for, the server the
+/// socket is really connected to).
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    by_cookie: HashMap<u64, (SocketAddr, SocketAddr)>,
+    order: VecDeque<u64>,
+}
+
+impl Peers {
+    pub(crate) fn insert(&mut self, cookie: u64, dst: SocketAddr, server: SocketAddr) {
+        if self.by_cookie.insert(cookie, (dst, server)).is_none() {
+            self.order.push_back(cookie);
+        }
+        while self.by_cookie.len() > PEERS_MAX {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.by_cookie.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn remove(&mut self, cookie: u64) {
+        if self.by_cookie.remove(&cookie).is_some() {
+            self.order.retain(|&c| c != cookie);
+        }
+    }
+}
+
+impl Shared {
+    /// The peers table; a handler that panicked while holding it left a usable table.
+    pub(crate) fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
+        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Logs a line at `level` (1 error … 4 debug) as `socks-supervise[PID]: …`, PID being the
+/// program's process.
+pub(crate) fn log(settings: &Settings, level: u8, pid: u32, line: std::fmt::Arguments<'_>) {
+    if settings.log >= level {
+        eprintln!("socks-supervise[{pid}]: {line}");
+    }
+}
+
+/// Serves the listener until every supervised process has ended; returns the exit code of the
+/// program (`child_pid`), as a shell reports it.
+pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
+    let shared = Arc::new(Shared { listener, settings, peers: Mutex::new(Peers::default()) });
+    let status = Arc::new(AtomicI32::new(1));
+    let all_gone = Arc::new(AtomicBool::new(false));
+    let reaper = {
+        let (status, all_gone) = (status.clone(), all_gone.clone());
+        std::thread::spawn(move || {
+            while let Some((pid, raw)) = sys::wait_any() {
+                if pid as u32 == child_pid {
+                    status.store(sys::exit_code(raw), Ordering::SeqCst);
+                }
+            }
+            all_gone.store(true, Ordering::SeqCst);
+        })
+    };
+    loop {
+        let revents = match sys::poll_one(shared.listener.as_fd(), libc::POLLIN, 200) {
+            Ok(r) => r,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) => {
+                eprintln!("socks-supervise: poll on the seccomp listener: {e}");
+                break;
+            }
+        };
+        if revents & libc::POLLIN != 0 {
+            match sys::notif_recv(shared.listener.as_fd()) {
+                Ok(notif) => dispatch(&shared, notif),
+                // The call was abandoned between poll and receive (signal, exit): normal.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINTR)) => {}
+                Err(e) => {
+                    eprintln!("socks-supervise: SECCOMP_IOCTL_NOTIF_RECV: {e}");
+                    break;
+                }
+            }
+            continue;
+        }
+        if revents & (libc::POLLHUP | libc::POLLERR) != 0 || all_gone.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    // Joining can only fail if the reaper panicked; its status is then the default.
+    let _ = reaper.join();
+    status.load(Ordering::SeqCst)
+}
+
+/// Hands one notification to a thread of its own — except a send, which `send` starts on this
+/// thread: most are answered without blocking (a socket that is not IP, a datagram), and only
+/// those that may wait get a thread (a thread costs more than the rest of the work).
+fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
+    let pending = Pending { shared: shared.clone(), id: notif.id, answered: false };
+    if notif.data.arch == filter::AUDIT_ARCH_X86_64 {
+        let call = match notif.data.nr as u32 {
+            filter::NR_SENDTO => Some(send::Call::To),
+            filter::NR_SENDMSG => Some(send::Call::Msg),
+            filter::NR_SENDMMSG => Some(send::Call::Mmsg),
+            _ => None,
+        };
+        if let Some(call) = call {
+            return send::handle(pending, notif, call);
+        }
+    }
+    let worker = std::thread::Builder::new()
+        .name(format!("connect-{}", notif.pid))
+        .spawn(move || handle(pending, notif));
+    if let Err(e) = worker {
+        // The closure (and its guard, which answers) was dropped: the call failed closed.
+        eprintln!("socks-supervise: cannot start a handler thread: {e}");
+    }
+}
+
+/// One notification still owed an answer; answers ECONNREFUSED when dropped unanswered.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) shared: Arc<Shared>,
+    id: u64,
+    answered: bool,
+}
+
+impl Pending {
+    fn listener(&self) -> BorrowedFd<'_> {
+        self.shared.listener.as_fd()
+    }
+
+    pub(crate) fn valid(&self) -> bool {
+        sys::notif_id_valid(self.listener(), self.id)
+    }
+
+    /// Answers with `-errno` (0 = success).
+    pub(crate) fn reply(mut self, errno: i32) {
+        self.answered = true;
+        // ENOENT: the program no longer waits (killed, or a signal ended the call).
+        let _ = sys::notif_send(self.listener(), self.id, 0, errno, false);
+    }
+
+    /// Answers success with the return value `value` (a byte or message count).
+    pub(crate) fn reply_value(mut self, value: i64) {
+        self.answered = true;
+        let _ = sys::notif_send(self.listener(), self.id, value, 0, false);
+    }
+
+    /// Lets the kernel run the call as the program made it.
+    pub(crate) fn proceed(mut self) {
+        self.answered = true;
+        let _ = sys::notif_send(self.listener(), self.id, 0, 0, true);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.answered {
+            let _ = sys::notif_send(self.listener(), self.id, 0, libc::ECONNREFUSED, false);
+        }
+    }
+}
+
+/// The thread group of thread `tid` (`Tgid:` in /proc/TID/status): pidfd_open wants it.
+fn thread_group(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
+fn handle(pending: Pending, notif: libc::seccomp_notif) {
+    if notif.data.arch != filter::AUDIT_ARCH_X86_64 {
+        // The filter sends nothing else; refuse rather than guess.
+        return pending.reply(libc::ENOSYS);
+    }
+    match notif.data.nr as u32 {
+        filter::NR_CONNECT => connect(pending, notif),
+        filter::NR_GETPEERNAME => getpeername(pending, notif),
+        filter::NR_SENDTO => send::handle(pending, notif, send::Call::To),
+        filter::NR_SENDMSG => send::handle(pending, notif, send::Call::Msg),
+        filter::NR_SENDMMSG => send::handle(pending, notif, send::Call::Mmsg),
+        _ => pending.reply(libc::ENOSYS),
+    }
+}
+
+/// The program's thread group and the supervisor's copy of its descriptor `fd`, checked to
+/// belong to the call still waiting (until then `pid` might be a recycled number naming
+/// another process). `Err(errno)`: the copy failed; `Ok(None)`: the call is gone.
+pub(crate) fn copy_socket(
+    pending: &Pending,
+    tid: u32,
+    fd: i32,
+) -> Result<Option<(u32, OwnedFd)>, i32> {
+    let pid = thread_group(tid).ok_or(libc::ESRCH)?;
+    let socket = sys::pidfd_open(pid)
+        .and_then(|p| sys::pidfd_getfd(p.as_fd(), fd))
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EBADF))?;
+    Ok(pending.valid().then_some((pid, socket)))
+}
+
+fn getpeername(pending: Pending, notif: libc::seccomp_notif) {
+    let fd = notif.data.args[0] as i32;
+    let (addr_ptr, len_ptr) = (notif.data.args[1], notif.data.args[2]);
+    // Whatever is not a socket we proxied is the kernel's to answer, errors included.
+    let (pid, socket) = match copy_socket(&pending, notif.pid, fd) {
+        Ok(Some(pair)) => pair,
+        Ok(None) => return,
+        Err(_) => return pending.proceed(),
+    };
+    let Ok(cookie) = sys::socket_cookie(socket.as_fd()) else { return pending.proceed() };
+    let Some((dst, server)) = pending.shared.peers().by_cookie.get(&cookie).copied() else {
+        return pending.proceed();
+    };
+    let real = sys::peer_name(socket.as_fd()).ok().and_then(|b| sockaddr::parse(&b));
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    if real.map(canonical) != Some(canonical(server)) {
+        // Disconnected or connected elsewhere since: the kernel's answer is the right one.
+        pending.shared.peers().remove(cookie);
+        return pending.proceed();
+    }
+    // As the kernel does: write min(*len, size) bytes of the address, store the full size.
+    let len = match sys::read_memory(notif.pid, len_ptr, 4) {
+        Ok(b) => i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        Err(_) => return pending.reply(libc::EFAULT),
+    };
+    if len < 0 {
+        return pending.reply(libc::EINVAL);
+    }
+    let bytes = sockaddr::bytes(dst);
+    let shown = &bytes[..bytes.len().min(len as usize)];
+    if !pending.valid() {
+        return;
+    }
+    let size = (bytes.len() as i32).to_ne_bytes();
+    if sys::write_memory(notif.pid, addr_ptr, shown)
+        .and_then(|()| sys::write_memory(notif.pid, len_ptr, &size))
+        .is_err()
+    {
+        return pending.reply(libc::EFAULT);
+    }
+    log(&pending.shared.settings, 4, pid, format_args!("getpeername: {dst} (via {server})"));
+    pending.reply(0);
+}
+
+fn connect(pending: Pending, notif: libc::seccomp_notif) {
+    let settings = &pending.shared.settings;
+    let fd = notif.data.args[0] as i32;
+    let addr_ptr = notif.data.args[1];
+    let addr_len = notif.data.args[2] as i32;
+    let (pid, socket) = match copy_socket(&pending, notif.pid, fd) {
+        Ok(Some(pair)) => pair,
+        Ok(None) => return,
+        Err(errno) => {
+            let e = std::io::Error::from_raw_os_error(errno);
+            log(settings, 1, notif.pid, format_args!("connect on fd {fd}: cannot copy it: {e}"));
+            let errno =
+                if matches!(errno, libc::EBADF | libc::ESRCH) { errno } else { libc::EPERM };
+            return pending.reply(errno);
+        }
+    };
+    let domain = match sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN) {
+        Ok(d) => d,
+        Err(e) => return pending.reply(e.raw_os_error().unwrap_or(libc::ENOTSOCK)),
+    };
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        // Not an IP socket: it cannot reach an IP address, whatever address the kernel reads.
+        return pending.proceed();
+    }
+    if !(0..=128).contains(&addr_len) {
+        return pending.reply(libc::EINVAL);
+    }
+    let bytes = match sys::read_memory(notif.pid, addr_ptr, addr_len as usize) {
+        Ok(b) => b,
+        Err(_) => return pending.reply(libc::EFAULT),
+    };
+    if !pending.valid() {
+        return;
+    }
+    // Whatever this connect does, the socket's earlier proxied destination is history.
+    let cookie = sys::socket_cookie(socket.as_fd()).ok();
+    if let Some(cookie) = cookie {
+        pending.shared.peers().remove(cookie);
+    }
+    let Some(dst) = sockaddr::parse(&bytes) else {
+        // AF_UNSPEC (disconnect), a short or foreign address: the kernel's answer, on our copy
+        // with our bytes.
+        return pending.reply(sys::connect_raw(socket.as_fd(), &bytes).err().unwrap_or(0));
+    };
+    let stream = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
+        .is_ok_and(|t| t == libc::SOCK_STREAM);
+    match route(settings, dst) {
+        Route::Direct => {
+            log(settings, 4, pid, format_args!("connect {dst}: direct"));
+            pending.reply(sys::connect_raw(socket.as_fd(), &bytes).err().unwrap_or(0));
+        }
+        Route::Deny => {
+            log(settings, 3, pid, format_args!("connect {dst}: denied by the configuration"));
+            pending.reply(libc::ECONNREFUSED);
+        }
+        Route::Broken => {
+            let why = match &settings.mode {
+                crate::config::Mode::Broken { message, .. } => message.as_str(),
+                _ => "no SOCKS server for it",
+            };
+            log(settings, 1, pid, format_args!("connect {dst}: refused: {why}"));
+            pending.reply(libc::ECONNREFUSED);
+        }
+        Route::Proxy(_) if !stream => {
+            log(
+                settings,
+                1,
+                pid,
+                format_args!(
+                    "connect {dst}: refused: datagram sockets through SOCKS are not supported \
+                     by the supervisor yet"
+                ),
+            );
+            pending.reply(libc::ECONNREFUSED);
+        }
+        Route::Proxy(servers) => {
+            let deadline = Instant::now() + settings.timeout;
+            // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4.
+            let target = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+            match proxy::connect_via(socket.as_fd(), target, servers, deadline) {
+                Ok((server, version)) => {
+                    if let Some(cookie) = cookie {
+                        pending.shared.peers().insert(cookie, dst, server);
+                    }
+                    let name = proxy::version_name(version);
+                    log(settings, 3, pid, format_args!("connect {dst} via {server} ({name}): ok"));
+                    pending.reply(0);
+                }
+                Err(failed) => {
+                    log(settings, 1, pid, format_args!("connect {dst} {}", failed.why));
+                    pending.reply(failed.errno);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_table_is_bounded_oldest_first() {
+        let a: SocketAddr = "198.51.100.2:80".parse().expect("literal");
+        let b: SocketAddr = "192.0.2.1:1080".parse().expect("literal");
+        let mut peers = Peers::default();
+        for cookie in 0..(PEERS_MAX as u64 + 10) {
+            peers.insert(cookie, a, b);
+        }
+        assert_eq!(peers.by_cookie.len(), PEERS_MAX);
+        assert!(!peers.by_cookie.contains_key(&9) && peers.by_cookie.contains_key(&10));
+        peers.insert(10, b, a);
+        assert_eq!(peers.by_cookie[&10], (b, a));
+        assert_eq!(peers.order.len(), PEERS_MAX, "a replaced entry is not queued twice");
+        peers.remove(10);
+        assert!(!peers.by_cookie.contains_key(&10));
+        assert_eq!(peers.order.len(), PEERS_MAX - 1);
+    }
+}

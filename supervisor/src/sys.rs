@@ -1,0 +1,616 @@
+//! The libc boundary of the supervisor: every `unsafe` block of the crate is here, each with its
+//! `// SAFETY:` note, and each function returns `io::Result` (or an errno) instead of raw codes.
+//! Seccomp (loading the filter in the child, the listener's ioctls), pidfds, reading the
+//! program's memory, raw `connect`/`send`/`sendmsg`/`recv`/`poll` on descriptors the supervisor
+//! copied,
+//! `getifaddrs`, and process housekeeping (subreaper, `waitpid`).
+//!
+//! Not here: decisions (`route`), the SOCKS handshake (`proxy`), the notification loop
+//! (`supervise`).
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_long(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// The errno of the last failed call.
+pub fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Starts `command` under the seccomp `filter`: in the child, between fork and exec, sets
+/// `no_new_privs` and loads the filter with `SECCOMP_FILTER_FLAG_NEW_LISTENER` (and
+/// `WAIT_KILLABLE_RECV` where the kernel has it, ≥ 5.19). The listener is not sent over a
+/// socket — `sendmsg` is a trapped call, and nobody could answer it yet — but taken: the child
+/// writes its pid and the listener's number into a pipe, a thread of this process copies the
+/// descriptor with `pidfd_getfd` and acknowledges on a second pipe, and only then does the
+/// child close it and exec. Returns the child and the listener.
+pub fn spawn_supervised(
+    command: &mut Command,
+    filter: Vec<libc::sock_filter>,
+) -> io::Result<(Child, OwnedFd)> {
+    let (ready_read, ready_write) = pipe()?;
+    let (ack_read, ack_write) = pipe()?;
+    let (ready_fd, ack_fd) = (ready_write.as_raw_fd(), ack_read.as_raw_fd());
+    let (ready_read_fd, ack_write_fd) = (ready_read.as_raw_fd(), ack_write.as_raw_fd());
+    let len = u16::try_from(filter.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp filter too long"))?;
+    // SAFETY: the closure runs in the forked child before exec and only makes system calls
+    // (close, prctl, seccomp, getpid, write, read) on memory prepared before the fork
+    // (`filter`, moved in and not reallocated) or on its stack; it allocates nothing and takes
+    // no lock.
+    unsafe {
+        command.pre_exec(move || {
+            // The child's copies of the parent's ends: without them, a parent that gives up
+            // is seen as end of file instead of a wait forever.
+            libc::close(ready_read_fd);
+            libc::close(ack_write_fd);
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            let prog = libc::sock_fprog { len, filter: filter.as_ptr() as *mut libc::sock_filter };
+            let load = |flags: libc::c_ulong| {
+                check_long(libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    flags,
+                    &prog as *const libc::sock_fprog,
+                ))
+            };
+            let listener = match load(
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+                    | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+            ) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    load(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER)?
+                }
+                other => other?,
+            } as RawFd;
+            let mut note = [0u8; 8];
+            note[..4].copy_from_slice(&(libc::getpid() as u32).to_ne_bytes());
+            note[4..].copy_from_slice(&(listener as u32).to_ne_bytes());
+            let wrote = libc::write(ready_fd, note.as_ptr().cast::<c_void>(), note.len());
+            let mut ack = [0u8; 1];
+            let got = if wrote == note.len() as isize {
+                libc::read(ack_fd, ack.as_mut_ptr().cast::<c_void>(), 1)
+            } else {
+                -1
+            };
+            libc::close(listener);
+            // No allocation here: the errno alone reaches the parent's spawn().
+            if got == 1 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(libc::EPIPE))
+            }
+        });
+    }
+    let taker = std::thread::spawn(move || take_listener(ready_read, ack_write));
+    let child = command.spawn();
+    // Closing our write end lets the taker see end of file if the child failed before writing.
+    drop(ready_write);
+    drop(ack_read);
+    let taken = taker
+        .join()
+        .map_err(|_| io::Error::other("the thread taking the seccomp listener panicked"))?;
+    let child = child?;
+    Ok((child, taken?))
+}
+
+/// The parent's half of the hand-over: reads the child's pid and listener number, copies the
+/// listener with `pidfd_getfd`, and acknowledges (dropping `ack` unacknowledged fails the
+/// child's exec).
+fn take_listener(ready: OwnedFd, ack: OwnedFd) -> io::Result<OwnedFd> {
+    use std::io::{Read, Write};
+    let mut ready = std::fs::File::from(ready);
+    let mut note = [0u8; 8];
+    ready.read_exact(&mut note).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("the child sent no seccomp listener (it failed before exec): {e}"),
+        )
+    })?;
+    let pid = u32::from_ne_bytes([note[0], note[1], note[2], note[3]]);
+    let fd = i32::from_ne_bytes([note[4], note[5], note[6], note[7]]);
+    let pidfd = pidfd_open(pid)
+        .map_err(|e| io::Error::new(e.kind(), format!("pidfd_open of the child {pid}: {e}")))?;
+    let listener = pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| {
+        io::Error::new(e.kind(), format!("pidfd_getfd of the child's seccomp listener: {e}"))
+    })?;
+    std::fs::File::from(ack).write_all(&[1])?;
+    Ok(listener)
+}
+
+/// pipe2(2) with O_CLOEXEC: (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: two fresh descriptors nobody else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// An all-zero notification, as SECCOMP_IOCTL_NOTIF_RECV requires.
+pub fn empty_notif() -> libc::seccomp_notif {
+    libc::seccomp_notif {
+        id: 0,
+        pid: 0,
+        flags: 0,
+        data: libc::seccomp_data { nr: 0, arch: 0, instruction_pointer: 0, args: [0; 6] },
+    }
+}
+
+/// SECCOMP_IOCTL_NOTIF_RECV: the next notification (blocks; poll first).
+pub fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<libc::seccomp_notif> {
+    let mut notif = empty_notif();
+    // SAFETY: the ioctl writes one seccomp_notif into `notif`, which is that type and zeroed.
+    check(unsafe {
+        libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut notif)
+    })?;
+    Ok(notif)
+}
+
+/// SECCOMP_IOCTL_NOTIF_SEND: answer notification `id` with `-error` (0 = success, `val` then
+/// the return value) or, with `continue_call`, let the kernel run the call itself.
+pub fn notif_send(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    val: i64,
+    error: i32,
+    continue_call: bool,
+) -> io::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val,
+        error: -error,
+        flags: if continue_call { libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32 } else { 0 },
+    };
+    // SAFETY: the ioctl reads one seccomp_notif_resp from `resp`.
+    check(unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) })?;
+    Ok(())
+}
+
+/// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (linux/seccomp.h, Linux ≥ 6.6).
+const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: libc::c_ulong = 1;
+
+/// SECCOMP_IOCTL_NOTIF_SET_FLAGS with `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`: the program and the
+/// supervisor hand a notification to each other on the same CPU (the waker's) instead of
+/// waking a thread elsewhere — the round trip is mostly two wake-ups. Linux ≥ 6.6; an error
+/// (older kernels: EINVAL) changes nothing else.
+pub fn notif_sync_wake_up(listener: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: this ioctl takes its flags by value, not through a pointer.
+    check(unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    })?;
+    Ok(())
+}
+
+/// SECCOMP_IOCTL_NOTIF_ID_VALID: whether the program still waits in notification `id` (so the
+/// pid and the memory read for it still belong to that call).
+pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
+    let mut id = id;
+    // SAFETY: the ioctl reads one u64 from `id`.
+    unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id) == 0 }
+}
+
+/// pidfd_open(2) for process `pid` (a thread group leader).
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })?;
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// pidfd_getfd(2): a copy, in this process, of descriptor `fd` of the process behind `pidfd`
+/// (the same open file description: same socket, same flags). Close-on-exec is set.
+pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_getfd takes two descriptors numbers and flags and returns a new descriptor.
+    let copy =
+        check_long(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })?;
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
+}
+
+/// Reads `len` bytes at `addr` in process (thread) `pid` with process_vm_readv, falling back to
+/// `/proc/PID/mem` where cross-memory attach is not available (ENOSYS). A short read is EFAULT.
+pub fn read_memory(pid: u32, addr: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast::<c_void>(), iov_len: len };
+    let remote = libc::iovec { iov_base: addr as usize as *mut c_void, iov_len: len };
+    // SAFETY: `local` describes `buf`, writable for `len` bytes; `remote` is only read by the
+    // kernel on the other process's side, which checks it.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if n == len as isize {
+        return Ok(buf);
+    }
+    if n < 0 && errno() == libc::ENOSYS {
+        use std::os::unix::fs::FileExt;
+        let mem = std::fs::File::open(format!("/proc/{pid}/mem"))?;
+        mem.read_exact_at(&mut buf, addr)?;
+        return Ok(buf);
+    }
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Err(io::Error::from_raw_os_error(libc::EFAULT))
+}
+
+/// Writes `data` at `addr` in process (thread) `pid` with process_vm_writev, falling back to
+/// `/proc/PID/mem` where cross-memory attach is not available; a short write is EFAULT.
+pub fn write_memory(pid: u32, addr: u64, data: &[u8]) -> io::Result<()> {
+    let local = libc::iovec { iov_base: data.as_ptr() as *mut c_void, iov_len: data.len() };
+    let remote = libc::iovec { iov_base: addr as usize as *mut c_void, iov_len: data.len() };
+    // SAFETY: `local` describes `data`, which the kernel only reads; `remote` is checked by the
+    // kernel on the other process's side.
+    let n = unsafe { libc::process_vm_writev(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if n == data.len() as isize {
+        return Ok(());
+    }
+    if n < 0 && errno() == libc::ENOSYS {
+        use std::os::unix::fs::FileExt;
+        let mem = std::fs::OpenOptions::new().write(true).open(format!("/proc/{pid}/mem"))?;
+        return mem.write_all_at(data, addr);
+    }
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Err(io::Error::from_raw_os_error(libc::EFAULT))
+}
+
+/// The socket's cookie (SO_COOKIE): a number the kernel never reuses for another socket, so
+/// state kept for a socket is not inherited by a descriptor number reused after a close.
+pub fn socket_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut value: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `value` is a u64 of the length given.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut value as *mut u64).cast::<c_void>(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// connect(2) of `fd` to the raw socket address `addr` (as the program passed it); the errno
+/// on failure.
+pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> Result<(), i32> {
+    // Copy into a sockaddr_storage so the kernel reads an aligned buffer of the right size.
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = addr.len().min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: `storage` is at least `len` bytes long and does not overlap `addr`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+            len,
+        );
+    }
+    // SAFETY: `storage` holds `len` valid bytes of a socket address.
+    let ret = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr>(),
+            len as libc::socklen_t,
+        )
+    };
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// getpeername(2) of our copy: the raw address bytes.
+pub fn peer_name(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` is writable for `len` bytes.
+    check(unsafe {
+        libc::getpeername(
+            fd.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr>(),
+            &mut len,
+        )
+    })?;
+    // SAFETY: `storage` is a plain struct of at least `len` initialised bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    };
+    Ok(bytes.to_vec())
+}
+
+/// Disconnects a socket (connect to AF_UNSPEC), so it can connect again; errors ignored.
+pub fn disconnect(fd: BorrowedFd<'_>) {
+    let unspec = (libc::AF_UNSPEC as u16).to_ne_bytes();
+    let mut addr = [0u8; 16];
+    addr[..2].copy_from_slice(&unspec);
+    let _ = connect_raw(fd, &addr);
+}
+
+/// A sockaddr copied into an aligned `sockaddr_storage`: (storage, length).
+fn storage_of(addr: &[u8]) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = addr.len().min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: `storage` is at least `len` bytes long and does not overlap `addr`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            addr.as_ptr(),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+            len,
+        );
+    }
+    (storage, len as libc::socklen_t)
+}
+
+/// sendmsg(2) on `fd` (a descriptor the supervisor copied) of `data` as one buffer, to `name`
+/// (raw sockaddr bytes, as the program passed them; `None` = no address) with the control
+/// messages `control` (raw bytes, as the program passed them) and `flags` plus MSG_NOSIGNAL
+/// (a broken pipe is the program's error, never a signal to the supervisor). The byte count,
+/// or the errno.
+pub fn send_message(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    name: Option<&[u8]>,
+    control: &[u8],
+    flags: i32,
+) -> Result<usize, i32> {
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut c_void, iov_len: data.len() };
+    let mut storage = name.map(storage_of);
+    // cmsghdr wants 8-byte alignment: copy into u64 words.
+    let mut aligned = vec![0u64; control.len().div_ceil(8)];
+    // SAFETY: `aligned` has room for `control.len()` bytes and does not overlap it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            control.as_ptr(),
+            aligned.as_mut_ptr().cast::<u8>(),
+            control.len(),
+        );
+    }
+    // SAFETY: an all-zero msghdr is a valid value (integers and null pointers).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some((storage, len)) = storage.as_mut() {
+        msg.msg_name = (storage as *mut libc::sockaddr_storage).cast::<c_void>();
+        msg.msg_namelen = *len;
+    }
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !control.is_empty() {
+        msg.msg_control = aligned.as_mut_ptr().cast::<c_void>();
+        msg.msg_controllen = control.len();
+    }
+    // SAFETY: `msg` points at a live iovec over `data`, a live sockaddr_storage of the length
+    // given and a live control buffer of the length given; the kernel only reads them.
+    let n = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, flags | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// send(2) of `data` with `flags` plus MSG_NOSIGNAL: the byte count, or the errno.
+pub fn send_plain(fd: BorrowedFd<'_>, data: &[u8], flags: i32) -> Result<usize, i32> {
+    // SAFETY: `data` is readable for its length.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            data.as_ptr().cast::<c_void>(),
+            data.len(),
+            flags | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(errno())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// poll(2) on one descriptor: the returned events, or 0 on timeout.
+pub fn poll_one(fd: BorrowedFd<'_>, events: i16, timeout_ms: i32) -> io::Result<i16> {
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let n = check(unsafe { libc::poll(&mut pfd, 1, timeout_ms) })?;
+    Ok(if n == 0 { 0 } else { pfd.revents })
+}
+
+/// getsockopt(2) of an int option.
+pub fn getsockopt_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` is an int of the length given.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast::<c_void>(),
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// The file status flags (F_GETFL).
+pub fn status_flags(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    // SAFETY: F_GETFL takes no argument.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })
+}
+
+/// Sets the file status flags (F_SETFL).
+pub fn set_status_flags(fd: BorrowedFd<'_>, flags: i32) -> io::Result<()> {
+    // SAFETY: F_SETFL takes an int.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) })?;
+    Ok(())
+}
+
+/// send(2) that never blocks and never raises SIGPIPE.
+pub fn send_nonblocking(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is readable for its length.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            data.as_ptr().cast::<c_void>(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// recv(2) that never blocks.
+pub fn recv_nonblocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length.
+    let n = unsafe {
+        libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast::<c_void>(), buf.len(), libc::MSG_DONTWAIT)
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// The networks this host is attached to, as (address, prefix length), from getifaddrs.
+pub fn attached_networks() -> Vec<(IpAddr, u8)> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        // SAFETY: non-null ifa_addr/ifa_netmask point to sockaddrs of their family.
+        let pair = unsafe { (sockaddr_ip(ifa.ifa_addr), sockaddr_ip(ifa.ifa_netmask)) };
+        if let (Some(addr), Some(mask)) = pair {
+            let prefix = match mask {
+                IpAddr::V4(m) => u32::from(m).count_ones(),
+                IpAddr::V6(m) => u128::from(m).count_ones(),
+            };
+            out.push((addr, prefix as u8));
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    out
+}
+
+/// The IP address in a sockaddr, if it is AF_INET or AF_INET6.
+///
+/// # Safety
+/// `sa` is null or points to a sockaddr as long as its family says.
+unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
+    if sa.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, per the contract.
+    match i32::from(unsafe { (*sa).sa_family }) {
+        libc::AF_INET => {
+            // SAFETY: an AF_INET sockaddr is a sockaddr_in.
+            let sin = unsafe { &*sa.cast::<libc::sockaddr_in>() };
+            Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: an AF_INET6 sockaddr is a sockaddr_in6.
+            let sin6 = unsafe { &*sa.cast::<libc::sockaddr_in6>() };
+            Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+        }
+        _ => None,
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER), so a
+/// program that forks and exits its parent stays ours to wait for.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })?;
+    Ok(())
+}
+
+/// waitpid(-1): the next child to end, as (pid, raw status); `None` when none is left (ECHILD).
+pub fn wait_any() -> Option<(i32, i32)> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid int to write.
+        let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if pid > 0 {
+            return Some((pid, status));
+        }
+        if errno() != libc::EINTR {
+            return None;
+        }
+    }
+}
+
+/// The exit code a shell would report for a raw wait status.
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
+/// Ignores SIGINT and SIGQUIT in the supervisor (after the program started with the default
+/// dispositions): a Ctrl-C goes to the program, whose exit ends the supervisor; a supervisor
+/// killed first would leave the program's connects failing with ENOSYS.
+pub fn ignore_terminal_signals() {
+    for sig in [libc::SIGINT, libc::SIGQUIT] {
+        // SAFETY: SIG_IGN is a valid disposition for these signals.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
+/// The login name of the effective user, from /etc/passwd (for `*=` lists and SOCKS4 user ids).
+pub fn effective_user_name() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid).then(|| name.to_owned())
+    })
+}

@@ -1,0 +1,749 @@
+//! Programs libsocks.so cannot reach — statically linked ones (busybox-static, a static C
+//! program) and Go — run with a plain `socksify` under the supervisor (`socks-supervise`,
+//! seccomp user notification, issue 12) and reach a destination only sockd can reach. Each
+//! test checks the bytes the program got, that socksify chose the supervisor (its log line),
+//! that sockd logged the session, and, with the leak counter, that nothing but traffic to
+//! sockd left the workstation. Refusals: a denied destination fails and sends nothing. A
+//! hostile static program rewrites its connect address from another thread during the call
+//! and still never reaches the proxied destination directly; `int 0x80`, x32 calls and io_uring
+//! do not get around the filter; a hanging server holds only its own connect; a thousand
+//! connections from fifty threads all go through.
+//!
+//! A kernel without seccomp user notification (or a sandbox forbidding it) skips these tests
+//! through `socks_e2e::skip`, named in the summary.
+//!
+//! Not here: the library under dynamically linked programs (programs.rs and the rest).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use socks_e2e::*;
+
+/// Whether the supervisor can start a program here; reports the skip otherwise.
+fn supervisor_works(test: &str) -> bool {
+    let out = Command::new(paths::supervisor())
+        .args(["--", "/bin/true"])
+        .output()
+        .expect("socks-supervise runs");
+    if out.status.success() {
+        return true;
+    }
+    skip(
+        test,
+        &format!(
+            "socks-supervise cannot start a program here (no seccomp user notification?): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    );
+    false
+}
+
+/// The Debian busybox-static binary, checked to be one (socksify must pick the supervisor).
+fn busybox_static() -> PathBuf {
+    let busybox = paths::require("busybox", "busybox-static");
+    let out = Command::new(paths::supervisor())
+        .arg("--which")
+        .arg(&busybox)
+        .output()
+        .expect("socks-supervise --which runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "supervise static\n",
+        "{} must be the statically linked busybox (Debian package busybox-static)",
+        busybox.display()
+    );
+    busybox
+}
+
+/// The line SOCKS_LOG=info prints for a connection the supervisor proxied through our server.
+fn proxied(dst: SocketAddr) -> String {
+    format!("]: connect {dst} via {SERVER} (socks5): ok")
+}
+
+fn assert_supervised(ran: &Ran, dst: SocketAddr) {
+    assert!(
+        ran.stderr.contains("socks-supervise[") && ran.stderr.contains(&proxied(dst)),
+        "socksify must have run the program under socks-supervise, which must report the \
+         proxied connect\n{}",
+        ran.describe()
+    );
+}
+
+#[test]
+fn busybox_wget_by_address() {
+    let Some(lab) = Lab::new("supervised-wget") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let busybox = busybox_static();
+    let http = lab.http(8080);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let url = format!("http://{}/bytes/123457", http.addr());
+    let ran = lab
+        .client(busybox)
+        .args(["wget", "-q", "-O", "-", &url])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    ran.assert_success();
+    assert!(
+        ran.stdout == http_body("/bytes/123457"),
+        "busybox wget got {} bytes, not the 123457-byte body\n{}",
+        ran.stdout.len(),
+        ran.describe()
+    );
+    assert_supervised(&ran, http.addr());
+    let exchanges = http.wait_done(1, STARTUP);
+    assert_from_firewall(&http);
+    assert_session(&sockd, http.addr(), Some(&exchanges[0]));
+    leaks.assert_only_sockd("busybox-static wget under the supervisor");
+}
+
+#[test]
+fn busybox_nc_echo() {
+    let Some(lab) = Lab::new("supervised-nc") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let busybox = busybox_static();
+    let echo = lab.echo(7);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let input = pattern(100_000);
+    // busybox nc ends on the peer's close; `-w 5` bounds its final read.
+    let ran = lab
+        .client(busybox)
+        .args(["nc", "-w", "5", &OUTSIDE_ADDR.to_string(), "7"])
+        .stdin(input.clone())
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    assert!(
+        ran.stdout == input,
+        "busybox nc got {} bytes back, not the 100000 it sent\n{}",
+        ran.stdout.len(),
+        ran.describe()
+    );
+    assert_supervised(&ran, echo.addr());
+    echo.wait_done(1, STARTUP);
+    assert_from_firewall(&echo);
+    assert_session(&sockd, echo.addr(), None);
+    leaks.assert_only_sockd("busybox-static nc under the supervisor");
+}
+
+#[test]
+fn denied_destination_fails_and_sends_nothing() {
+    let Some(lab) = Lab::new("supervised-deny") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let busybox = busybox_static();
+    let http = lab.http(80);
+    let _sockd = lab.sockd(PERMIT_INSIDE);
+    let conf =
+        lab.write("socks.conf", format!("deny {OUTSIDE_ADDR}/32\nsockd @={SERVER} 0.0.0.0/0\n"));
+    let leaks = LeakCounter::install(&lab);
+    let url = format!("http://{}/", http.addr());
+    let ran = lab
+        .client(busybox)
+        .args(["wget", "-q", "-O", "-", &url])
+        .socksify(&["-v", "-c", &conf.display().to_string()])
+        .run();
+    assert!(
+        !ran.success() && ran.stdout.is_empty(),
+        "a denied destination must fail\n{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains(&format!("connect {}: denied by the configuration", http.addr()))
+            && ran.stderr.contains("Connection refused"),
+        "the supervisor must refuse it (ECONNREFUSED) and say why\n{}",
+        ran.describe()
+    );
+    assert!(http.accepted().is_empty(), "the destination must see nothing");
+    let counts = leaks.counts();
+    assert!(
+        counts.leaked == 0 && counts.to_sockd == 0,
+        "nothing may leave the workstation for a denied destination: {counts:?}\n{}",
+        leaks.table()
+    );
+}
+
+/// Builds `tests/c/NAME.c` statically (`cc -static -pthread`) into `dir`; `None` (skip
+/// reported for `test`) when this system has no static C library.
+fn build_static(test: &str, dir: &std::path::Path, name: &str) -> Option<PathBuf> {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
+    let binary = dir.join(name);
+    let out = Command::new(paths::require("cc", "gcc"))
+        .args(["-static", "-pthread", "-O2", "-Wall", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("cc runs");
+    if !out.status.success() {
+        let why = format!(
+            "cc -static {name}.c failed (libc6-dev provides libc.a): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        skip(test, &why);
+        return None;
+    }
+    Some(binary)
+}
+
+#[test]
+fn address_rewritten_during_connect_never_goes_direct() {
+    let Some(lab) = Lab::new("supervised-race") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let Some(racer) = build_static(lab.name(), lab.dir.path(), "racer") else { return };
+    let echo = lab.echo(7);
+    // The direct destination: on the firewall's inside address, a network the workstation is
+    // attached to, which SOCKS_SERVER alone sends direct.
+    let direct_port = 4242;
+    let direct = lab.echo_in(Ns::Fw, SocketAddr::from((FW_INSIDE_ADDR, direct_port)));
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    // Give the workstation a route towards the outside through the firewall (which does not
+    // forward), so a direct connection attempt would leave as a packet the leak counter sees,
+    // instead of failing locally with ENETUNREACH.
+    let route = Command::new("ip")
+        .args(["-n", lab.ns(Ns::Inside), "route", "add", "198.51.100.0/24", "via"])
+        .arg(FW_INSIDE_ADDR.to_string())
+        .output()
+        .expect("ip runs");
+    assert!(route.status.success(), "ip route add: {}", String::from_utf8_lossy(&route.stderr));
+    let leaks = LeakCounter::install(&lab);
+    let count = 300;
+    let ran = lab
+        .client(&racer)
+        .args([OUTSIDE_ADDR.to_string(), "7".into(), FW_INSIDE_ADDR.to_string()])
+        .args([direct_port.to_string(), count.to_string()])
+        .socksify(&["-s", SERVER])
+        .timeout(std::time::Duration::from_secs(60))
+        .run();
+    ran.assert_success();
+    let line = ran.stdout_text();
+    eprintln!("racer: {}", line.trim());
+    let field = |name: &str| -> u32 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in the racer's output\n{}", ran.describe()))
+    };
+    let (via_sockd, direct_ok, other) = (field("via-sockd"), field("direct"), field("other"));
+    // First what matters most: nothing went to the outside directly.
+    let allowed = [format!("{FW_INSIDE_ADDR} . tcp . {direct_port}")];
+    leaks.assert_only_sockd_and("a static program rewriting its connect address", &allowed);
+    assert!(
+        via_sockd > 0 && direct_ok > 0,
+        "the rewrites must have landed on both sides (else the race proves nothing)\n{}",
+        ran.describe()
+    );
+    // Every connection the outside echo server accepted came through the firewall.
+    echo.wait_done(via_sockd as usize, STARTUP);
+    assert_from_firewall(&echo);
+    assert!(direct.accepted().len() >= direct_ok as usize);
+    sockd.wait_lines(&["closed:", &format!("dst={} ", echo.addr())], via_sockd as usize, STARTUP);
+    assert_eq!(other, 0, "no connect may fail otherwise than refused\n{}", ran.describe());
+}
+
+/// A Go HTTP client, then a TCP echo round trip printing the connection's `RemoteAddr`
+/// (getpeername): connects with non-blocking sockets from its netpoller, by raw system calls
+/// (never through libc), and is preempted with SIGURG while a call waits.
+const GO_HTTP_GET: &str = r#"package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	client := &http.Client{Timeout: 20 * time.Second}
+	resp, err := client.Get(os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "get:", err)
+		os.Exit(1)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(os.Stdout, resp.Body); err != nil {
+		fmt.Fprintln(os.Stderr, "read:", err)
+		os.Exit(1)
+	}
+	if len(os.Args) > 2 {
+		// A TCP echo round trip; the connection must name the destination as its peer.
+		c, err := net.DialTimeout("tcp", os.Args[2], 10*time.Second)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dial:", err)
+			os.Exit(1)
+		}
+		c.Write([]byte("hello from go"))
+		c.(*net.TCPConn).CloseWrite()
+		back, err := io.ReadAll(c)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "echo:", err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(os.Stderr, "remote=%s echo=%s\n", c.RemoteAddr(), back)
+	}
+}
+"#;
+
+/// Builds `source` with Debian's Go, `CGO_ENABLED=0` (a static binary), into the lab's
+/// directory as `name`.
+fn go_build(lab: &Lab, name: &str, source: &str) -> PathBuf {
+    let go = paths::require("go", "golang-go");
+    let dir = lab.dir.path();
+    let main = lab.write(&format!("{name}.go"), source);
+    let binary = dir.join(name);
+    let out = Command::new(go)
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(&main)
+        .current_dir(dir)
+        .env("CGO_ENABLED", "0")
+        .env("GO111MODULE", "off")
+        .env("HOME", dir)
+        .env("GOPATH", dir.join("gopath"))
+        .env("GOCACHE", dir.join("gocache"))
+        .output()
+        .expect("go runs");
+    assert!(out.status.success(), "go build: {}", String::from_utf8_lossy(&out.stderr));
+    binary
+}
+
+#[test]
+fn go_http_get_by_address() {
+    let Some(lab) = Lab::new("supervised-go") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let program = go_build(&lab, "httpget", GO_HTTP_GET);
+    let which = Command::new(paths::supervisor())
+        .arg("--which")
+        .arg(&program)
+        .output()
+        .expect("socks-supervise --which runs");
+    assert_eq!(String::from_utf8_lossy(&which.stdout), "supervise go\n");
+    let http = lab.http(80);
+    let echo = lab.echo(7);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let url = format!("http://{}/bytes/300000", http.addr());
+    let ran = lab
+        .client(&program)
+        .args([url, echo.addr().to_string()])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    ran.assert_success();
+    assert!(
+        ran.stdout == http_body("/bytes/300000"),
+        "the Go client got {} bytes, not the 300000-byte body\n{}",
+        ran.stdout.len(),
+        ran.describe()
+    );
+    assert_supervised(&ran, http.addr());
+    assert_supervised(&ran, echo.addr());
+    assert!(
+        ran.stderr.contains(&format!("remote={} echo=hello from go\n", echo.addr())),
+        "the Go connection must name the destination as its peer (getpeername), not sockd\n{}",
+        ran.describe()
+    );
+    let exchanges = http.wait_done(1, STARTUP);
+    assert_from_firewall(&http);
+    assert_from_firewall(&echo);
+    assert_session(&sockd, http.addr(), Some(&exchanges[0]));
+    assert_session(&sockd, echo.addr(), None);
+    leaks.assert_only_sockd("a static Go HTTP client and echo under the supervisor");
+}
+
+/// The ways around the filter (no network needed, so no namespaces: runs as any user): a
+/// 32-bit `int 0x80` socketcall and an x32 connect kill the program (SIGSYS, which socksify
+/// reports as 128 + 31), and io_uring_setup fails with ENOSYS where it works without the
+/// supervisor.
+#[test]
+fn int80_x32_and_io_uring_are_closed() {
+    let test = "supervised-escapes";
+    if !supervisor_works(test) {
+        return;
+    }
+    let dir = TempDir::new(test);
+    let Some(escapes) = build_static(test, dir.path(), "escapes") else { return };
+    let socksify = |mode: &str| {
+        let out = Command::new(paths::socksify())
+            .args(["-s", SERVER])
+            .arg(&escapes)
+            .arg(mode)
+            .output()
+            .expect("socksify runs");
+        let text = format!(
+            "status {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), text)
+    };
+    for mode in ["int80", "x32"] {
+        let (code, stdout, text) = socksify(mode);
+        assert_eq!(
+            (code, stdout.as_str()),
+            (Some(128 + libc::SIGSYS), "before\n"),
+            "{mode}: the program must be killed by the filter at that call\n{text}"
+        );
+    }
+    let (code, stdout, text) = socksify("io_uring");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        stdout.contains("io_uring_setup returned -1 errno=38"),
+        "io_uring_setup must fail with ENOSYS under the supervisor\n{text}"
+    );
+    let bare = Command::new(&escapes).arg("io_uring").output().expect("escapes runs");
+    let bare = String::from_utf8_lossy(&bare.stdout);
+    if !bare.contains("errno=0") {
+        eprintln!("note: io_uring is unavailable here even without the supervisor: {bare}");
+    }
+}
+
+/// A connect held up by a server that never answers holds only the process that made it: a
+/// second program of the same supervised tree gets through meanwhile, and the first fails with
+/// ETIMEDOUT once `SOCKS_TIMEOUT` has passed (never a direct connection).
+#[test]
+fn a_hanging_server_holds_only_its_own_connect() {
+    let Some(lab) = Lab::new("supervised-slow") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let busybox = busybox_static();
+    let http = lab.http(8080);
+    let hanging = SocketAddr::from((FW_INSIDE_ADDR, 1081));
+    let _silent = lab.silent_in(Ns::Fw, hanging);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let conf = lab.write(
+        "socks.conf",
+        format!("sockd @={hanging} {OUTSIDE_ADDR}/32 eq 81\nsockd @={SERVER} 0.0.0.0/0\n"),
+    );
+    let leaks = LeakCounter::install(&lab);
+    let bb = busybox.display().to_string();
+    let script = format!(
+        "{bb} wget -q -O /dev/null http://{OUTSIDE_ADDR}:81/ & \
+         {bb} sleep 0.5; \
+         {bb} wget -q -O - http://{OUTSIDE_ADDR}:8080/bytes/1000 && echo; \
+         wait $! || echo slow-failed"
+    );
+    let ran = lab
+        .client(&busybox)
+        .args(["sh", "-c", &script])
+        .env("SOCKS_TIMEOUT", "4")
+        .socksify(&["-v", "-c", &conf.display().to_string()])
+        .run();
+    let fast = format!("connect {OUTSIDE_ADDR}:8080 via {SERVER} (socks5): ok");
+    let slow = format!("connect {OUTSIDE_ADDR}:81 via {hanging} (socks5): timed out");
+    let (fast_at, slow_at) = (ran.stderr.find(&fast), ran.stderr.find(&slow));
+    assert!(
+        matches!((fast_at, slow_at), (Some(f), Some(s)) if f < s),
+        "the second connect must go through while the first waits for its server, which times \
+         out\n{}",
+        ran.describe()
+    );
+    let mut expected = http_body("/bytes/1000");
+    expected.extend_from_slice(b"\nslow-failed\n");
+    assert!(ran.stdout == expected, "{}", ran.describe());
+    assert!(ran.stderr.contains("Connection timed out"), "ETIMEDOUT\n{}", ran.describe());
+    assert!(ran.elapsed.as_secs_f64() >= 3.5, "the timeout must be waited out\n{}", ran.describe());
+    http.wait_done(1, STARTUP);
+    assert_from_firewall(&http);
+    assert_session(&sockd, SocketAddr::from((OUTSIDE_ADDR, 8080)), None);
+    let allowed = [format!("{FW_INSIDE_ADDR} . tcp . 1081")];
+    leaks.assert_only_sockd_and("a hanging server and a working one", &allowed);
+}
+
+/// A thousand connections from fifty threads of one static program, at once: every one goes
+/// through sockd and echoes its own line (no notification lost, none answered twice).
+#[test]
+fn a_thousand_connections_from_fifty_threads() {
+    let Some(lab) = Lab::new("supervised-many") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let Some(many) = build_static(lab.name(), lab.dir.path(), "many") else { return };
+    let echo = lab.echo(7);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let (threads, each) = (50, 20);
+    let ran = lab
+        .client(&many)
+        .args([OUTSIDE_ADDR.to_string(), "7".into(), threads.to_string(), each.to_string()])
+        .socksify(&["-s", SERVER])
+        .timeout(std::time::Duration::from_secs(120))
+        .run();
+    ran.assert_success();
+    assert_eq!(
+        ran.stdout_text(),
+        format!("ok={} failed=0\n", threads * each),
+        "{}",
+        ran.describe()
+    );
+    echo.wait_done(threads * each, STARTUP);
+    assert_from_firewall(&echo);
+    let closed = sockd.wait_lines(&["closed:", "dst=198.51.100.2:7 "], threads * each, STARTUP);
+    assert_eq!(closed.len(), threads * each);
+    leaks.assert_only_sockd("a thousand connections from fifty threads");
+}
+
+/// A program that starts a child and exits at once: the supervisor keeps serving the orphan
+/// (it is the orphan's subreaper and waits until the last supervised process is gone), whose
+/// connect still goes through sockd — it would fail with ENOSYS if the supervisor had left.
+#[test]
+fn an_orphan_stays_supervised() {
+    let Some(lab) = Lab::new("supervised-orphan") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let busybox = busybox_static();
+    let http = lab.http(80);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let bb = busybox.display().to_string();
+    let url = format!("http://{}/bytes/5000", http.addr());
+    let script = format!("({bb} sleep 1; {bb} wget -q -O - {url}) & echo parent-exits");
+    let ran =
+        lab.client(&busybox).args(["sh", "-c", &script]).socksify(&["-v", "-s", SERVER]).run();
+    ran.assert_success();
+    let mut expected = b"parent-exits\n".to_vec();
+    expected.extend_from_slice(&http_body("/bytes/5000"));
+    assert!(ran.stdout == expected, "the orphan's download must arrive\n{}", ran.describe());
+    assert_supervised(&ran, http.addr());
+    http.wait_done(1, STARTUP);
+    assert_from_firewall(&http);
+    assert_session(&sockd, http.addr(), None);
+    leaks.assert_only_sockd("an orphaned child under the supervisor");
+}
+
+/// Gives the workstation a route towards the outside through the firewall (which does not
+/// forward), so a direct packet to the outside would leave as a packet the leak counter sees,
+/// instead of failing locally with ENETUNREACH.
+fn route_outside_via_firewall(lab: &Lab) {
+    let route = Command::new("ip")
+        .args(["-n", lab.ns(Ns::Inside), "route", "add", "198.51.100.0/24", "via"])
+        .arg(FW_INSIDE_ADDR.to_string())
+        .output()
+        .expect("ip runs");
+    assert!(route.status.success(), "ip route add: {}", String::from_utf8_lossy(&route.stderr));
+}
+
+/// Asserts that no packet left the workstation (the direct datagrams of these tests go to the
+/// firewall's inside address, which the counter files under sockd's address, and loopback is
+/// not counted).
+fn assert_nothing_leaked(leaks: &LeakCounter, what: &str) {
+    let counts = leaks.counts();
+    let (v4, v6) = leaks.leaked_destinations();
+    assert!(
+        counts.leaked == 0 && v4.is_empty() && v6.is_empty(),
+        "{what}: nothing may leave the workstation but to the firewall: {counts:?} \
+         {v4:?} {v6:?}\n{}",
+        leaks.table()
+    );
+    eprintln!("leak check: {what}: {counts:?}");
+}
+
+/// The test's UDP destinations: one that socks.conf (`-s SERVER` alone) sends through sockd,
+/// on the outside, and one it sends direct, on the firewall's inside address (an attached
+/// network).
+struct UdpLab {
+    lab: Lab,
+    program: PathBuf,
+    outside: UdpEcho,
+    direct: UdpEcho,
+    leaks: LeakCounter,
+    _sockd: Daemon,
+}
+
+const UDP_DIRECT_PORT: u16 = 4242;
+
+impl UdpLab {
+    fn new(name: &str) -> Option<UdpLab> {
+        let lab = Lab::new(name)?;
+        if !supervisor_works(lab.name()) {
+            return None;
+        }
+        let program = build_static(lab.name(), lab.dir.path(), "datagrams")?;
+        let outside = lab.udp_echo(7);
+        let direct = lab.udp_echo_in(Ns::Fw, SocketAddr::from((FW_INSIDE_ADDR, UDP_DIRECT_PORT)));
+        let sockd = lab.sockd(PERMIT_INSIDE);
+        route_outside_via_firewall(&lab);
+        let leaks = LeakCounter::install(&lab);
+        Some(UdpLab { lab, program, outside, direct, leaks, _sockd: sockd })
+    }
+
+    /// Runs `datagrams ARGS` under socksify -vv -s SERVER.
+    fn run(&self, args: &[String]) -> Ran {
+        self.run_with(&["-s", SERVER], args)
+    }
+
+    /// Runs `datagrams ARGS` under socksify -vv OPTIONS.
+    fn run_with(&self, options: &[&str], args: &[String]) -> Ran {
+        let mut all = vec!["-v", "-v"];
+        all.extend_from_slice(options);
+        let ran = self.lab.client(&self.program).args(args).socksify(&all).run();
+        ran.assert_success();
+        ran
+    }
+
+    fn outside_args(&self) -> [String; 2] {
+        [OUTSIDE_ADDR.to_string(), "7".into()]
+    }
+
+    fn direct_args(&self) -> [String; 2] {
+        [FW_INSIDE_ADDR.to_string(), UDP_DIRECT_PORT.to_string()]
+    }
+
+    /// Nothing reached the outside echo server and nothing left the workstation.
+    fn assert_no_leak(&self, what: &str) {
+        assert!(
+            self.outside.datagrams().is_empty(),
+            "{what}: the outside must have received nothing: {:?}",
+            self.outside.datagrams()
+        );
+        assert_nothing_leaked(&self.leaks, what);
+    }
+}
+
+fn args(mode: &str, parts: &[&[String]]) -> Vec<String> {
+    let mut out = vec![mode.to_owned()];
+    for part in parts {
+        out.extend(part.iter().cloned());
+    }
+    out
+}
+
+/// An unconnected UDP `sendto` from a static program: to a destination socks.conf sends
+/// through sockd it fails with ECONNREFUSED (the supervisor does not relay UDP yet) and
+/// nothing leaves — without the supervisor seeing sendto, the datagram left directly; to a
+/// denied one with EACCES (as the library's sendto); to a direct destination the supervisor
+/// sends it itself and the echo comes back.
+#[test]
+fn udp_sendto_through_a_server_is_refused_and_direct_goes() {
+    let Some(u) = UdpLab::new("supervised-sendto") else { return };
+    let refused = u.run(&args("sendto", &[&u.outside_args()]));
+    assert_eq!(refused.stdout_text(), "sendto=-1 errno=111\n", "{}", refused.describe());
+    assert!(
+        refused.stderr.contains(&format!(
+            "sendto {OUTSIDE_ADDR}:7: refused: datagrams through SOCKS (UDP ASSOCIATE) are not \
+             supported by the supervisor yet"
+        )),
+        "the supervisor must say why\n{}",
+        refused.describe()
+    );
+    let conf =
+        u.lab.write("socks.conf", format!("deny {OUTSIDE_ADDR}/32\nsockd @={SERVER} 0.0.0.0/0\n"));
+    let denied =
+        u.run_with(&["-c", &conf.display().to_string()], &args("sendto", &[&u.outside_args()]));
+    assert_eq!(denied.stdout_text(), "sendto=-1 errno=13\n", "{}", denied.describe());
+    assert!(
+        denied.stderr.contains(&format!("sendto {OUTSIDE_ADDR}:7: denied by the configuration")),
+        "{}",
+        denied.describe()
+    );
+    let direct = u.run(&args("sendto", &[&u.direct_args()]));
+    assert_eq!(direct.stdout_text(), "sendto=12\nreply=hello-sendto\n", "{}", direct.describe());
+    assert!(
+        direct.stderr.contains(&format!("sendto {FW_INSIDE_ADDR}:{UDP_DIRECT_PORT}: direct")),
+        "the supervisor must have sent it (its debug line)\n{}",
+        direct.describe()
+    );
+    assert_eq!(u.direct.wait_datagrams(1, STARTUP).len(), 1);
+    u.assert_no_leak("UDP sendto under the supervisor");
+}
+
+/// `sendmsg` and `sendmmsg` as `sendto`: refused through a server, sent direct with harmless
+/// control messages (IP_TOS), EINVAL with IP options, `sendmmsg` sends up to the first refused
+/// message and writes each `msg_len`; an AF_UNIX sendmsg is untouched.
+#[test]
+fn udp_sendmsg_and_sendmmsg_under_the_supervisor() {
+    let Some(u) = UdpLab::new("supervised-sendmsg") else { return };
+    let (outside, direct) = (u.outside_args(), u.direct_args());
+    let cases: [(Vec<String>, &str); 6] = [
+        (args("sendmsg", &[&outside]), "sendmsg=-1 errno=111\n"),
+        (args("sendmsg", &[&direct]), "sendmsg=13\nreply=hello-sendmsg\n"),
+        (args("options", &[&direct]), "sendmsg=-1 errno=22\n"),
+        (args("sendmmsg", &[&direct, &outside]), "sendmmsg=1 errno=0 lens=5,99\nreply=first\n"),
+        (args("sendmmsg", &[&outside, &direct]), "sendmmsg=-1 errno=111 lens=99,99\n"),
+        (
+            args("sendmmsg", &[&direct, &direct]),
+            "sendmmsg=2 errno=0 lens=5,6\nreply=first\nreply=second\n",
+        ),
+    ];
+    for (args, expected) in cases {
+        let ran = u.run(&args);
+        assert_eq!(ran.stdout_text(), expected, "{}", ran.describe());
+    }
+    let unix = u.run(&["unix".to_owned()]);
+    assert_eq!(unix.stdout_text(), "unix=ok\n", "{}", unix.describe());
+    // sendmsg, sendmmsg (first), sendmmsg (both).
+    assert_eq!(u.direct.wait_datagrams(4, STARTUP).len(), 4);
+    u.assert_no_leak("UDP sendmsg and sendmmsg under the supervisor");
+}
+
+/// A second thread flips the sendto address between a destination that must go through sockd
+/// and a direct one while the main thread sends: the supervisor sends what it checked, so no
+/// datagram ever leaves for the outside, and both sides of the race were seen.
+#[test]
+fn address_rewritten_during_sendto_never_goes_direct() {
+    let Some(u) = UdpLab::new("supervised-sendto-race") else { return };
+    let count = 2000;
+    let ran = u.run(&args("race", &[&u.outside_args(), &u.direct_args(), &[count.to_string()]]));
+    let line = ran.stdout_text();
+    eprintln!("race: {}", line.trim());
+    let field = |name: &str| -> u32 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in the output\n{}", ran.describe()))
+    };
+    let (sent, refused, other) = (field("sent"), field("refused"), field("other"));
+    // First what matters most: nothing went to the outside.
+    u.assert_no_leak("a static program rewriting its sendto address");
+    assert!(
+        sent > 0 && refused > 0,
+        "the rewrites must have landed on both sides (else the race proves nothing)\n{}",
+        ran.describe()
+    );
+    assert_eq!(sent + refused, count, "{}", ran.describe());
+    assert_eq!(other, 0, "{}", ran.describe());
+}
+
+/// TCP Fast Open (`sendto` with MSG_FASTOPEN) to a destination socks.conf sends through sockd
+/// is a connect: it goes through sockd, its data after the handshake, and the echo comes back.
+#[test]
+fn tcp_fast_open_goes_through_sockd() {
+    let Some(lab) = Lab::new("supervised-fastopen") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let Some(program) = build_static(lab.name(), lab.dir.path(), "datagrams") else { return };
+    let echo = lab.echo(7);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    route_outside_via_firewall(&lab);
+    let leaks = LeakCounter::install(&lab);
+    let ran = lab
+        .client(&program)
+        .args(["fastopen", &OUTSIDE_ADDR.to_string(), "7"])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    ran.assert_success();
+    assert_eq!(ran.stdout_text(), "fastopen=14\necho=hello-fastopen\n", "{}", ran.describe());
+    assert!(
+        ran.stderr.contains(&format!("]: sendto {} via {SERVER} (socks5): ok", echo.addr())),
+        "the supervisor must report the Fast Open connect through sockd\n{}",
+        ran.describe()
+    );
+    echo.wait_done(1, STARTUP);
+    assert_from_firewall(&echo);
+    assert_session(&sockd, echo.addr(), None);
+    leaks.assert_only_sockd("TCP Fast Open under the supervisor");
+}
