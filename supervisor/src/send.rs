@@ -11,9 +11,9 @@
 //! for such a call, so a thread rewriting the address meanwhile changes nothing.
 //!
 //! - A datagram socket (UDP, ping, raw; anything not TCP): `direct` sends; `deny` (and a
-//!   broken configuration) fails with EACCES, as the library's sendto does; a destination that
-//!   must go through a server fails with ECONNREFUSED — the supervisor does not relay UDP yet
-//!   (UDP ASSOCIATE is future work). A message with no address (a connected socket) is sent to
+//!   broken configuration) fails with ECONNREFUSED, the errno the library gives that cause for
+//!   every call; a destination that must go through a server fails with ECONNREFUSED too — the
+//!   supervisor does not relay UDP yet (UDP ASSOCIATE is future work). A message with no address (a connected socket) is sent to
 //!   the socket's peer, which the supervisor checked when it connected it.
 //! - A TCP (or MPTCP) socket: without MSG_FASTOPEN the kernel ignores the address, so the call
 //!   goes on to the kernel (CONTINUE). With MSG_FASTOPEN it is a connect carrying data: `direct`
@@ -315,22 +315,22 @@ impl Ctx {
                 log(settings, 4, self.pid, format_args!("{name} {dst}: direct"));
                 Ok(Plan::Send)
             }
-            (Route::Deny, kind) => {
+            (Route::Deny, _) => {
                 log(
                     settings,
                     3,
                     self.pid,
                     format_args!("{name} {dst}: denied by the configuration"),
                 );
-                Err(if kind == Kind::Tcp { libc::ECONNREFUSED } else { libc::EACCES })
+                Err(libc::ECONNREFUSED)
             }
-            (Route::Broken, kind) => {
+            (Route::Broken, _) => {
                 let why = match &settings.mode {
                     crate::config::Mode::Broken { message, .. } => message.as_str(),
                     _ => "no SOCKS server for it",
                 };
                 log(settings, 1, self.pid, format_args!("{name} {dst}: refused: {why}"));
-                Err(if kind == Kind::Tcp { libc::ECONNREFUSED } else { libc::EACCES })
+                Err(libc::ECONNREFUSED)
             }
             (Route::Proxy(_), Kind::Datagram) => {
                 log(

@@ -624,8 +624,8 @@ fn args(mode: &str, parts: &[&[String]]) -> Vec<String> {
 /// An unconnected UDP `sendto` from a static program: to a destination socks.conf sends
 /// through sockd it fails with ECONNREFUSED (the supervisor does not relay UDP yet) and
 /// nothing leaves — without the supervisor seeing sendto, the datagram left directly; to a
-/// denied one with EACCES (as the library's sendto); to a direct destination the supervisor
-/// sends it itself and the echo comes back.
+/// denied one with ECONNREFUSED too (the library's errno for a deny, for every call); to a
+/// direct destination the supervisor sends it itself and the echo comes back.
 #[test]
 fn udp_sendto_through_a_server_is_refused_and_direct_goes() {
     let Some(u) = UdpLab::new("supervised-sendto") else { return };
@@ -643,7 +643,7 @@ fn udp_sendto_through_a_server_is_refused_and_direct_goes() {
         u.lab.write("socks.conf", format!("deny {OUTSIDE_ADDR}/32\nsockd @={SERVER} 0.0.0.0/0\n"));
     let denied =
         u.run_with(&["-c", &conf.display().to_string()], &args("sendto", &[&u.outside_args()]));
-    assert_eq!(denied.stdout_text(), "sendto=-1 errno=13\n", "{}", denied.describe());
+    assert_eq!(denied.stdout_text(), "sendto=-1 errno=111\n", "{}", denied.describe());
     assert!(
         denied.stderr.contains(&format!("sendto {OUTSIDE_ADDR}:7: denied by the configuration")),
         "{}",
