@@ -4,6 +4,9 @@
 //! picked by sockd per association) or as "leaked" (anything else: a direct connection
 //! attempt, a DNS query to the resolv.conf server, other UDP, ICMP…). The UDP part of "to
 //! sockd" is also counted on its own, so a UDP test can tell its datagrams went to the relay.
+//! An ICMP destination-unreachable to sockd's address counts as to sockd too: it is the
+//! kernel's answer to a datagram the relay sent after the program closed its socket (a reply
+//! arriving late), carries nothing of the program's, and goes nowhere but the firewall.
 //! Leaked IPv4 packets also land in a set of destination . protocol . port, so a failure says
 //! what leaked.
 //!
@@ -63,6 +66,8 @@ impl LeakCounter {
              \x20       oifname \"lo\" accept\n\
              \x20       ip daddr {FW_INSIDE_ADDR} tcp dport {SOCKS_PORT} counter name \"to_sockd\" accept\n\
              \x20       ip daddr {FW_INSIDE_ADDR} meta l4proto udp counter name \"udp_to_sockd\" \
+             counter name \"to_sockd\" accept\n\
+             \x20       ip daddr {FW_INSIDE_ADDR} icmp type destination-unreachable \
              counter name \"to_sockd\" accept\n\
              \x20       ip6 saddr {{ ::, fe80::/10 }} icmpv6 type {{ nd-router-solicit, nd-neighbor-solicit, \
              nd-neighbor-advert, mld-listener-report, mld2-listener-report }} \
