@@ -17,6 +17,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod bind;
 mod config;
 mod elf;
 mod filter;
