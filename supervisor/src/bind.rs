@@ -49,7 +49,7 @@ use socks_proto::server::Command;
 use crate::config::Server;
 use crate::route::{route, Route};
 use crate::supervise::{copy_socket, log, write_sockaddr, Pending};
-use crate::{proxy, sockaddr, sys};
+use crate::{filter, proxy, sockaddr, sys};
 
 /// How many BIND sockets are remembered (oldest forgotten first: such a socket then behaves as
 /// a plain socket connected to the server).
@@ -181,6 +181,24 @@ pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
     pending.shared.binds().insert(cookie, bound);
     log(settings, 3, pid, format_args!("bind for {dst}: the server listens on {listening}"));
     pending.reply(0);
+}
+
+/// Answers on the notification loop's thread the calls that cannot wait — `listen` and
+/// `getsockname` always, `accept` while no BIND socket exists, `bind` while the tree has no
+/// proxied connection — and gives back the others (a BIND handshake, an accept that may wait
+/// for its second reply), which get a thread of their own. A thread costs more than such a
+/// call's work (docs/PERFORMANCE.md).
+pub(crate) fn answer_inline(pending: Pending, notif: &libc::seccomp_notif) -> Option<Pending> {
+    match notif.data.nr as u32 {
+        filter::NR_LISTEN => listen(pending, *notif),
+        filter::NR_GETSOCKNAME => getsockname(pending, *notif),
+        filter::NR_ACCEPT | filter::NR_ACCEPT4 if pending.shared.binds().is_empty() => {
+            pending.proceed()
+        }
+        filter::NR_BIND if pending.shared.peers().last.is_none() => pending.proceed(),
+        _ => return Some(pending),
+    }
+    None
 }
 
 /// The BIND socket behind the call's descriptor (`args[0]`), with the supervisor's copy of it;

@@ -1,5 +1,6 @@
-//! The notification loop: receive each trapped call (`connect`, `getpeername`, and the sends
-//! with a destination, which `send` handles) from the listener, handle it on its own thread (a
+//! The notification loop: receive each trapped call (`connect`, `getpeername`, the sends
+//! with a destination, which `send` handles, and `bind`/`listen`/`getsockname`/`accept`,
+//! which `bind` handles) from the listener, handle it on its own thread (a
 //! slow handshake holds only the program thread that asked for it; a send that cannot block is
 //! answered on the loop's thread), and answer it. Ends when every supervised process is gone (the listener reports POLLHUP once the last
 //! one is reaped; this process is their subreaper).
@@ -164,7 +165,8 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
 
 /// Hands one notification to a thread of its own — except a send, which `send` starts on this
 /// thread: most are answered without blocking (a socket that is not IP, a datagram), and only
-/// those that may wait get a thread (a thread costs more than the rest of the work).
+/// those that may wait get a thread (a thread costs more than the rest of the work); and
+/// except the BIND calls that cannot wait (`bind::answer_inline`).
 fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
     let pending = Pending { shared: shared.clone(), id: notif.id, answered: false };
     if notif.data.arch == filter::AUDIT_ARCH_X86_64 {
@@ -177,7 +179,15 @@ fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
         if let Some(call) = call {
             return send::handle(pending, notif, call);
         }
+        // bind/listen/getsockname/accept that cannot block are answered here too.
+        let Some(pending) = bind::answer_inline(pending, &notif) else { return };
+        return spawn(pending, notif);
     }
+    spawn(pending, notif);
+}
+
+/// Handles the notification on a thread of its own.
+fn spawn(pending: Pending, notif: libc::seccomp_notif) {
     let worker = std::thread::Builder::new()
         .name(format!("connect-{}", notif.pid))
         .spawn(move || handle(pending, notif));

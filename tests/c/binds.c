@@ -5,7 +5,8 @@
  *   ftp IP FILE          an active-mode FTP download from IP:21 as ftp does it: anonymous
  *                        login, TYPE I, a data socket bound to the control connection's own
  *                        address with port 0, listen, getsockname, PORT with that address,
- *                        RETR FILE, accept4(SOCK_CLOEXEC); the file's bytes go to stdout, and
+ *                        RETR FILE, accept4(SOCK_CLOEXEC) (called from a second thread before
+ *                        RETR is sent, so that it waits); the file's bytes go to stdout, and
  *                        stderr gets `port=ADDR:PORT peer=ADDR:PORT cloexec=0|1 nonblock=0|1`
  *   local IP PORT LPORT  a TCP connection to IP:PORT first (so the process has a proxied
  *                        connection), then three listening sockets: bound to 0.0.0.0:LPORT,
@@ -14,12 +15,13 @@
  *                        for the first two `..._accept=ok` after a connection to it over
  *                        loopback was accepted
  *
- * Built by the test with `cc -static binds.c`. */
+ * Built by the test with `cc -static -pthread binds.c`. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +90,19 @@ static int command(int ctrl, const char *text) {
     return reply(ctrl);
 }
 
+struct accepting {
+    int data, conn, err;
+    struct sockaddr_in peer;
+    socklen_t len;
+};
+
+static void *accept_thread(void *arg) {
+    struct accepting *acc = arg;
+    acc->conn = accept4(acc->data, (struct sockaddr *)&acc->peer, &acc->len, SOCK_CLOEXEC);
+    acc->err = errno;
+    return NULL;
+}
+
 static int ftp(const char *ip, const char *file) {
     int ctrl = connected(ip, 21);
     if (reply(ctrl) != 220) return 1;
@@ -111,13 +126,21 @@ static int ftp(const char *ip, const char *file) {
     snprintf(cmd, sizeof cmd, "PORT %u,%u,%u,%u,%u,%u", ip4[0], ip4[1], ip4[2], ip4[3], p >> 8,
              p & 255);
     if (command(ctrl, cmd) != 200) return 1;
+    /* accept4 first, in another thread, so that it blocks until the connection comes. */
+    struct accepting acc = {.data = data};
+    acc.len = sizeof acc.peer;
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, accept_thread, &acc) != 0) die("pthread_create");
+    usleep(300000);
     snprintf(cmd, sizeof cmd, "RETR %s", file);
     if (command(ctrl, cmd) / 100 != 1) return 1;
-    struct sockaddr_in peer;
-    memset(&peer, 0, sizeof peer);
-    len = sizeof peer;
-    int conn = accept4(data, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC);
-    if (conn < 0) die("accept4");
+    pthread_join(thread, NULL);
+    if (acc.conn < 0) {
+        errno = acc.err;
+        die("accept4");
+    }
+    int conn = acc.conn;
+    struct sockaddr_in peer = acc.peer;
     int cloexec = (fcntl(conn, F_GETFD) & FD_CLOEXEC) != 0;
     int nonblock = (fcntl(conn, F_GETFL) & O_NONBLOCK) != 0;
     close(data);

@@ -843,8 +843,9 @@ fn static_ftp_active_download_through_bind() {
 }
 
 /// An active-mode FTP client in Go (`CGO_ENABLED=0`): net.ListenTCP on the control
-/// connection's own address, PORT with the address the listener reports, then Accept, which
-/// Go makes with non-blocking accept4 calls and its netpoller (epoll) in between.
+/// connection's own address, PORT with the address the listener reports, then Accept — started
+/// before RETR, so that Go's non-blocking accept4 gets EAGAIN and its netpoller (epoll) waits
+/// for the listening socket to become readable (the second BIND reply) before it tries again.
 const GO_FTP_ACTIVE: &str = r#"package main
 
 import (
@@ -901,9 +902,22 @@ func main() {
 	a := ln.Addr().(*net.TCPAddr)
 	ip := a.IP.To4()
 	cmd(fmt.Sprintf("PORT %d,%d,%d,%d,%d,%d", ip[0], ip[1], ip[2], ip[3], a.Port>>8, a.Port&255), "200")
-	cmd("RETR "+os.Args[2], "1")
+	// Accept first, so that it finds nothing yet (EAGAIN) and waits in the netpoller until
+	// the listening socket becomes readable.
 	ln.SetDeadline(time.Now().Add(20 * time.Second))
-	d, err := ln.Accept()
+	type accepted struct {
+		conn net.Conn
+		err  error
+	}
+	ch := make(chan accepted, 1)
+	go func() {
+		d, err := ln.Accept()
+		ch <- accepted{d, err}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	cmd("RETR "+os.Args[2], "1")
+	got := <-ch
+	d, err := got.conn, got.err
 	if err != nil {
 		fail("accept", err)
 	}
