@@ -29,8 +29,10 @@
 //! 1024), not the supervisor's. `listen`, `getsockname` and `accept` of sockets that are not
 //! BIND sockets go on likewise, and without even a `pidfd_getfd` while no BIND socket exists.
 //!
-//! Not covered: a BIND socket used for `connect` instead (the library gives the program a
-//! fresh socket; here the connect fails with EISCONN); a second `accept` (the quiet listener
+//! A BIND socket used for `connect` instead (a program binding its own address, port 0, before
+//! connecting) is given a fresh socket first, as the library does (`unbound`).
+//!
+//! Not covered: a second `accept` (the quiet listener
 //! waits forever, as under the library); an `accept` interrupted by a signal after the second
 //! reply was read, on a kernel without `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (< 5.19): the
 //! connection is lost.
@@ -40,7 +42,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use socks_proto::client::ClientVersion;
@@ -323,6 +325,42 @@ pub(crate) fn accept(pending: Pending, notif: libc::seccomp_notif, with_flags: b
     }
     log(settings, 3, pid, format_args!("accept: connection from {peer} (via {})", bound.server));
     pending.reply_with_fd(copy, flags & libc::SOCK_CLOEXEC != 0);
+}
+
+/// A BIND socket used for `connect` after all (a program that binds to its own address, port
+/// 0, before connecting): as the library does, the program's descriptor gets a fresh TCP
+/// socket of the same family, its close-on-exec and non-blocking flags kept — the bind was to
+/// port 0, so nothing is lost — and the connect goes on with it (the BIND at the server is
+/// dropped with the old socket). Returns the socket to connect: `socket` itself when it is no
+/// BIND socket; `Err(errno)` when the swap failed.
+pub(crate) fn unbound(
+    pending: &Pending,
+    pid: u32,
+    fd: i32,
+    socket: OwnedFd,
+) -> Result<OwnedFd, i32> {
+    if pending.shared.binds().is_empty() {
+        return Ok(socket);
+    }
+    let Ok(cookie) = sys::socket_cookie(socket.as_fd()) else { return Ok(socket) };
+    if !pending.shared.binds().by_cookie.contains_key(&cookie) {
+        return Ok(socket);
+    }
+    let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+    let domain =
+        sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(errno)?;
+    let status = sys::status_flags(socket.as_fd()).map_err(errno)?;
+    let fresh = sys::tcp_socket(domain).map_err(errno)?;
+    sys::set_status_flags(fresh.as_fd(), status & libc::O_NONBLOCK).map_err(errno)?;
+    pending.install_at(fresh.as_fd(), fd, close_on_exec(pid, fd)).map_err(errno)?;
+    pending.shared.binds().remove(cookie);
+    log(
+        &pending.shared.settings,
+        4,
+        pid,
+        format_args!("connect on fd {fd}: a BIND socket after all, replaced by a fresh one"),
+    );
+    Ok(fresh)
 }
 
 /// Whether descriptor `fd` of process `pid` is close-on-exec (`flags:` in its fdinfo, octal).

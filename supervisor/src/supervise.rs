@@ -387,6 +387,10 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
             return pending.reply(errno);
         }
     };
+    let socket = match bind::unbound(&pending, pid, fd, socket) {
+        Ok(socket) => socket,
+        Err(errno) => return pending.reply(errno),
+    };
     let domain = match sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN) {
         Ok(d) => d,
         Err(e) => return pending.reply(e.raw_os_error().unwrap_or(libc::ENOTSOCK)),

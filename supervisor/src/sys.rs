@@ -345,13 +345,18 @@ pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> Result<(), i32> {
     }
 }
 
-/// A new TCP socket of `family` listening on loopback, port 0, backlog 1: the quiet listener
-/// that takes a BIND socket's place in the program once its one connection is accepted.
-pub fn quiet_listener(family: i32) -> io::Result<OwnedFd> {
+/// A new TCP socket of `family` (close-on-exec in the supervisor).
+pub fn tcp_socket(family: i32) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) with integer arguments returns a new descriptor or -1.
     let fd = check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A new TCP socket of `family` listening on loopback, port 0, backlog 1: the quiet listener
+/// that takes a BIND socket's place in the program once its one connection is accepted.
+pub fn quiet_listener(family: i32) -> io::Result<OwnedFd> {
+    let fd = tcp_socket(family)?;
     let loopback: std::net::SocketAddr = if family == libc::AF_INET6 {
         (std::net::Ipv6Addr::LOCALHOST, 0).into()
     } else {

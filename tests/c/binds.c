@@ -13,7 +13,8 @@
  *                        to 127.0.0.1 port 0, and to 0.0.0.0 port 0; prints `specific=`,
  *                        `loopback=` and `wildcard=` with getsockname's answer for each, and
  *                        for the first two `..._accept=ok` after a connection to it over
- *                        loopback was accepted
+ *                        loopback was accepted; then a socket bound to 0.0.0.0 port 0 and
+ *                        connected to IP:PORT after all, which must echo: `rebound=TEXT`
  *
  * Built by the test with `cc -static -pthread binds.c`. */
 #define _GNU_SOURCE
@@ -192,6 +193,22 @@ int main(int argc, char **argv) {
         listener("specific", "0.0.0.0", atoi(argv[4]), 1);
         listener("loopback", "127.0.0.1", 0, 1);
         listener("wildcard", "0.0.0.0", 0, 0);
+        /* Bound to its own end, port 0, then connected (as `nc -s` or a Go Dialer with a
+         * LocalAddr does): an echo round trip. */
+        struct sockaddr_in any = address("0.0.0.0", 0), dst = address(argv[2], atoi(argv[3]));
+        int r = socket(AF_INET, SOCK_STREAM, 0);
+        if (r < 0) die("socket");
+        if (bind(r, (struct sockaddr *)&any, sizeof any) < 0) die("bind before connect");
+        if (connect(r, (struct sockaddr *)&dst, sizeof dst) < 0) die("connect after bind");
+        if (write(r, "rebound", 7) != 7) die("write");
+        shutdown(r, SHUT_WR);
+        char back[64];
+        size_t got = 0;
+        for (ssize_t n; got < sizeof back - 1 && (n = read(r, back + got, sizeof back - 1 - got)) > 0;)
+            got += (size_t)n;
+        back[got] = 0;
+        printf("rebound=%s\n", back);
+        close(r);
         close(c);
         return 0;
     }

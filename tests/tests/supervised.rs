@@ -959,7 +959,8 @@ fn go_ftp_active_download_through_bind() {
 /// After a proxied connection, a bind to a specific port and a bind to loopback stay local
 /// (getsockname names them, a loopback connection to each is accepted), while a bind to the
 /// wildcard address with port 0 becomes a SOCKS BIND (getsockname names sockd's listening
-/// address on the firewall).
+/// address on the firewall) — and a socket bound so and then connected instead gets a fresh
+/// socket and connects through sockd, as under the library.
 #[test]
 fn a_bind_to_a_specific_port_or_loopback_stays_local() {
     let Some(lab) = Lab::new("supervised-binds") else { return };
@@ -979,23 +980,32 @@ fn a_bind_to_a_specific_port_or_loopback_stays_local() {
     let out = ran.stdout_text();
     let lines: Vec<&str> = out.lines().collect();
     assert!(
-        lines.len() == 5
+        lines.len() == 6
             && lines[0] == "specific=0.0.0.0:4711"
             && lines[1] == "specific_accept=ok"
             && lines[2].starts_with("loopback=127.0.0.1:")
             && lines[2] != "loopback=127.0.0.1:0"
             && lines[3] == "loopback_accept=ok"
-            && lines[4].starts_with(&format!("wildcard={FW_OUTSIDE_ADDR}:")),
-        "a specific port and loopback stay local, a wildcard port 0 is a BIND\n{}",
+            && lines[4].starts_with(&format!("wildcard={FW_OUTSIDE_ADDR}:"))
+            && lines[5] == "rebound=rebound",
+        "a specific port and loopback stay local, a wildcard port 0 is a BIND, and a socket \
+         bound so and then connected still connects\n{}",
         ran.describe()
     );
     assert_eq!(
         ran.stderr.matches("]: bind for ").count(),
-        1,
-        "one BIND only, for the wildcard port-0 bind\n{}",
+        2,
+        "a BIND for each wildcard port-0 bind, none for the others\n{}",
         ran.describe()
     );
-    assert_supervised(&ran, echo.addr());
+    assert_eq!(
+        ran.stderr.matches(&proxied(echo.addr())).count(),
+        2,
+        "the first connection and the one made on a bound socket go through sockd\n{}",
+        ran.describe()
+    );
+    echo.wait_done(2, STARTUP);
+    assert_from_firewall(&echo);
     sockd.wait_line(&["bind:", &format!("client={INSIDE_ADDR}:"), "cmd=bind"], STARTUP);
     leaks.assert_only_sockd("binds to a specific port, loopback and the wildcard address");
 }
