@@ -17,7 +17,9 @@
 //!   keep, poll and close it, and closing it never cuts the accepted connection), and hands the
 //!   connection itself over with `SECCOMP_IOCTL_NOTIF_ADDFD` and `SECCOMP_ADDFD_FLAG_SEND`
 //!   (installed and answered in one step; close-on-exec and non-blocking as accept4's flags
-//!   say). The accepted socket then names the peer in `getpeername`.
+//!   say). The accepted socket then names the peer in `getpeername`. Two accepts at once on
+//!   one BIND socket: one reads the second reply, the other waits its turn (EAGAIN if
+//!   non-blocking) and then goes on to the quiet listener.
 //!
 //! Every other `bind` — a specific port, loopback, another family or type, a tree with no
 //! proxied connection, a destination socks.conf does not send through a server — goes on to
@@ -43,6 +45,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socks_proto::client::ClientVersion;
@@ -50,7 +53,7 @@ use socks_proto::server::Command;
 
 use crate::config::Server;
 use crate::route::{route, Route};
-use crate::supervise::{copy_socket, log, write_sockaddr, Pending};
+use crate::supervise::{copy_socket, log, write_sockaddr, Pending, Shared};
 use crate::{filter, proxy, sockaddr, sys};
 
 /// How many BIND sockets are remembered (oldest forgotten first: such a socket then behaves as
@@ -66,6 +69,8 @@ pub(crate) struct Bound {
     server: SocketAddr,
     /// The protocol spoken (for the second reply).
     version: ClientVersion,
+    /// An accept is waiting for the second reply on it (others wait their turn).
+    accepting: bool,
 }
 
 /// BIND sockets by `SO_COOKIE`.
@@ -179,7 +184,8 @@ pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
         sys::disconnect(socket);
         return pending.reply(libc::ENOTSOCK);
     };
-    let bound = Bound { listening, server: granted.server, version: granted.version };
+    let bound =
+        Bound { listening, server: granted.server, version: granted.version, accepting: false };
     pending.shared.binds().insert(cookie, bound);
     log(settings, 3, pid, format_args!("bind for {dst}: the server listens on {listening}"));
     pending.reply(0);
@@ -274,6 +280,17 @@ pub(crate) fn accept(pending: Pending, notif: libc::seccomp_notif, with_flags: b
         Ok(s) => s,
         Err(e) => return pending.reply(e.raw_os_error().unwrap_or(libc::EIO)),
     };
+    // One accept at a time reads the second reply; a concurrent one waits its turn (EAGAIN if
+    // non-blocking), then finds the quiet listener, as it would under the library.
+    let _turn = loop {
+        match Turn::take(&pending, cookie) {
+            Some(Ok(turn)) => break turn,
+            Some(Err(())) if status & libc::O_NONBLOCK != 0 => return pending.reply(libc::EAGAIN),
+            Some(Err(())) if !pending.valid() => return,
+            Some(Err(())) => std::thread::sleep(WAIT_SLICE / 5),
+            None => return pending.proceed(),
+        }
+    };
     // Until the second reply starts to arrive: EAGAIN for a non-blocking socket; a blocking
     // one waits (the server bounds the wait with its own BIND timeout) while the program does.
     loop {
@@ -363,6 +380,34 @@ pub(crate) fn unbound(
     Ok(fresh)
 }
 
+/// The one accept reading a BIND socket's second reply; gives the turn back when dropped.
+struct Turn {
+    shared: Arc<Shared>,
+    cookie: u64,
+}
+
+impl Turn {
+    /// `Some(Ok)`: the turn is ours; `Some(Err)`: another accept has it; `None`: the socket is
+    /// no longer a BIND socket.
+    fn take(pending: &Pending, cookie: u64) -> Option<Result<Turn, ()>> {
+        let mut binds = pending.shared.binds();
+        let bound = binds.by_cookie.get_mut(&cookie)?;
+        if bound.accepting {
+            return Some(Err(()));
+        }
+        bound.accepting = true;
+        Some(Ok(Turn { shared: pending.shared.clone(), cookie }))
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if let Some(bound) = self.shared.binds().by_cookie.get_mut(&self.cookie) {
+            bound.accepting = false;
+        }
+    }
+}
+
 /// Whether descriptor `fd` of process `pid` is close-on-exec (`flags:` in its fdinfo, octal).
 fn close_on_exec(pid: u32, fd: i32) -> bool {
     let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
@@ -379,7 +424,8 @@ mod tests {
     #[test]
     fn binds_table_is_bounded_oldest_first() {
         let a: SocketAddr = "192.0.2.1:1080".parse().expect("literal");
-        let bound = Bound { listening: a, server: a, version: ClientVersion::Socks5 };
+        let bound =
+            Bound { listening: a, server: a, version: ClientVersion::Socks5, accepting: false };
         let mut binds = Binds::default();
         assert!(binds.is_empty());
         for cookie in 0..(BINDS_MAX as u64 + 3) {
