@@ -70,8 +70,8 @@ impl Peers {
 
     /// A connection from `peer` accepted through a BIND at `server` (not one a later BIND
     /// names: the library's rule).
-    pub(crate) fn insert_accepted(&mut self, cookie: u64, dst: SocketAddr, server: SocketAddr) {
-        if self.by_cookie.insert(cookie, (dst, server)).is_none() {
+    pub(crate) fn insert_accepted(&mut self, cookie: u64, peer: SocketAddr, server: SocketAddr) {
+        if self.by_cookie.insert(cookie, (peer, server)).is_none() {
             self.order.push_back(cookie);
         }
         while self.by_cookie.len() > PEERS_MAX {

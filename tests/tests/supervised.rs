@@ -818,7 +818,17 @@ fn assert_active_download(ran: &Ran, vsftpd: &Vsftpd, sockd: &Daemon, content: &
 /// SECCOMP_IOCTL_NOTIF_ADDFD) close-on-exec and blocking, as asked.
 #[test]
 fn static_ftp_active_download_through_bind() {
-    let Some(lab) = Lab::new("supervised-ftp") else { return };
+    static_ftp_active(SERVER, "supervised-ftp");
+}
+
+/// The same over SOCKS4, whose BIND reply may say 0.0.0.0 for "the server's address".
+#[test]
+fn static_ftp_active_download_through_bind_socks4() {
+    static_ftp_active("socks4://192.0.2.1:1080", "supervised-ftp4");
+}
+
+fn static_ftp_active(server: &str, name: &str) {
+    let Some(lab) = Lab::new(name) else { return };
     if !supervisor_works(lab.name()) {
         return;
     }
@@ -830,7 +840,7 @@ fn static_ftp_active_download_through_bind() {
     let ran = lab
         .client(&program)
         .args(["ftp", &OUTSIDE_ADDR.to_string(), "big.bin"])
-        .socksify(&["-v", "-s", SERVER])
+        .socksify(&["-v", "-s", server])
         .timeout(std::time::Duration::from_secs(60))
         .run();
     assert_active_download(&ran, &vsftpd, &sockd, &content);
@@ -839,7 +849,7 @@ fn static_ftp_active_download_through_bind() {
         "accept4(SOCK_CLOEXEC) must give a close-on-exec, blocking descriptor\n{}",
         ran.describe()
     );
-    leaks.assert_only_sockd("an active-mode FTP download by a static program");
+    leaks.assert_only_sockd(&format!("an active-mode FTP download by a static program ({server})"));
 }
 
 /// An active-mode FTP client in Go (`CGO_ENABLED=0`): net.ListenTCP on the control
