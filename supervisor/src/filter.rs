@@ -10,13 +10,17 @@
 //!    `msghdr` in the program's memory, which a BPF filter cannot read. `sendto` goes to it only
 //!    when its fifth argument (`dest_addr`) is not null — both 32-bit halves are tested — so
 //!    `send` and `sendto(…, NULL, 0)` on a connected socket, like `write`, stay in the kernel.
-//! 4. `io_uring_setup` fails with ENOSYS: io_uring's operations bypass seccomp, and every
+//! 4. `bind`, `listen`, `getsockname`, `accept` and `accept4` go to the supervisor, for BIND
+//!    (`bind` module). A filter cannot tell a BIND socket from any other (the table is the
+//!    supervisor's), so every such call is trapped; the supervisor lets the ones that are not
+//!    BIND sockets go on to the kernel at once (PERFORMANCE.md measures the cost).
+//! 5. `io_uring_setup` fails with ENOSYS: io_uring's operations bypass seccomp, and every
 //!    program that uses it falls back to plain system calls on ENOSYS.
-//! 5. Everything else is allowed, at full speed.
+//! 6. Everything else is allowed, at full speed.
 //!
 //! Why hand-written and not a crate: `seccompiler` (rust-vmm) has no user-notification action,
 //! and the `libseccomp` crate links the C libseccomp (a run-time dependency of the binary, and
-//! its x32 handling is implicit in its arch tables) for a program of eighteen instructions whose
+//! its x32 handling is implicit in its arch tables) for a program of twenty-three instructions whose
 //! every jump is visible here and checked by the unit tests below against a small interpreter.
 //!
 //! Not here: loading the filter, the listener, or what the supervisor does with a notification.
@@ -37,6 +41,16 @@ pub const NR_SENDTO: u32 = 44;
 pub const NR_SENDMSG: u32 = 46;
 /// x86_64 `sendmmsg` (syscall_64.tbl).
 pub const NR_SENDMMSG: u32 = 307;
+/// x86_64 `bind` (syscall_64.tbl).
+pub const NR_BIND: u32 = 49;
+/// x86_64 `listen` (syscall_64.tbl).
+pub const NR_LISTEN: u32 = 50;
+/// x86_64 `getsockname` (syscall_64.tbl).
+pub const NR_GETSOCKNAME: u32 = 51;
+/// x86_64 `accept` (syscall_64.tbl).
+pub const NR_ACCEPT: u32 = 43;
+/// x86_64 `accept4` (syscall_64.tbl).
+pub const NR_ACCEPT4: u32 = 288;
 /// x86_64 `io_uring_setup` (syscall_64.tbl).
 pub const NR_IO_URING_SETUP: u32 = 425;
 
@@ -65,23 +79,28 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
 pub fn program() -> Vec<sock_filter> {
     vec![
         /* 0 */ stmt(LD_W_ABS, OFFSET_ARCH),
-        /* 1 */ jump(JEQ_K, AUDIT_ARCH_X86_64, 0, 15), // foreign arch -> 17 (kill)
+        /* 1 */ jump(JEQ_K, AUDIT_ARCH_X86_64, 0, 20), // foreign arch -> 22 (kill)
         /* 2 */ stmt(LD_W_ABS, OFFSET_NR),
-        /* 3 */ jump(JGE_K, X32_SYSCALL_BIT, 13, 0), // x32 -> 17 (kill)
-        /* 4 */ jump(JEQ_K, NR_CONNECT, 10, 0), // -> 15 (notify)
-        /* 5 */ jump(JEQ_K, NR_GETPEERNAME, 9, 0), // -> 15 (notify)
-        /* 6 */ jump(JEQ_K, NR_SENDMSG, 8, 0), // -> 15 (notify)
-        /* 7 */ jump(JEQ_K, NR_SENDMMSG, 7, 0), // -> 15 (notify)
-        /* 8 */ jump(JEQ_K, NR_IO_URING_SETUP, 7, 0), // -> 16 (ENOSYS)
-        /* 9 */ jump(JEQ_K, NR_SENDTO, 0, 4), // not sendto -> 14 (allow)
-        /* 10 */ stmt(LD_W_ABS, OFFSET_ARG4_LOW),
-        /* 11 */ jump(JEQ_K, 0, 0, 3), // dest_addr low half set -> 15 (notify)
-        /* 12 */ stmt(LD_W_ABS, OFFSET_ARG4_HIGH),
-        /* 13 */ jump(JEQ_K, 0, 0, 1), // null -> 14 (allow), else -> 15 (notify)
-        /* 14 */ stmt(RET_K, libc::SECCOMP_RET_ALLOW),
-        /* 15 */ stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
-        /* 16 */ stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-        /* 17 */ stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS),
+        /* 3 */ jump(JGE_K, X32_SYSCALL_BIT, 18, 0), // x32 -> 22 (kill)
+        /* 4 */ jump(JEQ_K, NR_CONNECT, 15, 0), // -> 20 (notify)
+        /* 5 */ jump(JEQ_K, NR_GETPEERNAME, 14, 0), // -> 20 (notify)
+        /* 6 */ jump(JEQ_K, NR_SENDMSG, 13, 0), // -> 20 (notify)
+        /* 7 */ jump(JEQ_K, NR_SENDMMSG, 12, 0), // -> 20 (notify)
+        /* 8 */ jump(JEQ_K, NR_BIND, 11, 0), // -> 20 (notify)
+        /* 9 */ jump(JEQ_K, NR_LISTEN, 10, 0), // -> 20 (notify)
+        /* 10 */ jump(JEQ_K, NR_GETSOCKNAME, 9, 0), // -> 20 (notify)
+        /* 11 */ jump(JEQ_K, NR_ACCEPT, 8, 0), // -> 20 (notify)
+        /* 12 */ jump(JEQ_K, NR_ACCEPT4, 7, 0), // -> 20 (notify)
+        /* 13 */ jump(JEQ_K, NR_IO_URING_SETUP, 7, 0), // -> 21 (ENOSYS)
+        /* 14 */ jump(JEQ_K, NR_SENDTO, 0, 4), // not sendto -> 19 (allow)
+        /* 15 */ stmt(LD_W_ABS, OFFSET_ARG4_LOW),
+        /* 16 */ jump(JEQ_K, 0, 0, 3), // dest_addr low half set -> 20 (notify)
+        /* 17 */ stmt(LD_W_ABS, OFFSET_ARG4_HIGH),
+        /* 18 */ jump(JEQ_K, 0, 0, 1), // null -> 19 (allow), else -> 20 (notify)
+        /* 19 */ stmt(RET_K, libc::SECCOMP_RET_ALLOW),
+        /* 20 */ stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
+        /* 21 */ stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        /* 22 */ stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS),
     ]
 }
 
@@ -133,7 +152,11 @@ mod tests {
         assert_eq!(x64, 0xC000_003E);
         assert_eq!(run(&p, x64, NR_CONNECT), libc::SECCOMP_RET_USER_NOTIF);
         assert_eq!(run(&p, x64, NR_GETPEERNAME), libc::SECCOMP_RET_USER_NOTIF);
-        assert_eq!(run(&p, x64, 51), libc::SECCOMP_RET_ALLOW, "getsockname");
+        for nr in [NR_BIND, NR_LISTEN, NR_GETSOCKNAME, NR_ACCEPT, NR_ACCEPT4] {
+            assert_eq!(run(&p, x64, nr), libc::SECCOMP_RET_USER_NOTIF, "{nr}");
+            assert_eq!(run(&p, x64, X32_SYSCALL_BIT | nr), libc::SECCOMP_RET_KILL_PROCESS);
+        }
+        assert_eq!(run(&p, x64, 48), libc::SECCOMP_RET_ALLOW, "shutdown");
         assert_eq!(run(&p, x64, NR_IO_URING_SETUP), libc::SECCOMP_RET_ERRNO | 38);
         assert_eq!(run(&p, x64, 0), libc::SECCOMP_RET_ALLOW, "read");
         assert_eq!(run(&p, x64, 41), libc::SECCOMP_RET_ALLOW, "socket");
@@ -150,6 +173,11 @@ mod tests {
         assert_eq!(libc::SYS_sendto as u32, NR_SENDTO);
         assert_eq!(libc::SYS_sendmsg as u32, NR_SENDMSG);
         assert_eq!(libc::SYS_sendmmsg as u32, NR_SENDMMSG);
+        assert_eq!(libc::SYS_bind as u32, NR_BIND);
+        assert_eq!(libc::SYS_listen as u32, NR_LISTEN);
+        assert_eq!(libc::SYS_getsockname as u32, NR_GETSOCKNAME);
+        assert_eq!(libc::SYS_accept as u32, NR_ACCEPT);
+        assert_eq!(libc::SYS_accept4 as u32, NR_ACCEPT4);
     }
 
     #[test]

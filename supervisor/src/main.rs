@@ -8,15 +8,17 @@
 //! `preload dynamic` or `preload not-elf` (what socksify asks before choosing).
 //!
 //! What it covers now: TCP connect by address (IPv4, IPv6), direct/deny/sockd rules, SOCKS4,
-//! 4a and 5, `getpeername` naming the destination of a proxied socket, and sends with a
+//! 4a and 5, `getpeername` naming the destination of a proxied socket, sends with a
 //! destination (`sendto`/`sendmsg`/`sendmmsg`: datagrams go direct or are refused, TCP Fast
-//! Open is routed as a connect). Not yet: host names resolved on the far side (the program's
-//! own DNS), BIND, UDP ASSOCIATE.
+//! Open is routed as a connect), and BIND (`bind`/`listen`/`getsockname`/`accept`, for ftp's
+//! active mode; see `bind`). Not yet: host names resolved on the far side (the program's own
+//! DNS), UDP ASSOCIATE.
 //!
 //! Unsafe code is denied here and allowed only in `sys`, the libc boundary.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+mod bind;
 mod config;
 mod elf;
 mod filter;

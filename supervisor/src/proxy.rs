@@ -1,4 +1,4 @@
-//! CONNECT through a SOCKS server on the supervisor's copy of the program's socket: connect the
+//! CONNECT (and BIND, with its second reply) through a SOCKS server on the supervisor's copy of the program's socket: connect the
 //! copy to the first server that answers, run `socks_proto`'s client handshake over it under a
 //! deadline, and say which errno the program should see otherwise. Every wait is a `poll` with
 //! the time left, and every read and write is non-blocking (MSG_DONTWAIT), so a blocking
@@ -53,6 +53,31 @@ pub fn connect_via(
     servers: &[Server],
     deadline: Instant,
 ) -> Result<(SocketAddr, ClientVersion), Failed> {
+    request_via(fd, Command::Connect, target, servers, deadline)
+        .map(|granted| (granted.server, granted.version))
+}
+
+/// A granted request.
+#[derive(Debug, Clone, Copy)]
+pub struct Granted {
+    /// The server address the socket is connected to.
+    pub server: SocketAddr,
+    /// The protocol spoken.
+    pub version: ClientVersion,
+    /// The reply's address (for BIND, where the server listens), 0.0.0.0 or a name already
+    /// replaced by the server's address.
+    pub bound: SocketAddr,
+}
+
+/// Runs `command` (CONNECT or BIND) for `target` on `fd` through the first of `servers` that
+/// accepts a TCP connection; `fd` is left connected to it on success, disconnected otherwise.
+pub fn request_via(
+    fd: BorrowedFd<'_>,
+    command: Command,
+    target: SocketAddr,
+    servers: &[Server],
+    deadline: Instant,
+) -> Result<Granted, Failed> {
     let family = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
         .map_err(|e| failed(e.raw_os_error().unwrap_or(libc::EIO), format!("SO_DOMAIN: {e}")))?;
     let flags = sys::status_flags(fd)
@@ -62,7 +87,7 @@ pub fn connect_via(
         sys::set_status_flags(fd, flags | libc::O_NONBLOCK)
             .map_err(|e| failed(e.raw_os_error().unwrap_or(libc::EIO), format!("F_SETFL: {e}")))?;
     }
-    let result = try_servers(fd, family, target, servers, deadline);
+    let result = try_servers(fd, family, command, target, servers, deadline);
     if blocking {
         // Giving the program its flags back cannot usefully fail on a descriptor we hold.
         let _ = sys::set_status_flags(fd, flags);
@@ -77,10 +102,11 @@ pub fn connect_via(
 fn try_servers(
     fd: BorrowedFd<'_>,
     family: i32,
+    command: Command,
     target: SocketAddr,
     servers: &[Server],
     deadline: Instant,
-) -> Result<(SocketAddr, ClientVersion), Failed> {
+) -> Result<Granted, Failed> {
     let mut last = failed(libc::ECONNREFUSED, "no SOCKS server address of the socket's family");
     for server in servers {
         for &addr in &server.addrs {
@@ -97,7 +123,7 @@ fn try_servers(
             let name = version_name(server.version);
             let mut hs = ClientHandshake::new(
                 server.version,
-                Command::Connect,
+                command,
                 &TargetAddr::Ip(target),
                 server.identity.clone(),
             )
@@ -106,16 +132,44 @@ fn try_servers(
                 hs = hs.pipelined();
             }
             return exchange(fd, &mut hs, deadline)
-                .map(|()| (addr, server.version))
+                .map(|bound| Granted {
+                    server: addr,
+                    version: server.version,
+                    bound: reachable(bound, addr),
+                })
                 .map_err(|f| failed(f.errno, format!("via {addr} ({name}): {}", f.why)));
         }
     }
     Err(last)
 }
 
+/// The address a reply names, with 0.0.0.0 (SOCKS4's "the server's address") or a name (which
+/// cannot be used) replaced by the server's address — as the library does.
+fn reachable(bound: TargetAddr, server: SocketAddr) -> SocketAddr {
+    match bound {
+        TargetAddr::Ip(sa) if !sa.ip().is_unspecified() => sa,
+        other => SocketAddr::new(server.ip().to_canonical(), other.port()),
+    }
+}
+
+/// Reads the second reply of a BIND on `fd` (whose first reply was read), once it is
+/// readable, within `deadline`: the connecting peer. Reads exactly the reply, so the first
+/// bytes of the inbound connection stay in the socket.
+pub fn second_reply(
+    fd: BorrowedFd<'_>,
+    version: ClientVersion,
+    deadline: Instant,
+) -> Result<SocketAddr, Failed> {
+    let mut hs = ClientHandshake::second_reply(version);
+    match exchange(fd, &mut hs, deadline)? {
+        TargetAddr::Ip(peer) => Ok(peer),
+        TargetAddr::Domain(..) => Err(failed(libc::EPROTO, "the second reply names no address")),
+    }
+}
+
 /// The server address as the socket's family can reach it (IPv4 through an IPv6 socket as
 /// an IPv4-mapped address).
-fn for_family(addr: SocketAddr, family: i32) -> Option<SocketAddr> {
+pub fn for_family(addr: SocketAddr, family: i32) -> Option<SocketAddr> {
     match (addr, family) {
         (SocketAddr::V4(_), libc::AF_INET) | (SocketAddr::V6(_), libc::AF_INET6) => Some(addr),
         (SocketAddr::V4(v4), libc::AF_INET6) => {
@@ -177,8 +231,12 @@ fn send_all(fd: BorrowedFd<'_>, mut data: &[u8], deadline: Instant) -> Result<()
     Ok(())
 }
 
-/// Runs the handshake to its end.
-fn exchange(fd: BorrowedFd<'_>, hs: &mut ClientHandshake, deadline: Instant) -> Result<(), Failed> {
+/// Runs the handshake to its end: the reply's address.
+fn exchange(
+    fd: BorrowedFd<'_>,
+    hs: &mut ClientHandshake,
+    deadline: Instant,
+) -> Result<TargetAddr, Failed> {
     let mut buf = [0u8; 512];
     loop {
         let out = hs.take_output();
@@ -199,7 +257,7 @@ fn exchange(fd: BorrowedFd<'_>, hs: &mut ClientHandshake, deadline: Instant) -> 
         };
         match hs.feed(&buf[..n]) {
             ClientStep::NeedMore => {}
-            ClientStep::Granted { .. } => return Ok(()),
+            ClientStep::Granted { bound } => return Ok(bound),
             ClientStep::Failed(e) => return Err(failed(errno_for(&e), e.to_string())),
         }
     }

@@ -1,5 +1,6 @@
-//! The notification loop: receive each trapped call (`connect`, `getpeername`, and the sends
-//! with a destination, which `send` handles) from the listener, handle it on its own thread (a
+//! The notification loop: receive each trapped call (`connect`, `getpeername`, the sends
+//! with a destination, which `send` handles, and `bind`/`listen`/`getsockname`/`accept`,
+//! which `bind` handles) from the listener, handle it on its own thread (a
 //! slow handshake holds only the program thread that asked for it; a send that cannot block is
 //! answered on the loop's thread), and answer it. Ends when every supervised process is gone (the listener reports POLLHUP once the last
 //! one is reaped; this process is their subreaper).
@@ -35,7 +36,7 @@ use std::time::Instant;
 
 use crate::config::Settings;
 use crate::route::{route, Route};
-use crate::{filter, proxy, send, sockaddr, sys};
+use crate::{bind, filter, proxy, send, sockaddr, sys};
 
 /// How many proxied sockets `getpeername` remembers.
 pub const PEERS_MAX: usize = 1 << 16;
@@ -46,6 +47,7 @@ pub(crate) struct Shared {
     listener: OwnedFd,
     pub(crate) settings: Settings,
     peers: Mutex<Peers>,
+    binds: Mutex<bind::Binds>,
 }
 
 /// Proxied sockets by `SO_COOKIE`: (the destination the program asked for, the server the
@@ -54,11 +56,22 @@ pub(crate) struct Shared {
 pub(crate) struct Peers {
     by_cookie: HashMap<u64, (SocketAddr, SocketAddr)>,
     order: VecDeque<u64>,
+    /// The last connection the tree made through a server: (destination, server). A BIND
+    /// names it (`bind`).
+    pub(crate) last: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl Peers {
+    /// A connection the supervisor made to `dst` through `server`.
     pub(crate) fn insert(&mut self, cookie: u64, dst: SocketAddr, server: SocketAddr) {
-        if self.by_cookie.insert(cookie, (dst, server)).is_none() {
+        self.last = Some((dst, server));
+        self.insert_accepted(cookie, dst, server);
+    }
+
+    /// A connection from `peer` accepted through a BIND at `server` (not one a later BIND
+    /// names: the library's rule).
+    pub(crate) fn insert_accepted(&mut self, cookie: u64, peer: SocketAddr, server: SocketAddr) {
+        if self.by_cookie.insert(cookie, (peer, server)).is_none() {
             self.order.push_back(cookie);
         }
         while self.by_cookie.len() > PEERS_MAX {
@@ -83,6 +96,11 @@ impl Shared {
     pub(crate) fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
         self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// The BIND sockets, likewise.
+    pub(crate) fn binds(&self) -> std::sync::MutexGuard<'_, bind::Binds> {
+        self.binds.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Logs a line at `level` (1 error … 4 debug) as `socks-supervise[PID]: …`, PID being the
@@ -96,7 +114,12 @@ pub(crate) fn log(settings: &Settings, level: u8, pid: u32, line: std::fmt::Argu
 /// Serves the listener until every supervised process has ended; returns the exit code of the
 /// program (`child_pid`), as a shell reports it.
 pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
-    let shared = Arc::new(Shared { listener, settings, peers: Mutex::new(Peers::default()) });
+    let shared = Arc::new(Shared {
+        listener,
+        settings,
+        peers: Mutex::new(Peers::default()),
+        binds: Mutex::new(bind::Binds::default()),
+    });
     let status = Arc::new(AtomicI32::new(1));
     let all_gone = Arc::new(AtomicBool::new(false));
     let reaper = {
@@ -142,7 +165,8 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
 
 /// Hands one notification to a thread of its own — except a send, which `send` starts on this
 /// thread: most are answered without blocking (a socket that is not IP, a datagram), and only
-/// those that may wait get a thread (a thread costs more than the rest of the work).
+/// those that may wait get a thread (a thread costs more than the rest of the work); and
+/// except the BIND calls that cannot wait (`bind::answer_inline`).
 fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
     let pending = Pending { shared: shared.clone(), id: notif.id, answered: false };
     if notif.data.arch == filter::AUDIT_ARCH_X86_64 {
@@ -155,7 +179,15 @@ fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
         if let Some(call) = call {
             return send::handle(pending, notif, call);
         }
+        // bind/listen/getsockname/accept that cannot block are answered here too.
+        let Some(pending) = bind::answer_inline(pending, &notif) else { return };
+        return spawn(pending, notif);
     }
+    spawn(pending, notif);
+}
+
+/// Handles the notification on a thread of its own.
+fn spawn(pending: Pending, notif: libc::seccomp_notif) {
     let worker = std::thread::Builder::new()
         .name(format!("connect-{}", notif.pid))
         .spawn(move || handle(pending, notif));
@@ -195,6 +227,35 @@ impl Pending {
         let _ = sys::notif_send(self.listener(), self.id, value, 0, false);
     }
 
+    /// Puts a copy of `src` at descriptor number `at` in the program (as dup2 would), without
+    /// answering the call.
+    pub(crate) fn install_at(
+        &self,
+        src: BorrowedFd<'_>,
+        at: i32,
+        cloexec: bool,
+    ) -> std::io::Result<()> {
+        sys::notif_addfd(self.listener(), self.id, src, Some(at), cloexec, false).map(|_| ())
+    }
+
+    /// Installs a copy of `src` in the program at its lowest free number and answers the call
+    /// with that number: in one step (SECCOMP_ADDFD_FLAG_SEND) where the kernel has it (≥ 5.14),
+    /// else installed, then answered.
+    pub(crate) fn reply_with_fd(mut self, src: BorrowedFd<'_>, cloexec: bool) {
+        match sys::notif_addfd(self.listener(), self.id, src, None, cloexec, true) {
+            Ok(_) => self.answered = true,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                match sys::notif_addfd(self.listener(), self.id, src, None, cloexec, false) {
+                    Ok(fd) => self.reply_value(i64::from(fd)),
+                    Err(e) => self.reply(e.raw_os_error().unwrap_or(libc::EMFILE)),
+                }
+            }
+            // ENOENT: the program no longer waits.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.answered = true,
+            Err(e) => self.reply(e.raw_os_error().unwrap_or(libc::EMFILE)),
+        }
+    }
+
     /// Lets the kernel run the call as the program made it.
     pub(crate) fn proceed(mut self) {
         self.answered = true;
@@ -224,6 +285,11 @@ fn handle(pending: Pending, notif: libc::seccomp_notif) {
     match notif.data.nr as u32 {
         filter::NR_CONNECT => connect(pending, notif),
         filter::NR_GETPEERNAME => getpeername(pending, notif),
+        filter::NR_BIND => bind::bind(pending, notif),
+        filter::NR_LISTEN => bind::listen(pending, notif),
+        filter::NR_GETSOCKNAME => bind::getsockname(pending, notif),
+        filter::NR_ACCEPT => bind::accept(pending, notif, false),
+        filter::NR_ACCEPT4 => bind::accept(pending, notif, true),
         filter::NR_SENDTO => send::handle(pending, notif, send::Call::To),
         filter::NR_SENDMSG => send::handle(pending, notif, send::Call::Msg),
         filter::NR_SENDMMSG => send::handle(pending, notif, send::Call::Mmsg),
@@ -266,28 +332,43 @@ fn getpeername(pending: Pending, notif: libc::seccomp_notif) {
         pending.shared.peers().remove(cookie);
         return pending.proceed();
     }
-    // As the kernel does: write min(*len, size) bytes of the address, store the full size.
-    let len = match sys::read_memory(notif.pid, len_ptr, 4) {
-        Ok(b) => i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-        Err(_) => return pending.reply(libc::EFAULT),
-    };
-    if len < 0 {
-        return pending.reply(libc::EINVAL);
-    }
-    let bytes = sockaddr::bytes(dst);
-    let shown = &bytes[..bytes.len().min(len as usize)];
-    if !pending.valid() {
-        return;
-    }
-    let size = (bytes.len() as i32).to_ne_bytes();
-    if sys::write_memory(notif.pid, addr_ptr, shown)
-        .and_then(|()| sys::write_memory(notif.pid, len_ptr, &size))
-        .is_err()
-    {
-        return pending.reply(libc::EFAULT);
+    match write_sockaddr(&pending, notif.pid, addr_ptr, len_ptr, dst) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(errno) => return pending.reply(errno),
     }
     log(&pending.shared.settings, 4, pid, format_args!("getpeername: {dst} (via {server})"));
     pending.reply(0);
+}
+
+/// Writes `addr` as getpeername/getsockname/accept do into thread `tid`'s memory: min(*len,
+/// size) bytes of the address at `addr_ptr`, the full size at `len_ptr` — after checking that
+/// the call still waits. `Ok(false)`: it does not (nothing written); `Err(errno)` for the
+/// program.
+pub(crate) fn write_sockaddr(
+    pending: &Pending,
+    tid: u32,
+    addr_ptr: u64,
+    len_ptr: u64,
+    addr: SocketAddr,
+) -> Result<bool, i32> {
+    let len = match sys::read_memory(tid, len_ptr, 4) {
+        Ok(b) => i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        Err(_) => return Err(libc::EFAULT),
+    };
+    if len < 0 {
+        return Err(libc::EINVAL);
+    }
+    let bytes = sockaddr::bytes(addr);
+    let shown = &bytes[..bytes.len().min(len as usize)];
+    if !pending.valid() {
+        return Ok(false);
+    }
+    let size = (bytes.len() as i32).to_ne_bytes();
+    sys::write_memory(tid, addr_ptr, shown)
+        .and_then(|()| sys::write_memory(tid, len_ptr, &size))
+        .map_err(|_| libc::EFAULT)?;
+    Ok(true)
 }
 
 fn connect(pending: Pending, notif: libc::seccomp_notif) {
@@ -305,6 +386,10 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
                 if matches!(errno, libc::EBADF | libc::ESRCH) { errno } else { libc::EPERM };
             return pending.reply(errno);
         }
+    };
+    let socket = match bind::unbound(&pending, pid, fd, socket) {
+        Ok(socket) => socket,
+        Err(errno) => return pending.reply(errno),
     };
     let domain = match sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN) {
         Ok(d) => d,

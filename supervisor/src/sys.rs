@@ -326,6 +326,80 @@ pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> Result<(), i32> {
     }
 }
 
+/// bind(2) of `fd` to the raw socket address `addr` (bytes the supervisor checked); the errno
+/// on failure.
+pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> Result<(), i32> {
+    let (storage, len) = storage_of(addr);
+    // SAFETY: `storage` holds `len` valid bytes of a socket address.
+    let ret = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr>(),
+            len,
+        )
+    };
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// A new TCP socket of `family` (close-on-exec in the supervisor).
+pub fn tcp_socket(family: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) with integer arguments returns a new descriptor or -1.
+    let fd = check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A new TCP socket of `family` listening on loopback, port 0, backlog 1: the quiet listener
+/// that takes a BIND socket's place in the program once its one connection is accepted.
+pub fn quiet_listener(family: i32) -> io::Result<OwnedFd> {
+    let fd = tcp_socket(family)?;
+    let loopback: std::net::SocketAddr = if family == libc::AF_INET6 {
+        (std::net::Ipv6Addr::LOCALHOST, 0).into()
+    } else {
+        (std::net::Ipv4Addr::LOCALHOST, 0).into()
+    };
+    bind_raw(fd.as_fd(), &crate::sockaddr::bytes(loopback))
+        .map_err(io::Error::from_raw_os_error)?;
+    // SAFETY: listen(2) on a descriptor we own.
+    check(unsafe { libc::listen(fd.as_raw_fd(), 1) })?;
+    Ok(fd)
+}
+
+/// SECCOMP_IOCTL_NOTIF_ADDFD: installs a copy of `src` in the program waiting in notification
+/// `id` — at number `at` (replacing what is there, as dup2 would) or at the lowest free
+/// number — close-on-exec when `cloexec`; with `send`, the call is answered at once with the
+/// new number (SECCOMP_ADDFD_FLAG_SEND, Linux ≥ 5.14: installed and answered atomically).
+/// Returns the number in the program.
+pub fn notif_addfd(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    src: BorrowedFd<'_>,
+    at: Option<i32>,
+    cloexec: bool,
+    send: bool,
+) -> io::Result<i32> {
+    let mut flags = 0u32;
+    if at.is_some() {
+        flags |= libc::SECCOMP_ADDFD_FLAG_SETFD as u32;
+    }
+    if send {
+        flags |= libc::SECCOMP_ADDFD_FLAG_SEND as u32;
+    }
+    let mut addfd = libc::seccomp_notif_addfd {
+        id,
+        flags,
+        srcfd: src.as_raw_fd() as u32,
+        newfd: at.unwrap_or(0) as u32,
+        newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+    };
+    // SAFETY: the ioctl reads one seccomp_notif_addfd from `addfd`.
+    check(unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_ADDFD, &mut addfd) })
+}
+
 /// getpeername(2) of our copy: the raw address bytes.
 pub fn peer_name(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     // SAFETY: an all-zero sockaddr_storage is valid.

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
+use socks_e2e::vsftpd::Vsftpd;
 use socks_e2e::*;
 
 /// Whether the supervisor can start a program here; reports the skip otherwise.
@@ -746,4 +747,275 @@ fn tcp_fast_open_goes_through_sockd() {
     assert_from_firewall(&echo);
     assert_session(&sockd, echo.addr(), None);
     leaks.assert_only_sockd("TCP Fast Open under the supervisor");
+}
+
+/// The file the active-FTP tests download: a megabyte and a bit of [`pattern`] bytes.
+const FTP_FILE_LEN: usize = 1024 * 1024 + 7;
+
+/// The `key=ADDR:PORT` field of the program's summary line on stderr.
+fn summary_addr(ran: &Ran, key: &str) -> SocketAddr {
+    ran.stderr
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}=ADDR:PORT on the program's stderr\n{}", ran.describe()))
+}
+
+/// The address and port of the first `PORT h1,h2,h3,h4,p1,p2` command in vsftpd's log.
+fn port_command(vsftpd_log: &str) -> Option<SocketAddr> {
+    let at = vsftpd_log.find("\"PORT ")?;
+    let nums: Vec<u8> = vsftpd_log[at + 6..]
+        .split(|c: char| !c.is_ascii_digit() && c != ',')
+        .next()?
+        .split(',')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [a, b, c, d, hi, lo] = nums[..] else { return None };
+    Some(SocketAddr::from(([a, b, c, d], u16::from(hi) * 256 + u16::from(lo))))
+}
+
+/// What an active-mode download through the supervisor's BIND must have left behind: the
+/// file byte for byte on stdout, the supervisor's BIND line, a PORT naming where sockd
+/// listened on the firewall's outside address (getsockname's answer, `port=` on the program's
+/// stderr), vsftpd's download to the firewall, and sockd's BIND session carrying the file.
+fn assert_active_download(ran: &Ran, vsftpd: &Vsftpd, sockd: &Daemon, content: &[u8]) {
+    let context = || format!("{}\n--- vsftpd log ---\n{}", ran.describe(), vsftpd.log.text());
+    ran.assert_success();
+    assert!(
+        ran.stdout == content,
+        "the active download must be the {}-byte file byte for byte, got {} bytes\n{}",
+        content.len(),
+        ran.stdout.len(),
+        context()
+    );
+    assert!(
+        ran.stderr.contains(&format!(
+            "]: bind for {}: the server listens on {FW_OUTSIDE_ADDR}:",
+            vsftpd.addr
+        )),
+        "the supervisor must turn the data connection's bind into a SOCKS BIND\n{}",
+        context()
+    );
+    let port = summary_addr(ran, "port");
+    assert_eq!(port.ip(), std::net::IpAddr::V4(FW_OUTSIDE_ADDR), "getsockname\n{}", context());
+    assert_eq!(summary_addr(ran, "peer").ip(), vsftpd.addr.ip(), "accept's peer\n{}", context());
+    vsftpd.log.wait_lines(&["OK DOWNLOAD", "big.bin", &content.len().to_string()], 1, STARTUP);
+    let vlog = vsftpd.log.text();
+    assert_eq!(port_command(&vlog), Some(port), "the PORT command\n{}", context());
+    assert!(!vlog.contains(&format!("\"{INSIDE_ADDR}\"")), "vsftpd saw the workstation");
+    let bind = sockd.wait_line(&["bind:", &format!("client={INSIDE_ADDR}:"), "cmd=bind"], STARTUP);
+    assert!(
+        bind.contains(&format!("listening on {port} ")) || bind.ends_with(&port.to_string()),
+        "sockd's BIND must listen where PORT said: {bind}\n{}",
+        context()
+    );
+    sockd.wait_line(&["closed:", "cmd=bind", &format!(" received={} ", content.len())], STARTUP);
+}
+
+/// A static C program downloads a file from vsftpd in active mode (PORT): its data socket's
+/// bind becomes a SOCKS BIND through sockd, getsockname names sockd's listening address, and
+/// accept4(SOCK_CLOEXEC) hands it the inbound connection (installed by
+/// SECCOMP_IOCTL_NOTIF_ADDFD) close-on-exec and blocking, as asked.
+#[test]
+fn static_ftp_active_download_through_bind() {
+    static_ftp_active(SERVER, "supervised-ftp");
+}
+
+/// The same over SOCKS4, whose BIND reply may say 0.0.0.0 for "the server's address".
+#[test]
+fn static_ftp_active_download_through_bind_socks4() {
+    static_ftp_active("socks4://192.0.2.1:1080", "supervised-ftp4");
+}
+
+fn static_ftp_active(server: &str, name: &str) {
+    let Some(lab) = Lab::new(name) else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let Some(program) = build_static(lab.name(), lab.dir.path(), "binds") else { return };
+    let content = pattern(FTP_FILE_LEN);
+    let vsftpd = lab.vsftpd(&[("big.bin", &content)]);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let ran = lab
+        .client(&program)
+        .args(["ftp", &OUTSIDE_ADDR.to_string(), "big.bin"])
+        .socksify(&["-v", "-s", server])
+        .timeout(std::time::Duration::from_secs(60))
+        .run();
+    assert_active_download(&ran, &vsftpd, &sockd, &content);
+    assert!(
+        ran.stderr.contains("cloexec=1 nonblock=0"),
+        "accept4(SOCK_CLOEXEC) must give a close-on-exec, blocking descriptor\n{}",
+        ran.describe()
+    );
+    leaks.assert_only_sockd(&format!("an active-mode FTP download by a static program ({server})"));
+}
+
+/// An active-mode FTP client in Go (`CGO_ENABLED=0`): net.ListenTCP on the control
+/// connection's own address, PORT with the address the listener reports, then Accept — started
+/// before RETR, so that Go's non-blocking accept4 gets EAGAIN and its netpoller (epoll) waits
+/// for the listening socket to become readable (the second BIND reply) before it tries again.
+const GO_FTP_ACTIVE: &str = r#"package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+)
+
+func fail(what string, err error) {
+	fmt.Fprintln(os.Stderr, what+":", err)
+	os.Exit(1)
+}
+
+func main() {
+	c, err := net.DialTimeout("tcp", os.Args[1], 10*time.Second)
+	if err != nil {
+		fail("dial", err)
+	}
+	r := bufio.NewReader(c)
+	reply := func() string {
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				fail("reply", err)
+			}
+			fmt.Fprint(os.Stderr, "< ", line)
+			if len(line) >= 4 && line[3] == ' ' {
+				return line
+			}
+		}
+	}
+	cmd := func(text, want string) string {
+		fmt.Fprintf(c, "%s\r\n", text)
+		got := reply()
+		if !strings.HasPrefix(got, want) {
+			fail(text, fmt.Errorf("reply %q", got))
+		}
+		return got
+	}
+	reply()
+	if strings.HasPrefix(cmd("USER anonymous", ""), "331") {
+		cmd("PASS e2e@inside.test", "2")
+	}
+	cmd("TYPE I", "200")
+	local := c.LocalAddr().(*net.TCPAddr)
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: local.IP})
+	if err != nil {
+		fail("listen", err)
+	}
+	a := ln.Addr().(*net.TCPAddr)
+	ip := a.IP.To4()
+	cmd(fmt.Sprintf("PORT %d,%d,%d,%d,%d,%d", ip[0], ip[1], ip[2], ip[3], a.Port>>8, a.Port&255), "200")
+	// Accept first, so that it finds nothing yet (EAGAIN) and waits in the netpoller until
+	// the listening socket becomes readable.
+	ln.SetDeadline(time.Now().Add(20 * time.Second))
+	type accepted struct {
+		conn net.Conn
+		err  error
+	}
+	ch := make(chan accepted, 1)
+	go func() {
+		d, err := ln.Accept()
+		ch <- accepted{d, err}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	cmd("RETR "+os.Args[2], "1")
+	got := <-ch
+	d, err := got.conn, got.err
+	if err != nil {
+		fail("accept", err)
+	}
+	ln.Close()
+	n, err := io.Copy(os.Stdout, d)
+	if err != nil {
+		fail("data", err)
+	}
+	d.Close()
+	if got := reply(); !strings.HasPrefix(got, "226") {
+		fail("transfer", fmt.Errorf("reply %q", got))
+	}
+	cmd("QUIT", "221")
+	fmt.Fprintf(os.Stderr, "port=%s peer=%s bytes=%d\n", a, d.RemoteAddr(), n)
+}
+"#;
+
+#[test]
+fn go_ftp_active_download_through_bind() {
+    let Some(lab) = Lab::new("supervised-goftp") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let program = go_build(&lab, "ftpactive", GO_FTP_ACTIVE);
+    let content = pattern(FTP_FILE_LEN);
+    let vsftpd = lab.vsftpd(&[("big.bin", &content)]);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let ran = lab
+        .client(&program)
+        .args([vsftpd.addr.to_string(), "big.bin".into()])
+        .socksify(&["-v", "-s", SERVER])
+        .timeout(std::time::Duration::from_secs(60))
+        .run();
+    assert_active_download(&ran, &vsftpd, &sockd, &content);
+    leaks.assert_only_sockd("an active-mode FTP download by a Go program");
+}
+
+/// After a proxied connection, a bind to a specific port and a bind to loopback stay local
+/// (getsockname names them, a loopback connection to each is accepted), while a bind to the
+/// wildcard address with port 0 becomes a SOCKS BIND (getsockname names sockd's listening
+/// address on the firewall) — and a socket bound so and then connected instead gets a fresh
+/// socket and connects through sockd, as under the library.
+#[test]
+fn a_bind_to_a_specific_port_or_loopback_stays_local() {
+    let Some(lab) = Lab::new("supervised-binds") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let Some(program) = build_static(lab.name(), lab.dir.path(), "binds") else { return };
+    let echo = lab.echo(7);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let ran = lab
+        .client(&program)
+        .args(["local", &OUTSIDE_ADDR.to_string(), "7", "4711"])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    ran.assert_success();
+    let out = ran.stdout_text();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() == 6
+            && lines[0] == "specific=0.0.0.0:4711"
+            && lines[1] == "specific_accept=ok"
+            && lines[2].starts_with("loopback=127.0.0.1:")
+            && lines[2] != "loopback=127.0.0.1:0"
+            && lines[3] == "loopback_accept=ok"
+            && lines[4].starts_with(&format!("wildcard={FW_OUTSIDE_ADDR}:"))
+            && lines[5] == "rebound=rebound",
+        "a specific port and loopback stay local, a wildcard port 0 is a BIND, and a socket \
+         bound so and then connected still connects\n{}",
+        ran.describe()
+    );
+    assert_eq!(
+        ran.stderr.matches("]: bind for ").count(),
+        2,
+        "a BIND for each wildcard port-0 bind, none for the others\n{}",
+        ran.describe()
+    );
+    assert_eq!(
+        ran.stderr.matches(&proxied(echo.addr())).count(),
+        2,
+        "the first connection and the one made on a bound socket go through sockd\n{}",
+        ran.describe()
+    );
+    echo.wait_done(2, STARTUP);
+    assert_from_firewall(&echo);
+    sockd.wait_line(&["bind:", &format!("client={INSIDE_ADDR}:"), "cmd=bind"], STARTUP);
+    leaks.assert_only_sockd("binds to a specific port, loopback and the wildcard address");
 }
