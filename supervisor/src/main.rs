@@ -18,9 +18,12 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod config;
+mod dns;
+mod dnsmsg;
 mod elf;
 mod filter;
 mod msghdr;
+mod names;
 mod proxy;
 mod route;
 mod send;

@@ -45,11 +45,12 @@ pub fn version_name(version: ClientVersion) -> &'static str {
     }
 }
 
-/// Connects `fd` (a TCP socket of family `family`) to `target` through the first of `servers`
-/// that accepts a TCP connection. Returns the server address used.
+/// Connects `fd` (a TCP socket of family `family`) to `target` (an address, or the name
+/// behind a fake address) through the first of `servers` that accepts a TCP connection.
+/// Returns the server address used.
 pub fn connect_via(
     fd: BorrowedFd<'_>,
-    target: SocketAddr,
+    target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
 ) -> Result<(SocketAddr, ClientVersion), Failed> {
@@ -77,7 +78,7 @@ pub fn connect_via(
 fn try_servers(
     fd: BorrowedFd<'_>,
     family: i32,
-    target: SocketAddr,
+    target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
 ) -> Result<(SocketAddr, ClientVersion), Failed> {
@@ -98,7 +99,7 @@ fn try_servers(
             let mut hs = ClientHandshake::new(
                 server.version,
                 Command::Connect,
-                &TargetAddr::Ip(target),
+                target,
                 server.identity.clone(),
             )
             .map_err(|e| failed(libc::EAFNOSUPPORT, format!("via {addr} ({name}): {e}")))?;

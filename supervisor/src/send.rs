@@ -42,6 +42,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
+use socks_proto::TargetAddr;
+
 use crate::msghdr::{self, MsgHdr};
 use crate::route::{route, Route};
 use crate::supervise::{copy_socket, log, Pending, Shared};
@@ -361,7 +363,7 @@ impl Ctx {
         let deadline = Instant::now() + settings.timeout;
         let target = SocketAddr::new(dst.ip().to_canonical(), dst.port());
         let cookie = sys::socket_cookie(self.socket.as_fd()).ok();
-        match proxy::connect_via(self.socket.as_fd(), target, servers, deadline) {
+        match proxy::connect_via(self.socket.as_fd(), &TargetAddr::Ip(target), servers, deadline) {
             Ok((server, version)) => {
                 if let Some(cookie) = cookie {
                     self.shared.peers().insert(cookie, dst, server);

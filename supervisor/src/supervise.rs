@@ -34,8 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::config::Settings;
-use crate::route::{route, Route};
-use crate::{filter, proxy, send, sockaddr, sys};
+use socks_proto::TargetAddr;
+
+use crate::route::{route, route_name, Route};
+use crate::{dns, filter, names, proxy, send, sockaddr, sys};
 
 /// How many proxied sockets `getpeername` remembers.
 pub const PEERS_MAX: usize = 1 << 16;
@@ -46,6 +48,8 @@ pub(crate) struct Shared {
     listener: OwnedFd,
     pub(crate) settings: Settings,
     peers: Mutex<Peers>,
+    /// The name service, when names are resolved on the far side (see `dns`).
+    pub(crate) dns: Option<dns::Responder>,
 }
 
 /// Proxied sockets by `SO_COOKIE`: (the destination the program asked for, the server the
@@ -96,7 +100,20 @@ pub(crate) fn log(settings: &Settings, level: u8, pid: u32, line: std::fmt::Argu
 /// Serves the listener until every supervised process has ended; returns the exit code of the
 /// program (`child_pid`), as a shell reports it.
 pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
-    let shared = Arc::new(Shared { listener, settings, peers: Mutex::new(Peers::default()) });
+    let dns = match settings.names {
+        Some(_) => match dns::Responder::bind() {
+            Ok(responder) => Some(responder),
+            Err(e) => {
+                // Without it no port-53 connect is redirected and no fake address handed out:
+                // connects to port 53 are then refused (see `connect`), nothing leaks.
+                eprintln!("socks-supervise: cannot start the name service on 127.0.0.1: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    let shared = Arc::new(Shared { listener, settings, peers: Mutex::new(Peers::default()), dns });
+    dns::serve(&shared);
     let status = Arc::new(AtomicI32::new(1));
     let all_gone = Arc::new(AtomicBool::new(false));
     let reaper = {
@@ -336,7 +353,46 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
     };
     let stream = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
         .is_ok_and(|t| t == libc::SOCK_STREAM);
-    match route(settings, dst) {
+    let protocol = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_PROTOCOL).ok();
+    let (tcp, udp) = (
+        stream && protocol == Some(libc::IPPROTO_TCP),
+        !stream && protocol == Some(libc::IPPROTO_UDP),
+    );
+    if dst.port() == 53 && (tcp || udp) && settings.names.is_some() {
+        return name_service(pending, &socket, pid, domain, dst, tcp, cookie);
+    }
+    // A fake address stands for its name, which is what the server is asked for.
+    let canonical = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+    let (target, routed) = if names::is_fake(settings, canonical.ip()) {
+        let name =
+            pending.shared.dns.as_ref().and_then(|d| d.fakes.name_of(settings, canonical.ip()));
+        let Some(name) = name else {
+            log(
+                settings,
+                1,
+                pid,
+                format_args!("connect {dst}: a fake address this process tree never handed out"),
+            );
+            return pending.reply(libc::EHOSTUNREACH);
+        };
+        let routed = route_name(settings, &name, canonical);
+        if matches!(routed, Route::Direct) {
+            log(
+                settings,
+                1,
+                pid,
+                format_args!(
+                    "connect {name}:{}: a name resolved for the proxy, but no sockd line covers it",
+                    dst.port()
+                ),
+            );
+            return pending.reply(libc::EHOSTUNREACH);
+        }
+        (TargetAddr::Domain(name, dst.port()), routed)
+    } else {
+        (TargetAddr::Ip(canonical), route(settings, dst))
+    };
+    match routed {
         Route::Direct => {
             log(settings, 4, pid, format_args!("connect {dst}: direct"));
             pending.reply(sys::connect_raw(socket.as_fd(), &bytes).err().unwrap_or(0));
@@ -367,24 +423,66 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
         }
         Route::Proxy(servers) => {
             let deadline = Instant::now() + settings.timeout;
-            // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4.
-            let target = SocketAddr::new(dst.ip().to_canonical(), dst.port());
-            match proxy::connect_via(socket.as_fd(), target, servers, deadline) {
+            // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4 (`canonical`).
+            match proxy::connect_via(socket.as_fd(), &target, servers, deadline) {
                 Ok((server, version)) => {
                     if let Some(cookie) = cookie {
                         pending.shared.peers().insert(cookie, dst, server);
                     }
                     let name = proxy::version_name(version);
-                    log(settings, 3, pid, format_args!("connect {dst} via {server} ({name}): ok"));
+                    log(
+                        settings,
+                        3,
+                        pid,
+                        format_args!("connect {target} via {server} ({name}): ok"),
+                    );
                     pending.reply(0);
                 }
                 Err(failed) => {
-                    log(settings, 1, pid, format_args!("connect {dst} {}", failed.why));
+                    log(settings, 1, pid, format_args!("connect {target} {}", failed.why));
                     pending.reply(failed.errno);
                 }
             }
         }
     }
+}
+
+/// A connect of a UDP or TCP socket to port 53: the socket is connected to the supervisor's
+/// name service instead (see `dns`), which knows the real server; `getpeername` names that
+/// server. Without a running name service the connect is refused: a lookup must not leak.
+fn name_service(
+    pending: Pending,
+    socket: &OwnedFd,
+    pid: u32,
+    domain: i32,
+    server: SocketAddr,
+    tcp: bool,
+    cookie: Option<u64>,
+) {
+    let settings = &pending.shared.settings;
+    let responder = pending.shared.dns.as_ref().and_then(|d| d.address(tcp, domain));
+    let Some(responder) = responder else {
+        log(settings, 1, pid, format_args!("connect {server}: no name service (refused)"));
+        return pending.reply(libc::ECONNREFUSED);
+    };
+    let result = sys::connect_raw(socket.as_fd(), &sockaddr::bytes(responder));
+    if matches!(result, Ok(()) | Err(libc::EINPROGRESS)) {
+        let local = sys::local_name(socket.as_fd()).ok().and_then(|b| sockaddr::parse(&b));
+        if let (Some(dns), Some(local)) = (&pending.shared.dns, local) {
+            dns.register(tcp, local, server);
+        }
+        if let Some(cookie) = cookie {
+            pending.shared.peers().insert(cookie, server, responder);
+        }
+        let kind = if tcp { "TCP" } else { "UDP" };
+        log(
+            settings,
+            4,
+            pid,
+            format_args!("connect {server}: name service ({kind}), answered here"),
+        );
+    }
+    pending.reply(result.err().unwrap_or(0));
 }
 
 #[cfg(test)]
