@@ -10,8 +10,10 @@
 //! What it covers now: TCP connect by address (IPv4, IPv6), direct/deny/sockd rules, SOCKS4,
 //! 4a and 5, `getpeername` naming the destination of a proxied socket, and sends with a
 //! destination (`sendto`/`sendmsg`/`sendmmsg`: datagrams go direct or are refused, TCP Fast
-//! Open is routed as a connect). Not yet: host names resolved on the far side (the program's
-//! own DNS), BIND, UDP ASSOCIATE.
+//! Open is routed as a connect), and host names resolved on the far side: the program's own DNS
+//! queries (to port 53, UDP or TCP) are answered by the supervisor with fake addresses for names
+//! that go through a server, whose connect then sends the name (`dns`, `names`). Not yet: BIND,
+//! UDP ASSOCIATE (datagrams and DNS through the server).
 //!
 //! Unsafe code is denied here and allowed only in `sys`, the libc boundary.
 #![deny(unsafe_code)]

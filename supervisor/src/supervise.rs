@@ -13,6 +13,11 @@
 //! `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the kernel then re-reads the address, but a socket of
 //! those families cannot connect to an IP address whatever the bytes say.
 //!
+//! A connect of a UDP or TCP socket to port 53 goes to the supervisor's name service (`dns`),
+//! and a connect to a fake address it handed out sends the name to the server (SOCKS5
+//! DOMAINNAME, SOCKS4a), as the library does; a fake address never handed out, or whose name
+//! no `sockd` line covers, fails with EHOSTUNREACH.
+//!
 //! `getpeername` on a socket the supervisor connected through a SOCKS server (recognised by its
 //! `SO_COOKIE`, and only while the socket's real peer is still that server) answers the
 //! destination the program asked for, written into the program's memory; any other socket's

@@ -349,6 +349,24 @@ pub fn peer_name(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
+/// bind(2) of `fd` to the raw socket address `addr`; the errno on failure.
+pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> Result<(), i32> {
+    let (storage, len) = storage_of(addr);
+    // SAFETY: `storage` holds `len` valid bytes of a socket address.
+    let ret = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr>(),
+            len,
+        )
+    };
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
 /// getsockname(2) of our copy: the raw address bytes.
 pub fn local_name(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     // SAFETY: an all-zero sockaddr_storage is valid.

@@ -315,3 +315,117 @@ fn direct_domain_resolves_on_the_lan_and_reverse_of_a_fake_names_it() {
     let (v4, _) = leaks.leaked_destinations();
     assert!(v4.contains(&dns), "the intranet lookup must have gone to {dns}: {v4:?}");
 }
+
+/// Builds `tests/c/NAME.c` statically into the lab; `None` (skip reported) without a static
+/// C library.
+fn build_static(lab: &Lab, name: &str) -> Option<PathBuf> {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
+    let binary = lab.dir.path().join(name);
+    let out = Command::new(paths::require("cc", "gcc"))
+        .args(["-static", "-O2", "-Wall", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("cc runs");
+    if !out.status.success() {
+        let why = format!(
+            "cc -static {name}.c failed (libc6-dev provides libc.a): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        skip(lab.name(), &why);
+        return None;
+    }
+    Some(binary)
+}
+
+/// A resolver that sends from an unconnected UDP socket (musl's way: `sendto`, or `sendmsg`
+/// with an address) gets its answer from the supervisor: a fake address, and no packet leaves.
+#[test]
+fn unconnected_queries_are_answered_and_never_leave() {
+    let Some((lab, leaks, outside, _sockd)) = names_lab("supervised-names-sendto") else {
+        return;
+    };
+    let Some(program) = build_static(&lab, "dnsquery") else { return };
+    for mode in ["sendto", "sendmsg"] {
+        let ran = lab
+            .client(&program)
+            .args([mode, &DEAD_DNS_ADDR.to_string(), WWW])
+            .socksify(&["-vv", "-s", SERVER])
+            .run();
+        ran.assert_success();
+        let text = ran.stdout_text();
+        assert!(
+            text.starts_with("rcode=0\nA=198.18.") || text.starts_with("rcode=0\nA=198.19."),
+            "{mode}: the query must get a fake address from the supervisor: {text:?}\n{}",
+            ran.describe()
+        );
+        assert!(
+            ran.stderr.contains(&format!("{mode} {DEAD_DNS_ADDR}:53: name service (UDP)")),
+            "{mode}: the supervisor must say it answered\n{}",
+            ran.describe()
+        );
+    }
+    assert!(outside.all_queries().is_empty(), "nobody asked the outside name server");
+    let counts = leaks.counts();
+    let (v4, v6) = leaks.leaked_destinations();
+    assert!(
+        counts.leaked == 0 && v4.is_empty() && v6.is_empty(),
+        "no query may leave the workstation: {counts:?} {v4:?} {v6:?}\n{}",
+        leaks.table()
+    );
+}
+
+/// Go with `options use-vc` asks over TCP: the proxied name gets its fake address from the
+/// supervisor's TCP listener, and a direct name is forwarded over TCP to the LAN's server.
+#[test]
+fn go_lookups_over_tcp() {
+    let Some((lab, leaks, outside, sockd)) = names_lab("supervised-names-tcp") else { return };
+    let program = go_build(&lab, "client", GO_CLIENT);
+    lab.net.write_etc(
+        Ns::Inside,
+        "resolv.conf",
+        &format!("nameserver {DEAD_DNS_ADDR}\noptions use-vc timeout:2 attempts:1\n"),
+    );
+    let intranet_ip = std::net::Ipv4Addr::new(192, 0, 2, 80);
+    let lan = dns::inside_lan_dns(
+        &lab,
+        &[
+            format!("--host-record=intranet.corp.example,{intranet_ip}"),
+            "--local=/corp.example/".to_owned(),
+        ],
+    );
+    let www = http_dual(&lab, 80);
+    let conf = lab.write(
+        "socks.conf",
+        format!("direct .corp.example\ndirect 192.0.2.0/24\nsockd @={SERVER} 0.0.0.0/0\n"),
+    );
+    let ran = lab
+        .client(&program)
+        .args([format!("http://{WWW}/tcp"), "lookup:intranet.corp.example".to_owned()])
+        .socksify(&["-vv", "-c", &conf.display().to_string()])
+        .run();
+    ran.assert_success();
+    assert_eq!(
+        ran.stdout_text(),
+        format!("hello from outside: /tcp\nintranet.corp.example {intranet_ip}\n"),
+        "{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains(&format!("connect {DEAD_DNS_ADDR}:53: name service (TCP)")),
+        "the lookups must have gone over TCP to the supervisor\n{}",
+        ran.describe()
+    );
+    assert_session_by_name(&sockd, WWW, 80);
+    assert_relayed(&www);
+    assert!(!lan.queries_for("intranet.corp.example").is_empty(), "{}", lan.daemon.log());
+    assert!(lan.queries_for(WWW).is_empty(), "{WWW} must not reach the LAN");
+    assert_asked_only_by_firewall(&outside);
+    let tcp = format!("{DEAD_DNS_ADDR} . tcp . 53");
+    leaks.assert_only_sockd_and(
+        "Go lookups over TCP under the supervisor",
+        std::slice::from_ref(&tcp),
+    );
+    let (v4, _) = leaks.leaked_destinations();
+    assert!(v4.contains(&tcp), "the intranet lookup must have gone to {tcp}: {v4:?}");
+}
