@@ -48,8 +48,8 @@ use std::time::Instant;
 use socks_proto::TargetAddr;
 
 use crate::msghdr::{self, MsgHdr};
-use crate::route::{route, Route};
-use crate::supervise::{copy_socket, log, Pending, Shared};
+use crate::route::Route;
+use crate::supervise::{copy_socket, log, target_of, Pending, Shared};
 use crate::{proxy, sockaddr, sys};
 
 /// The most data bytes copied for one message: more than any datagram (65,535 bytes, UDP GSO
@@ -233,7 +233,7 @@ enum Plan<'s> {
     /// given instead of the program's when there is one (the name service, see `dns`).
     Send(Option<Vec<u8>>),
     /// TCP Fast Open through these servers.
-    ViaServer(SocketAddr, &'s [crate::config::Server]),
+    ViaServer(SocketAddr, TargetAddr, &'s [crate::config::Server]),
 }
 
 /// Everything one handler needs about the call.
@@ -297,7 +297,9 @@ impl Ctx {
     fn deliver(&self, message: &Message) -> Result<usize, i32> {
         match self.plan(message)? {
             Plan::Send(to) => self.send(message, to.as_deref(), self.flags),
-            Plan::ViaServer(dst, servers) => self.fast_open_via(dst, servers, message),
+            Plan::ViaServer(dst, target, servers) => {
+                self.fast_open_via(dst, &target, servers, message)
+            }
         }
     }
 
@@ -321,7 +323,8 @@ impl Ctx {
             // Already connected: the kernel's answer (EISCONN), on the copy with our bytes.
             return Ok(Plan::Send(None));
         }
-        match (route(settings, dst), self.kind) {
+        let (target, routed) = target_of(&self.shared, self.pid, name, dst)?;
+        match (routed, self.kind) {
             (Route::Direct, _) => {
                 log(settings, 4, self.pid, format_args!("{name} {dst}: direct"));
                 Ok(Plan::Send(None))
@@ -355,7 +358,7 @@ impl Ctx {
                 );
                 Err(libc::ECONNREFUSED)
             }
-            (Route::Proxy(servers), Kind::Tcp) => Ok(Plan::ViaServer(dst, servers)),
+            (Route::Proxy(servers), Kind::Tcp) => Ok(Plan::ViaServer(dst, target, servers)),
         }
     }
 
@@ -403,21 +406,21 @@ impl Ctx {
     fn fast_open_via(
         &self,
         dst: SocketAddr,
+        target: &TargetAddr,
         servers: &[crate::config::Server],
         message: &Message,
     ) -> Result<usize, i32> {
         let settings = &self.shared.settings;
         let name = self.call.name();
         let deadline = Instant::now() + settings.timeout;
-        let target = SocketAddr::new(dst.ip().to_canonical(), dst.port());
         let cookie = sys::socket_cookie(self.socket.as_fd()).ok();
-        match proxy::connect_via(self.socket.as_fd(), &TargetAddr::Ip(target), servers, deadline) {
+        match proxy::connect_via(self.socket.as_fd(), target, servers, deadline) {
             Ok((server, version)) => {
                 if let Some(cookie) = cookie {
                     self.shared.peers().insert(cookie, dst, server);
                 }
                 let v = proxy::version_name(version);
-                log(settings, 3, self.pid, format_args!("{name} {dst} via {server} ({v}): ok"));
+                log(settings, 3, self.pid, format_args!("{name} {target} via {server} ({v}): ok"));
                 if message.data.is_empty() {
                     return Ok(0);
                 }
@@ -428,7 +431,7 @@ impl Ctx {
                 )
             }
             Err(failed) => {
-                log(settings, 1, self.pid, format_args!("{name} {dst} {}", failed.why));
+                log(settings, 1, self.pid, format_args!("{name} {target} {}", failed.why));
                 Err(failed.errno)
             }
         }

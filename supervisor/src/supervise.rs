@@ -367,35 +367,9 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
         return name_service(pending, &socket, pid, domain, dst, tcp, cookie);
     }
     // A fake address stands for its name, which is what the server is asked for.
-    let canonical = SocketAddr::new(dst.ip().to_canonical(), dst.port());
-    let (target, routed) = if names::is_fake(settings, canonical.ip()) {
-        let name =
-            pending.shared.dns.as_ref().and_then(|d| d.fakes.name_of(settings, canonical.ip()));
-        let Some(name) = name else {
-            log(
-                settings,
-                1,
-                pid,
-                format_args!("connect {dst}: a fake address this process tree never handed out"),
-            );
-            return pending.reply(libc::EHOSTUNREACH);
-        };
-        let routed = route_name(settings, &name, canonical);
-        if matches!(routed, Route::Direct) {
-            log(
-                settings,
-                1,
-                pid,
-                format_args!(
-                    "connect {name}:{}: a name resolved for the proxy, but no sockd line covers it",
-                    dst.port()
-                ),
-            );
-            return pending.reply(libc::EHOSTUNREACH);
-        }
-        (TargetAddr::Domain(name, dst.port()), routed)
-    } else {
-        (TargetAddr::Ip(canonical), route(settings, dst))
+    let (target, routed) = match target_of(&pending.shared, pid, "connect", dst) {
+        Ok(found) => found,
+        Err(errno) => return pending.reply(errno),
     };
     match routed {
         Route::Direct => {
@@ -450,6 +424,47 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
             }
         }
     }
+}
+
+/// What to ask a server for when the program named `dst` (in call `what`), and how to route
+/// it: the name behind a fake address the supervisor handed out, else the address itself
+/// (IPv4-mapped made IPv4). EHOSTUNREACH, logged, for a fake address never handed out or
+/// whose name no `sockd` line covers — as the library.
+pub(crate) fn target_of<'s>(
+    shared: &'s Shared,
+    pid: u32,
+    what: &str,
+    dst: SocketAddr,
+) -> Result<(TargetAddr, Route<'s>), i32> {
+    let settings = &shared.settings;
+    let canonical = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+    if !names::is_fake(settings, canonical.ip()) {
+        return Ok((TargetAddr::Ip(canonical), route(settings, dst)));
+    }
+    let name = shared.dns.as_ref().and_then(|d| d.fakes.name_of(settings, canonical.ip()));
+    let Some(name) = name else {
+        log(
+            settings,
+            1,
+            pid,
+            format_args!("{what} {dst}: a fake address this process tree never handed out"),
+        );
+        return Err(libc::EHOSTUNREACH);
+    };
+    let routed = route_name(settings, &name, canonical);
+    if matches!(routed, Route::Direct) {
+        log(
+            settings,
+            1,
+            pid,
+            format_args!(
+                "{what} {name}:{}: a name resolved for the proxy, but no sockd line covers it",
+                dst.port()
+            ),
+        );
+        return Err(libc::EHOSTUNREACH);
+    }
+    Ok((TargetAddr::Domain(name, dst.port()), routed))
 }
 
 /// A connect of a UDP or TCP socket to port 53: the socket is connected to the supervisor's

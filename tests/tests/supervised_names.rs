@@ -429,3 +429,36 @@ fn go_lookups_over_tcp() {
     let (v4, _) = leaks.leaked_destinations();
     assert!(v4.contains(&tcp), "the intranet lookup must have gone to {tcp}: {v4:?}");
 }
+
+/// A fake address the supervisor never handed out (one kept from another run, say) means no
+/// name: the connect fails with EHOSTUNREACH, as under the library, and nothing is sent.
+#[test]
+fn a_fake_address_never_handed_out_fails() {
+    let Some(lab) = Lab::new("supervised-names-unknown") else { return };
+    if !supervisor_works(lab.name()) {
+        return;
+    }
+    let busybox = paths::require("busybox", "busybox-static");
+    let _sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let ran = lab
+        .client(busybox)
+        .args(["wget", "-q", "-O", "-", "http://198.18.0.77/"])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    assert!(
+        !ran.success()
+            && ran
+                .stderr
+                .contains("198.18.0.77:80: a fake address this process tree never handed out")
+            && ran.stderr.contains("No route to host"),
+        "the connect must fail with EHOSTUNREACH and say why\n{}",
+        ran.describe()
+    );
+    let counts = leaks.counts();
+    assert!(
+        counts.leaked == 0 && counts.to_sockd == 0,
+        "nothing may leave for an unknown fake address: {counts:?}\n{}",
+        leaks.table()
+    );
+}
