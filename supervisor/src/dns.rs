@@ -39,6 +39,10 @@
 //! busybox-static connect their socket, so they read the reply with no source check and need
 //! nothing more; musl is not in the test lab.
 //!
+//! The responder listens on 127.0.0.1 only: an IPv6 socket reaches it through the IPv4-mapped
+//! address, so an IPv6 socket with IPV6_V6ONLY set cannot, and its connect to port 53 fails
+//! (nothing is sent). Go's resolver does not set it for its DNS sockets.
+//!
 //! Why a responder and not answers written straight into the program: Go and glibc read the
 //! reply with plain `read`/`recvfrom` on a connected socket, which the filter does not trap (and
 //! should not: every program reads). Connecting the socket elsewhere at the one call that is
@@ -76,10 +80,11 @@ pub struct Responder {
     clients: Mutex<Clients>,
 }
 
-/// Redirected sockets: (TCP?, their local address as the responder sees it) -> real server.
+/// Redirected sockets: (TCP?, their local address as the responder sees it) -> (the real
+/// server, the program's process, for log lines).
 #[derive(Debug, Default)]
 struct Clients {
-    by_addr: HashMap<(bool, SocketAddr), SocketAddr>,
+    by_addr: HashMap<(bool, SocketAddr), (SocketAddr, u32)>,
     order: VecDeque<(bool, SocketAddr)>,
 }
 
@@ -116,11 +121,11 @@ impl Responder {
         self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Remembers that the socket bound to `local` asks `server`.
-    pub fn register(&self, tcp: bool, local: SocketAddr, server: SocketAddr) {
+    /// Remembers that the socket bound to `local`, of process `pid`, asks `server`.
+    pub fn register(&self, tcp: bool, local: SocketAddr, server: SocketAddr, pid: u32) {
         let key = (tcp, seen_as(local));
         let mut clients = self.clients();
-        if clients.by_addr.insert(key, server).is_none() {
+        if clients.by_addr.insert(key, (server, pid)).is_none() {
             clients.order.push_back(key);
         }
         while clients.by_addr.len() > CLIENTS_MAX {
@@ -133,7 +138,7 @@ impl Responder {
         }
     }
 
-    fn server_for(&self, tcp: bool, from: SocketAddr) -> Option<SocketAddr> {
+    fn server_for(&self, tcp: bool, from: SocketAddr) -> Option<(SocketAddr, u32)> {
         self.clients().by_addr.get(&(tcp, seen_as(from))).copied()
     }
 }
@@ -170,11 +175,11 @@ fn serve_udp(shared: Arc<Shared>) {
                 return;
             }
         };
-        let Some(server) = dns.server_for(false, from) else { continue };
+        let Some((server, pid)) = dns.server_for(false, from) else { continue };
         let query = buf[..n].to_vec();
         let worker = shared.clone();
         let _ = std::thread::Builder::new().name("dns-query".into()).spawn(move || {
-            if let Some(reply) = answer(&worker, &query, server, false) {
+            if let Some(reply) = answer(&worker, &query, Asked { server, pid, tcp: false }) {
                 if let Some(dns) = &worker.dns {
                     let _ = dns.udp.send_to(&reply, from);
                 }
@@ -194,11 +199,12 @@ fn serve_tcp(shared: Arc<Shared>) {
                 return;
             }
         };
-        let Some(server) = dns.server_for(true, from) else { continue };
+        let Some((server, pid)) = dns.server_for(true, from) else { continue };
         let worker = shared.clone();
+        let asked = Asked { server, pid, tcp: true };
         let _ = std::thread::Builder::new()
             .name("dns-tcp-conn".into())
-            .spawn(move || serve_tcp_connection(&worker, stream, server));
+            .spawn(move || serve_tcp_connection(&worker, stream, asked));
     }
 }
 
@@ -219,18 +225,27 @@ fn write_framed(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<()> {
     stream.write_all(&out)
 }
 
-fn serve_tcp_connection(shared: &Arc<Shared>, mut stream: TcpStream, server: SocketAddr) {
+fn serve_tcp_connection(shared: &Arc<Shared>, mut stream: TcpStream, asked: Asked) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     while let Some(query) = read_framed(&mut stream) {
-        let Some(reply) = answer(shared, &query, server, true) else { return };
+        let Some(reply) = answer(shared, &query, asked) else { return };
         if write_framed(&mut stream, &reply).is_err() {
             return;
         }
     }
 }
 
-/// The answer to one query the program sent to `server`; `None` drops it.
-fn answer(shared: &Shared, query: &[u8], server: SocketAddr, tcp: bool) -> Option<Vec<u8>> {
+/// Who asked: the real server the program sent its query to, its process, and how.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    server: SocketAddr,
+    pid: u32,
+    tcp: bool,
+}
+
+/// The answer to one query; `None` drops it.
+fn answer(shared: &Shared, query: &[u8], asked: Asked) -> Option<Vec<u8>> {
+    let Asked { server, pid, .. } = asked;
     let settings = &shared.settings;
     let dns = shared.dns.as_ref()?;
     let parsed = dnsmsg::parse_query(query)?;
@@ -242,7 +257,7 @@ fn answer(shared: &Shared, query: &[u8], server: SocketAddr, tcp: bool) -> Optio
         log(
             settings,
             4,
-            std::process::id(),
+            pid,
             format_args!(
                 "dns: {} type {} (asked of {server}): {what}",
                 question.name, question.qtype
@@ -260,20 +275,20 @@ fn answer(shared: &Shared, query: &[u8], server: SocketAddr, tcp: bool) -> Optio
                 None => reply(None, dnsmsg::RCODE_NXDOMAIN),
             };
         }
-        return forward(shared, query, question, id, rd, server, tcp);
+        return forward(shared, query, question, id, rd, asked);
     }
     match names::plan(settings, &question.name) {
-        Plan::Local => forward(shared, query, question, id, rd, server, tcp),
-        Plan::Fake => fake_answer(shared, &dns.fakes, question, id, rd),
+        Plan::Local => forward(shared, query, question, id, rd, asked),
+        Plan::Fake => fake_answer(shared, &dns.fakes, question, id, rd, pid),
         Plan::LocalThenFake => {
-            let real = forward(shared, query, question, id, rd, server, tcp);
+            let real = forward(shared, query, question, id, rd, asked);
             let answered = real.as_deref().is_some_and(|r| {
                 dnsmsg::rcode(r) == Some(0) && r.get(6..8).is_some_and(|c| c != [0, 0])
             });
             if answered {
                 real
             } else {
-                fake_answer(shared, &dns.fakes, question, id, rd)
+                fake_answer(shared, &dns.fakes, question, id, rd, pid)
             }
         }
     }
@@ -286,6 +301,7 @@ fn fake_answer(
     question: &Question,
     id: u16,
     rd: bool,
+    pid: u32,
 ) -> Option<Vec<u8>> {
     let settings = &shared.settings;
     let families = settings.names.as_ref()?.families;
@@ -300,7 +316,7 @@ fn fake_answer(
             log(
                 settings,
                 4,
-                std::process::id(),
+                pid,
                 format_args!("dns: {} type {}: {ip} (fake)", question.name, question.qtype),
             );
             dnsmsg::response(id, rd, question, Some(Rdata::Address(ip)), 0)
@@ -309,7 +325,7 @@ fn fake_answer(
             log(
                 settings,
                 1,
-                std::process::id(),
+                pid,
                 format_args!("dns: {}: no fake address left (SERVFAIL)", question.name),
             );
             dnsmsg::response(id, rd, question, None, dnsmsg::RCODE_SERVFAIL)
@@ -325,16 +341,16 @@ fn forward(
     question: &Question,
     id: u16,
     rd: bool,
-    server: SocketAddr,
-    tcp: bool,
+    asked: Asked,
 ) -> Option<Vec<u8>> {
+    let Asked { server, pid, tcp } = asked;
     let settings = &shared.settings;
     let servfail = || dnsmsg::response(id, rd, question, None, dnsmsg::RCODE_SERVFAIL);
     if !matches!(route(settings, server), Route::Direct) {
         log(
             settings,
             2,
-            std::process::id(),
+            pid,
             format_args!(
                 "dns: {}: the name server {server} is not reached directly; DNS through the \
                  SOCKS server is not supported by the supervisor yet (SERVFAIL)",
@@ -350,7 +366,7 @@ fn forward(
             log(
                 settings,
                 4,
-                std::process::id(),
+                pid,
                 format_args!(
                     "dns: {} type {}: forwarded to {server}",
                     question.name, question.qtype
@@ -362,7 +378,7 @@ fn forward(
             log(
                 settings,
                 2,
-                std::process::id(),
+                pid,
                 format_args!("dns: {}: forwarding to {server}: {e}", question.name),
             );
             // As an unanswered query: the program's own timeout decides.
@@ -404,19 +420,17 @@ mod tests {
     fn clients_are_keyed_as_the_responder_sees_them() {
         let responder = Responder::bind().expect("loopback");
         let server: SocketAddr = "192.0.2.53:53".parse().expect("literal");
-        responder.register(false, "0.0.0.0:4000".parse().expect("literal"), server);
-        responder.register(true, "[::ffff:127.0.0.1]:4001".parse().expect("literal"), server);
-        assert_eq!(responder.server_for(false, "127.0.0.1:4000".parse().expect("l")), Some(server));
-        assert_eq!(responder.server_for(true, "127.0.0.1:4001".parse().expect("l")), Some(server));
-        assert_eq!(responder.server_for(true, "127.0.0.1:4000".parse().expect("l")), None);
+        responder.register(false, "0.0.0.0:4000".parse().expect("literal"), server, 7);
+        responder.register(true, "[::ffff:127.0.0.1]:4001".parse().expect("literal"), server, 7);
+        let seen = |tcp, at: &str| responder.server_for(tcp, at.parse().expect("literal"));
+        assert_eq!(seen(false, "127.0.0.1:4000"), Some((server, 7)));
+        assert_eq!(seen(true, "127.0.0.1:4001"), Some((server, 7)));
+        assert_eq!(seen(true, "127.0.0.1:4000"), None);
         let v6 = responder.address(false, libc::AF_INET6).expect("bound");
         assert!(matches!(v6.ip(), IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some()));
         for port in 0..(CLIENTS_MAX as u16 + 5) {
-            responder.register(
-                false,
-                SocketAddr::from((Ipv4Addr::LOCALHOST, 10_000 + port)),
-                server,
-            );
+            let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 10_000 + port));
+            responder.register(false, local, server, 7);
         }
         assert_eq!(responder.clients().by_addr.len(), CLIENTS_MAX);
     }

@@ -395,7 +395,7 @@ impl Ctx {
             bound = local();
         }
         let Some(bound) = bound else { return Some(Err(libc::EINVAL)) };
-        dns.register(false, bound, dst);
+        dns.register(false, bound, dst, self.pid);
         let name = self.call.name();
         log(settings, 4, self.pid, format_args!("{name} {dst}: name service (UDP), answered here"));
         Some(Ok(sockaddr::bytes(responder)))

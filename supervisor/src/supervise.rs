@@ -489,7 +489,7 @@ fn name_service(
     if matches!(result, Ok(()) | Err(libc::EINPROGRESS)) {
         let local = sys::local_name(socket.as_fd()).ok().and_then(|b| sockaddr::parse(&b));
         if let (Some(dns), Some(local)) = (&pending.shared.dns, local) {
-            dns.register(tcp, local, server);
+            dns.register(tcp, local, server, pid);
         }
         if let Some(cookie) = cookie {
             pending.shared.peers().insert(cookie, server, responder);
