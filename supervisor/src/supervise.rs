@@ -38,9 +38,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::config::Settings;
 use socks_proto::TargetAddr;
 
+use crate::config::Settings;
 use crate::route::{route, route_name, Route};
 use crate::{dns, filter, names, proxy, send, sockaddr, sys};
 
