@@ -52,8 +52,8 @@ use socks_proto::client::ClientVersion;
 use socks_proto::server::Command;
 
 use crate::config::Server;
-use crate::route::{route, Route};
-use crate::supervise::{copy_socket, log, write_sockaddr, Pending, Shared};
+use crate::route::Route;
+use crate::supervise::{copy_socket, log, target_of, write_sockaddr, Pending, Shared};
 use crate::{filter, proxy, sockaddr, sys};
 
 /// How many BIND sockets are remembered (oldest forgotten first: such a socket then behaves as
@@ -148,7 +148,10 @@ pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
         return pending.proceed();
     }
     let settings = &pending.shared.settings;
-    let Route::Proxy(servers) = route(settings, dst) else { return pending.proceed() };
+    // A connection made by name (to a fake address) is named by that name, as connect does.
+    let Ok((target, Route::Proxy(servers))) = target_of(&pending.shared, pid, "bind", dst) else {
+        return pending.proceed();
+    };
     if !pending.valid() {
         return;
     }
@@ -159,8 +162,7 @@ pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
     }
     let deadline = Instant::now() + settings.timeout;
     let servers = preferred(servers, used);
-    let granted = match proxy::request_via(socket, Command::Bind, canonical(dst), servers, deadline)
-    {
+    let granted = match proxy::request_via(socket, Command::Bind, &target, servers, deadline) {
         Ok(granted) => granted,
         Err(failed) => {
             log(settings, 1, pid, format_args!("bind for {dst} {}", failed.why));

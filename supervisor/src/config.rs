@@ -15,9 +15,11 @@ use std::time::Duration;
 use socks_proto::auth::Credentials;
 use socks_proto::client::{ClientVersion, Identity};
 use socks_proto::rules::{
-    parse_server, ClientAction, ClientRules, Lookup, ServerSpec, ServerVersion, Services,
+    parse_server, ClientAction, ClientRules, FakeFamilies, Lookup, ServerSpec, ServerVersion,
+    Services, DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,
 };
 
+use crate::names::NameSettings;
 use crate::sys;
 
 /// The default client config file.
@@ -75,6 +77,8 @@ pub enum Mode {
 pub struct Settings {
     /// What to do.
     pub mode: Mode,
+    /// Names resolved on the far side; `None` when nothing goes through a server.
+    pub names: Option<crate::names::NameSettings>,
     /// Connect plus handshake limit.
     pub timeout: Duration,
     /// The local user, for `*=` lists.
@@ -173,6 +177,7 @@ pub fn load(env: &Environment) -> Settings {
     };
     let broken = |message: String| Settings {
         mode: Mode::Broken { local_networks: sys::attached_networks(), message },
+        names: None,
         timeout,
         user: None,
         log,
@@ -192,10 +197,21 @@ pub fn load(env: &Environment) -> Settings {
         },
     };
     if conf_text.is_none() && env.server.is_none() {
-        return Settings { mode: Mode::Off, timeout, user: None, log };
+        return Settings { mode: Mode::Off, names: None, timeout, user: None, log };
     }
     match build(env, conf_text) {
-        Ok((mode, user)) => Settings { mode, timeout, user, log },
+        Ok((mode, user)) => {
+            let names = match &mode {
+                Mode::Rules { rules, .. } => {
+                    Some(NameSettings::new(rules.fake_v4, rules.fake_v6, rules.fake_families))
+                }
+                Mode::Everything { .. } => {
+                    Some(NameSettings::new(DEFAULT_FAKE_V4, DEFAULT_FAKE_V6, FakeFamilies::Ipv4))
+                }
+                Mode::Off | Mode::Broken { .. } => None,
+            };
+            Settings { mode, names, timeout, user, log }
+        }
         Err(message) => broken(message),
     }
 }

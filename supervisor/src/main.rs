@@ -10,9 +10,11 @@
 //! What it covers now: TCP connect by address (IPv4, IPv6), direct/deny/sockd rules, SOCKS4,
 //! 4a and 5, `getpeername` naming the destination of a proxied socket, sends with a
 //! destination (`sendto`/`sendmsg`/`sendmmsg`: datagrams go direct or are refused, TCP Fast
-//! Open is routed as a connect), and BIND (`bind`/`listen`/`getsockname`/`accept`, for ftp's
-//! active mode; see `bind`). Not yet: host names resolved on the far side (the program's own
-//! DNS), UDP ASSOCIATE.
+//! Open is routed as a connect), BIND (`bind`/`listen`/`getsockname`/`accept`, for ftp's
+//! active mode; see `bind`), and host names resolved on the far side: the program's own DNS
+//! queries (to port 53, UDP or TCP) are answered by the supervisor with fake addresses for names
+//! that go through a server, whose connect then sends the name (`dns`, `names`). Not yet: UDP
+//! ASSOCIATE (datagrams and DNS through the server).
 //!
 //! Unsafe code is denied here and allowed only in `sys`, the libc boundary.
 #![deny(unsafe_code)]
@@ -20,9 +22,12 @@
 
 mod bind;
 mod config;
+mod dns;
+mod dnsmsg;
 mod elf;
 mod filter;
 mod msghdr;
+mod names;
 mod proxy;
 mod route;
 mod send;

@@ -45,11 +45,12 @@ pub fn version_name(version: ClientVersion) -> &'static str {
     }
 }
 
-/// Connects `fd` (a TCP socket of family `family`) to `target` through the first of `servers`
-/// that accepts a TCP connection. Returns the server address used.
+/// Connects `fd` (a TCP socket of family `family`) to `target` (an address, or the name
+/// behind a fake address) through the first of `servers` that accepts a TCP connection.
+/// Returns the server address used.
 pub fn connect_via(
     fd: BorrowedFd<'_>,
-    target: SocketAddr,
+    target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
 ) -> Result<(SocketAddr, ClientVersion), Failed> {
@@ -74,7 +75,7 @@ pub struct Granted {
 pub fn request_via(
     fd: BorrowedFd<'_>,
     command: Command,
-    target: SocketAddr,
+    target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
 ) -> Result<Granted, Failed> {
@@ -103,7 +104,7 @@ fn try_servers(
     fd: BorrowedFd<'_>,
     family: i32,
     command: Command,
-    target: SocketAddr,
+    target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
 ) -> Result<Granted, Failed> {
@@ -121,13 +122,9 @@ fn try_servers(
                 continue;
             }
             let name = version_name(server.version);
-            let mut hs = ClientHandshake::new(
-                server.version,
-                command,
-                &TargetAddr::Ip(target),
-                server.identity.clone(),
-            )
-            .map_err(|e| failed(libc::EAFNOSUPPORT, format!("via {addr} ({name}): {e}")))?;
+            let mut hs =
+                ClientHandshake::new(server.version, command, target, server.identity.clone())
+                    .map_err(|e| failed(libc::EAFNOSUPPORT, format!("via {addr} ({name}): {e}")))?;
             if server.pipeline {
                 hs = hs.pipelined();
             }

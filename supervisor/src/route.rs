@@ -6,7 +6,7 @@
 //! `SOCKS_SERVER`, the networks this host is attached to go direct too. A broken configuration
 //! refuses everything that is not local.
 //!
-//! Not here: host names (fake addresses and `decide_name` come with the supervisor's DNS).
+//! Not here: what a host name gets (`names`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -57,6 +57,17 @@ pub fn route(settings: &Settings, dst: SocketAddr) -> Route<'_> {
             }
         }
     }
+}
+
+/// Decides for a host name behind a fake address: a socks.conf domain line for the name, else
+/// the lines that match the fake address itself (the catch-all ones), as the library does.
+pub fn route_name<'a>(settings: &'a Settings, name: &str, fake: SocketAddr) -> Route<'a> {
+    if let Mode::Rules { rules, servers } = &settings.mode {
+        if let Some(rule) = rules.decide_name(name, Some(fake.port()), settings.user.as_deref()) {
+            return rule_route(rules, servers, rule, fake.ip());
+        }
+    }
+    route(settings, fake)
 }
 
 fn rule_route<'a>(
@@ -153,6 +164,7 @@ mod tests {
         assert_eq!(at(&broken, "127.0.0.1:80"), "direct");
         let off = Settings {
             mode: Mode::Off,
+            names: None,
             timeout: crate::config::DEFAULT_TIMEOUT,
             user: None,
             log: 0,

@@ -15,6 +15,9 @@
 //!   every call; a destination that must go through a server fails with ECONNREFUSED too — the
 //!   supervisor does not relay UDP yet (UDP ASSOCIATE is future work). A message with no address (a connected socket) is sent to
 //!   the socket's peer, which the supervisor checked when it connected it.
+//! - A UDP datagram to port 53 (a resolver on an unconnected socket, musl's way) goes to the
+//!   supervisor's name service instead, with the real server remembered for the socket (see
+//!   `dns`): a query never leaves for a name resolved on the far side.
 //! - A TCP (or MPTCP) socket: without MSG_FASTOPEN the kernel ignores the address, so the call
 //!   goes on to the kernel (CONTINUE). With MSG_FASTOPEN it is a connect carrying data: `direct`
 //!   performs the Fast Open call on the copy; through a server, the copy is connected through it
@@ -42,9 +45,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
+use socks_proto::TargetAddr;
+
 use crate::msghdr::{self, MsgHdr};
-use crate::route::{route, Route};
-use crate::supervise::{copy_socket, log, Pending, Shared};
+use crate::route::Route;
+use crate::supervise::{copy_socket, log, target_of, Pending, Shared};
 use crate::{proxy, sockaddr, sys};
 
 /// The most data bytes copied for one message: more than any datagram (65,535 bytes, UDP GSO
@@ -188,12 +193,14 @@ pub fn handle(pending: Pending, notif: libc::seccomp_notif, call: Call) {
         return;
     }
     match ctx.plan(&message) {
-        Ok(Plan::Send) => match ctx.send(&message, ctx.flags | libc::MSG_DONTWAIT) {
-            Err(libc::EAGAIN) if ctx.blocking() => spawn(call, pid, move || {
-                answer(pending, Some(ctx.send(&message, ctx.flags)));
-            }),
-            result => answer(pending, Some(result)),
-        },
+        Ok(Plan::Send(to)) => {
+            match ctx.send(&message, to.as_deref(), ctx.flags | libc::MSG_DONTWAIT) {
+                Err(libc::EAGAIN) if ctx.blocking() => spawn(call, pid, move || {
+                    answer(pending, Some(ctx.send(&message, to.as_deref(), ctx.flags)));
+                }),
+                result => answer(pending, Some(result)),
+            }
+        }
         Ok(Plan::ViaServer(..)) => spawn(call, pid, move || {
             let result = ctx.deliver(&message);
             answer(pending, Some(result));
@@ -222,10 +229,11 @@ fn spawn(call: Call, pid: u32, work: impl FnOnce() + Send + 'static) {
 
 /// What to do with a message that may go.
 enum Plan<'s> {
-    /// Send it on the copy as it is (a direct destination, or no address).
-    Send,
+    /// Send it on the copy as it is (a direct destination, or no address); to the address
+    /// given instead of the program's when there is one (the name service, see `dns`).
+    Send(Option<Vec<u8>>),
     /// TCP Fast Open through these servers.
-    ViaServer(SocketAddr, &'s [crate::config::Server]),
+    ViaServer(SocketAddr, TargetAddr, &'s [crate::config::Server]),
 }
 
 /// Everything one handler needs about the call.
@@ -274,12 +282,12 @@ impl Ctx {
         answer(pending, Some(result));
     }
 
-    /// sendmsg(2) of `message` on the copy, as read, with `flags`.
-    fn send(&self, message: &Message, flags: i32) -> Result<usize, i32> {
+    /// sendmsg(2) of `message` on the copy, as read (to `to` if given), with `flags`.
+    fn send(&self, message: &Message, to: Option<&[u8]>, flags: i32) -> Result<usize, i32> {
         sys::send_message(
             self.socket.as_fd(),
             &message.data,
-            message.name.as_deref(),
+            to.or(message.name.as_deref()),
             &message.control,
             flags,
         )
@@ -288,8 +296,10 @@ impl Ctx {
     /// Sends one message read from the program, or says why not: the byte count or an errno.
     fn deliver(&self, message: &Message) -> Result<usize, i32> {
         match self.plan(message)? {
-            Plan::Send => self.send(message, self.flags),
-            Plan::ViaServer(dst, servers) => self.fast_open_via(dst, servers, message),
+            Plan::Send(to) => self.send(message, to.as_deref(), self.flags),
+            Plan::ViaServer(dst, target, servers) => {
+                self.fast_open_via(dst, &target, servers, message)
+            }
         }
     }
 
@@ -302,18 +312,22 @@ impl Ctx {
             return Err(libc::EINVAL);
         }
         let dst = match destination(self.domain, message.name.as_deref()) {
-            Dest::None => return Ok(Plan::Send),
+            Dest::None => return Ok(Plan::Send(None)),
             Dest::Invalid(errno) => return Err(errno),
             Dest::Ip(dst) => dst,
         };
+        if let Some(redirected) = self.name_service(dst) {
+            return redirected.map(|to| Plan::Send(Some(to)));
+        }
         if self.kind == Kind::Tcp && sys::peer_name(self.socket.as_fd()).is_ok() {
             // Already connected: the kernel's answer (EISCONN), on the copy with our bytes.
-            return Ok(Plan::Send);
+            return Ok(Plan::Send(None));
         }
-        match (route(settings, dst), self.kind) {
+        let (target, routed) = target_of(&self.shared, self.pid, name, dst)?;
+        match (routed, self.kind) {
             (Route::Direct, _) => {
                 log(settings, 4, self.pid, format_args!("{name} {dst}: direct"));
-                Ok(Plan::Send)
+                Ok(Plan::Send(None))
             }
             (Route::Deny, _) => {
                 log(
@@ -344,8 +358,47 @@ impl Ctx {
                 );
                 Err(libc::ECONNREFUSED)
             }
-            (Route::Proxy(servers), Kind::Tcp) => Ok(Plan::ViaServer(dst, servers)),
+            (Route::Proxy(servers), Kind::Tcp) => Ok(Plan::ViaServer(dst, target, servers)),
         }
+    }
+
+    /// A UDP datagram to port 53 goes to the supervisor's name service instead (see `dns`),
+    /// which is told the real server for this socket: the responder's address to send to, an
+    /// errno, or `None` when this is not such a datagram. A socket with no port yet is bound to
+    /// one first (the wildcard address, as the kernel's own binding on send), so that the
+    /// responder knows it before the query arrives.
+    fn name_service(&self, dst: SocketAddr) -> Option<Result<Vec<u8>, i32>> {
+        let settings = &self.shared.settings;
+        if self.kind != Kind::Datagram || dst.port() != 53 || settings.names.is_none() {
+            return None;
+        }
+        let fd = self.socket.as_fd();
+        if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).ok()
+            != Some(libc::IPPROTO_UDP)
+        {
+            return None;
+        }
+        let responder =
+            self.shared.dns.as_ref().and_then(|d| Some((d, d.address(false, self.domain)?)));
+        let Some((dns, responder)) = responder else { return Some(Err(libc::ECONNREFUSED)) };
+        let local = || sys::local_name(fd).ok().and_then(|b| sockaddr::parse(&b));
+        let mut bound = local();
+        if bound.is_some_and(|l| l.port() == 0) {
+            let any: SocketAddr = if self.domain == libc::AF_INET6 {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            };
+            if let Err(errno) = sys::bind_raw(fd, &sockaddr::bytes(any)) {
+                return Some(Err(errno));
+            }
+            bound = local();
+        }
+        let Some(bound) = bound else { return Some(Err(libc::EINVAL)) };
+        dns.register(false, bound, dst, self.pid);
+        let name = self.call.name();
+        log(settings, 4, self.pid, format_args!("{name} {dst}: name service (UDP), answered here"));
+        Some(Ok(sockaddr::bytes(responder)))
     }
 
     /// TCP Fast Open to a destination that goes through a server: connect the copy through it,
@@ -353,13 +406,13 @@ impl Ctx {
     fn fast_open_via(
         &self,
         dst: SocketAddr,
+        target: &TargetAddr,
         servers: &[crate::config::Server],
         message: &Message,
     ) -> Result<usize, i32> {
         let settings = &self.shared.settings;
         let name = self.call.name();
         let deadline = Instant::now() + settings.timeout;
-        let target = SocketAddr::new(dst.ip().to_canonical(), dst.port());
         let cookie = sys::socket_cookie(self.socket.as_fd()).ok();
         match proxy::connect_via(self.socket.as_fd(), target, servers, deadline) {
             Ok((server, version)) => {
@@ -367,7 +420,7 @@ impl Ctx {
                     self.shared.peers().insert(cookie, dst, server);
                 }
                 let v = proxy::version_name(version);
-                log(settings, 3, self.pid, format_args!("{name} {dst} via {server} ({v}): ok"));
+                log(settings, 3, self.pid, format_args!("{name} {target} via {server} ({v}): ok"));
                 if message.data.is_empty() {
                     return Ok(0);
                 }
@@ -378,7 +431,7 @@ impl Ctx {
                 )
             }
             Err(failed) => {
-                log(settings, 1, self.pid, format_args!("{name} {dst} {}", failed.why));
+                log(settings, 1, self.pid, format_args!("{name} {target} {}", failed.why));
                 Err(failed.errno)
             }
         }

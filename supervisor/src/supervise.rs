@@ -14,6 +14,11 @@
 //! `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the kernel then re-reads the address, but a socket of
 //! those families cannot connect to an IP address whatever the bytes say.
 //!
+//! A connect of a UDP or TCP socket to port 53 goes to the supervisor's name service (`dns`),
+//! and a connect to a fake address it handed out sends the name to the server (SOCKS5
+//! DOMAINNAME, SOCKS4a), as the library does; a fake address never handed out, or whose name
+//! no `sockd` line covers, fails with EHOSTUNREACH.
+//!
 //! `getpeername` on a socket the supervisor connected through a SOCKS server (recognised by its
 //! `SO_COOKIE`, and only while the socket's real peer is still that server) answers the
 //! destination the program asked for, written into the program's memory; any other socket's
@@ -34,9 +39,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use socks_proto::TargetAddr;
+
 use crate::config::Settings;
-use crate::route::{route, Route};
-use crate::{bind, filter, proxy, send, sockaddr, sys};
+use crate::route::{route, route_name, Route};
+use crate::{bind, dns, filter, names, proxy, send, sockaddr, sys};
 
 /// How many proxied sockets `getpeername` remembers.
 pub const PEERS_MAX: usize = 1 << 16;
@@ -48,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) settings: Settings,
     peers: Mutex<Peers>,
     binds: Mutex<bind::Binds>,
+    /// The name service, when names are resolved on the far side (see `dns`).
+    pub(crate) dns: Option<dns::Responder>,
 }
 
 /// Proxied sockets by `SO_COOKIE`: (the destination the program asked for, the server the
@@ -68,8 +77,9 @@ impl Peers {
         self.insert_accepted(cookie, dst, server);
     }
 
-    /// A connection from `peer` accepted through a BIND at `server` (not one a later BIND
-    /// names: the library's rule).
+    /// A socket whose peer is reported as `peer` while it is really connected to `server`, and
+    /// that a later BIND does not name: a connection accepted through a BIND (the library's
+    /// rule), or a DNS socket redirected to the name service.
     pub(crate) fn insert_accepted(&mut self, cookie: u64, peer: SocketAddr, server: SocketAddr) {
         if self.by_cookie.insert(cookie, (peer, server)).is_none() {
             self.order.push_back(cookie);
@@ -114,12 +124,26 @@ pub(crate) fn log(settings: &Settings, level: u8, pid: u32, line: std::fmt::Argu
 /// Serves the listener until every supervised process has ended; returns the exit code of the
 /// program (`child_pid`), as a shell reports it.
 pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
+    let dns = match settings.names {
+        Some(_) => match dns::Responder::bind() {
+            Ok(responder) => Some(responder),
+            Err(e) => {
+                // Without it no port-53 connect is redirected and no fake address handed out:
+                // connects to port 53 are then refused (see `connect`), nothing leaks.
+                eprintln!("socks-supervise: cannot start the name service on 127.0.0.1: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     let shared = Arc::new(Shared {
         listener,
         settings,
         peers: Mutex::new(Peers::default()),
         binds: Mutex::new(bind::Binds::default()),
+        dns,
     });
+    dns::serve(&shared);
     let status = Arc::new(AtomicI32::new(1));
     let all_gone = Arc::new(AtomicBool::new(false));
     let reaper = {
@@ -421,7 +445,20 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
     };
     let stream = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
         .is_ok_and(|t| t == libc::SOCK_STREAM);
-    match route(settings, dst) {
+    let protocol = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_PROTOCOL).ok();
+    let (tcp, udp) = (
+        stream && protocol == Some(libc::IPPROTO_TCP),
+        !stream && protocol == Some(libc::IPPROTO_UDP),
+    );
+    if dst.port() == 53 && (tcp || udp) && settings.names.is_some() {
+        return name_service(pending, &socket, pid, domain, dst, tcp, cookie);
+    }
+    // A fake address stands for its name, which is what the server is asked for.
+    let (target, routed) = match target_of(&pending.shared, pid, "connect", dst) {
+        Ok(found) => found,
+        Err(errno) => return pending.reply(errno),
+    };
+    match routed {
         Route::Direct => {
             log(settings, 4, pid, format_args!("connect {dst}: direct"));
             pending.reply(sys::connect_raw(socket.as_fd(), &bytes).err().unwrap_or(0));
@@ -452,24 +489,109 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
         }
         Route::Proxy(servers) => {
             let deadline = Instant::now() + settings.timeout;
-            // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4.
-            let target = SocketAddr::new(dst.ip().to_canonical(), dst.port());
-            match proxy::connect_via(socket.as_fd(), target, servers, deadline) {
+            // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4 (`canonical`).
+            match proxy::connect_via(socket.as_fd(), &target, servers, deadline) {
                 Ok((server, version)) => {
                     if let Some(cookie) = cookie {
                         pending.shared.peers().insert(cookie, dst, server);
                     }
                     let name = proxy::version_name(version);
-                    log(settings, 3, pid, format_args!("connect {dst} via {server} ({name}): ok"));
+                    log(
+                        settings,
+                        3,
+                        pid,
+                        format_args!("connect {target} via {server} ({name}): ok"),
+                    );
                     pending.reply(0);
                 }
                 Err(failed) => {
-                    log(settings, 1, pid, format_args!("connect {dst} {}", failed.why));
+                    log(settings, 1, pid, format_args!("connect {target} {}", failed.why));
                     pending.reply(failed.errno);
                 }
             }
         }
     }
+}
+
+/// What to ask a server for when the program named `dst` (in call `what`), and how to route
+/// it: the name behind a fake address the supervisor handed out, else the address itself
+/// (IPv4-mapped made IPv4). EHOSTUNREACH, logged, for a fake address never handed out or
+/// whose name no `sockd` line covers — as the library.
+pub(crate) fn target_of<'s>(
+    shared: &'s Shared,
+    pid: u32,
+    what: &str,
+    dst: SocketAddr,
+) -> Result<(TargetAddr, Route<'s>), i32> {
+    let settings = &shared.settings;
+    let canonical = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+    if !names::is_fake(settings, canonical.ip()) {
+        return Ok((TargetAddr::Ip(canonical), route(settings, dst)));
+    }
+    let name = shared.dns.as_ref().and_then(|d| d.fakes.name_of(settings, canonical.ip()));
+    let Some(name) = name else {
+        log(
+            settings,
+            1,
+            pid,
+            format_args!("{what} {dst}: a fake address this process tree never handed out"),
+        );
+        return Err(libc::EHOSTUNREACH);
+    };
+    let routed = route_name(settings, &name, canonical);
+    if matches!(routed, Route::Direct) {
+        log(
+            settings,
+            1,
+            pid,
+            format_args!(
+                "{what} {name}:{}: a name resolved for the proxy, but no sockd line covers it",
+                dst.port()
+            ),
+        );
+        return Err(libc::EHOSTUNREACH);
+    }
+    Ok((TargetAddr::Domain(name, dst.port()), routed))
+}
+
+/// A connect of a UDP or TCP socket to port 53: the socket is connected to the supervisor's
+/// name service instead (see `dns`), which knows the real server; `getpeername` names that
+/// server. Without a running name service the connect is refused: a lookup must not leak.
+fn name_service(
+    pending: Pending,
+    socket: &OwnedFd,
+    pid: u32,
+    domain: i32,
+    server: SocketAddr,
+    tcp: bool,
+    cookie: Option<u64>,
+) {
+    let settings = &pending.shared.settings;
+    let responder = pending.shared.dns.as_ref().and_then(|d| d.address(tcp, domain));
+    let Some(responder) = responder else {
+        log(settings, 1, pid, format_args!("connect {server}: no name service (refused)"));
+        return pending.reply(libc::ECONNREFUSED);
+    };
+    let result = sys::connect_raw(socket.as_fd(), &sockaddr::bytes(responder));
+    if matches!(result, Ok(()) | Err(libc::EINPROGRESS)) {
+        let local = sys::local_name(socket.as_fd()).ok().and_then(|b| sockaddr::parse(&b));
+        if let (Some(dns), Some(local)) = (&pending.shared.dns, local) {
+            dns.register(tcp, local, server, pid);
+        }
+        if let Some(cookie) = cookie {
+            // Remembered for getpeername only: a BIND names the last connection through a
+            // SOCKS server, never the name service.
+            pending.shared.peers().insert_accepted(cookie, server, responder);
+        }
+        let kind = if tcp { "TCP" } else { "UDP" };
+        log(
+            settings,
+            4,
+            pid,
+            format_args!("connect {server}: name service ({kind}), answered here"),
+        );
+    }
+    pending.reply(result.err().unwrap_or(0));
 }
 
 #[cfg(test)]

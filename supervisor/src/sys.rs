@@ -423,6 +423,29 @@ pub fn peer_name(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     Ok(bytes.to_vec())
 }
 
+/// getsockname(2) of our copy: the raw address bytes.
+pub fn local_name(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` is writable for `len` bytes.
+    check(unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr>(),
+            &mut len,
+        )
+    })?;
+    // SAFETY: `storage` is a plain struct of at least `len` initialised bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+            (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>()),
+        )
+    };
+    Ok(bytes.to_vec())
+}
+
 /// Disconnects a socket (connect to AF_UNSPEC), so it can connect again; errors ignored.
 pub fn disconnect(fd: BorrowedFd<'_>) {
     let unspec = (libc::AF_UNSPEC as u16).to_ne_bytes();
