@@ -12,6 +12,7 @@
 pub mod addr;
 pub mod auth;
 pub mod client;
+pub mod dns;
 pub mod error;
 pub mod fixed;
 pub mod reply;

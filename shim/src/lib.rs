@@ -10,7 +10,7 @@
 //! to fail: the causes, their errno table, and the shield every export runs in), `route`
 //! (direct / deny / which servers), `proxy` (connect + SOCKS handshake on the program's fd),
 //! `config` (settings, read once), `fdtable` (per-fd state, tied to the socket's inode),
-//! `guard`, `log`; names resolved on the far side in `names` (DNS messages from `dnsmsg`);
+//! `guard`, `log`; names resolved on the far side in `names` (DNS messages from `socks_proto::dns`);
 //! datagrams in `udp` (control messages: `ancillary`); TCP Fast Open in `fastopen`.
 //!
 //! With nothing configured every call passes straight through. The library starts no thread,
@@ -28,7 +28,6 @@
 
 mod ancillary;
 mod config;
-mod dnsmsg;
 mod fastopen;
 mod fdtable;
 mod ffi;

@@ -49,7 +49,7 @@
 //! trapped keeps reads at kernel speed, and serves TCP (Go's fallback on truncation, `use-vc`)
 //! the same way.
 //!
-//! Not here: the fake map and the decision (`names`), the messages (`dnsmsg`).
+//! Not here: the fake map and the decision (`names`), the messages (`socks_proto::dns`).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -59,10 +59,10 @@ use std::time::Duration;
 
 use socks_proto::rules::FakeFamilies;
 
-use crate::dnsmsg::{self, Question, Rdata};
 use crate::names::{self, FakeMap, Plan};
 use crate::route::{route, Route};
 use crate::supervise::{log, Shared};
+use socks_proto::dns::{self, Question, Rdata};
 
 /// How many redirected sockets the responder remembers (oldest forgotten first: such a socket's
 /// queries are then dropped, and its lookup times out).
@@ -248,11 +248,10 @@ fn answer(shared: &Shared, query: &[u8], asked: Asked) -> Option<Vec<u8>> {
     let Asked { server, pid, .. } = asked;
     let settings = &shared.settings;
     let dns = shared.dns.as_ref()?;
-    let parsed = dnsmsg::parse_query(query)?;
+    let parsed = dns::parse_query(query)?;
     let question = parsed.questions.first()?;
     let (id, rd) = (parsed.id, parsed.recursion_desired);
-    let reply =
-        |record: Option<Rdata>, rcode: u8| dnsmsg::response(id, rd, question, record, rcode);
+    let reply = |record: Option<Rdata>, rcode: u8| dns::response(id, rd, question, record, rcode);
     let shown = |what: &str| {
         log(
             settings,
@@ -264,15 +263,15 @@ fn answer(shared: &Shared, query: &[u8], asked: Asked) -> Option<Vec<u8>> {
             ),
         )
     };
-    if let Some(ip) = dnsmsg::reverse_address(&question.name) {
+    if let Some(ip) = dns::reverse_address(&question.name) {
         if names::is_fake(settings, ip) {
             return match dns.fakes.name_of(settings, ip) {
-                Some(name) if question.qtype == dnsmsg::TYPE_PTR => {
+                Some(name) if question.qtype == dns::TYPE_PTR => {
                     shown(&format!("{name} (a fake address)"));
                     reply(Some(Rdata::Pointer(name)), 0)
                 }
                 Some(_) => reply(None, 0),
-                None => reply(None, dnsmsg::RCODE_NXDOMAIN),
+                None => reply(None, dns::RCODE_NXDOMAIN),
             };
         }
         return forward(shared, query, question, id, rd, asked);
@@ -283,7 +282,7 @@ fn answer(shared: &Shared, query: &[u8], asked: Asked) -> Option<Vec<u8>> {
         Plan::LocalThenFake => {
             let real = forward(shared, query, question, id, rd, asked);
             let answered = real.as_deref().is_some_and(|r| {
-                dnsmsg::rcode(r) == Some(0) && r.get(6..8).is_some_and(|c| c != [0, 0])
+                dns::rcode(r) == Some(0) && r.get(6..8).is_some_and(|c| c != [0, 0])
             });
             if answered {
                 real
@@ -306,10 +305,10 @@ fn fake_answer(
     let settings = &shared.settings;
     let families = settings.names.as_ref()?.families;
     let v6 = match (question.qtype, families) {
-        (dnsmsg::TYPE_A, FakeFamilies::Ipv4 | FakeFamilies::Both) => false,
-        (dnsmsg::TYPE_AAAA, FakeFamilies::Ipv6 | FakeFamilies::Both) => true,
+        (dns::TYPE_A, FakeFamilies::Ipv4 | FakeFamilies::Both) => false,
+        (dns::TYPE_AAAA, FakeFamilies::Ipv6 | FakeFamilies::Both) => true,
         // Another type, or a family not faked: the name exists, with no such record.
-        _ => return dnsmsg::response(id, rd, question, None, 0),
+        _ => return dns::response(id, rd, question, None, 0),
     };
     match fakes.fake_for(settings, &question.name, v6) {
         Some(ip) => {
@@ -319,7 +318,7 @@ fn fake_answer(
                 pid,
                 format_args!("dns: {} type {}: {ip} (fake)", question.name, question.qtype),
             );
-            dnsmsg::response(id, rd, question, Some(Rdata::Address(ip)), 0)
+            dns::response(id, rd, question, Some(Rdata::Address(ip)), 0)
         }
         None => {
             log(
@@ -328,7 +327,7 @@ fn fake_answer(
                 pid,
                 format_args!("dns: {}: no fake address left (SERVFAIL)", question.name),
             );
-            dnsmsg::response(id, rd, question, None, dnsmsg::RCODE_SERVFAIL)
+            dns::response(id, rd, question, None, dns::RCODE_SERVFAIL)
         }
     }
 }
@@ -345,7 +344,7 @@ fn forward(
 ) -> Option<Vec<u8>> {
     let Asked { server, pid, tcp } = asked;
     let settings = &shared.settings;
-    let servfail = || dnsmsg::response(id, rd, question, None, dnsmsg::RCODE_SERVFAIL);
+    let servfail = || dns::response(id, rd, question, None, dns::RCODE_SERVFAIL);
     if !matches!(route(settings, server), Route::Direct) {
         log(
             settings,

@@ -23,7 +23,6 @@
 mod bind;
 mod config;
 mod dns;
-mod dnsmsg;
 mod elf;
 mod filter;
 mod msghdr;

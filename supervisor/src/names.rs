@@ -13,7 +13,7 @@
 //! A copy of the library's decisions, kept minimal: both go to the shared client crate of issue
 //! 12 ("Shape"), where this ends.
 //!
-//! Not here: the DNS messages (`dnsmsg`), the sockets (`dns`), the connect (`supervise`).
+//! Not here: the DNS messages (`socks_proto::dns`), the sockets (`dns`), the connect (`supervise`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

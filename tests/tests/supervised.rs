@@ -18,27 +18,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
+use socks_e2e::build::{build_static, go_build, supervisor_works};
 use socks_e2e::vsftpd::Vsftpd;
 use socks_e2e::*;
-
-/// Whether the supervisor can start a program here; reports the skip otherwise.
-fn supervisor_works(test: &str) -> bool {
-    let out = Command::new(paths::supervisor())
-        .args(["--", "/bin/true"])
-        .output()
-        .expect("socks-supervise runs");
-    if out.status.success() {
-        return true;
-    }
-    skip(
-        test,
-        &format!(
-            "socks-supervise cannot start a program here (no seccomp user notification?): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-    );
-    false
-}
 
 /// The Debian busybox-static binary, checked to be one (socksify must pick the supervisor).
 fn busybox_static() -> PathBuf {
@@ -170,28 +152,6 @@ fn denied_destination_fails_and_sends_nothing() {
     );
 }
 
-/// Builds `tests/c/NAME.c` statically (`cc -static -pthread`) into `dir`; `None` (skip
-/// reported for `test`) when this system has no static C library.
-fn build_static(test: &str, dir: &std::path::Path, name: &str) -> Option<PathBuf> {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
-    let binary = dir.join(name);
-    let out = Command::new(paths::require("cc", "gcc"))
-        .args(["-static", "-pthread", "-O2", "-Wall", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .expect("cc runs");
-    if !out.status.success() {
-        let why = format!(
-            "cc -static {name}.c failed (libc6-dev provides libc.a): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        skip(test, &why);
-        return None;
-    }
-    Some(binary)
-}
-
 #[test]
 fn address_rewritten_during_connect_never_goes_direct() {
     let Some(lab) = Lab::new("supervised-race") else { return };
@@ -293,29 +253,6 @@ func main() {
 	}
 }
 "#;
-
-/// Builds `source` with Debian's Go, `CGO_ENABLED=0` (a static binary), into the lab's
-/// directory as `name`.
-fn go_build(lab: &Lab, name: &str, source: &str) -> PathBuf {
-    let go = paths::require("go", "golang-go");
-    let dir = lab.dir.path();
-    let main = lab.write(&format!("{name}.go"), source);
-    let binary = dir.join(name);
-    let out = Command::new(go)
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(&main)
-        .current_dir(dir)
-        .env("CGO_ENABLED", "0")
-        .env("GO111MODULE", "off")
-        .env("HOME", dir)
-        .env("GOPATH", dir.join("gopath"))
-        .env("GOCACHE", dir.join("gocache"))
-        .output()
-        .expect("go runs");
-    assert!(out.status.success(), "go build: {}", String::from_utf8_lossy(&out.stderr));
-    binary
-}
 
 #[test]
 fn go_http_get_by_address() {

@@ -12,30 +12,10 @@
 //! Not here: supervised connects by address (supervised.rs), the library's names (names.rs).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
-use std::process::Command;
 
+use socks_e2e::build::{build_static, go_build, supervisor_works};
 use socks_e2e::dns::{self, Dnsmasq, FW_OUTSIDE_ADDR6, OUTSIDE_ADDR6, WWW};
 use socks_e2e::*;
-
-/// Whether the supervisor can start a program here; reports the skip otherwise.
-fn supervisor_works(test: &str) -> bool {
-    let out = Command::new(paths::supervisor())
-        .args(["--", "/bin/true"])
-        .output()
-        .expect("socks-supervise runs");
-    if out.status.success() {
-        return true;
-    }
-    skip(
-        test,
-        &format!(
-            "socks-supervise cannot start a program here (no seccomp user notification?): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-    );
-    false
-}
 
 /// A Go client: each argument `http://…` is fetched (body on stdout), `lookup:NAME` prints
 /// `NAME ADDRS` (net.LookupHost) and `reverse:ADDR` prints `ADDR NAMES` (net.LookupAddr).
@@ -87,29 +67,6 @@ func main() {
 	}
 }
 "#;
-
-/// Builds `source` with Debian's Go, `CGO_ENABLED=0` (a static binary), into the lab's
-/// directory as `name`.
-fn go_build(lab: &Lab, name: &str, source: &str) -> PathBuf {
-    let go = paths::require("go", "golang-go");
-    let dir = lab.dir.path();
-    let main = lab.write(&format!("{name}.go"), source);
-    let binary = dir.join(name);
-    let out = Command::new(go)
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(&main)
-        .current_dir(dir)
-        .env("CGO_ENABLED", "0")
-        .env("GO111MODULE", "off")
-        .env("HOME", dir)
-        .env("GOPATH", dir.join("gopath"))
-        .env("GOCACHE", dir.join("gocache"))
-        .output()
-        .expect("go runs");
-    assert!(out.status.success(), "go build: {}", String::from_utf8_lossy(&out.stderr));
-    binary
-}
 
 /// A lab with the leak counters (first, so they see everything), the outside name server and
 /// sockd (after the firewall's resolv.conf is written); `None` when skipped.
@@ -316,28 +273,6 @@ fn direct_domain_resolves_on_the_lan_and_reverse_of_a_fake_names_it() {
     assert!(v4.contains(&dns), "the intranet lookup must have gone to {dns}: {v4:?}");
 }
 
-/// Builds `tests/c/NAME.c` statically into the lab; `None` (skip reported) without a static
-/// C library.
-fn build_static(lab: &Lab, name: &str) -> Option<PathBuf> {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
-    let binary = lab.dir.path().join(name);
-    let out = Command::new(paths::require("cc", "gcc"))
-        .args(["-static", "-O2", "-Wall", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .expect("cc runs");
-    if !out.status.success() {
-        let why = format!(
-            "cc -static {name}.c failed (libc6-dev provides libc.a): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        skip(lab.name(), &why);
-        return None;
-    }
-    Some(binary)
-}
-
 /// A resolver that sends from an unconnected UDP socket (musl's way: `sendto`, or `sendmsg`
 /// with an address) gets its answer from the supervisor: a fake address, and no packet leaves.
 #[test]
@@ -345,7 +280,7 @@ fn unconnected_queries_are_answered_and_never_leave() {
     let Some((lab, leaks, outside, _sockd)) = names_lab("supervised-names-sendto") else {
         return;
     };
-    let Some(program) = build_static(&lab, "dnsquery") else { return };
+    let Some(program) = build_static(lab.name(), lab.dir.path(), "dnsquery") else { return };
     for mode in ["sendto", "sendmsg"] {
         let ran = lab
             .client(&program)

@@ -6,7 +6,7 @@
 //! local name server.
 //!
 //! For a name `names` resolves remotely: an A or AAAA question (class IN) is answered here with
-//! a DNS message holding its fake address (`dnsmsg`); any other question is refused
+//! a DNS message holding its fake address (`socks_proto::dns`); any other question is refused
 //! (`Cause::RemoteQuestion`) — `res_*` return -1 with h_errno NO_RECOVERY (what glibc reports
 //! for a REFUSED answer) and errno ECONNREFUSED, `res_send` returns a REFUSED response. With
 //! `resolve local-then-remote` the local resolver is asked first and the fake answer is given
@@ -30,7 +30,7 @@
 //! even read their questions without the heap: there they fail with `SignalContext` whenever
 //! names may be resolved on the far side at all.
 //!
-//! Not here: getaddrinfo and gethostbyname* (see `dns_hooks`), the message format (`dnsmsg`).
+//! Not here: getaddrinfo and gethostbyname* (see `dns_hooks`), the message format (`socks_proto::dns`).
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_void, CStr};
@@ -39,9 +39,6 @@ use std::net::IpAddr;
 use libc::{addrinfo, c_int, sigevent};
 
 use crate::config;
-use crate::dnsmsg::{
-    self, Question, Rdata, CLASS_IN, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_PTR,
-};
 use crate::ffi::dns_hooks;
 use crate::ffi::fakemap::NAME_MAX;
 use crate::ffi::real;
@@ -49,6 +46,9 @@ use crate::guard::Guard;
 use crate::log::{log, Level};
 use crate::names::{self, Plan};
 use crate::outcome::{fail_resolver, shield, shield_resolver, Cause};
+use socks_proto::dns::{
+    self, Question, Rdata, CLASS_IN, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_PTR,
+};
 
 /// netdb.h: getaddrinfo_a modes.
 const GAI_WAIT: c_int = 0;
@@ -79,7 +79,7 @@ fn resolve_reverse(ip: IpAddr, question: Question, id: u16, rd: bool) -> Resolve
     match target {
         Some(target) if question.qclass == CLASS_IN && question.qtype == TYPE_PTR => {
             let record = Some(Rdata::Pointer(target.to_string()));
-            dnsmsg::response(id, rd, &question, record, 0)
+            dns::response(id, rd, &question, record, 0)
                 .map_or(Resolved::Refused(Cause::BadName), Resolved::Answer)
         }
         _ => Resolved::Refused(Cause::RemoteQuestion),
@@ -88,7 +88,7 @@ fn resolve_reverse(ip: IpAddr, question: Question, id: u16, rd: bool) -> Resolve
 
 /// Decides for one question about `name`; `id` and `rd` go into a response.
 fn resolve_question(name: &str, qclass: u16, qtype: u16, id: u16, rd: bool) -> Resolved {
-    if let Some(ip) = dnsmsg::reverse_address(name) {
+    if let Some(ip) = dns::reverse_address(name) {
         let question = Question { name: name.to_string(), qtype, qclass };
         return resolve_reverse(ip, question, id, rd);
     }
@@ -105,7 +105,7 @@ fn resolve_question(name: &str, qclass: u16, qtype: u16, id: u16, rd: bool) -> R
         let address = if qtype == TYPE_A { IpAddr::V4(fakes.v4) } else { IpAddr::V6(fakes.v6) };
         let question = Question { name: name.to_string(), qtype, qclass };
         log!(Level::Debug, "resolve {name} (type {qtype}): remote, as {address}");
-        dnsmsg::response(id, rd, &question, Some(Rdata::Address(address)), 0).ok_or(Cause::BadName)
+        dns::response(id, rd, &question, Some(Rdata::Address(address)), 0).ok_or(Cause::BadName)
     };
     match plan {
         Plan::Local => Resolved::Local,
@@ -209,14 +209,14 @@ unsafe fn query_without_heap(
     if !config::loaded() {
         // No rules yet (reading them takes the heap): any name may be remote; an address's
         // reverse name is libc's.
-        return if dnsmsg::reverse_address(full).is_some() {
+        return if dns::reverse_address(full).is_some() {
             real_call()
         } else {
             fail_resolver(Cause::SignalContext)
         };
     }
     let settings = config::settings();
-    if let Some(ip) = dnsmsg::reverse_address(full) {
+    if let Some(ip) = dns::reverse_address(full) {
         return if !names::is_fake(settings, ip) {
             real_call()
         } else if qclass == CLASS_IN && qtype == TYPE_PTR {
@@ -313,7 +313,7 @@ unsafe fn send(
     }
     // SAFETY: the caller's query of `msglen` bytes.
     let bytes = unsafe { std::slice::from_raw_parts(msg, msglen as usize) };
-    let Some(query) = dnsmsg::parse_query(bytes) else { return real_call() };
+    let Some(query) = dns::parse_query(bytes) else { return real_call() };
     let Some(first) = query.questions.first() else { return real_call() };
     let decided: Vec<Resolved> = query
         .questions
@@ -323,15 +323,14 @@ unsafe fn send(
     if decided.iter().all(|r| *r == Resolved::Local) {
         return real_call();
     }
-    let refused =
-        || dnsmsg::response(query.id, query.recursion_desired, first, None, RCODE_REFUSED);
+    let refused = || dns::response(query.id, query.recursion_desired, first, None, RCODE_REFUSED);
     let message = match (decided.as_slice(), query.questions.len()) {
         ([Resolved::Answer(message)], 1) => Some(message.clone()),
         ([Resolved::LocalThen(message)], 1) => {
             let rc = real_call();
             let local_rcode = (rc > 0)
                 // SAFETY: the real call wrote `rc` bytes (at most `anslen`).
-                .then(|| dnsmsg::rcode(unsafe { std::slice::from_raw_parts(answer, rc as usize) }))
+                .then(|| dns::rcode(unsafe { std::slice::from_raw_parts(answer, rc as usize) }))
                 .flatten();
             if rc > 0 && local_rcode != Some(RCODE_NXDOMAIN) {
                 return rc;

@@ -1,12 +1,16 @@
-//! The few DNS messages (RFC 1035 section 4) the supervisor's name service writes itself: the
-//! reading of a program's query (header and questions), and for a name resolved on the far side
-//! a response with one A/AAAA record holding its fake address, a PTR record naming it, or no
-//! record with a code. Responses of real name servers are passed on untouched, never parsed.
+//! The few DNS messages (RFC 1035 section 4) the client side writes itself, for names resolved
+//! on the far side: the reading of a query (header and questions), and a response with one
+//! A/AAAA record holding a fake address, a PTR record naming it, or no record and a code. The
+//! library answers the resolver calls that hand a program a raw answer (`res_query`, `res_send`
+//! and their kin) with them, the supervisor the program's own DNS queries to port 53.
 //!
-//! A copy of the library's `shim/src/dnsmsg.rs` (which another change owns meanwhile): both go
-//! to the shared client crate of issue 12 ("Shape"), which is where this copy ends.
+//! Written here rather than taken from a DNS crate: the library is loaded into every process,
+//! the crates that build messages (hickory-proto, domain) bring dozens of dependencies and
+//! features for a job of a hundred lines, and this needs only the header, names in plain
+//! labels and one compression pointer.
 //!
-//! Not here: the sockets (`dns`), deciding what a name gets (`names`).
+//! Not here: sockets or C entry points, and deciding what a name gets (the library's and the
+//! supervisor's `names`).
 
 use std::net::IpAddr;
 
@@ -22,6 +26,8 @@ pub const CLASS_IN: u16 = 1;
 pub const RCODE_NXDOMAIN: u8 = 3;
 /// RCODE 2: the server failed.
 pub const RCODE_SERVFAIL: u8 = 2;
+/// RCODE 5: the server refuses to answer.
+pub const RCODE_REFUSED: u8 = 5;
 
 const HEADER_LEN: usize = 12;
 
@@ -163,7 +169,8 @@ pub fn response(
 }
 
 /// The address a reverse-lookup name stands for (`4.3.2.1.in-addr.arpa` is 1.2.3.4, RFC 1035
-/// 3.5; 32 nibbles under `ip6.arpa`, RFC 3596 2.5), if `name` is one.
+/// 3.5; 32 nibbles under `ip6.arpa`, RFC 3596 2.5), if `name` is one. Allocates nothing (a
+/// signal handler's res_query inside the library asks too).
 pub fn reverse_address(name: &str) -> Option<IpAddr> {
     let name = name.strip_suffix('.').unwrap_or(name);
     let under = |suffix: &str| -> Option<&str> {
@@ -263,14 +270,14 @@ mod tests {
         .expect("fits");
         assert_eq!(&aaaa[34..46], [0xc0, 12, 0, 28, 0, 1, 0, 0, 0, 0, 0, 16]);
         assert_eq!(aaaa.len(), 46 + 16);
-        let refused = response(9, true, &question, None, 5).expect("fits");
+        let refused = response(9, true, &question, None, RCODE_REFUSED).expect("fits");
         assert_eq!(&refused[..12], [0, 9, 0x81, 0x85, 0, 1, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(rcode(&refused), Some(5));
+        assert_eq!(rcode(&refused), Some(RCODE_REFUSED));
         assert_eq!(refused.len(), 34);
         let bad = Question { name: "a..b".into(), qtype: TYPE_A, qclass: CLASS_IN };
-        assert_eq!(response(1, true, &bad, None, 5), None);
+        assert_eq!(response(1, true, &bad, None, RCODE_REFUSED), None);
         let long = Question { name: "x".repeat(64), qtype: TYPE_A, qclass: CLASS_IN };
-        assert_eq!(response(1, true, &long, None, 5), None);
+        assert_eq!(response(1, true, &long, None, RCODE_REFUSED), None);
         let reverse =
             Question { name: "1.0.18.198.in-addr.arpa".into(), qtype: TYPE_PTR, qclass: CLASS_IN };
         let ptr =
