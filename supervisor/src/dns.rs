@@ -54,7 +54,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use socks_proto::rules::FakeFamilies;
@@ -69,6 +69,8 @@ use socks_proto::dns::{self, Question, Rdata};
 pub const CLIENTS_MAX: usize = 4096;
 /// How long a forwarded query waits for the real server.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a TCP connection to the responder waits for its socket to be registered.
+const REGISTER_WAIT: Duration = Duration::from_secs(2);
 
 /// The responder's sockets and state.
 #[derive(Debug)]
@@ -78,6 +80,9 @@ pub struct Responder {
     /// The names handed out, for the whole supervised tree.
     pub fakes: FakeMap,
     clients: Mutex<Clients>,
+    /// Signalled by `register`: a TCP connection can reach the listener (the kernel completes
+    /// a loopback handshake at once) a moment before its socket is registered.
+    registered: Condvar,
 }
 
 /// Redirected sockets: (TCP?, their local address as the responder sees it) -> (the real
@@ -102,7 +107,13 @@ impl Responder {
     pub fn bind() -> std::io::Result<Responder> {
         let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
         let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        Ok(Responder { udp, tcp, fakes: FakeMap::default(), clients: Mutex::default() })
+        Ok(Responder {
+            udp,
+            tcp,
+            fakes: FakeMap::default(),
+            clients: Mutex::default(),
+            registered: Condvar::new(),
+        })
     }
 
     /// Where a socket of family `domain` is connected to reach the responder (IPv4-mapped for
@@ -136,10 +147,34 @@ impl Responder {
                 None => break,
             }
         }
+        drop(clients);
+        self.registered.notify_all();
     }
 
     fn server_for(&self, tcp: bool, from: SocketAddr) -> Option<(SocketAddr, u32)> {
         self.clients().by_addr.get(&(tcp, seen_as(from))).copied()
+    }
+
+    /// As `server_for`, waiting up to `REGISTER_WAIT` for the registration of a TCP socket the
+    /// supervisor is connecting right now (its connect completes before `register` runs).
+    fn server_for_waiting(&self, from: SocketAddr) -> Option<(SocketAddr, u32)> {
+        let key = (true, seen_as(from));
+        let deadline = std::time::Instant::now() + REGISTER_WAIT;
+        let mut clients = self.clients();
+        loop {
+            if let Some(found) = clients.by_addr.get(&key) {
+                return Some(*found);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            clients = self
+                .registered
+                .wait_timeout(clients, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
     }
 }
 
@@ -199,12 +234,13 @@ fn serve_tcp(shared: Arc<Shared>) {
                 return;
             }
         };
-        let Some((server, pid)) = dns.server_for(true, from) else { continue };
         let worker = shared.clone();
-        let asked = Asked { server, pid, tcp: true };
-        let _ = std::thread::Builder::new()
-            .name("dns-tcp-conn".into())
-            .spawn(move || serve_tcp_connection(&worker, stream, asked));
+        let _ = std::thread::Builder::new().name("dns-tcp-conn".into()).spawn(move || {
+            // Not on the accept thread: the registration may still be on its way.
+            let Some(dns) = &worker.dns else { return };
+            let Some((server, pid)) = dns.server_for_waiting(from) else { return };
+            serve_tcp_connection(&worker, stream, Asked { server, pid, tcp: true });
+        });
     }
 }
 
