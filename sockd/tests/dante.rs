@@ -188,6 +188,12 @@ fn port_command_port(vsftpd_log: &str) -> Option<u16> {
 }
 
 fn ftp_active_download(proxyprotocol: &str) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // vsftpd insists on starting as root (it drops to its own users itself).
+        skip(&format!("socksify_ftp_active_mode ({proxyprotocol})"), "vsftpd needs root");
+        return;
+    }
     let ftp = require_program("ftp", "inetutils-ftp");
     let dir = TempDir::new("dante-ftp");
     let content = pseudo_random(2 * 1024 * 1024, 0xf7f7);

@@ -33,20 +33,6 @@ fn pss_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no Pss line in /proc/{pid}/smaps_rollup:\n{rollup}"))
 }
 
-/// An echo server on 127.0.0.1 for datagrams.
-fn udp_echo() -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the UDP echo server");
-    let addr = socket.local_addr().expect("local_addr");
-    // The thread ends with the test process.
-    thread::spawn(move || {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], peer);
-        }
-    });
-    addr
-}
-
 /// One association with two datagrams relayed each way, a small one and a 60,000-byte one (so
 /// any buffer it keeps has been written through): its control connection and socket.
 fn associate_and_use(sockd: &Sockd, echo: SocketAddr, i: usize) -> (TcpStream, UdpSocket) {
@@ -76,7 +62,13 @@ fn associate_and_use(sockd: &Sockd, echo: SocketAddr, i: usize) -> (TcpStream, U
 
 #[test]
 fn an_idle_association_costs_about_a_tcp_session() {
-    let echo = udp_echo();
+    // Two descriptors per association here and in sockd, plus the warm-up and the runtime's.
+    let needed = (4 * N + 512) as libc::rlim_t;
+    if !raise_nofile_to(needed) {
+        skip("an_idle_association_costs_about_a_tcp_session", "RLIMIT_NOFILE hard limit too low");
+        return;
+    }
+    let echo = UdpEcho::start().addr;
     let sockd = SockdBuilder::new("permit 127.0.0.0/8 127.0.0.0/8\n")
         .arg("--max-sessions-per-client")
         .arg((2 * N).to_string())

@@ -555,6 +555,21 @@ pub fn process_cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
+/// Raises this process's RLIMIT_NOFILE soft limit to its hard limit (any user may), so that
+/// it and the daemons it starts afterwards can hold `needed` descriptors; false when the hard
+/// limit is below `needed`.
+pub fn raise_nofile_to(needed: libc::rlim_t) -> bool {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit(2) writes into the struct we own; setrlimit(2) reads it.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    raised && limit.rlim_cur >= needed
+}
+
 /// Make `cmd`'s child run with RLIMIT_NOFILE = `n` (soft and hard).
 pub fn set_nofile_in_child(cmd: &mut Command, n: libc::rlim_t) {
     use std::os::unix::process::CommandExt;
