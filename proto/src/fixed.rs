@@ -33,9 +33,6 @@ pub const MESSAGE_MAX: usize = 8 + (MAX_NAME_LEN + 1) * 2;
 /// is a 255-byte name (VER REP RSV ATYP, the length octet, the name, the port).
 pub const REPLY_MAX: usize = 4 + 1 + MAX_NAME_LEN + 2;
 
-/// SOCKS4 CD 1 (CONNECT).
-const V4_CONNECT: u8 = 1;
-
 /// Where to connect: an address, or a name the server resolves (borrowed, not owned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination<'a> {
@@ -139,12 +136,7 @@ impl<'a> FixedConnect<'a> {
         identity: &'a Identity,
     ) -> Result<Self, ProtoError> {
         if let Destination::Name(name, _) = dst {
-            if name.is_empty() {
-                return Err(ProtoError::EmptyName);
-            }
-            if name.len() > MAX_NAME_LEN {
-                return Err(ProtoError::TooLong("host name"));
-            }
+            check_name(name.as_bytes())?;
             if name.as_bytes().contains(&0) {
                 return Err(ProtoError::BadName);
             }
@@ -177,7 +169,7 @@ impl<'a> FixedConnect<'a> {
                     Destination::Name(name, _) => (Ipv4Addr::new(0, 0, 0, 1), Some(name)),
                 };
                 let out = &mut hs.output;
-                out.push(&[v4::VERSION, V4_CONNECT]);
+                out.push(&[v4::VERSION, v4::CMD_CONNECT]);
                 out.push(&dst.port().to_be_bytes());
                 out.push(&ip.octets());
                 out.push(user);
