@@ -33,9 +33,6 @@ pub const MESSAGE_MAX: usize = 8 + (MAX_NAME_LEN + 1) * 2;
 /// is a 255-byte name (VER REP RSV ATYP, the length octet, the name, the port).
 pub const REPLY_MAX: usize = 4 + 1 + MAX_NAME_LEN + 2;
 
-/// SOCKS4 CD 1 (CONNECT).
-const V4_CONNECT: u8 = 1;
-
 /// Where to connect: an address, or a name the server resolves (borrowed, not owned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Destination<'a> {
@@ -139,12 +136,7 @@ impl<'a> FixedConnect<'a> {
         identity: &'a Identity,
     ) -> Result<Self, ProtoError> {
         if let Destination::Name(name, _) = dst {
-            if name.is_empty() {
-                return Err(ProtoError::EmptyName);
-            }
-            if name.len() > MAX_NAME_LEN {
-                return Err(ProtoError::TooLong("host name"));
-            }
+            check_name(name.as_bytes())?;
             if name.as_bytes().contains(&0) {
                 return Err(ProtoError::BadName);
             }
@@ -177,7 +169,7 @@ impl<'a> FixedConnect<'a> {
                     Destination::Name(name, _) => (Ipv4Addr::new(0, 0, 0, 1), Some(name)),
                 };
                 let out = &mut hs.output;
-                out.push(&[v4::VERSION, V4_CONNECT]);
+                out.push(&[v4::VERSION, v4::CMD_CONNECT]);
                 out.push(&dst.port().to_be_bytes());
                 out.push(&ip.octets());
                 out.push(user);
@@ -307,22 +299,8 @@ impl<'a> FixedConnect<'a> {
     fn send_request(&mut self) {
         let out = &mut self.output;
         out.push(&[v5::VERSION, v5::CMD_CONNECT, 0]);
-        match self.dst {
-            Destination::Ip(SocketAddr::V4(sa)) => {
-                out.push(&[ATYP_IPV4]);
-                out.push(&sa.ip().octets());
-            }
-            Destination::Ip(SocketAddr::V6(sa)) => {
-                out.push(&[ATYP_IPV6]);
-                out.push(&sa.ip().octets());
-            }
-            Destination::Name(name, _) => {
-                // Checked non-empty and at most 255 bytes in `new`.
-                out.push(&[ATYP_DOMAIN, name.len() as u8]);
-                out.push(name.as_bytes());
-            }
-        }
-        out.push(&self.dst.port().to_be_bytes());
+        // A name was checked non-empty and at most 255 bytes in `new`.
+        put_address(&self.dst, |bytes| out.push(bytes));
         self.state = State::Reply;
     }
 
@@ -367,11 +345,21 @@ pub fn udp_header(
     out: &mut [u8; UDP_HEADER_MAX],
 ) -> Result<usize, ProtoError> {
     out[..3].copy_from_slice(&[0, 0, 0]);
+    if let Destination::Name(name, _) = dst {
+        check_name(name.as_bytes())?;
+    }
     let mut at = 3;
-    let mut put = |bytes: &[u8]| {
+    put_address(dst, |bytes| {
         out[at..at + bytes.len()].copy_from_slice(bytes);
         at += bytes.len();
-    };
+    });
+    Ok(at)
+}
+
+/// Hands `put` a destination as SOCKS5 encodes it (RFC 1928 section 4): ATYP, the address (a
+/// name with its length octet) and the port. A name must already be checked to be 1 to 255
+/// bytes, so its length fits the octet.
+fn put_address(dst: &Destination<'_>, mut put: impl FnMut(&[u8])) {
     match dst {
         Destination::Ip(SocketAddr::V4(sa)) => {
             put(&[ATYP_IPV4]);
@@ -382,14 +370,11 @@ pub fn udp_header(
             put(&sa.ip().octets());
         }
         Destination::Name(name, _) => {
-            check_name(name.as_bytes())?;
-            // check_name bounded the length to 255, so it fits one octet.
             put(&[ATYP_DOMAIN, name.len() as u8]);
             put(name.as_bytes());
         }
     }
     put(&dst.port().to_be_bytes());
-    Ok(at)
 }
 
 /// Decodes a SOCKS5 reply from the start of `buf` without allocating, with the checks (and

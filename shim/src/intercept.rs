@@ -48,24 +48,22 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
     // goes direct whatever the socket's type.
     let settings = config::settings();
     let canonical_target = canonical(target);
-    if fdtable::get(fd).is_none()
+    let tracked = fdtable::get(fd).map(|e| e.kind);
+    if tracked.is_none()
         && !names::is_fake(settings, canonical_target.ip())
         && matches!(route(settings, canonical_target), Route::Direct)
     {
         log!(Level::Debug, "connect {canonical_target}: direct");
         return Outcome::PassThrough;
     }
-    if !is_stream(fd) {
-        return if crate::udp::is_udp(fd) && nested {
-            // Setting up a UDP association needs the heap.
-            Outcome::Fail(Cause::SignalContext)
-        } else if crate::udp::is_udp(fd) {
-            crate::udp::connect(fd, dst)
-        } else {
-            Outcome::PassThrough
-        };
+    match real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
+        Some(libc::SOCK_STREAM) => {}
+        // Setting up a UDP association needs the heap.
+        Some(libc::SOCK_DGRAM) if nested => return Outcome::Fail(Cause::SignalContext),
+        Some(libc::SOCK_DGRAM) => return crate::udp::connect(fd, dst),
+        _ => return Outcome::PassThrough,
     }
-    match fdtable::get(fd).map(|e| e.kind) {
+    match tracked {
         // This very socket (the table checks) is connected through a server already: EISCONN,
         // as the kernel would say, without handing it the destination.
         Some(Kind::Connected) => return Outcome::Fail(Cause::Os(libc::EISCONN)),

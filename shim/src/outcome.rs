@@ -20,6 +20,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::c_int;
+use socks_proto::client::ClientError;
+use socks_proto::{Failure, ProtoError};
 
 use crate::ffi::real;
 
@@ -92,8 +94,6 @@ pub fn fail<T: From<i8>>(cause: Cause) -> T {
     real::set_errno(cause.errno());
     T::from(-1)
 }
-use socks_proto::client::ClientError;
-use socks_proto::{Failure, ProtoError};
 
 /// The result of handling a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
