@@ -36,18 +36,6 @@ use crate::log::{log, Level};
 use crate::names::{self, Plan};
 use crate::outcome::{shield, shield_resolver, Cause};
 
-extern "C" fn create_fake_map() {
-    fakemap::create();
-    crate::log::remember_standard_error();
-}
-
-/// Runs at load time: the things that cannot wait. The shared map must exist before a fork for
-/// parent and child to share it (a single mmap of untouched pages); which file descriptor 2 is
-/// must be noted before the program can close it and reuse the number (one fstat).
-#[used]
-#[link_section = ".init_array"]
-static CREATE_FAKE_MAP: extern "C" fn() = create_fake_map;
-
 /// glibc's EAI_NODATA (not in every libc crate target).
 const EAI_NODATA: c_int = -5;
 

@@ -15,21 +15,6 @@ use crate::intercept;
 use crate::outcome::{fail, shield};
 use crate::udp;
 
-/// Runs at load time: the library's own copy of std gets a panic hook that keeps panics (which
-/// the shield turns into errnos) off the program's stderr unless `SOCKS_LOG` asks for them,
-/// from the very first call, before any settings are read.
-#[cfg_attr(test, allow(dead_code))]
-extern "C" fn quiet_panics() {
-    std::panic::set_hook(Box::new(|info| {
-        crate::log::log!(crate::log::Level::Error, "internal error: {info}")
-    }));
-}
-
-#[cfg(not(test))]
-#[used]
-#[link_section = ".init_array"]
-static QUIET_PANICS: extern "C" fn() = quiet_panics;
-
 /// connect(2): routed through a SOCKS server, refused, or passed on, as socks.conf says.
 ///
 /// # Safety

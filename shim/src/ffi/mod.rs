@@ -14,6 +14,7 @@
 //! and a helper that reads through a raw pointer is itself an `unsafe fn`.
 //!
 //! Not here: any decision (routing, proxying, names): those are safe code outside `ffi`.
+#![allow(unsafe_code)]
 
 pub mod dns_hooks;
 pub mod fakemap;
@@ -23,3 +24,27 @@ pub mod real;
 pub mod resolv_hooks;
 pub mod sockaddr;
 pub mod udp_hooks;
+
+/// Runs once at load time, and does only what cannot wait for the first intercepted call:
+/// - the shared map of fake addresses must exist before a fork for parent and child to share
+///   it (a single mmap of untouched pages);
+/// - which file descriptor 2 is must be noted before the program can close it and reuse the
+///   number (one fstat);
+/// - the library's own copy of std gets a panic hook that keeps panics (which the shield turns
+///   into errnos) off the program's stderr unless `SOCKS_LOG` asks, from the very first call
+///   (not in unit tests, whose failures must show).
+extern "C" fn at_load() {
+    fakemap::create();
+    crate::log::remember_standard_error();
+    #[cfg(not(test))]
+    std::panic::set_hook(Box::new(|info| {
+        crate::log::log!(crate::log::Level::Error, "internal error: {info}")
+    }));
+}
+
+// SAFETY: an `.init_array` entry is a plain function pointer the dynamic loader calls once
+// with no arguments, which `at_load` is; it is `extern "C"`, so it cannot unwind into the
+// loader.
+#[used]
+#[link_section = ".init_array"]
+static AT_LOAD: extern "C" fn() = at_load;
