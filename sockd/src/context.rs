@@ -113,6 +113,19 @@ impl Admission {
         Some(victim)
     }
 
+    /// Why `client` cannot have another established session now, if it cannot.
+    fn no_session_place(&self, client: IpAddr, limits: &Limits) -> Option<Full> {
+        if self.sessions >= limits.max_sessions {
+            Some(Full::Total(limits.max_sessions))
+        } else if self.sessions_by_client.get(&client).copied().unwrap_or(0)
+            >= limits.max_per_client
+        {
+            Some(Full::PerClient(limits.max_per_client))
+        } else {
+            None
+        }
+    }
+
     fn release_session(&mut self, client: IpAddr) {
         self.sessions -= 1;
         if let Some(count) = self.sessions_by_client.get_mut(&client) {
@@ -174,16 +187,7 @@ impl Admitted {
         let limits = self.context.limits;
         let mut admission = self.context.admission();
         admission.remove_handshake(self.client, id);
-        let full = if admission.sessions >= limits.max_sessions {
-            Some(Full::Total(limits.max_sessions))
-        } else if admission.sessions_by_client.get(&self.client).copied().unwrap_or(0)
-            >= limits.max_per_client
-        {
-            Some(Full::PerClient(limits.max_per_client))
-        } else {
-            None
-        };
-        if let Some(full) = full {
+        if let Some(full) = admission.no_session_place(self.client, &limits) {
             drop(admission);
             self.place = Place::Nothing;
             return Err(self.context.refused(full));
@@ -290,16 +294,7 @@ impl Context {
     /// handshake of the address holding the most is evicted to make room.
     pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Admitted, Full> {
         let mut admission = self.admission();
-        let full = if admission.sessions >= self.limits.max_sessions {
-            Some(Full::Total(self.limits.max_sessions))
-        } else if admission.sessions_by_client.get(&client).copied().unwrap_or(0)
-            >= self.limits.max_per_client
-        {
-            Some(Full::PerClient(self.limits.max_per_client))
-        } else {
-            None
-        };
-        if let Some(full) = full {
+        if let Some(full) = admission.no_session_place(client, &self.limits) {
             drop(admission);
             return Err(self.refused(full));
         }

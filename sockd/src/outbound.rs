@@ -78,9 +78,19 @@ pub fn permitted(
     let mut first_denial = None;
     for addr in addrs {
         let request = RuleRequest { src: client, dst: addr.ip(), port: addr.port(), user };
-        let own =
-            !is_loopback(addr.ip()) && !is_unspecified(addr.ip()) && is_own_address(addr.ip());
-        let decision = rules.decide_on_host(&request, own);
+        // Being one of the host's own addresses only narrows which `permit` lines match, so a
+        // denial by a rule stands either way: the kernel is asked (a socket per address) only
+        // when the answer can change the decision, or the hint of the denial that is logged.
+        let mut decision = rules.decide_on_host(&request, false);
+        let matters = decision.action == Action::Permit
+            || (decision.rule.is_none() && first_denial.is_none());
+        let own = matters
+            && !is_loopback(addr.ip())
+            && !is_unspecified(addr.ip())
+            && is_own_address(addr.ip());
+        if own {
+            decision = rules.decide_on_host(&request, true);
+        }
         if decision.action == Action::Permit {
             allowed.push(*addr);
         } else if first_denial.is_none() {
