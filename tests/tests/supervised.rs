@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use socks_e2e::build::{build_static, go_build, supervisor_works};
+use socks_e2e::build::{build_static, go_build, supervised_lab, supervisor_works};
 use socks_e2e::vsftpd::Vsftpd;
 use socks_e2e::*;
 
@@ -55,10 +55,7 @@ fn assert_supervised(ran: &Ran, dst: SocketAddr) {
 
 #[test]
 fn busybox_wget_by_address() {
-    let Some(lab) = Lab::new("supervised-wget") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-wget") else { return };
     let busybox = busybox_static();
     let http = lab.http(8080);
     let sockd = lab.sockd(PERMIT_INSIDE);
@@ -85,10 +82,7 @@ fn busybox_wget_by_address() {
 
 #[test]
 fn busybox_nc_echo() {
-    let Some(lab) = Lab::new("supervised-nc") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-nc") else { return };
     let busybox = busybox_static();
     let echo = lab.echo(7);
     let sockd = lab.sockd(PERMIT_INSIDE);
@@ -116,10 +110,7 @@ fn busybox_nc_echo() {
 
 #[test]
 fn denied_destination_fails_and_sends_nothing() {
-    let Some(lab) = Lab::new("supervised-deny") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-deny") else { return };
     let busybox = busybox_static();
     let http = lab.http(80);
     let _sockd = lab.sockd(PERMIT_INSIDE);
@@ -154,10 +145,7 @@ fn denied_destination_fails_and_sends_nothing() {
 
 #[test]
 fn address_rewritten_during_connect_never_goes_direct() {
-    let Some(lab) = Lab::new("supervised-race") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-race") else { return };
     let Some(racer) = build_static(lab.name(), lab.dir.path(), "racer") else { return };
     let echo = lab.echo(7);
     // The direct destination: on the firewall's inside address, a network the workstation is
@@ -256,10 +244,7 @@ func main() {
 
 #[test]
 fn go_http_get_by_address() {
-    let Some(lab) = Lab::new("supervised-go") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-go") else { return };
     let program = go_build(&lab, "httpget", GO_HTTP_GET);
     let which = Command::new(paths::supervisor())
         .arg("--which")
@@ -352,10 +337,7 @@ fn int80_x32_and_io_uring_are_closed() {
 /// ETIMEDOUT once `SOCKS_TIMEOUT` has passed (never a direct connection).
 #[test]
 fn a_hanging_server_holds_only_its_own_connect() {
-    let Some(lab) = Lab::new("supervised-slow") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-slow") else { return };
     let busybox = busybox_static();
     let http = lab.http(8080);
     let hanging = SocketAddr::from((FW_INSIDE_ADDR, 1081));
@@ -404,10 +386,7 @@ fn a_hanging_server_holds_only_its_own_connect() {
 /// through sockd and echoes its own line (no notification lost, none answered twice).
 #[test]
 fn a_thousand_connections_from_fifty_threads() {
-    let Some(lab) = Lab::new("supervised-many") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-many") else { return };
     let Some(many) = build_static(lab.name(), lab.dir.path(), "many") else { return };
     let echo = lab.echo(7);
     let sockd = lab.sockd(PERMIT_INSIDE);
@@ -438,10 +417,7 @@ fn a_thousand_connections_from_fifty_threads() {
 /// connect still goes through sockd — it would fail with ENOSYS if the supervisor had left.
 #[test]
 fn an_orphan_stays_supervised() {
-    let Some(lab) = Lab::new("supervised-orphan") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-orphan") else { return };
     let busybox = busybox_static();
     let http = lab.http(80);
     let sockd = lab.sockd(PERMIT_INSIDE);
@@ -505,10 +481,7 @@ const UDP_DIRECT_PORT: u16 = 4242;
 
 impl UdpLab {
     fn new(name: &str) -> Option<UdpLab> {
-        let lab = Lab::new(name)?;
-        if !supervisor_works(lab.name()) {
-            return None;
-        }
+        let lab = supervised_lab(name)?;
         let program = build_static(lab.name(), lab.dir.path(), "datagrams")?;
         let outside = lab.udp_echo(7);
         let direct = lab.udp_echo_in(Ns::Fw, SocketAddr::from((FW_INSIDE_ADDR, UDP_DIRECT_PORT)));
@@ -659,10 +632,7 @@ fn address_rewritten_during_sendto_never_goes_direct() {
 /// is a connect: it goes through sockd, its data after the handshake, and the echo comes back.
 #[test]
 fn tcp_fast_open_goes_through_sockd() {
-    let Some(lab) = Lab::new("supervised-fastopen") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-fastopen") else { return };
     let Some(program) = build_static(lab.name(), lab.dir.path(), "datagrams") else { return };
     let echo = lab.echo(7);
     let sockd = lab.sockd(PERMIT_INSIDE);
@@ -765,10 +735,7 @@ fn static_ftp_active_download_through_bind_socks4() {
 }
 
 fn static_ftp_active(server: &str, name: &str) {
-    let Some(lab) = Lab::new(name) else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab(name) else { return };
     let Some(program) = build_static(lab.name(), lab.dir.path(), "binds") else { return };
     let content = pattern(FTP_FILE_LEN);
     let vsftpd = lab.vsftpd(&[("big.bin", &content)]);
@@ -884,10 +851,7 @@ func main() {
 
 #[test]
 fn go_ftp_active_download_through_bind() {
-    let Some(lab) = Lab::new("supervised-goftp") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-goftp") else { return };
     let program = go_build(&lab, "ftpactive", GO_FTP_ACTIVE);
     let content = pattern(FTP_FILE_LEN);
     let vsftpd = lab.vsftpd(&[("big.bin", &content)]);
@@ -910,10 +874,7 @@ fn go_ftp_active_download_through_bind() {
 /// socket and connects through sockd, as under the library.
 #[test]
 fn a_bind_to_a_specific_port_or_loopback_stays_local() {
-    let Some(lab) = Lab::new("supervised-binds") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-binds") else { return };
     let Some(program) = build_static(lab.name(), lab.dir.path(), "binds") else { return };
     let echo = lab.echo(7);
     let sockd = lab.sockd(PERMIT_INSIDE);

@@ -13,7 +13,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use socks_e2e::build::{build_static, go_build, supervisor_works};
+use socks_e2e::build::{build_static, go_build, supervised_lab};
 use socks_e2e::dns::{self, Dnsmasq, FW_OUTSIDE_ADDR6, OUTSIDE_ADDR6, WWW};
 use socks_e2e::*;
 
@@ -71,10 +71,7 @@ func main() {
 /// A lab with the leak counters (first, so they see everything), the outside name server and
 /// sockd (after the firewall's resolv.conf is written); `None` when skipped.
 fn names_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
-    let lab = Lab::new(name)?;
-    if !supervisor_works(lab.name()) {
-        return None;
-    }
+    let lab = supervised_lab(name)?;
     let leaks = LeakCounter::install(&lab);
     let dns = dns::outside_dns(&lab);
     let sockd = lab.sockd(PERMIT_INSIDE);
@@ -369,10 +366,7 @@ fn go_lookups_over_tcp() {
 /// name: the connect fails with EHOSTUNREACH, as under the library, and nothing is sent.
 #[test]
 fn a_fake_address_never_handed_out_fails() {
-    let Some(lab) = Lab::new("supervised-names-unknown") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-names-unknown") else { return };
     let busybox = paths::require("busybox", "busybox-static");
     let _sockd = lab.sockd(PERMIT_INSIDE);
     let leaks = LeakCounter::install(&lab);
