@@ -15,23 +15,28 @@
 //! Not here: the library under dynamically linked programs (programs.rs and the rest).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use socks_e2e::build::{build_static, go_build, supervised_lab, supervisor_works};
 use socks_e2e::vsftpd::Vsftpd;
 use socks_e2e::*;
 
+/// What `socks-supervise --which PROGRAM` prints: how socksify would run it.
+fn which(program: &Path) -> String {
+    let out = Command::new(paths::supervisor())
+        .arg("--which")
+        .arg(program)
+        .output()
+        .expect("socks-supervise --which runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The Debian busybox-static binary, checked to be one (socksify must pick the supervisor).
 fn busybox_static() -> PathBuf {
     let busybox = paths::require("busybox", "busybox-static");
-    let out = Command::new(paths::supervisor())
-        .arg("--which")
-        .arg(&busybox)
-        .output()
-        .expect("socks-supervise --which runs");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        which(&busybox),
         "supervise static\n",
         "{} must be the statically linked busybox (Debian package busybox-static)",
         busybox.display()
@@ -246,12 +251,7 @@ func main() {
 fn go_http_get_by_address() {
     let Some(lab) = supervised_lab("supervised-go") else { return };
     let program = go_build(&lab, "httpget", GO_HTTP_GET);
-    let which = Command::new(paths::supervisor())
-        .arg("--which")
-        .arg(&program)
-        .output()
-        .expect("socks-supervise --which runs");
-    assert_eq!(String::from_utf8_lossy(&which.stdout), "supervise go\n");
+    assert_eq!(which(&program), "supervise go\n");
     let http = lab.http(80);
     let echo = lab.echo(7);
     let sockd = lab.sockd(PERMIT_INSIDE);
