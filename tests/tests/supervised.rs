@@ -158,15 +158,8 @@ fn address_rewritten_during_connect_never_goes_direct() {
     let direct_port = 4242;
     let direct = lab.echo_in(Ns::Fw, SocketAddr::from((FW_INSIDE_ADDR, direct_port)));
     let sockd = lab.sockd(PERMIT_INSIDE);
-    // Give the workstation a route towards the outside through the firewall (which does not
-    // forward), so a direct connection attempt would leave as a packet the leak counter sees,
-    // instead of failing locally with ENETUNREACH.
-    let route = Command::new("ip")
-        .args(["-n", lab.ns(Ns::Inside), "route", "add", "198.51.100.0/24", "via"])
-        .arg(FW_INSIDE_ADDR.to_string())
-        .output()
-        .expect("ip runs");
-    assert!(route.status.success(), "ip route add: {}", String::from_utf8_lossy(&route.stderr));
+    // A direct connection attempt must leave as a packet the leak counter sees.
+    route_outside_via_firewall(&lab);
     let leaks = LeakCounter::install(&lab);
     let count = 300;
     let ran = lab
