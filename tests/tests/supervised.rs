@@ -44,6 +44,20 @@ fn busybox_static() -> PathBuf {
     busybox
 }
 
+/// The lab of a busybox-static test, built in this order: the supervised lab, busybox, the
+/// destination server `server` starts, sockd (`PERMIT_INSIDE`), the leak counter.
+fn busybox_lab<S>(
+    name: &str,
+    server: impl FnOnce(&Lab) -> S,
+) -> Option<(Lab, PathBuf, S, Daemon, LeakCounter)> {
+    let lab = supervised_lab(name)?;
+    let busybox = busybox_static();
+    let server = server(&lab);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    Some((lab, busybox, server, sockd, leaks))
+}
+
 /// The line SOCKS_LOG=info prints for a connection the supervisor proxied through our server.
 fn proxied(dst: SocketAddr) -> String {
     format!("]: connect {dst} via {SERVER} (socks5): ok")
@@ -60,11 +74,11 @@ fn assert_supervised(ran: &Ran, dst: SocketAddr) {
 
 #[test]
 fn busybox_wget_by_address() {
-    let Some(lab) = supervised_lab("supervised-wget") else { return };
-    let busybox = busybox_static();
-    let http = lab.http(8080);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    let leaks = LeakCounter::install(&lab);
+    let Some((lab, busybox, http, sockd, leaks)) =
+        busybox_lab("supervised-wget", |lab| lab.http(8080))
+    else {
+        return;
+    };
     let url = format!("http://{}/bytes/123457", http.addr());
     let ran = lab
         .client(busybox)
@@ -87,11 +101,10 @@ fn busybox_wget_by_address() {
 
 #[test]
 fn busybox_nc_echo() {
-    let Some(lab) = supervised_lab("supervised-nc") else { return };
-    let busybox = busybox_static();
-    let echo = lab.echo(7);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    let leaks = LeakCounter::install(&lab);
+    let Some((lab, busybox, echo, sockd, leaks)) = busybox_lab("supervised-nc", |lab| lab.echo(7))
+    else {
+        return;
+    };
     let input = pattern(100_000);
     // busybox nc ends on the peer's close; `-w 5` bounds its final read.
     let ran = lab
@@ -410,11 +423,11 @@ fn a_thousand_connections_from_fifty_threads() {
 /// connect still goes through sockd — it would fail with ENOSYS if the supervisor had left.
 #[test]
 fn an_orphan_stays_supervised() {
-    let Some(lab) = supervised_lab("supervised-orphan") else { return };
-    let busybox = busybox_static();
-    let http = lab.http(80);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    let leaks = LeakCounter::install(&lab);
+    let Some((lab, busybox, http, sockd, leaks)) =
+        busybox_lab("supervised-orphan", |lab| lab.http(80))
+    else {
+        return;
+    };
     let bb = busybox.display().to_string();
     let url = format!("http://{}/bytes/5000", http.addr());
     let script = format!("({bb} sleep 1; {bb} wget -q -O - {url}) & echo parent-exits");
