@@ -27,6 +27,16 @@ pub fn supervisor_works(test: &str) -> bool {
     false
 }
 
+/// The lab for supervised test `name`: `None` (skip reported) without root or when the
+/// supervisor cannot start a program here ([`supervisor_works`]).
+pub fn supervised_lab(name: &str) -> Option<Lab> {
+    let lab = Lab::new(name)?;
+    if !supervisor_works(lab.name()) {
+        return None;
+    }
+    Some(lab)
+}
+
 /// Builds `tests/c/NAME.c` statically (`cc -static -pthread`) into `dir`; `None` (skip
 /// reported for `test`) when this system has no static C library.
 pub fn build_static(test: &str, dir: &Path, name: &str) -> Option<PathBuf> {

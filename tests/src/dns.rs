@@ -21,7 +21,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::{paths, Daemon, Lab, Ns, OUTSIDE_ADDR, STARTUP};
+use crate::{paths, Daemon, Lab, Ns, Server, FW_OUTSIDE_ADDR, OUTSIDE_ADDR, STARTUP};
 
 /// The outside host's IPv6 address (on the `fw`–`outside` link).
 pub const OUTSIDE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2);
@@ -100,6 +100,40 @@ impl Dnsmasq {
     /// Every query line it logged so far.
     pub fn all_queries(&self) -> Vec<String> {
         self.daemon.log().lines().filter(|l| l.contains("query[")).map(str::to_owned).collect()
+    }
+
+    /// Asserts it was asked only by the firewall (its IPv4 or IPv6 outside address): nothing
+    /// from the workstation reached it.
+    pub fn assert_asked_only_by_firewall(&self) {
+        for line in self.all_queries() {
+            assert!(
+                line.ends_with(&format!("from {FW_OUTSIDE_ADDR}"))
+                    || line.ends_with(&format!("from {FW_OUTSIDE_ADDR6}")),
+                "the outside DNS must only hear from the firewall: {line}"
+            );
+        }
+    }
+}
+
+/// Asserts every connection the servers accepted came from the firewall (its IPv4 or IPv6
+/// outside address), and that there was at least one.
+pub fn assert_relayed<'a>(servers: impl IntoIterator<Item = &'a Server>) {
+    let peers: Vec<SocketAddr> = servers.into_iter().flat_map(|s| s.accepted()).collect();
+    assert!(!peers.is_empty(), "the destination servers saw no connection");
+    for peer in peers {
+        assert!(
+            peer.ip() == IpAddr::V4(FW_OUTSIDE_ADDR) || peer.ip() == IpAddr::V6(FW_OUTSIDE_ADDR6),
+            "a destination was reached from {peer}, not from the firewall"
+        );
+    }
+}
+
+/// Asserts sockd was never asked for a fake address (the default ranges): the library or the
+/// supervisor always sent the name.
+pub fn assert_no_fake_destination(sockd: &Daemon) {
+    let log = sockd.log();
+    for fake in ["dst=198.18.", "dst=198.19.", "dst=[fd73:6f63:6b73:"] {
+        assert!(!log.contains(fake), "a fake address reached sockd ({fake}…):\n{log}");
     }
 }
 

@@ -31,6 +31,7 @@
 //!
 //! Not here: the assertions themselves (tests/tests/*.rs).
 
+pub mod alarm;
 pub mod build;
 pub mod dns;
 pub mod inetd;

@@ -63,19 +63,6 @@ fn http_dual(lab: &Lab, port: u16) -> [Server; 2] {
     ]
 }
 
-/// Every connection the servers accepted came from the firewall (its IPv4 or IPv6 outside
-/// address), and there was at least one.
-fn assert_relayed(servers: &[&Server]) {
-    let peers: Vec<SocketAddr> = servers.iter().flat_map(|s| s.accepted()).collect();
-    assert!(!peers.is_empty(), "the destination servers saw no connection");
-    for peer in peers {
-        assert!(
-            peer.ip() == IpAddr::V4(FW_OUTSIDE_ADDR) || peer.ip() == IpAddr::V6(FW_OUTSIDE_ADDR6),
-            "a destination was reached from {peer}, not from the firewall"
-        );
-    }
-}
-
 /// Waits until sockd has logged `count` complete sessions from the workstation to the NAME
 /// `name`:`port` (`dst=www.example.test:80`); returns the `connected:` lines (which carry
 /// `addr=`, the address sockd resolved and reached).
@@ -83,25 +70,6 @@ fn sessions_by_name(sockd: &Daemon, name: &str, port: u16, count: usize) -> Vec<
     let (client, dst) = (format!("client={INSIDE_ADDR}:"), format!("dst={name}:{port} "));
     sockd.wait_lines(&["closed:", &client, "cmd=connect", &dst], count, STARTUP);
     sockd.wait_lines(&["connected:", &client, "cmd=connect", &dst], count, STARTUP)
-}
-
-/// sockd was never asked for a fake address: the library always sent the name.
-fn assert_no_fake_destination(sockd: &Daemon) {
-    let log = sockd.log();
-    for fake in ["dst=198.18.", "dst=198.19.", "dst=[fd73:6f63:6b73:"] {
-        assert!(!log.contains(fake), "a fake address reached sockd ({fake}…):\n{log}");
-    }
-}
-
-/// The outside DNS was asked only by the firewall: nothing from the workstation reached it.
-fn assert_asked_only_by_firewall(dns: &Dnsmasq) {
-    for line in dns.all_queries() {
-        assert!(
-            line.ends_with(&format!("from {FW_OUTSIDE_ADDR}"))
-                || line.ends_with(&format!("from {FW_OUTSIDE_ADDR6}")),
-            "the outside DNS must only hear from the firewall: {line}"
-        );
-    }
 }
 
 #[test]
@@ -196,10 +164,10 @@ req.on("error", (e) => {{ console.error(`error ${{e.code}} ${{e.message}}`); pro
     for path in ["/bytes/200000", "/wget", "/python-socket", "/python-urllib", "/node"] {
         assert!(paths.iter().any(|p| p == path), "no request for {path}: {paths:?}");
     }
-    assert_relayed(&[&www[0], &www[1]]);
-    assert_no_fake_destination(&sockd);
+    dns::assert_relayed([&www[0], &www[1]]);
+    dns::assert_no_fake_destination(&sockd);
     assert!(!dns.queries_for(WWW).is_empty(), "sockd must have asked the outside DNS");
-    assert_asked_only_by_firewall(&dns);
+    dns.assert_asked_only_by_firewall();
     leaks.assert_only_sockd("curl, wget, python3 and node by name");
 }
 
@@ -273,10 +241,10 @@ print(data.split(b"\r\n\r\n", 1)[1].decode().strip())
 
     let exchanges = v6.wait_done(2, STARTUP);
     assert!(exchanges.iter().all(|e| e.peer.ip() == IpAddr::V6(FW_OUTSIDE_ADDR6)), "{exchanges:?}");
-    assert_relayed(&[&v6, &www[0], &www[1]]);
-    assert_no_fake_destination(&sockd);
+    dns::assert_relayed([&v6, &www[0], &www[1]]);
+    dns::assert_no_fake_destination(&sockd);
     assert!(!dns.queries_for(V6ONLY).is_empty(), "sockd must have asked for {V6ONLY}");
-    assert_asked_only_by_firewall(&dns);
+    dns.assert_asked_only_by_firewall();
     leaks.assert_only_sockd("an AAAA-only name, an IPv6 literal and an IPv6 fake");
 }
 
@@ -337,8 +305,8 @@ fn ssh_by_name_with_check_host_ip() {
     }
     assert!(!ip.is_multicast() && !ip.is_loopback(), "{ip}");
     eprintln!("ssh's known_hosts: {entry}");
-    assert_no_fake_destination(&sockd);
-    assert_asked_only_by_firewall(&dns);
+    dns::assert_no_fake_destination(&sockd);
+    dns.assert_asked_only_by_firewall();
     leaks.assert_only_sockd("ssh by name with CheckHostIP");
 }
 
@@ -410,7 +378,7 @@ print("parent's reverse lookup:", socket.gethostbyaddr(addr)[0])
     sessions_by_name(&sockd, &child_name, 7, 1);
     echo.wait_done(2, STARTUP);
     assert_from_firewall(&echo);
-    assert_no_fake_destination(&sockd);
+    dns::assert_no_fake_destination(&sockd);
     leaks.assert_only_sockd("fork both ways");
 }
 
@@ -468,7 +436,7 @@ print(f"secs {{time.monotonic() - t0:.2f}}", flush=True)
     );
     echo.wait_done(1, STARTUP);
     assert_from_firewall(&echo);
-    assert_no_fake_destination(&sockd);
+    dns::assert_no_fake_destination(&sockd);
     leaks.assert_only_sockd("5000 names resolved, one connected");
 }
 
@@ -584,8 +552,8 @@ print("body", data.split(b"\r\n\r\n", 1)[1].decode().strip())
         assert!(out.lines().any(|l| l == line), "expected `{line}` in:\n{out}");
     }
 
-    assert_relayed(&[&www[0], &www[1]]);
-    assert_no_fake_destination(&sockd);
+    dns::assert_relayed([&www[0], &www[1]]);
+    dns::assert_no_fake_destination(&sockd);
     leaks.assert_only_sockd("reverse lookups, getent and AI_NUMERICHOST");
 }
 
@@ -653,7 +621,7 @@ for url in ("http://intranet.corp.example/corp", "http://{WWW}/outside"):
     );
     // The outside name still went through sockd, by name.
     sessions_by_name(&sockd, WWW, WWW_PORT, 1);
-    assert_relayed(&[&www[0], &www[1]]);
+    dns::assert_relayed([&www[0], &www[1]]);
     // The LAN's server answered the intranet name and never heard the outside one.
     assert!(
         !lan.queries_for("intranet.corp.example").is_empty(),
@@ -665,8 +633,8 @@ for url in ("http://intranet.corp.example/corp", "http://{WWW}/outside"):
         "{WWW} must not be looked up on the LAN:\n{}",
         lan.daemon.log()
     );
-    assert_asked_only_by_firewall(&outside);
-    assert_no_fake_destination(&sockd);
+    outside.assert_asked_only_by_firewall();
+    dns::assert_no_fake_destination(&sockd);
     let dns = format!("{} . udp . 53", DEAD_DNS_ADDR);
     leaks.assert_only_sockd_and(
         "a direct domain resolved on the LAN",
@@ -724,7 +692,7 @@ fn dig_reaches_the_outside_name_server_only_through_sockd() {
     );
     let queries = outside.queries_for(WWW);
     assert_eq!(queries.len(), 1, "the outside DNS must have been asked once: {queries:?}");
-    assert_asked_only_by_firewall(&outside);
+    outside.assert_asked_only_by_firewall();
     // What the leak check saw: traffic to sockd (TCP for the association, UDP to its relay)
     // and the query to the dead resolver; the plain dig to the outside never left (no route).
     let counts =

@@ -15,28 +15,47 @@
 //! Not here: the library under dynamically linked programs (programs.rs and the rest).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use socks_e2e::build::{build_static, go_build, supervisor_works};
+use socks_e2e::build::{build_static, go_build, supervised_lab, supervisor_works};
 use socks_e2e::vsftpd::Vsftpd;
 use socks_e2e::*;
+
+/// What `socks-supervise --which PROGRAM` prints: how socksify would run it.
+fn which(program: &Path) -> String {
+    let out = Command::new(paths::supervisor())
+        .arg("--which")
+        .arg(program)
+        .output()
+        .expect("socks-supervise --which runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 /// The Debian busybox-static binary, checked to be one (socksify must pick the supervisor).
 fn busybox_static() -> PathBuf {
     let busybox = paths::require("busybox", "busybox-static");
-    let out = Command::new(paths::supervisor())
-        .arg("--which")
-        .arg(&busybox)
-        .output()
-        .expect("socks-supervise --which runs");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        which(&busybox),
         "supervise static\n",
         "{} must be the statically linked busybox (Debian package busybox-static)",
         busybox.display()
     );
     busybox
+}
+
+/// The lab of a busybox-static test, built in this order: the supervised lab, busybox, the
+/// destination server `server` starts, sockd (`PERMIT_INSIDE`), the leak counter.
+fn busybox_lab<S>(
+    name: &str,
+    server: impl FnOnce(&Lab) -> S,
+) -> Option<(Lab, PathBuf, S, Daemon, LeakCounter)> {
+    let lab = supervised_lab(name)?;
+    let busybox = busybox_static();
+    let server = server(&lab);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    Some((lab, busybox, server, sockd, leaks))
 }
 
 /// The line SOCKS_LOG=info prints for a connection the supervisor proxied through our server.
@@ -55,14 +74,11 @@ fn assert_supervised(ran: &Ran, dst: SocketAddr) {
 
 #[test]
 fn busybox_wget_by_address() {
-    let Some(lab) = Lab::new("supervised-wget") else { return };
-    if !supervisor_works(lab.name()) {
+    let Some((lab, busybox, http, sockd, leaks)) =
+        busybox_lab("supervised-wget", |lab| lab.http(8080))
+    else {
         return;
-    }
-    let busybox = busybox_static();
-    let http = lab.http(8080);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    let leaks = LeakCounter::install(&lab);
+    };
     let url = format!("http://{}/bytes/123457", http.addr());
     let ran = lab
         .client(busybox)
@@ -85,14 +101,10 @@ fn busybox_wget_by_address() {
 
 #[test]
 fn busybox_nc_echo() {
-    let Some(lab) = Lab::new("supervised-nc") else { return };
-    if !supervisor_works(lab.name()) {
+    let Some((lab, busybox, echo, sockd, leaks)) = busybox_lab("supervised-nc", |lab| lab.echo(7))
+    else {
         return;
-    }
-    let busybox = busybox_static();
-    let echo = lab.echo(7);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    let leaks = LeakCounter::install(&lab);
+    };
     let input = pattern(100_000);
     // busybox nc ends on the peer's close; `-w 5` bounds its final read.
     let ran = lab
@@ -116,10 +128,7 @@ fn busybox_nc_echo() {
 
 #[test]
 fn denied_destination_fails_and_sends_nothing() {
-    let Some(lab) = Lab::new("supervised-deny") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-deny") else { return };
     let busybox = busybox_static();
     let http = lab.http(80);
     let _sockd = lab.sockd(PERMIT_INSIDE);
@@ -154,10 +163,7 @@ fn denied_destination_fails_and_sends_nothing() {
 
 #[test]
 fn address_rewritten_during_connect_never_goes_direct() {
-    let Some(lab) = Lab::new("supervised-race") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-race") else { return };
     let Some(racer) = build_static(lab.name(), lab.dir.path(), "racer") else { return };
     let echo = lab.echo(7);
     // The direct destination: on the firewall's inside address, a network the workstation is
@@ -165,15 +171,8 @@ fn address_rewritten_during_connect_never_goes_direct() {
     let direct_port = 4242;
     let direct = lab.echo_in(Ns::Fw, SocketAddr::from((FW_INSIDE_ADDR, direct_port)));
     let sockd = lab.sockd(PERMIT_INSIDE);
-    // Give the workstation a route towards the outside through the firewall (which does not
-    // forward), so a direct connection attempt would leave as a packet the leak counter sees,
-    // instead of failing locally with ENETUNREACH.
-    let route = Command::new("ip")
-        .args(["-n", lab.ns(Ns::Inside), "route", "add", "198.51.100.0/24", "via"])
-        .arg(FW_INSIDE_ADDR.to_string())
-        .output()
-        .expect("ip runs");
-    assert!(route.status.success(), "ip route add: {}", String::from_utf8_lossy(&route.stderr));
+    // A direct connection attempt must leave as a packet the leak counter sees.
+    route_outside_via_firewall(&lab);
     let leaks = LeakCounter::install(&lab);
     let count = 300;
     let ran = lab
@@ -256,17 +255,9 @@ func main() {
 
 #[test]
 fn go_http_get_by_address() {
-    let Some(lab) = Lab::new("supervised-go") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-go") else { return };
     let program = go_build(&lab, "httpget", GO_HTTP_GET);
-    let which = Command::new(paths::supervisor())
-        .arg("--which")
-        .arg(&program)
-        .output()
-        .expect("socks-supervise --which runs");
-    assert_eq!(String::from_utf8_lossy(&which.stdout), "supervise go\n");
+    assert_eq!(which(&program), "supervise go\n");
     let http = lab.http(80);
     let echo = lab.echo(7);
     let sockd = lab.sockd(PERMIT_INSIDE);
@@ -352,10 +343,7 @@ fn int80_x32_and_io_uring_are_closed() {
 /// ETIMEDOUT once `SOCKS_TIMEOUT` has passed (never a direct connection).
 #[test]
 fn a_hanging_server_holds_only_its_own_connect() {
-    let Some(lab) = Lab::new("supervised-slow") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-slow") else { return };
     let busybox = busybox_static();
     let http = lab.http(8080);
     let hanging = SocketAddr::from((FW_INSIDE_ADDR, 1081));
@@ -404,10 +392,7 @@ fn a_hanging_server_holds_only_its_own_connect() {
 /// through sockd and echoes its own line (no notification lost, none answered twice).
 #[test]
 fn a_thousand_connections_from_fifty_threads() {
-    let Some(lab) = Lab::new("supervised-many") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-many") else { return };
     let Some(many) = build_static(lab.name(), lab.dir.path(), "many") else { return };
     let echo = lab.echo(7);
     let sockd = lab.sockd(PERMIT_INSIDE);
@@ -438,14 +423,11 @@ fn a_thousand_connections_from_fifty_threads() {
 /// connect still goes through sockd — it would fail with ENOSYS if the supervisor had left.
 #[test]
 fn an_orphan_stays_supervised() {
-    let Some(lab) = Lab::new("supervised-orphan") else { return };
-    if !supervisor_works(lab.name()) {
+    let Some((lab, busybox, http, sockd, leaks)) =
+        busybox_lab("supervised-orphan", |lab| lab.http(80))
+    else {
         return;
-    }
-    let busybox = busybox_static();
-    let http = lab.http(80);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    let leaks = LeakCounter::install(&lab);
+    };
     let bb = busybox.display().to_string();
     let url = format!("http://{}/bytes/5000", http.addr());
     let script = format!("({bb} sleep 1; {bb} wget -q -O - {url}) & echo parent-exits");
@@ -505,10 +487,7 @@ const UDP_DIRECT_PORT: u16 = 4242;
 
 impl UdpLab {
     fn new(name: &str) -> Option<UdpLab> {
-        let lab = Lab::new(name)?;
-        if !supervisor_works(lab.name()) {
-            return None;
-        }
+        let lab = supervised_lab(name)?;
         let program = build_static(lab.name(), lab.dir.path(), "datagrams")?;
         let outside = lab.udp_echo(7);
         let direct = lab.udp_echo_in(Ns::Fw, SocketAddr::from((FW_INSIDE_ADDR, UDP_DIRECT_PORT)));
@@ -659,10 +638,7 @@ fn address_rewritten_during_sendto_never_goes_direct() {
 /// is a connect: it goes through sockd, its data after the handshake, and the echo comes back.
 #[test]
 fn tcp_fast_open_goes_through_sockd() {
-    let Some(lab) = Lab::new("supervised-fastopen") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-fastopen") else { return };
     let Some(program) = build_static(lab.name(), lab.dir.path(), "datagrams") else { return };
     let echo = lab.echo(7);
     let sockd = lab.sockd(PERMIT_INSIDE);
@@ -765,10 +741,7 @@ fn static_ftp_active_download_through_bind_socks4() {
 }
 
 fn static_ftp_active(server: &str, name: &str) {
-    let Some(lab) = Lab::new(name) else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab(name) else { return };
     let Some(program) = build_static(lab.name(), lab.dir.path(), "binds") else { return };
     let content = pattern(FTP_FILE_LEN);
     let vsftpd = lab.vsftpd(&[("big.bin", &content)]);
@@ -884,10 +857,7 @@ func main() {
 
 #[test]
 fn go_ftp_active_download_through_bind() {
-    let Some(lab) = Lab::new("supervised-goftp") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-goftp") else { return };
     let program = go_build(&lab, "ftpactive", GO_FTP_ACTIVE);
     let content = pattern(FTP_FILE_LEN);
     let vsftpd = lab.vsftpd(&[("big.bin", &content)]);
@@ -910,10 +880,7 @@ fn go_ftp_active_download_through_bind() {
 /// socket and connects through sockd, as under the library.
 #[test]
 fn a_bind_to_a_specific_port_or_loopback_stays_local() {
-    let Some(lab) = Lab::new("supervised-binds") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-binds") else { return };
     let Some(program) = build_static(lab.name(), lab.dir.path(), "binds") else { return };
     let echo = lab.echo(7);
     let sockd = lab.sockd(PERMIT_INSIDE);

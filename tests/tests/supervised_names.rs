@@ -13,8 +13,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use socks_e2e::build::{build_static, go_build, supervisor_works};
-use socks_e2e::dns::{self, Dnsmasq, FW_OUTSIDE_ADDR6, OUTSIDE_ADDR6, WWW};
+use socks_e2e::build::{build_static, go_build, supervised_lab};
+use socks_e2e::dns::{self, Dnsmasq, OUTSIDE_ADDR6, WWW};
 use socks_e2e::*;
 
 /// A Go client: each argument `http://…` is fetched (body on stdout), `lookup:NAME` prints
@@ -71,10 +71,7 @@ func main() {
 /// A lab with the leak counters (first, so they see everything), the outside name server and
 /// sockd (after the firewall's resolv.conf is written); `None` when skipped.
 fn names_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
-    let lab = Lab::new(name)?;
-    if !supervisor_works(lab.name()) {
-        return None;
-    }
+    let lab = supervised_lab(name)?;
     let leaks = LeakCounter::install(&lab);
     let dns = dns::outside_dns(&lab);
     let sockd = lab.sockd(PERMIT_INSIDE);
@@ -94,33 +91,7 @@ fn http_dual(lab: &Lab, port: u16) -> [Server; 2] {
 fn assert_session_by_name(sockd: &Daemon, name: &str, port: u16) {
     let (client, dst) = (format!("client={INSIDE_ADDR}:"), format!("dst={name}:{port} "));
     sockd.wait_line(&["connected:", &client, "cmd=connect", &dst], STARTUP);
-    let log = sockd.log();
-    for fake in ["dst=198.18.", "dst=198.19.", "dst=[fd73:6f63:6b73:"] {
-        assert!(!log.contains(fake), "a fake address reached sockd ({fake}…):\n{log}");
-    }
-}
-
-/// The outside name server heard only the firewall.
-fn assert_asked_only_by_firewall(dns: &Dnsmasq) {
-    for line in dns.all_queries() {
-        assert!(
-            line.ends_with(&format!("from {FW_OUTSIDE_ADDR}"))
-                || line.ends_with(&format!("from {FW_OUTSIDE_ADDR6}")),
-            "the outside DNS must only hear from the firewall: {line}"
-        );
-    }
-}
-
-/// Every connection the servers accepted came from the firewall, and there was one.
-fn assert_relayed(servers: &[Server]) {
-    let peers: Vec<SocketAddr> = servers.iter().flat_map(|s| s.accepted()).collect();
-    assert!(!peers.is_empty(), "the destination servers saw no connection");
-    for peer in peers {
-        assert!(
-            peer.ip() == IpAddr::V4(FW_OUTSIDE_ADDR) || peer.ip() == IpAddr::V6(FW_OUTSIDE_ADDR6),
-            "a destination was reached from {peer}, not from the firewall"
-        );
-    }
+    dns::assert_no_fake_destination(sockd);
 }
 
 #[test]
@@ -157,8 +128,8 @@ fn go_http_get_by_name() {
         ran.describe()
     );
     assert_session_by_name(&sockd, WWW, 80);
-    assert_relayed(&www);
-    assert_asked_only_by_firewall(&outside);
+    dns::assert_relayed(&www);
+    outside.assert_asked_only_by_firewall();
     leaks.assert_only_sockd("a static Go HTTP client by name under the supervisor");
 }
 
@@ -185,8 +156,8 @@ fn busybox_wget_by_name() {
         ran.describe()
     );
     assert_session_by_name(&sockd, WWW, 80);
-    assert_relayed(&www);
-    assert_asked_only_by_firewall(&outside);
+    dns::assert_relayed(&www);
+    outside.assert_asked_only_by_firewall();
     leaks.assert_only_sockd("busybox-static wget by name under the supervisor");
 }
 
@@ -252,7 +223,7 @@ fn direct_domain_resolves_on_the_lan_and_reverse_of_a_fake_names_it() {
         "the intranet host must be reached directly: {exchanges:?}"
     );
     assert_session_by_name(&sockd, WWW, 80);
-    assert_relayed(&www);
+    dns::assert_relayed(&www);
     assert!(
         !lan.queries_for("intranet.corp.example").is_empty(),
         "the intranet name must be resolved by the LAN's name server\n{}",
@@ -263,7 +234,7 @@ fn direct_domain_resolves_on_the_lan_and_reverse_of_a_fake_names_it() {
         "{WWW} must not be looked up on the LAN:\n{}",
         lan.daemon.log()
     );
-    assert_asked_only_by_firewall(&outside);
+    outside.assert_asked_only_by_firewall();
     let dns = format!("{DEAD_DNS_ADDR} . udp . 53");
     leaks.assert_only_sockd_and(
         "a direct domain resolved on the LAN under the supervisor",
@@ -352,10 +323,10 @@ fn go_lookups_over_tcp() {
         ran.describe()
     );
     assert_session_by_name(&sockd, WWW, 80);
-    assert_relayed(&www);
+    dns::assert_relayed(&www);
     assert!(!lan.queries_for("intranet.corp.example").is_empty(), "{}", lan.daemon.log());
     assert!(lan.queries_for(WWW).is_empty(), "{WWW} must not reach the LAN");
-    assert_asked_only_by_firewall(&outside);
+    outside.assert_asked_only_by_firewall();
     let tcp = format!("{DEAD_DNS_ADDR} . tcp . 53");
     leaks.assert_only_sockd_and(
         "Go lookups over TCP under the supervisor",
@@ -369,10 +340,7 @@ fn go_lookups_over_tcp() {
 /// name: the connect fails with EHOSTUNREACH, as under the library, and nothing is sent.
 #[test]
 fn a_fake_address_never_handed_out_fails() {
-    let Some(lab) = Lab::new("supervised-names-unknown") else { return };
-    if !supervisor_works(lab.name()) {
-        return;
-    }
+    let Some(lab) = supervised_lab("supervised-names-unknown") else { return };
     let busybox = paths::require("busybox", "busybox-static");
     let _sockd = lab.sockd(PERMIT_INSIDE);
     let leaks = LeakCounter::install(&lab);

@@ -24,6 +24,8 @@ use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use socks_e2e::alarm::{self, errno, set_errno};
+
 static DST: AtomicU64 = AtomicU64::new(0);
 static STOP: AtomicBool = AtomicBool::new(false);
 static HANDLER_BUSY: AtomicBool = AtomicBool::new(false);
@@ -44,25 +46,9 @@ thread_local! {
     static IN_LOOKUP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-fn errno() -> i32 {
-    // SAFETY: __errno_location returns this thread's errno, always valid.
-    unsafe { *libc::__errno_location() }
-}
-
-fn set_errno(value: i32) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = value };
-}
-
 /// The destination as a sockaddr_in, from the packed atomic (no allocation, signal-safe).
 fn destination() -> libc::sockaddr_in {
-    let packed = DST.load(Ordering::Relaxed);
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: ((packed & 0xffff) as u16).to_be(),
-        sin_addr: libc::in_addr { s_addr: ((packed >> 16) as u32).to_be() },
-        sin_zero: [0; 8],
-    }
+    alarm::sockaddr_in(DST.load(Ordering::Relaxed))
 }
 
 /// One connection, echo and getpeername check with raw calls only: Ok, or Err(errno), or
@@ -140,20 +126,6 @@ fn roundtrip(tag: u8) -> Result<(), i32> {
     }
 }
 
-/// Arms SIGALRM once, 2 ms from now. The handler re-arms it when it is done, so the
-/// interrupted thread always gets 2 ms to run between two handlers: a periodic timer shorter
-/// than a handler's round trip would deliver the next signal the moment the handler returns,
-/// and the thread it interrupts would never run again (a livelock, not a deadlock of the
-/// library).
-fn arm_alarm() {
-    let once = libc::itimerval {
-        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
-        it_value: libc::timeval { tv_sec: 0, tv_usec: 2000 },
-    };
-    // SAFETY: a valid itimerval; the old value is not wanted. setitimer is async-signal-safe.
-    unsafe { libc::setitimer(libc::ITIMER_REAL, &once, std::ptr::null_mut()) };
-}
-
 extern "C" fn on_alarm(_signal: libc::c_int) {
     let saved = errno();
     let interrupted_connect = IN_CONNECT.with(|c| c.get());
@@ -174,7 +146,7 @@ extern "C" fn on_alarm(_signal: libc::c_int) {
         HANDLER_BUSY.store(false, Ordering::SeqCst);
     }
     if !STOP.load(Ordering::SeqCst) {
-        arm_alarm();
+        alarm::arm();
     }
     set_errno(saved);
 }
@@ -216,20 +188,12 @@ fn main() {
         eprintln!("usage: signal-connect IPV4:PORT SECONDS");
         std::process::exit(2);
     };
-    DST.store((u64::from(u32::from(*dst.ip())) << 16) | u64::from(dst.port()), Ordering::Relaxed);
-    // SAFETY: installs a handler that only touches atomics and makes async-signal-safe calls;
-    // the sigaction struct is fully initialised.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
-        action.sa_flags = 0; // no SA_RESTART: interrupted calls see EINTR
-        libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()), 0);
-    }
+    DST.store(alarm::pack(dst), Ordering::Relaxed);
+    alarm::install(on_alarm);
     let workers = if lookup.is_some() { 0 } else { 2u8 };
     let threads: Vec<_> =
         (0..workers).map(|k| std::thread::spawn(move || worker(b't' + k))).collect();
-    arm_alarm();
+    alarm::arm();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut main = 0;
     while Instant::now() < deadline {
@@ -247,12 +211,7 @@ fn main() {
     }
     // No handler re-arms the timer once STOP is set.
     STOP.store(true, Ordering::SeqCst);
-    let off = libc::itimerval {
-        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
-        it_value: libc::timeval { tv_sec: 0, tv_usec: 0 },
-    };
-    // SAFETY: a valid itimerval; the old value is not wanted.
-    unsafe { libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut()) };
+    alarm::disarm();
     let threads: u32 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     println!(
         "main={main} threads={threads} handler={} handler_failed={} (while interrupting connect: \

@@ -30,6 +30,8 @@ use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use socks_e2e::alarm::{self, errno, set_errno};
+
 /// The modes (see the module documentation).
 const UDP: u32 = 1;
 const UDP_FRESH: u32 = 2;
@@ -84,16 +86,6 @@ extern "C" {
     ) -> c_int;
 }
 
-fn errno() -> i32 {
-    // SAFETY: __errno_location returns this thread's errno, always valid.
-    unsafe { *libc::__errno_location() }
-}
-
-fn set_errno(value: i32) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = value };
-}
-
 fn h_errno() -> i32 {
     // SAFETY: glibc's h_errno slot for this thread, always valid.
     unsafe { *__h_errno_location() }
@@ -101,13 +93,7 @@ fn h_errno() -> i32 {
 
 /// The destination as a sockaddr_in, from the packed atomic (no allocation, signal-safe).
 fn destination() -> libc::sockaddr_in {
-    let packed = DST.load(Ordering::Relaxed);
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: ((packed & 0xffff) as u16).to_be(),
-        sin_addr: libc::in_addr { s_addr: ((packed >> 16) as u32).to_be() },
-        sin_zero: [0; 8],
-    }
+    alarm::sockaddr_in(DST.load(Ordering::Relaxed))
 }
 
 const SOCKADDR_IN_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_in>() as _;
@@ -327,20 +313,6 @@ fn resolve(turn: u32) -> (u32, Looked) {
     (which, looked)
 }
 
-/// Arms SIGALRM once, 2 ms from now. The handler re-arms it when it is done, so the
-/// interrupted thread always gets 2 ms to run between two handlers: a periodic timer shorter
-/// than a handler's round trip would deliver the next signal the moment the handler returns,
-/// and the thread it interrupts would never run again (a livelock, not a deadlock of the
-/// library).
-fn arm_alarm() {
-    let once = libc::itimerval {
-        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
-        it_value: libc::timeval { tv_sec: 0, tv_usec: 2000 },
-    };
-    // SAFETY: a valid itimerval; the old value is not wanted. setitimer is async-signal-safe.
-    unsafe { libc::setitimer(libc::ITIMER_REAL, &once, std::ptr::null_mut()) };
-}
-
 extern "C" fn on_alarm(_signal: c_int) {
     let saved = errno();
     if !HANDLER_BUSY.swap(true, Ordering::SeqCst) {
@@ -376,7 +348,7 @@ extern "C" fn on_alarm(_signal: c_int) {
         HANDLER_BUSY.store(false, Ordering::SeqCst);
     }
     if !STOP.load(Ordering::SeqCst) {
-        arm_alarm();
+        alarm::arm();
     }
     set_errno(saved);
 }
@@ -446,24 +418,13 @@ fn main() {
         NAME.store(name.into_raw(), Ordering::Relaxed);
     } else {
         let Ok(dst) = target.parse::<SocketAddrV4>() else { usage() };
-        DST.store(
-            (u64::from(u32::from(*dst.ip())) << 16) | u64::from(dst.port()),
-            Ordering::Relaxed,
-        );
+        DST.store(alarm::pack(dst), Ordering::Relaxed);
     }
     if mode == UDP {
         SOCKET.store(associate(), Ordering::Relaxed);
     }
-    // SAFETY: installs a handler that only touches atomics and makes the calls under test;
-    // the sigaction struct is fully initialised.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_alarm as extern "C" fn(c_int) as usize;
-        action.sa_flags = 0; // no SA_RESTART: interrupted calls see EINTR
-        libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()), 0);
-    }
-    arm_alarm();
+    alarm::install(on_alarm);
+    alarm::arm();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut main = 0;
     while Instant::now() < deadline {
@@ -471,12 +432,7 @@ fn main() {
         main += 1;
     }
     STOP.store(true, Ordering::SeqCst);
-    let off = libc::itimerval {
-        it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
-        it_value: libc::timeval { tv_sec: 0, tv_usec: 0 },
-    };
-    // SAFETY: a valid itimerval; the old value is not wanted.
-    unsafe { libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut()) };
+    alarm::disarm();
     let mut line = format!(
         "handler={} handler_failed={} in_lookup={} last_errno={} main={main}",
         HANDLER_OK.load(Ordering::Relaxed),
