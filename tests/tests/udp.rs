@@ -508,8 +508,9 @@ fn dante_socksify_udp_through_sockd() {
     let declared = format!("dst={INSIDE_ADDR}:");
     let port = line.split_whitespace().find_map(|t| t.strip_prefix(declared.as_str()));
     assert!(
-        port.is_some_and(|p| p != "0" && line.contains(&format!("locked-to={INSIDE_ADDR}:{p} "))
-            || line.ends_with(&format!("locked-to={INSIDE_ADDR}:{p}"))),
+        port.is_some_and(|p| p != "0"
+            && (line.contains(&format!("locked-to={INSIDE_ADDR}:{p} "))
+                || line.ends_with(&format!("locked-to={INSIDE_ADDR}:{p}")))),
         "Dante's client must declare its socket and sockd lock to it: {line}"
     );
     assert_relayed(&echo, 3);
