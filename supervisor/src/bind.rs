@@ -162,13 +162,14 @@ pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
     }
     let deadline = Instant::now() + settings.timeout;
     let servers = preferred(servers, used);
-    let granted = match proxy::request_via(socket, Command::Bind, &target, servers, deadline) {
-        Ok(granted) => granted,
-        Err(failed) => {
-            log(settings, 1, pid, format_args!("bind for {dst} {}", failed.why));
-            return pending.reply(failed.errno);
-        }
-    };
+    let granted =
+        match proxy::request_via(socket, domain, Command::Bind, &target, servers, deadline) {
+            Ok(granted) => granted,
+            Err(failed) => {
+                log(settings, 1, pid, format_args!("bind for {dst} {}", failed.why));
+                return pending.reply(failed.errno);
+            }
+        };
     let Some(listening) = proxy::for_family(granted.bound, domain) else {
         log(
             settings,

@@ -490,7 +490,7 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
         Route::Proxy(servers) => {
             let deadline = Instant::now() + settings.timeout;
             // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4 (`canonical`).
-            match proxy::connect_via(socket.as_fd(), &target, servers, deadline) {
+            match proxy::connect_via(socket.as_fd(), domain, &target, servers, deadline) {
                 Ok((server, version)) => {
                     if let Some(cookie) = cookie {
                         pending.shared.peers().insert(cookie, dst, server);
