@@ -106,14 +106,10 @@ impl Binds {
     }
 }
 
-fn canonical(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(a.ip().to_canonical(), a.port())
-}
-
 /// The server the last connection went through, if it is in the list; else the whole list.
 fn preferred(servers: &[Server], used: SocketAddr) -> &[Server] {
-    let used = canonical(used);
-    match servers.iter().position(|s| s.addrs.iter().any(|a| canonical(*a) == used)) {
+    let used = sockaddr::canonical(used);
+    match servers.iter().position(|s| s.addrs.iter().any(|a| sockaddr::canonical(*a) == used)) {
         Some(i) => &servers[i..=i],
         None => servers,
     }
