@@ -106,14 +106,10 @@ impl Binds {
     }
 }
 
-fn canonical(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(a.ip().to_canonical(), a.port())
-}
-
 /// The server the last connection went through, if it is in the list; else the whole list.
 fn preferred(servers: &[Server], used: SocketAddr) -> &[Server] {
-    let used = canonical(used);
-    match servers.iter().position(|s| s.addrs.iter().any(|a| canonical(*a) == used)) {
+    let used = sockaddr::canonical(used);
+    match servers.iter().position(|s| s.addrs.iter().any(|a| sockaddr::canonical(*a) == used)) {
         Some(i) => &servers[i..=i],
         None => servers,
     }
@@ -162,13 +158,14 @@ pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
     }
     let deadline = Instant::now() + settings.timeout;
     let servers = preferred(servers, used);
-    let granted = match proxy::request_via(socket, Command::Bind, &target, servers, deadline) {
-        Ok(granted) => granted,
-        Err(failed) => {
-            log(settings, 1, pid, format_args!("bind for {dst} {}", failed.why));
-            return pending.reply(failed.errno);
-        }
-    };
+    let granted =
+        match proxy::request_via(socket, domain, Command::Bind, &target, servers, deadline) {
+            Ok(granted) => granted,
+            Err(failed) => {
+                log(settings, 1, pid, format_args!("bind for {dst} {}", failed.why));
+                return pending.reply(failed.errno);
+            }
+        };
     let Some(listening) = proxy::for_family(granted.bound, domain) else {
         log(
             settings,

@@ -61,6 +61,7 @@ use socks_proto::rules::FakeFamilies;
 
 use crate::names::{self, FakeMap, Plan};
 use crate::route::{route, Route};
+use crate::sockaddr;
 use crate::supervise::{log, Shared};
 use socks_proto::dns::{self, Question, Rdata};
 
@@ -394,7 +395,7 @@ fn forward(
         );
         return servfail();
     }
-    let server = SocketAddr::new(server.ip().to_canonical(), server.port());
+    let server = sockaddr::canonical(server);
     let result = if tcp { forward_tcp(query, server) } else { forward_udp(query, server, id) };
     match result {
         Ok(reply) => {

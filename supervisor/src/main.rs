@@ -1,6 +1,7 @@
-//! socks-supervise: runs a program under a seccomp filter that sends its `connect` calls to this
-//! process, which routes them by socks.conf and connects them — directly or through a SOCKS
-//! server — on a copy of the program's socket. For the programs libsocks.so cannot reach:
+//! socks-supervise: runs a program under a seccomp filter that sends its socket calls (`connect`,
+//! `getpeername`, the sends with a destination, `bind`/`listen`/`getsockname`/`accept`; see
+//! `filter`) to this process, which routes them by socks.conf and connects them — directly or
+//! through a SOCKS server — on a copy of the program's socket. For the programs libsocks.so cannot reach:
 //! statically linked ones and Go. `socksify` picks it by itself (scripts/socksify).
 //!
 //! `socks-supervise [-v] [-q] [-c CONF] [-s SERVER] [--] PROGRAM [ARGS...]`, and

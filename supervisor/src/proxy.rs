@@ -45,16 +45,17 @@ pub fn version_name(version: ClientVersion) -> &'static str {
     }
 }
 
-/// Connects `fd` (a TCP socket of family `family`) to `target` (an address, or the name
-/// behind a fake address) through the first of `servers` that accepts a TCP connection.
-/// Returns the server address used.
+/// Connects `fd` (a TCP socket of family `family`, its SO_DOMAIN) to `target` (an address, or
+/// the name behind a fake address) through the first of `servers` that accepts a TCP
+/// connection. Returns the server address used.
 pub fn connect_via(
     fd: BorrowedFd<'_>,
+    family: i32,
     target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
 ) -> Result<(SocketAddr, ClientVersion), Failed> {
-    request_via(fd, Command::Connect, target, servers, deadline)
+    request_via(fd, family, Command::Connect, target, servers, deadline)
         .map(|granted| (granted.server, granted.version))
 }
 
@@ -70,17 +71,17 @@ pub struct Granted {
     pub bound: SocketAddr,
 }
 
-/// Runs `command` (CONNECT or BIND) for `target` on `fd` through the first of `servers` that
-/// accepts a TCP connection; `fd` is left connected to it on success, disconnected otherwise.
+/// Runs `command` (CONNECT or BIND) for `target` on `fd` (of family `family`, its SO_DOMAIN,
+/// which every caller has already read) through the first of `servers` that accepts a TCP
+/// connection; `fd` is left connected to it on success, disconnected otherwise.
 pub fn request_via(
     fd: BorrowedFd<'_>,
+    family: i32,
     command: Command,
     target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
 ) -> Result<Granted, Failed> {
-    let family = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
-        .map_err(|e| failed(e.raw_os_error().unwrap_or(libc::EIO), format!("SO_DOMAIN: {e}")))?;
     let flags = sys::status_flags(fd)
         .map_err(|e| failed(e.raw_os_error().unwrap_or(libc::EIO), format!("F_GETFL: {e}")))?;
     let blocking = flags & libc::O_NONBLOCK == 0;

@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use socks_proto::rules::{ClientAction, ClientRule, ClientRules, Destination};
+use socks_proto::rules::{ClientAction, ClientRule, ClientRules, Destination, Net};
 
 use crate::config::{Mode, Server, Settings};
 
@@ -96,29 +96,34 @@ fn rule_route<'a>(
     }
 }
 
-/// Whether `ip` is on one of the attached networks.
+/// Whether `ip` (canonical) is on one of the attached networks: `socks_proto`'s `Net` does the
+/// prefix match, for networks of `ip`'s own family only (`Net` reads an IPv4 /0 as "every
+/// address of both families").
 fn attached(networks: &[(IpAddr, u8)], ip: IpAddr) -> bool {
-    networks.iter().any(|&(net, prefix)| same_prefix(net, ip, prefix))
-}
-
-fn same_prefix(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
-    match (a, b) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
-            u32::from(a) & mask == u32::from(b) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
-            u128::from(a) & mask == u128::from(b) & mask
-        }
-        _ => false,
-    }
+    networks.iter().any(|&(net, prefix)| {
+        let bits = if net.is_ipv4() { 32 } else { 128 };
+        net.is_ipv4() == ip.is_ipv4()
+            && Net::from_prefix(net, prefix.min(bits)).is_some_and(|n| n.matches(ip))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{load, Environment};
+
+    #[test]
+    fn attached_by_prefix_and_family() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("literal");
+        let nets = [(ip("10.1.2.3"), 16), (ip("2001:db8::1"), 64)];
+        assert!(attached(&nets, ip("10.1.200.1")));
+        assert!(!attached(&nets, ip("10.2.0.1")));
+        assert!(attached(&nets, ip("2001:db8::ffff")));
+        assert!(!attached(&nets, ip("2001:db9::1")));
+        let all_v4 = [(ip("192.0.2.1"), 0)];
+        assert!(attached(&all_v4, ip("198.51.100.7")));
+        assert!(!attached(&all_v4, ip("2001:db8::1")), "an IPv4 /0 is not every IPv6 address");
+    }
 
     fn at(settings: &Settings, s: &str) -> String {
         match route(settings, s.parse().expect("literal")) {

@@ -414,7 +414,7 @@ impl Ctx {
         let name = self.call.name();
         let deadline = Instant::now() + settings.timeout;
         let cookie = sys::socket_cookie(self.socket.as_fd()).ok();
-        match proxy::connect_via(self.socket.as_fd(), target, servers, deadline) {
+        match proxy::connect_via(self.socket.as_fd(), self.domain, target, servers, deadline) {
             Ok((server, version)) => {
                 if let Some(cookie) = cookie {
                     self.shared.peers().insert(cookie, dst, server);

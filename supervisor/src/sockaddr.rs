@@ -34,6 +34,11 @@ pub fn parse(bytes: &[u8]) -> Option<SocketAddr> {
     }
 }
 
+/// `addr` with an IPv4-mapped IPv6 address turned into IPv4.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// The sockaddr bytes of `addr`.
 pub fn bytes(addr: SocketAddr) -> Vec<u8> {
     let mut out = Vec::with_capacity(28);

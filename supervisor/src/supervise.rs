@@ -350,8 +350,7 @@ fn getpeername(pending: Pending, notif: libc::seccomp_notif) {
         return pending.proceed();
     };
     let real = sys::peer_name(socket.as_fd()).ok().and_then(|b| sockaddr::parse(&b));
-    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
-    if real.map(canonical) != Some(canonical(server)) {
+    if real.map(sockaddr::canonical) != Some(sockaddr::canonical(server)) {
         // Disconnected or connected elsewhere since: the kernel's answer is the right one.
         pending.shared.peers().remove(cookie);
         return pending.proceed();
@@ -490,7 +489,7 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
         Route::Proxy(servers) => {
             let deadline = Instant::now() + settings.timeout;
             // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4 (`canonical`).
-            match proxy::connect_via(socket.as_fd(), &target, servers, deadline) {
+            match proxy::connect_via(socket.as_fd(), domain, &target, servers, deadline) {
                 Ok((server, version)) => {
                     if let Some(cookie) = cookie {
                         pending.shared.peers().insert(cookie, dst, server);
@@ -524,7 +523,7 @@ pub(crate) fn target_of<'s>(
     dst: SocketAddr,
 ) -> Result<(TargetAddr, Route<'s>), i32> {
     let settings = &shared.settings;
-    let canonical = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+    let canonical = sockaddr::canonical(dst);
     if !names::is_fake(settings, canonical.ip()) {
         return Ok((TargetAddr::Ip(canonical), route(settings, dst)));
     }
