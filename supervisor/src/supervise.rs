@@ -1,13 +1,14 @@
 //! The notification loop: receive each trapped call (`connect`, `getpeername`, the sends
 //! with a destination, which `send` handles, and `bind`/`listen`/`getsockname`/`accept`,
-//! which `bind` handles) from the listener, handle it on its own thread (a
-//! slow handshake holds only the program thread that asked for it; a send that cannot block is
-//! answered on the loop's thread), and answer it. Ends when every supervised process is gone (the listener reports POLLHUP once the last
-//! one is reaped; this process is their subreaper).
+//! which `bind` handles) from the listener, handle it on its own thread (a slow handshake
+//! holds only the program thread that asked for it; a send that cannot block is answered on the
+//! loop's thread), and answer it. Ends when every supervised process is gone (the listener
+//! reports POLLHUP once the last one is reaped; this process is their subreaper).
 //!
 //! A connect is handled on the supervisor's copy of the program's socket (`pidfd_getfd`, the
 //! same socket): for an IPv4/IPv6 socket the address is read once from the program's memory,
-//! checked (`SECCOMP_IOCTL_NOTIF_ID_VALID` after every read), routed, and the connect — direct
+//! checked (`SECCOMP_IOCTL_NOTIF_ID_VALID` once the reads are done, before anything is acted
+//! on), routed, and the connect — direct
 //! or through SOCKS — is made by the supervisor with the bytes it checked. The kernel never
 //! re-reads the program's address for such a socket, so a thread that rewrites the address
 //! during the call changes nothing. Only sockets of other families (AF_UNIX, netlink, …) get
