@@ -13,34 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use crate::ffi::real;
 
-/// Severity, most severe first; `Off` prints nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Level {
-    /// Nothing.
-    Off = 0,
-    /// A connection could not be made as configured.
-    Error = 1,
-    /// Something unusual (a server skipped).
-    Warn = 2,
-    /// One line per proxied or denied connection.
-    Info = 3,
-    /// Every routing decision.
-    Debug = 4,
-}
-
-impl Level {
-    /// Parses `SOCKS_LOG`: error, warn, info, debug (or trace); anything else is off.
-    pub fn parse(text: &str) -> Level {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "error" => Level::Error,
-            "warn" | "warning" => Level::Warn,
-            "info" | "1" | "on" | "yes" => Level::Info,
-            "debug" | "trace" => Level::Debug,
-            _ => Level::Off,
-        }
-    }
-}
+/// Severity, most severe first; `Off` prints nothing (`SOCKS_LOG`, parsed by the shared settings).
+pub use socks_client::LogLevel as Level;
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Off as u8);
 

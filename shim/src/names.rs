@@ -1,17 +1,19 @@
-//! Names resolved on the far side. A host name that socks.conf sends through a SOCKS server
-//! (and that /etc/hosts does not know) is never looked up here: the program gets a fake address
-//! from a reserved range, in the family it asked for, and a later connect to that address sends
-//! the name to the server (SOCKS5 DOMAINNAME, SOCKS4a). Reverse lookups of a fake address give
-//! the name back. Pure decisions over the settings and the shared `fakemap`; the hooks do the
-//! libc calls.
+//! Names resolved on the far side, for the library's resolver hooks: the shared decisions of
+//! `socks_client::names` (which names get fake addresses, the fake-address arithmetic) put in
+//! the hooks' terms (a libc address family; the fork-shared `fakemap` as the store). A name
+//! that socks.conf sends through a SOCKS server is never looked up here: the program gets a fake
+//! address in the family it asked for, and a later connect to it sends the name to the server.
+//! Allocates nothing (a signal handler's lookup inside the library asks too).
 //!
 //! Not here: the C structures (hostent, addrinfo) — see `hooks` and `hostent`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use socks_proto::rules::{ClientAction, FakeFamilies, ResolvePolicy};
+use socks_client::names::{self as shared, NamePlan};
 
-use crate::config::{Mode, Settings};
+pub use socks_client::names::is_fake;
+
+use crate::config::Settings;
 use crate::ffi::fakemap::{self, MapError, NAME_MAX};
 
 /// What to do with a name lookup.
@@ -35,87 +37,31 @@ pub struct Fakes {
 }
 
 /// Decides how to resolve `name` for a caller asking for `family` (AF_INET, AF_INET6 or
-/// AF_UNSPEC). Allocates nothing (a signal handler's lookup inside the library asks too).
+/// AF_UNSPEC).
 pub fn plan(settings: &Settings, name: &str, family: i32) -> Plan {
     let Some(names) = &settings.names else { return Plan::Local };
-    if name.parse::<IpAddr>().is_ok() || name.contains('%') || name.is_empty() {
-        return Plan::Local;
-    }
-    let bare = name.strip_suffix('.').unwrap_or(name);
-    if bare.eq_ignore_ascii_case("localhost")
-        || names.hosts.contains(bare)
-        || names.own_host_name.as_deref().is_some_and(|own| own.eq_ignore_ascii_case(bare))
-    {
-        return Plan::Local;
-    }
-    let (v4, v6) = match family {
-        libc::AF_INET => (true, false),
-        libc::AF_INET6 => (false, true),
-        _ => match names.families {
-            FakeFamilies::Ipv4 => (true, false),
-            FakeFamilies::Ipv6 => (false, true),
-            FakeFamilies::Both => (true, true),
-        },
+    let asked = match family {
+        libc::AF_INET => Some(false),
+        libc::AF_INET6 => Some(true),
+        _ => None,
     };
-    let remote = Plan::Fake { v4, v6 };
-    match &settings.mode {
-        Mode::Everything { .. } => remote,
-        Mode::Rules { rules, .. } => {
-            match rules.decide_name(bare, None, settings.user.as_deref()).map(|r| r.action) {
-                Some(ClientAction::Direct) => Plan::Local,
-                Some(ClientAction::Deny | ClientAction::Proxy) => remote,
-                None => match rules.resolve {
-                    ResolvePolicy::Remote if rules.has_proxy_rule() => remote,
-                    ResolvePolicy::Remote | ResolvePolicy::Local => Plan::Local,
-                    ResolvePolicy::LocalThenRemote => Plan::LocalThenFake { v4, v6 },
-                },
-            }
-        }
-        Mode::Off | Mode::Broken { .. } => Plan::Local,
+    let (v4, v6) = shared::fake_families(names, asked);
+    match shared::plan(settings, name) {
+        NamePlan::Local => Plan::Local,
+        NamePlan::Fake => Plan::Fake { v4, v6 },
+        NamePlan::LocalThenFake => Plan::LocalThenFake { v4, v6 },
     }
 }
 
-/// The fake addresses for `name` (the same name always gets the same ones in a process tree).
+/// The fake addresses for `name` (the same name always gets the same ones in a process tree);
+/// `Full` when either range has no room left for it.
 pub fn fakes_for(settings: &Settings, name: &str) -> Result<Fakes, MapError> {
     let names = settings.names.as_ref().ok_or(MapError::Unavailable)?;
     let index = fakemap::index_of(name)?;
-    let (base4, prefix4) = names.fake_v4;
-    let (base6, prefix6) = names.fake_v6;
-    let offset = u128::from(index) + 1;
-    // The first and last address of each range are never handed out.
-    if offset + 1 >= 1u128 << (32 - u32::from(prefix4))
-        || offset + 1 >= 1u128 << (128 - u32::from(prefix6)).min(127)
-    {
-        return Err(MapError::Full);
+    match (shared::fake_v4(names, index), shared::fake_v6(names, index)) {
+        (Some(v4), Some(v6)) => Ok(Fakes { v4, v6 }),
+        _ => Err(MapError::Full),
     }
-    let v4 = Ipv4Addr::from(u32::from(base4) + offset as u32);
-    let v6 = Ipv6Addr::from(u128::from(base6) + offset);
-    Ok(Fakes { v4, v6 })
-}
-
-/// The entry index a fake address stands for, if it is one.
-fn index_of_fake(settings: &Settings, ip: IpAddr) -> Option<u32> {
-    let names = settings.names.as_ref()?;
-    let offset = match ip.to_canonical() {
-        IpAddr::V4(ip) => {
-            let (base, prefix) = names.fake_v4;
-            let size = 1u64 << (32 - u32::from(prefix));
-            let offset = u64::from(u32::from(ip)).checked_sub(u64::from(u32::from(base)))?;
-            (offset < size).then_some(u128::from(offset))?
-        }
-        IpAddr::V6(ip) => {
-            let (base, prefix) = names.fake_v6;
-            let offset = u128::from(ip).checked_sub(u128::from(base))?;
-            let bits = 128 - u32::from(prefix);
-            (bits >= 128 || offset < 1u128 << bits).then_some(offset)?
-        }
-    };
-    u32::try_from(offset.checked_sub(1)?).ok()
-}
-
-/// Whether `ip` lies in one of the fake ranges (whether or not a name is behind it).
-pub fn is_fake(settings: &Settings, ip: IpAddr) -> bool {
-    index_of_fake(settings, ip).is_some()
 }
 
 /// The name behind a fake address, copied into `buf`.
@@ -124,7 +70,7 @@ pub fn name_of<'b>(
     ip: IpAddr,
     buf: &'b mut [u8; NAME_MAX],
 ) -> Option<&'b str> {
-    let index = index_of_fake(settings, ip)?;
+    let index = shared::index_of_fake(settings, ip)?;
     let len = fakemap::name_of(index, buf)?;
     std::str::from_utf8(&buf[..len]).ok()
 }

@@ -18,7 +18,7 @@ use socks_proto::fixed::{Destination, FixedConnect, FixedStep};
 pub use socks_proto::server::Command;
 use socks_proto::TargetAddr;
 
-use crate::config::Server;
+use crate::config::{Server, ServerHealth};
 use crate::ffi::real;
 use crate::ffi::sockaddr::{for_family, RawAddr};
 use crate::log::{log, Level};

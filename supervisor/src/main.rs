@@ -46,7 +46,7 @@ usage: socks-supervise --which PROGRAM
   prints `supervise static|go` or `preload dynamic|not-elf`: which way socksify takes";
 
 fn main() -> ExitCode {
-    let mut env = config::Environment::of_process();
+    let mut env = config::environment();
     let mut args = std::env::args_os().skip(1).peekable();
     let mut verbose = 0;
     while let Some(arg) = args.peek().and_then(|a| a.to_str()).map(str::to_owned) {

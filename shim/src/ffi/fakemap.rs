@@ -11,10 +11,9 @@
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
-/// Names the map can hold.
-pub const CAPACITY: usize = 1 << 16;
-/// Longest name (what SOCKS5 and SOCKS4a can carry).
-pub const NAME_MAX: usize = 255;
+/// Names the map can hold, and the longest name (what SOCKS5 and SOCKS4a can carry): the
+/// shared client crate's bounds, so the library and the supervisor hold as many.
+pub use socks_client::names::{CAPACITY, NAME_MAX};
 const SLOTS: usize = 2 * CAPACITY;
 
 const EMPTY: u32 = 0;
