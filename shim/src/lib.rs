@@ -11,7 +11,10 @@
 //! (direct / deny / which servers), `proxy` (connect + SOCKS handshake on the program's fd),
 //! `config` (settings, read once), `fdtable` (per-fd state, tied to the socket's inode),
 //! `guard`, `log`; names resolved on the far side in `names` (DNS messages from `socks_proto::dns`);
-//! datagrams in `udp` (control messages: `ancillary`); TCP Fast Open in `fastopen`.
+//! datagrams in `udp` (control messages: `ancillary`); TCP Fast Open in `fastopen`. The
+//! decisions themselves — socks.conf and the environment made into settings, routing, which
+//! names get fake addresses — are the `socks-client` crate's, shared with socks-supervise;
+//! `config`, `route` and `names` are the library's side of them.
 //!
 //! With nothing configured every call passes straight through. The library starts no thread,
 //! never exits the process, prints nothing unless `SOCKS_LOG` asks (except once for a broken
