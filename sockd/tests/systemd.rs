@@ -135,6 +135,50 @@ impl NotifySocket {
         }
     }
 
+    /// The next message and the uid of the process that sent it (SCM_CREDENTIALS, which the
+    /// kernel fills in at send time: what systemd itself sees).
+    fn next_with_sender_uid(&self, timeout: Duration) -> (Vec<String>, u32) {
+        let fd = self.socket.as_raw_fd();
+        let on: libc::c_int = 1;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: setsockopt(2) reads an int we own, of the size given.
+        let rc = unsafe {
+            libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_PASSCRED, (&raw const on).cast(), len)
+        };
+        assert_eq!(rc, 0, "SO_PASSCRED: {}", std::io::Error::last_os_error());
+        self.socket.set_read_timeout(Some(timeout)).expect("timeout");
+        let mut data = [0u8; 4096];
+        // u64 elements: aligned for the cmsghdr inside.
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec { iov_base: data.as_mut_ptr().cast(), iov_len: data.len() };
+        // SAFETY: a zeroed msghdr is valid; the pointers set next stay valid during recvmsg.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: msg points at live buffers of the sizes it states.
+        let n = unsafe { libc::recvmsg(fd, &raw mut msg, 0) };
+        assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+        let mut uid = None;
+        // SAFETY: the CMSG_* macros walk the control buffer recvmsg filled in, within the
+        // length it set; an SCM_CREDENTIALS payload is a struct ucred (read unaligned).
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
+                {
+                    let cred: libc::ucred = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    uid = Some(cred.uid);
+                }
+                cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+            }
+        }
+        let text = String::from_utf8_lossy(&data[..n as usize]);
+        (text.lines().map(str::to_owned).collect(), uid.expect("SCM_CREDENTIALS"))
+    }
+
     /// Skips messages until one has `field` (e.g. `READY=1`); returns it.
     fn until(&self, field: &str, what: &str, log: &LogLines) -> Vec<String> {
         let deadline = Instant::now() + NOTIFY_TIMEOUT;
@@ -330,13 +374,17 @@ fn ready_comes_after_dropping_privileges() {
     // Like systemd's /run/systemd/notify: anyone may send (sockd does, as nobody, by then).
     std::fs::set_permissions(&notify.name, std::os::unix::fs::PermissionsExt::from_mode(0o777))
         .expect("chmod the notify socket");
-    let (sockd, _ready) = notified_sockd(&conf, &notify, &["--user", "nobody"]);
-    // At READY=1 the process must already run as nobody (uid 65534 on Debian).
-    let status = std::fs::read_to_string(format!("/proc/{}/status", sockd.pid())).expect("status");
-    let uids = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
-    assert!(
-        uids.split_whitespace().skip(1).all(|u| u == "65534"),
-        "READY=1 came before privileges were dropped: {uids}; log:\n{}",
+    let mut cmd = sockd(&conf);
+    cmd.args(["-l", "127.0.0.1:0", "--user", "nobody"]).env("NOTIFY_SOCKET", &notify.name);
+    let sockd = Proc::spawn(cmd, "sockd");
+    // The READY=1 datagram must have been sent by nobody (uid 65534 on Debian): by the time
+    // systemd hears it, privileges are dropped.
+    let (ready, uid) = notify.next_with_sender_uid(NOTIFY_TIMEOUT);
+    assert!(ready.iter().any(|l| l == "READY=1"), "first message: {ready:?}");
+    assert_eq!(
+        uid,
+        65534,
+        "READY=1 sent before privileges were dropped; log:\n{}",
         sockd.log.joined()
     );
 }
