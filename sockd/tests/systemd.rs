@@ -586,6 +586,34 @@ fn listen_fds_naming_a_closed_descriptor_is_refused() {
 }
 
 #[test]
+fn listen_fds_that_is_no_number_is_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    refuses_passed(&listener, "three", &["error: ", "LISTEN_FDS=three", "invalid LISTEN_FDS"]);
+}
+
+#[test]
+fn passed_dual_stack_socket_sees_ipv4_clients_as_ipv4() {
+    // `ListenStream=1080` gives a dual-stack [::] socket: IPv4 clients arrive as ::ffff:a.b.c.d
+    // and must meet the IPv4 rules (which permit only 127.0.0.0/8 here) and logs as IPv4.
+    let echo = echo_server();
+    let dir = TempDir::new("activate-v6");
+    let conf = dir.write("sockd.conf", LOOPBACK_RULES);
+    let Ok(listener) = TcpListener::bind("[::]:0") else {
+        skip("passed_dual_stack_socket_sees_ipv4_clients_as_ipv4", "no IPv6 on this host");
+        return;
+    };
+    let port = listener.local_addr().expect("addr").port();
+    let sockd = Proc::spawn(with_passed_fd(&sockd(&conf), &listener, "1", None), "sockd");
+    let v4: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    assert_round_trip(v4, &echo, 1000, &sockd.log);
+    let deadline = Instant::now() + LOG_TIMEOUT;
+    while containing(&sockd.log, &["connected: client=127.0.0.1:"]) == 0 {
+        assert!(Instant::now() < deadline, "client logged as IPv4? log:\n{}", sockd.log.joined());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn passed_datagram_socket_from_systemd_socket_activate_is_refused() {
     let activate = require_program("systemd-socket-activate", "systemd");
     let dir = TempDir::new("activate-dgram");
