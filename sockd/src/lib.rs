@@ -312,8 +312,9 @@ async fn serve_standalone(
                         reload_note = None;
                     }
                     Err(message) => {
-                        error!("reload failed, keeping the rules in use: {message}");
-                        reload_note = Some(format!("reload failed, keeping the rules in use: {message}"));
+                        let note = format!("reload failed, keeping the rules in use: {message}");
+                        error!("{note}");
+                        reload_note = Some(note);
                     }
                 }
                 // READY=1 either way: sockd serves (with the new rules or the old ones).

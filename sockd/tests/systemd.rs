@@ -473,7 +473,7 @@ fn passed_socket_accepts_before_sockd_runs_and_survives_a_restart() {
 
     let first =
         Proc::spawn(with_passed_fd(&sockd(&conf), &listener, "1", Some("socks")), "sockd 1");
-    finish_early_client(&mut early, &echo, &first.log);
+    finish_early_client(&mut early, &first.log);
     assert_round_trip(addr, &echo, 1000, &first.log);
     drop(first); // SIGKILL: the port stays open, held by the "manager"
 
@@ -481,7 +481,7 @@ fn passed_socket_accepts_before_sockd_runs_and_survives_a_restart() {
     socks5_noauth_send_only(&mut waiting, echo.addr);
     let second =
         Proc::spawn(with_passed_fd(&sockd(&conf), &listener, "1", Some("socks")), "sockd 2");
-    finish_early_client(&mut waiting, &echo, &second.log);
+    finish_early_client(&mut waiting, &second.log);
     assert_eq!(echo.accepted(), 3, "every client, early or not, must have been relayed");
 }
 
@@ -492,12 +492,11 @@ fn socks5_noauth_send_only(s: &mut TcpStream, dst: SocketAddr) {
 }
 
 /// Reads the answers to [`socks5_noauth_send_only`] and does a round trip.
-fn finish_early_client(s: &mut TcpStream, echo: &TestServer, log: &LogLines) {
+fn finish_early_client(s: &mut TcpStream, log: &LogLines) {
     let method = read_n(s, 2, "method selection");
     assert_eq!(method, [0x05, 0x00], "log:\n{}", log.joined());
     let reply = read_socks5_reply(s, "CONNECT reply");
     assert_eq!(reply.rep, 0, "{reply:?}; log:\n{}", log.joined());
-    let _ = echo;
     assert_echo(s, b"queued before sockd ran");
 }
 
