@@ -17,7 +17,8 @@ pub struct Options {
     pub config: PathBuf,
 
     /// Address to listen on, IPv4 or IPv6 (`[::1]:1080`); repeatable. Port 0 picks a free port.
-    /// Default 127.0.0.1:1080, so a fresh install is never an open proxy.
+    /// Default 127.0.0.1:1080, so a fresh install is never an open proxy. Listening sockets
+    /// passed by systemd (socket activation, LISTEN_FDS) replace it; giving both is an error.
     #[arg(short = 'l', long = "listen", value_name = "ADDR:PORT")]
     pub listen: Vec<SocketAddr>,
 
@@ -25,7 +26,8 @@ pub struct Options {
     #[arg(long)]
     pub inetd: bool,
 
-    /// Log to syslog (facility daemon) instead of standard error. Implied by --inetd.
+    /// Log to syslog (facility daemon) instead of standard error. Implied by --inetd, unless
+    /// standard error is the systemd journal (JOURNAL_STREAM).
     #[arg(long)]
     pub syslog: bool,
 

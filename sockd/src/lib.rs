@@ -1,6 +1,7 @@
 //! sockd: the SOCKS4/4a/5 server of the firewall host. This file wires the pieces together:
-//! options, logging, the rule file, the users file, then either the standalone listeners or
-//! one inetd session. Sessions are in `session`, BIND in `bind`, relaying in `relay`.
+//! options, logging, the rule file, the users file, then either the standalone listeners (its
+//! own, or those systemd passed) or one inetd session. Sessions are in `session`, BIND in
+//! `bind`, relaying in `relay`, systemd's notifications and socket activation in `systemd`.
 //!
 //! Unsafe code is denied here and allowed only in `sys`, the libc boundary.
 #![deny(unsafe_code)]
@@ -15,6 +16,7 @@ pub mod outbound;
 pub mod relay;
 pub mod session;
 pub mod sys;
+pub mod systemd;
 pub mod throttle;
 pub mod udp;
 pub mod users;
@@ -35,10 +37,14 @@ use tokio::time::Instant;
 pub use crate::context::{Config, Context};
 
 use crate::cli::Options;
+use crate::systemd::{Notifier, PassedListener};
 use crate::users::Users;
 
 /// Pause after a failed accept caused by a resource shortage, so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How often the STATUS= line shown by `systemctl status` is refreshed (only under systemd).
+const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs sockd with parsed options; the exit code reports success or the configuration error.
 pub fn run(options: Options) -> ExitCode {
@@ -57,6 +63,14 @@ pub fn run(options: Options) -> ExitCode {
             }
         };
     }
+    // Sockets systemd passed must be taken before sockd opens any descriptor of its own (the
+    // log file, the notification socket): see `sys::adopt_passed_fds`. Under inetd they are
+    // ignored: with Accept=yes systemd passes the connection, which is standard input already.
+    let (passed, notifier) = if options.inetd {
+        (Ok(Vec::new()), Notifier::disabled())
+    } else {
+        (systemd::passed_listeners(), Notifier::from_env())
+    };
     let sink = match &options.log_file {
         Some(path) => match files::open_log(path) {
             Ok(file) => logging::Sink::File(file),
@@ -68,7 +82,9 @@ pub fn run(options: Options) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None if options.syslog || options.inetd => logging::Sink::Syslog,
+        None if options.syslog => logging::Sink::Syslog,
+        None if systemd::stderr_is_journal() => logging::Sink::Journal,
+        None if options.inetd => logging::Sink::Syslog,
         None => logging::Sink::Stderr,
     };
     logging::init(sink, options.log_level);
@@ -82,10 +98,24 @@ pub fn run(options: Options) -> ExitCode {
     };
     let context = Arc::new(Context::new(config, options.timeouts(), options.limits()));
     if options.inetd {
-        run_inetd(context)
-    } else {
-        run_standalone(context, &options)
+        return run_inetd(context);
     }
+    let passed = match passed {
+        Ok(passed) if !passed.is_empty() && !options.listen.is_empty() => {
+            error!(
+                "--listen given, but systemd passed {} listening sockets (LISTEN_FDS): sockd \
+                 serves on one or the other; drop --listen, or the .socket unit",
+                passed.len()
+            );
+            return ExitCode::FAILURE;
+        }
+        Ok(passed) => passed,
+        Err(message) => {
+            error!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    run_standalone(context, &options, passed, &notifier)
 }
 
 /// `--check`: parse and print the effective rules, like `sshd -t`.
@@ -184,7 +214,12 @@ fn run_inetd(context: Arc<Context>) -> ExitCode {
 
 /// Standalone mode: listen on every address and serve until SIGTERM or SIGINT (then let the
 /// running sessions finish within the grace period); SIGHUP re-reads the rule and users files.
-fn run_standalone(context: Arc<Context>, options: &Options) -> ExitCode {
+fn run_standalone(
+    context: Arc<Context>,
+    options: &Options,
+    passed: Vec<PassedListener>,
+    notifier: &Notifier,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -192,22 +227,41 @@ fn run_standalone(context: Arc<Context>, options: &Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve_standalone(context, options));
+    let code = runtime.block_on(serve_standalone(context, options, passed, notifier));
     // Sessions still running after the grace period are dropped here, closing their sockets.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
 }
 
-async fn serve_standalone(context: Arc<Context>, options: &Options) -> ExitCode {
+async fn serve_standalone(
+    context: Arc<Context>,
+    options: &Options,
+    passed: Vec<PassedListener>,
+    notifier: &Notifier,
+) -> ExitCode {
     let mut listeners = Vec::new();
-    for addr in options.listen_addrs() {
-        match listen(addr) {
+    let mut origins = Vec::new();
+    if passed.is_empty() {
+        for addr in options.listen_addrs() {
+            match listen(addr) {
+                Ok(listener) => listeners.push(listener),
+                Err(e) => {
+                    error!("resource failure: cannot listen on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            origins.push(String::new());
+        }
+    }
+    for PassedListener { listener, name } in passed {
+        match TcpListener::from_std(listener) {
             Ok(listener) => listeners.push(listener),
             Err(e) => {
-                error!("resource failure: cannot listen on {addr}: {e}");
+                error!("resource failure: cannot use the socket `{name}` passed by systemd: {e}");
                 return ExitCode::FAILURE;
             }
         }
+        origins.push(format!(" (passed by systemd as `{name}`)"));
     }
     let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
         signal(SignalKind::hangup()),
@@ -232,22 +286,44 @@ async fn serve_standalone(context: Arc<Context>, options: &Options) -> ExitCode 
         info!("running as user {user}");
     }
     let mut accepting = Vec::new();
-    for listener in listeners {
+    let mut addrs = Vec::new();
+    for (listener, origin) in listeners.into_iter().zip(origins) {
         if let Ok(addr) = listener.local_addr() {
-            info!("listening on {addr}");
+            info!("listening on {addr}{origin}");
+            addrs.push(addr);
         }
         accepting.push(tokio::spawn(accept_loop(listener, context.clone())));
     }
+    // Every listener is open (and accepting into its backlog since listen(2)), privileges are
+    // dropped: tell systemd, which then starts the units ordered after sockd.
+    let mut reload_note: Option<String> = None;
+    notifier.ready(&systemd::serving_status(&addrs, context.active_sessions(), None));
+    let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
+    status_tick.tick().await;
     loop {
         tokio::select! {
-            _ = hangup.recv() => match load_config(options) {
-                Ok(config) => {
-                    let count = config.rules.rules.len();
-                    context.replace_config(config);
-                    info!("reloaded {}: {count} rules; running sessions keep theirs", options.config.display());
+            _ = hangup.recv() => {
+                notifier.reloading();
+                match load_config(options) {
+                    Ok(config) => {
+                        let count = config.rules.rules.len();
+                        context.replace_config(config);
+                        info!("reloaded {}: {count} rules; running sessions keep theirs", options.config.display());
+                        reload_note = None;
+                    }
+                    Err(message) => {
+                        let note = format!("reload failed, keeping the rules in use: {message}");
+                        error!("{note}");
+                        reload_note = Some(note);
+                    }
                 }
-                Err(message) => error!("reload failed, keeping the rules in use: {message}"),
-            },
+                // READY=1 either way: sockd serves (with the new rules or the old ones).
+                let status = systemd::serving_status(&addrs, context.active_sessions(), reload_note.as_deref());
+                notifier.ready(&status);
+            }
+            _ = status_tick.tick(), if notifier.enabled() => {
+                notifier.status(&systemd::serving_status(&addrs, context.active_sessions(), reload_note.as_deref()));
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -256,6 +332,11 @@ async fn serve_standalone(context: Arc<Context>, options: &Options) -> ExitCode 
         task.abort();
     }
     let grace = Duration::from_secs(options.grace);
+    notifier.stopping(&format!(
+        "shutting down: {} sessions get up to {}s to finish",
+        context.active_sessions(),
+        grace.as_secs()
+    ));
     info!(
         "shutting down: no new clients; {} sessions get up to {}s to finish",
         context.active_sessions(),

@@ -1,7 +1,10 @@
 //! Where sockd's log lines go: standard error (foreground) with a UTC timestamp, a file
 //! (`--log-file`, same format, appended), or syslog with facility LOG_DAEMON (`--syslog`, and by
-//! default in inetd mode, where standard error is the client's socket). One line per event; the
-//! messages themselves are written by the callers.
+//! default in inetd mode, where standard error is the client's socket), or the systemd journal
+//! through standard error (when `JOURNAL_STREAM` says stderr is connected to it: each line gets
+//! its syslog priority as a `<N>` prefix, sd-daemon(3), and no timestamp or PID, which the
+//! journal records itself). One line per event; the messages themselves are written by the
+//! callers.
 
 use std::fs::File;
 use std::io::Write;
@@ -20,6 +23,8 @@ pub enum Sink {
     File(File),
     /// The system log, facility daemon.
     Syslog,
+    /// Standard error connected to the systemd journal: `<priority>level: message` lines.
+    Journal,
 }
 
 #[derive(Debug)]
@@ -65,19 +70,30 @@ impl Log for Logger {
             Sink::File(file) => {
                 let _ = (&*file).write_all(line().as_bytes());
             }
-            Sink::Syslog => {
-                let priority = match record.level() {
-                    Level::Error => libc::LOG_ERR,
-                    Level::Warn => libc::LOG_WARNING,
-                    Level::Info => libc::LOG_NOTICE,
-                    Level::Debug | Level::Trace => libc::LOG_DEBUG,
-                };
-                sys::syslog(priority, &record.args().to_string());
+            Sink::Syslog => sys::syslog(priority(record.level()), &record.args().to_string()),
+            Sink::Journal => {
+                let line = format!(
+                    "<{}>{}: {}\n",
+                    priority(record.level()),
+                    record.level().as_str().to_ascii_lowercase(),
+                    record.args()
+                );
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
             }
         }
     }
 
     fn flush(&self) {}
+}
+
+/// The syslog priority of a log level (a `connected:` line is a notice, as in the paper).
+fn priority(level: Level) -> libc::c_int {
+    match level {
+        Level::Error => libc::LOG_ERR,
+        Level::Warn => libc::LOG_WARNING,
+        Level::Info => libc::LOG_NOTICE,
+        Level::Debug | Level::Trace => libc::LOG_DEBUG,
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a point in time (proleptic Gregorian calendar, UTC).

@@ -1,12 +1,12 @@
 //! The few places where sockd needs libc directly: syslog, adopting the socket inetd hands over
-//! on standard input, and dropping privileges. Each unsafe block states why it is sound; callers
+//! on standard input and the sockets systemd passes (socket activation), and dropping privileges. Each unsafe block states why it is sound; callers
 //! get safe functions.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::io;
 use std::net::TcpStream;
-use std::os::fd::{BorrowedFd, FromRawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Opens the syslog connection as `sockd` with the PID, facility LOG_DAEMON.
 pub fn open_syslog() {
@@ -32,6 +32,12 @@ pub fn stdin_socket() -> io::Result<TcpStream> {
     let fd = unsafe { BorrowedFd::borrow_raw(0) };
     let sock = socket2::SockRef::from(&fd);
     match sock.r#type() {
+        Ok(socket2::Type::STREAM) if sock.is_listener().unwrap_or(false) => {
+            return Err(io::Error::other(
+                "standard input is a listening socket, not a connection: run sockd --inetd \
+                 per connection (inetd `nowait`, systemd Accept=yes)",
+            ))
+        }
         Ok(socket2::Type::STREAM) => {}
         Ok(_) => return Err(io::Error::other("standard input is not a stream socket")),
         Err(e) => {
@@ -41,6 +47,33 @@ pub fn stdin_socket() -> io::Result<TcpStream> {
     // SAFETY: fd 0 is an open stream socket (checked above) that nothing else in this process
     // owns; inetd gave it to us, and from here on the returned TcpStream is its only owner.
     Ok(unsafe { TcpStream::from_raw_fd(0) })
+}
+
+/// Whether the descriptors systemd passed have been taken (they can be, once per process).
+static PASSED_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Takes ownership of the descriptors systemd passed (sd_listen_fds(3): `LISTEN_FDS` of them
+/// from fd 3 on), after checking each is open. Only the first call in a process takes them; a
+/// later one is an error, so no descriptor gets two owners. The caller must make this call
+/// before the process opens any descriptor of its own (it is the first thing `sockd::run` does
+/// in standalone mode), so that an open descriptor in the range can only be an inherited one.
+pub fn adopt_passed_fds(fds: std::ops::Range<RawFd>) -> io::Result<Vec<OwnedFd>> {
+    if PASSED_TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Err(io::Error::other("the sockets passed by systemd were already taken"));
+    }
+    let mut owned = Vec::with_capacity(fds.len());
+    for fd in fds {
+        // SAFETY: F_GETFD only queries the descriptor table entry; any integer is allowed.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("fd {fd}: {e}")));
+        }
+        // SAFETY: fd is open (checked above) and was inherited: the caller runs before sockd
+        // opens anything, and LISTEN_PID named this process, so systemd handed this descriptor
+        // to us; the guard above lets this happen once, so the OwnedFd is its only owner.
+        owned.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    Ok(owned)
 }
 
 /// Runs the rest of the process as `user`: its group as the only group, then its uid.
