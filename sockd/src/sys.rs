@@ -1,6 +1,6 @@
 //! The few places where sockd needs libc directly: syslog, adopting the socket inetd hands over
-//! on standard input and the sockets systemd passes (socket activation), and dropping privileges. Each unsafe block states why it is sound; callers
-//! get safe functions.
+//! on standard input and the sockets systemd passes (socket activation), and dropping
+//! privileges. Each unsafe block states why it is sound; callers get safe functions.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
