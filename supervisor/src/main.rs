@@ -29,11 +29,13 @@ mod filter;
 mod msghdr;
 mod names;
 mod proxy;
+mod recv;
 mod route;
 mod send;
 mod sockaddr;
 mod supervise;
 mod sys;
+mod udp;
 
 use std::process::{Command, ExitCode};
 

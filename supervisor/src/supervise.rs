@@ -44,7 +44,7 @@ use socks_proto::TargetAddr;
 
 use crate::config::Settings;
 use crate::route::{route, route_name, Route};
-use crate::{bind, dns, filter, names, proxy, send, sockaddr, sys};
+use crate::{bind, dns, filter, names, proxy, recv, send, sockaddr, sys, udp};
 
 /// How many proxied sockets `getpeername` remembers.
 pub const PEERS_MAX: usize = 1 << 16;
@@ -58,6 +58,8 @@ pub(crate) struct Shared {
     binds: Mutex<bind::Binds>,
     /// The name service, when names are resolved on the far side (see `dns`).
     pub(crate) dns: Option<dns::Responder>,
+    /// UDP associations and the reply sources trapped receives rewrite (see `udp`).
+    pub(crate) udp: udp::Udp,
 }
 
 /// Proxied sockets by `SO_COOKIE`: (the destination the program asked for, the server the
@@ -143,6 +145,7 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
         peers: Mutex::new(Peers::default()),
         binds: Mutex::new(bind::Binds::default()),
         dns,
+        udp: udp::Udp::default(),
     });
     dns::serve(&shared);
     let status = Arc::new(AtomicI32::new(1));
@@ -203,6 +206,15 @@ fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
         };
         if let Some(call) = call {
             return send::handle(pending, notif, call);
+        }
+        let call = match notif.data.nr as u32 {
+            filter::NR_RECVFROM => Some(recv::Call::From),
+            filter::NR_RECVMSG => Some(recv::Call::Msg),
+            filter::NR_RECVMMSG => Some(recv::Call::Mmsg),
+            _ => None,
+        };
+        if let Some(call) = call {
+            return recv::handle(pending, notif, call);
         }
         // bind/listen/getsockname/accept that cannot block are answered here too.
         let Some(pending) = bind::answer_inline(pending, &notif) else { return };
@@ -318,6 +330,9 @@ fn handle(pending: Pending, notif: libc::seccomp_notif) {
         filter::NR_SENDTO => send::handle(pending, notif, send::Call::To),
         filter::NR_SENDMSG => send::handle(pending, notif, send::Call::Msg),
         filter::NR_SENDMMSG => send::handle(pending, notif, send::Call::Mmsg),
+        filter::NR_RECVFROM => recv::handle(pending, notif, recv::Call::From),
+        filter::NR_RECVMSG => recv::handle(pending, notif, recv::Call::Msg),
+        filter::NR_RECVMMSG => recv::handle(pending, notif, recv::Call::Mmsg),
         _ => pending.reply(libc::ENOSYS),
     }
 }
@@ -475,14 +490,45 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
             log(settings, 1, pid, format_args!("connect {dst}: refused: {why}"));
             pending.reply(libc::ECONNREFUSED);
         }
+        Route::Proxy(servers) if udp => {
+            let local = udp::local_for(
+                &pending.shared,
+                pid,
+                fd,
+                socket.as_fd(),
+                domain,
+                dst,
+                &target,
+                servers,
+            );
+            match local {
+                Ok(local) => {
+                    let result = sys::connect_raw(socket.as_fd(), &sockaddr::bytes(local));
+                    if let (Ok(()), Some(cookie)) = (result, cookie) {
+                        pending.shared.peers().insert_accepted(cookie, dst, local);
+                    }
+                    log(
+                        settings,
+                        3,
+                        pid,
+                        format_args!("connect {target} (UDP): relayed via {local}"),
+                    );
+                    pending.reply(result.err().unwrap_or(0));
+                }
+                Err(failed) => {
+                    log(settings, 1, pid, format_args!("connect {target} (UDP) {}", failed.why));
+                    pending.reply(failed.errno);
+                }
+            }
+        }
         Route::Proxy(_) if !stream => {
             log(
                 settings,
                 1,
                 pid,
                 format_args!(
-                    "connect {dst}: refused: datagram sockets through SOCKS are not supported \
-                     by the supervisor yet"
+                    "connect {dst}: refused: only UDP datagrams go through SOCKS (this socket \
+                     is another datagram protocol)"
                 ),
             );
             pending.reply(libc::ECONNREFUSED);
@@ -582,6 +628,10 @@ fn name_service(
             // Remembered for getpeername only: a BIND names the last connection through a
             // SOCKS server, never the name service.
             pending.shared.peers().insert_accepted(cookie, server, responder);
+            if !tcp {
+                // recvfrom/recvmsg on it report the server as the reply's source.
+                pending.shared.udp.rewrites.add(cookie, responder, server);
+            }
         }
         let kind = if tcp { "TCP" } else { "UDP" };
         log(
