@@ -266,7 +266,7 @@ struct Granted {
 /// Asks the first SOCKS5 server of `servers` for a UDP association for a new outer socket.
 fn associate(servers: &[Server], deadline: Instant) -> Result<Granted, Failed> {
     let Some(server) = servers.iter().find(|s| s.version == ClientVersion::Socks5) else {
-        return Err(failed(libc::ECONNREFUSED, "no SOCKS5 server for UDP (SOCKS4 has no UDP)"));
+        return Err(failed(libc::EAFNOSUPPORT, "no SOCKS5 server for UDP (SOCKS4 has no UDP)"));
     };
     let family = match server.addrs.first() {
         Some(SocketAddr::V6(_)) => libc::AF_INET6,

@@ -539,23 +539,25 @@ fn args(mode: &str, parts: &[&[String]]) -> Vec<String> {
 }
 
 /// An unconnected UDP `sendto` from a static program: to a destination socks.conf sends
-/// through sockd it fails with ECONNREFUSED (the supervisor does not relay UDP yet) and
-/// nothing leaves — without the supervisor seeing sendto, the datagram left directly; to a
-/// denied one with ECONNREFUSED too (the library's errno for a deny, for every call); to a
-/// direct destination the supervisor sends it itself and the echo comes back.
+/// through sockd it goes through a UDP association the supervisor holds (the echo comes back,
+/// from the firewall's outside address on the outside) — without the supervisor seeing
+/// sendto, the datagram left directly; to a denied one it fails with ECONNREFUSED and nothing
+/// is sent (the library's errno for a deny, for every call); to a direct destination the
+/// supervisor sends it itself and the echo comes back.
 #[test]
-fn udp_sendto_through_a_server_is_refused_and_direct_goes() {
+fn udp_sendto_through_a_server_is_relayed_and_direct_goes() {
     let Some(u) = UdpLab::new("supervised-sendto") else { return };
-    let refused = u.run(&args("sendto", &[&u.outside_args()]));
-    assert_eq!(refused.stdout_text(), "sendto=-1 errno=111\n", "{}", refused.describe());
+    let relayed = u.run(&args("sendto", &[&u.outside_args()]));
+    assert_eq!(relayed.stdout_text(), "sendto=12\nreply=hello-sendto\n", "{}", relayed.describe());
     assert!(
-        refused.stderr.contains(&format!(
-            "sendto {OUTSIDE_ADDR}:7: refused: datagrams through SOCKS (UDP ASSOCIATE) are not \
-             supported by the supervisor yet"
-        )),
-        "the supervisor must say why\n{}",
-        refused.describe()
+        relayed.stderr.contains(&format!("udp: association through {SERVER}, relay at "))
+            && relayed.stderr.contains(&format!("sendto {OUTSIDE_ADDR}:7: relayed via 127.0.0.1:")),
+        "the supervisor must say it relayed it\n{}",
+        relayed.describe()
     );
+    let seen = u.outside.wait_datagrams(1, STARTUP);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].peer.ip(), std::net::IpAddr::V4(FW_OUTSIDE_ADDR), "{seen:?}");
     let conf =
         u.lab.write("socks.conf", format!("deny {OUTSIDE_ADDR}/32\nsockd @={SERVER} 0.0.0.0/0\n"));
     let denied =
@@ -574,7 +576,8 @@ fn udp_sendto_through_a_server_is_refused_and_direct_goes() {
         direct.describe()
     );
     assert_eq!(u.direct.wait_datagrams(1, STARTUP).len(), 1);
-    u.assert_no_leak("UDP sendto under the supervisor");
+    assert_eq!(u.outside.datagrams().len(), 1, "the denied datagram must not have gone out");
+    assert_nothing_leaked(&u.leaks, "UDP sendto under the supervisor");
 }
 
 /// `sendmsg` and `sendmmsg` as `sendto`: refused through a server, sent direct with harmless
