@@ -147,7 +147,7 @@ fn go_udp_echo_connected_and_unconnected() {
     let Some(u) = UdpLab::new("supervised-udp-go") else { return };
     let program = go_build(&u.lab, "udpecho", GO_UDP);
     let dst = format!("{OUTSIDE_ADDR}:{ECHO_PORT}");
-    let ran = u.run(&program, &["-s", SERVER], &[dst.clone()]);
+    let ran = u.run(&program, &["-s", SERVER], std::slice::from_ref(&dst));
     assert_eq!(
         ran.stdout_text(),
         format!(
