@@ -511,6 +511,19 @@ impl UdpLab {
         ran
     }
 
+    /// Runs `datagrams ARGS` with a socks.conf that denies the outside host, keeps the
+    /// firewall's inside address direct (as `-s` does for attached networks) and sends the rest
+    /// through sockd (UDP to the outside would otherwise be relayed, see supervised_udp.rs).
+    fn run_denying_outside(&self, args: &[String]) -> Ran {
+        let conf = self.lab.write(
+            "deny-outside.conf",
+            format!(
+                "deny {OUTSIDE_ADDR}/32\ndirect {FW_INSIDE_ADDR}/32\nsockd @={SERVER} 0.0.0.0/0\n"
+            ),
+        );
+        self.run_with(&["-c", &conf.display().to_string()], args)
+    }
+
     fn outside_args(&self) -> [String; 2] {
         [OUTSIDE_ADDR.to_string(), "7".into()]
     }
@@ -580,9 +593,10 @@ fn udp_sendto_through_a_server_is_relayed_and_direct_goes() {
     assert_nothing_leaked(&u.leaks, "UDP sendto under the supervisor");
 }
 
-/// `sendmsg` and `sendmmsg` as `sendto`: refused through a server, sent direct with harmless
-/// control messages (IP_TOS), EINVAL with IP options, `sendmmsg` sends up to the first refused
-/// message and writes each `msg_len`; an AF_UNIX sendmsg is untouched.
+/// `sendmsg` and `sendmmsg` as `sendto`: refused to a denied destination (the outside, denied
+/// by the socks.conf of [`UdpLab::run_denying_outside`]), sent direct with harmless control
+/// messages (IP_TOS), EINVAL with IP options, `sendmmsg` sends up to the first refused message
+/// and writes each `msg_len`; an AF_UNIX sendmsg is untouched.
 #[test]
 fn udp_sendmsg_and_sendmmsg_under_the_supervisor() {
     let Some(u) = UdpLab::new("supervised-sendmsg") else { return };
@@ -599,24 +613,28 @@ fn udp_sendmsg_and_sendmmsg_under_the_supervisor() {
         ),
     ];
     for (args, expected) in cases {
-        let ran = u.run(&args);
+        let ran = u.run_denying_outside(&args);
         assert_eq!(ran.stdout_text(), expected, "{}", ran.describe());
     }
-    let unix = u.run(&["unix".to_owned()]);
+    let unix = u.run_denying_outside(&["unix".to_owned()]);
     assert_eq!(unix.stdout_text(), "unix=ok\n", "{}", unix.describe());
     // sendmsg, sendmmsg (first), sendmmsg (both).
     assert_eq!(u.direct.wait_datagrams(4, STARTUP).len(), 4);
     u.assert_no_leak("UDP sendmsg and sendmmsg under the supervisor");
 }
 
-/// A second thread flips the sendto address between a destination that must go through sockd
-/// and a direct one while the main thread sends: the supervisor sends what it checked, so no
-/// datagram ever leaves for the outside, and both sides of the race were seen.
+/// A second thread flips the sendto address between a denied destination (the outside, see
+/// [`UdpLab::run_denying_outside`]) and a direct one while the main thread sends: the
+/// supervisor sends what it checked, so no datagram ever leaves for the outside, and both
+/// sides of the race were seen. (supervised_udp.rs races a denied and a relayed destination.)
 #[test]
 fn address_rewritten_during_sendto_never_goes_direct() {
     let Some(u) = UdpLab::new("supervised-sendto-race") else { return };
     let count = 2000;
-    let ran = u.run(&args("race", &[&u.outside_args(), &u.direct_args(), &[count.to_string()]]));
+    let ran = u.run_denying_outside(&args(
+        "race",
+        &[&u.outside_args(), &u.direct_args(), &[count.to_string()]],
+    ));
     let line = ran.stdout_text();
     eprintln!("race: {}", line.trim());
     let field = |name: &str| -> u32 {
