@@ -345,10 +345,20 @@ pub(crate) fn copy_socket(
     tid: u32,
     fd: i32,
 ) -> Result<Option<(u32, OwnedFd)>, i32> {
-    let pid = thread_group(tid).ok_or(libc::ESRCH)?;
-    let socket = sys::pidfd_open(pid)
-        .and_then(|p| sys::pidfd_getfd(p.as_fd(), fd))
-        .map_err(|e| e.raw_os_error().unwrap_or(libc::EBADF))?;
+    // pidfd_open accepts a thread group leader only, so where it takes the thread itself (the
+    // program's main thread: every call of a single-threaded program) the thread is its
+    // group, and /proc need not be read.
+    let (pid, pidfd) = match sys::pidfd_open(tid) {
+        Ok(pidfd) => (tid, pidfd),
+        Err(_) => {
+            let pid = thread_group(tid).ok_or(libc::ESRCH)?;
+            let pidfd =
+                sys::pidfd_open(pid).map_err(|e| e.raw_os_error().unwrap_or(libc::ESRCH))?;
+            (pid, pidfd)
+        }
+    };
+    let socket =
+        sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| e.raw_os_error().unwrap_or(libc::EBADF))?;
     Ok(pending.valid().then_some((pid, socket)))
 }
 
