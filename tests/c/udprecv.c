@@ -15,6 +15,8 @@
  *                                 then sendto, poll, recvmmsg of 2: `recvmmsg=N from=A len=L`
  *   udprecv connected IP PORT    connect, getpeername `peer=A`, send + recv `recv=TEXT`,
  *                                 send + recvfrom `recvfrom=N from=A data=TEXT`
+ *   udprecv close IP PORT        sendto + recvfrom as above, then closes the socket, sleeps 6 s
+ *                                 and prints `closed`
  *
  * Built by the test with `cc -static -pthread udprecv.c`. */
 #define _GNU_SOURCE
@@ -194,9 +196,19 @@ static void connected(const struct sockaddr_in *dst) {
     print_recvfrom(s, 0);
 }
 
+static void close_then_wait(const struct sockaddr_in *dst) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    set_timeout(s, 5);
+    send_to(s, dst, "eight");
+    print_recvfrom(s, 0);
+    close(s);
+    sleep(6);
+    printf("closed\n");
+}
+
 int main(int argc, char **argv) {
     if (argc != 4) {
-        fprintf(stderr, "usage: udprecv blocking|nonblocking|connected IP PORT\n");
+        fprintf(stderr, "usage: udprecv blocking|nonblocking|connected|close IP PORT\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -207,6 +219,8 @@ int main(int argc, char **argv) {
         nonblocking(&dst);
     else if (strcmp(argv[1], "connected") == 0)
         connected(&dst);
+    else if (strcmp(argv[1], "close") == 0)
+        close_then_wait(&dst);
     else
         return 2;
     return 0;

@@ -208,6 +208,48 @@ fn static_c_receives_report_the_real_source() {
     u.leaks.assert_only_sockd_udp("static C UDP receives under the supervisor");
 }
 
+/// The association ends when the program closes its socket (the supervisor notices within
+/// seconds, long before the program exits: sockd logs the end), and UDP needs a SOCKS5
+/// server: through a SOCKS4 one the connect fails with EAFNOSUPPORT (the library's errno for
+/// that cause) and nothing is sent.
+#[test]
+fn association_ends_with_the_socket_and_needs_socks5() {
+    let Some(u) = UdpLab::new("supervised-udp-close") else { return };
+    let Some(program) = build_static(u.lab.name(), u.lab.dir.path(), "udprecv") else { return };
+    let dst = format!("{OUTSIDE_ADDR}:{ECHO_PORT}");
+    let args = |mode: &str| strings(&[mode, &OUTSIDE_ADDR.to_string(), &ECHO_PORT.to_string()]);
+    let closed = u.run(&program, &["-s", SERVER], &args("close"));
+    assert_eq!(
+        closed.stdout_text(),
+        format!("recvfrom=5 from={dst} namelen=16 data=eight\nclosed\n"),
+        "{}",
+        closed.describe()
+    );
+    let line = u.sockd.wait_line(&["closed:", "cmd=udp-associate"], STARTUP);
+    let secs: f64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("secs="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no secs= in {line:?}"));
+    assert!(
+        secs < 5.0,
+        "the association must end once the socket is closed (checked every 2 s), not when the \
+         program exits 6 s later: {line}\n{}",
+        closed.describe()
+    );
+    let socks4 = format!("socks4://{SERVER}");
+    let refused = u.run(&program, &["-s", &socks4], &args("connected"));
+    assert_eq!(
+        refused.stdout_text(),
+        format!("connect=-1 errno={}\n", libc::EAFNOSUPPORT),
+        "{}",
+        refused.describe()
+    );
+    assert!(refused.stderr.contains("no SOCKS5 server for UDP"), "{}", refused.describe());
+    u.assert_relayed(&u.echo, 1);
+    u.leaks.assert_only_sockd_udp("a closed socket's association");
+}
+
 /// A query to a name server only sockd can reach, for a name socks.conf resolves locally
 /// (`direct .example.test`): the supervisor's name service forwards it through a UDP
 /// association (it used to answer SERVFAIL), and the reply names the real server as its
