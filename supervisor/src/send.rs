@@ -426,7 +426,7 @@ impl Ctx {
         dns.register(false, bound, dst, self.pid);
         if let Ok(cookie) = sys::socket_cookie(fd) {
             // recvfrom/recvmsg on it report the server as the reply's source (musl checks).
-            self.shared.udp.rewrites.add(cookie, responder, dst);
+            self.shared.udp.rewrites.add_expiring(cookie, responder, dst);
         }
         let name = self.call.name();
         log(settings, 4, self.pid, format_args!("{name} {dst}: name service (UDP), answered here"));

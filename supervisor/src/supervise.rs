@@ -640,7 +640,7 @@ fn name_service(
             pending.shared.peers().insert_accepted(cookie, server, responder);
             if !tcp {
                 // recvfrom/recvmsg on it report the server as the reply's source.
-                pending.shared.udp.rewrites.add(cookie, responder, server);
+                pending.shared.udp.rewrites.add_expiring(cookie, responder, server);
             }
         }
         let kind = if tcp { "TCP" } else { "UDP" };

@@ -82,7 +82,10 @@ struct Associations {
 
 /// For each program socket (by cookie), the sources its datagrams come from as the kernel
 /// sees them (an L, or the name service's responder) and the source the program is shown
-/// instead (the destination, or the real name server).
+/// instead (the destination, or the real name server). An L's entries last as long as its
+/// association; the name service's expire [`NAME_SERVICE_TTL`] after the socket's last query
+/// the supervisor saw (a resolver's socket serves one lookup), so that a program that once
+/// looked a name up does not pay a look at its socket for every later receive.
 #[derive(Debug, Default)]
 pub struct Rewrites {
     table: Mutex<RewriteTable>,
@@ -90,14 +93,50 @@ pub struct Rewrites {
     count: AtomicUsize,
 }
 
+/// How long the name service's entry for a socket lasts after its last query.
+pub const NAME_SERVICE_TTL: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Default)]
 struct RewriteTable {
-    by_cookie: HashMap<u64, Vec<(SocketAddr, SocketAddr)>>,
+    /// (seen, shown, until when for an entry that expires).
+    by_cookie: HashMap<u64, Vec<RewriteEntry>>,
     order: VecDeque<u64>,
+    /// Entries that expire, oldest first: (when, cookie, seen source).
+    expiring: VecDeque<(Instant, u64, SocketAddr)>,
 }
+
+type RewriteEntry = (SocketAddr, SocketAddr, Option<Instant>);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RewriteTable {
+    fn remove_source(&mut self, cookie: u64, seen: SocketAddr) {
+        if let Some(entries) = self.by_cookie.get_mut(&cookie) {
+            entries.retain(|(s, ..)| *s != seen);
+            if entries.is_empty() {
+                self.by_cookie.remove(&cookie);
+                self.order.retain(|&c| c != cookie);
+            }
+        }
+    }
+
+    /// Drops the expired entries (one refreshed since stays: its later deadline is queued too).
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(when, cookie, seen)) = self.expiring.front() {
+            if when > now {
+                break;
+            }
+            self.expiring.pop_front();
+            let expired = self.by_cookie.get(&cookie).is_some_and(|entries| {
+                entries.iter().any(|&(s, _, until)| s == seen && until.is_some_and(|u| u <= now))
+            });
+            if expired {
+                self.remove_source(cookie, seen);
+            }
+        }
+    }
 }
 
 impl Rewrites {
@@ -108,17 +147,32 @@ impl Rewrites {
 
     /// Replies to socket `cookie` from `seen` are shown as coming from `shown`.
     pub fn add(&self, cookie: u64, seen: SocketAddr, shown: SocketAddr) {
+        self.insert(cookie, seen, shown, None);
+    }
+
+    /// As `add`, for [`NAME_SERVICE_TTL`] from now.
+    pub fn add_expiring(&self, cookie: u64, seen: SocketAddr, shown: SocketAddr) {
+        self.insert(cookie, seen, shown, Some(Instant::now() + NAME_SERVICE_TTL));
+    }
+
+    fn insert(&self, cookie: u64, seen: SocketAddr, shown: SocketAddr, until: Option<Instant>) {
         let seen = sockaddr::canonical(seen);
         let mut table = lock(&self.table);
         let entries = table.by_cookie.entry(cookie).or_default();
         let fresh = entries.is_empty();
-        entries.retain(|(s, _)| *s != seen);
-        entries.push((seen, shown));
+        entries.retain(|(s, ..)| *s != seen);
+        entries.push((seen, shown, until));
         if entries.len() > DESTINATIONS_MAX + 16 {
             entries.remove(0);
         }
         if fresh {
             table.order.push_back(cookie);
+        }
+        if let Some(until) = until {
+            table.expiring.push_back((until, cookie, seen));
+            if table.expiring.len() > REWRITES_MAX * 4 {
+                table.expiring.pop_front();
+            }
         }
         while table.by_cookie.len() > REWRITES_MAX {
             match table.order.pop_front() {
@@ -128,6 +182,7 @@ impl Rewrites {
                 None => break,
             }
         }
+        table.expire(Instant::now());
         self.count.store(table.by_cookie.len(), Ordering::Relaxed);
     }
 
@@ -135,19 +190,24 @@ impl Rewrites {
     pub fn shown(&self, cookie: u64, seen: SocketAddr) -> Option<SocketAddr> {
         let seen = sockaddr::canonical(seen);
         let table = lock(&self.table);
-        table.by_cookie.get(&cookie)?.iter().find(|(s, _)| *s == seen).map(|&(_, shown)| shown)
+        table.by_cookie.get(&cookie)?.iter().find(|(s, ..)| *s == seen).map(|&(_, shown, _)| shown)
     }
 
-    /// Whether socket `cookie` has entries.
+    /// Whether socket `cookie` has entries (expired ones dropped first).
     pub fn has(&self, cookie: u64) -> bool {
-        lock(&self.table).by_cookie.contains_key(&cookie)
+        let mut table = lock(&self.table);
+        let now = Instant::now();
+        if table.expiring.front().is_some_and(|&(when, ..)| when <= now) {
+            table.expire(now);
+            self.count.store(table.by_cookie.len(), Ordering::Relaxed);
+        }
+        table.by_cookie.contains_key(&cookie)
     }
 
     fn remove_source(&self, cookie: u64, seen: SocketAddr) {
-        let seen = sockaddr::canonical(seen);
-        if let Some(entries) = lock(&self.table).by_cookie.get_mut(&cookie) {
-            entries.retain(|(s, _)| *s != seen);
-        }
+        let mut table = lock(&self.table);
+        table.remove_source(cookie, sockaddr::canonical(seen));
+        self.count.store(table.by_cookie.len(), Ordering::Relaxed);
     }
 
     fn forget(&self, cookie: u64) {
@@ -398,14 +458,14 @@ fn start(
         wake_rx,
         closed: AtomicBool::new(false),
     });
-    log(
-        &shared.settings,
-        3,
-        pid,
-        format_args!("udp: association through {server}, relay at {relay}"),
-    );
     {
         let mut table = lock(&shared.udp.associations);
+        if let Some(raced) = table.by_cookie.get(&cookie) {
+            if !raced.closed.load(Ordering::SeqCst) {
+                // Another thread of the program set one up meanwhile: use it (ours closes).
+                return Ok(raced.clone());
+            }
+        }
         if let Some(old) = table.by_cookie.insert(cookie, association.clone()) {
             old.closed.store(true, Ordering::SeqCst);
             old.wake();
@@ -420,6 +480,12 @@ fn start(
             }
         }
     }
+    log(
+        &shared.settings,
+        3,
+        pid,
+        format_args!("udp: association through {server}, relay at {relay}"),
+    );
     let (worker, relayed) = (shared.clone(), association.clone());
     let started = std::thread::Builder::new()
         .name(format!("udp-relay-{pid}"))
@@ -432,16 +498,24 @@ fn start(
     Ok(association)
 }
 
-/// Removes the association (if still the one in the table) and its rewrites.
+/// Removes the association (if still the one in the table) and, unless another association
+/// took its socket's place, the socket's rewrites.
 fn forget(shared: &Shared, association: &Arc<Association>) {
     let cookie = association.cookie;
     let mut table = lock(&shared.udp.associations);
-    let current = table.by_cookie.get(&cookie).is_some_and(|a| Arc::ptr_eq(a, association));
-    if current {
-        table.by_cookie.remove(&cookie);
-        table.order.retain(|&c| c != cookie);
-        drop(table);
-        shared.udp.rewrites.forget(cookie);
+    let current = table.by_cookie.get(&cookie).map(|a| Arc::ptr_eq(a, association));
+    match current {
+        Some(false) => {}
+        Some(true) => {
+            table.by_cookie.remove(&cookie);
+            table.order.retain(|&c| c != cookie);
+            drop(table);
+            shared.udp.rewrites.forget(cookie);
+        }
+        None => {
+            drop(table);
+            shared.udp.rewrites.forget(cookie);
+        }
     }
 }
 
@@ -648,6 +722,22 @@ mod tests {
         assert!(!rewrites.has(0) && rewrites.has(3));
         rewrites.forget(3);
         assert!(!rewrites.has(3));
+    }
+
+    #[test]
+    fn name_service_entries_expire_unless_refreshed() {
+        let rewrites = Rewrites::default();
+        let responder: SocketAddr = "127.0.0.1:5353".parse().expect("literal");
+        let server: SocketAddr = "192.0.2.53:53".parse().expect("literal");
+        let past = Instant::now() - Duration::from_secs(1);
+        rewrites.insert(1, responder, server, Some(past));
+        rewrites.insert(2, responder, server, Some(past));
+        rewrites.add_expiring(2, responder, server);
+        rewrites.add(3, responder, server);
+        assert!(!rewrites.has(1), "expired");
+        assert!(rewrites.has(2), "refreshed since");
+        assert!(rewrites.has(3), "an L's entry does not expire");
+        assert_eq!(rewrites.count.load(Ordering::Relaxed), 2);
     }
 
     #[test]
