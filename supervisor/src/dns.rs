@@ -25,19 +25,20 @@
 //!   NXDOMAIN. Nothing about a fake address is ever forwarded.
 //! - Everything else (a `direct` name, /etc/hosts names, reverse lookups of real addresses): the
 //!   query is forwarded unchanged by the supervisor to the real server, over UDP or TCP as it
-//!   came, when socks.conf lets that server be reached directly; the reply is passed back
-//!   untouched. A server that would have to be reached through sockd gets SERVFAIL (DNS
-//!   through the SOCKS server is not done here yet). `resolve local-then-remote`: forwarded, and
-//!   a fake address when the server has no answer.
+//!   came, directly when socks.conf lets that server be reached so, else through the server
+//!   socks.conf names for it (UDP: a fresh UDP association per query, `udp::exchange_once`; TCP:
+//!   a SOCKS CONNECT to the name server); the reply is passed back untouched. A denied server,
+//!   a broken configuration or a failure through sockd gets SERVFAIL. `resolve
+//!   local-then-remote`: forwarded, and a fake address when the server has no answer.
 //!
 //! Unconnected `sendto`/`sendmsg` to port 53 of a UDP socket (musl's way) are redirected to the
-//! responder too (`send`): the query never leaves, and the answer comes back to the socket —
-//! from 127.0.0.1, not from the server. A resolver that drops replies whose source is not a
-//! configured server (musl's `res_msend` does) would then time out rather than leak; reporting
-//! the server as the source needs `recvfrom`/`recvmsg` trapped, which costs every receiving
-//! program a round trip and is not done. Measured: Go and the glibc 2.36 linked into Debian's
-//! busybox-static connect their socket, so they read the reply with no source check and need
-//! nothing more; musl is not in the test lab.
+//! responder too (`send`): the query never leaves, and the answer comes back to the socket
+//! from 127.0.0.1. A resolver that drops replies whose source is not a configured server
+//! (musl's `res_msend` does) gets them anyway: the socket is entered in `udp::Rewrites`, and
+//! the trapped `recvfrom`/`recvmsg` (`recv`) report the server as the source. Connected UDP
+//! sockets redirected here are entered too (a `recvfrom` with an address on them names the
+//! server). Go and the glibc 2.36 linked into Debian's busybox-static connect their socket and
+//! read the reply with no source check.
 //!
 //! The responder listens on 127.0.0.1 only: an IPv6 socket reaches it through the IPv4-mapped
 //! address, so an IPv6 socket with IPV6_V6ONLY set cannot, and its connect to port 53 fails

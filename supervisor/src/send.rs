@@ -12,12 +12,17 @@
 //!
 //! - A datagram socket (UDP, ping, raw; anything not TCP): `direct` sends; `deny` (and a
 //!   broken configuration) fails with ECONNREFUSED, the errno the library gives that cause for
-//!   every call; a destination that must go through a server fails with ECONNREFUSED too — the
-//!   supervisor does not relay UDP yet (UDP ASSOCIATE is future work). A message with no address (a connected socket) is sent to
+//!   every call. A UDP datagram to a destination that must go through a server is sent, on the
+//!   copy, to the loopback socket standing for that destination in the socket's association
+//!   (`udp`), which relays it through the server; EMSGSIZE when it and its SOCKS5 header no
+//!   longer fit in one UDP datagram (as the library). Another datagram protocol through a
+//!   server fails with ECONNREFUSED. A message with no address (a connected socket) is sent to
 //!   the socket's peer, which the supervisor checked when it connected it.
 //! - A UDP datagram to port 53 (a resolver on an unconnected socket, musl's way) goes to the
 //!   supervisor's name service instead, with the real server remembered for the socket (see
-//!   `dns`): a query never leaves for a name resolved on the far side.
+//!   `dns`): a query never leaves for a name resolved on the far side. The socket's receives
+//!   then report the server as the replies' source (`udp::Rewrites`, for 120 s after the
+//!   query).
 //! - A TCP (or MPTCP) socket: without MSG_FASTOPEN the kernel ignores the address, so the call
 //!   goes on to the kernel (CONTINUE). With MSG_FASTOPEN it is a connect carrying data: `direct`
 //!   performs the Fast Open call on the copy; through a server, the copy is connected through it
@@ -36,7 +41,8 @@
 //! Where it runs: a datagram `sendto`/`sendmsg` is answered on the notification loop's own
 //! thread (starting a thread would cost more than the rest): the copy is sent with
 //! MSG_DONTWAIT, and only a send that would block a blocking call is finished on a thread of
-//! its own. A Fast Open connect and a `sendmmsg` always get a thread.
+//! its own. A Fast Open connect, a `sendmmsg`, and a UDP datagram whose destination has no
+//! loopback socket yet (setting up an association waits for the server) get a thread.
 //!
 //! Not here: the filter (`filter`), the decision (`route`), the layouts (`msghdr`).
 

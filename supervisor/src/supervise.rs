@@ -1,8 +1,9 @@
 //! The notification loop: receive each trapped call (`connect`, `getpeername`, the sends
-//! with a destination, which `send` handles, and `bind`/`listen`/`getsockname`/`accept`,
-//! which `bind` handles) from the listener, handle it on its own thread (a slow handshake
-//! holds only the program thread that asked for it; a send that cannot block is answered on the
-//! loop's thread), and answer it. Ends when every supervised process is gone (the listener
+//! with a destination, which `send` handles, the receives that report a source, which `recv`
+//! handles, and `bind`/`listen`/`getsockname`/`accept`, which `bind` handles) from the
+//! listener, handle it on its own thread (a slow handshake holds only the program thread that
+//! asked for it; a send or a receive that cannot block is answered on the loop's thread), and
+//! answer it. Ends when every supervised process is gone (the listener
 //! reports POLLHUP once the last one is reaped; this process is their subreaper).
 //!
 //! A connect is handled on the supervisor's copy of the program's socket (`pidfd_getfd`, the
@@ -15,10 +16,21 @@
 //! `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the kernel then re-reads the address, but a socket of
 //! those families cannot connect to an IP address whatever the bytes say.
 //!
+//! A connect of a UDP socket to a destination socks.conf sends through a server connects the
+//! copy to the loopback socket that stands for that destination in the socket's UDP
+//! association (`udp`), set up as needed; `getpeername` then names the destination, and the
+//! program's reads and writes stay in the kernel. Another datagram protocol (ping, raw) through
+//! a server fails with ECONNREFUSED.
+//!
+//! The copy (`copy_socket`) is taken through a pidfd of the calling thread when it leads its
+//! thread group (pidfd_open accepts nothing else), else of the group read from
+//! `/proc/TID/status`.
+//!
 //! A connect of a UDP or TCP socket to port 53 goes to the supervisor's name service (`dns`),
 //! and a connect to a fake address it handed out sends the name to the server (SOCKS5
 //! DOMAINNAME, SOCKS4a), as the library does; a fake address never handed out, or whose name
-//! no `sockd` line covers, fails with EHOSTUNREACH.
+//! no `sockd` line covers, fails with EHOSTUNREACH. A UDP socket so redirected has the
+//! responder's replies reported as the real server's by the trapped receives (`recv`).
 //!
 //! `getpeername` on a socket the supervisor connected through a SOCKS server (recognised by its
 //! `SO_COOKIE`, and only while the socket's real peer is still that server) answers the
@@ -31,7 +43,8 @@
 //! answers ECONNREFUSED from its guard's `Drop` (fail closed; for a send too: nothing was
 //! sent).
 //!
-//! Not here: the filter (`filter`), the routing (`route`), the handshake (`proxy`).
+//! Not here: the filter (`filter`), the routing (`route`), the handshake (`proxy`), the UDP
+//! relay (`udp`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -1,8 +1,8 @@
 //! The libc boundary of the supervisor: every `unsafe` block of the crate is here, each with its
 //! `// SAFETY:` note, and each function returns `io::Result` (or an errno) instead of raw codes.
 //! Seccomp (loading the filter in the child, the listener's ioctls), pidfds, reading the
-//! program's memory, raw `connect`/`send`/`sendmsg`/`recv`/`poll` on descriptors the supervisor
-//! copied,
+//! program's memory, raw `connect`/`send`/`sendmsg`/`recv`/`recvmsg`/`poll` on descriptors the
+//! supervisor copied (and `poll` over several, SO_RCVTIMEO),
 //! `getifaddrs`, and process housekeeping (subreaper, `waitpid`).
 //!
 //! Not here: decisions (`route`), the SOCKS handshake (`proxy`), the notification loop
