@@ -17,6 +17,8 @@
  *                                 send + recvfrom `recvfrom=N from=A data=TEXT`
  *   udprecv close IP PORT        sendto + recvfrom as above, then closes the socket, sleeps 6 s
  *                                 and prints `closed`
+ *   udprecv bound IP PORT LOCAL  binds the socket to LOCAL port 0 first, then sendto +
+ *                                 recvfrom as above
  *
  * Built by the test with `cc -static -pthread udprecv.c`. */
 #define _GNU_SOURCE
@@ -206,7 +208,25 @@ static void close_then_wait(const struct sockaddr_in *dst) {
     printf("closed\n");
 }
 
+static void bound(const struct sockaddr_in *dst, const char *local) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    set_timeout(s, 5);
+    struct sockaddr_in me = address(local, "0");
+    if (bind(s, (struct sockaddr *)&me, sizeof me) != 0) {
+        printf("bind=-1 errno=%d\n", errno);
+        return;
+    }
+    send_to(s, dst, "nine");
+    print_recvfrom(s, 0);
+}
+
 int main(int argc, char **argv) {
+    if (argc == 5 && strcmp(argv[1], "bound") == 0) {
+        struct sockaddr_in dst = address(argv[2], argv[3]);
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        bound(&dst, argv[4]);
+        return 0;
+    }
     if (argc != 4) {
         fprintf(stderr, "usage: udprecv blocking|nonblocking|connected|close IP PORT\n");
         return 2;

@@ -202,8 +202,18 @@ fn static_c_receives_report_the_real_source() {
         "{}",
         connected.describe()
     );
-    // one, two-and-more, three-xx, four, five, six, seven.
-    u.assert_relayed(&u.echo, 7);
+    // A socket bound to the workstation's own address sends to the loopback socket from it.
+    let mut bound = args("bound");
+    bound.push(INSIDE_ADDR.to_string());
+    let bound = u.run(&program, &["-s", SERVER], &bound);
+    assert_eq!(
+        bound.stdout_text(),
+        format!("recvfrom=4 from={dst} namelen=16 data=nine\n"),
+        "{}",
+        bound.describe()
+    );
+    // one, two-and-more, three-xx, four, five, six, seven, nine.
+    u.assert_relayed(&u.echo, 8);
     u.assert_associated();
     u.leaks.assert_only_sockd_udp("static C UDP receives under the supervisor");
 }
