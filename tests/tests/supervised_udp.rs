@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::Command;
 
 use socks_e2e::build::{build_static, go_build, supervised_lab};
-use socks_e2e::dns::{self, WWW};
+use socks_e2e::dns::{self, FW_OUTSIDE_ADDR6, OUTSIDE_ADDR6, WWW};
 use socks_e2e::*;
 
 /// The outside echo port.
@@ -410,4 +410,34 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .split(':')
         .map(|dir| Path::new(dir).join(program))
         .find(|p| p.is_file())
+}
+
+/// An IPv6 destination through sockd: Go's dual-stack socket reaches the loopback socket
+/// through `::ffff:127.0.0.1`, the SOCKS5 header names the IPv6 address, and `RemoteAddr` and
+/// `ReadFrom` report it.
+#[test]
+fn go_udp_to_an_ipv6_destination() {
+    let Some(u) = UdpLab::new("supervised-udp-go6") else { return };
+    u.lab.net.add_address(Ns::Fw, Ns::Outside, &format!("{FW_OUTSIDE_ADDR6}/64"));
+    u.lab.net.add_address(Ns::Outside, Ns::Fw, &format!("{OUTSIDE_ADDR6}/64"));
+    let echo6 = u.lab.udp_echo_in(Ns::Outside, (OUTSIDE_ADDR6, ECHO_PORT).into());
+    let program = go_build(&u.lab, "udpecho", GO_UDP);
+    let dst = format!("[{OUTSIDE_ADDR6}]:{ECHO_PORT}");
+    let ran = u.run(&program, &["-s", SERVER], std::slice::from_ref(&dst));
+    assert_eq!(
+        ran.stdout_text(),
+        format!(
+            "connected: go-connected remote={dst}\nunconnected: go-unconnected-0 from={dst}\n\
+             unconnected: go-unconnected-1 from={dst}\n"
+        ),
+        "{}",
+        ran.describe()
+    );
+    let datagrams = echo6.wait_datagrams(3, STARTUP);
+    assert_eq!(datagrams.len(), 3, "{datagrams:?}");
+    assert!(
+        datagrams.iter().all(|d| d.peer.ip() == IpAddr::V6(FW_OUTSIDE_ADDR6) && d.echoed),
+        "relayed by the firewall: {datagrams:?}"
+    );
+    u.leaks.assert_only_sockd_udp("Go UDP to an IPv6 destination under the supervisor");
 }
