@@ -1,11 +1,13 @@
 //! UDP through sockd for supervised programs (the supervisor's UDP ASSOCIATE relay): a static
 //! Go program (`net.Dial("udp")` Write/Read, and `ListenPacket` WriteTo/ReadFrom reporting the
-//! real outside address), a static C program (unconnected sendto with recvfrom, recvmsg and
+//! real outside address) to an IPv4 address, an IPv6 address and a NAME (a fake address, the
+//! name sent to sockd), a static C program (unconnected sendto with recvfrom, recvmsg and
 //! recvmmsg on blocking and non-blocking sockets, MSG_DONTWAIT, SO_RCVTIMEO, a signal during a
-//! blocking receive, a connected socket's getpeername and recvfrom), a DNS query to a name
-//! server only sockd can reach, musl's resolver (which drops replies from a source it did not
-//! ask), and a program that rewrites its sendto address while a denied and a relayed
-//! destination race. Every test checks what the program got, that the outside echo server
+//! blocking receive, a connected socket's getpeername and recvfrom, a socket bound to the
+//! workstation's address), an association ending with its socket, SOCKS4 (EAFNOSUPPORT), a DNS
+//! query to a name server only sockd can reach, musl's resolver (which drops replies from a
+//! source it did not ask), and a program that rewrites its sendto address while a denied and a
+//! relayed destination race. Every test checks what the program got, that the outside echo server
 //! heard only the firewall, and with the leak counter that nothing but traffic to sockd left
 //! the workstation (the inside has a route to the outside via the firewall here, so a leak
 //! would be a counted packet, not a silent "no route").
@@ -18,7 +20,7 @@ use std::path::Path;
 use std::process::Command;
 
 use socks_e2e::build::{build_static, go_build, supervised_lab};
-use socks_e2e::dns::{self, FW_OUTSIDE_ADDR6, OUTSIDE_ADDR6, WWW};
+use socks_e2e::dns::{self, FW_OUTSIDE_ADDR6, MANY, OUTSIDE_ADDR6, WWW};
 use socks_e2e::*;
 
 /// The outside echo port.
@@ -91,13 +93,24 @@ struct UdpLab {
 
 impl UdpLab {
     fn new(name: &str) -> Option<UdpLab> {
+        UdpLab::start(name, false).map(|(u, _)| u)
+    }
+
+    /// The same with the outside name server (started before sockd, which resolves names with
+    /// it).
+    fn with_names(name: &str) -> Option<(UdpLab, dns::Dnsmasq)> {
+        UdpLab::start(name, true).map(|(u, d)| (u, d.expect("started")))
+    }
+
+    fn start(name: &str, names: bool) -> Option<(UdpLab, Option<dns::Dnsmasq>)> {
         let lab = supervised_lab(name)?;
         let leaks = LeakCounter::install(&lab);
+        let outside_dns = names.then(|| dns::outside_dns(&lab));
         let echo = lab.udp_echo(ECHO_PORT);
         let echo_b = lab.udp_echo(ECHO_PORT_B);
         let sockd = lab.sockd(PERMIT_INSIDE);
         route_outside_via_firewall(&lab);
-        Some(UdpLab { lab, echo, echo_b, leaks, sockd })
+        Some((UdpLab { lab, echo, echo_b, leaks, sockd }, outside_dns))
     }
 
     /// Runs `program ARGS` under `socksify -vv OPTIONS`; asserts it exited 0.
@@ -266,8 +279,7 @@ fn association_ends_with_the_socket_and_needs_socks5() {
 /// source.
 #[test]
 fn dns_to_a_name_server_only_sockd_reaches() {
-    let Some(u) = UdpLab::new("supervised-udp-dns") else { return };
-    let outside = dns::outside_dns(&u.lab);
+    let Some((u, outside)) = UdpLab::with_names("supervised-udp-dns") else { return };
     let Some(program) = build_static(u.lab.name(), u.lab.dir.path(), "dnsquery") else { return };
     let conf =
         u.lab.write("socks.conf", format!("direct .example.test\nsockd @={SERVER} 0.0.0.0/0\n"));
@@ -293,12 +305,11 @@ fn dns_to_a_name_server_only_sockd_reaches() {
 /// gets a fake address.
 #[test]
 fn musl_resolver_accepts_the_answers() {
-    let Some(u) = UdpLab::new("supervised-udp-musl") else { return };
+    let Some((u, outside)) = UdpLab::with_names("supervised-udp-musl") else { return };
     let Some(musl_gcc) = which("musl-gcc") else {
         skip(u.lab.name(), "musl-gcc not installed (Debian package musl-tools)");
         return;
     };
-    let outside = dns::outside_dns(&u.lab);
     let source = u.lab.write(
         "resolve.c",
         r#"#include <netdb.h>
@@ -440,4 +451,42 @@ fn go_udp_to_an_ipv6_destination() {
         "relayed by the firewall: {datagrams:?}"
     );
     u.leaks.assert_only_sockd_udp("Go UDP to an IPv6 destination under the supervisor");
+}
+
+/// UDP to a NAME resolved on the far side: Go's lookup gets a fake address from the
+/// supervisor's name service, the datagrams carry the name to sockd (SOCKS5 DOMAINNAME in the
+/// UDP header), sockd resolves it, and the replies — from the resolved address — are reported
+/// from the fake address the program used.
+#[test]
+fn go_udp_to_a_name() {
+    let Some((u, outside)) = UdpLab::with_names("supervised-udp-name") else { return };
+    let program = go_build(&u.lab, "udpecho", GO_UDP);
+    let name = format!("echo.{MANY}");
+    let ran = u.run(&program, &["-s", SERVER], &[format!("{name}:{ECHO_PORT}")]);
+    let text = ran.stdout_text();
+    let fake = text
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("connected: go-connected remote="))
+        .unwrap_or_else(|| panic!("{text:?}\n{}", ran.describe()))
+        .to_owned();
+    assert!(
+        fake.starts_with("198.18.") || fake.starts_with("198.19."),
+        "{fake}: not a fake address"
+    );
+    assert_eq!(
+        text,
+        format!(
+            "connected: go-connected remote={fake}\nunconnected: go-unconnected-0 from={fake}\n\
+             unconnected: go-unconnected-1 from={fake}\n"
+        ),
+        "{}",
+        ran.describe()
+    );
+    u.assert_relayed(&u.echo, 3);
+    u.assert_associated();
+    dns::assert_no_fake_destination(&u.sockd);
+    assert!(!outside.queries_for(&name).is_empty(), "sockd resolved {name} outside");
+    outside.assert_asked_only_by_firewall();
+    u.leaks.assert_only_sockd_udp("Go UDP to a name under the supervisor");
 }
