@@ -4,8 +4,9 @@
 //! name sent to sockd), a static C program (unconnected sendto with recvfrom, recvmsg and
 //! recvmmsg on blocking and non-blocking sockets, MSG_DONTWAIT, SO_RCVTIMEO, a signal during a
 //! blocking receive, a connected socket's getpeername and recvfrom, a socket bound to the
-//! workstation's address), an association ending with its socket, SOCKS4 (EAFNOSUPPORT), a DNS
-//! query to a name server only sockd can reach, musl's resolver (which drops replies from a
+//! workstation's address), an association ending with its socket, SOCKS4 (EAFNOSUPPORT), DNS
+//! queries to a name server only sockd can reach (a static C query, Go's resolver over UDP and
+//! TCP), musl's resolver (which drops replies from a
 //! source it did not ask), and a program that rewrites its sendto address while a denied and a
 //! relayed destination race. Every test checks what the program got, that the outside echo server
 //! heard only the firewall, and with the leak counter that nothing but traffic to sockd left
@@ -489,4 +490,62 @@ fn go_udp_to_a_name() {
     assert!(!outside.queries_for(&name).is_empty(), "sockd resolved {name} outside");
     outside.assert_asked_only_by_firewall();
     u.leaks.assert_only_sockd_udp("Go UDP to a name under the supervisor");
+}
+
+/// Go's resolver, over UDP and (`options use-vc`) over TCP, asking a name server only sockd
+/// reaches for a name socks.conf resolves locally: the name service forwards the UDP query
+/// through a UDP association and the TCP one through a CONNECT, and Go gets the real address.
+#[test]
+fn go_lookups_through_sockd_over_udp_and_tcp() {
+    let Some((u, outside)) = UdpLab::with_names("supervised-udp-golookup") else { return };
+    let program = go_build(
+        &u.lab,
+        "lookup",
+        r#"
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+)
+
+func main() {
+	addrs, err := net.LookupHost(os.Args[1])
+	if err != nil {
+		fmt.Println("lookup:", err)
+		os.Exit(1)
+	}
+	fmt.Println(strings.Join(addrs, ","))
+}
+"#,
+    );
+    let conf =
+        u.lab.write("socks.conf", format!("direct .example.test\nsockd @={SERVER} 0.0.0.0/0\n"));
+    let conf = conf.display().to_string();
+    for (options, kind) in [("", "UDP"), (" use-vc", "TCP")] {
+        u.lab.net.write_etc(
+            Ns::Inside,
+            "resolv.conf",
+            &format!("nameserver {OUTSIDE_ADDR}\noptions timeout:2 attempts:1{options}\n"),
+        );
+        let ran = u.run(&program, &["-c", &conf], &[WWW.to_owned()]);
+        let mut got: Vec<String> = ran.stdout_text().trim().split(',').map(str::to_owned).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [OUTSIDE_ADDR.to_string(), OUTSIDE_ADDR6.to_string()],
+            "{kind}: the outside name server's records\n{}",
+            ran.describe()
+        );
+        assert!(
+            ran.stderr.contains(&format!("connect {OUTSIDE_ADDR}:53: name service ({kind})")),
+            "{kind}: the lookup must have gone to the supervisor\n{}",
+            ran.describe()
+        );
+    }
+    assert!(outside.queries_for(WWW).len() >= 4, "{:?}", outside.all_queries());
+    outside.assert_asked_only_by_firewall();
+    u.leaks.assert_only_sockd_udp("Go lookups through sockd under the supervisor");
 }
