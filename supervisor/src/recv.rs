@@ -203,10 +203,15 @@ impl Ctx {
         if ours.is_none() {
             return Step::Continue;
         }
-        match self.call {
+        let step = match self.call {
             Call::From => self.recvfrom(pending),
             Call::Msg => self.recvmsg(pending, self.args[1]).map_or(Step::Gone, Step::Answer),
             Call::Mmsg => self.recvmmsg(pending),
+        };
+        match step {
+            // Another thread of the program took the datagram since the peek.
+            Step::Answer(Err(libc::EAGAIN)) => Step::Empty,
+            step => step,
         }
     }
 
@@ -247,7 +252,6 @@ impl Ctx {
         }
         let (got, data, shown) = match self.receive(pending, len, 0) {
             Ok(found) => found,
-            Err(libc::EAGAIN) => return Step::Empty,
             Err(errno) => return Step::Answer(Err(errno)),
         };
         if !pending.valid() {
