@@ -8,7 +8,8 @@
  *                                 `recvmsg=N from=A namelen=L trunc=0|1 data=TEXT`
  *     sendto + recvfrom(MSG_TRUNC) into 2 bytes: `trunc=N`
  *     recvfrom(MSG_DONTWAIT), nothing queued:     `dontwait=-1 errno=E`
- *     recvfrom with SO_RCVTIMEO 1 s, nothing queued: `timeout=-1 errno=E waited=S` (whole s)
+ *     recvfrom with SO_RCVTIMEO 1 s, nothing queued: `timeout=-1 errno=E waited=about-1s`
+ *                                 (between 0.9 and 2 s; else the seconds waited)
  *     recvfrom interrupted by alarm(1) (handler without SA_RESTART): `alarm=-1 errno=E`
  *   udprecv nonblocking IP PORT  an O_NONBLOCK socket: sendto, poll, then recvfrom:
  *                                 `recvfrom=N from=A data=TEXT`, then again `again=-1 errno=E`,
@@ -134,9 +135,16 @@ static void blocking(const struct sockaddr_in *dst) {
     printf("dontwait=%zd errno=%d\n", n, n < 0 ? errno : 0);
 
     set_timeout(s, 1);
-    time_t start = time(NULL);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     n = recvfrom(s, tiny, sizeof tiny, 0, (struct sockaddr *)&from, &(socklen_t){sizeof from});
-    printf("timeout=%zd errno=%d waited=%ld\n", n, n < 0 ? errno : 0, (long)(time(NULL) - start));
+    int e = errno;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double waited = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (waited >= 0.9 && waited < 2.0)
+        printf("timeout=%zd errno=%d waited=about-1s\n", n, n < 0 ? e : 0);
+    else
+        printf("timeout=%zd errno=%d waited=%.2fs\n", n, n < 0 ? e : 0, waited);
 
     set_timeout(s, 0);
     struct sigaction sa;

@@ -193,7 +193,7 @@ fn static_c_receives_report_the_real_source() {
              recvmsg=8 from={dst} namelen=16 trunc=1 data=two-and-\n\
              trunc=8\n\
              dontwait=-1 errno={eagain}\n\
-             timeout=-1 errno={eagain} waited=1\n\
+             timeout=-1 errno={eagain} waited=about-1s\n\
              alarm=-1 errno={eintr}\n"
         ),
         "{}",
