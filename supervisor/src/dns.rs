@@ -34,7 +34,7 @@
 //! Unconnected `sendto`/`sendmsg` to port 53 of a UDP socket (musl's way) are redirected to the
 //! responder too (`send`): the query never leaves, and the answer comes back to the socket
 //! from 127.0.0.1. A resolver that drops replies whose source is not a configured server
-//! (musl's `res_msend` does) gets them anyway: the socket is entered in `udp::Rewrites`, and
+//! (musl's `res_msend` does) gets them anyway: the socket is entered in `rewrites`, and
 //! the trapped `recvfrom`/`recvmsg` (`recv`) report the server as the source. Connected UDP
 //! sockets redirected here are entered too (a `recvfrom` with an address on them names the
 //! server). Go and the glibc 2.36 linked into Debian's busybox-static connect their socket and

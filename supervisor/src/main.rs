@@ -32,6 +32,7 @@ mod msghdr;
 mod names;
 mod proxy;
 mod recv;
+mod rewrites;
 mod route;
 mod send;
 mod sockaddr;

@@ -1,6 +1,6 @@
 //! The trapped receives that report a source address: `recvfrom` with an address argument,
 //! and every `recvmsg` and `recvmmsg` (their `msg_name` lives in the program's memory). Only
-//! for a socket the supervisor rewrites reply sources of (the `udp::Rewrites` table, by
+//! for a socket the supervisor rewrites reply sources of (the `rewrites` table, by
 //! `SO_COOKIE`: a socket with a relayed UDP destination, or one whose DNS queries go to the
 //! name service) is anything done; every other call goes on to the kernel
 //! (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`: nothing was decided from the program's memory), and

@@ -21,7 +21,7 @@
 //! - A UDP datagram to port 53 (a resolver on an unconnected socket, musl's way) goes to the
 //!   supervisor's name service instead, with the real server remembered for the socket (see
 //!   `dns`): a query never leaves for a name resolved on the far side. The socket's receives
-//!   then report the server as the replies' source (`udp::Rewrites`, for 120 s after the
+//!   then report the server as the replies' source (`rewrites`, for 120 s after the
 //!   query).
 //! - A TCP (or MPTCP) socket: without MSG_FASTOPEN the kernel ignores the address, so the call
 //!   goes on to the kernel (CONTINUE). With MSG_FASTOPEN it is a connect carrying data: `direct`
