@@ -16,9 +16,10 @@
 //! the responder; cut to the program's address length, the full length written back), and for
 //! `recvmsg` the control messages, `msg_controllen` and `msg_flags` (MSG_TRUNC when the data
 //! was cut, as the kernel sets it). The call returns the byte count (the whole datagram's
-//! length with MSG_TRUNC, as the kernel). `recvmmsg` receives one such datagram into the first
-//! message and returns 1 (a short count, which the call allows). MSG_ERRQUEUE and MSG_OOB go
-//! on to the kernel.
+//! length with MSG_TRUNC, as the kernel). `recvmmsg` on such a socket always gets one datagram
+//! (rewritten or not) into its first message and returns 1 (a short count, which the call
+//! allows): the kernel's own call could take one of ours after the first. MSG_ERRQUEUE and
+//! MSG_OOB go on to the kernel.
 //!
 //! An empty queue: a non-blocking socket or MSG_DONTWAIT gets EAGAIN at once. A blocking call
 //! waits on a thread of its own: poll on the copy in steps of [`WAIT_STEP`], re-checking
@@ -200,7 +201,8 @@ impl Ctx {
         };
         let rewrites = &pending.shared.udp.rewrites;
         let ours = sockaddr::parse(&head.name).and_then(|src| rewrites.shown(self.cookie, src));
-        if ours.is_none() {
+        // The kernel's recvmmsg could take one of ours after the head: it gets one message here.
+        if ours.is_none() && self.call != Call::Mmsg {
             return Step::Continue;
         }
         let step = match self.call {
