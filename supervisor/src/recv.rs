@@ -31,8 +31,11 @@
 //! recvfrom) runs within [`WAIT_STEP`] — as EINTR even for an SA_RESTART handler, where the
 //! kernel would have restarted the receive.
 //!
-//! Races: the peek and the receive are two calls; if another thread of the program takes the
-//! datagram in between, the one received is reported with its own (rewritten or real) source.
+//! Races: the peek and the receive are two calls. If another thread of the program takes the
+//! datagram in between, the one the supervisor receives is reported with its own (rewritten or
+//! real) source; but after a CONTINUE the kernel's receive could, in that case, take one of ours
+//! and report the loopback socket's address (never a datagram from anywhere else: the address
+//! shown would be wrong, nothing would leak).
 //!
 //! Not here: the filter (`filter`), the tables (`udp`), answering (`supervise::Pending`).
 
