@@ -25,19 +25,20 @@
 //!   NXDOMAIN. Nothing about a fake address is ever forwarded.
 //! - Everything else (a `direct` name, /etc/hosts names, reverse lookups of real addresses): the
 //!   query is forwarded unchanged by the supervisor to the real server, over UDP or TCP as it
-//!   came, when socks.conf lets that server be reached directly; the reply is passed back
-//!   untouched. A server that would have to be reached through sockd gets SERVFAIL (DNS
-//!   through the SOCKS server is not done here yet). `resolve local-then-remote`: forwarded, and
-//!   a fake address when the server has no answer.
+//!   came, directly when socks.conf lets that server be reached so, else through the server
+//!   socks.conf names for it (UDP: a fresh UDP association per query, `udp::exchange_once`; TCP:
+//!   a SOCKS CONNECT to the name server); the reply is passed back untouched. A denied server,
+//!   a broken configuration or a failure through sockd gets SERVFAIL. `resolve
+//!   local-then-remote`: forwarded, and a fake address when the server has no answer.
 //!
 //! Unconnected `sendto`/`sendmsg` to port 53 of a UDP socket (musl's way) are redirected to the
-//! responder too (`send`): the query never leaves, and the answer comes back to the socket —
-//! from 127.0.0.1, not from the server. A resolver that drops replies whose source is not a
-//! configured server (musl's `res_msend` does) would then time out rather than leak; reporting
-//! the server as the source needs `recvfrom`/`recvmsg` trapped, which costs every receiving
-//! program a round trip and is not done. Measured: Go and the glibc 2.36 linked into Debian's
-//! busybox-static connect their socket, so they read the reply with no source check and need
-//! nothing more; musl is not in the test lab.
+//! responder too (`send`): the query never leaves, and the answer comes back to the socket
+//! from 127.0.0.1. A resolver that drops replies whose source is not a configured server
+//! (musl's `res_msend` does) gets them anyway: the socket is entered in `rewrites`, and
+//! the trapped `recvfrom`/`recvmsg` (`recv`) report the server as the source. Connected UDP
+//! sockets redirected here are entered too (a `recvfrom` with an address on them names the
+//! server). Go and the glibc 2.36 linked into Debian's busybox-static connect their socket and
+//! read the reply with no source check.
 //!
 //! The responder listens on 127.0.0.1 only: an IPv6 socket reaches it through the IPv4-mapped
 //! address, so an IPv6 socket with IPV6_V6ONLY set cannot, and its connect to port 53 fails
@@ -54,6 +55,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -61,8 +63,8 @@ use socks_proto::rules::FakeFamilies;
 
 use crate::names::{self, FakeMap, Plan};
 use crate::route::{route, Route};
-use crate::sockaddr;
 use crate::supervise::{log, Shared};
+use crate::{proxy, sockaddr, udp};
 use socks_proto::dns::{self, Question, Rdata};
 
 /// How many redirected sockets the responder remembers (oldest forgotten first: such a socket's
@@ -382,21 +384,45 @@ fn forward(
     let Asked { server, pid, tcp } = asked;
     let settings = &shared.settings;
     let servfail = || dns::response(id, rd, question, None, dns::RCODE_SERVFAIL);
-    if !matches!(route(settings, server), Route::Direct) {
-        log(
-            settings,
-            2,
-            pid,
-            format_args!(
-                "dns: {}: the name server {server} is not reached directly; DNS through the \
-                 SOCKS server is not supported by the supervisor yet (SERVFAIL)",
-                question.name
-            ),
-        );
-        return servfail();
-    }
     let server = sockaddr::canonical(server);
-    let result = if tcp { forward_tcp(query, server) } else { forward_udp(query, server, id) };
+    let result = match route(settings, server) {
+        Route::Direct if tcp => forward_tcp(query, server),
+        Route::Direct => forward_udp(query, server, id),
+        Route::Proxy(servers) => {
+            let through = if tcp {
+                forward_tcp_via(query, server, servers, settings.timeout)
+            } else {
+                forward_udp_via(query, server, servers, id)
+            };
+            match through {
+                Ok(reply) => Ok(reply),
+                Err(why) => {
+                    log(
+                        settings,
+                        2,
+                        pid,
+                        format_args!(
+                            "dns: {}: the name server {server} through SOCKS: {why} (SERVFAIL)",
+                            question.name
+                        ),
+                    );
+                    return servfail();
+                }
+            }
+        }
+        Route::Deny | Route::Broken => {
+            log(
+                settings,
+                2,
+                pid,
+                format_args!(
+                    "dns: {}: the name server {server} may not be reached (SERVFAIL)",
+                    question.name
+                ),
+            );
+            return servfail();
+        }
+    };
     match result {
         Ok(reply) => {
             log(
@@ -439,6 +465,36 @@ fn forward_udp(query: &[u8], server: SocketAddr, id: u16) -> std::io::Result<Vec
             return Ok(buf[..n].to_vec());
         }
     }
+}
+
+/// The query through a UDP association with the first SOCKS5 server of `servers`.
+fn forward_udp_via(
+    query: &[u8],
+    server: SocketAddr,
+    servers: &[crate::config::Server],
+    id: u16,
+) -> Result<Vec<u8>, String> {
+    let target = socks_proto::TargetAddr::Ip(server);
+    let matches = |reply: &[u8]| reply.get(..2) == Some(&id.to_be_bytes()[..]);
+    udp::exchange_once(servers, &target, query, FORWARD_TIMEOUT, matches).map_err(|f| f.why)
+}
+
+/// The query over TCP through a SOCKS CONNECT to the name server.
+fn forward_tcp_via(
+    query: &[u8],
+    server: SocketAddr,
+    servers: &[crate::config::Server],
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let family = if server.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    let socket = crate::sys::tcp_socket(family).map_err(|e| e.to_string())?;
+    let target = socks_proto::TargetAddr::Ip(server);
+    let deadline = std::time::Instant::now() + timeout;
+    proxy::connect_via(socket.as_fd(), family, &target, servers, deadline).map_err(|f| f.why)?;
+    let mut stream = TcpStream::from(socket);
+    let _ = stream.set_read_timeout(Some(FORWARD_TIMEOUT));
+    write_framed(&mut stream, query).map_err(|e| e.to_string())?;
+    read_framed(&mut stream).ok_or_else(|| "no reply".to_owned())
 }
 
 fn forward_tcp(query: &[u8], server: SocketAddr) -> std::io::Result<Vec<u8>> {

@@ -10,17 +10,21 @@
 //!    `msghdr` in the program's memory, which a BPF filter cannot read. `sendto` goes to it only
 //!    when its fifth argument (`dest_addr`) is not null — both 32-bit halves are tested — so
 //!    `send` and `sendto(…, NULL, 0)` on a connected socket, like `write`, stay in the kernel.
-//! 4. `bind`, `listen`, `getsockname`, `accept` and `accept4` go to the supervisor, for BIND
+//! 4. `recvmsg` and `recvmmsg` go to the supervisor (their `msg_name` is in memory), and
+//!    `recvfrom` when its fifth argument (`src_addr`) is not null, tested as `sendto`'s: so
+//!    that a datagram relayed through SOCKS, or answered by the name service, reports its real
+//!    source (`recv`). `read`, `recv` and `recvfrom(…, NULL, NULL)` stay in the kernel.
+//! 5. `bind`, `listen`, `getsockname`, `accept` and `accept4` go to the supervisor, for BIND
 //!    (`bind` module). A filter cannot tell a BIND socket from any other (the table is the
 //!    supervisor's), so every such call is trapped; the supervisor lets the ones that are not
 //!    BIND sockets go on to the kernel at once (PERFORMANCE.md measures the cost).
-//! 5. `io_uring_setup` fails with ENOSYS: io_uring's operations bypass seccomp, and every
+//! 6. `io_uring_setup` fails with ENOSYS: io_uring's operations bypass seccomp, and every
 //!    program that uses it falls back to plain system calls on ENOSYS.
-//! 6. Everything else is allowed, at full speed.
+//! 7. Everything else is allowed, at full speed.
 //!
 //! Why hand-written and not a crate: `seccompiler` (rust-vmm) has no user-notification action,
 //! and the `libseccomp` crate links the C libseccomp (a run-time dependency of the binary, and
-//! its x32 handling is implicit in its arch tables) for a program of twenty-three instructions whose
+//! its x32 handling is implicit in its arch tables) for a program of twenty-six instructions whose
 //! every jump is visible here and checked by the unit tests below against a small interpreter.
 //!
 //! Not here: loading the filter, the listener, or what the supervisor does with a notification.
@@ -41,6 +45,12 @@ pub const NR_SENDTO: u32 = 44;
 pub const NR_SENDMSG: u32 = 46;
 /// x86_64 `sendmmsg` (syscall_64.tbl).
 pub const NR_SENDMMSG: u32 = 307;
+/// x86_64 `recvfrom` (syscall_64.tbl).
+pub const NR_RECVFROM: u32 = 45;
+/// x86_64 `recvmsg` (syscall_64.tbl).
+pub const NR_RECVMSG: u32 = 47;
+/// x86_64 `recvmmsg` (syscall_64.tbl).
+pub const NR_RECVMMSG: u32 = 299;
 /// x86_64 `bind` (syscall_64.tbl).
 pub const NR_BIND: u32 = 49;
 /// x86_64 `listen` (syscall_64.tbl).
@@ -57,8 +67,8 @@ pub const NR_IO_URING_SETUP: u32 = 425;
 /// Offsets into `struct seccomp_data` (linux/seccomp.h): `int nr; __u32 arch; …`.
 const OFFSET_NR: u32 = 0;
 const OFFSET_ARCH: u32 = 4;
-/// `__u64 args[6]` starts at 16; `sendto`'s `dest_addr` is args[4], low half first (x86_64 is
-/// little-endian).
+/// `__u64 args[6]` starts at 16; `sendto`'s `dest_addr` and `recvfrom`'s `src_addr` are
+/// args[4], low half first (x86_64 is little-endian).
 const OFFSET_ARG4_LOW: u32 = 16 + 8 * 4;
 const OFFSET_ARG4_HIGH: u32 = OFFSET_ARG4_LOW + 4;
 
@@ -79,28 +89,31 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
 pub fn program() -> Vec<sock_filter> {
     vec![
         /* 0 */ stmt(LD_W_ABS, OFFSET_ARCH),
-        /* 1 */ jump(JEQ_K, AUDIT_ARCH_X86_64, 0, 20), // foreign arch -> 22 (kill)
+        /* 1 */ jump(JEQ_K, AUDIT_ARCH_X86_64, 0, 23), // foreign arch -> 25 (kill)
         /* 2 */ stmt(LD_W_ABS, OFFSET_NR),
-        /* 3 */ jump(JGE_K, X32_SYSCALL_BIT, 18, 0), // x32 -> 22 (kill)
-        /* 4 */ jump(JEQ_K, NR_CONNECT, 15, 0), // -> 20 (notify)
-        /* 5 */ jump(JEQ_K, NR_GETPEERNAME, 14, 0), // -> 20 (notify)
-        /* 6 */ jump(JEQ_K, NR_SENDMSG, 13, 0), // -> 20 (notify)
-        /* 7 */ jump(JEQ_K, NR_SENDMMSG, 12, 0), // -> 20 (notify)
-        /* 8 */ jump(JEQ_K, NR_BIND, 11, 0), // -> 20 (notify)
-        /* 9 */ jump(JEQ_K, NR_LISTEN, 10, 0), // -> 20 (notify)
-        /* 10 */ jump(JEQ_K, NR_GETSOCKNAME, 9, 0), // -> 20 (notify)
-        /* 11 */ jump(JEQ_K, NR_ACCEPT, 8, 0), // -> 20 (notify)
-        /* 12 */ jump(JEQ_K, NR_ACCEPT4, 7, 0), // -> 20 (notify)
-        /* 13 */ jump(JEQ_K, NR_IO_URING_SETUP, 7, 0), // -> 21 (ENOSYS)
-        /* 14 */ jump(JEQ_K, NR_SENDTO, 0, 4), // not sendto -> 19 (allow)
-        /* 15 */ stmt(LD_W_ABS, OFFSET_ARG4_LOW),
-        /* 16 */ jump(JEQ_K, 0, 0, 3), // dest_addr low half set -> 20 (notify)
-        /* 17 */ stmt(LD_W_ABS, OFFSET_ARG4_HIGH),
-        /* 18 */ jump(JEQ_K, 0, 0, 1), // null -> 19 (allow), else -> 20 (notify)
-        /* 19 */ stmt(RET_K, libc::SECCOMP_RET_ALLOW),
-        /* 20 */ stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
-        /* 21 */ stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-        /* 22 */ stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS),
+        /* 3 */ jump(JGE_K, X32_SYSCALL_BIT, 21, 0), // x32 -> 25 (kill)
+        /* 4 */ jump(JEQ_K, NR_CONNECT, 18, 0), // -> 23 (notify)
+        /* 5 */ jump(JEQ_K, NR_GETPEERNAME, 17, 0), // -> 23 (notify)
+        /* 6 */ jump(JEQ_K, NR_SENDMSG, 16, 0), // -> 23 (notify)
+        /* 7 */ jump(JEQ_K, NR_SENDMMSG, 15, 0), // -> 23 (notify)
+        /* 8 */ jump(JEQ_K, NR_RECVMSG, 14, 0), // -> 23 (notify)
+        /* 9 */ jump(JEQ_K, NR_RECVMMSG, 13, 0), // -> 23 (notify)
+        /* 10 */ jump(JEQ_K, NR_BIND, 12, 0), // -> 23 (notify)
+        /* 11 */ jump(JEQ_K, NR_LISTEN, 11, 0), // -> 23 (notify)
+        /* 12 */ jump(JEQ_K, NR_GETSOCKNAME, 10, 0), // -> 23 (notify)
+        /* 13 */ jump(JEQ_K, NR_ACCEPT, 9, 0), // -> 23 (notify)
+        /* 14 */ jump(JEQ_K, NR_ACCEPT4, 8, 0), // -> 23 (notify)
+        /* 15 */ jump(JEQ_K, NR_IO_URING_SETUP, 8, 0), // -> 24 (ENOSYS)
+        /* 16 */ jump(JEQ_K, NR_SENDTO, 1, 0), // sendto -> 18 (test its address)
+        /* 17 */ jump(JEQ_K, NR_RECVFROM, 0, 4), // neither -> 22 (allow)
+        /* 18 */ stmt(LD_W_ABS, OFFSET_ARG4_LOW),
+        /* 19 */ jump(JEQ_K, 0, 0, 3), // address low half set -> 23 (notify)
+        /* 20 */ stmt(LD_W_ABS, OFFSET_ARG4_HIGH),
+        /* 21 */ jump(JEQ_K, 0, 0, 1), // null -> 22 (allow), else -> 23 (notify)
+        /* 22 */ stmt(RET_K, libc::SECCOMP_RET_ALLOW),
+        /* 23 */ stmt(RET_K, libc::SECCOMP_RET_USER_NOTIF),
+        /* 24 */ stmt(RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        /* 25 */ stmt(RET_K, libc::SECCOMP_RET_KILL_PROCESS),
     ]
 }
 
@@ -197,5 +210,24 @@ mod tests {
         assert_eq!(run(&p, x64, NR_SENDMMSG), notify);
         assert_eq!(run(&p, x64, 1), libc::SECCOMP_RET_ALLOW, "write");
         assert_eq!(run(&p, x64, X32_SYSCALL_BIT | NR_SENDMSG), libc::SECCOMP_RET_KILL_PROCESS);
+    }
+
+    #[test]
+    fn receives_with_a_source_notify() {
+        let p = program();
+        let x64 = AUDIT_ARCH_X86_64;
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        let recvfrom = |src: u64| run_args(&p, x64, NR_RECVFROM, [3, 0x1000, 10, 0, src, 0x2000]);
+        assert_eq!(recvfrom(0), libc::SECCOMP_RET_ALLOW, "recv(2) is recvfrom with no address");
+        assert_eq!(recvfrom(0x7ffd_1234_5678), notify);
+        assert_eq!(recvfrom(0x1_0000_0000), notify, "only the high half set");
+        assert_eq!(recvfrom(0x10), notify, "only the low half set");
+        assert_eq!(run(&p, x64, NR_RECVMSG), notify, "always: msg_name is in memory");
+        assert_eq!(run(&p, x64, NR_RECVMMSG), notify);
+        assert_eq!(run(&p, x64, 0), libc::SECCOMP_RET_ALLOW, "read");
+        assert_eq!(run(&p, x64, X32_SYSCALL_BIT | NR_RECVMSG), libc::SECCOMP_RET_KILL_PROCESS);
+        assert_eq!(libc::SYS_recvfrom as u32, NR_RECVFROM);
+        assert_eq!(libc::SYS_recvmsg as u32, NR_RECVMSG);
+        assert_eq!(libc::SYS_recvmmsg as u32, NR_RECVMMSG);
     }
 }

@@ -1,6 +1,6 @@
 //! socks-supervise: runs a program under a seccomp filter that sends its socket calls (`connect`,
-//! `getpeername`, the sends with a destination, `bind`/`listen`/`getsockname`/`accept`; see
-//! `filter`) to this process, which routes them by socks.conf and connects them — directly or
+//! `getpeername`, the sends with a destination, the receives that report a source,
+//! `bind`/`listen`/`getsockname`/`accept`; see `filter`) to this process, which routes them by socks.conf and connects them — directly or
 //! through a SOCKS server — on a copy of the program's socket. For the programs libsocks.so cannot reach:
 //! statically linked ones and Go. `socksify` picks it by itself (scripts/socksify).
 //!
@@ -10,12 +10,14 @@
 //!
 //! What it covers now: TCP connect by address (IPv4, IPv6), direct/deny/sockd rules, SOCKS4,
 //! 4a and 5, `getpeername` naming the destination of a proxied socket, sends with a
-//! destination (`sendto`/`sendmsg`/`sendmmsg`: datagrams go direct or are refused, TCP Fast
-//! Open is routed as a connect), BIND (`bind`/`listen`/`getsockname`/`accept`, for ftp's
-//! active mode; see `bind`), and host names resolved on the far side: the program's own DNS
-//! queries (to port 53, UDP or TCP) are answered by the supervisor with fake addresses for names
-//! that go through a server, whose connect then sends the name (`dns`, `names`). Not yet: UDP
-//! ASSOCIATE (datagrams and DNS through the server).
+//! destination (`sendto`/`sendmsg`/`sendmmsg`: datagrams go direct, through the server or are
+//! refused, TCP Fast Open is routed as a connect), UDP through SOCKS5 UDP ASSOCIATE relayed
+//! by the supervisor with replies reported from their real source (`udp`, `recv`), BIND
+//! (`bind`/`listen`/`getsockname`/`accept`, for ftp's active mode; see `bind`), and host names
+//! resolved on the far side: the program's own DNS queries (to port 53, UDP or TCP) are
+//! answered by the supervisor with fake addresses for names that go through a server, whose
+//! connect then sends the name, and forwarded to the real name server otherwise, through sockd
+//! if that is how socks.conf reaches it (`dns`, `names`).
 //!
 //! Unsafe code is denied here and allowed only in `sys`, the libc boundary.
 #![deny(unsafe_code)]
@@ -29,11 +31,14 @@ mod filter;
 mod msghdr;
 mod names;
 mod proxy;
+mod recv;
+mod rewrites;
 mod route;
 mod send;
 mod sockaddr;
 mod supervise;
 mod sys;
+mod udp;
 
 use std::process::{Command, ExitCode};
 

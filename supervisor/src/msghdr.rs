@@ -1,7 +1,8 @@
-//! The x86_64 layouts of what `sendmsg` and `sendmmsg` point at, decoded from bytes the
-//! supervisor copied out of the program (`struct msghdr`, `struct iovec`, `struct mmsghdr`,
-//! `struct cmsghdr`, from `<sys/socket.h>` and `<bits/uio.h>`), the kernel's limits on them,
-//! and which control messages the supervisor passes on when it sends for the program.
+//! The x86_64 layouts of what `sendmsg`/`recvmsg` and `sendmmsg`/`recvmmsg` point at, decoded
+//! from bytes the supervisor copied out of the program (`struct msghdr`, `struct iovec`,
+//! `struct mmsghdr`, `struct cmsghdr`, from `<sys/socket.h>` and `<bits/uio.h>`), the kernel's
+//! limits on them, and which control messages the supervisor passes on when it sends for the
+//! program.
 //!
 //! Control messages: the supervisor sends with the control messages it read, if every one of
 //! them is harmless — it cannot change where the datagram goes, and it needs no privilege the
@@ -14,7 +15,9 @@
 //! supervisor cannot pass as the program's), `SO_MARK` and `SO_PRIORITY` (capability checks),
 //! unknown types, and a malformed header.
 //!
-//! Not here: reading the program's memory (`sys`), what is done with the message (`send`).
+//! Not here: reading the program's memory (`sys`), what is done with the message (`send`,
+//! `recv`, which writes `msg_namelen`, `msg_controllen` and `msg_flags` at their offsets: 8, 40
+//! and 48).
 
 /// `sizeof(struct msghdr)`: name, namelen (padded), iov, iovlen, control, controllen, flags
 /// (padded).

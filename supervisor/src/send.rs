@@ -12,12 +12,17 @@
 //!
 //! - A datagram socket (UDP, ping, raw; anything not TCP): `direct` sends; `deny` (and a
 //!   broken configuration) fails with ECONNREFUSED, the errno the library gives that cause for
-//!   every call; a destination that must go through a server fails with ECONNREFUSED too — the
-//!   supervisor does not relay UDP yet (UDP ASSOCIATE is future work). A message with no address (a connected socket) is sent to
+//!   every call. A UDP datagram to a destination that must go through a server is sent, on the
+//!   copy, to the loopback socket standing for that destination in the socket's association
+//!   (`udp`), which relays it through the server; EMSGSIZE when it and its SOCKS5 header no
+//!   longer fit in one UDP datagram (as the library). Another datagram protocol through a
+//!   server fails with ECONNREFUSED. A message with no address (a connected socket) is sent to
 //!   the socket's peer, which the supervisor checked when it connected it.
 //! - A UDP datagram to port 53 (a resolver on an unconnected socket, musl's way) goes to the
 //!   supervisor's name service instead, with the real server remembered for the socket (see
-//!   `dns`): a query never leaves for a name resolved on the far side.
+//!   `dns`): a query never leaves for a name resolved on the far side. The socket's receives
+//!   then report the server as the replies' source (`rewrites`, for 120 s after the
+//!   query).
 //! - A TCP (or MPTCP) socket: without MSG_FASTOPEN the kernel ignores the address, so the call
 //!   goes on to the kernel (CONTINUE). With MSG_FASTOPEN it is a connect carrying data: `direct`
 //!   performs the Fast Open call on the copy; through a server, the copy is connected through it
@@ -36,7 +41,8 @@
 //! Where it runs: a datagram `sendto`/`sendmsg` is answered on the notification loop's own
 //! thread (starting a thread would cost more than the rest): the copy is sent with
 //! MSG_DONTWAIT, and only a send that would block a blocking call is finished on a thread of
-//! its own. A Fast Open connect and a `sendmmsg` always get a thread.
+//! its own. A Fast Open connect, a `sendmmsg`, and a UDP datagram whose destination has no
+//! loopback socket yet (setting up an association waits for the server) get a thread.
 //!
 //! Not here: the filter (`filter`), the decision (`route`), the layouts (`msghdr`).
 
@@ -45,16 +51,20 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
+use socks_proto::udp::{encode_header, UdpHeader};
 use socks_proto::TargetAddr;
 
 use crate::msghdr::{self, MsgHdr};
 use crate::route::Route;
 use crate::supervise::{copy_socket, log, target_of, Pending, Shared};
-use crate::{proxy, sockaddr, sys};
+use crate::{proxy, sockaddr, sys, udp};
 
 /// The most data bytes copied for one message: more than any datagram (65,535 bytes, UDP GSO
 /// included); a TCP Fast Open send is cut to it (a short count, which a stream allows).
 pub const DATA_MAX: usize = 65_536;
+/// Largest UDP payload over IPv4 (65,535 minus the IP and UDP headers): a relayed datagram and
+/// its SOCKS5 header must fit in it.
+const UDP_PAYLOAD_MAX: usize = 65_507;
 
 /// The errno-shaped marker of "the notification is gone" (never a real errno).
 const GONE: i32 = -1;
@@ -177,7 +187,7 @@ pub fn handle(pending: Pending, notif: libc::seccomp_notif, call: Call) {
         return pending.proceed();
     }
     let shared = pending.shared.clone();
-    let ctx = Ctx { shared, pid, tid: notif.pid, socket, domain, kind, flags, call };
+    let ctx = Ctx { shared, pid, tid: notif.pid, fd, socket, domain, kind, flags, call };
     if kind == Kind::Tcp || call == Call::Mmsg {
         // A connect (Fast Open) may wait for a server, and sendmmsg may block between its
         // messages: on a thread of their own.
@@ -201,7 +211,7 @@ pub fn handle(pending: Pending, notif: libc::seccomp_notif, call: Call) {
                 result => answer(pending, Some(result)),
             }
         }
-        Ok(Plan::ViaServer(..)) => spawn(call, pid, move || {
+        Ok(Plan::ViaServer(..) | Plan::Relay(..)) => spawn(call, pid, move || {
             let result = ctx.deliver(&message);
             answer(pending, Some(result));
         }),
@@ -234,6 +244,9 @@ enum Plan<'s> {
     Send(Option<Vec<u8>>),
     /// TCP Fast Open through these servers.
     ViaServer(SocketAddr, TargetAddr, &'s [crate::config::Server]),
+    /// A UDP datagram for a destination with no local socket yet (see `udp`): set up (the
+    /// association may wait for a server), then sent to it.
+    Relay(SocketAddr, TargetAddr, &'s [crate::config::Server]),
 }
 
 /// Everything one handler needs about the call.
@@ -242,7 +255,8 @@ struct Ctx {
     /// The program's process (for log lines) and the calling thread (for its memory).
     pid: u32,
     tid: u32,
-    /// The supervisor's copy of the program's socket.
+    /// The program's descriptor number and the supervisor's copy of its socket.
+    fd: i32,
     socket: OwnedFd,
     domain: i32,
     kind: Kind,
@@ -300,6 +314,7 @@ impl Ctx {
             Plan::ViaServer(dst, target, servers) => {
                 self.fast_open_via(dst, &target, servers, message)
             }
+            Plan::Relay(dst, target, servers) => self.relay(dst, &target, servers, message),
         }
     }
 
@@ -346,17 +361,36 @@ impl Ctx {
                 log(settings, 1, self.pid, format_args!("{name} {dst}: refused: {why}"));
                 Err(libc::ECONNREFUSED)
             }
-            (Route::Proxy(_), Kind::Datagram) => {
-                log(
-                    settings,
-                    1,
-                    self.pid,
-                    format_args!(
-                        "{name} {dst}: refused: datagrams through SOCKS (UDP ASSOCIATE) are not \
-                         supported by the supervisor yet"
-                    ),
-                );
-                Err(libc::ECONNREFUSED)
+            (Route::Proxy(servers), Kind::Datagram) => {
+                let fd = self.socket.as_fd();
+                if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).ok()
+                    != Some(libc::IPPROTO_UDP)
+                {
+                    log(
+                        settings,
+                        1,
+                        self.pid,
+                        format_args!("{name} {dst}: refused: only UDP datagrams go through SOCKS"),
+                    );
+                    return Err(libc::ECONNREFUSED);
+                }
+                let mut header = Vec::new();
+                let fits = encode_header(&UdpHeader { frag: 0, addr: target.clone() }, &mut header)
+                    .is_ok_and(|()| header.len() + message.data.len() <= UDP_PAYLOAD_MAX);
+                if !fits {
+                    // As the library: the datagram and the SOCKS5 header must fit in one.
+                    return Err(libc::EMSGSIZE);
+                }
+                let existing = sys::socket_cookie(fd)
+                    .ok()
+                    .and_then(|cookie| udp::existing_local(&self.shared, cookie, dst));
+                match existing {
+                    Some(local) => {
+                        log(settings, 4, self.pid, format_args!("{name} {target}: relayed"));
+                        Ok(Plan::Send(Some(sockaddr::bytes(local))))
+                    }
+                    None => Ok(Plan::Relay(dst, target, servers)),
+                }
             }
             (Route::Proxy(servers), Kind::Tcp) => Ok(Plan::ViaServer(dst, target, servers)),
         }
@@ -396,9 +430,38 @@ impl Ctx {
         }
         let Some(bound) = bound else { return Some(Err(libc::EINVAL)) };
         dns.register(false, bound, dst, self.pid);
+        if let Ok(cookie) = sys::socket_cookie(fd) {
+            // recvfrom/recvmsg on it report the server as the reply's source (musl checks).
+            self.shared.udp.rewrites.add_expiring(cookie, responder, dst);
+        }
         let name = self.call.name();
         log(settings, 4, self.pid, format_args!("{name} {dst}: name service (UDP), answered here"));
         Some(Ok(sockaddr::bytes(responder)))
+    }
+
+    /// A UDP datagram to a destination through a server: to the local socket standing for it
+    /// (see `udp`), set up now.
+    fn relay(
+        &self,
+        dst: SocketAddr,
+        target: &TargetAddr,
+        servers: &[crate::config::Server],
+        message: &Message,
+    ) -> Result<usize, i32> {
+        let settings = &self.shared.settings;
+        let name = self.call.name();
+        let fd = self.socket.as_fd();
+        let shared = &self.shared;
+        match udp::local_for(shared, self.pid, self.fd, fd, self.domain, dst, target, servers) {
+            Ok(local) => {
+                log(settings, 3, self.pid, format_args!("{name} {target}: relayed via {local}"));
+                self.send(message, Some(&sockaddr::bytes(local)), self.flags)
+            }
+            Err(failed) => {
+                log(settings, 1, self.pid, format_args!("{name} {target} (UDP) {}", failed.why));
+                Err(failed.errno)
+            }
+        }
     }
 
     /// TCP Fast Open to a destination that goes through a server: connect the copy through it,

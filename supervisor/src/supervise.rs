@@ -1,8 +1,9 @@
 //! The notification loop: receive each trapped call (`connect`, `getpeername`, the sends
-//! with a destination, which `send` handles, and `bind`/`listen`/`getsockname`/`accept`,
-//! which `bind` handles) from the listener, handle it on its own thread (a slow handshake
-//! holds only the program thread that asked for it; a send that cannot block is answered on the
-//! loop's thread), and answer it. Ends when every supervised process is gone (the listener
+//! with a destination, which `send` handles, the receives that report a source, which `recv`
+//! handles, and `bind`/`listen`/`getsockname`/`accept`, which `bind` handles) from the
+//! listener, handle it on its own thread (a slow handshake holds only the program thread that
+//! asked for it; a send or a receive that cannot block is answered on the loop's thread), and
+//! answer it. Ends when every supervised process is gone (the listener
 //! reports POLLHUP once the last one is reaped; this process is their subreaper).
 //!
 //! A connect is handled on the supervisor's copy of the program's socket (`pidfd_getfd`, the
@@ -15,10 +16,21 @@
 //! `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: the kernel then re-reads the address, but a socket of
 //! those families cannot connect to an IP address whatever the bytes say.
 //!
+//! A connect of a UDP socket to a destination socks.conf sends through a server connects the
+//! copy to the loopback socket that stands for that destination in the socket's UDP
+//! association (`udp`), set up as needed; `getpeername` then names the destination, and the
+//! program's reads and writes stay in the kernel. Another datagram protocol (ping, raw) through
+//! a server fails with ECONNREFUSED.
+//!
+//! The copy (`copy_socket`) is taken through a pidfd of the calling thread when it leads its
+//! thread group (pidfd_open accepts nothing else), else of the group read from
+//! `/proc/TID/status`.
+//!
 //! A connect of a UDP or TCP socket to port 53 goes to the supervisor's name service (`dns`),
 //! and a connect to a fake address it handed out sends the name to the server (SOCKS5
 //! DOMAINNAME, SOCKS4a), as the library does; a fake address never handed out, or whose name
-//! no `sockd` line covers, fails with EHOSTUNREACH.
+//! no `sockd` line covers, fails with EHOSTUNREACH. A UDP socket so redirected has the
+//! responder's replies reported as the real server's by the trapped receives (`recv`).
 //!
 //! `getpeername` on a socket the supervisor connected through a SOCKS server (recognised by its
 //! `SO_COOKIE`, and only while the socket's real peer is still that server) answers the
@@ -31,7 +43,8 @@
 //! answers ECONNREFUSED from its guard's `Drop` (fail closed; for a send too: nothing was
 //! sent).
 //!
-//! Not here: the filter (`filter`), the routing (`route`), the handshake (`proxy`).
+//! Not here: the filter (`filter`), the routing (`route`), the handshake (`proxy`), the UDP
+//! relay (`udp`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -44,7 +57,7 @@ use socks_proto::TargetAddr;
 
 use crate::config::Settings;
 use crate::route::{route, route_name, Route};
-use crate::{bind, dns, filter, names, proxy, send, sockaddr, sys};
+use crate::{bind, dns, filter, names, proxy, recv, send, sockaddr, sys, udp};
 
 /// How many proxied sockets `getpeername` remembers.
 pub const PEERS_MAX: usize = 1 << 16;
@@ -58,6 +71,8 @@ pub(crate) struct Shared {
     binds: Mutex<bind::Binds>,
     /// The name service, when names are resolved on the far side (see `dns`).
     pub(crate) dns: Option<dns::Responder>,
+    /// UDP associations and the reply sources trapped receives rewrite (see `udp`).
+    pub(crate) udp: udp::Udp,
 }
 
 /// Proxied sockets by `SO_COOKIE`: (the destination the program asked for, the server the
@@ -143,6 +158,7 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
         peers: Mutex::new(Peers::default()),
         binds: Mutex::new(bind::Binds::default()),
         dns,
+        udp: udp::Udp::default(),
     });
     dns::serve(&shared);
     let status = Arc::new(AtomicI32::new(1));
@@ -203,6 +219,15 @@ fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
         };
         if let Some(call) = call {
             return send::handle(pending, notif, call);
+        }
+        let call = match notif.data.nr as u32 {
+            filter::NR_RECVFROM => Some(recv::Call::From),
+            filter::NR_RECVMSG => Some(recv::Call::Msg),
+            filter::NR_RECVMMSG => Some(recv::Call::Mmsg),
+            _ => None,
+        };
+        if let Some(call) = call {
+            return recv::handle(pending, notif, call);
         }
         // bind/listen/getsockname/accept that cannot block are answered here too.
         let Some(pending) = bind::answer_inline(pending, &notif) else { return };
@@ -318,6 +343,9 @@ fn handle(pending: Pending, notif: libc::seccomp_notif) {
         filter::NR_SENDTO => send::handle(pending, notif, send::Call::To),
         filter::NR_SENDMSG => send::handle(pending, notif, send::Call::Msg),
         filter::NR_SENDMMSG => send::handle(pending, notif, send::Call::Mmsg),
+        filter::NR_RECVFROM => recv::handle(pending, notif, recv::Call::From),
+        filter::NR_RECVMSG => recv::handle(pending, notif, recv::Call::Msg),
+        filter::NR_RECVMMSG => recv::handle(pending, notif, recv::Call::Mmsg),
         _ => pending.reply(libc::ENOSYS),
     }
 }
@@ -330,10 +358,20 @@ pub(crate) fn copy_socket(
     tid: u32,
     fd: i32,
 ) -> Result<Option<(u32, OwnedFd)>, i32> {
-    let pid = thread_group(tid).ok_or(libc::ESRCH)?;
-    let socket = sys::pidfd_open(pid)
-        .and_then(|p| sys::pidfd_getfd(p.as_fd(), fd))
-        .map_err(|e| e.raw_os_error().unwrap_or(libc::EBADF))?;
+    // pidfd_open accepts a thread group leader only, so where it takes the thread itself (the
+    // program's main thread: every call of a single-threaded program) the thread is its
+    // group, and /proc need not be read.
+    let (pid, pidfd) = match sys::pidfd_open(tid) {
+        Ok(pidfd) => (tid, pidfd),
+        Err(_) => {
+            let pid = thread_group(tid).ok_or(libc::ESRCH)?;
+            let pidfd =
+                sys::pidfd_open(pid).map_err(|e| e.raw_os_error().unwrap_or(libc::ESRCH))?;
+            (pid, pidfd)
+        }
+    };
+    let socket =
+        sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| e.raw_os_error().unwrap_or(libc::EBADF))?;
     Ok(pending.valid().then_some((pid, socket)))
 }
 
@@ -475,14 +513,45 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
             log(settings, 1, pid, format_args!("connect {dst}: refused: {why}"));
             pending.reply(libc::ECONNREFUSED);
         }
+        Route::Proxy(servers) if udp => {
+            let local = udp::local_for(
+                &pending.shared,
+                pid,
+                fd,
+                socket.as_fd(),
+                domain,
+                dst,
+                &target,
+                servers,
+            );
+            match local {
+                Ok(local) => {
+                    let result = sys::connect_raw(socket.as_fd(), &sockaddr::bytes(local));
+                    if let (Ok(()), Some(cookie)) = (result, cookie) {
+                        pending.shared.peers().insert_accepted(cookie, dst, local);
+                    }
+                    log(
+                        settings,
+                        3,
+                        pid,
+                        format_args!("connect {target} (UDP): relayed via {local}"),
+                    );
+                    pending.reply(result.err().unwrap_or(0));
+                }
+                Err(failed) => {
+                    log(settings, 1, pid, format_args!("connect {target} (UDP) {}", failed.why));
+                    pending.reply(failed.errno);
+                }
+            }
+        }
         Route::Proxy(_) if !stream => {
             log(
                 settings,
                 1,
                 pid,
                 format_args!(
-                    "connect {dst}: refused: datagram sockets through SOCKS are not supported \
-                     by the supervisor yet"
+                    "connect {dst}: refused: only UDP datagrams go through SOCKS (this socket \
+                     is another datagram protocol)"
                 ),
             );
             pending.reply(libc::ECONNREFUSED);
@@ -582,6 +651,10 @@ fn name_service(
             // Remembered for getpeername only: a BIND names the last connection through a
             // SOCKS server, never the name service.
             pending.shared.peers().insert_accepted(cookie, server, responder);
+            if !tcp {
+                // recvfrom/recvmsg on it report the server as the reply's source.
+                pending.shared.udp.rewrites.add_expiring(cookie, responder, server);
+            }
         }
         let kind = if tcp { "TCP" } else { "UDP" };
         log(

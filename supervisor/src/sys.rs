@@ -1,8 +1,8 @@
 //! The libc boundary of the supervisor: every `unsafe` block of the crate is here, each with its
 //! `// SAFETY:` note, and each function returns `io::Result` (or an errno) instead of raw codes.
 //! Seccomp (loading the filter in the child, the listener's ioctls), pidfds, reading the
-//! program's memory, raw `connect`/`send`/`sendmsg`/`recv`/`poll` on descriptors the supervisor
-//! copied,
+//! program's memory, raw `connect`/`send`/`sendmsg`/`recv`/`recvmsg`/`poll` on descriptors the
+//! supervisor copied (and `poll` over several, SO_RCVTIMEO),
 //! `getifaddrs`, and process housekeeping (subreaper, `waitpid`).
 //!
 //! Not here: decisions (`route`), the SOCKS handshake (`proxy`), the notification loop
@@ -710,4 +710,102 @@ pub fn effective_user_name() -> Option<String> {
         let id: u32 = fields.nth(1)?.parse().ok()?;
         (id == uid).then(|| name.to_owned())
     })
+}
+
+/// poll(2) on several descriptors: `(fd, events)` in, the returned events of each out (0 for
+/// those with none); all 0 on timeout.
+pub fn poll_many(fds: &[(BorrowedFd<'_>, i16)], timeout_ms: i32) -> io::Result<Vec<i16>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|(fd, events)| libc::pollfd { fd: fd.as_raw_fd(), events: *events, revents: 0 })
+        .collect();
+    // SAFETY: `pfds` is a live array of `pfds.len()` pollfds.
+    check(unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) })?;
+    Ok(pfds.iter().map(|p| p.revents).collect())
+}
+
+/// One datagram received by [`recv_message`].
+#[derive(Debug, Default)]
+pub struct Received {
+    /// The byte count the call returned (the datagram's whole length with MSG_TRUNC).
+    pub len: usize,
+    /// The source address's raw bytes (empty when the kernel gave none).
+    pub name: Vec<u8>,
+    /// The control messages' raw bytes.
+    pub control: Vec<u8>,
+    /// `msg_flags` as the kernel set them (MSG_TRUNC, MSG_CTRUNC, …).
+    pub flags: i32,
+}
+
+/// recvmsg(2) on `fd` (a descriptor the supervisor copied) into `buf`, with room for
+/// `control_len` control bytes, with `flags`: the datagram's source, control and flags, or the
+/// errno.
+pub fn recv_message(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    control_len: usize,
+    flags: i32,
+) -> Result<Received, i32> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast::<c_void>(), iov_len: buf.len() };
+    // SAFETY: an all-zero sockaddr_storage is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // cmsghdr wants 8-byte alignment: u64 words.
+    let mut control = vec![0u64; control_len.div_ceil(8)];
+    // SAFETY: an all-zero msghdr is a valid value (integers and null pointers).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut storage as *mut libc::sockaddr_storage).cast::<c_void>();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if control_len > 0 {
+        msg.msg_control = control.as_mut_ptr().cast::<c_void>();
+        msg.msg_controllen = control_len;
+    }
+    // SAFETY: `msg` points at a live iovec over `buf`, a live sockaddr_storage and a live
+    // control buffer, each writable for the length given.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
+    if n < 0 {
+        return Err(errno());
+    }
+    let name_len = (msg.msg_namelen as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: `storage` is a plain struct of at least `name_len` initialised bytes.
+    let name = unsafe {
+        std::slice::from_raw_parts(
+            (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+            name_len,
+        )
+    };
+    let control_used = msg.msg_controllen.min(control_len);
+    // SAFETY: `control` holds at least `control_len` initialised bytes.
+    let control_bytes =
+        unsafe { std::slice::from_raw_parts(control.as_ptr().cast::<u8>(), control_used) };
+    Ok(Received {
+        len: n as usize,
+        name: name.to_vec(),
+        control: control_bytes.to_vec(),
+        flags: msg.msg_flags,
+    })
+}
+
+/// The receive timeout of a socket (SO_RCVTIMEO), `None` when it has none.
+pub fn receive_timeout(fd: BorrowedFd<'_>) -> Option<std::time::Duration> {
+    let mut value = libc::timeval { tv_sec: 0, tv_usec: 0 };
+    let mut len = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
+    // SAFETY: `value` is a timeval of the length given.
+    let ret = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&mut value as *mut libc::timeval).cast::<c_void>(),
+            &mut len,
+        )
+    };
+    if ret < 0 || (value.tv_sec == 0 && value.tv_usec == 0) {
+        return None;
+    }
+    Some(
+        std::time::Duration::from_secs(value.tv_sec.max(0) as u64)
+            + std::time::Duration::from_micros(value.tv_usec.max(0) as u64),
+    )
 }

@@ -5,7 +5,8 @@
  *
  * sends an A query for NAME to SERVER port 53 from an unconnected UDP socket, with sendto
  * (MODE `sendto`) or sendmsg (MODE `sendmsg`), waits 3 s for a reply with recvfrom and prints
- * `rcode=N` and one `A=ADDR` line per A record, or `timeout`, or `send=-1 errno=E`.
+ * `rcode=N`, one `A=ADDR` line per A record and `from=IP:PORT` (the reply's source as recvfrom
+ * reported it), or `timeout`, or `send=-1 errno=E`.
  *
  * Built by the test with `cc -static dnsquery.c`. */
 #include <arpa/inet.h>
@@ -86,6 +87,12 @@ int main(int argc, char **argv) {
         if (type == 1 && len == 4 && i + 4 <= (size_t)n)
             printf("A=%d.%d.%d.%d\n", reply[i], reply[i + 1], reply[i + 2], reply[i + 3]);
         i += len;
+    }
+    if (from.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&from;
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        printf("from=%s:%d\n", ip, ntohs(in->sin_port));
     }
     return 0;
 }

@@ -511,6 +511,19 @@ impl UdpLab {
         ran
     }
 
+    /// Runs `datagrams ARGS` with a socks.conf that denies the outside host, keeps the
+    /// firewall's inside address direct (as `-s` does for attached networks) and sends the rest
+    /// through sockd (UDP to the outside would otherwise be relayed, see supervised_udp.rs).
+    fn run_denying_outside(&self, args: &[String]) -> Ran {
+        let conf = self.lab.write(
+            "deny-outside.conf",
+            format!(
+                "deny {OUTSIDE_ADDR}/32\ndirect {FW_INSIDE_ADDR}/32\nsockd @={SERVER} 0.0.0.0/0\n"
+            ),
+        );
+        self.run_with(&["-c", &conf.display().to_string()], args)
+    }
+
     fn outside_args(&self) -> [String; 2] {
         [OUTSIDE_ADDR.to_string(), "7".into()]
     }
@@ -539,23 +552,25 @@ fn args(mode: &str, parts: &[&[String]]) -> Vec<String> {
 }
 
 /// An unconnected UDP `sendto` from a static program: to a destination socks.conf sends
-/// through sockd it fails with ECONNREFUSED (the supervisor does not relay UDP yet) and
-/// nothing leaves — without the supervisor seeing sendto, the datagram left directly; to a
-/// denied one with ECONNREFUSED too (the library's errno for a deny, for every call); to a
-/// direct destination the supervisor sends it itself and the echo comes back.
+/// through sockd it goes through a UDP association the supervisor holds (the echo comes back,
+/// from the firewall's outside address on the outside) — without the supervisor seeing
+/// sendto, the datagram left directly; to a denied one it fails with ECONNREFUSED and nothing
+/// is sent (the library's errno for a deny, for every call); to a direct destination the
+/// supervisor sends it itself and the echo comes back.
 #[test]
-fn udp_sendto_through_a_server_is_refused_and_direct_goes() {
+fn udp_sendto_through_a_server_is_relayed_and_direct_goes() {
     let Some(u) = UdpLab::new("supervised-sendto") else { return };
-    let refused = u.run(&args("sendto", &[&u.outside_args()]));
-    assert_eq!(refused.stdout_text(), "sendto=-1 errno=111\n", "{}", refused.describe());
+    let relayed = u.run(&args("sendto", &[&u.outside_args()]));
+    assert_eq!(relayed.stdout_text(), "sendto=12\nreply=hello-sendto\n", "{}", relayed.describe());
     assert!(
-        refused.stderr.contains(&format!(
-            "sendto {OUTSIDE_ADDR}:7: refused: datagrams through SOCKS (UDP ASSOCIATE) are not \
-             supported by the supervisor yet"
-        )),
-        "the supervisor must say why\n{}",
-        refused.describe()
+        relayed.stderr.contains(&format!("udp: association through {SERVER}, relay at "))
+            && relayed.stderr.contains(&format!("sendto {OUTSIDE_ADDR}:7: relayed via 127.0.0.1:")),
+        "the supervisor must say it relayed it\n{}",
+        relayed.describe()
     );
+    let seen = u.outside.wait_datagrams(1, STARTUP);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].peer.ip(), std::net::IpAddr::V4(FW_OUTSIDE_ADDR), "{seen:?}");
     let conf =
         u.lab.write("socks.conf", format!("deny {OUTSIDE_ADDR}/32\nsockd @={SERVER} 0.0.0.0/0\n"));
     let denied =
@@ -574,12 +589,14 @@ fn udp_sendto_through_a_server_is_refused_and_direct_goes() {
         direct.describe()
     );
     assert_eq!(u.direct.wait_datagrams(1, STARTUP).len(), 1);
-    u.assert_no_leak("UDP sendto under the supervisor");
+    assert_eq!(u.outside.datagrams().len(), 1, "the denied datagram must not have gone out");
+    assert_nothing_leaked(&u.leaks, "UDP sendto under the supervisor");
 }
 
-/// `sendmsg` and `sendmmsg` as `sendto`: refused through a server, sent direct with harmless
-/// control messages (IP_TOS), EINVAL with IP options, `sendmmsg` sends up to the first refused
-/// message and writes each `msg_len`; an AF_UNIX sendmsg is untouched.
+/// `sendmsg` and `sendmmsg` as `sendto`: refused to a denied destination (the outside, denied
+/// by the socks.conf of [`UdpLab::run_denying_outside`]), sent direct with harmless control
+/// messages (IP_TOS), EINVAL with IP options, `sendmmsg` sends up to the first refused message
+/// and writes each `msg_len`; an AF_UNIX sendmsg is untouched.
 #[test]
 fn udp_sendmsg_and_sendmmsg_under_the_supervisor() {
     let Some(u) = UdpLab::new("supervised-sendmsg") else { return };
@@ -596,24 +613,28 @@ fn udp_sendmsg_and_sendmmsg_under_the_supervisor() {
         ),
     ];
     for (args, expected) in cases {
-        let ran = u.run(&args);
+        let ran = u.run_denying_outside(&args);
         assert_eq!(ran.stdout_text(), expected, "{}", ran.describe());
     }
-    let unix = u.run(&["unix".to_owned()]);
+    let unix = u.run_denying_outside(&["unix".to_owned()]);
     assert_eq!(unix.stdout_text(), "unix=ok\n", "{}", unix.describe());
     // sendmsg, sendmmsg (first), sendmmsg (both).
     assert_eq!(u.direct.wait_datagrams(4, STARTUP).len(), 4);
     u.assert_no_leak("UDP sendmsg and sendmmsg under the supervisor");
 }
 
-/// A second thread flips the sendto address between a destination that must go through sockd
-/// and a direct one while the main thread sends: the supervisor sends what it checked, so no
-/// datagram ever leaves for the outside, and both sides of the race were seen.
+/// A second thread flips the sendto address between a denied destination (the outside, see
+/// [`UdpLab::run_denying_outside`]) and a direct one while the main thread sends: the
+/// supervisor sends what it checked, so no datagram ever leaves for the outside, and both
+/// sides of the race were seen. (supervised_udp.rs races a denied and a relayed destination.)
 #[test]
 fn address_rewritten_during_sendto_never_goes_direct() {
     let Some(u) = UdpLab::new("supervised-sendto-race") else { return };
     let count = 2000;
-    let ran = u.run(&args("race", &[&u.outside_args(), &u.direct_args(), &[count.to_string()]]));
+    let ran = u.run_denying_outside(&args(
+        "race",
+        &[&u.outside_args(), &u.direct_args(), &[count.to_string()]],
+    ));
     let line = ran.stdout_text();
     eprintln!("race: {}", line.trim());
     let field = |name: &str| -> u32 {
