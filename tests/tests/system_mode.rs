@@ -9,8 +9,9 @@
 //!   program started afterwards with no LD_PRELOAD (curl) reaches the outside network through
 //!   sockd; `off` takes out only our entry, leaves no temporary file, `status` says off, and
 //!   curl then has no way out.
-//! - `on` with no socks.conf, a broken one, or a library that does not load: refused with the
-//!   reason (the parser's own message), the file byte for byte as it was.
+//! - `on` with no socks.conf, a broken one, or a library that does not load, and `on`/`off` by a
+//!   user who is not root: refused with the reason (the parser's own message), the file byte for
+//!   byte as it was.
 //! - A failing proof (socks.conf names a server nothing answers on): the file was written, the
 //!   check failed, and the previous file is back (also when there was none: it is gone again).
 //!
@@ -162,9 +163,13 @@ fn on_refuses_a_missing_or_broken_config_and_a_library_that_does_not_load() {
         echo "--- broken"; "$S" --system on 2>&1; echo "on=$?"; unchanged
         printf 'direct 0.0.0.0/0\n' >/etc/socks.conf
         echo "--- not a library"; SOCKS_LIBRARY=/etc/hostname "$S" --system on 2>&1; echo "on=$?"; unchanged
+        echo "--- not root"; setpriv --reuid 65534 --regid 65534 --clear-groups "$S" --system on 2>&1
+        echo "on=$?"; unchanged
+        setpriv --reuid 65534 --regid 65534 --clear-groups "$S" --system off 2>&1; echo "off=$?"; unchanged
         echo "--- leftovers"; ls -a /etc | grep -F '.ld.so.preload'
         echo "--- end"
     "#;
+    paths::require("setpriv", "util-linux");
     let ran = scenario(&lab, &[("socks.conf", &broken), ("ld.so.preload", &preload)], script);
     let describe = ran.describe();
     let missing = section(&ran, "missing");
@@ -184,6 +189,16 @@ fn on_refuses_a_missing_or_broken_config_and_a_library_that_does_not_load() {
     assert!(
         not_library.contains("does not load cleanly") && not_library.contains("on=1\nunchanged\n"),
         "a library ld.so cannot load: refused before the file is touched\n{describe}"
+    );
+    let not_root = section(&ran, "not root");
+    assert_eq!(
+        not_root.matches("which only root may do").count(),
+        2,
+        "on and off refuse a user who is not root\n{describe}"
+    );
+    assert!(
+        not_root.contains("on=1\nunchanged\n") && not_root.contains("off=1\nunchanged\n"),
+        "and change nothing\n{describe}"
     );
     assert_eq!(section(&ran, "leftovers"), "", "no temporary file is left in /etc\n{describe}");
 }
