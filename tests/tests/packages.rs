@@ -7,8 +7,8 @@
 //! - The packages, as root, in one test (the build is a release build: once per run):
 //!   `scripts/package` builds sockd_*.deb and libsocks_*.deb; lintian reports no error; apt
 //!   installs them on this machine; the files are where they belong (units: whatever
-//!   dist/systemd/ holds, the standalone ones enabled the Debian way even without a running
-//!   systemd), `man -w` finds the four pages, the `sockd` system user exists, the installed
+//!   dist/systemd/ holds, sockd.service and sockd.socket enabled the Debian way even without a
+//!   running systemd, the others not), `man -w` finds the four pages, the `sockd` system user exists, the installed
 //!   `/etc/sockd.conf` passes `sockd --check` and an installed sockd started with it refuses a
 //!   SOCKS4 and a SOCKS5 request, the installed socksify uses the installed library, and
 //!   neither `/etc/socks.conf` nor `/etc/ld.so.preload` was touched. libsocks's prerm, run in a
@@ -148,6 +148,9 @@ fn man_pages_are_clean_roff_and_name_every_option() {
     }
 }
 
+/// apt's wait for the dpkg lock, which another apt run on this machine may hold for a while.
+const LOCK_WAIT: &str = "-oDPkg::Lock::Timeout=300";
+
 /// Whether Debian package `name` is installed here.
 fn installed(name: &str) -> bool {
     let output = run("dpkg-query", &["-W", "-f=${Status}", name]);
@@ -162,7 +165,7 @@ struct Purge {
 impl Drop for Purge {
     fn drop(&mut self) {
         if self.armed {
-            let output = run("dpkg", &["--purge", "libsocks", "sockd"]);
+            let output = run("apt-get", &[LOCK_WAIT, "purge", "-y", "libsocks", "sockd"]);
             eprintln!("packages: purged after a failure\n{}", shown(&output));
         }
     }
@@ -269,7 +272,10 @@ fn packages_build_install_and_purge() {
 
     // Install.
     let mut guard = Purge { armed: true };
-    let apt = run("apt-get", &[Path::new("install"), Path::new("-y"), &sockd_deb, &libsocks_deb]);
+    let apt = run(
+        "apt-get",
+        &[Path::new(LOCK_WAIT), Path::new("install"), Path::new("-y"), &sockd_deb, &libsocks_deb],
+    );
     assert_ran("apt-get install ./sockd_*.deb ./libsocks_*.deb", &apt);
     assert!(installed("sockd") && installed("libsocks"), "both packages are installed");
 
@@ -291,7 +297,7 @@ fn packages_build_install_and_purge() {
     ];
     // The units: whatever dist/systemd/ holds; the standalone service and socket enabled the
     // Debian way (deb-systemd-helper's symlinks), whether or not systemd runs here.
-    let mut enabled_links = Vec::new();
+    let (mut enabled_links, mut disabled_links) = (Vec::new(), Vec::new());
     if let Ok(entries) = std::fs::read_dir(root.join("dist/systemd")) {
         for unit in entries.filter_map(|e| e.ok().map(|e| e.path())) {
             let unit_name = unit.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned();
@@ -299,15 +305,23 @@ fn packages_build_install_and_purge() {
                 continue;
             }
             files.push(format!("/lib/systemd/system/{unit_name}"));
-            if unit_name == "sockd.service" || unit_name == "sockd.socket" {
-                for target in wanted_by(&unit) {
-                    enabled_links.push(format!("/etc/systemd/system/{target}.wants/{unit_name}"));
+            for target in wanted_by(&unit) {
+                let link = format!("/etc/systemd/system/{target}.wants/{unit_name}");
+                if unit_name == "sockd.service" || unit_name == "sockd.socket" {
+                    enabled_links.push(link);
+                } else {
+                    // sockd-inetd.socket wants the port sockd.socket has: left for the
+                    // administrator to choose.
+                    disabled_links.push(link);
                 }
             }
         }
     }
     for file in files.iter().chain(&enabled_links) {
         assert!(Path::new(file).symlink_metadata().is_ok(), "{file} is installed\n{}", shown(&apt));
+    }
+    for link in &disabled_links {
+        assert!(Path::new(link).symlink_metadata().is_err(), "{link} is not enabled");
     }
     let pages = run("man", &["-w", "sockd", "sockd.conf", "socks.conf", "socksify"]);
     assert_ran("man -w sockd sockd.conf socks.conf socksify", &pages);
@@ -408,8 +422,8 @@ fn packages_build_install_and_purge() {
     assert_eq!(client_files(), before, "the private /etc left the real one alone");
 
     // Purge.
-    let purge = run("dpkg", &["--purge", "libsocks", "sockd"]);
-    assert_ran("dpkg --purge libsocks sockd", &purge);
+    let purge = run("apt-get", &[LOCK_WAIT, "purge", "-y", "libsocks", "sockd"]);
+    assert_ran("apt-get purge libsocks sockd", &purge);
     guard.armed = false;
     assert!(!installed("sockd") && !installed("libsocks"), "both packages are gone");
     for file in files.iter().chain(&enabled_links) {
