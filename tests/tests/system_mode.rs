@@ -9,9 +9,9 @@
 //!   program started afterwards with no LD_PRELOAD (curl) reaches the outside network through
 //!   sockd; `off` takes out only our entry, leaves no temporary file, `status` says off, and
 //!   curl then has no way out.
-//! - `on` with no socks.conf, a broken one, or a library that does not load, and `on`/`off` by a
-//!   user who is not root: refused with the reason (the parser's own message), the file byte for
-//!   byte as it was.
+//! - `on` with no socks.conf, one only root can read, a broken one, or a library that does not
+//!   load, and `on`/`off` by a user who is not root: refused with the reason (the parser's own
+//!   message), the file byte for byte as it was.
 //! - A failing proof (socks.conf names a server nothing answers on): the file was written, the
 //!   check failed, and the previous file is back (also when there was none: it is gone again).
 //!
@@ -160,6 +160,9 @@ fn on_refuses_a_missing_or_broken_config_and_a_library_that_does_not_load() {
         mv /etc/socks.conf /tmp/socks.conf.broken || exit 100
         echo "--- missing"; "$S" --system on 2>&1; echo "on=$?"; unchanged
         mv /tmp/socks.conf.broken /etc/socks.conf || exit 100
+        chmod 0600 /etc/socks.conf
+        echo "--- unreadable"; "$S" --system on 2>&1; echo "on=$?"; unchanged
+        chmod 0644 /etc/socks.conf
         echo "--- broken"; "$S" --system on 2>&1; echo "on=$?"; unchanged
         printf 'direct 0.0.0.0/0\n' >/etc/socks.conf
         echo "--- not a library"; SOCKS_LIBRARY=/etc/hostname "$S" --system on 2>&1; echo "on=$?"; unchanged
@@ -176,6 +179,12 @@ fn on_refuses_a_missing_or_broken_config_and_a_library_that_does_not_load() {
     assert!(
         missing.contains("/etc/socks.conf does not exist") && missing.contains("on=1\nunchanged\n"),
         "no socks.conf: refused, nothing changed\n{describe}"
+    );
+    let unreadable = section(&ran, "unreadable");
+    assert!(
+        unreadable.contains("is not readable by every user")
+            && unreadable.contains("on=1\nunchanged\n"),
+        "a socks.conf only root can read: refused, nothing changed\n{describe}"
     );
     let broken = section(&ran, "broken");
     assert!(
