@@ -6,7 +6,10 @@
 //!
 //! `socks-supervise [-v] [-q] [-c CONF] [-s SERVER] [--] PROGRAM [ARGS...]`, and
 //! `socks-supervise --which PROGRAM`, which prints `supervise static`, `supervise go`,
-//! `preload dynamic` or `preload not-elf` (what socksify asks before choosing).
+//! `preload dynamic` or `preload not-elf` (what socksify asks before choosing), and
+//! `socks-supervise --check-conf FILE`, which parses FILE as socks.conf the way the supervisor
+//! does and prints its servers (what `socksify --system on` checks before preloading the
+//! library everywhere).
 //!
 //! What it covers now: TCP connect by address (IPv4, IPv6), direct/deny/sockd rules, SOCKS4,
 //! 4a and 5, `getpeername` naming the destination of a proxied socket, sends with a
@@ -48,7 +51,10 @@ const USAGE: &str = "usage: socks-supervise [-v] [-q] [-c CONF] [-s SERVER] [--]
   -v         print decisions on stderr (SOCKS_LOG=info; -vv for debug)
   -q         print nothing but fatal errors (unsets SOCKS_LOG)
 usage: socks-supervise --which PROGRAM
-  prints `supervise static|go` or `preload dynamic|not-elf`: which way socksify takes";
+  prints `supervise static|go` or `preload dynamic|not-elf`: which way socksify takes
+usage: socks-supervise --check-conf FILE
+  parses FILE as socks.conf; prints `server ADDR VERSION` for each server it names, or the
+  error (exit status 1)";
 
 fn main() -> ExitCode {
     let mut env = config::environment();
@@ -74,6 +80,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 };
                 return which(&program);
+            }
+            "--check-conf" => {
+                args.next();
+                let Some(file) = args.next() else {
+                    eprintln!("socks-supervise: --check-conf needs a file\n{USAGE}");
+                    return ExitCode::from(2);
+                };
+                return check_conf(&file);
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -151,6 +165,42 @@ fn main() -> ExitCode {
     let _ = sys::notif_sync_wake_up(std::os::fd::AsFd::as_fd(&listener));
     let code = supervise::run(settings, listener, child.id());
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// `--check-conf FILE`: the file alone (no `SOCKS_*` variables: they are not what every
+/// process on the machine sees), parsed as [`config::load`] parses it for a supervised program.
+/// On success prints each distinct server once, `server ADDR socks4|socks4a|socks5`, in file
+/// order; on a broken or missing file prints the parser's message and exits with status 1.
+fn check_conf(file: &std::ffi::OsStr) -> ExitCode {
+    let env = config::Environment {
+        conf: Some(file.to_string_lossy().into_owned()),
+        ..config::Environment::default()
+    };
+    let servers = match config::load(&env).mode {
+        config::Mode::Rules { servers, .. } => servers,
+        config::Mode::Broken { message, .. } => {
+            eprintln!("socks-supervise: {message}");
+            return ExitCode::FAILURE;
+        }
+        // Not reached with a file named (a missing one is Broken); nothing to list either way.
+        config::Mode::Off | config::Mode::Everything { .. } => Vec::new(),
+    };
+    let mut seen = Vec::new();
+    for server in servers.iter().flatten() {
+        let version = match server.version {
+            socks_proto::client::ClientVersion::Socks4 => "socks4",
+            socks_proto::client::ClientVersion::Socks4a => "socks4a",
+            socks_proto::client::ClientVersion::Socks5 => "socks5",
+        };
+        for addr in &server.addrs {
+            let line = format!("server {addr} {version}");
+            if !seen.contains(&line) {
+                println!("{line}");
+                seen.push(line);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// `--which PROGRAM`: finds it (in `PATH` when it has no slash) and prints its [`elf::Kind`].
