@@ -10,6 +10,9 @@
  *                                    peer of all three, a ping through 100, the flags of 101
  *   forkconnect IP PORT              socket in the parent, connect + ping in a forked child,
  *                                    then the parent's peer on its copy and a second ping
+ *   reuse IP PORT IP2 PORT2          connect to IP:PORT, close, and connect a new socket (the same
+ *                                    number) to IP2:PORT2, then the other way round: each
+ *                                    getpeername names its own socket's peer, never the old one
  *   v6 IP6 PORT                      an AF_INET6 connect to IP6 (a literal, v4-mapped or not)
  *   spawn PROGRAM ARGS...            posix_spawn (glibc: clone3/clone with CLONE_VFORK)
  *   vfork PROGRAM ARGS...            vfork + execv; both print the child's exit status
@@ -164,6 +167,29 @@ static int mode_forkconnect(char **argv) {
     return 0;
 }
 
+/* Connects a new socket to `sa` and prints `label: fd=N peer=… ping=…`; returns the fd. */
+static int connect_and_show(const char *label, struct sockaddr_in *sa) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)sa, sizeof *sa) != 0) {
+        printf("%s: fd=%d connect=-1 errno=%d\n", label, fd, errno);
+        return fd;
+    }
+    printf("%s: fd=%d peer=%s ping=%s\n", label, fd, peer(fd), ping(fd, label));
+    return fd;
+}
+
+static int mode_reuse(char **argv) {
+    struct sockaddr_in first = v4(argv[0], argv[1]), second = v4(argv[2], argv[3]);
+    int a = connect_and_show("first", &first);
+    close(a);
+    int b = connect_and_show("second", &second);
+    printf("same-number=%d\n", a == b);
+    close(b);
+    int c = connect_and_show("first-again", &first);
+    close(c);
+    return 0;
+}
+
 static int mode_v6(char **argv) {
     struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons(atoi(argv[1]))};
     if (inet_pton(AF_INET6, argv[0], &sa.sin6_addr) != 1) {
@@ -243,13 +269,18 @@ int main(int argc, char **argv) {
         int args;
         int (*run)(char **);
     } modes[] = {
-        {"alarm", 3, mode_alarm}, {"dup", 2, mode_dup},     {"forkconnect", 2, mode_forkconnect},
-        {"v6", 2, mode_v6},       {"spawn", 1, mode_spawn}, {"vfork", 1, mode_vfork},
+        {"alarm", 3, mode_alarm},
+        {"dup", 2, mode_dup},
+        {"forkconnect", 2, mode_forkconnect},
+        {"reuse", 4, mode_reuse},
+        {"v6", 2, mode_v6},
+        {"spawn", 1, mode_spawn},
+        {"vfork", 1, mode_vfork},
         {"ids", 2, mode_ids},
     };
     for (size_t i = 0; argc >= 2 && i < sizeof modes / sizeof modes[0]; i++)
         if (strcmp(argv[1], modes[i].name) == 0 && argc - 2 >= modes[i].args)
             return modes[i].run(argv + 2);
-    fprintf(stderr, "usage: tricks alarm|dup|forkconnect|v6|spawn|vfork|ids ARGS...\n");
+    fprintf(stderr, "usage: tricks alarm|dup|forkconnect|reuse|v6|spawn|vfork|ids ARGS...\n");
     return 2;
 }

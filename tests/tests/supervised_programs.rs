@@ -11,9 +11,10 @@
 //!   static program: it stays supervised; a setuid-root and a file-capability copy of a static
 //!   program run without their privileges (NO_NEW_PRIVS) and still go through sockd.
 //! - Hostile or unusual calls (`tests/c/tricks.c`): SIGALRM with and without SA_RESTART while
-//!   a slow SOCKS server holds the connect; `dup2`/`dup3` of a proxied socket; a socket made
-//!   in a parent and connected in a forked child; IPv6 destinations (v4-mapped and real);
-//!   `posix_spawn` (clone3/CLONE_VFORK in glibc) and `vfork` + exec.
+//!   a slow SOCKS server holds the connect, and while a hanging one does; `dup2`/`dup3` of a
+//!   proxied socket; a socket made in a parent and connected in a forked child; a descriptor
+//!   number reused between a proxied and a direct socket; IPv6 destinations (v4-mapped and
+//!   real); `posix_spawn` (clone3/CLONE_VFORK in glibc) and `vfork` + exec.
 //! - BIND after a connection by NAME: an active-mode FTP download by a Go program whose
 //!   control connection was made to a name.
 //!
@@ -556,6 +557,49 @@ fn sigalrm_during_a_held_connect() {
     );
 }
 
+/// The same signals while a SOCKS server that never answers holds the connect: it fails with
+/// ETIMEDOUT once `SOCKS_TIMEOUT` has passed, with or without SA_RESTART (a restarted connect
+/// must not start over, nor go direct), and the program does not hang.
+#[test]
+fn sigalrm_during_a_connect_to_a_hanging_server() {
+    let Some((lab, tricks, echo, _sockd, leaks)) = tricks_lab("supervised-sigalrm-hang") else {
+        return;
+    };
+    let hanging = SocketAddr::from((FW_INSIDE_ADDR, 1081));
+    let silent = lab.silent_in(Ns::Fw, hanging);
+    let conf = lab.write("socks.conf", format!("sockd @={hanging} 0.0.0.0/0\n"));
+    for flags in ["restart", "norestart"] {
+        let ran = lab
+            .client(&tricks)
+            .args(["alarm", &OUTSIDE_ADDR.to_string(), "7", flags])
+            .env("SOCKS_TIMEOUT", "2")
+            .socksify(&["-v", "-c", &conf.display().to_string()])
+            .timeout(Duration::from_secs(30))
+            .run();
+        assert!(ran.status.is_some(), "{flags}: the program must not hang\n{}", ran.describe());
+        ran.assert_success();
+        assert_eq!(
+            ran.stdout_text(),
+            format!("connect=-1 errno={} signals=yes\n", libc::ETIMEDOUT),
+            "{flags}\n{}",
+            ran.describe()
+        );
+        assert!(
+            ran.elapsed >= Duration::from_millis(1900) && ran.elapsed < Duration::from_millis(3900),
+            "{flags}: the connect must wait out SOCKS_TIMEOUT once, not start over\n{}",
+            ran.describe()
+        );
+    }
+    assert_eq!(silent.accepted().len(), 2, "one connection to the hanging server per run");
+    assert!(echo.accepted().is_empty(), "the destination must see nothing");
+    let (v4, v6) = leaks.leaked_destinations();
+    assert!(
+        v4 == [format!("{FW_INSIDE_ADDR} . tcp . 1081")] && v6.is_empty(),
+        "only the hanging SOCKS server may be reached: {v4:?} {v6:?}\n{}",
+        leaks.table()
+    );
+}
+
 /// dup2 and dup3 of a proxied socket: every number names the destination in getpeername (not
 /// sockd), the copy carries the bytes after the original number is closed, and dup3's
 /// O_CLOEXEC is kept.
@@ -610,6 +654,48 @@ fn a_socket_passed_across_fork_connects_in_the_child() {
     assert_from_firewall(&echo);
     assert_session(&sockd, dst, None);
     leaks.assert_only_sockd("a socket connected in a forked child");
+}
+
+/// A descriptor number reused: a proxied socket closed and the number given to a socket
+/// connected directly (to the firewall's inside address, an attached network), and back. Each
+/// getpeername names its own socket's peer — what the supervisor remembers of a socket is tied
+/// to the socket, not to its number — and only the proxied ones go through sockd.
+#[test]
+fn a_reused_descriptor_number_names_its_own_peer() {
+    let Some((lab, tricks, echo, sockd, leaks)) = tricks_lab("supervised-reuse") else { return };
+    let direct = lab.echo_in(Ns::Fw, SocketAddr::from((FW_INSIDE_ADDR, 4242)));
+    let ran = lab
+        .client(&tricks)
+        .args(["reuse", &OUTSIDE_ADDR.to_string(), "7", &FW_INSIDE_ADDR.to_string(), "4242"])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    ran.assert_success();
+    let (far, near) = (echo.addr(), direct.addr());
+    let text = ran.stdout_text();
+    let fd = text
+        .strip_prefix("first: fd=")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("?")
+        .to_owned();
+    assert_eq!(
+        text,
+        format!(
+            "first: fd={fd} peer={far} ping=ok\nsecond: fd={fd} peer={near} ping=ok\n\
+             same-number=1\nfirst-again: fd={fd} peer={far} ping=ok\n"
+        ),
+        "{}",
+        ran.describe()
+    );
+    assert_supervised(&ran, far, 2);
+    echo.wait_done(2, STARTUP);
+    assert_from_firewall(&echo);
+    assert_eq!(direct.wait_done(1, STARTUP)[0].peer.ip(), IpAddr::V4(INSIDE_ADDR));
+    sockd.wait_lines(&["closed:", &format!("dst={far} ")], 2, STARTUP);
+    assert!(sockd.lines_with(&[&format!("dst={near} ")]).is_empty(), "{}", sockd.log());
+    leaks.assert_only_sockd_and(
+        "a reused descriptor number",
+        &[format!("{FW_INSIDE_ADDR} . tcp . 4242")],
+    );
 }
 
 /// IPv6 destinations from an AF_INET6 socket: a v4-mapped literal (`::ffff:198.51.100.2`)
