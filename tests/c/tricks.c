@@ -16,6 +16,9 @@
  *   v6 IP6 PORT                      an AF_INET6 connect to IP6 (a literal, v4-mapped or not)
  *   spawn PROGRAM ARGS...            posix_spawn (glibc: clone3/clone with CLONE_VFORK)
  *   vfork PROGRAM ARGS...            vfork + execv; both print the child's exit status
+ *   nested IP PORT                   tries to install a seccomp filter of its own with a listener
+ *                                    (to answer its own connects with CONTINUE, past the
+ *                                    supervisor), prints the result, then connects + pings
  *   ids IP PORT                      real and effective uid and effective capabilities, then
  *                                    connect + ping (the test makes setuid-root and
  *                                    file-capability copies of this program)
@@ -24,6 +27,11 @@
  * Built by the test with `cc -static -pthread tricks.c`. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -237,6 +245,31 @@ static int mode_vfork(char **argv) {
     return report("vfork", child);
 }
 
+static int mode_nested(char **argv) {
+    /* connect -> SECCOMP_RET_USER_NOTIF to a listener of our own; everything else allowed. */
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_connect, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof code / sizeof code[0], .filter = code};
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    long listener =
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+    printf("own-listener=%ld errno=%d\n", listener, listener < 0 ? errno : 0);
+    if (listener >= 0)
+        return 0; /* a connect now would wait for a listener nobody reads */
+    struct sockaddr_in sa = v4(argv[0], argv[1]);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        printf("connect=-1 errno=%d\n", errno);
+        return 0;
+    }
+    printf("peer=%s ping=%s\n", peer(fd), ping(fd, "nested"));
+    return 0;
+}
+
 /* The CapEff field of /proc/self/status (the effective capabilities, in hex). */
 static const char *capeff(void) {
     static char value[32] = "unknown";
@@ -276,11 +309,12 @@ int main(int argc, char **argv) {
         {"v6", 2, mode_v6},
         {"spawn", 1, mode_spawn},
         {"vfork", 1, mode_vfork},
+        {"nested", 2, mode_nested},
         {"ids", 2, mode_ids},
     };
     for (size_t i = 0; argc >= 2 && i < sizeof modes / sizeof modes[0]; i++)
         if (strcmp(argv[1], modes[i].name) == 0 && argc - 2 >= modes[i].args)
             return modes[i].run(argv + 2);
-    fprintf(stderr, "usage: tricks alarm|dup|forkconnect|reuse|v6|spawn|vfork|ids ARGS...\n");
+    fprintf(stderr, "usage: tricks alarm|dup|forkconnect|reuse|v6|spawn|vfork|nested|ids ARGS...\n");
     return 2;
 }

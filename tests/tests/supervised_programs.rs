@@ -14,7 +14,8 @@
 //!   a slow SOCKS server holds the connect, and while a hanging one does; `dup2`/`dup3` of a
 //!   proxied socket; a socket made in a parent and connected in a forked child; a descriptor
 //!   number reused between a proxied and a direct socket; IPv6 destinations (v4-mapped and
-//!   real); `posix_spawn` (clone3/CLONE_VFORK in glibc) and `vfork` + exec.
+//!   real); `posix_spawn` (clone3/CLONE_VFORK in glibc) and `vfork` + exec; a seccomp
+//!   listener of the program's own, to answer its connects before the supervisor.
 //! - BIND after a connection by NAME: an active-mode FTP download by a Go program whose
 //!   control connection was made to a name.
 //!
@@ -167,8 +168,9 @@ fn rclone_copyurl_by_name_and_by_address() {
 /// - `fetch URL`: GET, the body on stdout;
 /// - `parent URL BUSYBOX URL2`: runs itself with `fetch URL`, then `BUSYBOX wget -q -O - URL2`
 ///   (os/exec, each waited for), and says how each ended;
-/// - `daemon URL`: starts itself as `orphan PPID URL` and exits at once; the orphan waits until
-///   its parent is gone (its parent pid changes), says so, then fetches.
+/// - `daemon URL`: starts itself as `orphan PPID URL` in a session of its own (setsid) and
+///   exits at once; the orphan waits until its parent is gone (its parent pid changes), says
+///   so, then fetches.
 const GO_FAMILY: &str = r#"package main
 
 import (
@@ -178,6 +180,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -219,6 +222,7 @@ func main() {
 	case "daemon":
 		cmd := exec.Command(self, "orphan", strconv.Itoa(os.Getpid()), os.Args[2])
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := cmd.Start(); err != nil {
 			fail("start", err)
 		}
@@ -233,7 +237,7 @@ func main() {
 			time.Sleep(20 * time.Millisecond)
 		}
 		time.Sleep(200 * time.Millisecond)
-		fmt.Println("orphan: parent gone")
+		fmt.Printf("orphan: parent gone, own session: %v\n", syscall.Getpgrp() == os.Getpid())
 		fetch(os.Args[3])
 	}
 }
@@ -268,8 +272,8 @@ fn go_program_starts_children_that_connect_by_name() {
     leaks.assert_only_sockd("a Go program's children, by name, under the supervisor");
 }
 
-/// A static Go program starts a child and exits (a daemon's first fork): the child, whose
-/// parent is gone, still connects through sockd by name.
+/// A static Go program starts a child in a new session and exits (a daemon's fork and setsid):
+/// the child, whose parent is gone, still connects through sockd by name.
 #[test]
 fn go_daemon_child_connects_after_its_parent_exits() {
     let Some((lab, leaks, outside, sockd)) = names_lab("supervised-daemon") else { return };
@@ -283,7 +287,7 @@ fn go_daemon_child_connects_after_its_parent_exits() {
     ran.assert_success();
     assert_eq!(
         ran.stdout_text(),
-        "parent exits\norphan: parent gone\nhello from outside: /after-the-parent\n",
+        "parent exits\norphan: parent gone, own session: true\nhello from outside: /after-the-parent\n",
         "{}",
         ran.describe()
     );
@@ -696,6 +700,40 @@ fn a_reused_descriptor_number_names_its_own_peer() {
         "a reused descriptor number",
         &[format!("{FW_INSIDE_ADDR} . tcp . 4242")],
     );
+}
+
+/// A program that installs a seccomp filter of its own with a listener, to answer its own
+/// connects with CONTINUE before the supervisor sees them, is refused (EBUSY: the kernel allows
+/// one listener per filter chain, and the supervisor's is there); its connect still goes
+/// through sockd. Without the supervisor the same program gets its listener (else the test
+/// proves nothing).
+#[test]
+fn a_second_seccomp_listener_is_refused() {
+    let Some((lab, tricks, echo, sockd, leaks)) = tricks_lab("supervised-nested") else {
+        return;
+    };
+    let bare = Command::new(&tricks).args(["nested", "127.0.0.1", "9"]).output().expect("runs");
+    assert!(
+        String::from_utf8_lossy(&bare.stdout).starts_with("own-listener=3 errno=0"),
+        "without the supervisor the program gets its own listener: {bare:?}"
+    );
+    let ran = lab
+        .client(&tricks)
+        .args(["nested", &OUTSIDE_ADDR.to_string(), "7"])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    ran.assert_success();
+    assert_eq!(
+        ran.stdout_text(),
+        format!("own-listener=-1 errno={}\npeer={} ping=ok\n", libc::EBUSY, echo.addr()),
+        "{}",
+        ran.describe()
+    );
+    assert_supervised(&ran, echo.addr(), 1);
+    echo.wait_done(1, STARTUP);
+    assert_from_firewall(&echo);
+    assert_session(&sockd, echo.addr(), None);
+    leaks.assert_only_sockd("a second seccomp listener");
 }
 
 /// IPv6 destinations from an AF_INET6 socket: a v4-mapped literal (`::ffff:198.51.100.2`)
