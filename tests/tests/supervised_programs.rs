@@ -2,6 +2,7 @@
 //! in the namespace lab: a workstation with no route out, sockd on the firewall, hosts
 //! outside, and the leak counter asserting nothing leaves the workstation but to sockd.
 //!
+//! - busybox-static `telnet` by name, on a terminal, to telnetd under inetd outside.
 //! - rclone (Debian's, a dynamically linked Go program) under a plain `socksify`, which must
 //!   pick the supervisor by itself: `rclone copyurl` by a name resolved on the far side, and by
 //!   address.
@@ -100,15 +101,22 @@ fn rclone() -> PathBuf {
     rclone
 }
 
-/// Runs `rclone copyurl URL OUT` under a plain `socksify VERBOSITY -s SERVER` (with GODEBUG=netdns=2,
-/// so Go says which resolver it uses) and returns the run and the file it wrote.
-fn rclone_copyurl(lab: &Lab, url: &str, out: &str, verbosity: &str) -> (Ran, Vec<u8>) {
+/// Runs `rclone copyurl URL OUT` under a plain `socksify VERBOSITY -s SERVER` with
+/// `GODEBUG=netdns=NETDNS` (`2`: Go says which resolver it uses; `cgo+2`: and it must use
+/// libc's getaddrinfo) and returns the run and the file it wrote.
+fn rclone_copyurl(
+    lab: &Lab,
+    url: &str,
+    out: &str,
+    verbosity: &str,
+    netdns: &str,
+) -> (Ran, Vec<u8>) {
     let target = lab.dir.path().join(out);
     let ran = lab
         .client(rclone())
         .args(["copyurl", "--config", "/dev/null", "--retries", "1", "--low-level-retries", "1"])
         .args([url, &target.display().to_string()])
-        .env("GODEBUG", "netdns=2")
+        .env("GODEBUG", format!("netdns={netdns}"))
         .env("HOME", lab.dir_str())
         .socksify(&[verbosity, "-s", SERVER])
         .timeout(Duration::from_secs(60))
@@ -122,13 +130,14 @@ fn rclone_copyurl(lab: &Lab, url: &str, out: &str, verbosity: &str) -> (Ran, Vec
 /// its own DNS client ("dynamic selection", then `hostLookupOrder(NAME) = files,dns`; cgo would
 /// say `= cgo`) for `hosts: files dns` in nsswitch.conf and a plain resolv.conf; its UDP query
 /// goes to resolv.conf's server, the supervisor answers it with a fake address, and the connect
-/// to that address sends sockd the NAME.
+/// to that address sends sockd the NAME. With `GODEBUG=netdns=cgo` it calls glibc's
+/// getaddrinfo instead, and that works the same way.
 #[test]
 fn rclone_copyurl_by_name_and_by_address() {
     let Some((lab, leaks, outside, sockd)) = names_lab("supervised-rclone") else { return };
     let www = http_dual(&lab, 80);
     let url = format!("http://{WWW}/bytes/777777");
-    let (ran, got) = rclone_copyurl(&lab, &url, "by-name.bin", "-vv");
+    let (ran, got) = rclone_copyurl(&lab, &url, "by-name.bin", "-vv", "2");
     assert!(
         got == http_body("/bytes/777777"),
         "rclone wrote {} bytes, not the 777777-byte body\n{}",
@@ -147,12 +156,30 @@ fn rclone_copyurl_by_name_and_by_address() {
         ran.describe()
     );
     assert_sessions_by_name(&sockd, WWW, 80, 1);
+
+    // Told to use cgo, rclone resolves through glibc's getaddrinfo (the dynamic libc, in the
+    // supervised process: its resolver's query on a connected UDP socket gets the same answer).
+    let url = format!("http://{WWW}/bytes/99999");
+    let (ran, got) = rclone_copyurl(&lab, &url, "by-name-cgo.bin", "-vv", "cgo+2");
+    assert!(got == http_body("/bytes/99999"), "{} bytes\n{}", got.len(), ran.describe());
+    assert!(
+        ran.stderr.contains(&format!("go package net: hostLookupOrder({WWW}) = cgo")),
+        "GODEBUG=netdns=cgo must make rclone call getaddrinfo\n{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains(&format!("{DEAD_DNS_ADDR}:53: name service (UDP)")),
+        "the supervisor must have answered glibc's query\n{}",
+        ran.describe()
+    );
+    assert_supervised(&ran, format!("{WWW}:80"), 1);
+    assert_sessions_by_name(&sockd, WWW, 80, 2);
     dns::assert_relayed(&www);
     outside.assert_asked_only_by_firewall();
 
     let http = lab.http(8080);
     let url = format!("http://{}/bytes/123456", http.addr());
-    let (ran, got) = rclone_copyurl(&lab, &url, "by-address.bin", "-v");
+    let (ran, got) = rclone_copyurl(&lab, &url, "by-address.bin", "-v", "2");
     assert!(got == http_body("/bytes/123456"), "{} bytes\n{}", got.len(), ran.describe());
     assert_supervised(&ran, http.addr(), 1);
     let exchanges = http.wait_done(1, STARTUP);
@@ -296,6 +323,70 @@ fn go_daemon_child_connects_after_its_parent_exits() {
     dns::assert_relayed(&www);
     outside.assert_asked_only_by_firewall();
     leaks.assert_only_sockd("a Go daemon's child under the supervisor");
+}
+
+// ---------------------------------------------------------------------------------------------
+// busybox-static telnet
+
+/// What telnetd runs instead of login for the scripted session: a greeting, one line read, an
+/// answer computed from it, and a last line awaited before it exits (telnetd tears the
+/// connection down as soon as its child exits, so the answer must not be the last word).
+const TELNET_SESSION: &str = "#!/bin/sh\n\
+                              # socks-e2e: what telnetd runs instead of login\n\
+                              echo \"outside session ready\"\n\
+                              read -r a b\n\
+                              echo \"product=$((a * b))\"\n\
+                              read -r last\n";
+
+/// busybox-static `telnet` by NAME (glibc's resolver linked in, answered by the supervisor) to
+/// GNU telnetd under inetd outside, on a terminal: the far side greets, reads a line typed
+/// here, answers from it, and closes (busybox telnet then says so and exits 1, its way); all
+/// through sockd by name, under a plain socksify.
+#[test]
+fn busybox_telnet_by_name() {
+    let Some((lab, leaks, outside, sockd)) = names_lab("supervised-telnet") else { return };
+    let busybox = paths::require("busybox", "busybox-static");
+    let session = lab.write("telnet-session.sh", TELNET_SESSION);
+    std::fs::set_permissions(&session, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod the session script");
+    let addr = SocketAddr::from((OUTSIDE_ADDR, 2323));
+    let _inetd = lab.inetd(Ns::Outside, "inetd-outside", &[inetd::telnetd(addr, Some(&session))]);
+    let argv: Vec<std::ffi::OsString> = vec![
+        paths::socksify().into(),
+        "-v".into(),
+        "-s".into(),
+        SERVER.into(),
+        busybox.into(),
+        "telnet".into(),
+        MANY.into(),
+        "2323".into(),
+    ];
+    let ran = lab
+        .pty_session(
+            &argv,
+            &[
+                Step::Expect("outside session ready"),
+                Step::Send("6 7\r"),
+                Step::Expect("product=42"),
+                Step::Send("bye\r"),
+                Step::Eof,
+            ],
+        )
+        .run();
+    ran.assert_success();
+    let transcript = ran.stdout_text();
+    assert!(
+        transcript.contains("socks-supervise[")
+            && transcript.contains(&proxied(format!("{MANY}:2323")))
+            && transcript.contains("Connected to many.example.test")
+            && transcript.contains("product=42")
+            && transcript.contains("Connection closed by foreign host"),
+        "busybox telnet must go through the supervisor and sockd by name, and end cleanly\n{}",
+        ran.describe()
+    );
+    assert_sessions_by_name(&sockd, MANY, 2323, 1);
+    outside.assert_asked_only_by_firewall();
+    leaks.assert_only_sockd("busybox-static telnet by name under the supervisor");
 }
 
 // ---------------------------------------------------------------------------------------------
