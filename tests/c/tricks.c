@@ -10,6 +10,9 @@
  *                                    peer of all three, a ping through 100, the flags of 101
  *   forkconnect IP PORT              socket in the parent, connect + ping in a forked child,
  *                                    then the parent's peer on its copy and a second ping
+ *   passfd IP PORT                   the parent connects, passes the socket to a forked child
+ *                                    over an AF_UNIX socket (SCM_RIGHTS, sendmsg), closes its
+ *                                    own; the child names its peer and pings through it
  *   reuse IP PORT IP2 PORT2          connect to IP:PORT, close, and connect a new socket (the same
  *                                    number) to IP2:PORT2, then the other way round: each
  *                                    getpeername names its own socket's peer, never the old one
@@ -175,6 +178,64 @@ static int mode_forkconnect(char **argv) {
     return 0;
 }
 
+static int mode_passfd(char **argv) {
+    struct sockaddr_in sa = v4(argv[0], argv[1]);
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) != 0) {
+        printf("socketpair=-1 errno=%d\n", errno);
+        return 1;
+    }
+    fflush(stdout);
+    pid_t child = fork();
+    if (child == 0) {
+        close(pair[0]);
+        char byte;
+        char control[CMSG_SPACE(sizeof(int))];
+        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                             .msg_controllen = sizeof control};
+        if (recvmsg(pair[1], &msg, 0) != 1) {
+            printf("child: recvmsg failed errno=%d\n", errno);
+            _exit(1);
+        }
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        if (!c || c->cmsg_type != SCM_RIGHTS) {
+            printf("child: no descriptor received\n");
+            _exit(1);
+        }
+        int fd;
+        memcpy(&fd, CMSG_DATA(c), sizeof fd);
+        printf("child: peer=%s ping=%s\n", peer(fd), ping(fd, "passed-over"));
+        fflush(stdout);
+        _exit(0);
+    }
+    close(pair[1]);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        printf("connect=-1 errno=%d\n", errno);
+        kill(child, SIGKILL);
+        return 1;
+    }
+    char byte = 'x';
+    char control[CMSG_SPACE(sizeof(int))];
+    memset(control, 0, sizeof control);
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                         .msg_controllen = sizeof control};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    long sent = sendmsg(pair[0], &msg, 0);
+    close(fd);
+    int status;
+    waitpid(child, &status, 0);
+    /* Printed after the child's line, so the order is fixed. */
+    printf("sendmsg=%ld\nchild-exit=%d\n", sent, WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    return 0;
+}
+
 /* Connects a new socket to `sa` and prints `label: fd=N peer=… ping=…`; returns the fd. */
 static int connect_and_show(const char *label, struct sockaddr_in *sa) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -305,6 +366,7 @@ int main(int argc, char **argv) {
         {"alarm", 3, mode_alarm},
         {"dup", 2, mode_dup},
         {"forkconnect", 2, mode_forkconnect},
+        {"passfd", 2, mode_passfd},
         {"reuse", 4, mode_reuse},
         {"v6", 2, mode_v6},
         {"spawn", 1, mode_spawn},
@@ -315,6 +377,6 @@ int main(int argc, char **argv) {
     for (size_t i = 0; argc >= 2 && i < sizeof modes / sizeof modes[0]; i++)
         if (strcmp(argv[1], modes[i].name) == 0 && argc - 2 >= modes[i].args)
             return modes[i].run(argv + 2);
-    fprintf(stderr, "usage: tricks alarm|dup|forkconnect|reuse|v6|spawn|vfork|nested|ids ARGS...\n");
+    fprintf(stderr, "usage: tricks alarm|dup|forkconnect|passfd|reuse|v6|spawn|vfork|nested|ids ARGS...\n");
     return 2;
 }

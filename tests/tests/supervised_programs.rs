@@ -13,7 +13,8 @@
 //!   program run without their privileges (NO_NEW_PRIVS) and still go through sockd.
 //! - Hostile or unusual calls (`tests/c/tricks.c`): SIGALRM with and without SA_RESTART while
 //!   a slow SOCKS server holds the connect, and while a hanging one does; `dup2`/`dup3` of a
-//!   proxied socket; a socket made in a parent and connected in a forked child; a descriptor
+//!   proxied socket; a socket made in a parent and connected in a forked child; a proxied
+//!   socket passed to another process with SCM_RIGHTS; a descriptor
 //!   number reused between a proxied and a direct socket; IPv6 destinations (v4-mapped and
 //!   real); `posix_spawn` (clone3/CLONE_VFORK in glibc) and `vfork` + exec; a seccomp
 //!   listener of the program's own, to answer its connects before the supervisor.
@@ -749,6 +750,34 @@ fn a_socket_passed_across_fork_connects_in_the_child() {
     assert_from_firewall(&echo);
     assert_session(&sockd, dst, None);
     leaks.assert_only_sockd("a socket connected in a forked child");
+}
+
+/// A proxied socket passed to another process over an AF_UNIX socket (SCM_RIGHTS, by a
+/// `sendmsg` the supervisor sees and lets through) names the destination in the receiver too,
+/// and carries its bytes there.
+#[test]
+fn a_proxied_socket_passed_with_scm_rights() {
+    let Some((lab, tricks, echo, sockd, leaks)) = tricks_lab("supervised-passfd") else {
+        return;
+    };
+    let ran = lab
+        .client(&tricks)
+        .args(["passfd", &OUTSIDE_ADDR.to_string(), "7"])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    ran.assert_success();
+    let dst = echo.addr();
+    assert_eq!(
+        ran.stdout_text(),
+        format!("child: peer={dst} ping=ok\nsendmsg=1\nchild-exit=0\n"),
+        "{}",
+        ran.describe()
+    );
+    assert_supervised(&ran, dst, 1);
+    echo.wait_done(1, STARTUP);
+    assert_from_firewall(&echo);
+    assert_session(&sockd, dst, None);
+    leaks.assert_only_sockd("a proxied socket passed with SCM_RIGHTS");
 }
 
 /// A descriptor number reused: a proxied socket closed and the number given to a socket
