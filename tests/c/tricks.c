@@ -13,6 +13,9 @@
  *   passfd IP PORT                   the parent connects, passes the socket to a forked child
  *                                    over an AF_UNIX socket (SCM_RIGHTS, sendmsg), closes its
  *                                    own; the child names its peer and pings through it
+ *   reconnect IP PORT                connect + ping, connect again to the same address (the
+ *                                    kernel's answer: EISCONN), then the peer and another ping
+ *                                    on the same connection
  *   reuse IP PORT IP2 PORT2          connect to IP:PORT, close, and connect a new socket (the same
  *                                    number) to IP2:PORT2, then the other way round: each
  *                                    getpeername names its own socket's peer, never the old one
@@ -175,6 +178,17 @@ static int mode_forkconnect(char **argv) {
     waitpid(child, &status, 0);
     printf("child-exit=%d\n", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     printf("parent: peer=%s ping=%s\n", peer(fd), ping(fd, "from-the-parent"));
+    return 0;
+}
+
+static int mode_reconnect(char **argv) {
+    struct sockaddr_in sa = v4(argv[0], argv[1]);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    printf("first=%d ping=%s\n", rc, rc == 0 ? ping(fd, "before") : "-");
+    rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    printf("second=%d errno=%d\n", rc, rc == 0 ? 0 : errno);
+    printf("peer=%s ping=%s\n", peer(fd), ping(fd, "after"));
     return 0;
 }
 
@@ -367,6 +381,7 @@ int main(int argc, char **argv) {
         {"dup", 2, mode_dup},
         {"forkconnect", 2, mode_forkconnect},
         {"passfd", 2, mode_passfd},
+        {"reconnect", 2, mode_reconnect},
         {"reuse", 4, mode_reuse},
         {"v6", 2, mode_v6},
         {"spawn", 1, mode_spawn},
@@ -377,6 +392,6 @@ int main(int argc, char **argv) {
     for (size_t i = 0; argc >= 2 && i < sizeof modes / sizeof modes[0]; i++)
         if (strcmp(argv[1], modes[i].name) == 0 && argc - 2 >= modes[i].args)
             return modes[i].run(argv + 2);
-    fprintf(stderr, "usage: tricks alarm|dup|forkconnect|passfd|reuse|v6|spawn|vfork|nested|ids ARGS...\n");
+    fprintf(stderr, "usage: tricks alarm|dup|forkconnect|passfd|reconnect|reuse|v6|spawn|vfork|nested|ids ARGS...\n");
     return 2;
 }

@@ -780,6 +780,56 @@ fn a_proxied_socket_passed_with_scm_rights() {
     leaks.assert_only_sockd("a proxied socket passed with SCM_RIGHTS");
 }
 
+/// connect() again on a connected socket gets the kernel's answer, EISCONN, and the
+/// connection goes on: for a direct destination (the kernel's own connect) and for one through
+/// sockd alike, as under the library.
+///
+/// BUG (supervisor, found by this test): on a socket connected through sockd, the second
+/// connect runs a new SOCKS handshake over the live relayed connection — its greeting
+/// (`05 01 00`) reaches the destination through sockd — then fails on whatever the far end
+/// sends back (here the echo server returns the greeting: "SOCKS protocol error: server chose
+/// method 0x01, which was not offered", EPROTO; on a loopback probe with a server that closes:
+/// "server closed the connection", ECONNREFUSED), and disconnects the program's connection
+/// (AF_UNSPEC: getpeername then gives ENOTCONN, the next write ECONNRESET). The library
+/// answers EISCONN and keeps the connection. The supervisor's own connect to sockd was
+/// non-blocking, so the kernel's socket is still in the connecting state and a second
+/// connect() to sockd's address returns 0 instead of EISCONN; `supervise::connect` never
+/// checks whether the socket is already connected. Reproduce: `cargo test -p socks-e2e --test
+/// supervised_programs -- --ignored connect_again`.
+#[test]
+#[ignore = "supervisor bug: a second connect on a proxied socket reruns the SOCKS handshake over \
+            the live connection and then disconnects it, instead of EISCONN (see the comment)"]
+fn connect_again_on_a_connected_socket_is_eisconn() {
+    let Some((lab, tricks, echo, sockd, leaks)) = tricks_lab("supervised-connect-again") else {
+        return;
+    };
+    let direct = lab.echo_in(Ns::Fw, SocketAddr::from((FW_INSIDE_ADDR, 4242)));
+    for dst in [direct.addr(), echo.addr()] {
+        let ran = lab
+            .client(&tricks)
+            .args(["reconnect", &dst.ip().to_string(), &dst.port().to_string()])
+            .socksify(&["-vv", "-s", SERVER])
+            .run();
+        ran.assert_success();
+        assert_eq!(
+            ran.stdout_text(),
+            format!("first=0 ping=ok\nsecond=-1 errno={}\npeer={dst} ping=ok\n", libc::EISCONN),
+            "{dst}\n{}",
+            ran.describe()
+        );
+    }
+    echo.wait_done(1, STARTUP);
+    let closed = sockd.wait_line(&["closed:", &format!("dst={} ", echo.addr())], STARTUP);
+    assert!(
+        closed.contains(" sent=11 "),
+        "only the program's 11 bytes (\"before\", \"after\") may reach the destination: {closed}"
+    );
+    leaks.assert_only_sockd_and(
+        "connect again on a connected socket",
+        &[format!("{FW_INSIDE_ADDR} . tcp . 4242")],
+    );
+}
+
 /// A descriptor number reused: a proxied socket closed and the number given to a socket
 /// connected directly (to the firewall's inside address, an attached network), and back. Each
 /// getpeername names its own socket's peer — what the supervisor remembers of a socket is tied
