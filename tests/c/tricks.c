@@ -25,6 +25,8 @@
  *   nested IP PORT                   tries to install a seccomp filter of its own with a listener
  *                                    (to answer its own connects with CONTINUE, past the
  *                                    supervisor), prints the result, then connects + pings
+ *   nodump IP PORT                   makes itself non-dumpable (PR_SET_DUMPABLE 0, as ssh-agent and
+ *                                    gpg-agent do), then connects + pings
  *   ids IP PORT                      real and effective uid and effective capabilities, then
  *                                    connect + ping (the test makes setuid-root and
  *                                    file-capability copies of this program)
@@ -345,6 +347,19 @@ static int mode_nested(char **argv) {
     return 0;
 }
 
+static int mode_nodump(char **argv) {
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    printf("dumpable=%d\n", prctl(PR_GET_DUMPABLE, 0, 0, 0, 0));
+    struct sockaddr_in sa = v4(argv[0], argv[1]);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        printf("connect=-1 errno=%d\n", errno);
+        return 0;
+    }
+    printf("peer=%s ping=%s\n", peer(fd), ping(fd, "undumpable"));
+    return 0;
+}
+
 /* The CapEff field of /proc/self/status (the effective capabilities, in hex). */
 static const char *capeff(void) {
     static char value[32] = "unknown";
@@ -387,11 +402,12 @@ int main(int argc, char **argv) {
         {"spawn", 1, mode_spawn},
         {"vfork", 1, mode_vfork},
         {"nested", 2, mode_nested},
+        {"nodump", 2, mode_nodump},
         {"ids", 2, mode_ids},
     };
     for (size_t i = 0; argc >= 2 && i < sizeof modes / sizeof modes[0]; i++)
         if (strcmp(argv[1], modes[i].name) == 0 && argc - 2 >= modes[i].args)
             return modes[i].run(argv + 2);
-    fprintf(stderr, "usage: tricks alarm|dup|forkconnect|passfd|reconnect|reuse|v6|spawn|vfork|nested|ids ARGS...\n");
+    fprintf(stderr, "usage: tricks alarm|dup|forkconnect|passfd|reconnect|reuse|v6|spawn|vfork|nested|nodump|ids ARGS...\n");
     return 2;
 }
