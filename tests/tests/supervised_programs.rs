@@ -12,6 +12,7 @@
 //!   static program: it stays supervised. A setuid-root and a file-capability copy of a static
 //!   program get what NO_NEW_PRIVS gives them and still go through sockd. A non-dumpable
 //!   program goes through sockd when root runs it and fails closed (EPERM) when a user does.
+//! - A Go program whose connect a slow SOCKS server holds.
 //! - Hostile or unusual calls (`tests/c/tricks.c`): SIGALRM with and without SA_RESTART while
 //!   a slow SOCKS server holds the connect, and while a hanging one does; `dup2`/`dup3` of a
 //!   proxied socket; a socket made in a parent and connected in a forked child; a proxied
@@ -704,6 +705,48 @@ fn sigalrm_during_a_held_connect() {
     assert_from_firewall(&echo);
     sockd.wait_lines(&["closed:", &format!("dst={} ", echo.addr())], 2, STARTUP);
     // Everything went to the slow server (on the firewall), nothing elsewhere.
+    let (v4, v6) = leaks.leaked_destinations();
+    assert!(
+        v4 == [format!("{FW_INSIDE_ADDR} . tcp . 1081")] && v6.is_empty(),
+        "only the slow SOCKS server may be reached: {v4:?} {v6:?}\n{}",
+        leaks.table()
+    );
+}
+
+/// A Go program (non-blocking connect from its netpoller, SIGURG preemption signals to its
+/// threads meanwhile) whose connect a slow SOCKS server holds for 1.5 s still gets through.
+#[test]
+fn go_connect_held_by_a_slow_server() {
+    let Some(lab) = supervised_lab("supervised-go-slow") else { return };
+    let program = go_build(&lab, "family", GO_FAMILY);
+    let http = lab.http(80);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let slow = SocketAddr::from((FW_INSIDE_ADDR, 1081));
+    let _relay = SlowRelay::start(
+        &lab,
+        slow,
+        SocketAddr::from((FW_INSIDE_ADDR, SOCKS_PORT)),
+        Duration::from_millis(1500),
+    );
+    let conf = lab.write("socks.conf", format!("sockd @={slow} 0.0.0.0/0\n"));
+    let ran = lab
+        .client(&program)
+        .args(["fetch".to_owned(), format!("http://{}/bytes/100000", http.addr())])
+        .socksify(&["-v", "-c", &conf.display().to_string()])
+        .run();
+    ran.assert_success();
+    assert!(ran.stdout == http_body("/bytes/100000"), "{}", ran.describe());
+    assert!(ran.elapsed >= Duration::from_millis(1400), "{}", ran.describe());
+    assert!(
+        ran.stderr.contains(&format!("]: connect {} via {slow} (socks5): ok", http.addr())),
+        "{}",
+        ran.describe()
+    );
+    http.wait_done(1, STARTUP);
+    assert_from_firewall(&http);
+    // sockd's client is the slow relay, on the firewall.
+    sockd.wait_line(&["closed:", &format!("dst={} ", http.addr())], STARTUP);
     let (v4, v6) = leaks.leaked_destinations();
     assert!(
         v4 == [format!("{FW_INSIDE_ADDR} . tcp . 1081")] && v6.is_empty(),
