@@ -13,9 +13,9 @@
  *   passfd IP PORT                   the parent connects, passes the socket to a forked child
  *                                    over an AF_UNIX socket (SCM_RIGHTS, sendmsg), closes its
  *                                    own; the child names its peer and pings through it
- *   reconnect IP PORT                connect + ping, connect again to the same address (the
- *                                    kernel's answer: EISCONN), then the peer and another ping
- *                                    on the same connection
+ *   reconnect IP PORT IP2 PORT2      connect + ping, connect again to IP2:PORT2 (the kernel's
+ *                                    answer: EISCONN), then the peer and another ping on the
+ *                                    same connection
  *   reuse IP PORT IP2 PORT2          connect to IP:PORT, close, and connect a new socket (the same
  *                                    number) to IP2:PORT2, then the other way round: each
  *                                    getpeername names its own socket's peer, never the old one
@@ -184,11 +184,11 @@ static int mode_forkconnect(char **argv) {
 }
 
 static int mode_reconnect(char **argv) {
-    struct sockaddr_in sa = v4(argv[0], argv[1]);
+    struct sockaddr_in sa = v4(argv[0], argv[1]), again = v4(argv[2], argv[3]);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
     printf("first=%d ping=%s\n", rc, rc == 0 ? ping(fd, "before") : "-");
-    rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+    rc = connect(fd, (struct sockaddr *)&again, sizeof again);
     printf("second=%d errno=%d\n", rc, rc == 0 ? 0 : errno);
     printf("peer=%s ping=%s\n", peer(fd), ping(fd, "after"));
     return 0;
@@ -396,7 +396,7 @@ int main(int argc, char **argv) {
         {"dup", 2, mode_dup},
         {"forkconnect", 2, mode_forkconnect},
         {"passfd", 2, mode_passfd},
-        {"reconnect", 2, mode_reconnect},
+        {"reconnect", 4, mode_reconnect},
         {"reuse", 4, mode_reuse},
         {"v6", 2, mode_v6},
         {"spawn", 1, mode_spawn},

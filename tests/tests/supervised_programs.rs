@@ -883,48 +883,53 @@ fn a_proxied_socket_passed_with_scm_rights() {
 }
 
 /// connect() again on a connected socket gets the kernel's answer, EISCONN, and the
-/// connection goes on: for a direct destination (the kernel's own connect) and for one through
-/// sockd alike, as under the library.
+/// connection goes on, as under the library: a direct socket connected again to its own
+/// destination, a proxied one to its own, and a proxied one to a direct destination.
 ///
-/// BUG (supervisor, found by this test): on a socket connected through sockd, the second
-/// connect runs a new SOCKS handshake over the live relayed connection — its greeting
-/// (`05 01 00`) reaches the destination through sockd — then fails on whatever the far end
-/// sends back (here the echo server returns the greeting: "SOCKS protocol error: server chose
-/// method 0x01, which was not offered", EPROTO; on a loopback probe with a server that closes:
-/// "server closed the connection", ECONNREFUSED), and disconnects the program's connection
-/// (AF_UNSPEC: getpeername then gives ENOTCONN, the next write ECONNRESET). The library
-/// answers EISCONN and keeps the connection. The supervisor's own connect to sockd was
-/// non-blocking, so the kernel's socket is still in the connecting state and a second
-/// connect() to sockd's address returns 0 instead of EISCONN; `supervise::connect` never
-/// checks whether the socket is already connected. Reproduce: `cargo test -p socks-e2e --test
-/// supervised_programs -- --ignored connect_again`.
+/// BUG (supervisor, found by this test; `supervise::connect` never checks whether the socket
+/// is already connected, and its own connect to sockd was non-blocking, so the kernel's socket
+/// is still in the connecting state, where a second connect() returns 0 whatever the address):
+/// - to the same proxied destination, it runs a new SOCKS handshake over the live relayed
+///   connection — its greeting (`05 01 00`) reaches the destination through sockd — then fails
+///   on whatever the far end sends back (here the echo returns the greeting: "SOCKS protocol
+///   error: server chose method 0x01, which was not offered", EPROTO; with a server that
+///   closes: "server closed the connection", ECONNREFUSED) and disconnects the program's
+///   connection (AF_UNSPEC: getpeername then gives ENOTCONN, the next write ECONNRESET);
+/// - to a direct destination, it returns 0 without connecting anywhere: the socket stays
+///   connected to the first destination through sockd, getpeername now names sockd itself
+///   (192.0.2.1:1080), and what the program writes "to the direct host" goes to the proxied one.
+///
+/// Reproduce: `cargo test -p socks-e2e --test supervised_programs -- --ignored connect_again`.
 #[test]
-#[ignore = "supervisor bug: a second connect on a proxied socket reruns the SOCKS handshake over \
-            the live connection and then disconnects it, instead of EISCONN (see the comment)"]
+#[ignore = "supervisor bug: connect on an already proxied socket is not EISCONN: it reruns the \
+            SOCKS handshake over the live connection, or reports a direct connect that never \
+            happened (see the comment)"]
 fn connect_again_on_a_connected_socket_is_eisconn() {
     let Some((lab, tricks, echo, sockd, leaks)) = tricks_lab("supervised-connect-again") else {
         return;
     };
     let direct = lab.echo_in(Ns::Fw, SocketAddr::from((FW_INSIDE_ADDR, 4242)));
-    for dst in [direct.addr(), echo.addr()] {
+    let (far, near) = (echo.addr(), direct.addr());
+    for (first, again) in [(near, near), (far, far), (far, near)] {
         let ran = lab
             .client(&tricks)
-            .args(["reconnect", &dst.ip().to_string(), &dst.port().to_string()])
+            .args(["reconnect", &first.ip().to_string(), &first.port().to_string()])
+            .args([again.ip().to_string(), again.port().to_string()])
             .socksify(&["-vv", "-s", SERVER])
             .run();
         ran.assert_success();
         assert_eq!(
             ran.stdout_text(),
-            format!("first=0 ping=ok\nsecond=-1 errno={}\npeer={dst} ping=ok\n", libc::EISCONN),
-            "{dst}\n{}",
+            format!("first=0 ping=ok\nsecond=-1 errno={}\npeer={first} ping=ok\n", libc::EISCONN),
+            "{first} then {again}\n{}",
             ran.describe()
         );
     }
-    echo.wait_done(1, STARTUP);
-    let closed = sockd.wait_line(&["closed:", &format!("dst={} ", echo.addr())], STARTUP);
+    echo.wait_done(2, STARTUP);
+    let closed = sockd.wait_lines(&["closed:", &format!("dst={far} ")], 2, STARTUP);
     assert!(
-        closed.contains(" sent=11 "),
-        "only the program's 11 bytes (\"before\", \"after\") may reach the destination: {closed}"
+        closed.iter().all(|line| line.contains(" sent=11 ")),
+        "only the program's 11 bytes (\"before\", \"after\") may reach the destination: {closed:?}"
     );
     leaks.assert_only_sockd_and(
         "connect again on a connected socket",
