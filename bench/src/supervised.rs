@@ -124,7 +124,16 @@ fn start_section(sizes: Sizes, supervisor: &Path, ratios: &mut Ratios) -> Result
     }
     // Each program bare and supervised, all interleaved run by run.
     let mut times_us: Vec<Vec<f64>> = vec![Vec::new(); programs.len() * 2];
+    // And the supervisor alone: its own exec, ELF check and exit, no child (`--which`).
+    let mut alone_us = Vec::new();
     for round in 0..sizes.start_runs + 10 {
+        let mut alone = std::process::Command::new(supervisor);
+        alone.args(["--which", "/bin/true"]).stdout(Stdio::null()).stderr(Stdio::null());
+        let t0 = Instant::now();
+        alone.status().map_err(|e| format!("run {} --which: {e}", supervisor.display()))?;
+        if round >= 10 {
+            alone_us.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
         for (k, (_, program, args)) in programs.iter().enumerate() {
             for supervised in [false, true] {
                 let mut v = Variant::new("", &[], false);
@@ -162,6 +171,13 @@ fn start_section(sizes: Sizes, supervisor: &Path, ratios: &mut Ratios) -> Result
     println!(
         "  supervised = `{} -- PROGRAM` (what socksify execs, without socksify's own bash)",
         supervisor.display()
+    );
+    let (alone, bare) = (median(&alone_us), median(&times_us[0]));
+    println!(
+        "  the supervisor alone (`socks-supervise --which /bin/true`: its own exec and exit, no \
+         child): {} µs median, {} µs more than /bin/true",
+        num(alone, 0),
+        num(alone - bare, 0)
     );
     Ok(())
 }
