@@ -962,7 +962,7 @@ fn supervisor_targets(r: &supervised::Ratios) {
     }
     if let Some((up, down)) = r.bulk {
         t.row(vec![
-            "bulk transfer, supervised = libsocks.so (within 5%; up / down)".into(),
+            "bulk transfer, supervised as fast as libsocks.so (≥ 0.95×; up / down)".into(),
             format!("{up:.2}× / {down:.2}×"),
             yes(up >= 0.95 && down >= 0.95),
         ]);
