@@ -3,7 +3,8 @@
  * Each mode prints `key=value` lines on stdout that the test compares exactly.
  *
  *   alarm IP PORT restart|norestart  SIGALRM every 100 ms (with or without SA_RESTART) while a
- *                                    blocking connect is held by a slow SOCKS server; prints
+ *                                    blocking connect is held by a slow or hanging SOCKS
+ *                                    server; prints
  *                                    connect's result, then (after waiting for a connect that
  *                                    went on in the background) the peer and a ping echoed
  *   dup IP PORT                      connect, dup2 onto 100, dup3 onto 101 (O_CLOEXEC): the
@@ -35,21 +36,21 @@
  * Built by the test with `cc -static -pthread tricks.c`. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
