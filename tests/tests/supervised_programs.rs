@@ -7,7 +7,8 @@
 //!   own resolver, and glibc's getaddrinfo when told `netdns=cgo`), and by address.
 //! - busybox-static `telnet` by name, on a terminal, to telnetd under inetd outside.
 //! - A static Go program that starts children (os/exec: itself, and busybox-static `wget`),
-//!   and one that daemonises (setsid; the child connects after its parent is gone).
+//!   and one that daemonises (setsid; the child connects after its parent is gone); socksify
+//!   run again inside a supervised tree.
 //! - A dynamically linked program (curl) under `--supervise`, and started by a supervised
 //!   static program: it stays supervised. A setuid-root and a file-capability copy of a static
 //!   program get what NO_NEW_PRIVS gives them and still go through sockd. A non-dumpable
@@ -327,6 +328,39 @@ fn go_daemon_child_connects_after_its_parent_exits() {
     dns::assert_relayed(&www);
     outside.assert_asked_only_by_firewall();
     leaks.assert_only_sockd("a Go daemon's child under the supervisor");
+}
+
+/// socksify run again inside a supervised tree (a script under socksify that itself says
+/// `socksify PROGRAM`) cannot start a second supervisor — the kernel allows one seccomp
+/// listener per filter chain — so it fails at once with exit status 126 and says why, instead
+/// of running the program some other way; the same program run plainly in that tree is
+/// supervised by the outer supervisor and goes through sockd. Nothing leaks either way.
+#[test]
+fn socksify_inside_a_supervised_tree_fails_clearly() {
+    let Some(lab) = supervised_lab("supervised-nested-socksify") else { return };
+    let busybox = paths::require("busybox", "busybox-static");
+    let http = lab.http(80);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let leaks = LeakCounter::install(&lab);
+    let (bb, socksify) = (busybox.display().to_string(), paths::socksify().display().to_string());
+    let url = format!("http://{}/inner", http.addr());
+    let script = format!(
+        "{socksify} -s {SERVER} {bb} wget -q -O - {url}; echo inner=$?; {bb} wget -q -O - {url}"
+    );
+    let ran =
+        lab.client(&busybox).args(["sh", "-c", &script]).socksify(&["-v", "-s", SERVER]).run();
+    ran.assert_success();
+    assert_eq!(ran.stdout_text(), "inner=126\nhello from outside: /inner\n", "{}", ran.describe());
+    assert!(
+        ran.stderr.contains("nested supervision is not possible"),
+        "the inner socksify must say why it cannot start\n{}",
+        ran.describe()
+    );
+    assert_supervised(&ran, http.addr(), 1);
+    http.wait_done(1, STARTUP);
+    assert_from_firewall(&http);
+    assert_session(&sockd, http.addr(), None);
+    leaks.assert_only_sockd("socksify inside a supervised tree");
 }
 
 // ---------------------------------------------------------------------------------------------
