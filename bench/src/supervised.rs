@@ -3,7 +3,8 @@
 //! connect + SOCKS5 + 1-byte echo + close) under each, by a static build of this benchmark
 //! under the supervisor and the ordinary (dynamic) build under the supervisor and under
 //! libsocks.so; the start and run time of programs that make no socket call (`/bin/true` and
-//! busybox-static's `true`) supervised against bare; and bulk transfer (upload and download of
+//! busybox-static's `true`) supervised against bare, and the supervisor's own start alone
+//! (`--which`); and bulk transfer (upload and download of
 //! a fixed size to the loopback sink) on a supervised connection against one under the
 //! library. Each proxied run is checked against sockd's `connected:` lines.
 //!
