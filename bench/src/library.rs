@@ -31,20 +31,34 @@ pub struct Variant {
     /// Client-mode arguments added (the bench's own SOCKS5 client: `--via ADDR`).
     pub args: Vec<String>,
     pub proxied: bool,
+    /// A program that runs the measured one (`socks-supervise --`), if any.
+    pub wrapper: Vec<PathBuf>,
+    /// The client-mode program, if not this benchmark's own executable (a static build of it).
+    pub program: Option<PathBuf>,
 }
 
 impl Variant {
-    fn new(label: &str, env: &[(&str, &str)], proxied: bool) -> Variant {
+    pub fn new(label: &str, env: &[(&str, &str)], proxied: bool) -> Variant {
         Variant {
             label: label.into(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             args: Vec::new(),
             proxied,
+            wrapper: Vec::new(),
+            program: None,
         }
     }
 
-    fn command(&self, program: &Path) -> Command {
-        let mut cmd = Command::new(program);
+    /// `program` run as this variant says (under its wrapper, if any).
+    pub fn command(&self, program: &Path) -> Command {
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        };
         for var in
             ["LD_PRELOAD", "SOCKS_CONF", "SOCKS_SERVER", "PROXYCHAINS_CONF_FILE", "SOCKS_LOG"]
         {
@@ -193,7 +207,10 @@ pub fn client_run(
     iters: usize,
     sockd: &Server,
 ) -> Result<ClientRun, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
+    let exe = match &v.program {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().map_err(|e| format!("own executable: {e}"))?,
+    };
     let mut cmd = v.command(&exe);
     cmd.args(["--client-mode", &dst.to_string(), &iters.to_string()]).args(&v.args);
     cmd.stderr(Stdio::piped()).stdout(Stdio::piped());

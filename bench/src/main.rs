@@ -2,12 +2,15 @@
 //! starts our sockd, Dante's danted and microsocks with its own configs, measures relay
 //! throughput, connection rate and latency, memory per idle connection and server CPU time for
 //! each against the direct path, then the preload libraries (libsocks.so, proxychains4,
-//! Dante's libdsocks): start cost and connect cost through one shared sockd. It prints ratios,
-//! since absolute numbers on a shared machine drift. It builds nothing: it runs
-//! target/release/sockd and target/release/libsocks.so.
+//! Dante's libdsocks): start cost and connect cost through one shared sockd; then the
+//! supervisor against the library (issue 12, `supervised`). It prints ratios, since absolute
+//! numbers on a shared machine drift. It builds nothing: it runs target/release/sockd,
+//! target/release/libsocks.so and target/release/socks-supervise (and a static build of
+//! itself, if one was made).
 //!
 //! `socks-bench [--quick] [--only SECTION[,SECTION]]`, sections: throughput, connrate, memory,
-//! library. `--client-mode` is internal (the library runs re-execute this binary).
+//! library, supervisor. `--client-mode` and `--bulk-mode` are internal (the library and
+//! supervisor runs re-execute this binary).
 
 mod connrate;
 mod idle;
@@ -16,6 +19,7 @@ mod relay;
 mod report;
 mod servers;
 mod socks5;
+mod supervised;
 mod sys;
 mod targets;
 
@@ -34,6 +38,7 @@ enum Section {
     Connrate,
     Memory,
     Library,
+    Supervisor,
 }
 
 /// Sizes of one run: `--quick` or full.
@@ -48,6 +53,9 @@ struct Params {
     start_runs: usize,
     client_iters: usize,
     client_runs: usize,
+    /// Bulk transfers per variant and direction in the supervisor section, and their size.
+    bulk_runs: usize,
+    bulk_bytes: u64,
     /// The idle-connection count asked for, when the descriptor limit forced a smaller one.
     idle_limited: Option<usize>,
 }
@@ -65,6 +73,8 @@ impl Params {
                 start_runs: 100,
                 client_iters: 300,
                 client_runs: 3,
+                bulk_runs: 3,
+                bulk_bytes: 256 << 20,
                 idle_limited: None,
             }
         } else {
@@ -78,16 +88,20 @@ impl Params {
                 start_runs: 500,
                 client_iters: 2000,
                 client_runs: 5,
+                bulk_runs: 5,
+                bulk_bytes: 1 << 30,
                 idle_limited: None,
             }
         }
     }
 }
 
-const USAGE: &str = "usage: socks-bench [--quick] [--only throughput|connrate|memory|library[,...]]
-  Runs on loopback only. Needs target/release/sockd and target/release/libsocks.so
-  (cargo build --release --workspace), and for the peers danted (dante-server), microsocks,
-  proxychains4 and Dante's libdsocks (dante-client).";
+const USAGE: &str =
+    "usage: socks-bench [--quick] [--only throughput|connrate|memory|library|supervisor[,...]]
+  Runs on loopback only. Needs target/release/sockd, target/release/libsocks.so and
+  target/release/socks-supervise (cargo build --release --workspace), and for the peers danted
+  (dante-server), microsocks, proxychains4 and Dante's libdsocks (dante-client). The supervisor
+  section also times a static build of this benchmark if there is one (see docs/PERFORMANCE.md).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -96,6 +110,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("socks-bench holder: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.first().map(String::as_str) == Some("--bulk-mode") {
+        return match supervised::bulk_main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("socks-bench bulk client: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -127,6 +150,7 @@ fn main() -> ExitCode {
                         "connrate" | "conn" => Section::Connrate,
                         "memory" | "idle" => Section::Memory,
                         "library" | "lib" => Section::Library,
+                        "supervisor" | "supervise" => Section::Supervisor,
                         "cpu" => Section::Throughput,
                         _ => {
                             eprintln!("socks-bench: unknown section `{name}`\n{USAGE}");
@@ -150,7 +174,13 @@ fn main() -> ExitCode {
         }
     }
     let sections = only.unwrap_or_else(|| {
-        vec![Section::Throughput, Section::Connrate, Section::Memory, Section::Library]
+        vec![
+            Section::Throughput,
+            Section::Connrate,
+            Section::Memory,
+            Section::Library,
+            Section::Supervisor,
+        ]
     });
     match run(Params::new(quick), &sections) {
         Ok(()) => ExitCode::SUCCESS,
@@ -193,6 +223,7 @@ struct Results {
     /// server -> (KiB per connection, held, wanted)
     idle: BTreeMap<usize, (f64, usize, usize)>,
     start_ratio: Option<(f64, f64)>,
+    supervisor: Option<supervised::Ratios>,
     direct_connect_ratio: Option<f64>,
     proxied_vs_proxychains: Option<f64>,
     proxied_vs_own: Option<f64>,
@@ -285,7 +316,7 @@ fn run_sections(
     sockd_bin: &Path,
     libsocks: &Path,
 ) -> Result<(), String> {
-    let needs_peers = sections.iter().any(|s| *s != Section::Library);
+    let needs_peers = sections.iter().any(|s| !matches!(s, Section::Library | Section::Supervisor));
     let mut servers = vec![Server::direct()];
     let sockd = Server::sockd(sockd_bin, dir)?;
     servers.push(sockd);
@@ -320,6 +351,13 @@ fn run_sections(
     }
     if sections.contains(&Section::Library) {
         library(p, &servers[1], dir, libsocks, &mut res)?;
+    }
+    if sections.contains(&Section::Supervisor) {
+        // Without the supervisor (not built, or no seccomp user notification here) the other
+        // sections' figures and targets still stand.
+        if let Err(e) = supervisor(p, &servers[1], dir, libsocks, &mut res) {
+            println!("\n  SKIPPED the supervisor section: {e}");
+        }
     }
     targets_summary(p, &servers, &res);
     for s in &mut servers {
@@ -728,6 +766,50 @@ fn library(
     Ok(())
 }
 
+fn supervisor(
+    p: &Params,
+    sockd: &Server,
+    dir: &Path,
+    libsocks: &Path,
+    res: &mut Results,
+) -> Result<(), String> {
+    let release = release_dir();
+    let supervisor = release.join("socks-supervise");
+    if !supervisor.is_file() {
+        return Err(format!(
+            "{} is missing: build it first with `cargo build --release --workspace`",
+            supervisor.display()
+        ));
+    }
+    let proxy = sockd.addr.ok_or("sockd has no address")?;
+    let conf = library::write_configs(dir, proxy)?;
+    let supervisor = supervisor.canonicalize().unwrap_or(supervisor);
+    let static_bench = supervised::static_build(&release, &supervisor);
+    match &static_bench {
+        Some(b) => println!("\n  static build of this benchmark: {}", b.display()),
+        None => println!(
+            "\n  NOTE: no static build of this benchmark (target/x86_64-unknown-linux-gnu/release/\
+             socks-bench, see docs/PERFORMANCE.md): the supervised connect row is the dynamic build"
+        ),
+    }
+    let sizes = supervised::Sizes {
+        start_runs: p.start_runs,
+        client_runs: p.client_runs,
+        client_iters: p.client_iters,
+        bulk_runs: p.bulk_runs,
+        bulk_bytes: p.bulk_bytes,
+    };
+    res.supervisor = Some(supervised::run(
+        sizes,
+        sockd,
+        &supervisor,
+        libsocks,
+        &conf.ours,
+        static_bench.as_deref(),
+    )?);
+    Ok(())
+}
+
 fn describe_owners(found: &[Option<(i32, String)>], sockd: &Server, proxied: bool) -> String {
     if found.is_empty() {
         return "no connection seen".into();
@@ -853,6 +935,42 @@ fn targets_summary(p: &Params, servers: &[Server], res: &Results) {
             "-".into(),
         ]);
     }
-    println!("\n== Issue 6 targets, from this run ==");
+    if !t.is_empty() {
+        println!("\n== Issue 6 targets, from this run ==");
+        t.print();
+    }
+    if let Some(r) = &res.supervisor {
+        supervisor_targets(r);
+    }
+}
+
+fn supervisor_targets(r: &supervised::Ratios) {
+    let yes = |b: bool| if b { "yes".to_string() } else { "NO".to_string() };
+    let mut t = Table::new(&["issue 12 target", "measured", "met"]);
+    if let Some((ratio, which)) = r.connect {
+        t.row(vec![
+            format!("proxied connect, supervised ({which}) ≤ 1.3× libsocks.so"),
+            format!("{ratio:.2}×"),
+            yes(ratio <= 1.3),
+        ]);
+    }
+    if let (Some(t_true), b) = (r.start_true, r.start_busybox) {
+        t.row(vec![
+            "start+run, supervised ≤ 1.05× bare (/bin/true / busybox true)".into(),
+            format!(
+                "{t_true:.2}× / {}",
+                b.map(|b| format!("{b:.2}×")).unwrap_or_else(|| "-".into())
+            ),
+            yes(t_true <= 1.05 && b.is_none_or(|b| b <= 1.05)),
+        ]);
+    }
+    if let Some((up, down)) = r.bulk {
+        t.row(vec![
+            "bulk transfer, supervised as fast as libsocks.so (≥ 0.95×; up / down)".into(),
+            format!("{up:.2}× / {down:.2}×"),
+            yes(up >= 0.95 && down >= 0.95),
+        ]);
+    }
+    println!("\n== Issue 12 targets (the supervisor), from this run ==");
     t.print();
 }

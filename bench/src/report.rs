@@ -68,6 +68,11 @@ impl Table {
         self.rows.push(cells);
     }
 
+    /// Whether it has no row but the header.
+    pub fn is_empty(&self) -> bool {
+        self.rows.len() <= 1
+    }
+
     pub fn print(&self) {
         let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let width = |c: usize| {
