@@ -206,9 +206,16 @@ fn connect_socket(fd: BorrowedFd<'_>, addr: SocketAddr, deadline: Instant) -> Re
     }
     wait(fd, libc::POLLOUT, deadline)?;
     match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
-        Ok(0) => Ok(()),
-        Ok(errno) => Err(errno),
-        Err(e) => Err(e.raw_os_error().unwrap_or(libc::EIO)),
+        Ok(0) => {}
+        Ok(errno) => return Err(errno),
+        Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
+    }
+    // The kernel keeps a socket whose non-blocking connect completed as "connecting" until the
+    // next connect(2) on it, which then answers 0 whatever its address. This one takes that
+    // answer, so the program's own next connect gets EISCONN, as on a socket it connected.
+    match sys::connect_raw(fd, &sockaddr::bytes(addr)) {
+        Ok(()) | Err(libc::EISCONN) => Ok(()),
+        Err(errno) => Err(errno),
     }
 }
 

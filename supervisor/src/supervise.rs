@@ -471,6 +471,14 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
     if !pending.valid() {
         return;
     }
+    // A TCP socket already in use (connecting, connected, listening) starts nothing new,
+    // whatever the address says: it gets the kernel's answer (EALREADY, EISCONN, or 0 for a
+    // connect that completed in the background), made on our copy with our bytes, and what the
+    // supervisor remembers of it stays. Routing it instead would run a handshake over a live
+    // connection, or report a connect that never happened.
+    if sys::tcp_state(socket.as_fd()).is_ok_and(|state| state != sys::TCP_CLOSE) {
+        return pending.reply(sys::connect_raw(socket.as_fd(), &bytes).err().unwrap_or(0));
+    }
     // Whatever this connect does, the socket's earlier proxied destination is history.
     let cookie = sys::socket_cookie(socket.as_fd()).ok();
     if let Some(cookie) = cookie {

@@ -296,6 +296,29 @@ pub fn socket_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(value)
 }
 
+/// `TCP_CLOSE` from linux/tcp_states.h: a TCP socket neither connecting, connected nor
+/// listening.
+pub const TCP_CLOSE: u8 = 7;
+
+/// The TCP state of `fd` (`tcpi_state`, the first byte of `struct tcp_info`); an error for a
+/// socket that is not TCP.
+pub fn tcp_state(fd: BorrowedFd<'_>) -> io::Result<u8> {
+    let mut state: u8 = 0;
+    // The kernel copies min(len, sizeof(struct tcp_info)) bytes: one asks for the state alone.
+    let mut len = 1 as libc::socklen_t;
+    // SAFETY: `state` is one writable byte, the length given.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut state as *mut u8).cast::<c_void>(),
+            &mut len,
+        )
+    })?;
+    Ok(state)
+}
+
 /// connect(2) of `fd` to the raw socket address `addr` (as the program passed it); the errno
 /// on failure.
 pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> Result<(), i32> {

@@ -920,24 +920,12 @@ fn a_proxied_socket_passed_with_scm_rights() {
 /// connection goes on, as under the library: a direct socket connected again to its own
 /// destination, a proxied one to its own, and a proxied one to a direct destination.
 ///
-/// BUG (supervisor, found by this test; `supervise::connect` never checks whether the socket
-/// is already connected, and its own connect to sockd was non-blocking, so the kernel's socket
-/// is still in the connecting state, where a second connect() returns 0 whatever the address):
-/// - to the same proxied destination, it runs a new SOCKS handshake over the live relayed
-///   connection — its greeting (`05 01 00`) reaches the destination through sockd — then fails
-///   on whatever the far end sends back (here the echo returns the greeting: "SOCKS protocol
-///   error: server chose method 0x01, which was not offered", EPROTO; with a server that
-///   closes: "server closed the connection", ECONNREFUSED) and disconnects the program's
-///   connection (AF_UNSPEC: getpeername then gives ENOTCONN, the next write ECONNRESET);
-/// - to a direct destination, it returns 0 without connecting anywhere: the socket stays
-///   connected to the first destination through sockd, getpeername now names sockd itself
-///   (192.0.2.1:1080), and what the program writes "to the direct host" goes to the proxied one.
-///
-/// Reproduce: `cargo test -p socks-e2e --test supervised_programs -- --ignored connect_again`.
+/// (The supervisor used to route such a connect again: to the same proxied destination it ran a
+/// second SOCKS handshake over the live relayed connection, whose greeting reached the
+/// destination; to a direct one it answered 0 without connecting, leaving the socket on the
+/// proxied connection. A socket whose non-blocking connect completed stays "connecting" in the
+/// kernel until the next connect(2), which answers 0 whatever the address.)
 #[test]
-#[ignore = "supervisor bug: connect on an already proxied socket is not EISCONN: it reruns the \
-            SOCKS handshake over the live connection, or reports a direct connect that never \
-            happened (see the comment)"]
 fn connect_again_on_a_connected_socket_is_eisconn() {
     let Some((lab, tricks, echo, sockd, leaks)) = tricks_lab("supervised-connect-again") else {
         return;
