@@ -10,7 +10,8 @@
 //! HAProxy's 127.0.0.1; the logs name the real clients and the balancer; HAProxy's health checks
 //! leave no error in the logs; dig under the library gets its answer through UDP ASSOCIATE,
 //! its datagrams going straight to the advertised relay; after one sockd is killed and
-//! HAProxy's check has noticed, no new connection is lost; and the leak check: nothing left the
+//! HAProxy's check has noticed, no new connection is lost; active ftp's BIND through the pair
+//! (the node listens on its own outside address); and the leak check: nothing left the
 //! workstation except to 192.0.2.1.
 //!
 //! Not here: the header at every split, garbage, unlisted sources (sockd/tests/proxy_protocol.rs).
@@ -219,4 +220,49 @@ fn two_sockd_behind_haproxy_act_as_one_firewall() {
     assert_eq!(s2.lines_with(&["connected:"]).len(), served_by_s2 + 6, "s2 took them all");
 
     leaks.assert_only_sockd_udp("curl, socksify and dig through HAProxy");
+}
+
+/// BIND through the balancer: ftp's active mode under socksify. The BIND request reaches one
+/// node through HAProxy; that node listens on its own outside address (198.51.100.1, which the
+/// FTP server reaches directly) and names it in its reply, so PORT carries it and vsftpd's
+/// data connection goes straight to the node.
+#[test]
+fn active_ftp_binds_through_the_balancer() {
+    let Some(lab) = Lab::new("balancer-ftp") else { return };
+    let ftp = paths::require("inetutils-ftp", "inetutils-ftp");
+    let leaks = LeakCounter::install(&lab);
+    let content = pattern(300_000);
+    let vsftpd = lab.vsftpd(&[("big.bin", &content)]);
+    let s1 = node(&lab, 1081);
+    let s2 = node(&lab, 1082);
+    let _haproxy = haproxy(&lab);
+    std::thread::sleep(CHECK_INTERVAL * 3);
+    let active = lab.dir.path().join("active.bin");
+    let script =
+        format!("user anonymous e2e@inside.test\nbinary\nget big.bin {}\nquit\n", active.display());
+    let ran = lab
+        .client(ftp)
+        .args(["-n", "-v", &OUTSIDE_ADDR.to_string()])
+        .stdin(script)
+        .socksify(&["-v", "-s", SERVER])
+        .timeout(Duration::from_secs(60))
+        .run();
+    let logs = || format!("{}\ns1:\n{}\ns2:\n{}", ran.describe(), s1.log(), s2.log());
+    assert!(ran.success(), "ftp failed\n{}", logs());
+    assert!(std::fs::read(&active).unwrap_or_default() == content, "active download\n{}", logs());
+    assert!(
+        ran.stderr.contains(&format!(
+            "bind for {}: the server listens on {FW_OUTSIDE_ADDR}:",
+            vsftpd.addr
+        )),
+        "the data connection is a SOCKS BIND on the node's outside address\n{}",
+        logs()
+    );
+    let binds: Vec<String> = [&s1, &s2]
+        .iter()
+        .flat_map(|node| node.lines_with(&["bind:", &format!("client={INSIDE_ADDR}:")]))
+        .collect();
+    assert_eq!(binds.len(), 1, "one BIND, logged under the real client: {binds:?}");
+    assert!(binds[0].contains(" balancer=127.0.0.1:"), "{}", binds[0]);
+    leaks.assert_only_sockd("active ftp through HAProxy");
 }
