@@ -1,7 +1,8 @@
 //! `--accept-proxy-protocol`: sockd behind a balancer that sends a PROXY protocol header, spoken
 //! to by a raw TCP client playing the balancer. Headers v1 and v2 cut at every byte, garbage, a
 //! truncated or missing header, a header from an unlisted source, LOCAL health checks, rules and
-//! per-client limits decided on the carried address, the log naming both, inetd mode, and
+//! per-client limits and the failed-login count decided on the carried address, the log naming
+//! both, inetd mode, and
 //! `--udp-advertise` with the UDP client lock on the carried address.
 //!
 //! Listed source: 127.0.0.1 (the default client address); unlisted: 127.0.0.2. Carried client
@@ -421,4 +422,36 @@ fn check_describes_the_options_and_bad_values_are_refused() {
         assert!(!out.status.success(), "{bad:?} must be refused");
         assert!(!out.stderr.is_empty(), "{bad:?}: an error message");
     }
+}
+
+/// Sends `header`, then a SOCKS5 login as `alice` with `password`; returns the RFC 1929 status.
+fn login_through(sockd: &Sockd, header: &[u8], password: &str) -> u8 {
+    let mut s = connect(sockd.addr());
+    let mut bytes = header.to_vec();
+    bytes.extend_from_slice(&socks5_greeting(&[0x02]));
+    s.write_all(&bytes).expect("header and greeting");
+    assert_eq!(read_n(&mut s, 2, "method selection"), [0x05, 0x02]);
+    s.write_all(&rfc1929_request("alice", password)).expect("login");
+    read_n(&mut s, 2, "RFC 1929 status")[1]
+}
+
+#[test]
+fn failed_logins_are_counted_per_carried_address() {
+    let builder = SockdBuilder::new(&rules("")).arg("--accept-proxy-protocol").arg("127.0.0.1/32");
+    let users = builder.file("users", "alice:alice-pw\n");
+    let sockd = builder.arg("--users").arg(users).start();
+    let a = v2(sa("198.51.100.20:40070"), sa(FRONTEND), &[]);
+    let b = v2(sa("198.51.100.21:40071"), sa(FRONTEND), &[]);
+    assert_ne!(login_through(&sockd, &a, "wrong"), 0);
+    assert_ne!(login_through(&sockd, &a, "wrong"), 0);
+    sockd.wait_for_line(
+        &["denied: client=198.51.100.20:40070 balancer=", "failures=1"],
+        LOG_TIMEOUT,
+    );
+    sockd.wait_for_line(&["client=198.51.100.20:40070 balancer=", "failures=2"], LOG_TIMEOUT);
+    // Another client behind the same balancer starts from its own count (and waits for no one).
+    assert_ne!(login_through(&sockd, &b, "wrong"), 0);
+    let line = sockd.wait_for_line(&["denied: client=198.51.100.21:40071 balancer="], LOG_TIMEOUT);
+    assert!(line.contains(" failures=1 "), "counted for 198.51.100.21 alone: {line}");
+    assert_eq!(login_through(&sockd, &b, "alice-pw"), 0, "{}", sockd.log_text());
 }
