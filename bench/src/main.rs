@@ -7,8 +7,10 @@
 //! target/release/sockd and target/release/libsocks.so.
 //!
 //! `socks-bench [--quick] [--only SECTION[,SECTION]]`, sections: throughput, connrate, memory,
-//! library. `--client-mode` is internal (the library runs re-execute this binary).
+//! library, balancer (HAProxy alone vs HAProxy in front of sockd). `--client-mode` is internal
+//! (the library runs re-execute this binary).
 
+mod balancer;
 mod connrate;
 mod idle;
 mod library;
@@ -34,6 +36,7 @@ enum Section {
     Connrate,
     Memory,
     Library,
+    Balancer,
 }
 
 /// Sizes of one run: `--quick` or full.
@@ -84,10 +87,11 @@ impl Params {
     }
 }
 
-const USAGE: &str = "usage: socks-bench [--quick] [--only throughput|connrate|memory|library[,...]]
+const USAGE: &str =
+    "usage: socks-bench [--quick] [--only throughput|connrate|memory|library|balancer[,...]]
   Runs on loopback only. Needs target/release/sockd and target/release/libsocks.so
   (cargo build --release --workspace), and for the peers danted (dante-server), microsocks,
-  proxychains4 and Dante's libdsocks (dante-client).";
+  proxychains4 and Dante's libdsocks (dante-client), and haproxy for the balancer section.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
                         "connrate" | "conn" => Section::Connrate,
                         "memory" | "idle" => Section::Memory,
                         "library" | "lib" => Section::Library,
+                        "balancer" | "haproxy" => Section::Balancer,
                         "cpu" => Section::Throughput,
                         _ => {
                             eprintln!("socks-bench: unknown section `{name}`\n{USAGE}");
@@ -150,7 +155,13 @@ fn main() -> ExitCode {
         }
     }
     let sections = only.unwrap_or_else(|| {
-        vec![Section::Throughput, Section::Connrate, Section::Memory, Section::Library]
+        vec![
+            Section::Throughput,
+            Section::Connrate,
+            Section::Memory,
+            Section::Library,
+            Section::Balancer,
+        ]
     });
     match run(Params::new(quick), &sections) {
         Ok(()) => ExitCode::SUCCESS,
@@ -285,7 +296,7 @@ fn run_sections(
     sockd_bin: &Path,
     libsocks: &Path,
 ) -> Result<(), String> {
-    let needs_peers = sections.iter().any(|s| *s != Section::Library);
+    let needs_peers = sections.iter().any(|s| !matches!(s, Section::Library | Section::Balancer));
     let mut servers = vec![Server::direct()];
     let sockd = Server::sockd(sockd_bin, dir)?;
     servers.push(sockd);
@@ -320,6 +331,9 @@ fn run_sections(
     }
     if sections.contains(&Section::Library) {
         library(p, &servers[1], dir, libsocks, &mut res)?;
+    }
+    if sections.contains(&Section::Balancer) {
+        balancer::run(p.reps, p.conn_dur, dir, sockd_bin)?;
     }
     targets_summary(p, &servers, &res);
     for s in &mut servers {
