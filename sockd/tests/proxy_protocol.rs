@@ -2,7 +2,7 @@
 //! to by a raw TCP client playing the balancer. Headers v1 and v2 cut at every byte, garbage, a
 //! truncated or missing header, a header from an unlisted source, LOCAL health checks, rules and
 //! per-client limits and the failed-login count decided on the carried address, the log naming
-//! both, inetd mode, and
+//! both, inetd and socket-activated modes, and
 //! `--udp-advertise` with the UDP client lock on the carried address.
 //!
 //! Listed source: 127.0.0.1 (the default client address); unlisted: 127.0.0.2. Carried client
@@ -454,4 +454,45 @@ fn failed_logins_are_counted_per_carried_address() {
     let line = sockd.wait_for_line(&["denied: client=198.51.100.21:40071 balancer="], LOG_TIMEOUT);
     assert!(line.contains(" failures=1 "), "counted for 198.51.100.21 alone: {line}");
     assert_eq!(login_through(&sockd, &b, "alice-pw"), 0, "{}", sockd.log_text());
+}
+
+#[test]
+fn socket_activated_sockd_reads_the_header_too() {
+    let activate = require_program("systemd-socket-activate", "systemd");
+    let echo = echo_server();
+    let dir = TempDir::new("activate-proxy");
+    let conf = dir.write("sockd.conf", rules(""));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = sa(&format!("127.0.0.1:{port}"));
+    let mut child = Command::new(activate)
+        .arg("-l")
+        .arg(addr.to_string())
+        .arg(sockd_bin())
+        .arg("-f")
+        .arg(&conf)
+        .args(["--accept-proxy-protocol", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn systemd-socket-activate");
+    let log = LogLines::capture(child.stderr.take().expect("piped"), "activated sockd");
+    log.wait_for(&["Listening on"], LOG_TIMEOUT).expect("the tool listens");
+    let dst = sa(&format!("127.0.0.1:{}", echo.port()));
+    let mut s = connect(addr);
+    let mut bytes = v1(sa("198.51.100.8:40080"), sa(FRONTEND));
+    bytes.extend_from_slice(&[0x05, 0x01, 0x00]);
+    s.write_all(&bytes).expect("header and greeting");
+    assert_eq!(read_n(&mut s, 2, "method selection"), [0x05, 0x00], "{}", log.joined());
+    s.write_all(&socks5_request(CMD_CONNECT, dst)).expect("request");
+    assert_eq!(read_socks5_reply(&mut s, "reply").rep, 0, "{}", log.joined());
+    assert_echo(&mut s, b"activated");
+    let line =
+        log.wait_for(&["connected: client=198.51.100.8:40080 balancer=127.0.0.1:"], LOG_TIMEOUT);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.is_some(), "the passed socket's sessions carry the client:\n{}", log.joined());
 }
