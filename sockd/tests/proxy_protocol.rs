@@ -2,8 +2,8 @@
 //! to by a raw TCP client playing the balancer. Headers v1 and v2 cut at every byte, garbage, a
 //! truncated or missing header, a header from an unlisted source, LOCAL health checks, rules and
 //! per-client limits and the failed-login count decided on the carried address, the log naming
-//! both, inetd and socket-activated modes, and
-//! `--udp-advertise` with the UDP client lock on the carried address.
+//! both, inetd and socket-activated modes, and `--udp-advertise` with the UDP client lock on
+//! the carried address.
 //!
 //! Listed source: 127.0.0.1 (the default client address); unlisted: 127.0.0.2. Carried client
 //! addresses are from 198.51.100.0/24 (TEST-NET-2), or loopback ones when datagrams must really
