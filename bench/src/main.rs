@@ -9,9 +9,10 @@
 //! itself, if one was made).
 //!
 //! `socks-bench [--quick] [--only SECTION[,SECTION]]`, sections: throughput, connrate, memory,
-//! library, supervisor. `--client-mode` and `--bulk-mode` are internal (the library and
-//! supervisor runs re-execute this binary).
+//! library, supervisor, balancer (HAProxy alone vs HAProxy in front of sockd). `--client-mode`
+//! and `--bulk-mode` are internal (the library and supervisor runs re-execute this binary).
 
+mod balancer;
 mod connrate;
 mod idle;
 mod library;
@@ -39,6 +40,7 @@ enum Section {
     Memory,
     Library,
     Supervisor,
+    Balancer,
 }
 
 /// Sizes of one run: `--quick` or full.
@@ -97,11 +99,12 @@ impl Params {
 }
 
 const USAGE: &str =
-    "usage: socks-bench [--quick] [--only throughput|connrate|memory|library|supervisor[,...]]
+    "usage: socks-bench [--quick] [--only throughput|connrate|memory|library|supervisor|balancer[,...]]
   Runs on loopback only. Needs target/release/sockd, target/release/libsocks.so and
   target/release/socks-supervise (cargo build --release --workspace), and for the peers danted
-  (dante-server), microsocks, proxychains4 and Dante's libdsocks (dante-client). The supervisor
-  section also times a static build of this benchmark if there is one (see docs/PERFORMANCE.md).";
+  (dante-server), microsocks, proxychains4 and Dante's libdsocks (dante-client), and haproxy for
+  the balancer section. The supervisor section also times a static build of this benchmark if
+  there is one (see docs/PERFORMANCE.md).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
                         "memory" | "idle" => Section::Memory,
                         "library" | "lib" => Section::Library,
                         "supervisor" | "supervise" => Section::Supervisor,
+                        "balancer" | "haproxy" => Section::Balancer,
                         "cpu" => Section::Throughput,
                         _ => {
                             eprintln!("socks-bench: unknown section `{name}`\n{USAGE}");
@@ -180,6 +184,7 @@ fn main() -> ExitCode {
             Section::Memory,
             Section::Library,
             Section::Supervisor,
+            Section::Balancer,
         ]
     });
     match run(Params::new(quick), &sections) {
@@ -316,7 +321,9 @@ fn run_sections(
     sockd_bin: &Path,
     libsocks: &Path,
 ) -> Result<(), String> {
-    let needs_peers = sections.iter().any(|s| !matches!(s, Section::Library | Section::Supervisor));
+    let needs_peers = sections
+        .iter()
+        .any(|s| !matches!(s, Section::Library | Section::Supervisor | Section::Balancer));
     let mut servers = vec![Server::direct()];
     let sockd = Server::sockd(sockd_bin, dir)?;
     servers.push(sockd);
@@ -358,6 +365,9 @@ fn run_sections(
         if let Err(e) = supervisor(p, &servers[1], dir, libsocks, &mut res) {
             println!("\n  SKIPPED the supervisor section: {e}");
         }
+    }
+    if sections.contains(&Section::Balancer) {
+        balancer::run(p.reps, p.conn_dur, dir, sockd_bin)?;
     }
     targets_summary(p, &servers, &res);
     for s in &mut servers {

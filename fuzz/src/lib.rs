@@ -334,3 +334,37 @@ pub fn client_rules_parse(data: &[u8]) {
     let _ = rules.has_proxy_rule();
     let _ = rules.to_string();
 }
+
+/// `proxy_protocol::parse`: a header never claims more than given nor, for v1, more than 107
+/// bytes; the bytes it used alone give the same header; "need more" only while the input is
+/// shorter than the longest header, and then every shorter prefix needs more too (so a caller
+/// may consume what it fed); an error stays an error whatever follows.
+pub fn proxy_header_parse(data: &[u8]) {
+    use socks_proto::proxy_protocol::{parse, Parsed, MAX_HEADER_LEN, V1_MAX_LEN};
+    match parse(data) {
+        Ok(Parsed::Done { header, consumed }) => {
+            assert!(consumed >= 15 && consumed <= data.len(), "used {consumed} of {}", data.len());
+            if data[0] == b'P' {
+                assert!(consumed <= V1_MAX_LEN, "v1 line of {consumed} bytes");
+            }
+            assert_eq!(parse(&data[..consumed]), Ok(Parsed::Done { header, consumed }));
+            for cut in 0..consumed {
+                assert_eq!(parse(&data[..cut]), Ok(Parsed::NeedMore), "prefix of {cut}");
+            }
+        }
+        Ok(Parsed::NeedMore) => {
+            assert!(data.len() < MAX_HEADER_LEN);
+            for cut in 0..data.len() {
+                assert_eq!(parse(&data[..cut]), Ok(Parsed::NeedMore), "prefix of {cut}");
+            }
+        }
+        Err(error) => {
+            let _ = error.to_string();
+            for extra in [0u8, b'\n', 0xff] {
+                let mut longer = data.to_vec();
+                longer.push(extra);
+                assert!(parse(&longer).is_err(), "an error undone by one more byte");
+            }
+        }
+    }
+}

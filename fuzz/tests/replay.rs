@@ -19,6 +19,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("client_handshake", socks_proto_fuzz::client_handshake),
     ("ruleset_parse", socks_proto_fuzz::ruleset_parse),
     ("client_rules_parse", socks_proto_fuzz::client_rules_parse),
+    ("proxy_header_parse", socks_proto_fuzz::proxy_header_parse),
 ];
 
 /// Mutated inputs per seed.

@@ -110,6 +110,20 @@ pub struct Options {
     #[arg(long, value_name = "HOW", default_value = "splice", value_parser = ["splice", "copy"])]
     pub relay: String,
 
+    /// Connections from this address block (`10.0.0.0/24`, `2001:db8::/64`, or one address) come
+    /// from a load balancer and must start with a PROXY protocol header (v1 or v2) within the
+    /// handshake timeout; the client address it carries is the client's for rules, limits and
+    /// logs. Repeatable. See BEHIND A LOAD BALANCER in sockd(8).
+    #[arg(long, value_name = "CIDR", value_parser = crate::balancer::parse_cidr)]
+    pub accept_proxy_protocol: Vec<crate::balancer::Cidr>,
+
+    /// The address UDP ASSOCIATE replies name instead of the relay's own (NAT, a balancer);
+    /// the relay listens there if it is a local address, else on every local address of its
+    /// family. At most one IPv4 and
+    /// one IPv6 address; each applies to relays of its family.
+    #[arg(long, value_name = "ADDR")]
+    pub udp_advertise: Vec<std::net::IpAddr>,
+
     /// Least severe messages logged: error, warn, info or debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
@@ -148,6 +162,14 @@ impl Options {
             max_sessions,
             max_per_client: clamp(self.max_sessions_per_client),
             max_handshakes: self.max_handshakes.map_or((max_sessions / 4).max(1), clamp),
+        }
+    }
+
+    /// `--accept-proxy-protocol` and `--udp-advertise`.
+    pub fn balancer(&self) -> crate::balancer::Settings {
+        crate::balancer::Settings {
+            trusted: self.accept_proxy_protocol.clone(),
+            advertise: self.udp_advertise.clone(),
         }
     }
 

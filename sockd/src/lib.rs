@@ -1,11 +1,13 @@
 //! sockd: the SOCKS4/4a/5 server of the firewall host. This file wires the pieces together:
 //! options, logging, the rule file, the users file, then either the standalone listeners (its
 //! own, or those systemd passed) or one inetd session. Sessions are in `session`, BIND in
-//! `bind`, relaying in `relay`, systemd's notifications and socket activation in `systemd`.
+//! `bind`, relaying in `relay`, systemd's notifications and socket activation in `systemd`,
+//! connections from a load balancer (PROXY protocol) in `balancer`.
 //!
 //! Unsafe code is denied here and allowed only in `sys`, the libc boundary.
 #![deny(unsafe_code)]
 
+pub mod balancer;
 pub mod bind;
 pub mod cli;
 pub mod config;
@@ -48,6 +50,11 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs sockd with parsed options; the exit code reports success or the configuration error.
 pub fn run(options: Options) -> ExitCode {
+    let balancer = options.balancer();
+    if let Err(message) = balancer.validate() {
+        eprintln!("sockd: {message}");
+        return ExitCode::FAILURE;
+    }
     if options.check {
         return check(&options);
     }
@@ -89,6 +96,7 @@ pub fn run(options: Options) -> ExitCode {
     };
     logging::init(sink, options.log_level);
     relay::use_splice(options.relay == "splice");
+    balancer::configure(balancer);
     let config = match load_config(&options) {
         Ok(config) => config,
         Err(message) => {
@@ -134,6 +142,9 @@ fn check(options: &Options) -> ExitCode {
                 listing = listing.and_then(|()| {
                     writeln!(out, "{rule}  # {}:{}{sep}{note}", rules.file, rule.line)
                 });
+            }
+            for line in options.balancer().describe() {
+                listing = listing.and_then(|()| writeln!(out, "{line}"));
             }
             match listing.and_then(|()| out.flush()) {
                 Ok(()) => {
@@ -201,7 +212,7 @@ fn run_inetd(context: Arc<Context>) -> ExitCode {
         };
         match stream.peer_addr() {
             Ok(peer) => {
-                session::serve(stream, peer, context, None).await;
+                balancer::serve_unadmitted(stream, peer, context).await;
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -384,6 +395,9 @@ async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
     let (mut failures, mut last_report) = (0u64, None);
     loop {
         match listener.accept().await {
+            Ok((stream, peer)) if balancer::expects_header(peer.ip()) => {
+                tokio::spawn(balancer::serve(stream, peer, context.clone()));
+            }
             Ok((stream, peer)) => match context.admit(peer.ip().to_canonical()) {
                 Ok(admitted) => {
                     let context = context.clone();

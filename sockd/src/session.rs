@@ -16,8 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
+use crate::balancer::Peer;
 use crate::context::{Admitted, Full};
-use crate::outbound::{self, canonical};
+use crate::outbound;
 use crate::relay::{relay, RelayEnd, RelayStats};
 use crate::{bind, udp, Config, Context};
 
@@ -27,8 +28,11 @@ const LINGER_AFTER_FAILURE: Duration = Duration::from_secs(2);
 /// Who asked for what: the fields every log line of a session carries.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// The client's address (IPv4-mapped shown as IPv4).
+    /// The client's address (IPv4-mapped shown as IPv4); behind a balancer, the one its PROXY
+    /// protocol header carried.
     pub client: SocketAddr,
+    /// The balancer the client came through (`--accept-proxy-protocol`), if any.
+    pub balancer: Option<SocketAddr>,
     /// SOCKS4 USERID or SOCKS5 username.
     pub user: Option<String>,
     /// The command.
@@ -42,7 +46,7 @@ impl fmt::Display for Session {
         write!(
             f,
             "client={} user={} cmd={} dst={}",
-            self.client,
+            Peer { addr: self.client, balancer: self.balancer },
             printable(self.user.as_deref().unwrap_or("-")),
             self.command,
             printable(&self.dst.to_string())
@@ -118,16 +122,26 @@ enum HandshakeEnd {
 /// `admitted` is its place in the counters (standalone mode): a handshake place, which an
 /// eviction may end early, then a session place once the handshake is complete.
 pub async fn serve(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
+    ctx: Arc<Context>,
+    admitted: Option<Admitted>,
+) {
+    serve_from(client, Peer::direct(peer), ctx, admitted).await;
+}
+
+/// [`serve`] for a client whose address may have come from a balancer's PROXY header.
+pub async fn serve_from(
+    mut client: TcpStream,
+    peer: Peer,
     ctx: Arc<Context>,
     mut admitted: Option<Admitted>,
 ) {
-    let peer = canonical(peer);
     // This session keeps these rules and users even if a SIGHUP replaces them meanwhile.
     let config = ctx.config();
     let started = Instant::now();
-    let handshake = timeout(ctx.timeouts.handshake, read_request(&mut client, peer, &config, &ctx));
+    let handshake =
+        timeout(ctx.timeouts.handshake, read_request(&mut client, peer.addr, &config, &ctx));
     let evicted = async {
         match &admitted {
             Some(admitted) => admitted.evicted().await,
@@ -189,7 +203,8 @@ pub async fn serve(
         }
     };
     let session = Session {
-        client: peer,
+        client: peer.addr,
+        balancer: peer.balancer,
         user: request.user.clone(),
         command: request.command,
         dst: request.dst.clone(),

@@ -35,6 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{sleep_until, timeout, Instant};
 
+use crate::balancer;
 use crate::outbound::{self, canonical};
 use crate::session::{refuse, Session};
 use crate::{Config, Context};
@@ -171,7 +172,7 @@ pub async fn serve(
         }
     };
     let relay = match client.local_addr() {
-        Ok(local) => UdpSocket::bind(SocketAddr::new(local.ip().to_canonical(), 0)).await,
+        Ok(local) => balancer::bind_relay(local.ip().to_canonical()).await,
         Err(e) => Err(e),
     };
     let (relay, relay_addr) = match relay.and_then(|r| r.local_addr().map(|a| (r, a))) {
@@ -181,6 +182,8 @@ pub async fn serve(
             return refuse(client, request, Failure::General).await;
         }
     };
+    // Behind NAT or a balancer (--udp-advertise), the address clients can reach.
+    let relay_addr = balancer::advertised(relay_addr);
     let mut reply = Vec::new();
     request.encode_reply(Ok(relay_addr), &mut reply);
     if client.write_all(&reply).await.is_err() {
