@@ -675,6 +675,30 @@ impl SlowRelay {
     }
 }
 
+/// Runs `tricks TRICK OUTSIDE 7` under socksify and checks its one proxied echo: the output
+/// (`expected`, given the destination), the supervisor's log line, the echo seen from the
+/// firewall, sockd's session, and that nothing else left the workstation (`what` names it).
+fn assert_one_proxied_trick(
+    (lab, tricks, echo, sockd, leaks): &(Lab, PathBuf, Server, Daemon, LeakCounter),
+    trick: &str,
+    what: &str,
+    expected: impl FnOnce(SocketAddr) -> String,
+) {
+    let ran = lab
+        .client(tricks)
+        .args([trick, &OUTSIDE_ADDR.to_string(), "7"])
+        .socksify(&["-v", "-s", SERVER])
+        .run();
+    ran.assert_success();
+    let dst = echo.addr();
+    assert_eq!(ran.stdout_text(), expected(dst), "{}", ran.describe());
+    assert_supervised(&ran, dst, 1);
+    echo.wait_done(1, STARTUP);
+    assert_from_firewall(echo);
+    assert_session(sockd, dst, None);
+    leaks.assert_only_sockd(what);
+}
+
 /// Copies `from` to `to` until end of stream, then half-closes `to`.
 fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let _ = from.set_read_timeout(Some(Duration::from_secs(20)));
@@ -837,55 +861,26 @@ fn sigalrm_during_a_connect_to_a_hanging_server() {
 /// O_CLOEXEC is kept.
 #[test]
 fn dup2_and_dup3_of_a_proxied_socket() {
-    let Some((lab, tricks, echo, sockd, leaks)) = tricks_lab("supervised-dup") else { return };
-    let ran = lab
-        .client(&tricks)
-        .args(["dup", &OUTSIDE_ADDR.to_string(), "7"])
-        .socksify(&["-v", "-s", SERVER])
-        .run();
-    ran.assert_success();
-    let dst = echo.addr();
-    assert_eq!(
-        ran.stdout_text(),
+    let Some(setup) = tricks_lab("supervised-dup") else { return };
+    assert_one_proxied_trick(&setup, "dup", "dup2/dup3 of a proxied socket", |dst| {
         format!(
             "dup2=100 dup3=101\npeer={dst}\npeer100={dst}\npeer101={dst}\nping100=ok\n\
              cloexec101=1\npeer101-after-close={dst}\n"
-        ),
-        "{}",
-        ran.describe()
-    );
-    assert_supervised(&ran, dst, 1);
-    echo.wait_done(1, STARTUP);
-    assert_from_firewall(&echo);
-    assert_session(&sockd, dst, None);
-    leaks.assert_only_sockd("dup2/dup3 of a proxied socket");
+        )
+    });
 }
 
 /// A socket made in the parent and connected in a forked child goes through sockd; the
 /// parent's copy is the same connected socket (its peer is the destination, its bytes echo).
 #[test]
 fn a_socket_passed_across_fork_connects_in_the_child() {
-    let Some((lab, tricks, echo, sockd, leaks)) = tricks_lab("supervised-forkconnect") else {
-        return;
-    };
-    let ran = lab
-        .client(&tricks)
-        .args(["forkconnect", &OUTSIDE_ADDR.to_string(), "7"])
-        .socksify(&["-v", "-s", SERVER])
-        .run();
-    ran.assert_success();
-    let dst = echo.addr();
-    assert_eq!(
-        ran.stdout_text(),
-        format!("child: peer={dst} ping=ok\nchild-exit=0\nparent: peer={dst} ping=ok\n"),
-        "{}",
-        ran.describe()
+    let Some(setup) = tricks_lab("supervised-forkconnect") else { return };
+    assert_one_proxied_trick(
+        &setup,
+        "forkconnect",
+        "a socket connected in a forked child",
+        |dst| format!("child: peer={dst} ping=ok\nchild-exit=0\nparent: peer={dst} ping=ok\n"),
     );
-    assert_supervised(&ran, dst, 1);
-    echo.wait_done(1, STARTUP);
-    assert_from_firewall(&echo);
-    assert_session(&sockd, dst, None);
-    leaks.assert_only_sockd("a socket connected in a forked child");
 }
 
 /// A proxied socket passed to another process over an AF_UNIX socket (SCM_RIGHTS, by a
@@ -893,27 +888,10 @@ fn a_socket_passed_across_fork_connects_in_the_child() {
 /// and carries its bytes there.
 #[test]
 fn a_proxied_socket_passed_with_scm_rights() {
-    let Some((lab, tricks, echo, sockd, leaks)) = tricks_lab("supervised-passfd") else {
-        return;
-    };
-    let ran = lab
-        .client(&tricks)
-        .args(["passfd", &OUTSIDE_ADDR.to_string(), "7"])
-        .socksify(&["-v", "-s", SERVER])
-        .run();
-    ran.assert_success();
-    let dst = echo.addr();
-    assert_eq!(
-        ran.stdout_text(),
-        format!("child: peer={dst} ping=ok\nsendmsg=1\nchild-exit=0\n"),
-        "{}",
-        ran.describe()
-    );
-    assert_supervised(&ran, dst, 1);
-    echo.wait_done(1, STARTUP);
-    assert_from_firewall(&echo);
-    assert_session(&sockd, dst, None);
-    leaks.assert_only_sockd("a proxied socket passed with SCM_RIGHTS");
+    let Some(setup) = tricks_lab("supervised-passfd") else { return };
+    assert_one_proxied_trick(&setup, "passfd", "a proxied socket passed with SCM_RIGHTS", |dst| {
+        format!("child: peer={dst} ping=ok\nsendmsg=1\nchild-exit=0\n")
+    });
 }
 
 /// connect() again on a connected socket gets the kernel's answer, EISCONN, and the
@@ -1008,31 +986,15 @@ fn a_reused_descriptor_number_names_its_own_peer() {
 /// proves nothing).
 #[test]
 fn a_second_seccomp_listener_is_refused() {
-    let Some((lab, tricks, echo, sockd, leaks)) = tricks_lab("supervised-nested") else {
-        return;
-    };
-    let bare = Command::new(&tricks).args(["nested", "127.0.0.1", "9"]).output().expect("runs");
+    let Some(setup) = tricks_lab("supervised-nested") else { return };
+    let bare = Command::new(&setup.1).args(["nested", "127.0.0.1", "9"]).output().expect("runs");
     assert!(
         String::from_utf8_lossy(&bare.stdout).starts_with("own-listener=3 errno=0"),
         "without the supervisor the program gets its own listener: {bare:?}"
     );
-    let ran = lab
-        .client(&tricks)
-        .args(["nested", &OUTSIDE_ADDR.to_string(), "7"])
-        .socksify(&["-v", "-s", SERVER])
-        .run();
-    ran.assert_success();
-    assert_eq!(
-        ran.stdout_text(),
-        format!("own-listener=-1 errno={}\npeer={} ping=ok\n", libc::EBUSY, echo.addr()),
-        "{}",
-        ran.describe()
-    );
-    assert_supervised(&ran, echo.addr(), 1);
-    echo.wait_done(1, STARTUP);
-    assert_from_firewall(&echo);
-    assert_session(&sockd, echo.addr(), None);
-    leaks.assert_only_sockd("a second seccomp listener");
+    assert_one_proxied_trick(&setup, "nested", "a second seccomp listener", |dst| {
+        format!("own-listener=-1 errno={}\npeer={dst} ping=ok\n", libc::EBUSY)
+    });
 }
 
 /// IPv6 destinations from an AF_INET6 socket: a v4-mapped literal (`::ffff:198.51.100.2`)
