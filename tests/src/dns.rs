@@ -21,7 +21,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::{paths, Daemon, Lab, Ns, Server, FW_OUTSIDE_ADDR, OUTSIDE_ADDR, STARTUP};
+use crate::build::supervised_lab;
+use crate::{
+    paths, servers, Daemon, Lab, LeakCounter, Ns, Server, FW_OUTSIDE_ADDR, OUTSIDE_ADDR,
+    PERMIT_INSIDE, STARTUP,
+};
 
 /// The outside host's IPv6 address (on the `fw`–`outside` link).
 pub const OUTSIDE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 2);
@@ -174,4 +178,26 @@ pub fn inside_lan_dns(lab: &Lab, records: &[String]) -> Dnsmasq {
     let addr: Ipv4Addr = crate::DEAD_DNS_ADDR;
     lab.net.add_address(Ns::Fw, Ns::Inside, &format!("{addr}/24"));
     Dnsmasq::start(lab, Ns::Fw, &[IpAddr::V4(addr)], records)
+}
+
+/// HTTP servers on the outside host at 198.51.100.2:`port` and [2001:db8:100::2]:`port`, the
+/// two addresses of `www.example.test` (sockd may pick either).
+pub fn http_dual(lab: &Lab, port: u16) -> [Server; 2] {
+    let ns = lab.ns(Ns::Outside);
+    [
+        servers::http(ns, SocketAddr::from((OUTSIDE_ADDR, port))),
+        servers::http(ns, SocketAddr::from((OUTSIDE_ADDR6, port))),
+    ]
+}
+
+/// A lab for programs under the supervisor (`build::supervised_lab`) with the leak counters
+/// (installed first, so they see everything), the outside name service and sockd permitting
+/// the inside network (started after the firewall's resolv.conf is written); `None` when
+/// skipped. Drop order: sockd, dnsmasq, counters, then the lab.
+pub fn supervised_names_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
+    let lab = supervised_lab(name)?;
+    let leaks = LeakCounter::install(&lab);
+    let dns = outside_dns(&lab);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    Some((lab, leaks, dns, sockd))
 }

@@ -53,16 +53,6 @@ fn under_library(client: Client) -> Client {
     client.env("SOCKS_SERVER", SERVER).env("SOCKS_LOG", "debug").env("no_proxy", "*").ld_preload()
 }
 
-/// HTTP servers on the outside host at 198.51.100.2:`port` and [2001:db8:100::2]:`port`, the
-/// two addresses of `www.example.test`.
-fn http_dual(lab: &Lab, port: u16) -> [Server; 2] {
-    let ns = lab.ns(Ns::Outside);
-    [
-        servers::http(ns, SocketAddr::from((OUTSIDE_ADDR, port))),
-        servers::http(ns, SocketAddr::from((OUTSIDE_ADDR6, port))),
-    ]
-}
-
 /// Waits until sockd has logged `count` complete sessions from the workstation to the NAME
 /// `name`:`port` (`dst=www.example.test:80`); returns the `connected:` lines (which carry
 /// `addr=`, the address sockd resolved and reached).
@@ -75,7 +65,7 @@ fn sessions_by_name(sockd: &Daemon, name: &str, port: u16, count: usize) -> Vec<
 #[test]
 fn programs_reach_outside_hosts_by_name() {
     let Some((lab, leaks, dns, sockd)) = names_lab("names-programs") else { return };
-    let www = http_dual(&lab, WWW_PORT);
+    let www = dns::http_dual(&lab, WWW_PORT);
 
     // curl, by name, through socksify.
     let ran = lab
@@ -175,7 +165,7 @@ req.on("error", (e) => {{ console.error(`error ${{e.code}} ${{e.message}}`); pro
 fn ipv6_only_name_and_ipv6_literal() {
     let Some((lab, leaks, dns, sockd)) = names_lab("names-ipv6") else { return };
     let v6 = servers::http(lab.ns(Ns::Outside), SocketAddr::from((OUTSIDE_ADDR6, V6_PORT)));
-    let www = http_dual(&lab, WWW_PORT);
+    let www = dns::http_dual(&lab, WWW_PORT);
     let curl = paths::require("curl", "curl");
 
     // A name with only an AAAA record: the program gets an IPv4 fake (it asked for any
@@ -457,7 +447,7 @@ for host in ["www.example.test", "198.51.100.2", "2001:db8:100::2", "198.18.0.7"
 #[test]
 fn reverse_lookups_getpeername_and_numeric_hosts() {
     let Some((lab, leaks, _dns, sockd)) = names_lab("names-reverse") else { return };
-    let www = http_dual(&lab, WWW_PORT);
+    let www = dns::http_dual(&lab, WWW_PORT);
     let script = format!(
         r#"
 import ipaddress, socket
@@ -572,7 +562,7 @@ fn direct_domain_resolves_on_the_lan() {
             "--local=/corp.example/".to_owned(),
         ],
     );
-    let www = http_dual(&lab, WWW_PORT);
+    let www = dns::http_dual(&lab, WWW_PORT);
     let conf = lab.write(
         "socks.conf",
         format!(

@@ -14,7 +14,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use socks_e2e::build::{build_static, go_build, supervised_lab};
-use socks_e2e::dns::{self, Dnsmasq, OUTSIDE_ADDR6, WWW};
+use socks_e2e::dns::{self, WWW};
 use socks_e2e::*;
 
 /// A Go client: each argument `http://…` is fetched (body on stdout), `lookup:NAME` prints
@@ -68,25 +68,6 @@ func main() {
 }
 "#;
 
-/// A lab with the leak counters (first, so they see everything), the outside name server and
-/// sockd (after the firewall's resolv.conf is written); `None` when skipped.
-fn names_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
-    let lab = supervised_lab(name)?;
-    let leaks = LeakCounter::install(&lab);
-    let dns = dns::outside_dns(&lab);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    Some((lab, leaks, dns, sockd))
-}
-
-/// HTTP servers at both addresses of `www.example.test` (sockd may pick either).
-fn http_dual(lab: &Lab, port: u16) -> [Server; 2] {
-    let ns = lab.ns(Ns::Outside);
-    [
-        servers::http(ns, SocketAddr::from((OUTSIDE_ADDR, port))),
-        servers::http(ns, SocketAddr::from((OUTSIDE_ADDR6, port))),
-    ]
-}
-
 /// sockd connected the workstation to the NAME `name`:`port` at least once.
 fn assert_session_by_name(sockd: &Daemon, name: &str, port: u16) {
     let (client, dst) = (format!("client={INSIDE_ADDR}:"), format!("dst={name}:{port} "));
@@ -96,9 +77,12 @@ fn assert_session_by_name(sockd: &Daemon, name: &str, port: u16) {
 
 #[test]
 fn go_http_get_by_name() {
-    let Some((lab, leaks, outside, sockd)) = names_lab("supervised-names-go") else { return };
+    let Some((lab, leaks, outside, sockd)) = dns::supervised_names_lab("supervised-names-go")
+    else {
+        return;
+    };
     let program = go_build(&lab, "client", GO_CLIENT);
-    let www = http_dual(&lab, 80);
+    let www = dns::http_dual(&lab, 80);
     let ran = lab
         .client(&program)
         .args([format!("http://{WWW}/bytes/200000"), format!("lookup:{WWW}")])
@@ -135,9 +119,12 @@ fn go_http_get_by_name() {
 
 #[test]
 fn busybox_wget_by_name() {
-    let Some((lab, leaks, outside, sockd)) = names_lab("supervised-names-wget") else { return };
+    let Some((lab, leaks, outside, sockd)) = dns::supervised_names_lab("supervised-names-wget")
+    else {
+        return;
+    };
     let busybox = paths::require("busybox", "busybox-static");
-    let www = http_dual(&lab, 80);
+    let www = dns::http_dual(&lab, 80);
     let ran = lab
         .client(busybox)
         .args(["wget", "-q", "-O", "-", &format!("http://{WWW}/bytes/54321")])
@@ -163,7 +150,8 @@ fn busybox_wget_by_name() {
 
 #[test]
 fn direct_domain_resolves_on_the_lan_and_reverse_of_a_fake_names_it() {
-    let Some((lab, leaks, outside, sockd)) = names_lab("supervised-names-direct") else {
+    let Some((lab, leaks, outside, sockd)) = dns::supervised_names_lab("supervised-names-direct")
+    else {
         return;
     };
     let program = go_build(&lab, "client", GO_CLIENT);
@@ -177,7 +165,7 @@ fn direct_domain_resolves_on_the_lan_and_reverse_of_a_fake_names_it() {
             "--local=/corp.example/".to_owned(),
         ],
     );
-    let www = http_dual(&lab, 80);
+    let www = dns::http_dual(&lab, 80);
     let conf = lab.write(
         "socks.conf",
         format!("direct .corp.example\ndirect 192.0.2.0/24\nsockd @={SERVER} 0.0.0.0/0\n"),
@@ -248,7 +236,8 @@ fn direct_domain_resolves_on_the_lan_and_reverse_of_a_fake_names_it() {
 /// with an address) gets its answer from the supervisor: a fake address, and no packet leaves.
 #[test]
 fn unconnected_queries_are_answered_and_never_leave() {
-    let Some((lab, leaks, outside, _sockd)) = names_lab("supervised-names-sendto") else {
+    let Some((lab, leaks, outside, _sockd)) = dns::supervised_names_lab("supervised-names-sendto")
+    else {
         return;
     };
     let Some(program) = build_static(lab.name(), lab.dir.path(), "dnsquery") else { return };
@@ -285,7 +274,10 @@ fn unconnected_queries_are_answered_and_never_leave() {
 /// supervisor's TCP listener, and a direct name is forwarded over TCP to the LAN's server.
 #[test]
 fn go_lookups_over_tcp() {
-    let Some((lab, leaks, outside, sockd)) = names_lab("supervised-names-tcp") else { return };
+    let Some((lab, leaks, outside, sockd)) = dns::supervised_names_lab("supervised-names-tcp")
+    else {
+        return;
+    };
     let program = go_build(&lab, "client", GO_CLIENT);
     lab.net.write_etc(
         Ns::Inside,
@@ -300,7 +292,7 @@ fn go_lookups_over_tcp() {
             "--local=/corp.example/".to_owned(),
         ],
     );
-    let www = http_dual(&lab, 80);
+    let www = dns::http_dual(&lab, 80);
     let conf = lab.write(
         "socks.conf",
         format!("direct .corp.example\ndirect 192.0.2.0/24\nsockd @={SERVER} 0.0.0.0/0\n"),

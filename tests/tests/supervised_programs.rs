@@ -39,7 +39,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socks_e2e::build::{build_static, go_build, supervised_lab};
-use socks_e2e::dns::{self, Dnsmasq, MANY, OUTSIDE_ADDR6, WWW};
+use socks_e2e::dns::{self, MANY, OUTSIDE_ADDR6, WWW};
 use socks_e2e::netns::in_netns;
 use socks_e2e::*;
 
@@ -57,25 +57,6 @@ fn assert_supervised(ran: &Ran, dst: impl std::fmt::Display, count: usize) {
         "the supervisor must report {count} proxied connect(s) `{line}`\n{}",
         ran.describe()
     );
-}
-
-/// A lab with the leak counters (first, so they see everything), the outside name server
-/// (www.example.test, many.example.test) and sockd; `None` when skipped.
-fn names_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
-    let lab = supervised_lab(name)?;
-    let leaks = LeakCounter::install(&lab);
-    let dns = dns::outside_dns(&lab);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    Some((lab, leaks, dns, sockd))
-}
-
-/// HTTP servers at both addresses of `www.example.test` (sockd may pick either).
-fn http_dual(lab: &Lab, port: u16) -> [Server; 2] {
-    let ns = lab.ns(Ns::Outside);
-    [
-        servers::http(ns, SocketAddr::from((OUTSIDE_ADDR, port))),
-        servers::http(ns, SocketAddr::from((OUTSIDE_ADDR6, port))),
-    ]
 }
 
 /// sockd connected the workstation to `name`:`port` (the NAME, never a fake address) `count`
@@ -139,8 +120,10 @@ fn rclone_copyurl(
 /// getaddrinfo instead, and that works the same way.
 #[test]
 fn rclone_copyurl_by_name_and_by_address() {
-    let Some((lab, leaks, outside, sockd)) = names_lab("supervised-rclone") else { return };
-    let www = http_dual(&lab, 80);
+    let Some((lab, leaks, outside, sockd)) = dns::supervised_names_lab("supervised-rclone") else {
+        return;
+    };
+    let www = dns::http_dual(&lab, 80);
     let url = format!("http://{WWW}/bytes/777777");
     let (ran, got) = rclone_copyurl(&lab, &url, "by-name.bin", "-vv", "2");
     assert!(
@@ -279,10 +262,13 @@ func main() {
 /// static programs), each fetching by NAME: both connections go through sockd by name.
 #[test]
 fn go_program_starts_children_that_connect_by_name() {
-    let Some((lab, leaks, outside, sockd)) = names_lab("supervised-children") else { return };
+    let Some((lab, leaks, outside, sockd)) = dns::supervised_names_lab("supervised-children")
+    else {
+        return;
+    };
     let program = go_build(&lab, "family", GO_FAMILY);
     let busybox = paths::require("busybox", "busybox-static");
-    let www = http_dual(&lab, 80);
+    let www = dns::http_dual(&lab, 80);
     let ran = lab
         .client(&program)
         .args(["parent".to_owned(), format!("http://{WWW}/from-go-child")])
@@ -308,9 +294,11 @@ fn go_program_starts_children_that_connect_by_name() {
 /// the child, whose parent is gone, still connects through sockd by name.
 #[test]
 fn go_daemon_child_connects_after_its_parent_exits() {
-    let Some((lab, leaks, outside, sockd)) = names_lab("supervised-daemon") else { return };
+    let Some((lab, leaks, outside, sockd)) = dns::supervised_names_lab("supervised-daemon") else {
+        return;
+    };
     let program = go_build(&lab, "family", GO_FAMILY);
-    let www = http_dual(&lab, 80);
+    let www = dns::http_dual(&lab, 80);
     let ran = lab
         .client(&program)
         .args(["daemon".to_owned(), format!("http://{WWW}/after-the-parent")])
@@ -382,7 +370,9 @@ const TELNET_SESSION: &str = "#!/bin/sh\n\
 /// through sockd by name, under a plain socksify.
 #[test]
 fn busybox_telnet_by_name() {
-    let Some((lab, leaks, outside, sockd)) = names_lab("supervised-telnet") else { return };
+    let Some((lab, leaks, outside, sockd)) = dns::supervised_names_lab("supervised-telnet") else {
+        return;
+    };
     let busybox = paths::require("busybox", "busybox-static");
     let session = lab.write("telnet-session.sh", TELNET_SESSION);
     std::fs::set_permissions(&session, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -1082,82 +1072,17 @@ fn posix_spawn_and_vfork_children_are_supervised() {
 // ---------------------------------------------------------------------------------------------
 // BIND after a connection by name
 
-/// A compact active-mode FTP client in Go (`CGO_ENABLED=0`): dials `HOST:PORT` (a NAME here),
-/// listens on the control connection's own address with port 0, sends PORT, RETR, accepts,
-/// copies the file to stdout, and prints `port=… peer=…` on stderr.
-const GO_FTP_BY_NAME: &str = r#"package main
-
-import (
-	"bufio"
-	"fmt"
-	"io"
-	"net"
-	"os"
-	"strings"
-	"time"
-)
-
-func fail(what string, err error) {
-	fmt.Fprintln(os.Stderr, what+":", err)
-	os.Exit(1)
-}
-
-func main() {
-	c, err := net.DialTimeout("tcp", os.Args[1], 10*time.Second)
-	if err != nil {
-		fail("dial", err)
-	}
-	r := bufio.NewReader(c)
-	reply := func() string {
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				fail("reply", err)
-			}
-			if len(line) >= 4 && line[3] == ' ' {
-				return line
-			}
-		}
-	}
-	cmd := func(text, want string) {
-		fmt.Fprintf(c, "%s\r\n", text)
-		if got := reply(); !strings.HasPrefix(got, want) {
-			fail(text, fmt.Errorf("reply %q", got))
-		}
-	}
-	reply()
-	cmd("USER anonymous", "")
-	cmd("TYPE I", "200")
-	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: c.LocalAddr().(*net.TCPAddr).IP})
-	if err != nil {
-		fail("listen", err)
-	}
-	a := ln.Addr().(*net.TCPAddr)
-	ip := a.IP.To4()
-	cmd(fmt.Sprintf("PORT %d,%d,%d,%d,%d,%d", ip[0], ip[1], ip[2], ip[3], a.Port>>8, a.Port&255), "200")
-	cmd("RETR "+os.Args[2], "1")
-	ln.SetDeadline(time.Now().Add(20 * time.Second))
-	d, err := ln.Accept()
-	if err != nil {
-		fail("accept", err)
-	}
-	n, err := io.Copy(os.Stdout, d)
-	if err != nil {
-		fail("data", err)
-	}
-	cmd("QUIT", "2")
-	fmt.Fprintf(os.Stderr, "port=%s peer=%s bytes=%d\n", a, d.RemoteAddr(), n)
-}
-"#;
-
 /// Active-mode FTP whose control connection was made by NAME (a fake address in the program):
 /// the data socket's bind becomes a SOCKS BIND that names the control connection's NAME (as
 /// its CONNECT did), never the fake address, and the download arrives byte for byte through
 /// sockd.
 #[test]
 fn active_ftp_after_a_connection_by_name() {
-    let Some((lab, leaks, outside, sockd)) = names_lab("supervised-ftp-name") else { return };
-    let program = go_build(&lab, "ftpname", GO_FTP_BY_NAME);
+    let Some((lab, leaks, outside, sockd)) = dns::supervised_names_lab("supervised-ftp-name")
+    else {
+        return;
+    };
+    let program = go_build(&lab, "ftpname", include_str!("../go/ftp_active.go"));
     let content = pattern(300_007);
     let vsftpd = lab.vsftpd(&[("file.bin", &content)]);
     let ran = lab
