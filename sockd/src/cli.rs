@@ -113,6 +113,11 @@ pub struct Options {
     /// Least severe messages logged: error, warn, info or debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
+
+    /// Serve Prometheus metrics (`GET /metrics`, text format) on this address, a listener of
+    /// its own, never a SOCKS one; port 0 picks a free port. Not with --inetd.
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "inetd")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The timeouts a session obeys, taken from the options.

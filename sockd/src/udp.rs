@@ -35,6 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{sleep_until, timeout, Instant};
 
+use crate::metrics::{self, Direction, Outcome, UdpDrop};
 use crate::outbound::{self, canonical};
 use crate::session::{refuse, Session};
 use crate::{Config, Context};
@@ -184,9 +185,11 @@ pub async fn serve(
     let mut reply = Vec::new();
     request.encode_reply(Ok(relay_addr), &mut reply);
     if client.write_all(&reply).await.is_err() {
+        metrics::session(Some(request.command), Outcome::Aborted);
         return;
     }
     info!("udp: {session} relay on {relay_addr} locked-to={source}");
+    metrics::session(Some(request.command), Outcome::Granted);
     let started = Instant::now();
     let mut outbound_v4: Option<UdpSocket> = None;
     let mut outbound_v6: Option<UdpSocket> = None;
@@ -215,6 +218,7 @@ pub async fn serve(
                     Ok(Some(datagram)) => datagram,
                     Ok(None) => {
                         counts.dropped_foreign += 1;
+                        metrics::udp_dropped(UdpDrop::Foreign);
                         continue;
                     }
                     Err(_) => continue,
@@ -224,21 +228,26 @@ pub async fn serve(
                     Ok(parts) => parts,
                     Err(_) => {
                         counts.dropped_malformed += 1;
+                        metrics::udp_dropped(UdpDrop::Malformed);
                         continue;
                     }
                 };
                 if header.frag != 0 {
                     counts.dropped_fragments += 1;
+                    metrics::udp_dropped(UdpDrop::Fragment);
                     continue;
                 }
                 let Some(dst) = destination(&header.addr, &mut destinations).await else {
                     counts.dropped_unanswerable += 1;
+                    metrics::udp_dropped(UdpDrop::Unresolved);
                     continue;
                 };
                 if let Some(rule) = decide(config, session, dst, &mut destinations) {
                     counts.dropped_denied += 1;
+                    metrics::udp_dropped(UdpDrop::Denied);
                     if let Some(rule) = rule {
                         info!("denied: {session} udp-dst={dst} rule={rule}");
+                        metrics::denied_by(&rule);
                     }
                     continue;
                 }
@@ -247,6 +256,7 @@ pub async fn serve(
                     Err(e) => {
                         info!("failed: {session} udp-dst={dst} error=cannot open a UDP socket: {e}");
                         counts.dropped_unanswerable += 1;
+                        metrics::udp_dropped(UdpDrop::Unresolved);
                         continue;
                     }
                 };
@@ -254,6 +264,7 @@ pub async fn serve(
                 if socket.send_to(payload, dst).await.is_ok() {
                     counts.sent_datagrams += 1;
                     counts.sent_bytes += payload.len() as u64;
+                    metrics::udp_datagram(Direction::Sent, payload.len());
                 }
             }
             ready = readable_either(&outbound_v4, &outbound_v6) => {
@@ -269,6 +280,7 @@ pub async fn serve(
                     Ok(Some(None)) => continue,
                     Ok(None) => {
                         counts.dropped_foreign += 1;
+                        metrics::udp_dropped(UdpDrop::Foreign);
                         continue;
                     }
                     Err(_) => continue,
@@ -278,6 +290,7 @@ pub async fn serve(
                 if relay.send_to(&datagram, SocketAddr::new(source.ip, port)).await.is_ok() {
                     counts.received_datagrams += 1;
                     counts.received_bytes += n as u64;
+                    metrics::udp_datagram(Direction::Received, n);
                 }
             }
             () = idle(idle_due) => break "idle timeout".to_string(),
