@@ -4,8 +4,9 @@
 //! with a fragment and K datagrams, reloads that succeed and fail — every counter equals what
 //! the test did; sessions running show in the gauge while they run and leave it when they end;
 //! slow, garbage and huge requests to the metrics port neither stall sockd's SOCKS service nor
-//! keep the metrics port from answering once they time out; `--inetd` with `--metrics` is
-//! refused.
+//! keep the metrics port from answering once they time out; under socket activation
+//! (`systemd-socket-activate`) the metrics listener opens beside the passed socket; `--inetd`
+//! with `--metrics` is refused.
 //!
 //! Not here: the meaning of each metric (sockd(8), METRICS) beyond what the values show.
 
@@ -351,4 +352,47 @@ fn inetd_mode_refuses_metrics() {
     assert!(!output.status.success(), "--inetd --metrics must fail");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--inetd") && stderr.contains("--metrics"), "{stderr}");
+}
+
+/// A child process killed and reaped on drop.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn metrics_under_socket_activation() {
+    let activate = require_program("systemd-socket-activate", "systemd");
+    let echo = echo_server();
+    let dir = TempDir::new("metrics-activate");
+    let conf = dir.write("sockd.conf", "permit 127.0.0.0 0.255.255.255 127.0.0.0 0.255.255.255\n");
+    let socks: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut cmd = Command::new(activate);
+    cmd.arg("-l").arg(socks.to_string()).arg(sockd_bin()).arg("-f").arg(&conf);
+    cmd.arg("--metrics").arg(metrics.to_string());
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = Reaped(cmd.spawn().expect("spawn systemd-socket-activate"));
+    let log = LogLines::capture(child.0.stderr.take().expect("piped"), "activate");
+    log.wait_for(&["Listening on"], LOG_TIMEOUT).expect("systemd-socket-activate listens");
+    // The first client wakes sockd, which serves the passed socket and opens its own metrics
+    // listener beside it.
+    let mut s = socks5_connect(socks, echo.addr);
+    assert_echo(&mut s, b"through the passed socket");
+    drop(s);
+    log.wait_for(&["metrics: serving"], LOG_TIMEOUT)
+        .unwrap_or_else(|| panic!("no metrics listener; log:\n{}", log.joined()));
+    let text = scrape_until(
+        metrics,
+        &[("sockd_sessions_total{command=\"connect\",outcome=\"granted\"}", 1.0)],
+    );
+    assert_values(
+        &text,
+        &[("sockd_sessions_total{command=\"connect\",outcome=\"granted\"}", 1.0)],
+        &log.joined(),
+    );
 }
