@@ -15,6 +15,7 @@ pub mod files;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;
+pub mod pam;
 pub mod relay;
 pub mod scrape;
 pub mod session;
@@ -162,6 +163,7 @@ fn load_config(options: &Options) -> Result<Config, String> {
     let lookup = config::SystemLookup::new(options.hosts.as_deref())?;
     let rules = config::load_rules(&options.config, &lookup)?;
     let users = options.users.as_deref().map(Users::load).transpose()?;
+    let pam = options.pam.as_deref().map(pam::Pam::new).transpose()?;
     if rules.rules.is_empty() {
         warn!("{}: no rules, so every request will be denied", rules.file);
     }
@@ -173,7 +175,7 @@ fn load_config(options: &Options) -> Result<Config, String> {
             );
         }
     }
-    Ok(Config { rules, users })
+    Ok(Config { rules, users, pam })
 }
 
 /// inetd mode: the connection is on standard input; one session, then exit.

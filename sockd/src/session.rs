@@ -230,7 +230,7 @@ async fn read_request(
     ctx: &Context,
 ) -> Result<(Request, Vec<u8>), HandshakeEnd> {
     let policy =
-        if config.users.is_some() { AuthPolicy::PasswordRequired } else { AuthPolicy::Open };
+        if config.passwords_required() { AuthPolicy::PasswordRequired } else { AuthPolicy::Open };
     let mut handshake = ServerHandshake::new(policy);
     // On the heap and only for the handshake, so it is not part of every session's task.
     let mut buffer = vec![0u8; 1024];
@@ -261,11 +261,15 @@ async fn read_request(
                         credentials.username.clone(),
                         credentials.password.clone(),
                     );
-                    let ok = tokio::task::spawn_blocking(move || {
-                        config.users.as_ref().is_some_and(|u| u.check(&username, &password))
-                    })
-                    .await
-                    .unwrap_or(false);
+                    let ok = match config.pam.clone() {
+                        // Off the async workers, bounded in time and number (see `pam`).
+                        Some(pam) => pam.check(username, password).await,
+                        None => tokio::task::spawn_blocking(move || {
+                            config.users.as_ref().is_some_and(|u| u.check(&username, &password))
+                        })
+                        .await
+                        .unwrap_or(false),
+                    };
                     metrics::login(if ok { Login::Ok } else { Login::Failed });
                     if !ok {
                         let (failures, delay) =

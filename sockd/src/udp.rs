@@ -162,8 +162,8 @@ pub async fn serve(
         info!("denied: {session} error=no permit line covers this client, so no UDP relay");
         return refuse(client, request, Failure::NotAllowed).await;
     }
-    // With a users file the handshake checked the password: an identity is at stake.
-    let authenticated = config.users.is_some();
+    // With a users file or PAM the handshake checked the password: an identity is at stake.
+    let authenticated = config.passwords_required();
     let mut source = match declared_source(&request.dst, client_ip, authenticated) {
         Ok(source) => source,
         Err(why) => {
