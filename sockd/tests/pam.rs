@@ -8,7 +8,8 @@
 //! like the users file's failures and slowed the same way; SOCKS4 and a client offering no
 //! password are refused; a missing module refuses logins with an error naming the service; a
 //! hanging module is cut off at the check timeout while sockd keeps answering other clients;
-//! a missing service file, and `--pam` with `--users`, stop sockd at start.
+//! a missing service file, and `--pam` with `--users`, stop sockd at start; `--metrics` counts
+//! the logins by result.
 //!
 //! Root is needed for the namespace; without it these tests say SKIPPED.
 
@@ -83,12 +84,17 @@ impl PamLab {
 
     /// sockd with `--pam SERVICE` in a mount namespace where /etc/pam.d is the lab's.
     fn sockd(&self, service: &str) -> Daemon {
+        self.sockd_with(service, &[])
+    }
+
+    /// The same with extra arguments.
+    fn sockd_with(&self, service: &str, extra: &[&str]) -> Daemon {
         let conf = self.dir.write("sockd.conf", RULES);
         let mut cmd = Command::new("unshare");
         cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"]);
         cmd.arg("mount --bind \"$0\" /etc/pam.d && exec \"$@\"");
         cmd.arg(self.dir.path().join("pam.d")).arg(sockd_bin());
-        cmd.arg("-f").arg(conf).args(["-l", "127.0.0.1:0", "--pam", service]);
+        cmd.arg("-f").arg(conf).args(["-l", "127.0.0.1:0", "--pam", service]).args(extra);
         Daemon::spawn(cmd)
     }
 }
@@ -147,7 +153,7 @@ fn pam_decides_logins_and_failures_are_slowed_and_logged() {
     let Some(lab) = PamLab::new("pam_decides_logins_and_failures_are_slowed_and_logged") else {
         return;
     };
-    let sockd = lab.sockd("sockd-test");
+    let sockd = lab.sockd_with("sockd-test", &["--metrics", "127.0.0.1:0"]);
     let echo = echo_server();
     // The right password: served, and the log names the user.
     let (mut s, status, _) = login(sockd.addr, "alice", "alice-pw");
@@ -185,6 +191,19 @@ fn pam_decides_logins_and_failures_are_slowed_and_logged() {
     let mut open = connect(sockd.addr);
     open.write_all(&socks5_greeting(&[0x00])).expect("greeting");
     assert_eq!(read_n(&mut open, 2, "method selection"), [0x05, 0xff]);
+    // --metrics counted the logins as they went.
+    let line = sockd.wait_line(&["metrics: serving"]);
+    let addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).expect("address");
+    let mut scrape = connect(addr.parse().expect("metrics address"));
+    scrape.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").expect("scrape");
+    let text = String::from_utf8(read_to_eof(&mut scrape, "scrape")).expect("UTF-8");
+    for series in [
+        "sockd_logins_total{result=\"ok\"} 2",
+        "sockd_logins_total{result=\"failed\"} 2",
+        "sockd_sessions_total{command=\"none\",outcome=\"login_failed\"} 2",
+    ] {
+        assert!(text.lines().any(|l| l == series), "{series} missing:\n{text}");
+    }
 }
 
 #[test]
