@@ -1,8 +1,8 @@
 //! `--metrics` (issue 14): the real sockd on loopback with its metrics listener. A scrape passes
 //! `promtool check metrics` (Debian's prometheus package); after a known mix of requests —
 //! granted, denied by a rule line, refused by the destination, a bad request, a UDP association
-//! with a fragment and K datagrams, reloads that succeed and fail — every counter equals what
-//! the test did; sessions running show in the gauge while they run and leave it when they end;
+//! with a fragment, a denied datagram and K datagrams, reloads that succeed and fail — every
+//! counter equals what the test did; sessions running show in the gauge while they run and leave it when they end;
 //! slow, garbage and huge requests to the metrics port neither stall sockd's SOCKS service nor
 //! keep the metrics port from answering once they time out; under socket activation
 //! (`systemd-socket-activate`) the metrics listener opens beside the passed socket; `--inetd`
@@ -201,8 +201,10 @@ fn counters_equal_what_the_test_did() {
         .expect("UDP ASSOCIATE");
     let reply = read_socks5_reply(&mut control, "UDP ASSOCIATE reply");
     assert_eq!(reply.rep, 0, "UDP ASSOCIATE granted");
-    // The fragment first: the echoes that follow prove it was handled (one task, in order).
+    // A fragment, and a datagram to the port line 2 denies, first: the echoes that follow
+    // prove both were handled (one task, in order).
     socket.send_to(&datagram(1, udp_echo.addr, b"fragment"), reply.addr).expect("send");
+    socket.send_to(&datagram(0, denied.addr, b"denied"), reply.addr).expect("send");
     let mut buf = [0u8; 2048];
     for i in 0..K {
         let payload = vec![i as u8; PAYLOAD];
@@ -213,7 +215,7 @@ fn counters_equal_what_the_test_did() {
     let tag = client_tag(&control);
     drop(control);
     let closed = sockd.wait_for_line(&["closed:", &tag, "cmd=udp-associate"], LOG_TIMEOUT);
-    assert!(closed.contains("dropped-fragments=1"), "{closed}");
+    assert!(closed.contains("dropped-fragments=1 dropped-denied=1"), "{closed}");
 
     // Reloads: one good, one broken file.
     sockd.signal(libc::SIGHUP);
@@ -236,7 +238,8 @@ fn counters_equal_what_the_test_did() {
             ("sockd_session_failures_total{command=\"connect\",reply=\"connection_refused\"}", 1.0),
             ("sockd_sessions_total{command=\"none\",outcome=\"bad_request\"}", 1.0),
             ("sockd_sessions_total{command=\"udp\",outcome=\"granted\"}", 1.0),
-            (&rule2, 2.0),
+            // Two CONNECTs and one UDP destination.
+            (&rule2, 3.0),
             ("sockd_relayed_bytes_total{direction=\"sent\",transport=\"tcp\"}", total),
             ("sockd_relayed_bytes_total{direction=\"received\",transport=\"tcp\"}", total),
             ("sockd_relayed_bytes_total{direction=\"sent\",transport=\"udp\"}", udp_bytes),
@@ -244,6 +247,7 @@ fn counters_equal_what_the_test_did() {
             ("sockd_udp_datagrams_total{direction=\"sent\"}", K as f64),
             ("sockd_udp_datagrams_total{direction=\"received\"}", K as f64),
             ("sockd_udp_dropped_total{reason=\"fragment\"}", 1.0),
+            ("sockd_udp_dropped_total{reason=\"denied\"}", 1.0),
             ("sockd_udp_dropped_total{reason=\"foreign\"}", 0.0),
             // Every request read: 3 granted + 2 denied + 1 failed + 1 UDP.
             ("sockd_handshake_seconds_count", 7.0),
