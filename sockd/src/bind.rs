@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout_at, Instant};
 
+use crate::metrics::{self, Outcome};
 use crate::outbound::{self, canonical};
 use crate::session::{printable, refuse, relay_and_log, Session};
 use crate::{Config, Context};
@@ -38,6 +39,7 @@ pub async fn serve(
     };
     if expected.iter().any(|sa| sa.ip().is_unspecified()) {
         info!("denied: {session} rule=bind error=BIND must name the host that will connect");
+        metrics::denied_by("bind");
         return refuse(client, request, Failure::NotAllowed).await;
     }
     let expected = match outbound::permitted(
@@ -49,6 +51,7 @@ pub async fn serve(
         Ok(allowed) => allowed,
         Err(rule) => {
             info!("denied: {session} rule={rule}");
+            metrics::denied_by(&rule);
             return refuse(client, request, Failure::NotAllowed).await;
         }
     };
@@ -73,6 +76,7 @@ pub async fn serve(
     let mut reply = Vec::new();
     request.encode_reply(Ok(listening), &mut reply);
     if client.write_all(&reply).await.is_err() {
+        metrics::session(Some(request.command), Outcome::Aborted);
         return;
     }
     info!("bind: {session} listening on {listening} for {}", printable(&request.dst.to_string()));
@@ -99,6 +103,7 @@ pub async fn serve(
             read = client.read(&mut client_bytes) => match read {
                 Ok(0) | Err(_) => {
                     info!("failed: {session} error=client closed while waiting for the inbound connection");
+                    metrics::session(Some(request.command), Outcome::Aborted);
                     return;
                 }
                 // Data before the second reply: keep it for the peer, as pipelined data.
@@ -113,6 +118,7 @@ pub async fn serve(
             from.ip(),
             printable(&request.dst.to_string())
         );
+        metrics::denied_by("bind");
         drop(remote);
         return refuse(client, request, Failure::NotAllowed).await;
     }
@@ -120,9 +126,11 @@ pub async fn serve(
     request.encode_reply(Ok(from), &mut second);
     if let Err(e) = client.write_all(&second).await {
         info!("failed: {session} error=client gone before the second reply: {e}");
+        metrics::session(Some(request.command), Outcome::Aborted);
         return;
     }
     info!("connected: {session} from={from} via={listening}");
+    metrics::session(Some(request.command), Outcome::Granted);
     relay_and_log(client, remote, early_data, session, ctx).await;
 }
 

@@ -127,6 +127,16 @@ pub struct Options {
     /// Least severe messages logged: error, warn, info or debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
+
+    /// Serve Prometheus metrics (`GET /metrics`, text format) on this address, a listener of
+    /// its own, never a SOCKS one; port 0 picks a free port. Not with --inetd.
+    #[arg(long, value_name = "ADDR:PORT", conflicts_with = "inetd")]
+    pub metrics: Option<SocketAddr>,
+
+    /// Check RFC 1929 usernames and passwords through this PAM service (/etc/pam.d/SERVICE)
+    /// instead of a users file; SOCKS5 clients must log in and SOCKS4 requests are refused.
+    #[arg(long, value_name = "SERVICE", conflicts_with = "users")]
+    pub pam: Option<String>,
 }
 
 /// The timeouts a session obeys, taken from the options.

@@ -28,6 +28,7 @@ use socks_proto::rules::RuleSet;
 use tokio::sync::Notify;
 
 use crate::cli::Timeouts;
+use crate::pam::Pam;
 use crate::throttle::{self, LoginThrottle};
 use crate::users::Users;
 
@@ -38,6 +39,15 @@ pub struct Config {
     pub rules: RuleSet,
     /// RFC 1929 users, when `--users` was given.
     pub users: Option<Users>,
+    /// The PAM service that checks RFC 1929 logins, when `--pam` was given.
+    pub pam: Option<Pam>,
+}
+
+impl Config {
+    /// Whether SOCKS5 clients must log in (RFC 1929): with `--users` or `--pam`.
+    pub fn passwords_required(&self) -> bool {
+        self.users.is_some() || self.pam.is_some()
+    }
 }
 
 /// Admission limits.
@@ -354,7 +364,7 @@ mod tests {
             bind: Duration::from_secs(1),
         };
         Arc::new(Context::new(
-            Config { rules, users: None },
+            Config { rules, users: None, pam: None },
             timeouts,
             Limits { max_sessions, max_per_client, max_handshakes },
         ))

@@ -2,7 +2,8 @@
 //! options, logging, the rule file, the users file, then either the standalone listeners (its
 //! own, or those systemd passed) or one inetd session. Sessions are in `session`, BIND in
 //! `bind`, relaying in `relay`, systemd's notifications and socket activation in `systemd`,
-//! connections from a load balancer (PROXY protocol) in `balancer`.
+//! connections from a load balancer (PROXY protocol) in `balancer`, what `--metrics` counts
+//! in `metrics` and its listener in `scrape`.
 //!
 //! Unsafe code is denied here and allowed only in `sys`, the libc boundary.
 #![deny(unsafe_code)]
@@ -14,8 +15,11 @@ pub mod config;
 pub mod context;
 pub mod files;
 pub mod logging;
+pub mod metrics;
 pub mod outbound;
+pub mod pam;
 pub mod relay;
+pub mod scrape;
 pub mod session;
 pub mod sys;
 pub mod systemd;
@@ -170,6 +174,7 @@ fn load_config(options: &Options) -> Result<Config, String> {
     let lookup = config::SystemLookup::new(options.hosts.as_deref())?;
     let rules = config::load_rules(&options.config, &lookup)?;
     let users = options.users.as_deref().map(Users::load).transpose()?;
+    let pam = options.pam.as_deref().map(pam::Pam::new).transpose()?;
     if rules.rules.is_empty() {
         warn!("{}: no rules, so every request will be denied", rules.file);
     }
@@ -181,7 +186,7 @@ fn load_config(options: &Options) -> Result<Config, String> {
             );
         }
     }
-    Ok(Config { rules, users })
+    Ok(Config { rules, users, pam })
 }
 
 /// inetd mode: the connection is on standard input; one session, then exit.
@@ -274,6 +279,14 @@ async fn serve_standalone(
         }
         origins.push(format!(" (passed by systemd as `{name}`)"));
     }
+    // Opened with the SOCKS listeners, before the privilege drop (a port below 1024 works).
+    let metrics_listener = match options.metrics.map(listen).transpose() {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!("resource failure: cannot listen for --metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
@@ -305,6 +318,10 @@ async fn serve_standalone(
         }
         accepting.push(tokio::spawn(accept_loop(listener, context.clone())));
     }
+    if let Some(listener) = metrics_listener {
+        scrape::announce(&listener);
+        accepting.push(tokio::spawn(scrape::serve(listener, context.clone())));
+    }
     // Every listener is open (and accepting into its backlog since listen(2)), privileges are
     // dropped: tell systemd, which then starts the units ordered after sockd.
     let mut reload_note: Option<String> = None;
@@ -319,6 +336,7 @@ async fn serve_standalone(
                     Ok(config) => {
                         let count = config.rules.rules.len();
                         context.replace_config(config);
+                        metrics::reloaded(true);
                         info!("reloaded {}: {count} rules; running sessions keep theirs", options.config.display());
                         reload_note = None;
                     }
@@ -326,6 +344,7 @@ async fn serve_standalone(
                         let note = format!("reload failed, keeping the rules in use: {message}");
                         error!("{note}");
                         reload_note = Some(note);
+                        metrics::reloaded(false);
                     }
                 }
                 // READY=1 either way: sockd serves (with the new rules or the old ones).
@@ -404,7 +423,10 @@ async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
                     tokio::spawn(session::serve(stream, peer, context, Some(admitted)));
                 }
                 // Refused at the door, and logged (at most once a second) by `admit`.
-                Err(_) => drop(stream),
+                Err(_) => {
+                    metrics::session(None, metrics::Outcome::Limit);
+                    drop(stream);
+                }
             },
             Err(e) if outbound::is_resource_shortage(&e) => {
                 // Logged at most once a second, with how many accepts failed meanwhile.

@@ -18,6 +18,7 @@ use tokio::time::{timeout, Instant};
 
 use crate::balancer::Peer;
 use crate::context::{Admitted, Full};
+use crate::metrics::{self, Login, Outcome};
 use crate::outbound;
 use crate::relay::{relay, RelayEnd, RelayStats};
 use crate::{bind, udp, Config, Context};
@@ -151,6 +152,7 @@ pub async fn serve_from(
     let handshake = tokio::select! {
         done = handshake => done,
         () = evicted => {
+            metrics::session(None, Outcome::Evicted);
             info!(
                 "evicted: client={peer} had not completed its handshake after {:.3}s; closed to \
                  make room for a new client (--max-handshakes {})",
@@ -163,6 +165,7 @@ pub async fn serve_from(
     let (request, early_data) = match handshake {
         Ok(Ok(done)) => done,
         Err(_) => {
+            metrics::session(None, Outcome::Timeout);
             info!(
                 "timeout: client={peer} did not complete the handshake within {}s",
                 ctx.timeouts.handshake.as_secs()
@@ -170,15 +173,18 @@ pub async fn serve_from(
             return;
         }
         Ok(Err(HandshakeEnd::Closed { received: 0, error })) => {
+            metrics::session(None, Outcome::Empty);
             debug!("client={peer} closed without sending anything ({error:?})");
             return;
         }
         Ok(Err(HandshakeEnd::Closed { received, error })) => {
+            metrics::session(None, Outcome::BadRequest);
             let why = error.map(|e| format!(": {e}")).unwrap_or_default();
             info!("bad request: client={peer} error=connection closed after {received} bytes, before a complete request{why}");
             return;
         }
         Ok(Err(HandshakeEnd::BadPassword(user, failures, delay))) => {
+            metrics::session(None, Outcome::LoginFailed);
             info!(
                 "denied: client={peer} user={} error=wrong username or password failures={failures} next-try-delay={:.1}s",
                 printable(&user),
@@ -188,6 +194,7 @@ pub async fn serve_from(
             return;
         }
         Ok(Err(HandshakeEnd::Throttled(user, failures))) => {
+            metrics::session(None, Outcome::LoginFailed);
             info!(
                 "denied: client={peer} user={} error=too many failed logins from this address \
                  (failures={failures}); not checked, try again later",
@@ -197,11 +204,13 @@ pub async fn serve_from(
             return;
         }
         Ok(Err(HandshakeEnd::Protocol(e))) => {
+            metrics::session(None, Outcome::BadRequest);
             info!("bad request: client={peer} error={e}");
             linger_and_close(client).await;
             return;
         }
     };
+    metrics::handshake_took(started.elapsed());
     let session = Session {
         client: peer.addr,
         balancer: peer.balancer,
@@ -217,7 +226,8 @@ pub async fn serve_from(
             }
         };
         info!("failed: {session} error=no room for another session: {limit}");
-        return refuse(client, &request, Failure::General).await;
+        metrics::session(Some(request.command), Outcome::Limit);
+        return send_refusal(client, &request, Failure::General).await;
     }
     match request.command {
         Command::Connect => connect(client, &request, early_data, &session, &ctx, &config).await,
@@ -235,7 +245,7 @@ async fn read_request(
     ctx: &Context,
 ) -> Result<(Request, Vec<u8>), HandshakeEnd> {
     let policy =
-        if config.users.is_some() { AuthPolicy::PasswordRequired } else { AuthPolicy::Open };
+        if config.passwords_required() { AuthPolicy::PasswordRequired } else { AuthPolicy::Open };
     let mut handshake = ServerHandshake::new(policy);
     // On the heap and only for the handshake, so it is not part of every session's task.
     let mut buffer = vec![0u8; 1024];
@@ -252,6 +262,7 @@ async fn read_request(
         if let Step::CheckPassword(credentials) = &step {
             let ok = match ctx.logins.reserve(peer.ip(), std::time::Instant::now()) {
                 Err(failures) => {
+                    metrics::login(Login::Throttled);
                     rejected =
                         Some(HandshakeEnd::Throttled(credentials.username.clone(), failures));
                     false
@@ -265,11 +276,16 @@ async fn read_request(
                         credentials.username.clone(),
                         credentials.password.clone(),
                     );
-                    let ok = tokio::task::spawn_blocking(move || {
-                        config.users.as_ref().is_some_and(|u| u.check(&username, &password))
-                    })
-                    .await
-                    .unwrap_or(false);
+                    let ok = match config.pam.clone() {
+                        // Off the async workers, bounded in time and number (see `pam`).
+                        Some(pam) => pam.check(username, password).await,
+                        None => tokio::task::spawn_blocking(move || {
+                            config.users.as_ref().is_some_and(|u| u.check(&username, &password))
+                        })
+                        .await
+                        .unwrap_or(false),
+                    };
+                    metrics::login(if ok { Login::Ok } else { Login::Failed });
                     if !ok {
                         let (failures, delay) =
                             ctx.logins.failed(peer.ip(), std::time::Instant::now());
@@ -324,11 +340,16 @@ async fn connect(
         Ok(allowed) => allowed,
         Err(rule) => {
             info!("denied: {session} rule={rule}");
+            metrics::denied_by(&rule);
             return refuse(client, request, Failure::NotAllowed).await;
         }
     };
+    let connecting = Instant::now();
     let remote = match outbound::connect_any(&allowed, deadline).await {
-        Ok(remote) => remote,
+        Ok(remote) => {
+            metrics::connect_took(connecting.elapsed());
+            remote
+        }
         Err(refusal) => {
             if refusal.resource {
                 error!("resource failure: {session} error={}", refusal.message);
@@ -349,9 +370,11 @@ async fn connect(
     request.encode_reply(Ok(bound), &mut reply);
     if let Err(e) = client.write_all(&reply).await {
         info!("failed: {session} error=client gone before the reply: {e}");
+        metrics::session(Some(request.command), Outcome::Aborted);
         return;
     }
     info!("connected: {session} addr={connected_to} via={bound}");
+    metrics::session(Some(request.command), Outcome::Granted);
     relay_and_log(client, remote, early_data, session, ctx).await;
 }
 
@@ -371,6 +394,7 @@ pub async fn relay_and_log(
     } else {
         match remote.write_all(&early_data).await {
             Ok(()) => {
+                metrics::tcp_bytes(metrics::Direction::Sent).inc_by(early_data.len() as u64);
                 RelayStats { sent: early_data.len() as u64, received: 0, end: RelayEnd::Finished }
             }
             Err(e) => RelayStats { sent: 0, received: 0, end: RelayEnd::Failed(e) },
@@ -400,8 +424,17 @@ pub async fn relay_and_log(
     );
 }
 
+/// Counts the refusal (`denied` for X'02', else `failed` with its code), sends the failure reply
+/// for `request` and closes.
+pub async fn refuse(client: TcpStream, request: &Request, failure: Failure) {
+    let outcome =
+        if failure == Failure::NotAllowed { Outcome::Denied } else { Outcome::Failed(failure) };
+    metrics::session(Some(request.command), outcome);
+    send_refusal(client, request, failure).await;
+}
+
 /// Sends the failure reply for `request` and closes.
-pub async fn refuse(mut client: TcpStream, request: &Request, failure: Failure) {
+async fn send_refusal(mut client: TcpStream, request: &Request, failure: Failure) {
     let mut reply = Vec::new();
     request.encode_reply(Err(failure), &mut reply);
     if let Err(e) = client.write_all(&reply).await {

@@ -36,6 +36,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::balancer;
+use crate::metrics::{self, Direction, Outcome, UdpDrop};
 use crate::outbound::{self, canonical};
 use crate::session::{refuse, Session};
 use crate::{Config, Context};
@@ -162,8 +163,8 @@ pub async fn serve(
         info!("denied: {session} error=no permit line covers this client, so no UDP relay");
         return refuse(client, request, Failure::NotAllowed).await;
     }
-    // With a users file the handshake checked the password: an identity is at stake.
-    let authenticated = config.users.is_some();
+    // With a users file or PAM the handshake checked the password: an identity is at stake.
+    let authenticated = config.passwords_required();
     let mut source = match declared_source(&request.dst, client_ip, authenticated) {
         Ok(source) => source,
         Err(why) => {
@@ -187,9 +188,11 @@ pub async fn serve(
     let mut reply = Vec::new();
     request.encode_reply(Ok(relay_addr), &mut reply);
     if client.write_all(&reply).await.is_err() {
+        metrics::session(Some(request.command), Outcome::Aborted);
         return;
     }
     info!("udp: {session} relay on {relay_addr} locked-to={source}");
+    metrics::session(Some(request.command), Outcome::Granted);
     let started = Instant::now();
     let mut outbound_v4: Option<UdpSocket> = None;
     let mut outbound_v6: Option<UdpSocket> = None;
@@ -218,6 +221,7 @@ pub async fn serve(
                     Ok(Some(datagram)) => datagram,
                     Ok(None) => {
                         counts.dropped_foreign += 1;
+                        metrics::udp_dropped(UdpDrop::Foreign);
                         continue;
                     }
                     Err(_) => continue,
@@ -227,21 +231,26 @@ pub async fn serve(
                     Ok(parts) => parts,
                     Err(_) => {
                         counts.dropped_malformed += 1;
+                        metrics::udp_dropped(UdpDrop::Malformed);
                         continue;
                     }
                 };
                 if header.frag != 0 {
                     counts.dropped_fragments += 1;
+                    metrics::udp_dropped(UdpDrop::Fragment);
                     continue;
                 }
                 let Some(dst) = destination(&header.addr, &mut destinations).await else {
                     counts.dropped_unanswerable += 1;
+                    metrics::udp_dropped(UdpDrop::Unresolved);
                     continue;
                 };
                 if let Some(rule) = decide(config, session, dst, &mut destinations) {
                     counts.dropped_denied += 1;
+                    metrics::udp_dropped(UdpDrop::Denied);
                     if let Some(rule) = rule {
                         info!("denied: {session} udp-dst={dst} rule={rule}");
+                        metrics::denied_by(&rule);
                     }
                     continue;
                 }
@@ -250,6 +259,7 @@ pub async fn serve(
                     Err(e) => {
                         info!("failed: {session} udp-dst={dst} error=cannot open a UDP socket: {e}");
                         counts.dropped_unanswerable += 1;
+                        metrics::udp_dropped(UdpDrop::Unresolved);
                         continue;
                     }
                 };
@@ -257,6 +267,7 @@ pub async fn serve(
                 if socket.send_to(payload, dst).await.is_ok() {
                     counts.sent_datagrams += 1;
                     counts.sent_bytes += payload.len() as u64;
+                    metrics::udp_datagram(Direction::Sent, payload.len());
                 }
             }
             ready = readable_either(&outbound_v4, &outbound_v6) => {
@@ -272,6 +283,7 @@ pub async fn serve(
                     Ok(Some(None)) => continue,
                     Ok(None) => {
                         counts.dropped_foreign += 1;
+                        metrics::udp_dropped(UdpDrop::Foreign);
                         continue;
                     }
                     Err(_) => continue,
@@ -281,6 +293,7 @@ pub async fn serve(
                 if relay.send_to(&datagram, SocketAddr::new(source.ip, port)).await.is_ok() {
                     counts.received_datagrams += 1;
                     counts.received_bytes += n as u64;
+                    metrics::udp_datagram(Direction::Received, n);
                 }
             }
             () = idle(idle_due) => break "idle timeout".to_string(),
