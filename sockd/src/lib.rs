@@ -5,7 +5,8 @@
 //! connections from a load balancer (PROXY protocol) in `balancer`, what `--metrics` counts
 //! in `metrics` and its listener in `scrape`.
 //!
-//! Unsafe code is denied here and allowed only in `sys`, the libc boundary.
+//! Unsafe code is denied here and allowed only at the libc boundary: `sys`, and `libpam` (PAM's
+//! functions, opened at run time for `--pam`).
 #![deny(unsafe_code)]
 
 pub mod balancer;
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod files;
+pub mod libpam;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;

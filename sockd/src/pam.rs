@@ -1,5 +1,5 @@
 //! `--pam SERVICE`: RFC 1929 usernames and passwords checked through the system's PAM stack
-//! (the `pam-client` binding over libpam), so a site's LDAP, RADIUS, Kerberos or SSSD modules
+//! (libpam, opened at run time: `libpam`), so a site's LDAP, RADIUS, Kerberos or SSSD modules
 //! decide. A check is `pam_authenticate` then `pam_acct_mgmt` (an expired or locked account is
 //! refused too), run on tokio's blocking threads, at most `MAX_CHECKS` at once and within
 //! `CHECK_TIMEOUT`: a module that hangs (an unreachable directory server) holds a blocking
@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, error, warn};
-use pam_client::conv_mock::Conversation;
-use pam_client::{Context, ErrorCode, Flag};
 use tokio::sync::Semaphore;
 
+use crate::libpam::{self, Refusal};
 use crate::session::printable;
 
 /// PAM checks running at once; more wait for a place (within the timeout).
@@ -52,6 +51,7 @@ impl Pam {
                 stack.display()
             ));
         }
+        libpam::load().map_err(|e| format!("--pam {name}: {e}"))?;
         Ok(Pam { service: name.into() })
     }
 
@@ -77,7 +77,7 @@ impl Pam {
             tokio::task::spawn_blocking(move || {
                 // The place is held until PAM returns, even after the deadline.
                 let _place = place;
-                authenticate(&service, &user, &password)
+                libpam::check(&service, &user, &password)
             })
             .await
             .ok()
@@ -85,9 +85,9 @@ impl Pam {
         .await;
         match checked {
             Ok(Some(Ok(()))) => true,
-            Ok(Some(Err(Refusal::Client(code)))) => {
+            Ok(Some(Err(Refusal::Client(code, message)))) => {
                 debug!(
-                    "pam: service {} refused user={}: {code:?}",
+                    "pam: service {} refused user={}: {message} ({code})",
                     self.service,
                     printable(&username)
                 );
@@ -113,38 +113,6 @@ impl Pam {
             }
         }
     }
-}
-
-/// Why PAM said no.
-#[derive(Debug)]
-enum Refusal {
-    /// About the user: wrong password, unknown user, account refused.
-    Client(ErrorCode),
-    /// About the stack: a module missing or failing, a system error.
-    Stack(String),
-}
-
-/// One blocking PAM transaction: authenticate, then the account check.
-fn authenticate(service: &str, username: &str, password: &str) -> Result<(), Refusal> {
-    let conversation = Conversation::with_credentials(username, password);
-    let mut context = Context::new(service, Some(username), conversation)
-        .map_err(|e| Refusal::Stack(format!("pam_start: {e}")))?;
-    let classify = |step: &str, e: pam_client::Error| match e.code() {
-        ErrorCode::AUTH_ERR
-        | ErrorCode::USER_UNKNOWN
-        | ErrorCode::CRED_INSUFFICIENT
-        | ErrorCode::MAXTRIES
-        | ErrorCode::PERM_DENIED
-        | ErrorCode::ACCT_EXPIRED
-        | ErrorCode::NEW_AUTHTOK_REQD
-        | ErrorCode::AUTHTOK_EXPIRED => Refusal::Client(e.code()),
-        _ => Refusal::Stack(format!("{step}: {e}")),
-    };
-    context
-        .authenticate(Flag::DISALLOW_NULL_AUTHTOK)
-        .map_err(|e| classify("pam_authenticate", e))?;
-    context.acct_mgmt(Flag::DISALLOW_NULL_AUTHTOK).map_err(|e| classify("pam_acct_mgmt", e))?;
-    Ok(())
 }
 
 #[cfg(test)]
