@@ -235,8 +235,8 @@ unsafe extern "C" fn converse(
     // SAFETY: `data` is the Credentials `check` passed, alive while the transaction runs.
     let credentials = unsafe { &*data.cast::<Credentials>() };
     // SAFETY: calloc of `count` zeroed responses (null `resp` = no answer).
-    let answers = unsafe { libc::calloc(count, std::mem::size_of::<PamResponse>()) }
-        .cast::<PamResponse>();
+    let answers =
+        unsafe { libc::calloc(count, std::mem::size_of::<PamResponse>()) }.cast::<PamResponse>();
     if answers.is_null() {
         return PAM_CONV_ERR;
     }
