@@ -11,8 +11,9 @@
 //!   number of live servers, and goes on round the list; a dead server's share goes evenly to
 //!   the others rather than all to its successor. Tickets come from [`Spreader`]: consecutive
 //!   within a process (so one process's connections go round robin, exactly), offset by a
-//!   number drawn once per process from the clock and the process id (so separate processes
-//!   start at random places). Nothing is shared between processes: a random start already
+//!   number drawn once per process from the clock and the process id, plus a mix of the
+//!   current process id (so separate processes, fork children of one parent included, start at
+//!   random places). Nothing is shared between processes: a random start already
 //!   spreads them, and shared state would need a file or a shared mapping on every workstation.
 //!
 //! No allocation, no lock, no system call beyond reading the clock and the process id: the
@@ -101,7 +102,8 @@ impl Spreader {
     }
 
     /// The next connection's ticket: consecutive within the process, from a start drawn once
-    /// per process out of the clock and the process id.
+    /// per process out of the clock and the process id, and offset by the process id of the
+    /// caller — so fork children, which inherit the counter, do not all take the same turn.
     pub fn ticket(&self) -> u64 {
         let seen = self.next.load(Ordering::Relaxed);
         if seen == UNDRAWN {
@@ -114,7 +116,8 @@ impl Spreader {
             );
         }
         // The top bit is cleared at the draw, so counting never reaches UNDRAWN in practice.
-        self.next.fetch_add(1, Ordering::Relaxed)
+        let count = self.next.fetch_add(1, Ordering::Relaxed);
+        count.wrapping_add(mix(u64::from(std::process::id())))
     }
 }
 
@@ -285,8 +288,8 @@ mod tests {
         let a = spreader.ticket();
         assert_eq!(spreader.ticket(), a + 1);
         assert_eq!(spreader.ticket(), a + 2);
-        assert!(a < 1 << 63, "the start leaves room to count");
-        assert_eq!(Spreader::starting_at(7).ticket(), 7);
+        let pid = mix(u64::from(std::process::id()));
+        assert_eq!(Spreader::starting_at(7).ticket(), 7u64.wrapping_add(pid));
         // Two draws a moment apart differ (the clock); not a test of randomness, only that the
         // start is not a constant every process would share.
         let starts: std::collections::HashSet<u64> = (0..8)

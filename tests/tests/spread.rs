@@ -51,6 +51,25 @@ for i in range(int(sys.argv[1])):
 print("ok=%d" % ok)
 "#;
 
+/// python3, after `ROUND` (the text of [`ROUND_TRIPS`]) is defined: one round trip of its own,
+/// then 40 fork children making one each (each prints its `ok=1`).
+const FORKS: &str = r#"
+import os, sys
+exec(ROUND)
+sys.stdout.flush()
+pids = []
+for _ in range(40):
+    pid = os.fork()
+    if pid == 0:
+        sys.argv[1] = "1"
+        exec(ROUND)
+        sys.stdout.flush()
+        os._exit(0)
+    pids.append(pid)
+for p in pids:
+    os.waitpid(p, 0)
+"#;
+
 /// A lab with an echo server outside and sockd on the first `servers` of [`PORTS`].
 fn spread_lab(name: &str, servers: usize, supervised: bool) -> Option<(Lab, Server, Vec<Daemon>)> {
     let lab = if supervised { supervised_lab(name)? } else { Lab::new(name)? };
@@ -213,6 +232,24 @@ fn many_processes_spread_at_random() {
     let shares = shares(&sockds, 40);
     assert_eq!(shares.iter().sum::<usize>(), 40, "{shares:?}");
     assert!(shares.iter().all(|&n| n >= 8), "each server gets a fair share: {shares:?}");
+}
+
+/// python3 forks 40 children after one connection of its own (so its round is drawn and
+/// inherited); each child makes one connection. The children must not all take the parent's
+/// next turn: each of two servers gets at least 8 of the 40, as for separate processes
+/// (chance of failing with a fair random start: 4.2e-5, see above).
+#[test]
+fn fork_children_spread_too() {
+    let Some((lab, echo, sockds)) = spread_lab("spread-fork", 2, false) else { return };
+    let conf = conf(&lab, &list(&PORTS[..2], true));
+    let forks = format!("ROUND = {ROUND_TRIPS:?}\n{FORKS}");
+    let ran = lab.python(&forks).args(["1"]).env("SOCKS_CONF", &conf).ld_preload().run();
+    // The children's lines may interleave: count them.
+    assert_eq!(ran.stdout_text().matches("ok=1").count(), 41, "{}", ran.describe());
+    echo.wait_done(41, STARTUP);
+    let shares = shares(&sockds, 41);
+    assert_eq!(shares.iter().sum::<usize>(), 41, "{shares:?}");
+    assert!(shares.iter().all(|&n| n >= 8), "fork children spread: {shares:?}");
 }
 
 /// Without `?spread`: everything to the first server, as before.
