@@ -1,10 +1,11 @@
 //! The library's settings, read once per process on the first connect that could need them,
-//! and its memory of failed servers and of where the last `?spread` walk started. What the settings say, and how `socks.conf` and the
-//! `SOCKS_*` variables become them, is `socks_client::settings` (shared with the supervisor);
-//! here is only the library's side: the files, user name, interfaces and host name read
-//! through the real libc (never our own hooks), the environment ignored entirely in
-//! secure-execution programs, `SOCKS_LOG` switched on for the process, and a broken
-//! configuration reported once on stderr (connections that are not local then fail closed).
+//! its memory of failed servers, and its round of `?spread` starts. What the settings say, and
+//! how `socks.conf` and the `SOCKS_*` variables become them, is `socks_client::settings`
+//! (shared with the supervisor); here is only the library's side: the files, user name,
+//! interfaces and host name read through the real libc (never our own hooks), the environment
+//! ignored entirely in secure-execution programs, `SOCKS_LOG` switched on for the process, and
+//! a broken configuration reported once on stderr (connections that are not local then fail
+//! closed).
 //!
 //! Not here: matching a destination (`route`) or talking to servers (`proxy`).
 

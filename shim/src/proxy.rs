@@ -1,7 +1,8 @@
 //! Running a SOCKS request on a program's own socket: connect it to the first server that
 //! answers, in the order `socks_client::order` gives (the first live one, or with `?spread` a
-//! start that moves on with each connection; servers that failed lately skipped) (in the socket's family, IPv4 servers as IPv4-mapped for IPv6 sockets), run the client
-//! handshake from socks-proto over it (CONNECT, or BIND and later its second reply), and report a
+//! start that moves on with each connection; servers that failed lately skipped), in the
+//! socket's family (IPv4 servers as IPv4-mapped for IPv6 sockets), run the client handshake
+//! from socks-proto over it (CONNECT, or BIND and later its second reply), and report a
 //! failure as a `Cause` (see `outcome` for its errno). Blocking and non-blocking sockets alike
 //! finish within the configured timeout; the socket's flags are restored before returning.
 //!
@@ -308,8 +309,9 @@ fn recv_some(fd: c_int, buffer: &mut [u8], deadline: Instant) -> Result<usize, C
 
 /// CONNECT to `target` without touching the heap, for a connect made by a signal handler that
 /// interrupted the library in this thread (the interrupted code may hold malloc's lock): the
-/// first server of the walk `socks_client::order` gives, the handshake from `socks_proto::fixed` (any version, names and
-/// credentials included), one attempt. Returns the server address the socket is connected to.
+/// first server of the walk `socks_client::order` gives, the handshake from
+/// `socks_proto::fixed` (any version, names and credentials included), one attempt. Returns
+/// the server address the socket is connected to.
 pub fn connect_without_heap(
     fd: c_int,
     target: Destination<'_>,

@@ -1,11 +1,12 @@
-//! CONNECT (and BIND, with its second reply) through a SOCKS server on the supervisor's copy of the program's socket: connect the
-//! copy to the first server that answers, in the order `socks_client::order` gives (as the
-//! library: servers that failed lately skipped, a `?spread` list started at a different server
-//! each time, round robin over every program this supervisor serves), run `socks_proto`'s client handshake over it under a
-//! deadline, and say which errno the program should see otherwise. Every wait is a `poll` with
-//! the time left, and every read and write is non-blocking (MSG_DONTWAIT), so a blocking
-//! socket never blocks the supervisor past the deadline; a blocking socket is made
-//! non-blocking for the connect only and given its flags back.
+//! CONNECT (and BIND, with its second reply) through a SOCKS server on the supervisor's copy of
+//! the program's socket: connect the copy to the first server that answers, in the order
+//! `socks_client::order` gives (as the library: servers that failed lately skipped, a `?spread`
+//! list started at a different server each time, round robin over every program this
+//! supervisor serves), run `socks_proto`'s client handshake over it under a deadline, and say
+//! which errno the program should see otherwise. Every wait is a `poll` with the time left,
+//! and every read and write is non-blocking (MSG_DONTWAIT), so a blocking socket never blocks
+//! the supervisor past the deadline; a blocking socket is made non-blocking for the connect
+//! only and given its flags back.
 //!
 //! Reads take exactly what the handshake still needs (`ClientHandshake::wanted`), so bytes the
 //! destination sends right after the reply stay in the socket for the program.

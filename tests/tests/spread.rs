@@ -8,8 +8,8 @@
 //! Asserted: one process (and one supervisor) goes round robin, so the shares are exact; many
 //! processes start at random places, so each server gets a fair share (the bound is chosen so
 //! chance cannot break it, see [`many_processes_spread_at_random`]), fork children of one
-//! parent included; `SOCKS_LOG=debug` names the server each connection tried first; without `?spread`
-//! everything goes to the first server, as before; with a dead server in the list every
+//! parent included; `SOCKS_LOG=debug` names the server each connection tried first; without
+//! `?spread` everything goes to the first server, as before; with a dead server in the list every
 //! connection still succeeds, and within the retry window the dead one is tried once, not on
 //! every connection (counted by an nftables counter of SYNs to its port in `inside`).
 //!

@@ -16,8 +16,8 @@
 //! fake-families ipv4 | ipv6 | both
 //! DST    := ADDR MASK | ADDR/PREFIX      (as in sockd.conf: inverted masks, names resolved now)
 //!         | .DOMAIN                      (a name suffix, no mask: `.example.test`)
-//! SERVERS := SERVER[,SERVER…][?spread]  (`?spread`, a list option, joins the last server's
-//!                                        options: `@=a,b?pipeline&spread`)
+//! SERVERS := SERVER[,SERVER…][?spread]  (a list option, among the last server's options:
+//!                                        `@=a,b?pipeline&spread`)
 //! SERVER := [SCHEME://][USER[:PASSWORD]@]HOST[:PORT][?pipeline]
 //! SCHEME := socks4 | socks4a | socks5    HOST := name | IPv4 | [IPv6] (bare IPv6 without port)
 //! ```
@@ -1176,8 +1176,8 @@ mod tests {
         let e = parse_server("fw.example?fast", &lookup()).unwrap_err().at("socks.conf", 4);
         assert_eq!(
             e.to_string(),
-            "socks.conf:4: unknown option `?fast` in server `fw.example?fast` (expected ?pipeline, or \
-             ?spread after the last server of an @= list)"
+            "socks.conf:4: unknown option `?fast` in server `fw.example?fast` (expected \
+             ?pipeline, or ?spread after the last server of an @= list)"
         );
     }
 
