@@ -1162,6 +1162,13 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("after the last server") && text.contains("u:***@fw"), "{text}");
         assert!(!text.contains("pw"), "{text}");
+        let one = parse("sockd @=fw?spread&pipeline 0.0.0.0/0\n").unwrap();
+        assert!(
+            one.rules[0].spread && one.rules[0].servers[0].pipeline,
+            "a list of one, any order"
+        );
+        let e = parse("sockd @=fw,fw2.example?spread&fast 0.0.0.0/0\n").unwrap_err().to_string();
+        assert!(e.contains("unknown option `?fast`"), "{e}");
         let e = parse_server("fw.example?spread", &lookup()).unwrap_err().to_string();
         assert!(e.contains("an option of an @= list"), "{e}");
     }
