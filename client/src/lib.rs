@@ -1,7 +1,8 @@
 //! socks-client: what every client front end shares — libsocks.so (`shim`, hooks in the program)
 //! and socks-supervise (`supervisor`, seccomp notifications) — so both decide exactly the same
 //! way: the settings from `socks.conf` and the `SOCKS_*` variables (`settings`), the routing
-//! decision for one destination (`route`), which names are resolved on the far side and the fake
+//! decision for one destination (`route`), the order one connection tries a rule's servers in
+//! and the memory of failed ones (`order`), which names are resolved on the far side and the fake
 //! addresses that stand for them (`names`), and an ordinary (allocating, locked) store of those
 //! names for a front end that is a normal process (`name_table`).
 //!
@@ -13,8 +14,9 @@
 //! allocate nothing, so the library may call them from a signal handler.
 //!
 //! Not here, on purpose:
-//! - Process state: the library's memory of failed servers (`shim/src/config.rs`, keyed by
-//!   [`settings::Server::id`]), its log switch, its fork-shared lock-free store of fake names
+//! - Process state: each front end keeps its own `static` [`order::Health`] and
+//!   [`order::Spreader`] (the types are here, the instances are the process's), the library's
+//!   log switch, its fork-shared lock-free store of fake names
 //!   (`shim/src/ffi/fakemap.rs`: a shared anonymous mapping claimed with atomics, which must
 //!   survive fork and work without the heap — a different job from `name_table`).
 //! - The client handshake over a descriptor. The protocol itself is already shared (the state
@@ -29,6 +31,7 @@
 
 pub mod name_table;
 pub mod names;
+pub mod order;
 pub mod route;
 pub mod settings;
 

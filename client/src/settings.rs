@@ -115,6 +115,9 @@ pub struct Server {
     pub identity: Identity,
     /// Whether it reads the whole SOCKS5 handshake in one write (`?pipeline`).
     pub pipeline: bool,
+    /// Whether its list has `?spread` (the same on every server of a list): connections start
+    /// at different servers (`order`).
+    pub spread: bool,
 }
 
 /// The version and identity a server line that does not say gets.
@@ -124,7 +127,7 @@ struct Defaults {
 }
 
 impl Server {
-    fn from_spec(id: usize, spec: &ServerSpec, defaults: &Defaults) -> Server {
+    fn from_spec(id: usize, spec: &ServerSpec, spread: bool, defaults: &Defaults) -> Server {
         let credentials = match (&spec.username, &spec.password) {
             (Some(user), password) => Some(Credentials {
                 username: user.clone(),
@@ -139,6 +142,7 @@ impl Server {
             version: spec.version.map_or(defaults.version, ClientVersion::from),
             identity: Identity { user_id, credentials },
             pipeline: spec.pipeline,
+            spread,
         }
     }
 }
@@ -381,29 +385,31 @@ fn build(
     let user_id = env.username.clone().or_else(|| user.clone()).unwrap_or_default();
     let defaults = Defaults { version, identity: Identity { user_id, credentials } };
     let mut next_id = 0;
-    let mut server = |spec: &ServerSpec| {
+    let mut server = |spec: &ServerSpec, spread: bool| {
         next_id += 1;
-        Server::from_spec(next_id - 1, spec, &defaults)
+        Server::from_spec(next_id - 1, spec, spread, &defaults)
     };
     let (Some((path, _)), Some(rules)) = (conf, rules) else {
-        let servers = default_spec.iter().map(&mut server).collect();
+        let servers = default_spec.iter().map(|spec| server(spec, false)).collect();
         let local_networks = system.attached_networks();
         return Ok((Mode::Everything { servers, local_networks }, user));
     };
     let mut servers = Vec::with_capacity(rules.rules.len());
     for rule in &rules.rules {
-        let specs: Vec<&ServerSpec> = match (rule.action, &default_spec) {
-            (ClientAction::Proxy, _) if !rule.servers.is_empty() => rule.servers.iter().collect(),
-            (ClientAction::Proxy, Some(spec)) => vec![spec],
+        let (specs, spread): (Vec<&ServerSpec>, bool) = match (rule.action, &default_spec) {
+            (ClientAction::Proxy, _) if !rule.servers.is_empty() => {
+                (rule.servers.iter().collect(), rule.spread)
+            }
+            (ClientAction::Proxy, Some(spec)) => (vec![spec], false),
             (ClientAction::Proxy, None) => {
                 return Err(format!(
                     "{path}:{}: `sockd` line without @=server and no SOCKS_SERVER set",
                     rule.line
                 ))
             }
-            _ => Vec::new(),
+            _ => (Vec::new(), false),
         };
-        servers.push(specs.into_iter().map(&mut server).collect());
+        servers.push(specs.into_iter().map(|spec| server(spec, spread)).collect());
     }
     Ok((Mode::Rules { rules, servers }, user))
 }

@@ -1,25 +1,22 @@
 //! The library's settings, read once per process on the first connect that could need them,
-//! and its memory of failed servers. What the settings say, and how `socks.conf` and the
-//! `SOCKS_*` variables become them, is `socks_client::settings` (shared with the supervisor);
-//! here is only the library's side: the files, user name, interfaces and host name read
-//! through the real libc (never our own hooks), the environment ignored entirely in
-//! secure-execution programs, `SOCKS_LOG` switched on for the process, and a broken
-//! configuration reported once on stderr (connections that are not local then fail closed).
+//! its memory of failed servers, and its round of `?spread` starts. What the settings say, and
+//! how `socks.conf` and the `SOCKS_*` variables become them, is `socks_client::settings`
+//! (shared with the supervisor); here is only the library's side: the files, user name,
+//! interfaces and host name read through the real libc (never our own hooks), the environment
+//! ignored entirely in secure-execution programs, `SOCKS_LOG` switched on for the process, and
+//! a broken configuration reported once on stderr (connections that are not local then fail
+//! closed).
 //!
 //! Not here: matching a destination (`route`) or talking to servers (`proxy`).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use socks_client::order::{Health, Spreader};
 pub use socks_client::settings::{Environment, Mode, Server, Settings};
 
 use crate::ffi::real;
 use crate::log;
-
-/// How long a server that failed is skipped (unless every server failed).
-pub const SERVER_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// The system as the library sees it: std's file reads (open/read are not hooked), everything
 /// else through the real libc functions.
@@ -79,12 +76,13 @@ pub fn load(env: &Environment) -> Settings {
     settings
 }
 
-/// Servers whose failures are remembered (by `Server::id`); any further ones are always tried.
-const TRACKED_SERVERS: usize = 1024;
+/// When each server last failed (the table is `socks_client::order`'s, shared in kind with the
+/// supervisor; this instance is the process's). Atomics in a fixed table: no lock and no
+/// allocation on the connect path, and a fork child starts with its parent's memory.
+pub static HEALTH: Health = Health::new();
 
-/// Per server, seconds since the epoch when it last failed; 0 = never. A fixed table: no lock
-/// and no allocation on the connect path, and a fork child starts with its parent's memory.
-static FAILED_AT: [AtomicU64; TRACKED_SERVERS] = [const { AtomicU64::new(0) }; TRACKED_SERVERS];
+/// The start of each `?spread` walk in this process (round robin from a per-process start).
+pub static SPREADER: Spreader = Spreader::new();
 
 /// What the library remembers about a server's failures (process state, so not in the shared
 /// `Server`).
@@ -99,30 +97,22 @@ pub trait ServerHealth {
 
 impl ServerHealth for Server {
     fn is_alive(&self) -> bool {
-        let failed = FAILED_AT.get(self.id).map_or(0, |f| f.load(Ordering::Relaxed));
-        failed == 0 || now_secs().saturating_sub(failed) >= SERVER_RETRY_AFTER.as_secs()
+        HEALTH.is_alive(self)
     }
 
     fn mark_failed(&self) {
-        if let Some(failed) = FAILED_AT.get(self.id) {
-            failed.store(now_secs().max(1), Ordering::Relaxed);
-        }
+        HEALTH.mark_failed(self);
     }
 
     fn mark_alive(&self) {
-        if let Some(failed) = FAILED_AT.get(self.id) {
-            failed.store(0, Ordering::Relaxed);
-        }
+        HEALTH.mark_alive(self);
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use socks_client::order::TRACKED_SERVERS;
     use socks_proto::client::ClientVersion;
 
     fn write_conf(text: &str) -> String {
@@ -169,8 +159,5 @@ mod tests {
         assert!(neighbour.is_alive(), "each server has its own record");
         server.mark_alive();
         assert!(server.is_alive());
-        let untracked = Server { id: TRACKED_SERVERS, ..servers[0].clone() };
-        untracked.mark_failed();
-        assert!(untracked.is_alive(), "a server past the table is always tried");
     }
 }

@@ -1,6 +1,8 @@
 //! Running a SOCKS request on a program's own socket: connect it to the first server that
-//! answers (in the socket's family, IPv4 servers as IPv4-mapped for IPv6 sockets), run the client
-//! handshake from socks-proto over it (CONNECT, or BIND and later its second reply), and report a
+//! answers, in the order `socks_client::order` gives (the first live one, or with `?spread` a
+//! start that moves on with each connection; servers that failed lately skipped), in the
+//! socket's family (IPv4 servers as IPv4-mapped for IPv6 sockets), run the client handshake
+//! from socks-proto over it (CONNECT, or BIND and later its second reply), and report a
 //! failure as a `Cause` (see `outcome` for its errno). Blocking and non-blocking sockets alike
 //! finish within the configured timeout; the socket's flags are restored before returning.
 //!
@@ -18,7 +20,9 @@ use socks_proto::fixed::{Destination, FixedConnect, FixedStep};
 pub use socks_proto::server::Command;
 use socks_proto::TargetAddr;
 
-use crate::config::{Server, ServerHealth};
+use socks_client::order::order;
+
+use crate::config::{Server, ServerHealth, SPREADER};
 use crate::ffi::real;
 use crate::ffi::sockaddr::{for_family, RawAddr};
 use crate::log::{log, Level};
@@ -91,10 +95,13 @@ fn try_servers(
     servers: &[Server],
     deadline: Instant,
 ) -> Result<Granted, Cause> {
-    let any_alive = servers.iter().any(Server::is_alive);
-    for server in servers.iter().filter(|s| !any_alive || s.is_alive()) {
+    let walk = order(servers, SPREADER.ticket(), Server::is_alive);
+    let spread = if servers.first().is_some_and(|s| s.spread) { " (spread)" } else { "" };
+    for (i, server) in walk.enumerate() {
         for addr in &server.addrs {
             let Some(addr) = for_family(*addr, family) else { continue };
+            let nth = if i == 0 { "first" } else { "next" };
+            log!(Level::Debug, "{command} {target}: trying server {addr} {nth}{spread}");
             let raw = RawAddr::from_socket_addr(addr);
             match connect_socket(fd, &raw, deadline) {
                 Ok(()) => {
@@ -302,8 +309,9 @@ fn recv_some(fd: c_int, buffer: &mut [u8], deadline: Instant) -> Result<usize, C
 
 /// CONNECT to `target` without touching the heap, for a connect made by a signal handler that
 /// interrupted the library in this thread (the interrupted code may hold malloc's lock): the
-/// first live server, the handshake from `socks_proto::fixed` (any version, names and
-/// credentials included), one attempt. Returns the server address the socket is connected to.
+/// first server of the walk `socks_client::order` gives, the handshake from
+/// `socks_proto::fixed` (any version, names and credentials included), one attempt. Returns
+/// the server address the socket is connected to.
 pub fn connect_without_heap(
     fd: c_int,
     target: Destination<'_>,
@@ -315,11 +323,8 @@ pub fn connect_without_heap(
     let flags = status_flags(fd)?;
     let deadline = Instant::now() + timeout;
     nonblocking_while(fd, flags, || {
-        let server = servers
-            .iter()
-            .find(|s| s.is_alive())
-            .or_else(|| servers.first())
-            .ok_or(Cause::ServersDown)?;
+        let server =
+            order(servers, SPREADER.ticket(), Server::is_alive).next().ok_or(Cause::ServersDown)?;
         let addr =
             server.addrs.iter().find_map(|a| for_family(*a, family)).ok_or(Cause::Unsupported)?;
         let raw = RawAddr::from_socket_addr(addr);

@@ -1,9 +1,12 @@
-//! CONNECT (and BIND, with its second reply) through a SOCKS server on the supervisor's copy of the program's socket: connect the
-//! copy to the first server that answers, run `socks_proto`'s client handshake over it under a
-//! deadline, and say which errno the program should see otherwise. Every wait is a `poll` with
-//! the time left, and every read and write is non-blocking (MSG_DONTWAIT), so a blocking
-//! socket never blocks the supervisor past the deadline; a blocking socket is made
-//! non-blocking for the connect only and given its flags back.
+//! CONNECT (and BIND, with its second reply) through a SOCKS server on the supervisor's copy of
+//! the program's socket: connect the copy to the first server that answers, in the order
+//! `socks_client::order` gives (as the library: servers that failed lately skipped, a `?spread`
+//! list started at a different server each time, round robin over every program this
+//! supervisor serves), run `socks_proto`'s client handshake over it under a deadline, and say
+//! which errno the program should see otherwise. Every wait is a `poll` with the time left,
+//! and every read and write is non-blocking (MSG_DONTWAIT), so a blocking socket never blocks
+//! the supervisor past the deadline; a blocking socket is made non-blocking for the connect
+//! only and given its flags back.
 //!
 //! Reads take exactly what the handshake still needs (`ClientHandshake::wanted`), so bytes the
 //! destination sends right after the reply stay in the socket for the program.
@@ -20,8 +23,17 @@ use socks_proto::reply::Failure;
 use socks_proto::server::Command;
 use socks_proto::TargetAddr;
 
+use socks_client::order::{order, Health, Spreader};
+
 use crate::config::Server;
 use crate::{sockaddr, sys};
+
+/// When each server last failed, for every program this supervisor serves: one that failed is
+/// skipped for `socks_client::order::SERVER_RETRY_AFTER`, as in the library.
+static HEALTH: Health = Health::new();
+
+/// The start of each `?spread` walk: round robin over all the supervised programs' connections.
+static SPREADER: Spreader = Spreader::new();
 
 /// Why a proxied connect failed: the errno for the program and a line for the log.
 #[derive(Debug)]
@@ -110,18 +122,20 @@ fn try_servers(
     deadline: Instant,
 ) -> Result<Granted, Failed> {
     let mut last = failed(libc::ECONNREFUSED, "no SOCKS server address of the socket's family");
-    for server in servers {
+    for server in order(servers, SPREADER.ticket(), |s| HEALTH.is_alive(s)) {
         for &addr in &server.addrs {
             let Some(addr) = for_family(addr, family) else { continue };
             if let Err(errno) = connect_socket(fd, addr, deadline) {
                 let error = std::io::Error::from_raw_os_error(errno);
                 sys::disconnect(fd);
+                HEALTH.mark_failed(server);
                 if errno == libc::ETIMEDOUT {
                     return Err(failed(errno, format!("via {addr}: {error}")));
                 }
                 last = failed(libc::ECONNREFUSED, format!("via {addr}: {error}"));
                 continue;
             }
+            HEALTH.mark_alive(server);
             let name = version_name(server.version);
             let mut hs =
                 ClientHandshake::new(server.version, command, target, server.identity.clone())

@@ -236,7 +236,29 @@ impl LineError {
     pub fn unknown_server_option(token: &str, server: &str, option: &str) -> Self {
         Self::new(
             token,
-            format!("unknown option `?{option}` in server `{server}` (expected ?pipeline)"),
+            format!(
+                "unknown option `?{option}` in server `{server}` (expected ?pipeline, or ?spread \
+                 after the last server of an @= list)"
+            ),
+        )
+    }
+
+    /// `?spread` on a server that is not the last of its `@=` list.
+    pub fn spread_not_last(token: &str, server: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "`?spread` in server `{server}`: it is an option of the whole list, written \
+                 once, after the last server"
+            ),
+        )
+    }
+
+    /// `?spread` on a single server (`SOCKS_SERVER`), not a list.
+    pub fn spread_without_list(server: &str) -> Self {
+        Self::new(
+            server,
+            format!("`?spread` in `{server}`: it is an option of an @= list in socks.conf"),
         )
     }
 

@@ -63,7 +63,7 @@ pub use sockd_conf::{
 };
 pub use socks_conf::{
     parse_server, parse_server_list, ClientAction, ClientRule, ClientRules, Destination,
-    FakeFamilies, ResolvePolicy, ServerSpec, ServerVersion, DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,
-    DEFAULT_SERVER_PORT,
+    FakeFamilies, ResolvePolicy, ServerList, ServerSpec, ServerVersion, DEFAULT_FAKE_V4,
+    DEFAULT_FAKE_V6, DEFAULT_SERVER_PORT,
 };
 pub use users::{parse_user_list, UserList};

@@ -10,13 +10,15 @@
 //! ```text
 //! direct [*=users] DST [OP PORT]
 //! deny   [*=users] DST [OP PORT]
-//! sockd  [@=SERVER,SERVER…] [*=users] DST [OP PORT]
+//! sockd  [@=SERVERS] [*=users] DST [OP PORT]
 //! resolve remote | local | local-then-remote
 //! fake-range IPv4/PREFIX | IPv6/PREFIX
 //! fake-families ipv4 | ipv6 | both
 //! DST    := ADDR MASK | ADDR/PREFIX      (as in sockd.conf: inverted masks, names resolved now)
 //!         | .DOMAIN                      (a name suffix, no mask: `.example.test`)
-//! SERVER := [SCHEME://][USER[:PASSWORD]@]HOST[:PORT]
+//! SERVERS := SERVER[,SERVER…][?spread]  (a list option, among the last server's options:
+//!                                        `@=a,b?pipeline&spread`)
+//! SERVER := [SCHEME://][USER[:PASSWORD]@]HOST[:PORT][?pipeline]
 //! SCHEME := socks4 | socks4a | socks5    HOST := name | IPv4 | [IPv6] (bare IPv6 without port)
 //! ```
 //!
@@ -65,6 +67,12 @@
 //! order. USER and PASSWORD may contain `%XX` escapes (for `,`, `#`, `@`, `:`, `%` or blanks) and
 //! are at most 255 bytes each (RFC 1929); SOCKS4/4a servers take a USER (the USERID) but no
 //! PASSWORD. Passwords never appear in `Debug`, `Display` or error messages: they print as `***`.
+//!
+//! Options follow a server after `?`, joined by `&`. `pipeline` is the server's own. `spread`
+//! belongs to the whole list ([`ClientRule::spread`]: each connection starts at a different
+//! server, see socks.conf(5)); it is written once, among the options of the last server, so the
+//! per-server grammar stays as it is and a list says it in one place. `spread` on any other
+//! server of the list, or on a single server outside a list (`SOCKS_SERVER`), is an error.
 //!
 //! As in `sockd.conf`, the CSTC `?=` and `: shell command` extensions are rejected, and any error
 //! stops the parse. Not here: reading the file, the environment (`SOCKS_SERVER`), DNS, the map of
@@ -311,34 +319,54 @@ fn redact_list(tok: &str) -> String {
 /// `SOCKS_SERVER` style setting.
 pub fn parse_server(text: &str, lookup: &dyn Lookup) -> Result<ServerSpec, LineError> {
     let shown = redact_server(text);
-    server(&shown, text, &shown, lookup)
+    match server(&shown, text, &shown, lookup)? {
+        (_, true) => Err(LineError::spread_without_list(&shown)),
+        (spec, false) => Ok(spec),
+    }
 }
 
-/// Parses an `@=SERVER,SERVER…` token (no blanks; at least one server). Call it only on tokens
-/// that start with `@=`. Errors carry the token with passwords replaced by `***`.
-pub fn parse_server_list(tok: &str, lookup: &dyn Lookup) -> Result<Vec<ServerSpec>, LineError> {
+/// An `@=` list: its servers in the order written, and the list's own option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerList {
+    /// The servers, in the order written; never empty after parsing.
+    pub servers: Vec<ServerSpec>,
+    /// `?spread` (after the last server): start each connection at a different server.
+    pub spread: bool,
+}
+
+/// Parses an `@=SERVER,SERVER…[?spread]` token (no blanks; at least one server). Call it only
+/// on tokens that start with `@=`. Errors carry the token with passwords replaced by `***`.
+pub fn parse_server_list(tok: &str, lookup: &dyn Lookup) -> Result<ServerList, LineError> {
     let shown = redact_list(tok);
     let body = tok.strip_prefix("@=").unwrap_or(tok);
     if body.is_empty() {
         return Err(LineError::empty_server_list(&shown));
     }
-    let mut servers = Vec::new();
-    for item in body.split(',') {
+    let mut list = ServerList { servers: Vec::new(), spread: false };
+    let mut items = body.split(',').peekable();
+    while let Some(item) = items.next() {
         if item.is_empty() {
             return Err(LineError::empty_server(&shown));
         }
-        servers.push(server(&shown, item, &redact_server(item), lookup)?);
+        let item_shown = redact_server(item);
+        let (spec, spread) = server(&shown, item, &item_shown, lookup)?;
+        if spread && items.peek().is_some() {
+            return Err(LineError::spread_not_last(&shown, &item_shown));
+        }
+        list.spread |= spread;
+        list.servers.push(spec);
     }
-    Ok(servers)
+    Ok(list)
 }
 
-/// One server `item`; `tok` (the error token) and `shown` (the item in messages) are redacted.
+/// One server `item`, and whether its options held the list option `spread`; `tok` (the error
+/// token) and `shown` (the item in messages) are redacted.
 fn server(
     tok: &str,
     item: &str,
     shown: &str,
     lookup: &dyn Lookup,
-) -> Result<ServerSpec, LineError> {
+) -> Result<(ServerSpec, bool), LineError> {
     let (scheme, rest) = split_scheme(item);
     let version = match scheme {
         None => None,
@@ -357,9 +385,11 @@ fn server(
         None => (hostport, None),
     };
     let mut pipeline = false;
+    let mut spread = false;
     for option in options.into_iter().flat_map(|o| o.split('&')) {
         match option {
             "pipeline" => pipeline = true,
+            "spread" => spread = true,
             other => return Err(LineError::unknown_server_option(tok, shown, other)),
         }
     }
@@ -402,14 +432,15 @@ fn server(
         }
     };
     let ips = resolve_server_host(host, lookup).map_err(|e| e.into_line_error(tok, shown, host))?;
-    Ok(ServerSpec {
+    let spec = ServerSpec {
         addrs: ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(),
         host: host.to_owned(),
         version,
         username,
         password,
         pipeline,
-    })
+    };
+    Ok((spec, spread))
 }
 
 /// `HOST[:PORT]`, `[IPv6][:PORT]` or a bare IPv6 address. Err = why the host part is bad.
@@ -695,6 +726,9 @@ pub struct ClientRule {
     /// The `@=` servers, to be tried in order; empty = the default server (only `sockd` lines
     /// can have servers).
     pub servers: Vec<ServerSpec>,
+    /// `?spread` after the last `@=` server: each connection starts at a different server of
+    /// the list (the front ends' `socks_client::order`); `false` = always the first live one.
+    pub spread: bool,
     /// `*=…` local user names; `None` = any user, including an unknown one.
     pub users: Option<UserList>,
     /// The destination condition: addresses, or a domain pattern for names.
@@ -732,6 +766,10 @@ impl fmt::Display for ClientRule {
         for (i, s) in self.servers.iter().enumerate() {
             f.write_str(if i == 0 { " @=" } else { "," })?;
             write!(f, "{s}")?;
+        }
+        if self.spread {
+            let joiner = if self.servers.last().is_some_and(|s| s.pipeline) { "&" } else { "?" };
+            write!(f, "{joiner}spread")?;
         }
         if let Some(u) = &self.users {
             write!(f, " {u}")?;
@@ -1015,7 +1053,7 @@ fn parse_rule(
     };
 
     let mut users = None;
-    let mut servers = None;
+    let mut servers: Option<ServerList> = None;
     while let Some(t) = cur.peek() {
         if t.starts_with("*=") {
             if users.is_some() {
@@ -1058,7 +1096,9 @@ fn parse_rule(
     if let Some(t) = cur.peek() {
         return Err(LineError::trailing(t));
     }
-    Ok(ClientRule { line: number, action, servers: servers.unwrap_or_default(), users, dst, port })
+    let ServerList { servers, spread } =
+        servers.unwrap_or(ServerList { servers: Vec::new(), spread: false });
+    Ok(ClientRule { line: number, action, servers, spread, users, dst, port })
 }
 
 #[cfg(test)]
@@ -1100,6 +1140,40 @@ mod tests {
     }
 
     #[test]
+    fn spread_is_a_list_option_written_after_the_last_server() {
+        let rs = parse("sockd @=fw.example,fw2.example:1081?spread 0.0.0.0/0\n").unwrap();
+        let r = &rs.rules[0];
+        assert!(r.spread);
+        assert_eq!(r.servers.len(), 2);
+        assert!(!r.servers[1].pipeline, "spread is not a server option");
+        assert_eq!(r.to_string(), "sockd @=fw.example:1080,fw2.example:1081?spread 0.0.0.0/0");
+        let both = parse("sockd @=fw,fw2.example?pipeline&spread 0.0.0.0/0\n").unwrap();
+        assert!(both.rules[0].spread && both.rules[0].servers[1].pipeline);
+        assert!(!both.rules[0].servers[0].pipeline);
+        assert_eq!(
+            both.rules[0].to_string(),
+            "sockd @=fw:1080,fw2.example:1080?pipeline&spread 0.0.0.0/0",
+            "the canonical form parses back"
+        );
+        let again = parse(&format!("{}\n", both.rules[0])).unwrap();
+        assert_eq!(again.rules[0].spread, both.rules[0].spread);
+        assert!(!parse("sockd @=fw,fw2.example 0.0.0.0/0\n").unwrap().rules[0].spread);
+        let e = parse("sockd @=u:pw@fw?spread,fw2.example 0.0.0.0/0\n").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("after the last server") && text.contains("u:***@fw"), "{text}");
+        assert!(!text.contains("pw"), "{text}");
+        let one = parse("sockd @=fw?spread&pipeline 0.0.0.0/0\n").unwrap();
+        assert!(
+            one.rules[0].spread && one.rules[0].servers[0].pipeline,
+            "a list of one, any order"
+        );
+        let e = parse("sockd @=fw,fw2.example?spread&fast 0.0.0.0/0\n").unwrap_err().to_string();
+        assert!(e.contains("unknown option `?fast`"), "{e}");
+        let e = parse_server("fw.example?spread", &lookup()).unwrap_err().to_string();
+        assert!(e.contains("an option of an @= list"), "{e}");
+    }
+
+    #[test]
     fn pipeline_option() {
         let s = server("socks5://bob:pw@fw.example:1081?pipeline");
         assert!(s.pipeline);
@@ -1109,7 +1183,8 @@ mod tests {
         let e = parse_server("fw.example?fast", &lookup()).unwrap_err().at("socks.conf", 4);
         assert_eq!(
             e.to_string(),
-            "socks.conf:4: unknown option `?fast` in server `fw.example?fast` (expected ?pipeline)"
+            "socks.conf:4: unknown option `?fast` in server `fw.example?fast` (expected \
+             ?pipeline, or ?spread after the last server of an @= list)"
         );
     }
 
