@@ -409,7 +409,7 @@ fn address_rewritten_during_sendto_never_reaches_a_denied_destination() {
     );
     assert_eq!((sent + refused, other), (count, 0), "{}", ran.describe());
     // UDP may drop a datagram under load; none may come from anywhere but the firewall.
-    let relayed = u.echo_b.wait_datagrams(sent, STARTUP);
+    let relayed = u.echo_b.datagrams_within(sent, STARTUP);
     assert!(!relayed.is_empty() && relayed.len() <= sent, "{} of {sent}", relayed.len());
     assert!(relayed.iter().all(|d| d.peer.ip() == IpAddr::V4(FW_OUTSIDE_ADDR)), "{relayed:?}");
     u.leaks.assert_only_sockd_udp("a static program rewriting its sendto address");
