@@ -33,6 +33,8 @@ mod elf;
 mod filter;
 mod msghdr;
 mod names;
+mod pidfds;
+mod pool;
 mod proxy;
 mod recv;
 mod rewrites;

@@ -1,7 +1,8 @@
 //! The notification loop: receive each trapped call (`connect`, `getpeername`, the sends
 //! with a destination, which `send` handles, the receives that report a source, which `recv`
 //! handles, and `bind`/`listen`/`getsockname`/`accept`, which `bind` handles) from the
-//! listener, handle it on its own thread (a slow handshake holds only the program thread that
+//! listener, handle it on a thread of a pool that grows on demand (`pool`: an idle thread,
+//! or a new one when all are busy, so a slow handshake holds only the program thread that
 //! asked for it; a send or a receive that cannot block is answered on the loop's thread), and
 //! answer it. Ends when every supervised process is gone (the listener
 //! reports POLLHUP once the last one is reaped; this process is their subreaper).
@@ -22,9 +23,8 @@
 //! program's reads and writes stay in the kernel. Another datagram protocol (ping, raw) through
 //! a server fails with ECONNREFUSED.
 //!
-//! The copy (`copy_socket`) is taken through a pidfd of the calling thread when it leads its
-//! thread group (pidfd_open accepts nothing else), else of the group read from
-//! `/proc/TID/status`.
+//! The copy (`copy_socket`) is taken through a pidfd kept for the calling thread's process or
+//! for the thread itself (`pidfds`: a stale one is never used for another process).
 //!
 //! A connect of a UDP or TCP socket to port 53 goes to the supervisor's name service (`dns`),
 //! and a connect to a fake address it handed out sends the name to the server (SOCKS5
@@ -56,6 +56,8 @@ use std::time::Instant;
 use socks_proto::TargetAddr;
 
 use crate::config::Settings;
+use crate::pidfds::Pidfds;
+use crate::pool::Pool;
 use crate::route::{route, route_name, Route};
 use crate::{bind, dns, filter, names, proxy, recv, send, sockaddr, sys, udp};
 
@@ -73,6 +75,10 @@ pub(crate) struct Shared {
     pub(crate) dns: Option<dns::Responder>,
     /// UDP associations and the reply sources trapped receives rewrite (see `udp`).
     pub(crate) udp: udp::Udp,
+    /// The pidfds descriptors are copied through, kept per process (see `pidfds`).
+    pidfds: Pidfds,
+    /// The threads that handle the calls that may block (see `pool`).
+    handlers: Arc<Pool>,
 }
 
 /// Proxied sockets by `SO_COOKIE`: (the destination the program asked for, the server the
@@ -159,6 +165,8 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
         binds: Mutex::new(bind::Binds::default()),
         dns,
         udp: udp::Udp::default(),
+        pidfds: Pidfds::default(),
+        handlers: Arc::new(Pool::default()),
     });
     dns::serve(&shared);
     let status = Arc::new(AtomicI32::new(1));
@@ -236,12 +244,11 @@ fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
     spawn(pending, notif);
 }
 
-/// Handles the notification on a thread of its own.
+/// Handles the notification on a thread of the pool: an idle one, or a new one when every
+/// handler is busy (a handshake that hangs holds only its own thread).
 fn spawn(pending: Pending, notif: libc::seccomp_notif) {
-    let worker = std::thread::Builder::new()
-        .name(format!("connect-{}", notif.pid))
-        .spawn(move || handle(pending, notif));
-    if let Err(e) = worker {
+    let handlers = pending.shared.handlers.clone();
+    if let Err(e) = Pool::run(&handlers, move || handle(pending, notif)) {
         // The closure (and its guard, which answers) was dropped: the call failed closed.
         eprintln!("socks-supervise: cannot start a handler thread: {e}");
     }
@@ -321,12 +328,6 @@ impl Drop for Pending {
     }
 }
 
-/// The thread group of thread `tid` (`Tgid:` in /proc/TID/status): pidfd_open wants it.
-fn thread_group(tid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
-}
-
 fn handle(pending: Pending, notif: libc::seccomp_notif) {
     if notif.data.arch != filter::AUDIT_ARCH_X86_64 {
         // The filter sends nothing else; refuse rather than guess.
@@ -358,20 +359,7 @@ pub(crate) fn copy_socket(
     tid: u32,
     fd: i32,
 ) -> Result<Option<(u32, OwnedFd)>, i32> {
-    // pidfd_open accepts a thread group leader only, so where it takes the thread itself (the
-    // program's main thread: every call of a single-threaded program) the thread is its
-    // group, and /proc need not be read.
-    let (pid, pidfd) = match sys::pidfd_open(tid) {
-        Ok(pidfd) => (tid, pidfd),
-        Err(_) => {
-            let pid = thread_group(tid).ok_or(libc::ESRCH)?;
-            let pidfd =
-                sys::pidfd_open(pid).map_err(|e| e.raw_os_error().unwrap_or(libc::ESRCH))?;
-            (pid, pidfd)
-        }
-    };
-    let socket =
-        sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| e.raw_os_error().unwrap_or(libc::EBADF))?;
+    let (pid, socket) = pending.shared.pidfds.copy(tid, fd)?;
     Ok(pending.valid().then_some((pid, socket)))
 }
 
@@ -476,7 +464,10 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
     // connect that completed in the background), made on our copy with our bytes, and what the
     // supervisor remembers of it stays. Routing it instead would run a handshake over a live
     // connection, or report a connect that never happened.
-    if sys::tcp_state(socket.as_fd()).is_ok_and(|state| state != sys::TCP_CLOSE) {
+    // TCP_INFO answers for a TCP socket only: its success is the SO_TYPE and SO_PROTOCOL
+    // answer for the common case, and those are asked only of other sockets.
+    let tcp_state = sys::tcp_state(socket.as_fd());
+    if tcp_state.as_ref().is_ok_and(|&state| state != sys::TCP_CLOSE) {
         return pending.reply(sys::connect_raw(socket.as_fd(), &bytes).err().unwrap_or(0));
     }
     // Whatever this connect does, the socket's earlier proxied destination is history.
@@ -489,13 +480,16 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
         // with our bytes.
         return pending.reply(sys::connect_raw(socket.as_fd(), &bytes).err().unwrap_or(0));
     };
-    let stream = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
-        .is_ok_and(|t| t == libc::SOCK_STREAM);
-    let protocol = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_PROTOCOL).ok();
-    let (tcp, udp) = (
-        stream && protocol == Some(libc::IPPROTO_TCP),
-        !stream && protocol == Some(libc::IPPROTO_UDP),
-    );
+    let (stream, tcp, udp) = if tcp_state.is_ok() {
+        (true, true, false)
+    } else {
+        let stream = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
+            .is_ok_and(|t| t == libc::SOCK_STREAM);
+        let protocol =
+            sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_PROTOCOL).ok();
+        let tcp = stream && protocol == Some(libc::IPPROTO_TCP);
+        (stream, tcp, !stream && protocol == Some(libc::IPPROTO_UDP))
+    };
     if dst.port() == 53 && (tcp || udp) && settings.names.is_some() {
         return name_service(pending, &socket, pid, domain, dst, tcp, cookie);
     }

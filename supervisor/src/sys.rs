@@ -222,6 +222,21 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `PIDFD_THREAD` (linux/pidfd.h, Linux ≥ 6.9; the value of O_EXCL).
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+/// pidfd_open(2) with `PIDFD_THREAD` for thread `tid`, leader or not (Linux ≥ 6.9; EINVAL
+/// before). `pidfd_getfd` through it copies from the thread's descriptor table, which is its
+/// process's.
+pub fn pidfd_open_thread(tid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = check_long(unsafe {
+        libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, PIDFD_THREAD)
+    })?;
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// pidfd_getfd(2): a copy, in this process, of descriptor `fd` of the process behind `pidfd`
 /// (the same open file description: same socket, same flags). Close-on-exec is set.
 pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> io::Result<OwnedFd> {
