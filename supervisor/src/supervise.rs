@@ -49,7 +49,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -144,8 +143,9 @@ pub(crate) fn log(settings: &Settings, level: u8, pid: u32, line: std::fmt::Argu
 }
 
 /// Serves the listener until every supervised process has ended; returns the exit code of the
-/// program (`child_pid`), as a shell reports it.
-pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
+/// program (`child_pid`), as a shell reports it. The processes that end are reaped on this
+/// thread when `child_exits` (`sys::child_exits`) reads readable: no thread waits for them.
+pub fn run(settings: Settings, listener: OwnedFd, child_exits: OwnedFd, child_pid: u32) -> i32 {
     let dns = match settings.names {
         Some(_) => match dns::Responder::bind() {
             Ok(responder) => Some(responder),
@@ -169,21 +169,19 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
         handlers: Arc::new(Pool::default()),
     });
     dns::serve(&shared);
-    let status = Arc::new(AtomicI32::new(1));
-    let all_gone = Arc::new(AtomicBool::new(false));
-    let reaper = {
-        let (status, all_gone) = (status.clone(), all_gone.clone());
-        std::thread::spawn(move || {
-            while let Some((pid, raw)) = sys::wait_any() {
-                if pid as u32 == child_pid {
-                    status.store(sys::exit_code(raw), Ordering::SeqCst);
-                }
+    let mut status = 1;
+    let mut reaped = |ended: Vec<(i32, i32)>| {
+        for (pid, raw) in ended {
+            if pid as u32 == child_pid {
+                status = sys::exit_code(raw);
             }
-            all_gone.store(true, Ordering::SeqCst);
-        })
+        }
     };
+    let mut all_gone = false;
     loop {
-        let revents = match sys::poll_one(shared.listener.as_fd(), libc::POLLIN, 200) {
+        let watched =
+            [(shared.listener.as_fd(), libc::POLLIN), (child_exits.as_fd(), libc::POLLIN)];
+        let revents = match sys::poll_many(&watched, 200) {
             Ok(r) => r,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e) => {
@@ -191,7 +189,15 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
                 break;
             }
         };
-        if revents & libc::POLLIN != 0 {
+        let (listener, exits) = (revents[0], revents[1]);
+        // A child ended (or the poll timed out: a last look costs one call).
+        if exits != 0 || listener == 0 {
+            sys::drain_signals(child_exits.as_fd());
+            let (ended, none_left) = sys::reap_ended();
+            reaped(ended);
+            all_gone |= none_left;
+        }
+        if listener & libc::POLLIN != 0 {
             match sys::notif_recv(shared.listener.as_fd()) {
                 Ok(notif) => dispatch(&shared, notif),
                 // The call was abandoned between poll and receive (signal, exit): normal.
@@ -203,13 +209,15 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
             }
             continue;
         }
-        if revents & (libc::POLLHUP | libc::POLLERR) != 0 || all_gone.load(Ordering::SeqCst) {
+        if listener & (libc::POLLHUP | libc::POLLERR) != 0 || all_gone {
             break;
         }
     }
-    // Joining can only fail if the reaper panicked; its status is then the default.
-    let _ = reaper.join();
-    status.load(Ordering::SeqCst)
+    // Every supervised process has ended (or the listener failed): wait for the rest.
+    while let Some((pid, raw)) = sys::wait_any() {
+        reaped(vec![(pid, raw)]);
+    }
+    status
 }
 
 /// Hands one notification to a thread of its own — except a send, which `send` starts on this
