@@ -5,17 +5,27 @@
 //! and two context switches, more than the rest of a connect's own work: reusing one is the
 //! point.
 //!
-//! Not here: what a job does (`supervise`), answering a call whose job could not start (the
-//! job's own guard does that when it is dropped).
+//! One pool serves the whole supervisor ([`run`]): the connects and other calls `supervise`
+//! hands over, and the sends (`send`) and receives (`recv`) that have to wait.
+//!
+//! Not here: what a job does (`supervise`, `send`, `recv`), answering a call whose job could
+//! not start (the job's own guard does that when it is dropped).
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// How long an idle handler thread waits for work before it ends.
 pub const IDLE_EXIT: Duration = Duration::from_secs(5);
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Runs `job` on a thread of the supervisor's pool (see [`Pool::run`]). `Err`: no thread could
+/// be started; the job was dropped without running (a call in it then fails closed).
+pub fn run(job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    static HANDLERS: OnceLock<Arc<Pool>> = OnceLock::new();
+    Pool::run(HANDLERS.get_or_init(Arc::default), job)
+}
 
 /// Jobs waiting and the threads free to take them.
 #[derive(Default)]
@@ -52,10 +62,7 @@ impl Pool {
 
     /// Runs `job` on an idle thread of the pool, or on a new one when all are busy. `Err`: no
     /// thread could be started; the job was dropped without running.
-    pub fn run(
-        pool: &std::sync::Arc<Pool>,
-        job: impl FnOnce() + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub fn run(pool: &Arc<Pool>, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
         let mut state = pool.lock();
         if state.idle > state.queue.len() {
             state.queue.push_back(Box::new(job));
@@ -111,7 +118,6 @@ impl Pool {
 mod tests {
     use super::*;
     use std::sync::mpsc;
-    use std::sync::Arc;
 
     #[test]
     fn a_blocked_job_does_not_delay_the_next() {

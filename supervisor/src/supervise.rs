@@ -56,7 +56,6 @@ use socks_proto::TargetAddr;
 
 use crate::config::Settings;
 use crate::pidfds::Pidfds;
-use crate::pool::Pool;
 use crate::route::{route, route_name, Route};
 use crate::{bind, dns, filter, names, proxy, recv, send, sockaddr, sys, udp};
 
@@ -76,8 +75,6 @@ pub(crate) struct Shared {
     pub(crate) udp: udp::Udp,
     /// The pidfds descriptors are copied through, kept per process (see `pidfds`).
     pidfds: Pidfds,
-    /// The threads that handle the calls that may block (see `pool`).
-    handlers: Arc<Pool>,
 }
 
 /// Proxied sockets by `SO_COOKIE`: (the destination the program asked for, the server the
@@ -166,7 +163,6 @@ pub fn run(settings: Settings, listener: OwnedFd, child_exits: OwnedFd, child_pi
         dns,
         udp: udp::Udp::default(),
         pidfds: Pidfds::default(),
-        handlers: Arc::new(Pool::default()),
     });
     dns::serve(&shared);
     let mut status = 1;
@@ -220,10 +216,11 @@ pub fn run(settings: Settings, listener: OwnedFd, child_exits: OwnedFd, child_pi
     status
 }
 
-/// Hands one notification to a thread of its own — except a send, which `send` starts on this
-/// thread: most are answered without blocking (a socket that is not IP, a datagram), and only
-/// those that may wait get a thread (a thread costs more than the rest of the work); and
-/// except the BIND calls that cannot wait (`bind::answer_inline`).
+/// Hands one notification to a handler thread (`pool`) — except a send or a receive, which
+/// `send` and `recv` start on this thread: most are answered without blocking (a socket that
+/// is not IP, a datagram), and only those that may wait go to a handler (the hand-over costs
+/// more than the rest of the work); and except the BIND calls that cannot wait
+/// (`bind::answer_inline`).
 fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
     let pending = Pending { shared: shared.clone(), id: notif.id, answered: false };
     if notif.data.arch == filter::AUDIT_ARCH_X86_64 {
@@ -255,8 +252,7 @@ fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
 /// Handles the notification on a thread of the pool: an idle one, or a new one when every
 /// handler is busy (a handshake that hangs holds only its own thread).
 fn spawn(pending: Pending, notif: libc::seccomp_notif) {
-    let handlers = pending.shared.handlers.clone();
-    if let Err(e) = Pool::run(&handlers, move || handle(pending, notif)) {
+    if let Err(e) = crate::pool::run(move || handle(pending, notif)) {
         // The closure (and its guard, which answers) was dropped: the call failed closed.
         eprintln!("socks-supervise: cannot start a handler thread: {e}");
     }
