@@ -411,6 +411,7 @@ impl Ctx {
         {
             return None;
         }
+        crate::dns::serve(&self.shared);
         let responder =
             self.shared.dns.as_ref().and_then(|d| Some((d, d.address(false, self.domain)?)));
         let Some((dns, responder)) = responder else { return Some(Err(libc::ECONNREFUSED)) };

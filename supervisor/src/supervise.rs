@@ -164,7 +164,6 @@ pub fn run(settings: Settings, listener: OwnedFd, child_exits: OwnedFd, child_pi
         udp: udp::Udp::default(),
         pidfds: Pidfds::default(),
     });
-    dns::serve(&shared);
     let mut status = 1;
     let mut reaped = |ended: Vec<(i32, i32)>| {
         for (pid, raw) in ended {
@@ -642,6 +641,7 @@ fn name_service(
     cookie: Option<u64>,
 ) {
     let settings = &pending.shared.settings;
+    dns::serve(&pending.shared);
     let responder = pending.shared.dns.as_ref().and_then(|d| d.address(tcp, domain));
     let Some(responder) = responder else {
         log(settings, 1, pid, format_args!("connect {server}: no name service (refused)"));
