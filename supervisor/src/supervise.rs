@@ -4,8 +4,9 @@
 //! listener, handle it on a thread of a pool that grows on demand (`pool`: an idle thread,
 //! or a new one when all are busy, so a slow handshake holds only the program thread that
 //! asked for it; a send or a receive that cannot block is answered on the loop's thread), and
-//! answer it. Ends when every supervised process is gone (the listener
-//! reports POLLHUP once the last one is reaped; this process is their subreaper).
+//! answer it. Ends when every supervised process is gone (the listener reports POLLHUP once
+//! the last one has ended; this process is their subreaper, and reaps them on the loop's
+//! thread when a SIGCHLD signalfd polled with the listener says one ended).
 //!
 //! A connect is handled on the supervisor's copy of the program's socket (`pidfd_getfd`, the
 //! same socket): for an IPv4/IPv6 socket the address is read once from the program's memory,

@@ -1,9 +1,10 @@
 //! The libc boundary of the supervisor: every `unsafe` block of the crate is here, each with its
 //! `// SAFETY:` note, and each function returns `io::Result` (or an errno) instead of raw codes.
-//! Seccomp (loading the filter in the child, the listener's ioctls), pidfds, reading the
+//! Starting the program (a clone sharing memory and descriptors, the filter loaded in the
+//! child), the listener's ioctls, pidfds, reading the
 //! program's memory, raw `connect`/`send`/`sendmsg`/`recv`/`recvmsg`/`poll` on descriptors the
 //! supervisor copied (and `poll` over several, SO_RCVTIMEO),
-//! `getifaddrs`, and process housekeeping (subreaper, `waitpid`).
+//! `getifaddrs`, and process housekeeping (subreaper, a SIGCHLD signalfd, `waitpid`).
 //!
 //! Not here: decisions (`route`), the SOCKS handshake (`proxy`), the notification loop
 //! (`supervise`).
