@@ -86,6 +86,9 @@ pub struct Responder {
     /// Signalled by `register`: a TCP connection can reach the listener (the kernel completes
     /// a loopback handshake at once) a moment before its socket is registered.
     registered: Condvar,
+    /// The two serving threads, started by the first redirect ([`serve`]): a program that
+    /// never looks a name up does not pay for them at start.
+    serving: std::sync::Once,
 }
 
 /// Redirected sockets: (TCP?, their local address as the responder sees it) -> (the real
@@ -116,6 +119,7 @@ impl Responder {
             fakes: FakeMap::default(),
             clients: Mutex::default(),
             registered: Condvar::new(),
+            serving: std::sync::Once::new(),
         })
     }
 
@@ -181,12 +185,16 @@ impl Responder {
     }
 }
 
-/// Starts the responder's two threads (UDP and TCP accept); each query that must be forwarded,
-/// and each TCP connection, gets a thread of its own.
+/// Starts the responder's two threads (UDP and TCP accept), once: called before the first
+/// socket is redirected to it (its sockets are bound from the start, so nothing sent before
+/// the threads run is lost). Each query that must be forwarded, and each TCP connection, gets
+/// a thread of its own.
 pub fn serve(shared: &Arc<Shared>) {
-    if shared.dns.is_none() {
-        return;
-    }
+    let Some(dns) = &shared.dns else { return };
+    dns.serving.call_once(|| start(shared));
+}
+
+fn start(shared: &Arc<Shared>) {
     let udp_shared = shared.clone();
     let tcp_shared = shared.clone();
     let started = std::thread::Builder::new()

@@ -33,6 +33,8 @@ mod elf;
 mod filter;
 mod msghdr;
 mod names;
+mod pidfds;
+mod pool;
 mod proxy;
 mod recv;
 mod rewrites;
@@ -43,7 +45,7 @@ mod supervise;
 mod sys;
 mod udp;
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 const USAGE: &str = "usage: socks-supervise [-v] [-q] [-c CONF] [-s SERVER] [--] PROGRAM [ARGS...]
   -c CONF    client rule file (SOCKS_CONF; default /etc/socks.conf)
@@ -129,16 +131,26 @@ fn main() -> ExitCode {
     if let Err(e) = sys::set_child_subreaper() {
         eprintln!("socks-supervise: cannot become the subreaper of the program's processes: {e}");
     }
-    let mut command = Command::new(&program);
-    command.args(args);
     // The program sees the same settings the supervisor used (its children, if dynamically
     // linked, are still supervised: the filter is inherited).
+    let mut overrides = Vec::new();
     for (name, value) in [("SOCKS_CONF", &env.conf), ("SOCKS_SERVER", &env.server)] {
         if let Some(value) = value {
-            command.env(name, value);
+            overrides.push((name, value.as_str()));
         }
     }
-    let (child, listener) = match sys::spawn_supervised(&mut command, filter::program()) {
+    let args: Vec<_> = args.collect();
+    // SIGCHLD is taken from a signalfd by the loop (`supervise`); blocked before the fork and
+    // before any thread starts, so no exit goes unnoticed (the child unblocks it).
+    let child_exits = match sys::child_exits() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("socks-supervise: cannot watch for the program's exit (signalfd): {e}");
+            return ExitCode::from(126);
+        }
+    };
+    let spawned = sys::spawn_supervised(&program, &args, &overrides, &filter::program());
+    let (child, listener) = match spawned {
         Ok(pair) => pair,
         Err(e) => {
             let program = program.to_string_lossy();
@@ -163,7 +175,7 @@ fn main() -> ExitCode {
     sys::ignore_terminal_signals();
     // Faster round trips where the kernel has it (≥ 6.6); nothing changes otherwise.
     let _ = sys::notif_sync_wake_up(std::os::fd::AsFd::as_fd(&listener));
-    let code = supervise::run(settings, listener, child.id());
+    let code = supervise::run(settings, listener, child_exits, child);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 

@@ -218,6 +218,14 @@ fn connect_socket(fd: BorrowedFd<'_>, addr: SocketAddr, deadline: Instant) -> Re
         Err(libc::EINPROGRESS) | Err(libc::EALREADY) | Err(libc::EINTR) => {}
         Err(errno) => return Err(errno),
     }
+    // A server on this host (or one answering at once) has usually completed the handshake by
+    // now: a second connect then answers 0 (or the refusal), and takes the completion answer
+    // (see below) without a poll and SO_ERROR.
+    match sys::connect_raw(fd, &sockaddr::bytes(addr)) {
+        Ok(()) | Err(libc::EISCONN) => return Ok(()),
+        Err(libc::EINPROGRESS) | Err(libc::EALREADY) | Err(libc::EINTR) => {}
+        Err(errno) => return Err(errno),
+    }
     wait(fd, libc::POLLOUT, deadline)?;
     match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
         Ok(0) => {}

@@ -22,7 +22,7 @@
 //! MSG_OOB go on to the kernel.
 //!
 //! An empty queue: a non-blocking socket or MSG_DONTWAIT gets EAGAIN at once. A blocking call
-//! waits on a thread of its own: poll on the copy in steps of [`WAIT_STEP`], re-checking
+//! waits on a handler thread (`pool`): poll on the copy in steps of [`WAIT_STEP`], re-checking
 //! NOTIF_ID_VALID, then decides again as above. SO_RCVTIMEO is honoured (EAGAIN when it
 //! expires). The filter is loaded with WAIT_KILLABLE_RECV where the kernel has it, so a
 //! signal no longer interrupts a call the supervisor has received: the waiting thread looks at
@@ -123,10 +123,7 @@ pub fn handle(pending: Pending, notif: libc::seccomp_notif, call: Call) {
         Step::Gone => {}
         Step::Empty if !ctx.blocking() => pending.reply(libc::EAGAIN),
         Step::Empty => {
-            let started = std::thread::Builder::new()
-                .name(format!("{}-{pid}", call.name()))
-                .spawn(move || ctx.wait(pending));
-            if let Err(e) = started {
+            if let Err(e) = crate::pool::run(move || ctx.wait(pending)) {
                 // The closure (and the Pending in it) was dropped: the call failed closed.
                 eprintln!("socks-supervise: cannot start a handler thread: {e}");
             }
@@ -161,7 +158,7 @@ impl Ctx {
             && sys::status_flags(self.socket.as_fd()).is_ok_and(|f| f & libc::O_NONBLOCK == 0)
     }
 
-    /// A blocking receive with an empty queue, on a thread of its own (see the module header).
+    /// A blocking receive with an empty queue, on a handler thread (see the module header).
     fn wait(self, pending: Pending) {
         let deadline = sys::receive_timeout(self.socket.as_fd()).map(|t| Instant::now() + t);
         let step_ms = WAIT_STEP.as_millis() as i32;

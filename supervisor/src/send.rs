@@ -39,10 +39,10 @@
 //! - Sockets of other families (AF_UNIX, netlink…): CONTINUE; they cannot reach an IP address.
 //!
 //! Where it runs: a datagram `sendto`/`sendmsg` is answered on the notification loop's own
-//! thread (starting a thread would cost more than the rest): the copy is sent with
-//! MSG_DONTWAIT, and only a send that would block a blocking call is finished on a thread of
-//! its own. A Fast Open connect, a `sendmmsg`, and a UDP datagram whose destination has no
-//! loopback socket yet (setting up an association waits for the server) get a thread.
+//! thread (handing it to another thread would cost more than the rest): the copy is sent with
+//! MSG_DONTWAIT, and only a send that would block a blocking call is finished on a handler
+//! thread (`pool`). A Fast Open connect, a `sendmmsg`, and a UDP datagram whose destination
+//! has no loopback socket yet (setting up an association waits for the server) go to one too.
 //!
 //! Not here: the filter (`filter`), the decision (`route`), the layouts (`msghdr`).
 
@@ -190,11 +190,11 @@ pub fn handle(pending: Pending, notif: libc::seccomp_notif, call: Call) {
     let ctx = Ctx { shared, pid, tid: notif.pid, fd, socket, domain, kind, flags, call };
     if kind == Kind::Tcp || call == Call::Mmsg {
         // A connect (Fast Open) may wait for a server, and sendmmsg may block between its
-        // messages: on a thread of their own.
-        return spawn(call, pid, move || ctx.finish(pending, args));
+        // messages: on a handler thread.
+        return spawn(move || ctx.finish(pending, args));
     }
     // A datagram: read, decide and send right here (no thread) without blocking; only a send
-    // that would block a blocking call goes on to a thread of its own.
+    // that would block a blocking call goes on to a handler thread.
     let message = match ctx.read(args) {
         Ok(m) => m,
         Err(errno) => return pending.reply(errno),
@@ -205,13 +205,13 @@ pub fn handle(pending: Pending, notif: libc::seccomp_notif, call: Call) {
     match ctx.plan(&message) {
         Ok(Plan::Send(to)) => {
             match ctx.send(&message, to.as_deref(), ctx.flags | libc::MSG_DONTWAIT) {
-                Err(libc::EAGAIN) if ctx.blocking() => spawn(call, pid, move || {
+                Err(libc::EAGAIN) if ctx.blocking() => spawn(move || {
                     answer(pending, Some(ctx.send(&message, to.as_deref(), ctx.flags)));
                 }),
                 result => answer(pending, Some(result)),
             }
         }
-        Ok(Plan::ViaServer(..) | Plan::Relay(..)) => spawn(call, pid, move || {
+        Ok(Plan::ViaServer(..) | Plan::Relay(..)) => spawn(move || {
             let result = ctx.deliver(&message);
             answer(pending, Some(result));
         }),
@@ -228,11 +228,10 @@ fn answer(pending: Pending, result: Option<Result<usize, i32>>) {
     }
 }
 
-/// Runs `work` on a thread of its own; if none can be started, the closure (and the `Pending`
-/// in it) is dropped, which fails the call closed.
-fn spawn(call: Call, pid: u32, work: impl FnOnce() + Send + 'static) {
-    let started = std::thread::Builder::new().name(format!("{}-{pid}", call.name())).spawn(work);
-    if let Err(e) = started {
+/// Runs `work` on a handler thread (`pool`: an idle one, or a new one); if none can be
+/// started, the closure (and the `Pending` in it) is dropped, which fails the call closed.
+fn spawn(work: impl FnOnce() + Send + 'static) {
+    if let Err(e) = crate::pool::run(work) {
         eprintln!("socks-supervise: cannot start a handler thread: {e}");
     }
 }
@@ -412,6 +411,7 @@ impl Ctx {
         {
             return None;
         }
+        crate::dns::serve(&self.shared);
         let responder =
             self.shared.dns.as_ref().and_then(|d| Some((d, d.address(false, self.domain)?)));
         let Some((dns, responder)) = responder else { return Some(Err(libc::ECONNREFUSED)) };

@@ -1,10 +1,12 @@
 //! The notification loop: receive each trapped call (`connect`, `getpeername`, the sends
 //! with a destination, which `send` handles, the receives that report a source, which `recv`
 //! handles, and `bind`/`listen`/`getsockname`/`accept`, which `bind` handles) from the
-//! listener, handle it on its own thread (a slow handshake holds only the program thread that
+//! listener, handle it on a thread of a pool that grows on demand (`pool`: an idle thread,
+//! or a new one when all are busy, so a slow handshake holds only the program thread that
 //! asked for it; a send or a receive that cannot block is answered on the loop's thread), and
-//! answer it. Ends when every supervised process is gone (the listener
-//! reports POLLHUP once the last one is reaped; this process is their subreaper).
+//! answer it. Ends when every supervised process is gone (the listener reports POLLHUP once
+//! the last one has ended; this process is their subreaper, and reaps them on the loop's
+//! thread when a SIGCHLD signalfd polled with the listener says one ended).
 //!
 //! A connect is handled on the supervisor's copy of the program's socket (`pidfd_getfd`, the
 //! same socket): for an IPv4/IPv6 socket the address is read once from the program's memory,
@@ -22,9 +24,8 @@
 //! program's reads and writes stay in the kernel. Another datagram protocol (ping, raw) through
 //! a server fails with ECONNREFUSED.
 //!
-//! The copy (`copy_socket`) is taken through a pidfd of the calling thread when it leads its
-//! thread group (pidfd_open accepts nothing else), else of the group read from
-//! `/proc/TID/status`.
+//! The copy (`copy_socket`) is taken through a pidfd kept for the calling thread's process or
+//! for the thread itself (`pidfds`: a stale one is never used for another process).
 //!
 //! A connect of a UDP or TCP socket to port 53 goes to the supervisor's name service (`dns`),
 //! and a connect to a fake address it handed out sends the name to the server (SOCKS5
@@ -49,13 +50,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use socks_proto::TargetAddr;
 
 use crate::config::Settings;
+use crate::pidfds::Pidfds;
 use crate::route::{route, route_name, Route};
 use crate::{bind, dns, filter, names, proxy, recv, send, sockaddr, sys, udp};
 
@@ -73,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) dns: Option<dns::Responder>,
     /// UDP associations and the reply sources trapped receives rewrite (see `udp`).
     pub(crate) udp: udp::Udp,
+    /// The pidfds descriptors are copied through, kept per process (see `pidfds`).
+    pidfds: Pidfds,
 }
 
 /// Proxied sockets by `SO_COOKIE`: (the destination the program asked for, the server the
@@ -138,8 +141,9 @@ pub(crate) fn log(settings: &Settings, level: u8, pid: u32, line: std::fmt::Argu
 }
 
 /// Serves the listener until every supervised process has ended; returns the exit code of the
-/// program (`child_pid`), as a shell reports it.
-pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
+/// program (`child_pid`), as a shell reports it. The processes that end are reaped on this
+/// thread when `child_exits` (`sys::child_exits`) reads readable: no thread waits for them.
+pub fn run(settings: Settings, listener: OwnedFd, child_exits: OwnedFd, child_pid: u32) -> i32 {
     let dns = match settings.names {
         Some(_) => match dns::Responder::bind() {
             Ok(responder) => Some(responder),
@@ -159,23 +163,21 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
         binds: Mutex::new(bind::Binds::default()),
         dns,
         udp: udp::Udp::default(),
+        pidfds: Pidfds::default(),
     });
-    dns::serve(&shared);
-    let status = Arc::new(AtomicI32::new(1));
-    let all_gone = Arc::new(AtomicBool::new(false));
-    let reaper = {
-        let (status, all_gone) = (status.clone(), all_gone.clone());
-        std::thread::spawn(move || {
-            while let Some((pid, raw)) = sys::wait_any() {
-                if pid as u32 == child_pid {
-                    status.store(sys::exit_code(raw), Ordering::SeqCst);
-                }
+    let mut status = 1;
+    let mut reaped = |ended: Vec<(i32, i32)>| {
+        for (pid, raw) in ended {
+            if pid as u32 == child_pid {
+                status = sys::exit_code(raw);
             }
-            all_gone.store(true, Ordering::SeqCst);
-        })
+        }
     };
+    let mut all_gone = false;
     loop {
-        let revents = match sys::poll_one(shared.listener.as_fd(), libc::POLLIN, 200) {
+        let watched =
+            [(shared.listener.as_fd(), libc::POLLIN), (child_exits.as_fd(), libc::POLLIN)];
+        let revents = match sys::poll_many(&watched, 200) {
             Ok(r) => r,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e) => {
@@ -183,7 +185,15 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
                 break;
             }
         };
-        if revents & libc::POLLIN != 0 {
+        let (listener, exits) = (revents[0], revents[1]);
+        // A child ended (or the poll timed out: a last look costs one call).
+        if exits != 0 || listener == 0 {
+            sys::drain_signals(child_exits.as_fd());
+            let (ended, none_left) = sys::reap_ended();
+            reaped(ended);
+            all_gone |= none_left;
+        }
+        if listener & libc::POLLIN != 0 {
             match sys::notif_recv(shared.listener.as_fd()) {
                 Ok(notif) => dispatch(&shared, notif),
                 // The call was abandoned between poll and receive (signal, exit): normal.
@@ -195,19 +205,22 @@ pub fn run(settings: Settings, listener: OwnedFd, child_pid: u32) -> i32 {
             }
             continue;
         }
-        if revents & (libc::POLLHUP | libc::POLLERR) != 0 || all_gone.load(Ordering::SeqCst) {
+        if listener & (libc::POLLHUP | libc::POLLERR) != 0 || all_gone {
             break;
         }
     }
-    // Joining can only fail if the reaper panicked; its status is then the default.
-    let _ = reaper.join();
-    status.load(Ordering::SeqCst)
+    // Every supervised process has ended (or the listener failed): wait for the rest.
+    while let Some((pid, raw)) = sys::wait_any() {
+        reaped(vec![(pid, raw)]);
+    }
+    status
 }
 
-/// Hands one notification to a thread of its own — except a send, which `send` starts on this
-/// thread: most are answered without blocking (a socket that is not IP, a datagram), and only
-/// those that may wait get a thread (a thread costs more than the rest of the work); and
-/// except the BIND calls that cannot wait (`bind::answer_inline`).
+/// Hands one notification to a handler thread (`pool`) — except a send or a receive, which
+/// `send` and `recv` start on this thread: most are answered without blocking (a socket that
+/// is not IP, a datagram), and only those that may wait go to a handler (the hand-over costs
+/// more than the rest of the work); and except the BIND calls that cannot wait
+/// (`bind::answer_inline`).
 fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
     let pending = Pending { shared: shared.clone(), id: notif.id, answered: false };
     if notif.data.arch == filter::AUDIT_ARCH_X86_64 {
@@ -236,12 +249,10 @@ fn dispatch(shared: &Arc<Shared>, notif: libc::seccomp_notif) {
     spawn(pending, notif);
 }
 
-/// Handles the notification on a thread of its own.
+/// Handles the notification on a thread of the pool: an idle one, or a new one when every
+/// handler is busy (a handshake that hangs holds only its own thread).
 fn spawn(pending: Pending, notif: libc::seccomp_notif) {
-    let worker = std::thread::Builder::new()
-        .name(format!("connect-{}", notif.pid))
-        .spawn(move || handle(pending, notif));
-    if let Err(e) = worker {
+    if let Err(e) = crate::pool::run(move || handle(pending, notif)) {
         // The closure (and its guard, which answers) was dropped: the call failed closed.
         eprintln!("socks-supervise: cannot start a handler thread: {e}");
     }
@@ -321,12 +332,6 @@ impl Drop for Pending {
     }
 }
 
-/// The thread group of thread `tid` (`Tgid:` in /proc/TID/status): pidfd_open wants it.
-fn thread_group(tid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
-}
-
 fn handle(pending: Pending, notif: libc::seccomp_notif) {
     if notif.data.arch != filter::AUDIT_ARCH_X86_64 {
         // The filter sends nothing else; refuse rather than guess.
@@ -358,20 +363,7 @@ pub(crate) fn copy_socket(
     tid: u32,
     fd: i32,
 ) -> Result<Option<(u32, OwnedFd)>, i32> {
-    // pidfd_open accepts a thread group leader only, so where it takes the thread itself (the
-    // program's main thread: every call of a single-threaded program) the thread is its
-    // group, and /proc need not be read.
-    let (pid, pidfd) = match sys::pidfd_open(tid) {
-        Ok(pidfd) => (tid, pidfd),
-        Err(_) => {
-            let pid = thread_group(tid).ok_or(libc::ESRCH)?;
-            let pidfd =
-                sys::pidfd_open(pid).map_err(|e| e.raw_os_error().unwrap_or(libc::ESRCH))?;
-            (pid, pidfd)
-        }
-    };
-    let socket =
-        sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| e.raw_os_error().unwrap_or(libc::EBADF))?;
+    let (pid, socket) = pending.shared.pidfds.copy(tid, fd)?;
     Ok(pending.valid().then_some((pid, socket)))
 }
 
@@ -476,7 +468,10 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
     // connect that completed in the background), made on our copy with our bytes, and what the
     // supervisor remembers of it stays. Routing it instead would run a handshake over a live
     // connection, or report a connect that never happened.
-    if sys::tcp_state(socket.as_fd()).is_ok_and(|state| state != sys::TCP_CLOSE) {
+    // TCP_INFO answers for a TCP socket only: its success is the SO_TYPE and SO_PROTOCOL
+    // answer for the common case, and those are asked only of other sockets.
+    let tcp_state = sys::tcp_state(socket.as_fd());
+    if tcp_state.as_ref().is_ok_and(|&state| state != sys::TCP_CLOSE) {
         return pending.reply(sys::connect_raw(socket.as_fd(), &bytes).err().unwrap_or(0));
     }
     // Whatever this connect does, the socket's earlier proxied destination is history.
@@ -489,13 +484,16 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
         // with our bytes.
         return pending.reply(sys::connect_raw(socket.as_fd(), &bytes).err().unwrap_or(0));
     };
-    let stream = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
-        .is_ok_and(|t| t == libc::SOCK_STREAM);
-    let protocol = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_PROTOCOL).ok();
-    let (tcp, udp) = (
-        stream && protocol == Some(libc::IPPROTO_TCP),
-        !stream && protocol == Some(libc::IPPROTO_UDP),
-    );
+    let (stream, tcp, udp) = if tcp_state.is_ok() {
+        (true, true, false)
+    } else {
+        let stream = sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TYPE)
+            .is_ok_and(|t| t == libc::SOCK_STREAM);
+        let protocol =
+            sys::getsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_PROTOCOL).ok();
+        let tcp = stream && protocol == Some(libc::IPPROTO_TCP);
+        (stream, tcp, !stream && protocol == Some(libc::IPPROTO_UDP))
+    };
     if dst.port() == 53 && (tcp || udp) && settings.names.is_some() {
         return name_service(pending, &socket, pid, domain, dst, tcp, cookie);
     }
@@ -644,6 +642,7 @@ fn name_service(
     cookie: Option<u64>,
 ) {
     let settings = &pending.shared.settings;
+    dns::serve(&pending.shared);
     let responder = pending.shared.dns.as_ref().and_then(|d| d.address(tcp, domain));
     let Some(responder) = responder else {
         log(settings, 1, pid, format_args!("connect {server}: no name service (refused)"));

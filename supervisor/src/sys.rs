@@ -1,9 +1,10 @@
 //! The libc boundary of the supervisor: every `unsafe` block of the crate is here, each with its
 //! `// SAFETY:` note, and each function returns `io::Result` (or an errno) instead of raw codes.
-//! Seccomp (loading the filter in the child, the listener's ioctls), pidfds, reading the
+//! Starting the program (a clone sharing memory and descriptors, the filter loaded in the
+//! child), the listener's ioctls, pidfds, reading the
 //! program's memory, raw `connect`/`send`/`sendmsg`/`recv`/`recvmsg`/`poll` on descriptors the
 //! supervisor copied (and `poll` over several, SO_RCVTIMEO),
-//! `getifaddrs`, and process housekeeping (subreaper, `waitpid`).
+//! `getifaddrs`, and process housekeeping (subreaper, a SIGCHLD signalfd, `waitpid`).
 //!
 //! Not here: decisions (`route`), the SOCKS handshake (`proxy`), the notification loop
 //! (`supervise`).
@@ -13,8 +14,6 @@ use std::ffi::c_void;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -37,114 +36,184 @@ pub fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// Starts `command` under the seccomp `filter`: in the child, between fork and exec, sets
+/// A C string for exec; an argument or variable with a NUL byte cannot be passed.
+fn c_string(bytes: &[u8]) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(bytes).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, "an argument or variable contains a NUL byte")
+    })
+}
+
+/// Starts `program` (looked up in `PATH` when it has no slash, as `execvp`) with `args` and
+/// this process's environment with `env` set, under the seccomp `filter`; returns the child's
+/// pid and the filter's listener.
+///
+/// The child is cloned as `posix_spawn` does it — sharing this process's memory
+/// (`CLONE_VM`), this process waiting until it has exec'd or ended (`CLONE_VFORK`) — and also
+/// sharing its descriptor table (`CLONE_FILES`). In the child, between clone and exec, it sets
 /// `no_new_privs` and loads the filter with `SECCOMP_FILTER_FLAG_NEW_LISTENER` (and
-/// `WAIT_KILLABLE_RECV` where the kernel has it, ≥ 5.19). The listener is not sent over a
-/// socket — `sendmsg` is a trapped call, and nobody could answer it yet — but taken: the child
-/// writes its pid and the listener's number into a pipe, a thread of this process copies the
-/// descriptor with `pidfd_getfd` and acknowledges on a second pipe, and only then does the
-/// child close it and exec. Returns the child and the listener.
+/// `WAIT_KILLABLE_RECV` where the kernel has it, ≥ 5.19); the listener is then already in this
+/// process's table, and the exec gives the child a table of its own without it (the listener
+/// is close-on-exec). Nothing is sent, nothing copied: `sendmsg` would be a trapped call
+/// nobody could answer yet, and a hand-over through pipes and `pidfd_getfd` (as before) cost
+/// a thread and three wake-ups. The child resets the signal mask and SIGPIPE (as
+/// `std::process` does). A failure in the child (the filter, the exec) comes back as its errno,
+/// the child reaped.
 pub fn spawn_supervised(
-    command: &mut Command,
-    filter: Vec<libc::sock_filter>,
-) -> io::Result<(Child, OwnedFd)> {
-    let (ready_read, ready_write) = pipe()?;
-    let (ack_read, ack_write) = pipe()?;
-    let (ready_fd, ack_fd) = (ready_write.as_raw_fd(), ack_read.as_raw_fd());
-    let (ready_read_fd, ack_write_fd) = (ready_read.as_raw_fd(), ack_write.as_raw_fd());
+    program: &std::ffi::OsStr,
+    args: &[std::ffi::OsString],
+    env: &[(&str, &str)],
+    filter: &[libc::sock_filter],
+) -> io::Result<(u32, OwnedFd)> {
+    use std::os::unix::ffi::OsStrExt;
+    // Everything the child uses is prepared before the clone: it allocates nothing.
+    let file = c_string(program.as_bytes())?;
+    let mut argv_owned = vec![file.clone()];
+    for arg in args {
+        argv_owned.push(c_string(arg.as_bytes())?);
+    }
+    let mut envp_owned = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        if env.iter().any(|(n, _)| name.as_bytes() == n.as_bytes()) {
+            continue;
+        }
+        let mut pair = name.as_bytes().to_vec();
+        pair.push(b'=');
+        pair.extend_from_slice(value.as_bytes());
+        envp_owned.push(c_string(&pair)?);
+    }
+    for (name, value) in env {
+        envp_owned.push(c_string(format!("{name}={value}").as_bytes())?);
+    }
+    let argv: Vec<*const libc::c_char> =
+        argv_owned.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envp: Vec<*const libc::c_char> =
+        envp_owned.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let len = u16::try_from(filter.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp filter too long"))?;
-    // SAFETY: the closure runs in the forked child before exec and only makes system calls
-    // (close, prctl, seccomp, getpid, write, read) on memory prepared before the fork
-    // (`filter`, moved in and not reallocated) or on its stack; it allocates nothing and takes
-    // no lock.
+    let prog = libc::sock_fprog { len, filter: filter.as_ptr() as *mut libc::sock_filter };
+    let mut shared = Spawn {
+        prog: &prog,
+        file: file.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        listener: -1,
+        errno: 0,
+    };
+    // The child's stack (it shares the memory, not the stack): execvp's path search is its
+    // deepest use, a few kilobytes.
+    let mut stack = vec![0u128; CHILD_STACK / 16];
+    // SAFETY: one past the end of `stack`, 16-byte aligned (u128 elements): where a downward
+    // growing stack starts.
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<c_void>();
+    // SAFETY: sigfillset/pthread_sigmask write the sets given. Every signal is blocked across
+    // the clone, so no handler of this process runs on the child's stack; the child unblocks
+    // them just before exec.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     unsafe {
-        command.pre_exec(move || {
-            // The child's copies of the parent's ends: without them, a parent that gives up
-            // is seen as end of file instead of a wait forever.
-            libc::close(ready_read_fd);
-            libc::close(ack_write_fd);
-            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-            let prog = libc::sock_fprog { len, filter: filter.as_ptr() as *mut libc::sock_filter };
-            let load = |flags: libc::c_ulong| {
-                check_long(libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
-                    flags,
-                    &prog as *const libc::sock_fprog,
-                ))
-            };
-            let listener = match load(
-                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
-                    | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
-            ) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    load(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER)?
-                }
-                other => other?,
-            } as RawFd;
-            let mut note = [0u8; 8];
-            note[..4].copy_from_slice(&(libc::getpid() as u32).to_ne_bytes());
-            note[4..].copy_from_slice(&(listener as u32).to_ne_bytes());
-            let wrote = libc::write(ready_fd, note.as_ptr().cast::<c_void>(), note.len());
-            let mut ack = [0u8; 1];
-            let got = if wrote == note.len() as isize {
-                libc::read(ack_fd, ack.as_mut_ptr().cast::<c_void>(), 1)
-            } else {
-                -1
-            };
-            libc::close(listener);
-            // No allocation here: the errno alone reaches the parent's spawn().
-            if got == 1 {
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(libc::EPIPE))
-            }
-        });
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
     }
-    let taker = std::thread::spawn(move || take_listener(ready_read, ack_write));
-    let child = command.spawn();
-    // Closing our write end lets the taker see end of file if the child failed before writing.
-    drop(ready_write);
-    drop(ack_read);
-    let taken = taker
-        .join()
-        .map_err(|_| io::Error::other("the thread taking the seccomp listener panicked"))?;
-    let child = child?;
-    Ok((child, taken?))
-}
-
-/// The parent's half of the hand-over: reads the child's pid and listener number, copies the
-/// listener with `pidfd_getfd`, and acknowledges (dropping `ack` unacknowledged fails the
-/// child's exec).
-fn take_listener(ready: OwnedFd, ack: OwnedFd) -> io::Result<OwnedFd> {
-    use std::io::{Read, Write};
-    let mut ready = std::fs::File::from(ready);
-    let mut note = [0u8; 8];
-    ready.read_exact(&mut note).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("the child sent no seccomp listener (it failed before exec): {e}"),
+    // SAFETY: `spawn_child` runs on `stack`, which outlives the child's use of it (CLONE_VFORK:
+    // this call returns only once the child has exec'd or ended), and reads and writes only
+    // `shared`, which lives as long.
+    let pid = unsafe {
+        libc::clone(
+            spawn_child,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD,
+            (&mut shared as *mut Spawn).cast::<c_void>(),
         )
-    })?;
-    let pid = u32::from_ne_bytes([note[0], note[1], note[2], note[3]]);
-    let fd = i32::from_ne_bytes([note[4], note[5], note[6], note[7]]);
-    let pidfd = pidfd_open(pid)
-        .map_err(|e| io::Error::new(e.kind(), format!("pidfd_open of the child {pid}: {e}")))?;
-    let listener = pidfd_getfd(pidfd.as_fd(), fd).map_err(|e| {
-        io::Error::new(e.kind(), format!("pidfd_getfd of the child's seccomp listener: {e}"))
-    })?;
-    std::fs::File::from(ack).write_all(&[1])?;
-    Ok(listener)
+    };
+    let cloned = if pid < 0 { Err(io::Error::last_os_error()) } else { Ok(pid as u32) };
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
+    let pid = cloned?;
+    drop(stack);
+    // SAFETY: the child wrote these before its exec or exit, which this thread waited for;
+    // read through volatile loads as written by another task.
+    let (listener, errno) = unsafe {
+        (std::ptr::read_volatile(&shared.listener), std::ptr::read_volatile(&shared.errno))
+    };
+    // SAFETY: when set, a descriptor the child created in the table this process shares, that
+    // nobody else owns.
+    let listener = (listener >= 0).then(|| unsafe { OwnedFd::from_raw_fd(listener) });
+    if errno != 0 {
+        reap(pid);
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    match listener {
+        Some(listener) => Ok((pid, listener)),
+        None => {
+            reap(pid);
+            Err(io::Error::other("the child ended before it loaded the seccomp filter"))
+        }
+    }
 }
 
-/// pipe2(2) with O_CLOEXEC: (read end, write end).
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: two fresh descriptors nobody else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+/// The child's stack size in bytes.
+const CHILD_STACK: usize = 256 * 1024;
+
+/// What [`spawn_supervised`] and its child share.
+struct Spawn {
+    prog: *const libc::sock_fprog,
+    file: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// Set by the child: the listener's number.
+    listener: RawFd,
+    /// Set by the child when it fails: the errno.
+    errno: i32,
+}
+
+/// The child of [`spawn_supervised`], from clone to exec: never returns (exec, or `_exit(127)`
+/// with the errno left in the shared `Spawn`). It only makes system calls: it runs on the
+/// parent's memory while the parent waits, and must leave no lock or allocation half done.
+extern "C" fn spawn_child(arg: *mut c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Spawn` the parent passed, alive while it waits for this child.
+    let shared = unsafe { &mut *arg.cast::<Spawn>() };
+    // SAFETY: plain system calls on memory prepared before the clone or on this stack.
+    unsafe {
+        let fail = |shared: &mut Spawn| -> ! {
+            std::ptr::write_volatile(&mut shared.errno, errno());
+            libc::_exit(127)
+        };
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            fail(shared);
+        }
+        let load = |flags: libc::c_ulong| {
+            libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, shared.prog)
+        };
+        let mut listener = load(
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+        );
+        if listener < 0 && errno() == libc::EINVAL {
+            listener = load(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER);
+        }
+        if listener < 0 {
+            fail(shared);
+        }
+        std::ptr::write_volatile(&mut shared.listener, listener as RawFd);
+        // The program starts with SIGPIPE at its default (this process ignores it, and an
+        // ignored signal stays ignored across exec) and no signal blocked.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execvpe(shared.file, shared.argv, shared.envp);
+        fail(shared)
+    }
+}
+
+/// waitpid(2) for `pid`, whose exit nobody will report.
+fn reap(pid: u32) {
+    let mut status = 0;
+    // SAFETY: `status` is a valid int to write.
+    while unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) } < 0 && errno() == libc::EINTR
+    {
+    }
 }
 
 /// An all-zero notification, as SECCOMP_IOCTL_NOTIF_RECV requires.
@@ -218,6 +287,21 @@ pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })?;
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `PIDFD_THREAD` (linux/pidfd.h, Linux ≥ 6.9; the value of O_EXCL).
+const PIDFD_THREAD: libc::c_uint = libc::O_EXCL as libc::c_uint;
+
+/// pidfd_open(2) with `PIDFD_THREAD` for thread `tid`, leader or not (Linux ≥ 6.9; EINVAL
+/// before). `pidfd_getfd` through it copies from the thread's descriptor table, which is its
+/// process's.
+pub fn pidfd_open_thread(tid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = check_long(unsafe {
+        libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, PIDFD_THREAD)
+    })?;
     // SAFETY: a fresh descriptor nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
@@ -684,6 +768,54 @@ pub fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: prctl with integer arguments.
     check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })?;
     Ok(())
+}
+
+/// Blocks SIGCHLD in the calling thread (and so in every thread it starts later) and returns a
+/// signalfd (non-blocking, close-on-exec) that reads readable when a child ends: the loop then
+/// reaps with [`reap_ended`], and needs no thread waiting in `waitpid`.
+pub fn child_exits() -> io::Result<OwnedFd> {
+    // SAFETY: an all-zero sigset_t is a valid value to initialise.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live sigset_t; the mask calls read it and write nothing else.
+    let fd = unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let ret = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)
+    };
+    let fd = check(fd)?;
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Empties the signalfd of [`child_exits`] (the signals are counted again by reaping).
+pub fn drain_signals(fd: BorrowedFd<'_>) {
+    let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+    // SAFETY: `info` is writable for its length; the descriptor is non-blocking.
+    while unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast::<c_void>(), info.len()) } > 0
+    {
+    }
+}
+
+/// Reaps every child that has ended, without waiting: their (pid, raw status), and whether no
+/// child is left at all (ECHILD).
+pub fn reap_ended() -> (Vec<(i32, i32)>, bool) {
+    let mut ended = Vec::new();
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid int to write.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            ended.push((pid, status));
+        } else if pid == 0 {
+            return (ended, false);
+        } else if errno() != libc::EINTR {
+            return (ended, true);
+        }
+    }
 }
 
 /// waitpid(-1): the next child to end, as (pid, raw status); `None` when none is left (ECHILD).

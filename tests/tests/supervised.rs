@@ -7,7 +7,9 @@
 //! hostile static program rewrites its connect address from another thread during the call
 //! and still never reaches the proxied destination directly; `int 0x80`, x32 calls and io_uring
 //! do not get around the filter; a hanging server holds only its own connect; a thousand
-//! connections from fifty threads all go through.
+//! connections from fifty threads all go through. The supervisor's own housekeeping: the
+//! program starts without its listener and with no signal blocked, and the handler threads
+//! that waiting connects started end once idle.
 //!
 //! A kernel without seccomp user notification (or a sandbox forbidding it) skips these tests
 //! through `socks_e2e::skip`, named in the summary.
@@ -856,4 +858,113 @@ fn a_bind_to_a_specific_port_or_loopback_stays_local() {
     assert_from_firewall(&echo);
     sockd.wait_line(&["bind:", &format!("client={INSIDE_ADDR}:"), "cmd=bind"], STARTUP);
     leaks.assert_only_sockd("binds to a specific port, loopback and the wildcard address");
+}
+
+/// The program the supervisor starts (cloned sharing its memory and descriptor table, see
+/// `spawn_supervised`) begins clean: no seccomp listener among its descriptors (it would let
+/// the program answer its own calls), no signal blocked (the supervisor blocks SIGCHLD), and
+/// SIGPIPE at its default (Rust ignores it in the supervisor). A program that cannot be run
+/// gets the shell's statuses, 127 and 126. Loopback only: no lab needed.
+#[test]
+fn the_program_starts_clean() {
+    if !supervisor_works("the_program_starts_clean") {
+        return;
+    }
+    // Programs that leave their signal mask and descriptors as exec gave them (a shell would
+    // not: dash clears the mask).
+    let run = |args: &[&str]| {
+        let out = Command::new(paths::supervisor())
+            .arg("--")
+            .args(args)
+            .output()
+            .expect("socks-supervise runs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = run(&["/bin/grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"])
+        + &run(&["/bin/ls", "-l", "/proc/self/fd/"]);
+    assert!(text.contains("SigBlk:\t0000000000000000"), "no signal blocked:\n{text}");
+    let ignored = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .expect("SigIgn line");
+    assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE at its default:\n{text}");
+    assert!(!text.contains("seccomp"), "the listener must not reach the program:\n{text}");
+    for (program, status) in [("/nonexistent/program", 127), ("/etc/passwd", 126)] {
+        let out = Command::new(paths::supervisor())
+            .args(["--", program])
+            .output()
+            .expect("socks-supervise runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(status), "{program}: {stderr}");
+        assert!(stderr.contains(&format!("cannot start {program}")), "{program}: {stderr}");
+    }
+}
+
+/// The handler threads grow with the calls that wait and end once idle: six connects held by
+/// a SOCKS server that accepts and never answers (a listener of this test on loopback) run at
+/// once, on six handler threads of the supervisor; a few seconds after they have timed out
+/// none is left. No lab: the destination is never contacted, only the loopback
+/// "server".
+#[test]
+fn idle_handler_threads_end() {
+    if !supervisor_works("idle_handler_threads_end") {
+        return;
+    }
+    let busybox = busybox_static();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+    let port = server.local_addr().expect("its address").port();
+    server.set_nonblocking(true).expect("non-blocking listener");
+    let holder = std::thread::spawn(move || {
+        // Accepted and held open, never answered, for 5 s.
+        let mut held = Vec::new();
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(5) {
+            match server.accept() {
+                Ok(conn) => held.push(conn),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        held.len()
+    });
+    let conf = std::env::temp_dir().join(format!("idle-handlers-{}.conf", std::process::id()));
+    std::fs::write(&conf, format!("sockd @=127.0.0.1:{port} 0.0.0.0/0\n")).expect("socks.conf");
+    let bb = busybox.display().to_string();
+    let script = format!(
+        "for i in 1 2 3 4 5 6; do {bb} nc -w 10 198.51.100.9 80 </dev/null & done; wait; \
+         echo all-failed; {bb} sleep 9"
+    );
+    let child = Command::new(paths::supervisor())
+        .args(["-c", &conf.display().to_string(), "--", &bb, "sh", "-c", &script])
+        .env("SOCKS_TIMEOUT", "2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("socks-supervise starts");
+    // The pool's threads are named `handler` (the name service has threads of its own).
+    let threads = |pid: u32| {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten();
+        tasks
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "handler")
+            })
+            .count()
+    };
+    let start = std::time::Instant::now();
+    let mut most = 0;
+    while start.elapsed() < std::time::Duration::from_millis(1500) {
+        most = most.max(threads(child.id()));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Timed out at 2 s; idle threads end 5 s later; checked at 9.5 s, before the sleep ends.
+    std::thread::sleep(std::time::Duration::from_millis(8000));
+    let left = threads(child.id());
+    let out = child.wait_with_output().expect("socks-supervise ends");
+    let _ = std::fs::remove_file(&conf);
+    assert_eq!(holder.join().expect("holder"), 6, "all six connects reached the server");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all-failed"));
+    assert_eq!(most, 6, "six waiting connects, six handler threads");
+    assert_eq!(left, 0, "the idle handler threads ended");
 }
