@@ -237,6 +237,8 @@ fn parse_fake_range(tok: &str) -> Result<(IpAddr, u8), LineError> {
     }
 }
 
+// The settings half of `ClientRules`; the rules half and the parser that calls `apply_setting`
+// are in socks_conf.rs.
 impl ClientRules {
     /// Parses the value of settings line `number` and records it; a setting seen before is an
     /// error naming the first line.
