@@ -13,10 +13,16 @@
 //! - [`error`]: [`ConfigError`] (`file:line: message`, with the token) and every message text.
 //! - [`sockd_conf`]: the `sockd.conf` grammar, [`RuleSet::parse`] and [`RuleSet::decide`]
 //!   (which never permits an unspecified destination, and loopback only by a line naming it).
-//! - [`socks_conf`]: the client's `socks.conf` grammar (`direct`/`deny`/`sockd @=servers`, with
-//!   address specs or `.domain` patterns, and the `resolve`/`fake-range`/`fake-families`
-//!   settings), [`ClientRules::parse`] and the allocation-free [`ClientRules::decide`] (addresses)
-//!   and [`ClientRules::decide_name`] (names); [`ServerSpec`], [`Destination`].
+//! - [`server_url`]: the servers of an `@=` list and of `SOCKS_SERVER` (`socks5://user:pw@host`,
+//!   `?pipeline`, the list option `?spread`); [`ServerSpec`], [`parse_server`],
+//!   [`parse_server_list`].
+//! - [`destination`]: a `socks.conf` rule's destination, an address spec or a `.domain` pattern;
+//!   [`Destination`].
+//! - [`client_settings`]: the `resolve`/`fake-range`/`fake-families` lines of `socks.conf`;
+//!   [`ResolvePolicy`], [`FakeFamilies`].
+//! - [`socks_conf`]: the client's `socks.conf` rule lines (`direct`/`deny`/`sockd @=servers`)
+//!   and the file parser tying the pieces above together, [`ClientRules::parse`] and the
+//!   allocation-free [`ClientRules::decide`] (addresses) and [`ClientRules::decide_name`] (names).
 //! - [`coverage`]: [`RuleSet::may_permit`], whether any `permit` line could cover a client.
 //!
 //! What is not here: reading files, DNS, logging or the environment. Host and service names are
@@ -43,27 +49,33 @@
 //! ```
 
 pub mod addr;
+pub mod client_settings;
 pub mod coverage;
+pub mod destination;
 pub mod error;
 pub mod lex;
 pub mod lookup;
 pub mod port;
+pub mod server_url;
 pub mod sockd_conf;
 pub mod socks_conf;
+#[cfg(test)]
+mod socks_conf_fixture;
 pub mod users;
 
 pub use addr::{parse_addr_spec, AddrMatch, Net};
+pub use client_settings::{FakeFamilies, ResolvePolicy, DEFAULT_FAKE_V4, DEFAULT_FAKE_V6};
+pub use destination::Destination;
 pub use error::{ConfigError, LineError};
 pub use lex::{Cursor, Line};
 pub use lookup::{HostsFile, Lookup, Services, StaticLookup};
 pub use port::{parse_port, parse_port_spec, Op, PortMatch};
+pub use server_url::{
+    parse_server, parse_server_list, ServerList, ServerSpec, ServerVersion, DEFAULT_SERVER_PORT,
+};
 pub use sockd_conf::{
     is_loopback, is_unspecified, Action, Decision, Request, Rule, RuleSet, BUILT_IN_RULES,
     SKIPS_LOOPBACK_NOTE,
 };
-pub use socks_conf::{
-    parse_server, parse_server_list, ClientAction, ClientRule, ClientRules, Destination,
-    FakeFamilies, ResolvePolicy, ServerList, ServerSpec, ServerVersion, DEFAULT_FAKE_V4,
-    DEFAULT_FAKE_V6, DEFAULT_SERVER_PORT,
-};
+pub use socks_conf::{ClientAction, ClientRule, ClientRules};
 pub use users::{parse_user_list, UserList};
