@@ -430,10 +430,14 @@ mod tests {
             assert_eq!(get(fd), None, "a new socket on a reused number is not the old one");
             assert_eq!(kind_hint(fd), None, "the stale entry is dropped");
         }
-        // A descriptor that is not open has no entry either.
-        set(first, &e);
         drop(second);
-        assert_eq!(get(first), None);
+        // A descriptor that is not open has no entry either. (A number no other test's socket
+        // can take meanwhile: descriptors are handed out lowest first, and `first` may be
+        // taken by a test running in parallel.)
+        let unused = 60_000;
+        assert_eq!(real::close_fd(unused), -1, "descriptor {unused} must not be open");
+        set(unused, &e);
+        assert_eq!(get(unused), None);
     }
 
     #[test]

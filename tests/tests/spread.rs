@@ -14,7 +14,7 @@
 //! every connection (counted by an nftables counter of SYNs to its port in `inside`).
 //!
 //! Not here: the order function's own cases (client/src/order.rs), the syntax
-//! (proto/src/rules/socks_conf.rs).
+//! (proto/src/rules/server_url.rs).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
