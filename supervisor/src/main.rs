@@ -30,6 +30,7 @@ mod bind;
 mod config;
 mod dns;
 mod elf;
+mod explain;
 mod filter;
 mod msghdr;
 mod names;
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
                 };
                 return check_conf(&file);
             }
+            "--explain" | "--check" => return explain::dispatch(&arg, args.nth(1), &env),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
