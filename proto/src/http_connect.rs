@@ -131,12 +131,13 @@ pub fn encode_request(
 }
 
 /// A name that can stand in `host:port` as the request target and in `Host`: not empty, at
-/// most 255 bytes, and nothing that ends the line or the authority (whitespace, controls,
-/// `/ ? # @ [ ]`) and no colon (a bare IPv6 literal belongs in `TargetAddr::Ip`).
+/// most 255 bytes, ASCII only (an internationalised name travels as its `xn--` form), nothing
+/// that ends the line or the authority (whitespace, controls, `/ ? # @ [ ]`) and no colon (a
+/// bare IPv6 literal belongs in `TargetAddr::Ip`).
 fn valid_host(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_graphic() && !b"/?#@[]:".contains(&b) || b >= 0x80)
+        && name.bytes().all(|b| b.is_ascii_graphic() && !b"/?#@[]:".contains(&b))
 }
 
 /// Standard base64 with padding (RFC 4648 §4) of the `user:password` pair. Written here rather
@@ -394,8 +395,18 @@ mod tests {
             assert!(out.is_empty() || r.is_ok());
             r
         };
-        for bad in ["", "a b", "a\r\nX: y", "a\0b", "a/b", "u@h", "[::1]", "::1", &"a".repeat(256)]
-        {
+        for bad in [
+            "",
+            "a b",
+            "a\r\nX: y",
+            "a\0b",
+            "a/b",
+            "u@h",
+            "[::1]",
+            "bücher.example",
+            "::1",
+            &"a".repeat(256),
+        ] {
             assert_eq!(name(bad), Err(HttpConnectError::BadHost), "{bad:?}");
         }
         assert!(name("xn--bcher-kva.example").is_ok());

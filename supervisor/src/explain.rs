@@ -390,7 +390,11 @@ fn explain_name(
         _ => None,
     };
     let local_reason = match &settings.names {
-        None => "nothing goes through a server".to_owned(),
+        None => match &settings.mode {
+            Mode::Off => "no configuration".to_owned(),
+            Mode::Broken { .. } => "the configuration is broken; names are not faked".to_owned(),
+            _ => "nothing goes through a server".to_owned(),
+        },
         Some(_) if bare.eq_ignore_ascii_case("localhost") => "localhost".to_owned(),
         Some(n) if n.hosts.contains(bare) => format!("it is in {HOSTS_FILE}"),
         Some(n) if n.own_host_name.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(bare)) => {
@@ -419,11 +423,19 @@ fn explain_name(
                     explain_addr(o, env, settings, ip, port);
                 }
                 None => {
-                    let _ = writeln!(
-                        o,
-                        "route: decided by the address the resolver returns (run --explain with \
-                         that address)"
-                    );
+                    let _ = match &settings.mode {
+                        Mode::Off => writeln!(o, "route: direct"),
+                        Mode::Broken { .. } => writeln!(
+                            o,
+                            "route: refused unless the resolver returns a loopback address or \
+                             one on an attached network"
+                        ),
+                        _ => writeln!(
+                            o,
+                            "route: decided by the address the resolver returns (run --explain \
+                             with that address)"
+                        ),
+                    };
                 }
             }
             return;

@@ -287,6 +287,9 @@ fn check_summarises_or_names_the_broken_line() {
         line(&out, "configuration:").starts_with(&format!("configuration: BROKEN: {broken}:3: "))
     );
     assert!(line(&out, "route:").starts_with("route: refused"), "{out}");
+    let out = explain(&broken, "example.org:443");
+    assert!(line(&out, "name:").contains("the configuration is broken"), "{out}");
+    assert!(line(&out, "route:").starts_with("route: refused unless"), "{out}");
 
     let out = socksify(&["-c", "/nonexistent/socks.conf", "--check"], &[]);
     assert_eq!(out.code, Some(1));
