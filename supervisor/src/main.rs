@@ -92,7 +92,7 @@ fn main() -> ExitCode {
             }
             "--explain" | "--check" => return explain::dispatch(&arg, args.nth(1), &env),
             "-h" | "--help" => {
-                println!("{USAGE}");
+                println!("{USAGE}\n{}", explain::USAGE);
                 return ExitCode::SUCCESS;
             }
             "-c" => value("-c").map(|v| env.conf = Some(v)),
