@@ -368,3 +368,94 @@ pub fn proxy_header_parse(data: &[u8]) {
         }
     }
 }
+
+/// The outcome of a [`socks_proto::http_connect::ResponseReader`] fed `chunks` in turn: the
+/// response or error, and how many bytes of the whole input were the head (for `Open`).
+type HttpOutcome = Option<
+    Result<
+        (socks_proto::http_connect::Established, usize),
+        socks_proto::http_connect::HttpConnectError,
+    >,
+>;
+
+fn http_feed<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> HttpOutcome {
+    use socks_proto::http_connect::{ResponseReader, ResponseStep};
+    let mut reader = ResponseReader::new();
+    let mut offset = 0;
+    for chunk in chunks {
+        match reader.feed(chunk) {
+            Ok(ResponseStep::NeedMore) => offset += chunk.len(),
+            Ok(ResponseStep::Open { response, used }) => {
+                assert!(used >= 1 && used <= chunk.len(), "used {used} of {}", chunk.len());
+                return Some(Ok((response, offset + used)));
+            }
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    None
+}
+
+/// Target `http_connect_response`: an HTTP proxy's answer to CONNECT, fed whole, byte by byte,
+/// in the chunks the first byte describes (`1 + data[0] % 16` bytes each) and `wanted()` bytes
+/// at a time, gives the same outcome every way; `wanted()` never reads past the head; a head
+/// still unfinished is under `MAX_HEAD`; a tunnel opens only on 2xx and its head ends with a
+/// blank line; an error stays the same error with one more byte; a request for a name or
+/// credentials taken from the input is either refused or one CRLF-terminated head whose only
+/// blank line is its end.
+pub fn http_connect_response(data: &[u8]) {
+    use socks_proto::http_connect::{encode_request, ResponseReader, ResponseStep, MAX_HEAD};
+    let whole = http_feed([data]);
+    assert_eq!(http_feed(data.chunks(1)), whole, "byte by byte");
+    if let Some((&step, rest)) = data.split_first() {
+        assert_eq!(
+            http_feed(rest.chunks(1 + usize::from(step % 16))),
+            http_feed([rest]),
+            "chunked"
+        );
+    }
+    let mut reader = ResponseReader::new();
+    let mut at = 0;
+    let by_wanted = loop {
+        let want = reader.wanted();
+        assert!(want >= 1, "wanted 0 before the end");
+        let end = (at + want).min(data.len());
+        match reader.feed(&data[at..end]) {
+            Ok(ResponseStep::NeedMore) if end == data.len() => break None,
+            Ok(ResponseStep::NeedMore) => at = end,
+            Ok(ResponseStep::Open { response, used }) => {
+                assert_eq!(used, end - at, "a wanted() read went past the head");
+                break Some(Ok((response, end)));
+            }
+            Err(e) => break Some(Err(e)),
+        }
+    };
+    assert_eq!(by_wanted, whole, "wanted() at a time");
+    match &whole {
+        None => assert!(data.len() < MAX_HEAD, "unfinished after {} bytes", data.len()),
+        Some(Ok((response, head))) => {
+            assert!((200..300).contains(&response.status), "{response:?}");
+            assert!(data[..*head].ends_with(b"\n\n") || data[..*head].ends_with(b"\n\r\n"));
+        }
+        Some(Err(e)) => {
+            let _ = e.to_string();
+            let mut longer = data.to_vec();
+            longer.push(b'\n');
+            assert_eq!(http_feed([&longer[..]]).as_ref(), Some(&Err(e.clone())), "one more byte");
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.splitn(3, '\0');
+    let (name, user, password) = (parts.next(), parts.next(), parts.next());
+    let mut out = Vec::new();
+    let target = TargetAddr::Domain(name.unwrap_or_default().to_owned(), 443);
+    let credentials = user.map(|u| (u, password.unwrap_or_default().as_bytes()));
+    if encode_request(&target, credentials, &mut out).is_ok() {
+        let head = String::from_utf8(out).expect("the request is text");
+        assert!(head.starts_with("CONNECT ") && head.ends_with("\r\n\r\n"), "{head:?}");
+        assert_eq!(head.find("\r\n\r\n"), Some(head.len() - 4), "{head:?}");
+        assert_eq!(head.matches('\n').count(), head.matches("\r\n").count(), "{head:?}");
+        assert!(!head.contains('\0'), "{head:?}");
+    } else {
+        assert!(out.is_empty(), "a refused request appended bytes");
+    }
+}

@@ -20,6 +20,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("ruleset_parse", socks_proto_fuzz::ruleset_parse),
     ("client_rules_parse", socks_proto_fuzz::client_rules_parse),
     ("proxy_header_parse", socks_proto_fuzz::proxy_header_parse),
+    ("http_connect_response", socks_proto_fuzz::http_connect_response),
 ];
 
 /// Mutated inputs per seed.

@@ -1,9 +1,9 @@
 //! socks-proto: the SOCKS wire protocol and the rule language, without any I/O.
 //!
 //! What is here: byte-exact codecs for SOCKS4, SOCKS4a, SOCKS5 (RFC 1928) and RFC 1929
-//! username/password, the SOCKS5 UDP datagram header, the PROXY protocol header (v1/v2) a load
-//! balancer sends in front of a stream, sans-IO server and client handshake state
-//! machines that accept bytes in arbitrary chunks, and the permit/deny rule language shared by
+//! username/password, the HTTP CONNECT request and response head (`http_connect`), the SOCKS5
+//! UDP datagram header, the PROXY protocol header (v1/v2) a load balancer sends in front of a
+//! stream, sans-IO server and client handshake state machines that accept bytes in arbitrary chunks, and the permit/deny rule language shared by
 //! `sockd.conf` and `socks.conf`.
 //!
 //! What is not here: sockets, libc, threads, timers or logging. Callers own the I/O; "need more
@@ -16,6 +16,7 @@ pub mod client;
 pub mod dns;
 pub mod error;
 pub mod fixed;
+pub mod http_connect;
 pub mod proxy_protocol;
 pub mod reply;
 pub mod rules;

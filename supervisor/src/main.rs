@@ -30,6 +30,7 @@ mod bind;
 mod config;
 mod dns;
 mod elf;
+mod explain;
 mod filter;
 mod msghdr;
 mod names;
@@ -91,8 +92,9 @@ fn main() -> ExitCode {
                 };
                 return check_conf(&file);
             }
+            "--explain" | "--check" => return explain::dispatch(&arg, args.nth(1), &env),
             "-h" | "--help" => {
-                println!("{USAGE}");
+                println!("{USAGE}\n{}", explain::USAGE);
                 return ExitCode::SUCCESS;
             }
             "-c" => value("-c").map(|v| env.conf = Some(v)),
