@@ -262,12 +262,17 @@ impl LineError {
         )
     }
 
+    /// An empty hop in a chain (`A>>B`, or `>` at an end).
+    pub fn empty_hop(token: &str, hop: &str) -> Self {
+        Self::new(token, format!("empty {hop} (two `>` in a row, or a `>` at an end of the chain)"))
+    }
+
     pub fn unknown_scheme(token: &str, server: &str, scheme: &str) -> Self {
         Self::new(
             token,
             format!(
                 "unknown scheme `{scheme}://` in server `{server}` \
-                 (expected socks4://, socks4a:// or socks5://)"
+                 (expected socks4://, socks4a://, socks5:// or http://)"
             ),
         )
     }

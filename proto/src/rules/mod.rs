@@ -71,7 +71,8 @@ pub use lex::{Cursor, Line};
 pub use lookup::{HostsFile, Lookup, Services, StaticLookup};
 pub use port::{parse_port, parse_port_spec, Op, PortMatch};
 pub use server_url::{
-    parse_server, parse_server_list, ServerList, ServerSpec, ServerVersion, DEFAULT_SERVER_PORT,
+    parse_server, parse_server_list, ServerList, ServerSpec, ServerVersion, DEFAULT_HTTP_PORT,
+    DEFAULT_SERVER_PORT,
 };
 pub use sockd_conf::{
     is_loopback, is_unspecified, Action, Decision, Request, Rule, RuleSet, BUILT_IN_RULES,

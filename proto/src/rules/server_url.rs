@@ -3,15 +3,19 @@
 //! [`parse_server_list`]), with the passwords kept out of every message.
 //!
 //! ```text
-//! SERVERS := SERVER[,SERVER…][?spread]  (a list option, among the last server's options:
+//! SERVERS := ENTRY[,ENTRY…][?spread]     (a list option, among the last server's options:
 //!                                        `@=a,b?pipeline&spread`)
+//! ENTRY  := SERVER[>SERVER…]             (a chain of hops, first hop first)
 //! SERVER := [SCHEME://][USER[:PASSWORD]@]HOST[:PORT][?pipeline]
-//! SCHEME := socks4 | socks4a | socks5    HOST := name | IPv4 | [IPv6] (bare IPv6 without port)
+//! SCHEME := socks4 | socks4a | socks5 | http
+//! HOST   := name | IPv4 | [IPv6] (bare IPv6 without port)
 //! ```
 //!
 //! A server without a scheme uses the caller's default version (`version: None`); without a port,
-//! 1080. A host name is resolved now, through [`Lookup::host`], keeping every address in resolver
-//! order. USER and PASSWORD may contain `%XX` escapes (for `,`, `#`, `@`, `:`, `%` or blanks) and
+//! 1080 (`http://`: 8080). The first hop's host name is resolved now, through [`Lookup::host`],
+//! keeping every address in resolver order; a later hop of a chain is named to the hop before
+//! it, so its name is kept as written and not resolved here. Errors in a chain say which hop
+//! (`hop 2 of 3 in `…``). A `>` inside a user name or password is written `%3E`. USER and PASSWORD may contain `%XX` escapes (for `,`, `#`, `@`, `:`, `%` or blanks) and
 //! are at most 255 bytes each (RFC 1929); SOCKS4/4a servers take a USER (the USERID) but no
 //! PASSWORD. Passwords never appear in `Debug`, `Display` or error messages: they print as `***`.
 //!
@@ -37,6 +41,10 @@ use crate::client::ClientVersion;
 /// The port of a server written without one (the registered SOCKS port).
 pub const DEFAULT_SERVER_PORT: u16 = 1080;
 
+/// The port of an `http://` server written without one (8080, the registered `http-alt` port;
+/// squid's 3128 and tinyproxy's 8888 are written out).
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+
 /// The longest user name or password RFC 1929 can carry (one length byte).
 const MAX_CREDENTIAL: usize = 255;
 
@@ -49,6 +57,8 @@ pub enum ServerVersion {
     Socks4a,
     /// `socks5://`
     Socks5,
+    /// `http://`: an HTTP proxy that opens tunnels with `CONNECT` (no BIND, no UDP).
+    Http,
 }
 
 impl ServerVersion {
@@ -58,12 +68,23 @@ impl ServerVersion {
             ServerVersion::Socks4 => "socks4",
             ServerVersion::Socks4a => "socks4a",
             ServerVersion::Socks5 => "socks5",
+            ServerVersion::Http => "http",
+        }
+    }
+
+    /// The SOCKS version this scheme speaks; `None` for `http`.
+    pub fn socks(self) -> Option<ClientVersion> {
+        match self {
+            ServerVersion::Socks4 => Some(ClientVersion::Socks4),
+            ServerVersion::Socks4a => Some(ClientVersion::Socks4a),
+            ServerVersion::Socks5 => Some(ClientVersion::Socks5),
+            ServerVersion::Http => None,
         }
     }
 
     /// The version of a scheme name (any case, as URL schemes are).
     pub fn from_scheme(scheme: &str) -> Option<ServerVersion> {
-        [ServerVersion::Socks4, ServerVersion::Socks4a, ServerVersion::Socks5]
+        [ServerVersion::Socks4, ServerVersion::Socks4a, ServerVersion::Socks5, ServerVersion::Http]
             .into_iter()
             .find(|v| v.scheme().eq_ignore_ascii_case(scheme))
     }
@@ -75,21 +96,15 @@ impl fmt::Display for ServerVersion {
     }
 }
 
-impl From<ServerVersion> for ClientVersion {
-    fn from(v: ServerVersion) -> ClientVersion {
-        match v {
-            ServerVersion::Socks4 => ClientVersion::Socks4,
-            ServerVersion::Socks4a => ClientVersion::Socks4a,
-            ServerVersion::Socks5 => ClientVersion::Socks5,
-        }
-    }
-}
-
 /// One SOCKS server of an `@=` list, host resolved. `Debug` and `Display` hide the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerSpec {
-    /// Every address of the host, in resolver order, with the port; never empty after parsing.
+    /// Every address of the host, in resolver order, with the port. Never empty for a server
+    /// or the first hop of a chain; a later hop is reached through the one before it, so its
+    /// name is not resolved here (empty for a name, the address for a literal).
     pub addrs: Vec<SocketAddr>,
+    /// The port (written, or the scheme's default).
+    pub port: u16,
     /// The host as written (a name, or an address; IPv6 without the brackets).
     pub host: String,
     /// The protocol from `SCHEME://`; `None` = the caller's default.
@@ -101,12 +116,20 @@ pub struct ServerSpec {
     /// `?pipeline`: the server accepts the whole SOCKS5 handshake in one write (greeting,
     /// authentication and request), as sockd does, so a connect takes one round trip.
     pub pipeline: bool,
+    /// The hops after this one when the entry is a chain (`A>B>C`: this is A, `next` is
+    /// [B, C], each with an empty `next`); empty for a single server.
+    pub next: Vec<ServerSpec>,
 }
 
 impl ServerSpec {
-    /// The server port (1080 when none was written).
+    /// The server port (1080, or 8080 for `http://`, when none was written).
     pub fn port(&self) -> u16 {
-        self.addrs.first().map_or(DEFAULT_SERVER_PORT, SocketAddr::port)
+        self.port
+    }
+
+    /// Every hop of the entry, first hop first (one for a single server).
+    pub fn hops(&self) -> impl Iterator<Item = &ServerSpec> {
+        std::iter::once(self).chain(self.next.iter())
     }
 }
 
@@ -119,6 +142,8 @@ impl fmt::Debug for ServerSpec {
             .field("version", &self.version)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("pipeline", &self.pipeline)
+            .field("next", &self.next)
             .finish()
     }
 }
@@ -145,6 +170,9 @@ impl fmt::Display for ServerSpec {
         }
         if self.pipeline {
             f.write_str("?pipeline")?;
+        }
+        for hop in &self.next {
+            write!(f, ">{hop}")?;
         }
         Ok(())
     }
@@ -195,8 +223,17 @@ fn split_scheme(item: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// `item` with the password (if any) replaced by `***`, for messages.
+/// `item` (a server or a chain `A>B>C`) with every password replaced by `***`, for messages.
 fn redact_server(item: &str) -> Cow<'_, str> {
+    if !item.contains('>') {
+        return redact_hop(item);
+    }
+    let hops: Vec<Cow<'_, str>> = item.split('>').map(redact_hop).collect();
+    Cow::Owned(hops.join(">"))
+}
+
+/// One hop with its password (if any) replaced by `***`.
+fn redact_hop(item: &str) -> Cow<'_, str> {
     let (scheme, rest) = split_scheme(item);
     match rest.rsplit_once('@').and_then(|(ui, hp)| Some((ui.split_once(':')?.0, hp))) {
         Some((user, hostport)) => {
@@ -223,7 +260,7 @@ pub(super) fn redact_list(tok: &str) -> String {
 /// `SOCKS_SERVER` style setting.
 pub fn parse_server(text: &str, lookup: &dyn Lookup) -> Result<ServerSpec, LineError> {
     let shown = redact_server(text);
-    match server(&shown, text, &shown, lookup)? {
+    match chain(&shown, text, lookup)? {
         (_, true) => Err(LineError::spread_without_list(&shown)),
         (spec, false) => Ok(spec),
     }
@@ -253,7 +290,7 @@ pub fn parse_server_list(tok: &str, lookup: &dyn Lookup) -> Result<ServerList, L
             return Err(LineError::empty_server(&shown));
         }
         let item_shown = redact_server(item);
-        let (spec, spread) = server(&shown, item, &item_shown, lookup)?;
+        let (spec, spread) = chain(&shown, item, lookup)?;
         if spread && items.peek().is_some() {
             return Err(LineError::spread_not_last(&shown, &item_shown));
         }
@@ -263,13 +300,47 @@ pub fn parse_server_list(tok: &str, lookup: &dyn Lookup) -> Result<ServerList, L
     Ok(list)
 }
 
+/// One entry of a list, a server or a chain of hops `A>B>C`, and whether the options of its
+/// last hop held the list option `spread`. Errors name the hop (and its place in a chain).
+fn chain(tok: &str, item: &str, lookup: &dyn Lookup) -> Result<(ServerSpec, bool), LineError> {
+    if !item.contains('>') {
+        return server(tok, item, &redact_hop(item), lookup, true);
+    }
+    let hops: Vec<&str> = item.split('>').collect();
+    let count = hops.len();
+    let mut specs = Vec::with_capacity(count);
+    let mut spread = false;
+    for (i, hop) in hops.into_iter().enumerate() {
+        let place = format!("hop {} of {count} in `{}`", i + 1, redact_server(item));
+        let at_hop = |mut e: LineError| {
+            e.message.push_str(&format!(" ({place})"));
+            e
+        };
+        if hop.is_empty() {
+            return Err(LineError::empty_hop(tok, &place));
+        }
+        let shown = redact_hop(hop);
+        let (spec, hop_spread) = server(tok, hop, &shown, lookup, i == 0).map_err(at_hop)?;
+        if hop_spread && i + 1 < count {
+            return Err(at_hop(LineError::spread_not_last(tok, &shown)));
+        }
+        spread = hop_spread;
+        specs.push(spec);
+    }
+    let mut first = specs.remove(0);
+    first.next = specs;
+    Ok((first, spread))
+}
+
 /// One server `item`, and whether its options held the list option `spread`; `tok` (the error
-/// token) and `shown` (the item in messages) are redacted.
+/// token) and `shown` (the item in messages) are redacted. `resolve`: look the host name up
+/// (the first hop; later hops are named to the hop before them).
 fn server(
     tok: &str,
     item: &str,
     shown: &str,
     lookup: &dyn Lookup,
+    resolve: bool,
 ) -> Result<(ServerSpec, bool), LineError> {
     let (scheme, rest) = split_scheme(item);
     let version = match scheme {
@@ -330,19 +401,26 @@ fn server(
     let (host, port_tok) =
         split_host_port(hostport).map_err(|d| LineError::bad_server_host(tok, shown, d))?;
     let port = match port_tok {
+        None if version == Some(ServerVersion::Http) => DEFAULT_HTTP_PORT,
         None => DEFAULT_SERVER_PORT,
         Some(p) => {
             server_port(p, lookup).ok_or_else(|| LineError::bad_server_port(tok, shown, p))?
         }
     };
-    let ips = resolve_server_host(host, lookup).map_err(|e| e.into_line_error(tok, shown, host))?;
+    let ips = if resolve {
+        resolve_server_host(host, lookup).map_err(|e| e.into_line_error(tok, shown, host))?
+    } else {
+        check_hop_host(host).map_err(|e| e.into_line_error(tok, shown, host))?
+    };
     let spec = ServerSpec {
         addrs: ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(),
+        port,
         host: host.to_owned(),
         version,
         username,
         password,
         pipeline,
+        next: Vec::new(),
     };
     Ok((spec, spread))
 }
@@ -392,6 +470,24 @@ impl HostError {
             HostError::Unknown(reason) => LineError::unknown_server_host(tok, host, &reason),
         }
     }
+}
+
+/// A later hop's host: an address literal as itself, a valid name as no address (the hop
+/// before resolves it).
+fn check_hop_host(host: &str) -> Result<Vec<IpAddr>, HostError> {
+    if host.is_empty() {
+        return Err(HostError::Bad("no host"));
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    if host.contains(':') || host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(HostError::Bad("not an IPv4 or IPv6 address"));
+    }
+    if !is_host_name(host) {
+        return Err(HostError::Bad("not an address or a host name"));
+    }
+    Ok(Vec::new())
 }
 
 /// An address literal as itself, a name through `lookup` (all addresses, in order).
@@ -497,7 +593,9 @@ mod tests {
         assert_eq!(server("socks4a://fw").version, Some(ServerVersion::Socks4a));
         assert_eq!(server("socks5://fw").version, Some(ServerVersion::Socks5));
         assert_eq!(server("SOCKS5://fw").version, Some(ServerVersion::Socks5));
-        assert_eq!(ClientVersion::from(ServerVersion::Socks4a), ClientVersion::Socks4a);
+        assert_eq!(ServerVersion::Socks4a.socks(), Some(ClientVersion::Socks4a));
+        assert_eq!(server("http://fw").version, Some(ServerVersion::Http));
+        assert_eq!(ServerVersion::Http.socks(), None);
         assert_eq!(ServerVersion::from_scheme("socks4A"), Some(ServerVersion::Socks4a));
         assert_eq!(ServerVersion::from_scheme("socks"), None);
     }
@@ -585,11 +683,11 @@ mod tests {
     #[test]
     fn err_unknown_scheme() {
         check_err(
-            "sockd @=fw,http://fw2.example 0.0.0.0/0",
+            "sockd @=fw,ftp://fw2.example 0.0.0.0/0",
             1,
-            Some("@=fw,http://fw2.example"),
-            "socks.conf:1: unknown scheme `http://` in server `http://fw2.example` \
-             (expected socks4://, socks4a:// or socks5://)",
+            Some("@=fw,ftp://fw2.example"),
+            "socks.conf:1: unknown scheme `ftp://` in server `ftp://fw2.example` \
+             (expected socks4://, socks4a://, socks5:// or http://)",
         );
         assert!(parse("sockd @=socks5h://fw 0.0.0.0/0").unwrap_err().message.contains("socks5h"));
         assert!(parse("sockd @=://fw 0.0.0.0/0").unwrap_err().message.contains("scheme `://`"));
@@ -718,7 +816,9 @@ mod tests {
         for text in [
             "direct @=u:hunter2@fw 0.0.0.0/0",
             "sockd @=u:hunter2@fw @=v:hunter2@fw 0.0.0.0/0",
-            "sockd @=u:hunter2@fw,http://v:hunter2@fw 0.0.0.0/0",
+            "sockd @=u:hunter2@fw,ftp://v:hunter2@fw 0.0.0.0/0",
+            "sockd @=u:hunter2@fw>http://v:hunter2@[x 0.0.0.0/0",
+            "sockd @=u:hunter2@fw>>http://v:hunter2@x 0.0.0.0/0",
             "sockd @=u:hunter2@fw:0 0.0.0.0/0",
             "sockd @=u:hunter2@nowhere 0.0.0.0/0",
             "sockd @=u:hunter2@[fw] 0.0.0.0/0",
@@ -728,5 +828,71 @@ mod tests {
         }
         let e = parse_server("u:hunter2@fw:0", &lookup()).unwrap_err();
         assert_eq!(e.token.as_deref(), Some("u:***@fw:0"));
+    }
+
+    #[test]
+    fn chains_of_hops() {
+        let rs = parse(
+            "sockd @=socks5://a:pw@fw.example:1081>socks4a://hop2.far:1080>http://u:pw2@proxy.far:3128,fw2.example?spread 0.0.0.0/0\n",
+        )
+        .unwrap();
+        let r = &rs.rules[0];
+        assert!(r.spread, "?spread after the last entry of the list");
+        assert_eq!(r.servers.len(), 2, "two alternatives, the first a chain");
+        let chain = &r.servers[0];
+        assert_eq!(chain.hops().count(), 3);
+        assert_eq!(chain.addrs, vec![sa("192.0.2.1:1081"), sa("[2001:db8::1]:1081")]);
+        assert!(chain.next[0].addrs.is_empty(), "a later hop's name is not resolved here");
+        assert_eq!(chain.next[0].port(), 1080);
+        assert_eq!(chain.next[0].version, Some(ServerVersion::Socks4a));
+        assert_eq!(chain.next[1].version, Some(ServerVersion::Http));
+        assert_eq!(chain.next[1].password.as_deref(), Some("pw2"));
+        assert!(r.servers[1].next.is_empty());
+        let text = r.to_string();
+        assert_eq!(
+            text,
+            "sockd @=socks5://a:***@fw.example:1081>socks4a://hop2.far:1080>http://u:***@proxy.far:3128,fw2.example:1080?spread 0.0.0.0/0"
+        );
+        assert!(!format!("{r:?}").contains("pw2"));
+        let literal = server("fw>192.0.2.50:1081?pipeline>http://[2001:db8::9]");
+        assert_eq!(literal.next[0].addrs, vec![sa("192.0.2.50:1081")]);
+        assert!(literal.next[0].pipeline, "?pipeline stays per hop");
+        assert_eq!(literal.next[1].port(), DEFAULT_HTTP_PORT, "http's default port");
+        assert_eq!(server("http://fw").port(), 8080);
+        assert_eq!(
+            literal.to_string(),
+            "fw:1080>192.0.2.50:1081?pipeline>http://[2001:db8::9]:8080"
+        );
+        let back = server(&literal.to_string());
+        assert_eq!(back, literal, "the printed chain parses back");
+    }
+
+    #[test]
+    fn chain_errors_name_the_hop() {
+        let e = parse("sockd @=fw>ftp://b.far 0.0.0.0/0").unwrap_err().to_string();
+        assert!(
+            e.contains("`ftp://b.far`") && e.contains("(hop 2 of 2 in `fw>ftp://b.far`)"),
+            "{e}"
+        );
+        let e = parse("sockd @=fw>b.far:0>c.far 0.0.0.0/0").unwrap_err().to_string();
+        assert!(e.contains("bad port `0`") && e.contains("hop 2 of 3"), "{e}");
+        let e = parse("sockd @=fw>>c.far 0.0.0.0/0").unwrap_err().to_string();
+        assert!(e.contains("empty hop 2 of 3 in `fw>>c.far`"), "{e}");
+        let e = parse("sockd @=fw> 0.0.0.0/0").unwrap_err().to_string();
+        assert!(e.contains("empty hop 2 of 2"), "{e}");
+        let e = parse("sockd @=nowhere.example>b.far 0.0.0.0/0").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown server host `nowhere.example`") && e.contains("hop 1 of 2"),
+            "{e}"
+        );
+        let e = parse("sockd @=fw?spread>b.far 0.0.0.0/0").unwrap_err().to_string();
+        assert!(e.contains("`?spread`") && e.contains("hop 1 of 2"), "{e}");
+        let e = parse("sockd @=fw>socks4://u:pw@b.far 0.0.0.0/0").unwrap_err().to_string();
+        assert!(e.contains("SOCKS4 has no passwords") && e.contains("hop 2 of 2"), "{e}");
+        assert!(!e.contains("pw@"), "{e}");
+        let e = parse("sockd @=fw>b!far 0.0.0.0/0").unwrap_err().to_string();
+        assert!(e.contains("bad host in server `b!far`") && e.contains("hop 2 of 2"), "{e}");
+        let e = parse_server("fw>b.far?spread", &lookup()).unwrap_err().to_string();
+        assert!(e.contains("an option of an @= list"), "{e}");
     }
 }
