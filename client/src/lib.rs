@@ -36,4 +36,6 @@ pub mod route;
 pub mod settings;
 
 pub use route::{route, route_name, Route};
-pub use settings::{load, Environment, LogLevel, Mode, NameSettings, Server, Settings, System};
+pub use settings::{
+    load, Environment, Hop, LogLevel, Mode, NameSettings, Protocol, Server, Settings, System,
+};

@@ -16,6 +16,7 @@ use std::cell::OnceCell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use socks_proto::addr::TargetAddr;
 use socks_proto::auth::Credentials;
 use socks_proto::client::{ClientVersion, Identity};
 use socks_proto::rules::{
@@ -101,7 +102,45 @@ impl PartialOrd<u8> for LogLevel {
     }
 }
 
-/// A SOCKS server ready to use.
+/// What a hop after the first of a chain speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// A SOCKS server of this version.
+    Socks(ClientVersion),
+    /// An HTTP proxy that opens a tunnel with `CONNECT` (no BIND, no UDP).
+    Http,
+}
+
+impl Protocol {
+    /// The scheme name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Socks(ClientVersion::Socks4) => "socks4",
+            Protocol::Socks(ClientVersion::Socks4a) => "socks4a",
+            Protocol::Socks(ClientVersion::Socks5) => "socks5",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+/// A hop of a chain after the first: the hop before it is asked to connect to `target`.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    /// How the hop before names it: its address when written as one, else its name (which
+    /// the hop before resolves).
+    pub target: TargetAddr,
+    /// What it speaks.
+    pub protocol: Protocol,
+    /// Who we say we are to it (for HTTP, `credentials` are the Basic user and password).
+    pub identity: Identity,
+    /// `?pipeline` (SOCKS5 only).
+    pub pipeline: bool,
+    /// The hop as written, password as `***`, for messages.
+    pub shown: String,
+}
+
+/// A SOCKS server (or an HTTP proxy, or a chain of them) ready to use. A single SOCKS server,
+/// the common case, has `protocol` SOCKS and an empty `next`.
 #[derive(Debug, Clone)]
 pub struct Server {
     /// Its number in these settings (0, 1, …; every rule's copy has its own), for state a front
@@ -109,8 +148,14 @@ pub struct Server {
     pub id: usize,
     /// Its addresses, tried in order.
     pub addrs: Vec<SocketAddr>,
-    /// The protocol.
+    /// The SOCKS version (of the first hop); meaningless when `protocol` is `Http`.
     pub version: ClientVersion,
+    /// What the first hop speaks (`Socks(version)`, or `Http`).
+    pub protocol: Protocol,
+    /// The hops after the first, in order; empty for a single server.
+    pub next: Vec<Hop>,
+    /// The first hop as written, password as `***`, for messages.
+    pub shown: String,
     /// Who we say we are to it.
     pub identity: Identity,
     /// Whether it reads the whole SOCKS5 handshake in one write (`?pipeline`).
@@ -128,23 +173,83 @@ struct Defaults {
 
 impl Server {
     fn from_spec(id: usize, spec: &ServerSpec, spread: bool, defaults: &Defaults) -> Server {
-        let credentials = match (&spec.username, &spec.password) {
-            (Some(user), password) => Some(Credentials {
-                username: user.clone(),
-                password: password.clone().unwrap_or_default().into_bytes(),
-            }),
-            (None, _) => defaults.identity.credentials.clone(),
-        };
-        let user_id = spec.username.clone().unwrap_or_else(|| defaults.identity.user_id.clone());
+        let protocol = protocol_of(spec, defaults);
         Server {
             id,
             addrs: spec.addrs.clone(),
-            version: spec.version.map_or(defaults.version, ClientVersion::from),
-            identity: Identity { user_id, credentials },
+            version: match protocol {
+                Protocol::Socks(v) => v,
+                Protocol::Http => defaults.version,
+            },
+            protocol,
+            identity: identity_of(spec, defaults),
             pipeline: spec.pipeline,
             spread,
+            next: spec.next.iter().map(|hop| Hop::from_spec(hop, defaults)).collect(),
+            shown: shown_hop(spec),
         }
     }
+
+    /// Whether this is one SOCKS server (no chain, not HTTP): the only kind that can carry
+    /// UDP ASSOCIATE, and the only kind the heap-free connect path speaks.
+    pub fn is_single_socks(&self) -> bool {
+        self.next.is_empty() && matches!(self.protocol, Protocol::Socks(_))
+    }
+
+    /// The whole entry as written (`A>B>C`), passwords as `***`, for messages.
+    pub fn chain_text(&self) -> String {
+        let mut text = self.shown.clone();
+        for hop in &self.next {
+            text.push('>');
+            text.push_str(&hop.shown);
+        }
+        text
+    }
+
+    /// How many hops (1 for a single server).
+    pub fn hop_count(&self) -> usize {
+        1 + self.next.len()
+    }
+}
+
+impl Hop {
+    fn from_spec(spec: &ServerSpec, defaults: &Defaults) -> Hop {
+        let target = match spec.addrs.first() {
+            Some(addr) => TargetAddr::Ip(*addr),
+            None => TargetAddr::Domain(spec.host.clone(), spec.port()),
+        };
+        Hop {
+            target,
+            protocol: protocol_of(spec, defaults),
+            identity: identity_of(spec, defaults),
+            pipeline: spec.pipeline,
+            shown: shown_hop(spec),
+        }
+    }
+}
+
+fn protocol_of(spec: &ServerSpec, defaults: &Defaults) -> Protocol {
+    match spec.version {
+        None => Protocol::Socks(defaults.version),
+        Some(v) => v.socks().map_or(Protocol::Http, Protocol::Socks),
+    }
+}
+
+fn identity_of(spec: &ServerSpec, defaults: &Defaults) -> Identity {
+    let credentials = match (&spec.username, &spec.password) {
+        (Some(user), password) => Some(Credentials {
+            username: user.clone(),
+            password: password.clone().unwrap_or_default().into_bytes(),
+        }),
+        (None, _) => defaults.identity.credentials.clone(),
+    };
+    let user_id = spec.username.clone().unwrap_or_else(|| defaults.identity.user_id.clone());
+    Identity { user_id, credentials }
+}
+
+/// One hop as written (its `Display`, passwords `***`), without the hops after it.
+fn shown_hop(spec: &ServerSpec) -> String {
+    ServerSpec { next: Vec::new(), ..spec.clone() }.to_string()
 }
 
 /// What the configuration says to do.
@@ -365,17 +470,17 @@ fn build(
         None => None,
     };
     // The login name costs a user-database lookup: only for `*=` lists and SOCKS4 user ids.
-    let socks4 = |v: Option<ServerVersion>| {
-        matches!(
-            v.map_or(version, ClientVersion::from),
-            ClientVersion::Socks4 | ClientVersion::Socks4a
-        )
+    let socks4 = |spec: &ServerSpec| {
+        spec.hops().any(|hop| {
+            matches!(
+                hop.version.map_or(Some(version), ServerVersion::socks),
+                Some(ClientVersion::Socks4 | ClientVersion::Socks4a)
+            )
+        })
     };
-    let needs_user = default_spec.as_ref().is_some_and(|s| socks4(s.version))
+    let needs_user = default_spec.as_ref().is_some_and(socks4)
         || rules.as_ref().is_some_and(|r| {
-            r.rules
-                .iter()
-                .any(|rule| rule.users.is_some() || rule.servers.iter().any(|s| socks4(s.version)))
+            r.rules.iter().any(|rule| rule.users.is_some() || rule.servers.iter().any(socks4))
         });
     let user = if needs_user { system.effective_user_name() } else { None };
     let credentials = env.username.as_ref().map(|name| Credentials {
@@ -586,5 +691,40 @@ mod tests {
         assert_eq!(LogLevel::parse("loud"), LogLevel::Off);
         assert_eq!(LogLevel::from_number(9), LogLevel::Debug);
         assert!(LogLevel::Error == 1 && LogLevel::Off < 1);
+    }
+
+    #[test]
+    fn chains_become_hops() {
+        let conf = "sockd @=socks5://u:pw@jump.test:1081>socks4a://10.9.9.9:1080>http://a:b@proxy.corp:3128,http://proxy.test 0.0.0.0/0\n";
+        let settings = testing::with_conf(conf);
+        let Mode::Rules { servers, .. } = &settings.mode else { panic!("{:?}", settings.mode) };
+        let chain = &servers[0][0];
+        assert_eq!(chain.hop_count(), 3);
+        assert!(!chain.is_single_socks());
+        assert_eq!(chain.protocol, Protocol::Socks(ClientVersion::Socks5));
+        assert_eq!(chain.addrs, ["192.0.2.99:1081".parse().expect("literal")]);
+        assert_eq!(chain.next[0].protocol, Protocol::Socks(ClientVersion::Socks4a));
+        assert_eq!(chain.next[0].target, TargetAddr::Ip("10.9.9.9:1080".parse().expect("literal")));
+        assert_eq!(chain.next[1].protocol, Protocol::Http);
+        assert_eq!(chain.next[1].target, TargetAddr::Domain("proxy.corp".into(), 3128));
+        let creds = chain.next[1].identity.credentials.as_ref().expect("Basic credentials");
+        assert_eq!((creds.username.as_str(), creds.password.as_slice()), ("a", &b"b"[..]));
+        assert_eq!(
+            chain.chain_text(),
+            "socks5://u:***@jump.test:1081>socks4a://10.9.9.9:1080>http://a:***@proxy.corp:3128"
+        );
+        let http = &servers[0][1];
+        assert_eq!((http.protocol, http.hop_count()), (Protocol::Http, 1));
+        assert_eq!(http.addrs, ["192.0.2.99:8080".parse().expect("literal")]);
+        assert!(!http.is_single_socks(), "an HTTP proxy carries no UDP");
+        assert!(settings.is_server("192.0.2.99:1081".parse().expect("literal")));
+        let env = Environment {
+            server: Some("jump.test>http://proxy.corp:3128".into()),
+            ..Default::default()
+        };
+        let Mode::Everything { servers, .. } = load(&env, &Memory::default()).mode else {
+            panic!("SOCKS_SERVER takes a chain")
+        };
+        assert_eq!(servers[0].hop_count(), 2);
     }
 }
