@@ -9,6 +9,7 @@
 //! addresses). The rest is safe code: `intercept` (what each hook does), `outcome` (the one way
 //! to fail: the causes, their errno table, and the shield every export runs in), `route`
 //! (direct / deny / which servers), `proxy` (connect + SOCKS handshake on the program's fd),
+//! `chain` (the hops of a chain of proxies and HTTP CONNECT),
 //! `config` (settings, read once), `fdtable` (per-fd state, tied to the socket's inode),
 //! `guard`, `log`; names resolved on the far side in `names` (DNS messages from `socks_proto::dns`);
 //! datagrams in `udp` (control messages: `ancillary`); TCP Fast Open in `fastopen`. The
@@ -30,6 +31,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod ancillary;
+mod chain;
 mod config;
 mod fastopen;
 mod fdtable;

@@ -21,6 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::c_int;
 use socks_proto::client::ClientError;
+use socks_proto::http_connect::HttpConnectError;
 use socks_proto::{Failure, ProtoError};
 
 use crate::ffi::real;
@@ -213,6 +214,23 @@ impl Cause {
             Cause::BadName => netdb::HOST_NOT_FOUND,
             Cause::AnswerTooLong | Cause::Os(_) => netdb::NETDB_INTERNAL,
             _ => netdb::NO_RECOVERY,
+        }
+    }
+
+    /// The cause of a failed HTTP CONNECT (see socks.conf(5) ERRORS): 407 as a refused
+    /// password, 504 as a timeout, any other status as a refusal, a broken answer as a
+    /// protocol error.
+    pub fn of_http(error: &HttpConnectError) -> Cause {
+        match error {
+            HttpConnectError::ProxyAuthRequired { .. } => Cause::AuthRejected,
+            HttpConnectError::Refused { status: 504, .. } => Cause::Server(Failure::TtlExpired),
+            HttpConnectError::Refused { .. } => Cause::Server(Failure::Refused),
+            HttpConnectError::BadHost | HttpConnectError::BadCredentials => Cause::Unsupported,
+            HttpConnectError::NotHttp
+            | HttpConnectError::Malformed(_)
+            | HttpConnectError::HeadTooLong
+            | HttpConnectError::TooManyHeaders
+            | HttpConnectError::Finished => Cause::Protocol,
         }
     }
 

@@ -9,6 +9,10 @@
 //! `connect_without_heap` does a CONNECT with `socks_proto::fixed` (no allocation), for a
 //! connect made by a signal handler that interrupted the library.
 //!
+//! A chain of proxies or an HTTP proxy (`Server::is_single_socks` false) is connected to its
+//! first hop here and handed to `chain` for the hops' handshakes; what it cannot carry (UDP;
+//! BIND ending in HTTP) is refused before any connection, with a log line.
+//!
 //! Not here: deciding whether to proxy (`route`) or the C-level hook (`hooks`).
 
 use std::net::SocketAddr;
@@ -22,6 +26,7 @@ use socks_proto::TargetAddr;
 
 use socks_client::order::order;
 
+use crate::chain;
 use crate::config::{Server, ServerHealth, SPREADER};
 use crate::ffi::real;
 use crate::ffi::sockaddr::{for_family, RawAddr};
@@ -97,13 +102,23 @@ fn try_servers(
 ) -> Result<Granted, Cause> {
     let walk = order(servers, SPREADER.ticket(), Server::is_alive);
     let spread = if servers.first().is_some_and(|s| s.spread) { " (spread)" } else { "" };
+    let mut refused = None;
     for (i, server) in walk.enumerate() {
+        if let Some(why) = chain::refusal(server, command) {
+            log!(Level::Error, "{command} {target} via {}: {why}", server.chain_text());
+            refused = Some(Cause::Denied);
+            continue;
+        }
         for addr in &server.addrs {
             let Some(addr) = for_family(*addr, family) else { continue };
             let nth = if i == 0 { "first" } else { "next" };
             log!(Level::Debug, "{command} {target}: trying server {addr} {nth}{spread}");
             let raw = RawAddr::from_socket_addr(addr);
             match connect_socket(fd, &raw, deadline) {
+                Ok(()) if !server.is_single_socks() => {
+                    server.mark_alive();
+                    return through_chain(fd, server, command, target, raw, addr, deadline);
+                }
                 Ok(()) => {
                     server.mark_alive();
                     let name = version_name(server.version);
@@ -142,12 +157,46 @@ fn try_servers(
             }
         }
     }
+    if let Some(cause) = refused {
+        return Err(cause);
+    }
     log!(Level::Error, "{command} {target}: no SOCKS server reachable");
     Err(Cause::ServersDown)
 }
 
+/// The handshakes of a chain (or a lone HTTP proxy) on `fd`, connected to its first hop at
+/// `addr`. A hop after the first that fails marks the chain failed, as a first hop that does
+/// not answer does.
+fn through_chain(
+    fd: c_int,
+    server: &Server,
+    command: Command,
+    target: &TargetAddr,
+    raw: RawAddr,
+    addr: SocketAddr,
+    deadline: Instant,
+) -> Result<Granted, Cause> {
+    let chain = server.chain_text();
+    match chain::run(fd, server, command, target, deadline) {
+        Ok(granted) => {
+            log!(Level::Info, "{command} {target} via {chain}: ok");
+            let bound = reachable(granted.bound, addr);
+            let version = granted.version.unwrap_or(server.version);
+            Ok(Granted { server: raw, version, bound })
+        }
+        Err(failure) => {
+            log!(Level::Error, "{command} {target} via {chain}: {}", failure.message);
+            // An earlier hop could not reach the next one: the chain is down as a whole.
+            if failure.hop + 1 < server.hop_count() {
+                server.mark_failed();
+            }
+            Err(failure.cause)
+        }
+    }
+}
+
 /// A cause in words, for the log.
-fn describe(cause: Cause) -> std::io::Error {
+pub(crate) fn describe(cause: Cause) -> std::io::Error {
     std::io::Error::from_raw_os_error(cause.errno())
 }
 
@@ -206,7 +255,7 @@ fn remaining_ms(deadline: Instant) -> c_int {
 }
 
 /// Waits until `fd` has one of `events`, or the deadline passes.
-fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), Cause> {
+pub(crate) fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), Cause> {
     loop {
         let ms = remaining_ms(deadline);
         if ms == 0 {
@@ -247,7 +296,7 @@ fn connect_socket(fd: c_int, server: &RawAddr, deadline: Instant) -> Result<(), 
 
 /// Drives a handshake on a connected socket until its reply, reading no byte past it; returns
 /// the reply's address.
-fn exchange(
+pub(crate) fn exchange(
     fd: c_int,
     hs: &mut ClientHandshake,
     deadline: Instant,
@@ -279,7 +328,7 @@ fn exchange(
     }
 }
 
-fn send_all(fd: c_int, mut bytes: &[u8], deadline: Instant) -> Result<(), Cause> {
+pub(crate) fn send_all(fd: c_int, mut bytes: &[u8], deadline: Instant) -> Result<(), Cause> {
     while !bytes.is_empty() {
         let n = real::send_bytes(fd, bytes, libc::MSG_NOSIGNAL);
         if n >= 0 {
@@ -294,7 +343,7 @@ fn send_all(fd: c_int, mut bytes: &[u8], deadline: Instant) -> Result<(), Cause>
     Ok(())
 }
 
-fn recv_some(fd: c_int, buffer: &mut [u8], deadline: Instant) -> Result<usize, Cause> {
+pub(crate) fn recv_some(fd: c_int, buffer: &mut [u8], deadline: Instant) -> Result<usize, Cause> {
     loop {
         let n = real::recv_into(fd, buffer, 0);
         if n >= 0 {
@@ -325,6 +374,11 @@ pub fn connect_without_heap(
     nonblocking_while(fd, flags, || {
         let server =
             order(servers, SPREADER.ticket(), Server::is_alive).next().ok_or(Cause::ServersDown)?;
+        if !server.is_single_socks() {
+            // A chain or an HTTP proxy needs the heap (its request, per-hop state): refused
+            // here, never connected to its first hop alone.
+            return Err(Cause::SignalContext);
+        }
         let addr =
             server.addrs.iter().find_map(|a| for_family(*a, family)).ok_or(Cause::Unsupported)?;
         let raw = RawAddr::from_socket_addr(addr);

@@ -238,9 +238,17 @@ fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<Raw
         .ok_or_else(|| Cause::Os(real::errno()))?;
     let socks5: Vec<&Server> = servers
         .iter()
-        .filter(|s| s.version == socks_proto::client::ClientVersion::Socks5)
+        .filter(|s| s.is_single_socks() && s.version == socks_proto::client::ClientVersion::Socks5)
         .collect();
     let Some(server) = socks5.first() else {
+        if servers.iter().any(|s| !s.is_single_socks()) {
+            log!(
+                Level::Error,
+                "udp: no single SOCKS5 server for UDP (UDP cannot go through a chain of proxies \
+                 or an HTTP proxy): refused"
+            );
+            return Err(Cause::Denied);
+        }
         log!(Level::Error, "udp: no SOCKS5 server for UDP (SOCKS4 has no UDP)");
         return Err(Cause::Unsupported);
     };

@@ -22,7 +22,6 @@ use std::process::ExitCode;
 use socks_client::names::{self, NamePlan};
 use socks_client::settings::{Environment, Mode, Server, Settings, HOSTS_FILE};
 use socks_client::{route, route_name, Route};
-use socks_proto::client::ClientVersion;
 use socks_proto::rules::{ClientAction, ClientRule, Destination, HostsFile};
 
 use crate::sys;
@@ -235,6 +234,9 @@ fn environment_text(env: &Environment) -> String {
 
 /// A server URL with its password (`user:PASSWORD@`) as `***`.
 fn redact(value: &str) -> String {
+    if value.contains('>') {
+        return value.split('>').map(redact).collect::<Vec<_>>().join(">");
+    }
     let (scheme, rest) = match value.split_once("://") {
         Some((scheme, rest)) => (format!("{scheme}://"), rest),
         None => (String::new(), value),
@@ -358,18 +360,24 @@ fn write_route(
 }
 
 fn server_text(server: &Server, written: Option<&str>) -> String {
-    let version = match server.version {
-        ClientVersion::Socks4 => "socks4",
-        ClientVersion::Socks4a => "socks4a",
-        ClientVersion::Socks5 => "socks5",
-    };
     let addrs: Vec<String> = server.addrs.iter().map(ToString::to_string).collect();
-    let mut text = format!("{version} {}", addrs.join(" "));
+    let mut text = format!("{} {}", server.protocol.name(), addrs.join(" "));
     if let Some(written) = written {
         let _ = write!(text, " (written {written})");
     }
     if server.pipeline {
         text.push_str(" ?pipeline: the whole handshake in one write");
+    }
+    for (i, hop) in server.next.iter().enumerate() {
+        let last = if i + 1 == server.next.len() { ", which asks for the destination" } else { "" };
+        let _ = write!(
+            text,
+            "\n     then hop {} of {}: {} {}, reached through the hop before{last}",
+            i + 2,
+            server.hop_count(),
+            hop.protocol.name(),
+            hop.shown
+        );
     }
     text
 }
@@ -516,5 +524,10 @@ mod tests {
         assert_eq!(redact("socks5://u@h:1080"), "socks5://u@h:1080");
         assert_eq!(redact("h:1080"), "h:1080");
         assert_eq!(redact("u:p:q@h:1080"), "u:***@h:1080");
+        assert_eq!(
+            redact("u:pw@a>http://v:pw2@b:3128"),
+            "u:***@a>http://v:***@b:3128",
+            "every hop of a chain"
+        );
     }
 }

@@ -183,7 +183,8 @@ fn main() -> ExitCode {
 
 /// `--check-conf FILE`: the file alone (no `SOCKS_*` variables: they are not what every
 /// process on the machine sees), parsed as [`config::load`] parses it for a supervised program.
-/// On success prints each distinct server once, `server ADDR socks4|socks4a|socks5`, in file
+/// On success prints each distinct server once, `server ADDR socks4|socks4a|socks5|http` (a chain's first
+/// hop), in file
 /// order; on a broken or missing file prints the parser's message and exits with status 1.
 fn check_conf(file: &std::ffi::OsStr) -> ExitCode {
     let env = config::Environment {
@@ -201,11 +202,7 @@ fn check_conf(file: &std::ffi::OsStr) -> ExitCode {
     };
     let mut seen = Vec::new();
     for server in servers.iter().flatten() {
-        let version = match server.version {
-            socks_proto::client::ClientVersion::Socks4 => "socks4",
-            socks_proto::client::ClientVersion::Socks4a => "socks4a",
-            socks_proto::client::ClientVersion::Socks5 => "socks5",
-        };
+        let version = server.protocol.name();
         for addr in &server.addrs {
             let line = format!("server {addr} {version}");
             if !seen.contains(&line) {

@@ -11,14 +11,22 @@
 //! Reads take exactly what the handshake still needs (`ClientHandshake::wanted`), so bytes the
 //! destination sends right after the reply stay in the socket for the program.
 //!
+//! A chain of proxies (`A>B>C`) or an HTTP proxy: the copy is connected to the first hop, then
+//! each hop's handshake runs in turn on it (SOCKS with `ClientHandshake`, HTTP with
+//! `socks_proto::http_connect`, read exactly to the blank line), each asking for the next hop,
+//! the last for the destination; failures name the hop. BIND ending at an HTTP proxy and UDP
+//! through either are refused before any connection (ECONNREFUSED), never made direct.
+//!
 //! Not here: choosing the servers (`route`), answering the notification (`supervise`).
 
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
-use socks_proto::client::{ClientError, ClientHandshake, ClientStep, ClientVersion};
+use socks_client::settings::Protocol;
+use socks_proto::client::{ClientError, ClientHandshake, ClientStep, ClientVersion, Identity};
 use socks_proto::error::ProtoError;
+use socks_proto::http_connect::{encode_request, HttpConnectError, ResponseReader, ResponseStep};
 use socks_proto::reply::Failure;
 use socks_proto::server::Command;
 use socks_proto::TargetAddr;
@@ -123,6 +131,10 @@ fn try_servers(
 ) -> Result<Granted, Failed> {
     let mut last = failed(libc::ECONNREFUSED, "no SOCKS server address of the socket's family");
     for server in order(servers, SPREADER.ticket(), |s| HEALTH.is_alive(s)) {
+        if let Some(why) = refusal(server, command) {
+            last = failed(libc::ECONNREFUSED, format!("via {}: {why}", server.chain_text()));
+            continue;
+        }
         for &addr in &server.addrs {
             let Some(addr) = for_family(addr, family) else { continue };
             if let Err(errno) = connect_socket(fd, addr, deadline) {
@@ -136,6 +148,9 @@ fn try_servers(
                 continue;
             }
             HEALTH.mark_alive(server);
+            if !server.is_single_socks() {
+                return through_chain(fd, server, command, target, addr, deadline);
+            }
             let name = version_name(server.version);
             let mut hs =
                 ClientHandshake::new(server.version, command, target, server.identity.clone())
@@ -153,6 +168,130 @@ fn try_servers(
         }
     }
     Err(last)
+}
+
+/// Why `command` cannot go through `server` at all (before any connection), if so: BIND
+/// ending at an HTTP proxy, UDP through a chain or an HTTP proxy (as the library refuses them).
+fn refusal(server: &Server, command: Command) -> Option<&'static str> {
+    if server.is_single_socks() {
+        return None;
+    }
+    let last = server.next.last().map_or(server.protocol, |hop| hop.protocol);
+    match command {
+        Command::Connect => None,
+        Command::Bind if last == Protocol::Http => {
+            Some("BIND cannot go through an HTTP proxy (CONNECT opens outbound tunnels only)")
+        }
+        Command::Bind => None,
+        Command::UdpAssociate => Some("UDP cannot go through a chain of proxies or an HTTP proxy"),
+    }
+}
+
+/// The handshakes of a chain (or a lone HTTP proxy) on `fd`, connected to its first hop at
+/// `addr`: each hop asked for the next hop, the last for `command` to `target`. Failures name
+/// the hop; an earlier hop that cannot reach the next marks the chain failed.
+fn through_chain(
+    fd: BorrowedFd<'_>,
+    server: &Server,
+    command: Command,
+    target: &TargetAddr,
+    addr: SocketAddr,
+    deadline: Instant,
+) -> Result<Granted, Failed> {
+    let count = server.hop_count();
+    let chain = server.chain_text();
+    let first = (server.protocol, &server.identity, server.pipeline, &server.shown);
+    let hops = std::iter::once(first)
+        .chain(server.next.iter().map(|h| (h.protocol, &h.identity, h.pipeline, &h.shown)));
+    let mut version = server.version;
+    let mut bound = TargetAddr::Ip(SocketAddr::from(([0, 0, 0, 0], 0)));
+    for (i, (protocol, identity, pipeline, shown)) in hops.enumerate() {
+        let last = i + 1 == count;
+        let (ask, what) = match server.next.get(i) {
+            Some(next) if !last => (&next.target, Command::Connect),
+            _ => (target, command),
+        };
+        let name_hop = |f: Failed| {
+            if !last {
+                HEALTH.mark_failed(server);
+            }
+            failed(f.errno, format!("via {chain}: hop {} of {count} ({shown}): {}", i + 1, f.why))
+        };
+        match protocol {
+            Protocol::Socks(v) => {
+                let mut hs = ClientHandshake::new(v, what, ask, identity.clone())
+                    .map_err(|e| name_hop(failed(libc::EAFNOSUPPORT, e.to_string())))?;
+                if pipeline {
+                    hs = hs.pipelined();
+                }
+                bound = exchange(fd, &mut hs, deadline).map_err(name_hop)?;
+                version = v;
+            }
+            Protocol::Http if what != Command::Connect => {
+                let why = format!("{what} cannot go through an HTTP proxy");
+                return Err(name_hop(failed(libc::ECONNREFUSED, why)));
+            }
+            Protocol::Http => {
+                http_hop(fd, ask, identity, deadline).map_err(name_hop)?;
+                bound = TargetAddr::Ip(SocketAddr::from(([0, 0, 0, 0], 0)));
+            }
+        }
+    }
+    Ok(Granted { server: addr, version, bound: reachable(bound, addr) })
+}
+
+/// One HTTP CONNECT on `fd`: the request, then the answer read exactly to its blank line (the
+/// bytes after it stay in the socket for the program).
+fn http_hop(
+    fd: BorrowedFd<'_>,
+    target: &TargetAddr,
+    identity: &Identity,
+    deadline: Instant,
+) -> Result<(), Failed> {
+    let credentials =
+        identity.credentials.as_ref().map(|c| (c.username.as_str(), c.password.as_slice()));
+    let mut request = Vec::new();
+    encode_request(target, credentials, &mut request)
+        .map_err(|e| failed(libc::EAFNOSUPPORT, e.to_string()))?;
+    send_all(fd, &request, deadline)?;
+    let mut reader = ResponseReader::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let want = reader.wanted().clamp(1, buf.len());
+        let n = match sys::recv_nonblocking(fd, &mut buf[..want]) {
+            Ok(0) => return Err(failed(libc::ECONNREFUSED, "proxy closed the connection")),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                wait(fd, libc::POLLIN, deadline)
+                    .map_err(|errno| failed(errno, "timed out waiting for the answer"))?;
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(failed(e.raw_os_error().unwrap_or(libc::EIO), format!("recv: {e}")))
+            }
+        };
+        match reader.feed(&buf[..n]) {
+            Ok(ResponseStep::NeedMore) => {}
+            Ok(ResponseStep::Open { .. }) => return Ok(()),
+            Err(e) => return Err(failed(http_errno(&e), e.to_string())),
+        }
+    }
+}
+
+/// The errno for a failed HTTP CONNECT, as the library's table (socks.conf(5) ERRORS).
+pub fn http_errno(error: &HttpConnectError) -> i32 {
+    match error {
+        HttpConnectError::ProxyAuthRequired { .. } => libc::EACCES,
+        HttpConnectError::Refused { status: 504, .. } => libc::ETIMEDOUT,
+        HttpConnectError::Refused { .. } => libc::ECONNREFUSED,
+        HttpConnectError::BadHost | HttpConnectError::BadCredentials => libc::EAFNOSUPPORT,
+        HttpConnectError::NotHttp
+        | HttpConnectError::Malformed(_)
+        | HttpConnectError::HeadTooLong
+        | HttpConnectError::TooManyHeaders
+        | HttpConnectError::Finished => libc::EPROTO,
+    }
 }
 
 /// The address a reply names, with 0.0.0.0 (SOCKS4's "the server's address") or a name (which

@@ -188,7 +188,16 @@ struct Granted {
 
 /// Asks the first SOCKS5 server of `servers` for a UDP association for a new outer socket.
 fn associate(servers: &[Server], deadline: Instant) -> Result<Granted, Failed> {
-    let Some(server) = servers.iter().find(|s| s.version == ClientVersion::Socks5) else {
+    let Some(server) =
+        servers.iter().find(|s| s.is_single_socks() && s.version == ClientVersion::Socks5)
+    else {
+        if servers.iter().any(|s| !s.is_single_socks()) {
+            return Err(failed(
+                libc::ECONNREFUSED,
+                "no single SOCKS5 server for UDP (UDP cannot go through a chain of proxies or \
+                 an HTTP proxy)",
+            ));
+        }
         return Err(failed(libc::EAFNOSUPPORT, "no SOCKS5 server for UDP (SOCKS4 has no UDP)"));
     };
     let family = match server.addrs.first() {
