@@ -160,3 +160,136 @@ fn http_hop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::real;
+    use crate::proxy::request_through;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    /// Reads one HTTP request head (to its blank line) from `s`.
+    fn read_head(s: &mut std::net::TcpStream) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).expect("request"), 1, "request cut short");
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).expect("ASCII request")
+    }
+
+    fn servers_for(value: String) -> Vec<Server> {
+        let env = crate::config::Environment { server: Some(value), ..Default::default() };
+        match crate::config::load(&env).mode {
+            crate::config::Mode::Everything { servers, .. } => servers,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn connect_through(servers: &[Server], target: &TargetAddr) -> (c_int, Result<(), Cause>) {
+        let fd = real::new_socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC);
+        assert!(fd >= 0);
+        let result = request_through(fd, Command::Connect, target, servers, Duration::from_secs(5))
+            .map(|_| ());
+        (fd, result)
+    }
+
+    #[test]
+    fn http_hop_leaves_the_stream_after_the_head_unread() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+        let addr = listener.local_addr().expect("bound");
+        let proxy = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("the library connects");
+            let head = read_head(&mut s);
+            // The answer and the tunnel's first bytes in one write: the library must stop at
+            // the blank line.
+            s.write_all(b"HTTP/1.1 200 Connection established\r\nVia: t\r\n\r\nhello")
+                .expect("answer");
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+            head
+        });
+        let servers = servers_for(format!("http://u:p%3Ew@{addr}"));
+        let (fd, result) =
+            connect_through(&servers, &TargetAddr::Domain("example.org".into(), 443));
+        assert!(result.is_ok(), "{result:?}");
+        let mut first = [0u8; 16];
+        assert_eq!(real::recv_into(fd, &mut first, 0), 5, "exactly the tunnel's bytes are left");
+        assert_eq!(&first[..5], b"hello");
+        real::close_fd(fd);
+        let head = proxy.join().expect("proxy thread");
+        assert!(head.starts_with("CONNECT example.org:443 HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("Proxy-Authorization: Basic dTpwPnc=\r\n"), "u:p>w: {head}");
+    }
+
+    #[test]
+    fn http_407_is_a_refused_password() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+        let addr = listener.local_addr().expect("bound");
+        let proxy = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("the library connects");
+            read_head(&mut s);
+            s.write_all(b"HTTP/1.0 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n")
+                .expect("answer");
+        });
+        let servers = servers_for(format!("http://{addr}"));
+        let (fd, result) =
+            connect_through(&servers, &TargetAddr::Ip("192.0.2.7:80".parse().expect("literal")));
+        assert_eq!(result, Err(Cause::AuthRejected));
+        assert_eq!(Cause::AuthRejected.errno(), libc::EACCES);
+        real::close_fd(fd);
+        proxy.join().expect("proxy thread");
+    }
+
+    #[test]
+    fn socks5_then_http_hop_in_turn() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+        let addr = listener.local_addr().expect("bound");
+        let hops = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().expect("the library connects");
+            let mut greeting = [0u8; 3];
+            s.read_exact(&mut greeting).expect("greeting");
+            assert_eq!(greeting, [5, 1, 0]);
+            s.write_all(&[5, 0]).expect("selection");
+            // CONNECT to the next hop, by name: proxy.far:3128.
+            let mut request = [0u8; 5 + 9 + 2];
+            s.read_exact(&mut request).expect("request");
+            assert_eq!(&request[..5], &[5, 1, 0, 3, 9]);
+            assert_eq!(&request[5..14], b"proxy.far");
+            assert_eq!(&request[14..], &3128u16.to_be_bytes());
+            s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 9]).expect("reply");
+            // Now the HTTP hop speaks on the same stream.
+            let head = read_head(&mut s);
+            s.write_all(b"HTTP/1.1 200 OK\r\n\r\nworld").expect("answer");
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+            head
+        });
+        let servers = servers_for(format!("socks5://{addr}>http://proxy.far:3128"));
+        assert_eq!(servers[0].hop_count(), 2);
+        let (fd, result) = connect_through(&servers, &TargetAddr::Domain("example.org".into(), 80));
+        assert!(result.is_ok(), "{result:?}");
+        let mut first = [0u8; 16];
+        assert_eq!(real::recv_into(fd, &mut first, 0), 5);
+        assert_eq!(&first[..5], b"world");
+        real::close_fd(fd);
+        let head = hops.join().expect("hop thread");
+        assert!(head.starts_with("CONNECT example.org:80 HTTP/1.1\r\n"), "{head}");
+    }
+
+    #[test]
+    fn refusals_before_any_connection() {
+        let servers = servers_for("socks5://127.0.0.1:9>http://proxy.far:3128".into());
+        assert!(refusal(&servers[0], Command::Bind).is_some(), "BIND cannot end at HTTP");
+        assert!(refusal(&servers[0], Command::UdpAssociate).is_some());
+        assert!(refusal(&servers[0], Command::Connect).is_none());
+        let socks_chain = servers_for("127.0.0.1:9>socks5://10.0.0.2:1080".into());
+        assert!(refusal(&socks_chain[0], Command::Bind).is_none(), "BIND at the last SOCKS hop");
+        assert!(refusal(&socks_chain[0], Command::UdpAssociate).is_some());
+        let single = servers_for("127.0.0.1:9".into());
+        assert!(refusal(&single[0], Command::UdpAssociate).is_none());
+    }
+}
