@@ -29,6 +29,8 @@
 //! a failure naming its Debian package ([`paths::require`]). Every wait is bounded. Dropping
 //! the lab kills what it started and deletes the namespaces, also after a panic.
 //!
+//! Chains of proxies (issue 15) add Debian's `tinyproxy` as an HTTP CONNECT hop ([`tinyproxy`]).
+//!
 //! Not here: the assertions themselves (tests/tests/*.rs).
 
 pub mod alarm;
@@ -44,6 +46,7 @@ pub mod probe;
 pub mod process;
 pub mod pty;
 pub mod servers;
+pub mod tinyproxy;
 pub mod vsftpd;
 
 use std::net::SocketAddr;
@@ -62,6 +65,7 @@ pub use preload::SystemWide;
 pub use process::{Client, Daemon, Preload, Ran, OWN_NETNS};
 pub use pty::Step;
 pub use servers::{http_body, pattern, whois_answer, Datagram, Exchange, Server, UdpEcho};
+pub use tinyproxy::Tinyproxy;
 pub use vsftpd::Vsftpd;
 
 /// How long a server gets to come up, and a log line to show up.

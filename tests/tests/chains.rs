@@ -1,0 +1,330 @@
+//! Chains of proxies and HTTP CONNECT upstreams in socks.conf (issue 15), the library's side,
+//! in the namespace lab: the workstation (`inside`) reaches only the firewall (`fw`,
+//! 192.0.2.1); a second hop lives on the outside host (198.51.100.2), reachable only from the
+//! firewall; the destinations (an HTTP server, `www.example.test` from the outside dnsmasq) are
+//! outside. Real programs run under the library: curl, python3, dig.
+//!
+//! - Two sockd in a row: the first (on the firewall) may only reach the second (outside, port
+//!   1081); `socks5://first>socks5://second` works by address and by name (the second hop gets
+//!   the name); the leak check shows nothing leaves the workstation but to the first hop; UDP
+//!   through the chain is refused (dig gets no answer, the log says why).
+//! - tinyproxy as the only way out, with and without Basic auth (a wrong password: the program
+//!   is refused, the log names the hop and 407).
+//! - A corporate HTTP proxy behind a SOCKS jump host: `socks5://fw>http://user:pw@outside`,
+//!   curl by name.
+//! - A hop down: the error names it, and the next connection of the process fails over to the
+//!   next chain of the list.
+//!
+//! Not here: the grammar (proto/src/rules/server_url.rs), the HTTP hop driver on loopback
+//! (shim/src/chain.rs), the supervisor.
+
+use std::net::SocketAddr;
+
+use socks_e2e::dns::{self, WWW};
+use socks_e2e::*;
+
+/// The second sockd's port on the outside host.
+const HOP2_PORT: u16 = 1081;
+/// tinyproxy's port on the outside host (behind the jump host).
+const PROXY_PORT: u16 = 3128;
+/// The HTTP destinations' port.
+const WWW_PORT: u16 = 80;
+
+/// The chain of two sockd, as socks.conf writes it.
+fn two_sockd_chain() -> String {
+    format!("socks5://{SERVER}>socks5://{OUTSIDE_ADDR}:{HOP2_PORT}")
+}
+
+/// The first hop's rules: the workstation may reach only the second hop.
+fn first_hop_rules(port: u16) -> String {
+    format!(
+        "# chains: the first hop may only reach the next hop\n\
+         permit 192.0.2.0/24 {OUTSIDE_ADDR}/32 eq {port}\n"
+    )
+}
+
+/// A sockd on the outside host at 198.51.100.2:`port`, serving the firewall, once it listens.
+fn outside_sockd(lab: &Lab, port: u16) -> Daemon {
+    let conf = lab.write(
+        &format!("sockd-outside-{port}.conf"),
+        format!(
+            "# chains: the second hop serves the firewall, destinations on its own host too\n\
+             permit {FW_OUTSIDE_ADDR}/32 {OUTSIDE_ADDR}/32\n\
+             permit {FW_OUTSIDE_ADDR}/32 {}/128\n\
+             permit {FW_OUTSIDE_ADDR}/32\n",
+            dns::OUTSIDE_ADDR6
+        ),
+    );
+    let listen = format!("{OUTSIDE_ADDR}:{port}");
+    let sockd = Daemon::spawn(
+        lab.ns(Ns::Outside),
+        &format!("sockd-outside:{port}"),
+        &paths::sockd(),
+        &["-l", &listen, "-f", &conf.display().to_string(), "--connect-timeout", "5"],
+    );
+    sockd.wait_line(&["listening on", &listen], STARTUP);
+    sockd
+}
+
+/// The lab with the leak counter, the outside name service (for the firewall and the outside
+/// host), and HTTP servers for `www.example.test`.
+fn chain_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, [Server; 2])> {
+    let lab = Lab::new(name)?;
+    let leaks = LeakCounter::install(&lab);
+    let dns = dns::outside_dns(&lab);
+    lab.net.write_etc(
+        Ns::Outside,
+        "resolv.conf",
+        &format!("# socks-e2e: the outside host's own dnsmasq\nnameserver {OUTSIDE_ADDR}\n"),
+    );
+    let www = dns::http_dual(&lab, WWW_PORT);
+    Some((lab, leaks, dns, www))
+}
+
+/// Writes socks.conf sending everything through `entry` (an `@=` list body).
+fn conf(lab: &Lab, entry: &str) -> String {
+    lab.write("socks.conf", format!("# chains\nsockd @={entry} 0.0.0.0/0\n")).display().to_string()
+}
+
+/// curl fetching `url` under the library with `conf`, debug log on.
+fn curl(lab: &Lab, conf: &str, url: &str) -> Ran {
+    lab.client(paths::require("curl", "curl"))
+        .args(["-sS", "--max-time", "20", url])
+        .env("SOCKS_CONF", conf)
+        .env("SOCKS_LOG", "debug")
+        .env("no_proxy", "*")
+        .ld_preload()
+        .run()
+}
+
+#[test]
+fn two_sockd_in_a_row() {
+    let Some((lab, leaks, _dns, _www)) = chain_lab("chains-two-sockd") else { return };
+    let first = lab.sockd(&first_hop_rules(HOP2_PORT));
+    let second = outside_sockd(&lab, HOP2_PORT);
+    let chain = two_sockd_chain();
+    let conf = conf(&lab, &chain);
+
+    // The first hop alone cannot reach the destination: only the chain can.
+    let alone = lab
+        .client(paths::require("curl", "curl"))
+        .args(["-sS", "--max-time", "10", &format!("http://{OUTSIDE_ADDR}/alone")])
+        .env("SOCKS_SERVER", SERVER)
+        .env("no_proxy", "*")
+        .ld_preload()
+        .run();
+    assert!(!alone.success(), "the first hop must refuse the destination\n{}", alone.describe());
+
+    let ran = curl(&lab, &conf, &format!("http://{OUTSIDE_ADDR}/by-address"));
+    assert!(
+        ran.success() && ran.stdout == http_body("/by-address"),
+        "curl by address through two sockd\n{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains(&format!("connect {OUTSIDE_ADDR}:{WWW_PORT} via {chain}: ok")),
+        "the library logs the chain\n{}",
+        ran.describe()
+    );
+
+    let ran = curl(&lab, &conf, &format!("http://{WWW}/by-name"));
+    assert!(
+        ran.success() && ran.stdout == http_body("/by-name"),
+        "curl by name through two sockd\n{}",
+        ran.describe()
+    );
+
+    let script = format!(
+        "import socket\n\
+         s = socket.create_connection(('{WWW}', {WWW_PORT}), timeout=10)\n\
+         s.sendall(b'GET /python HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')\n\
+         data = b''\n\
+         while True:\n\
+         \x20   d = s.recv(4096)\n\
+         \x20   if not d: break\n\
+         \x20   data += d\n\
+         print(data.split(b'\\r\\n\\r\\n', 1)[1].decode(), end='')\n"
+    );
+    let ran =
+        lab.python(&script).env("SOCKS_CONF", &conf).env("SOCKS_LOG", "debug").ld_preload().run();
+    assert!(
+        ran.success() && ran.stdout == http_body("/python"),
+        "python3 by name through two sockd\n{}",
+        ran.describe()
+    );
+
+    // The first hop only ever saw the second hop as a destination; the second got the name.
+    let hop2 = format!("dst={OUTSIDE_ADDR}:{HOP2_PORT} ");
+    first.wait_lines(&["connected:", "cmd=connect", &hop2], 3, STARTUP);
+    let by_name = format!("dst={WWW}:{WWW_PORT} ");
+    second.wait_lines(&["connected:", "cmd=connect", &by_name], 2, STARTUP);
+    assert!(
+        first.lines_with(&["connected:", &by_name]).is_empty(),
+        "the name must reach only the last hop:\n{}",
+        first.log()
+    );
+
+    // UDP through a chain does not exist: dig gets no answer, never a direct one.
+    let ran = lab
+        .client(paths::require("dig", "dnsutils"))
+        .args([&format!("@{OUTSIDE_ADDR}"), "+tries=1", "+time=2", WWW, "A"])
+        .env("SOCKS_CONF", &conf)
+        .env("SOCKS_LOG", "debug")
+        .ld_preload()
+        .run();
+    assert!(
+        !ran.stdout_text().contains("ANSWER SECTION"),
+        "dig must get no answer through a chain\n{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains("UDP cannot go through a chain of proxies"),
+        "the log says why UDP was refused\n{}",
+        ran.describe()
+    );
+    leaks.assert_only_sockd("curl, python3 and dig through a chain of two sockd");
+}
+
+#[test]
+fn tinyproxy_alone_with_and_without_basic_auth() {
+    let Some((lab, leaks, _dns, _www)) = chain_lab("chains-tinyproxy") else { return };
+    let fw = SocketAddr::from((FW_INSIDE_ADDR, SOCKS_PORT));
+    let open = Tinyproxy {
+        ns: Ns::Fw,
+        listen: fw,
+        allow: &["192.0.2.0/24"],
+        connect_ports: &[WWW_PORT],
+        basic_auth: None,
+    };
+    let proxy = open.start(&lab, Ns::Inside);
+    let ran = curl(&lab, &conf(&lab, &format!("http://{fw}")), &format!("http://{WWW}/open"));
+    assert!(
+        ran.success() && ran.stdout == http_body("/open"),
+        "curl by name through tinyproxy alone\n{}",
+        ran.describe()
+    );
+    // SOCKS_SERVER takes an HTTP proxy too.
+    let ran = lab
+        .client(paths::require("curl", "curl"))
+        .args(["-sS", "--max-time", "20", &format!("http://{OUTSIDE_ADDR}/env")])
+        .env("SOCKS_SERVER", format!("http://{fw}"))
+        .env("no_proxy", "*")
+        .ld_preload()
+        .run();
+    assert!(ran.success() && ran.stdout == http_body("/env"), "{}", ran.describe());
+    // A port tinyproxy does not allow: refused by the proxy, the program sees a refusal.
+    let ran = curl(&lab, &conf(&lab, &format!("http://{fw}")), &format!("http://{WWW}:8080/"));
+    assert!(!ran.success(), "ConnectPort must refuse port 8080\n{}", ran.describe());
+    assert!(
+        ran.stderr.contains("hop 1 of 1 (http://") && ran.stderr.contains("HTTP proxy refused"),
+        "the log names the hop and the refusal\n{}",
+        ran.describe()
+    );
+    drop(proxy);
+
+    let with_auth = Tinyproxy { basic_auth: Some(("alice", "s3cret")), ..open };
+    let _proxy = with_auth.start(&lab, Ns::Inside);
+    let good = conf(&lab, &format!("http://alice:s3cret@{fw}"));
+    let ran = curl(&lab, &good, &format!("http://{WWW}/auth"));
+    assert!(
+        ran.success() && ran.stdout == http_body("/auth"),
+        "curl through tinyproxy with Basic auth\n{}",
+        ran.describe()
+    );
+    let bad = conf(&lab, &format!("http://alice:wrong@{fw}"));
+    let ran = curl(&lab, &bad, &format!("http://{WWW}/bad"));
+    assert!(!ran.success(), "a wrong password must fail\n{}", ran.describe());
+    assert!(
+        ran.stderr.contains(&format!("hop 1 of 1 (http://alice:***@{fw})"))
+            && ran.stderr.contains("407"),
+        "the log names the hop and 407\n{}",
+        ran.describe()
+    );
+    assert!(!ran.stderr.contains("wrong"), "no password in the log\n{}", ran.describe());
+    leaks.assert_only_sockd("curl through tinyproxy as the only way out");
+}
+
+#[test]
+fn corporate_proxy_behind_a_socks_jump_host() {
+    let Some((lab, leaks, _dns, _www)) = chain_lab("chains-corporate") else { return };
+    let _jump = lab.sockd(&first_hop_rules(PROXY_PORT));
+    let proxy_addr = SocketAddr::from((OUTSIDE_ADDR, PROXY_PORT));
+    let _proxy = Tinyproxy {
+        ns: Ns::Outside,
+        listen: proxy_addr,
+        allow: &["198.51.100.0/24"],
+        connect_ports: &[WWW_PORT],
+        basic_auth: Some(("alice", "s3cret")),
+    }
+    .start(&lab, Ns::Fw);
+    let chain = format!("socks5://{SERVER}>http://alice:s3cret@{proxy_addr}");
+    let conf = conf(&lab, &chain);
+    let ran = curl(&lab, &conf, &format!("http://{WWW}/corporate"));
+    assert!(
+        ran.success() && ran.stdout == http_body("/corporate"),
+        "curl by name through a SOCKS jump host and an HTTP proxy\n{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains(&format!("via socks5://{SERVER}>http://alice:***@{proxy_addr}: ok")),
+        "the log shows the chain, password hidden\n{}",
+        ran.describe()
+    );
+    leaks.assert_only_sockd("curl through a SOCKS jump host and an HTTP proxy");
+}
+
+#[test]
+fn a_hop_down_is_named_and_the_next_chain_takes_over() {
+    let Some((lab, _leaks, _dns, _www)) = chain_lab("chains-hop-down") else { return };
+    let _first = lab.sockd(&format!(
+        "# chains: the first hop may reach two next hops\n\
+         permit 192.0.2.0/24 {OUTSIDE_ADDR}/32 eq {HOP2_PORT}\n\
+         permit 192.0.2.0/24 {OUTSIDE_ADDR}/32 eq 1089\n"
+    ));
+    let _second = outside_sockd(&lab, HOP2_PORT);
+    // The first chain's second hop (port 1089) is down.
+    let dead = format!("socks5://{SERVER}>socks5://{OUTSIDE_ADDR}:1089");
+    let conf = conf(&lab, &format!("{dead},{}", two_sockd_chain()));
+    // One process, two connections: the first fails at hop 2 (the socket is spent), the
+    // second skips the chain that failed.
+    let script = format!(
+        "import socket\n\
+         for i in range(2):\n\
+         \x20   try:\n\
+         \x20       s = socket.create_connection(('{OUTSIDE_ADDR}', {WWW_PORT}), timeout=10)\n\
+         \x20       s.sendall(b'GET /t%d HTTP/1.0\\r\\n\\r\\n' % i)\n\
+         \x20       print(i, 'ok', s.recv(4096).split(b'\\r\\n')[0].decode())\n\
+         \x20   except OSError as e:\n\
+         \x20       print(i, 'error', e.errno)\n"
+    );
+    let ran =
+        lab.python(&script).env("SOCKS_CONF", &conf).env("SOCKS_LOG", "debug").ld_preload().run();
+    assert!(ran.success(), "{}", ran.describe());
+    let out = ran.stdout_text();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() == 2 && lines[0].starts_with("0 error") && lines[1].starts_with("1 ok"),
+        "the first connection fails at the dead hop, the second goes through the next chain\n{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains(&format!("hop 2 of 2 (socks5://{OUTSIDE_ADDR}:1089)")),
+        "the log names the hop that failed\n{}",
+        ran.describe()
+    );
+
+    // A first hop down: the same connection fails over to the next chain.
+    let conf = self::conf(
+        &lab,
+        &format!(
+            "socks5://{FW_INSIDE_ADDR}:1089>socks5://{OUTSIDE_ADDR}:{HOP2_PORT},{}",
+            two_sockd_chain()
+        ),
+    );
+    let ran = curl(&lab, &conf, &format!("http://{OUTSIDE_ADDR}/failover"));
+    assert!(
+        ran.success() && ran.stdout == http_body("/failover"),
+        "a first hop down: the next chain\n{}",
+        ran.describe()
+    );
+}
