@@ -85,7 +85,16 @@ pub fn run(
         let name_hop = |(cause, why): HopFailure| ChainFailure {
             cause,
             hop: i,
-            message: format!("hop {} of {count} ({shown}): {why}", i + 1),
+            message: match server.next.get(i) {
+                // The hop answered but could not open the way to the next one: name both.
+                Some(next) if !last => format!(
+                    "hop {} of {count} ({shown}) could not reach hop {} ({}): {why}",
+                    i + 1,
+                    i + 2,
+                    next.shown
+                ),
+                _ => format!("hop {} of {count} ({shown}): {why}", i + 1),
+            },
         };
         granted = match protocol {
             Protocol::Socks(version) => {

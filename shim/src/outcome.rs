@@ -217,12 +217,14 @@ impl Cause {
         }
     }
 
-    /// The cause of a failed HTTP CONNECT (see socks.conf(5) ERRORS): 407 as a refused
+    /// The cause of a failed HTTP CONNECT (see socks.conf(5) ERRORS): 407 (or 401) as a refused
     /// password, 504 as a timeout, any other status as a refusal, a broken answer as a
     /// protocol error.
     pub fn of_http(error: &HttpConnectError) -> Cause {
         match error {
-            HttpConnectError::ProxyAuthRequired { .. } => Cause::AuthRejected,
+            // 401 too: tinyproxy (1.11) answers a CONNECT with wrong credentials with it.
+            HttpConnectError::ProxyAuthRequired { .. }
+            | HttpConnectError::Refused { status: 401, .. } => Cause::AuthRejected,
             HttpConnectError::Refused { status: 504, .. } => Cause::Server(Failure::TtlExpired),
             HttpConnectError::Refused { .. } => Cause::Server(Failure::Refused),
             HttpConnectError::BadHost | HttpConnectError::BadCredentials => Cause::Unsupported,

@@ -215,7 +215,18 @@ fn through_chain(
             if !last {
                 HEALTH.mark_failed(server);
             }
-            failed(f.errno, format!("via {chain}: hop {} of {count} ({shown}): {}", i + 1, f.why))
+            let place = match server.next.get(i) {
+                Some(next) if !last => {
+                    format!(
+                        "hop {} of {count} ({shown}) could not reach hop {} ({})",
+                        i + 1,
+                        i + 2,
+                        next.shown
+                    )
+                }
+                _ => format!("hop {} of {count} ({shown})", i + 1),
+            };
+            failed(f.errno, format!("via {chain}: {place}: {}", f.why))
         };
         match protocol {
             Protocol::Socks(v) => {
@@ -282,7 +293,9 @@ fn http_hop(
 /// The errno for a failed HTTP CONNECT, as the library's table (socks.conf(5) ERRORS).
 pub fn http_errno(error: &HttpConnectError) -> i32 {
     match error {
-        HttpConnectError::ProxyAuthRequired { .. } => libc::EACCES,
+        // 401 too: tinyproxy (1.11) answers a CONNECT with wrong credentials with it.
+        HttpConnectError::ProxyAuthRequired { .. }
+        | HttpConnectError::Refused { status: 401, .. } => libc::EACCES,
         HttpConnectError::Refused { status: 504, .. } => libc::ETIMEDOUT,
         HttpConnectError::Refused { .. } => libc::ECONNREFUSED,
         HttpConnectError::BadHost | HttpConnectError::BadCredentials => libc::EAFNOSUPPORT,
