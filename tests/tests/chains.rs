@@ -335,3 +335,56 @@ fn a_hop_down_is_named_and_the_next_chain_takes_over() {
         ran.describe()
     );
 }
+
+#[test]
+fn supervised_python_through_a_corporate_chain() {
+    let Some(lab) = socks_e2e::build::supervised_lab("chains-supervised") else { return };
+    let leaks = LeakCounter::install(&lab);
+    let _dns = dns::outside_dns(&lab);
+    lab.net.write_etc(
+        Ns::Outside,
+        "resolv.conf",
+        &format!("# socks-e2e: the outside host's own dnsmasq\nnameserver {OUTSIDE_ADDR}\n"),
+    );
+    let _www = dns::http_dual(&lab, WWW_PORT);
+    let _jump = lab.sockd(&first_hop_rules(PROXY_PORT));
+    let proxy_addr = SocketAddr::from((OUTSIDE_ADDR, PROXY_PORT));
+    let _proxy = Tinyproxy {
+        ns: Ns::Outside,
+        listen: proxy_addr,
+        allow: &["198.51.100.0/24"],
+        connect_ports: &[WWW_PORT],
+        basic_auth: Some(("alice", "s3cret")),
+    }
+    .start(&lab, Ns::Fw);
+    let conf = conf(&lab, &format!("socks5://{SERVER}>http://alice:s3cret@{proxy_addr}"));
+    let script = format!(
+        "import socket\n\
+         s = socket.create_connection(('{WWW}', {WWW_PORT}), timeout=10)\n\
+         s.sendall(b'GET /supervised HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')\n\
+         data = b''\n\
+         while True:\n\
+         \x20   d = s.recv(4096)\n\
+         \x20   if not d: break\n\
+         \x20   data += d\n\
+         print(data.split(b'\\r\\n\\r\\n', 1)[1].decode(), end='')\n"
+    );
+    let ran =
+        lab.python(&script).env("SOCKS_LOG", "debug").socksify(&["--supervise", "-c", &conf]).run();
+    assert!(
+        ran.success() && ran.stdout == http_body("/supervised"),
+        "python3 by name under the supervisor through a SOCKS jump host and an HTTP proxy\n{}",
+        ran.describe()
+    );
+    // A wrong password: refused, the hop named, never direct.
+    let bad = self::conf(&lab, &format!("socks5://{SERVER}>http://alice:wrong@{proxy_addr}"));
+    let ran =
+        lab.python(&script).env("SOCKS_LOG", "debug").socksify(&["--supervise", "-c", &bad]).run();
+    assert!(!ran.success(), "a wrong password must fail\n{}", ran.describe());
+    assert!(
+        ran.stderr.contains(&format!("hop 2 of 2 (http://alice:***@{proxy_addr})")),
+        "the supervisor's log names the hop\n{}",
+        ran.describe()
+    );
+    leaks.assert_only_sockd("python3 under the supervisor through a chain");
+}
