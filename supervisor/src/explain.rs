@@ -7,7 +7,7 @@
 //! name written in socks.conf or `SOCKS_SERVER` is looked up in /etc/hosts only (one that is not
 //! there stands for 0.0.0.0 and is listed as not resolved). It prints what was read, the
 //! socks.conf line that decides (file:line and its canonical text), the route (direct, deny,
-//! or the servers in the order they are tried) and, for a host name, whether it is resolved
+//! or the servers in the order they are tried, a chain hop by hop) and, for a host name, whether it is resolved
 //! locally (and why) or sent to the server by name behind a fake address. The decision itself is
 //! `socks_client::route` and `socks_client::names::plan`, as in a real run; this file only
 //! finds the line and the reasons around them.
@@ -369,14 +369,15 @@ fn server_text(server: &Server, written: Option<&str>) -> String {
         text.push_str(" ?pipeline: the whole handshake in one write");
     }
     for (i, hop) in server.next.iter().enumerate() {
-        let last = if i + 1 == server.next.len() { ", which asks for the destination" } else { "" };
+        let last =
+            if i + 1 == server.next.len() { "; it is asked for the destination" } else { "" };
         let _ = write!(
             text,
-            "\n     then hop {} of {}: {} {}, reached through the hop before{last}",
+            "\n     hop {} of {}: {}, reached through hop {}{last}",
             i + 2,
             server.hop_count(),
-            hop.protocol.name(),
-            hop.shown
+            hop.shown,
+            i + 1
         );
     }
     text
@@ -529,5 +530,27 @@ mod tests {
             "u:***@a>http://v:***@b:3128",
             "every hop of a chain"
         );
+    }
+
+    #[test]
+    fn a_chain_is_shown_hop_by_hop() {
+        let env = Environment {
+            server: Some(
+                "socks5://u:pw@127.0.0.1:1080>socks4a://hop2.far>http://a:b@proxy.corp:3128".into(),
+            ),
+            ..Environment::default()
+        };
+        let settings = crate::config::load(&env);
+        let Mode::Everything { servers, .. } = &settings.mode else {
+            panic!("{:?}", settings.mode)
+        };
+        let text = server_text(&servers[0], None);
+        assert_eq!(
+            text,
+            "socks5 127.0.0.1:1080\n     hop 2 of 3: socks4a://hop2.far:1080, reached through hop 1\n     \
+             hop 3 of 3: http://a:***@proxy.corp:3128, reached through hop 2; it is asked for the \
+             destination"
+        );
+        assert!(!text.contains("pw") && !text.contains(":b@"), "{text}");
     }
 }
