@@ -388,3 +388,43 @@ fn supervised_python_through_a_corporate_chain() {
     );
     leaks.assert_only_sockd("python3 under the supervisor through a chain");
 }
+
+#[test]
+fn ftp_active_and_passive_through_two_sockd() {
+    let Some((lab, leaks, _dns, _www)) = chain_lab("chains-ftp") else { return };
+    let content = pattern(200_000);
+    let vsftpd = lab.vsftpd(&[("big.bin", &content)]);
+    let _first = lab.sockd(&first_hop_rules(HOP2_PORT));
+    let second = outside_sockd(&lab, HOP2_PORT);
+    let conf = conf(&lab, &two_sockd_chain());
+    let (active, passive) = (lab.dir.path().join("active.bin"), lab.dir.path().join("passive.bin"));
+    let script = format!(
+        "user anonymous e2e@inside.test\nbinary\nget big.bin {}\npassive\nget big.bin {}\nquit\n",
+        active.display(),
+        passive.display()
+    );
+    let ran = lab
+        .client(paths::require("inetutils-ftp", "inetutils-ftp"))
+        .args(["-n", "-v", &OUTSIDE_ADDR.to_string()])
+        .stdin(script)
+        .env("SOCKS_CONF", &conf)
+        .env("SOCKS_LOG", "debug")
+        .ld_preload()
+        .timeout(std::time::Duration::from_secs(60))
+        .run();
+    let context = || format!("{}\n--- vsftpd log ---\n{}", ran.describe(), vsftpd.log.text());
+    assert!(ran.success(), "ftp failed\n{}", context());
+    for (mode, file) in [("active", &active), ("passive", &passive)] {
+        let got = std::fs::read(file).unwrap_or_default();
+        assert!(got == content, "the {mode} download must be the whole file\n{}", context());
+    }
+    // BIND was asked of the last hop: it listens on the outside host's address.
+    assert!(
+        ran.stderr
+            .contains(&format!("bind for {}: the server listens on {OUTSIDE_ADDR}:", vsftpd.addr)),
+        "the data connection's bind must be a BIND at the last hop\n{}",
+        context()
+    );
+    second.wait_line(&["cmd=bind"], STARTUP);
+    leaks.assert_only_sockd("ftp active and passive through a chain of two sockd");
+}
