@@ -180,7 +180,7 @@ fn through_chain(
     match chain::run(fd, server, command, target, deadline) {
         Ok(granted) => {
             log!(Level::Info, "{command} {target} via {chain}: ok");
-            let bound = reachable(granted.bound, addr);
+            let bound = reachable(granted.bound, last_hop(server, addr));
             let version = granted.version.unwrap_or(server.version);
             Ok(Granted { server: raw, version, bound })
         }
@@ -192,6 +192,15 @@ fn through_chain(
             }
             Err(failure.cause)
         }
+    }
+}
+
+/// The address of a chain's last hop when it is written as one (a reply's 0.0.0.0 means that
+/// host), else the first hop's `addr`.
+fn last_hop(server: &Server, addr: SocketAddr) -> SocketAddr {
+    match server.next.last().map(|hop| &hop.target) {
+        Some(TargetAddr::Ip(last)) => *last,
+        _ => addr,
     }
 }
 

@@ -248,7 +248,12 @@ fn through_chain(
             }
         }
     }
-    Ok(Granted { server: addr, version, bound: reachable(bound, addr) })
+    // A reply's 0.0.0.0 names the last hop: its address when written as one.
+    let last_hop = match server.next.last().map(|hop| &hop.target) {
+        Some(TargetAddr::Ip(last)) => *last,
+        _ => addr,
+    };
+    Ok(Granted { server: addr, version, bound: reachable(bound, last_hop) })
 }
 
 /// One HTTP CONNECT on `fd`: the request, then the answer read exactly to its blank line (the
