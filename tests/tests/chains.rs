@@ -13,10 +13,13 @@
 //! - A corporate HTTP proxy behind a SOCKS jump host: `socks5://fw>http://user:pw@outside`,
 //!   curl by name.
 //! - A hop down: the error names it, and the next connection of the process fails over to the
-//!   next chain of the list.
+//!   next chain of the list; a first hop down fails over within the same connection.
+//! - ftp through two sockd: active mode (BIND asked of the last hop) and passive.
+//! - python3 under the supervisor (`socksify --supervise`) through the corporate chain, and
+//!   a wrong password there: refused, the hop named.
 //!
 //! Not here: the grammar (proto/src/rules/server_url.rs), the HTTP hop driver on loopback
-//! (shim/src/chain.rs), the supervisor.
+//! (shim/src/chain.rs), `--explain` of a chain (supervisor/src/explain.rs).
 
 use std::net::SocketAddr;
 
