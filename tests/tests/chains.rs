@@ -11,7 +11,7 @@
 //! - tinyproxy as the only way out, with and without Basic auth (a wrong password: the program
 //!   is refused, the log names the hop and 407).
 //! - A corporate HTTP proxy behind a SOCKS jump host: `socks5://fw>http://user:pw@outside`,
-//!   curl by name.
+//!   curl and ssh by name.
 //! - A hop down: the error names it, and the next connection of the process fails over to the
 //!   next chain of the list; a first hop down fails over within the same connection.
 //! - ftp through two sockd: active mode (BIND asked of the last hop) and passive.
@@ -255,13 +255,14 @@ fn tinyproxy_alone_with_and_without_basic_auth() {
 #[test]
 fn corporate_proxy_behind_a_socks_jump_host() {
     let Some((lab, leaks, _dns, _www)) = chain_lab("chains-corporate") else { return };
+    let (_sshd, key) = lab.sshd();
     let _jump = lab.sockd(&first_hop_rules(PROXY_PORT));
     let proxy_addr = SocketAddr::from((OUTSIDE_ADDR, PROXY_PORT));
     let _proxy = Tinyproxy {
         ns: Ns::Outside,
         listen: proxy_addr,
         allow: &["198.51.100.0/24"],
-        connect_ports: &[WWW_PORT],
+        connect_ports: &[WWW_PORT, 22],
         basic_auth: Some(("alice", "s3cret")),
     }
     .start(&lab, Ns::Fw);
@@ -278,7 +279,19 @@ fn corporate_proxy_behind_a_socks_jump_host() {
         "the log shows the chain, password hidden\n{}",
         ran.describe()
     );
-    leaks.assert_only_sockd("curl through a SOCKS jump host and an HTTP proxy");
+    // ssh by name: the session rides the tunnel after the proxy's answer.
+    let ran = lab
+        .ssh(&key, &format!("root@{WWW}"), &["echo", "chained"])
+        .env("SOCKS_CONF", &conf)
+        .env("SOCKS_LOG", "debug")
+        .ld_preload()
+        .run();
+    assert!(
+        ran.success() && ran.stdout_text().trim() == "chained",
+        "ssh by name through a SOCKS jump host and an HTTP proxy\n{}",
+        ran.describe()
+    );
+    leaks.assert_only_sockd("curl and ssh through a SOCKS jump host and an HTTP proxy");
 }
 
 #[test]
