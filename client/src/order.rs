@@ -16,6 +16,10 @@
 //!   random places). Nothing is shared between processes: a random start already
 //!   spreads them, and shared state would need a file or a shared mapping on every workstation.
 //!
+//! A chain of proxies (`a>b>c`) is one [`Server`]: the walk, the failure memory and `?spread`
+//! apply to whole chains (a chain whose first hop does not answer, or whose later hop could not
+//! be reached, is marked failed as a whole).
+//!
 //! No allocation, no lock, no system call beyond reading the clock and the process id: the
 //! library walks this inside `connect()`, even from a signal handler. The tables are atomics, so
 //! a fork child starts with its parent's memory and can never find a lock held.

@@ -15,7 +15,8 @@
 //! 1080 (`http://`: 8080). The first hop's host name is resolved now, through [`Lookup::host`],
 //! keeping every address in resolver order; a later hop of a chain is named to the hop before
 //! it, so its name is kept as written and not resolved here. Errors in a chain say which hop
-//! (`hop 2 of 3 in `…``). A `>` inside a user name or password is written `%3E`. USER and PASSWORD may contain `%XX` escapes (for `,`, `#`, `@`, `:`, `%` or blanks) and
+//! (``hop 2 of 3 in `…` ``). A `>` inside a user name or password is written `%3E`.
+//! USER and PASSWORD may contain `%XX` escapes (for `,`, `#`, `@`, `:`, `%` or blanks) and
 //! are at most 255 bytes each (RFC 1929); SOCKS4/4a servers take a USER (the USERID) but no
 //! PASSWORD. Passwords never appear in `Debug`, `Display` or error messages: they print as `***`.
 //!
