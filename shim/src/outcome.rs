@@ -149,7 +149,8 @@ pub enum Cause {
     RemoteQuestion,
     /// The fake address map is full: a new name resolved on the far side gets no address.
     MapFull,
-    /// The fake address map could not be created when the library was loaded.
+    /// The fake address map could not be created (its shared mapping, made before the first
+    /// name or the first fork).
     MapUnavailable,
     /// A name that cannot stand behind a fake address (longer than 255 bytes, a NUL byte).
     BadName,

@@ -30,17 +30,18 @@ pub mod udp_hooks;
 
 /// Runs once at load time, and does only what cannot wait for the first intercepted call
 /// (every process the library is preloaded into pays for it, most of them making no call the
-/// library intercepts: issue 17, docs/PERFORMANCE.md "Library load time"):
-/// - the shared map of fake addresses must exist before a fork for parent and child to share
-///   it (a single mmap of untouched pages);
-/// - which file descriptor 2 is must be noted before the program can close it and reuse the
-///   number (one fstat).
+/// library intercepts: issue 17, docs/PERFORMANCE.md "Library load time"): which file
+/// descriptor 2 is must be noted before the program can close it and reuse the number (one
+/// fstat; a `close` libc makes itself, as `fclose(stderr)` does, is never seen by a hook).
 ///
-/// The panic hook that keeps panics off the program's stderr is not set here but by the first
-/// exported function that runs (`log::quiet_panics`, from the shield): only the library's own
-/// code can panic, and all of it runs inside the shield.
+/// Not here, though they used to be:
+/// - the panic hook that keeps panics off the program's stderr: set by the first exported
+///   function that runs (`log::quiet_panics`, from the shield); only the library's own code
+///   can panic, and all of it runs inside the shield;
+/// - the shared map of fake addresses: created when the first name gets a fake address, or by
+///   the `fork` hook just before the first fork, so parent and child still share it
+///   (`fakemap`).
 extern "C" fn at_load() {
-    fakemap::create();
     crate::log::remember_standard_error();
 }
 
