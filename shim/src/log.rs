@@ -66,26 +66,37 @@ const HOOK_SET: u8 = 2;
 /// that logs it with [`write_line`] when `SOCKS_LOG` asks. After that, one atomic load.
 ///
 /// It is called before the work of every exported function, so no library code can panic
-/// before the hook is set. Setting it takes std's hook lock for writing; every signal is blocked
-/// meanwhile, so a handler of the program that calls into the library can never panic while
-/// this thread holds that lock. A second thread that panics meanwhile waits for the lock and
-/// then finds the new hook. Not in unit tests, whose failures must show.
+/// before the hook is set. Setting it takes std's hook lock for writing. Every signal is
+/// blocked from before this thread claims the job until the hook is set, so a handler of the
+/// program that calls into the library never finds the job half done in its own thread (nor
+/// the lock held). Another thread that finds it being set waits for it, briefly and bounded
+/// (a fork child of that instant would wait for ever): a slower setter leaves that thread a
+/// moment in which a panic of its own could still reach std's default hook. Not in unit tests,
+/// whose failures must show.
 pub fn quiet_panics() {
     if cfg!(test) || PANIC_HOOK.load(Ordering::Acquire) == HOOK_SET {
         return;
     }
     // `set_hook` itself panics in a thread that is panicking.
-    if std::thread::panicking()
-        || PANIC_HOOK
-            .compare_exchange(HOOK_UNSET, HOOK_SETTING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-    {
+    if std::thread::panicking() {
         return;
     }
     with_signals_blocked(|| {
-        std::panic::set_hook(Box::new(|info| log!(Level::Error, "internal error: {info}")));
+        let claimed = PANIC_HOOK
+            .compare_exchange(HOOK_UNSET, HOOK_SETTING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if claimed {
+            std::panic::set_hook(Box::new(|info| log!(Level::Error, "internal error: {info}")));
+            PANIC_HOOK.store(HOOK_SET, Ordering::Release);
+            return;
+        }
+        for _ in 0..100_000 {
+            if PANIC_HOOK.load(Ordering::Acquire) == HOOK_SET {
+                return;
+            }
+            std::hint::spin_loop();
+        }
     });
-    PANIC_HOOK.store(HOOK_SET, Ordering::Release);
 }
 
 /// A fixed buffer that `fmt::Write` fills until full.
