@@ -21,6 +21,8 @@ use crate::targets::Echo;
 pub const DANTE_LIB: &str = "/usr/lib/x86_64-linux-gnu/libdsocksd.so.0";
 /// proxychains-ng's library (libproxychains4, from proxychains4).
 pub const PROXYCHAINS_LIB: &str = "/usr/lib/x86_64-linux-gnu/libproxychains.so.4";
+/// tsocks' library (from tsocks): a start-cost row only (issue 17), when installed.
+pub const TSOCKS_LIB: &str = "/usr/lib/x86_64-linux-gnu/libtsocks.so.1";
 
 /// A way to run a program: a label, environment to add, and whether its connections to the
 /// echo server should go through sockd.
@@ -78,6 +80,7 @@ pub struct Configs {
     pub ours: PathBuf,
     pub proxychains: PathBuf,
     pub dante: PathBuf,
+    pub tsocks: PathBuf,
 }
 
 pub fn write_configs(dir: &Path, proxy: SocketAddr) -> Result<Configs, String> {
@@ -107,10 +110,15 @@ pub fn write_configs(dir: &Path, proxy: SocketAddr) -> Result<Configs, String> {
                  \tproxyprotocol: socks_v5\n\tmethod: none\n}}\n"
             ),
         )?,
+        tsocks: w(
+            "tsocks.conf",
+            format!("server = {ip}\nserver_port = {port}\nserver_type = 5\n"),
+        )?,
     })
 }
 
-/// The variants whose start cost is compared.
+/// The variants whose start cost is compared (tsocks last, and only when installed: the
+/// connect-cost variants pick the others by position).
 pub fn start_variants(libsocks: &Path, conf: &Configs) -> Vec<Variant> {
     let ours = libsocks.display().to_string();
     let (conf_ours, conf_pc, conf_dante) = (
@@ -141,6 +149,16 @@ pub fn start_variants(libsocks: &Path, conf: &Configs) -> Vec<Variant> {
             false,
         ),
     ]
+    .into_iter()
+    .chain(Path::new(TSOCKS_LIB).is_file().then(|| {
+        let conf_tsocks = conf.tsocks.display().to_string();
+        Variant::new(
+            "tsocks (libtsocks.so.1)",
+            &[("LD_PRELOAD", TSOCKS_LIB), ("TSOCKS_CONF_FILE", &conf_tsocks)],
+            false,
+        )
+    }))
+    .collect()
 }
 
 /// Median wall time in µs of spawning and waiting for `/bin/true` under each variant, the

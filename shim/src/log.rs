@@ -7,11 +7,15 @@
 //! file, a pipe or a socket that got number 2 never finds a line of ours in it. When descriptor 2
 //! is no longer that file (or was closed at load), messages — asked for or not — are dropped.
 //! The check is an fstat(2) per message, and messages are rare.
+//!
+//! Panics are diagnostics too: [`quiet_panics`], called by the shield on the way into every
+//! exported function, gives the library's copy of std a panic hook that logs them here (at
+//! `error`) instead of std's default printing to descriptor 2.
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
-use crate::ffi::real;
+use crate::ffi::{real, with_signals_blocked};
 
 /// Severity, most severe first; `Off` prints nothing (`SOCKS_LOG`, parsed by the shared settings).
 pub use socks_client::LogLevel as Level;
@@ -49,6 +53,50 @@ fn is_standard_error() -> bool {
         && real::identity(2).is_some_and(|(dev, ino)| {
             dev == STDERR_DEV.load(Ordering::Relaxed) && ino == STDERR_INO.load(Ordering::Relaxed)
         })
+}
+
+/// The panic hook's state: not set yet, being set (by one thread), set.
+static PANIC_HOOK: AtomicU8 = AtomicU8::new(HOOK_UNSET);
+const HOOK_UNSET: u8 = 0;
+const HOOK_SETTING: u8 = 1;
+const HOOK_SET: u8 = 2;
+
+/// Makes sure a panic in the library is never printed by std's default hook (on descriptor 2,
+/// whatever it is by then, with std's stderr lock and the heap): the first call sets a hook
+/// that logs it with [`write_line`] when `SOCKS_LOG` asks. After that, one atomic load.
+///
+/// It is called before the work of every exported function, so no library code can panic
+/// before the hook is set. Setting it takes std's hook lock for writing. Every signal is
+/// blocked from before this thread claims the job until the hook is set, so a handler of the
+/// program that calls into the library never finds the job half done in its own thread (nor
+/// the lock held). Another thread that finds it being set waits for it, briefly and bounded
+/// (a fork child of that instant would wait for ever): a slower setter leaves that thread a
+/// moment in which a panic of its own could still reach std's default hook. Not in unit tests,
+/// whose failures must show.
+pub fn quiet_panics() {
+    if cfg!(test) || PANIC_HOOK.load(Ordering::Acquire) == HOOK_SET {
+        return;
+    }
+    // `set_hook` itself panics in a thread that is panicking.
+    if std::thread::panicking() {
+        return;
+    }
+    with_signals_blocked(|| {
+        let claimed = PANIC_HOOK
+            .compare_exchange(HOOK_UNSET, HOOK_SETTING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if claimed {
+            std::panic::set_hook(Box::new(|info| log!(Level::Error, "internal error: {info}")));
+            PANIC_HOOK.store(HOOK_SET, Ordering::Release);
+            return;
+        }
+        for _ in 0..100_000 {
+            if PANIC_HOOK.load(Ordering::Acquire) == HOOK_SET {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    });
 }
 
 /// A fixed buffer that `fmt::Write` fills until full.

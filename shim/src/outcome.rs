@@ -12,8 +12,10 @@
 //!
 //! [`shield`] is the one wrapper every exported function runs its work in: a panic becomes
 //! `Cause::Panic` (errno EIO) and the call's failure value, never an unwind into C and never
-//! the real call made anyway. The resolver functions that report through h_errno use
-//! [`shield_resolver`], the same shield that also sets h_errno.
+//! the real call made anyway. Before the body runs, it makes sure the library's panic hook is
+//! set (`log::quiet_panics`), so a panic is never printed on the program's stderr. The
+//! resolver functions that report through h_errno use [`shield_resolver`], the same shield
+//! that also sets h_errno.
 //!
 //! Not here: where the causes arise (`intercept`, `proxy`, `udp`).
 
@@ -36,6 +38,7 @@ use crate::ffi::real;
 /// }
 /// ```
 pub fn shield<T>(failed: T, body: impl FnOnce() -> T) -> T {
+    crate::log::quiet_panics();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(value) => value,
         Err(_) => {
@@ -48,6 +51,7 @@ pub fn shield<T>(failed: T, body: impl FnOnce() -> T) -> T {
 /// [`shield`] for the functions that report through h_errno (gethostbyname*, res_*): a panic
 /// also sets h_errno to `Cause::Panic.h_errno()` (NO_RECOVERY).
 pub fn shield_resolver<T>(failed: T, body: impl FnOnce() -> T) -> T {
+    crate::log::quiet_panics();
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(value) => value,
         Err(_) => {
@@ -146,7 +150,8 @@ pub enum Cause {
     RemoteQuestion,
     /// The fake address map is full: a new name resolved on the far side gets no address.
     MapFull,
-    /// The fake address map could not be created when the library was loaded.
+    /// The fake address map could not be created (its shared mapping, made before the first
+    /// name or the first fork).
     MapUnavailable,
     /// A name that cannot stand behind a fake address (longer than 255 bytes, a NUL byte).
     BadName,

@@ -300,6 +300,54 @@ fn ssh_by_name_with_check_host_ip() {
     leaks.assert_only_sockd("ssh by name with CheckHostIP");
 }
 
+/// The map is not made at load (issue 17): a process whose first act is to fork, and whose
+/// child is the first to resolve a name, must still share it — the `fork` hook makes the map
+/// just before. Without it the parent would not know the child's fake address (EHOSTUNREACH).
+#[test]
+fn fork_first_then_the_child_resolves_and_the_parent_connects() {
+    let Some((lab, leaks, _dns, sockd)) = names_lab("names-fork-first") else { return };
+    let echo = lab.echo(7);
+    let name = format!("fork-first.{MANY}");
+    let script = format!(
+        r#"
+import os, socket
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    os.write(w, socket.getaddrinfo("{name}", 7, socket.AF_INET, socket.SOCK_STREAM)[0][4][0].encode())
+    os._exit(0)
+os.close(w)
+addr = b""
+while True:
+    chunk = os.read(r, 100)
+    if not chunk:
+        break
+    addr += chunk
+os.waitpid(pid, 0)
+addr = addr.decode()
+s = socket.create_connection((addr, 7), timeout=15)
+s.sendall(b"first fork")
+s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+print("echoed:", got == b"first fork", "reverse:", socket.gethostbyaddr(addr)[0])
+"#
+    );
+    let ran = under_library(lab.python(&script)).run();
+    assert!(ran.success(), "python3 fork first\n{}", ran.describe());
+    assert_eq!(ran.stdout_text(), format!("echoed: True reverse: {name}\n"), "{}", ran.describe());
+    sessions_by_name(&sockd, &name, 7, 1);
+    echo.wait_done(1, STARTUP);
+    assert_from_firewall(&echo);
+    dns::assert_no_fake_destination(&sockd);
+    leaks.assert_only_sockd("fork first, child resolves");
+}
+
 #[test]
 fn fork_resolve_in_one_process_connect_in_the_other() {
     let Some((lab, leaks, _dns, sockd)) = names_lab("names-fork") else { return };

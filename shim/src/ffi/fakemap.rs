@@ -2,10 +2,16 @@
 //! program for them. Entry `i` stands for the i-th address of the fake IPv4 range and of the
 //! fake IPv6 range alike, so one table serves both families.
 //!
-//! It lives in one shared anonymous mapping created when the library is loaded, so a process
-//! and all its forked children (in both directions) see the same names, with no thread, no lock
-//! and no file: entries are claimed with atomics and never removed. `exec` starts a new map, so
-//! fake addresses mean nothing across exec. Bounded: `CAPACITY` names, then a clear error.
+//! It lives in one shared anonymous mapping, so a process and all its forked children (in both
+//! directions) see the same names, with no thread, no lock and no file: entries are claimed with
+//! atomics and never removed. `exec` starts a new map, so fake addresses mean nothing across
+//! exec. Bounded: `CAPACITY` names, then a clear error.
+//!
+//! The mapping is created the first time the process needs it, not at load (a shared mapping
+//! costs the kernel a file of its own, set up and torn down, in every process the library is
+//! preloaded into: issue 17): when a name first gets a fake address, or just before the
+//! process first forks (the `fork` hook calls [`create`]), so parent and child share it.
+//! A name looked up before then has no fake address, and none was handed out.
 #![allow(unsafe_code)]
 
 use std::ptr::null_mut;
@@ -48,7 +54,9 @@ pub enum MapError {
     BadName,
 }
 
-/// Creates the shared mapping; called once from the library's constructor.
+/// Creates the shared mapping unless it exists: before a fork (the `fork` hook) and before the
+/// first name is added. Threads racing here agree on one mapping (the others are unmapped).
+/// Async-signal-safe: an mmap and atomics.
 pub fn create() {
     if !REGION.load(Ordering::Acquire).is_null() {
         return;
@@ -66,8 +74,13 @@ pub fn create() {
             0,
         )
     };
-    if ptr != libc::MAP_FAILED {
-        REGION.store(ptr.cast(), Ordering::Release);
+    if ptr == libc::MAP_FAILED {
+        return;
+    }
+    if REGION.compare_exchange(null_mut(), ptr.cast(), Ordering::AcqRel, Ordering::Acquire).is_err()
+    {
+        // SAFETY: `ptr` is the mapping of `size` bytes made above, which nothing else has seen.
+        unsafe { libc::munmap(ptr, size) };
     }
 }
 
@@ -118,6 +131,7 @@ fn entry_matches(entry: &NameEntry, name: &[u8]) -> bool {
 pub fn index_of(name: &str) -> Result<u32, MapError> {
     let (buf, len) = normalise(name)?;
     let name = &buf[..len];
+    create();
     let region = region()?;
     let mut slot = hash(name) % SLOTS;
     let mut claimed: Option<u32> = None;

@@ -8,8 +8,8 @@ use libc::{c_int, c_uint, sockaddr, socklen_t};
 
 use crate::config;
 use crate::fdtable;
-use crate::ffi::real;
 use crate::ffi::sockaddr::RawAddr;
+use crate::ffi::{fakemap, real};
 use crate::guard::Guard;
 use crate::intercept;
 use crate::outcome::{fail, shield};
@@ -300,6 +300,21 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_i
             fdtable::copy(fd, rc);
         }
         rc
+    })
+}
+
+/// fork(2): first makes sure the shared map of fake addresses exists, so that parent and child
+/// share it (it is not created at load: `ffi::fakemap`). vfork is not hooked: its child may only
+/// exec or exit, so it has no names to share.
+///
+/// # Safety
+/// As fork(2).
+#[no_mangle]
+pub unsafe extern "C" fn fork() -> libc::pid_t {
+    shield(-1, || {
+        fakemap::create();
+        // SAFETY: forwarded; fork takes no arguments.
+        unsafe { real::fork() }
     })
 }
 

@@ -86,6 +86,8 @@ real_functions! {
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int;
     /// dup(2).
     fn dup(fd: c_int) -> c_int;
+    /// fork(2).
+    fn fork() -> libc::pid_t;
     /// dup2(2).
     fn dup2(old: c_int, new: c_int) -> c_int;
     /// dup3(2).

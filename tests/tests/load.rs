@@ -1,0 +1,80 @@
+//! What loading libsocks.so costs a program and leaves in it (issue 17): the library brings no
+//! unwinder library with it (libgcc_s: its own is linked in), and yet a panic inside it is still
+//! caught — `-1` with errno EIO, nothing on the program's standard error unless `SOCKS_LOG`
+//! asks — now that the panic hook is set by the first call into the library instead of at
+//! load. Runs as any user in the test's own network namespace.
+//!
+//! Not here: how long loading takes (a benchmark, not a test: `socks-bench --only library`,
+//! docs/PERFORMANCE.md).
+
+use socks_e2e::*;
+
+/// Calls the debug build's `socks_debug_panic` export (a panic inside the library's shield),
+/// after a connect (to a closed loopback port) has made the library read its settings.
+const PANIC: &str = r#"
+import ctypes, socket, sys
+lib = ctypes.CDLL(None, use_errno=True)
+if not hasattr(lib, "socks_debug_panic"):
+    print("no socks_debug_panic")
+    sys.exit(0)
+try:
+    socket.create_connection(("127.0.0.1", 1), timeout=5).close()
+except OSError:
+    pass
+rc = lib.socks_debug_panic()
+print(rc, ctypes.get_errno())
+rc = lib.socks_debug_panic()
+print(rc, ctypes.get_errno())
+print("still running")
+"#;
+
+#[test]
+fn the_library_maps_no_unwinder_library() {
+    let cat = paths::require("cat", "coreutils");
+    let ran = Client::new(OWN_NETNS, cat).args(["/proc/self/maps"]).ld_preload().run();
+    assert!(ran.success(), "{}", ran.describe());
+    let maps = ran.stdout_text();
+    assert!(maps.contains("libsocks.so"), "the library is loaded\n{}", ran.describe());
+    assert!(
+        !maps.contains("libgcc_s"),
+        "libgcc_s is mapped: the library should carry its unwinder (shim/build.rs)\n{maps}"
+    );
+    assert!(ran.stderr.is_empty(), "nothing on stderr\n{}", ran.describe());
+}
+
+#[test]
+fn a_panic_inside_the_library_is_eio_and_silent_unless_asked() {
+    let python = paths::require("python3", "python3");
+    for asked in [false, true] {
+        let mut client = Client::new(OWN_NETNS, &python).args(["-c", PANIC]).ld_preload();
+        if asked {
+            client = client.env("SOCKS_LOG", "error");
+        }
+        let ran = client.run();
+        assert!(ran.success(), "the program survives the panic\n{}", ran.describe());
+        if ran.stdout_text() == "no socks_debug_panic\n" {
+            skip(
+                "a_panic_inside_the_library_is_eio_and_silent_unless_asked",
+                "the library under test is a release build (socks_debug_panic is debug-only)",
+            );
+            return;
+        }
+        assert_eq!(
+            ran.stdout_text(),
+            format!("-1 {eio}\n-1 {eio}\nstill running\n", eio = libc::EIO),
+            "each panic is -1 with errno EIO\n{}",
+            ran.describe()
+        );
+        if asked {
+            assert_eq!(
+                ran.stderr.matches("internal error").count(),
+                2,
+                "SOCKS_LOG=error shows each panic through the library's log\n{}",
+                ran.describe()
+            );
+            assert!(!ran.stderr.contains("RUST_BACKTRACE"), "not std's message\n{}", ran.stderr);
+        } else {
+            assert!(ran.stderr.is_empty(), "a panic prints nothing\n{}", ran.describe());
+        }
+    }
+}
