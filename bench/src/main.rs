@@ -1,7 +1,8 @@
 //! socks-bench: the project's performance benchmark (issue 6). On loopback only, in one run, it
 //! starts our sockd, Dante's danted and microsocks with its own configs, measures relay
-//! throughput, connection rate and latency, memory per idle connection and server CPU time for
-//! each against the direct path, then the preload libraries (libsocks.so, proxychains4,
+//! throughput, connection rate and latency (also against HAProxy forwarding the same cycle
+//! without SOCKS, issue 17), memory per idle connection and server CPU time for each against
+//! the direct path, then the preload libraries (libsocks.so, proxychains4,
 //! Dante's libdsocks): start cost and connect cost through one shared sockd; then the
 //! supervisor against the library (issue 12, `supervised`). It prints ratios, since absolute
 //! numbers on a shared machine drift. It builds nothing: it runs target/release/sockd,
@@ -103,7 +104,7 @@ const USAGE: &str =
   Runs on loopback only. Needs target/release/sockd, target/release/libsocks.so and
   target/release/socks-supervise (cargo build --release --workspace), and for the peers danted
   (dante-server), microsocks, proxychains4 and Dante's libdsocks (dante-client), and haproxy for
-  the balancer section. The supervisor section also times a static build of this benchmark if
+  the balancer section and the connection rate's HAProxy row. The supervisor section also times a static build of this benchmark if
   there is one (see docs/PERFORMANCE.md).";
 
 fn main() -> ExitCode {
