@@ -6,6 +6,9 @@
 //! measures the connection rate (connect, 1-byte echo, close) and one stream's download
 //! throughput over each path, and the direct path for scale, and prints them as ratios.
 //!
+//! `forwarder` starts a plain HAProxy TCP forwarder for the connection-rate section's HAProxy
+//! row (issue 17).
+//!
 //! Not here: the main sections' servers and measurements (servers.rs, connrate.rs, relay.rs);
 //! this section starts its own processes and needs the `haproxy` program (Debian `haproxy`),
 //! without which it says SKIPPED.
@@ -30,7 +33,14 @@ use crate::targets::{Echo, Sink, DOWNLOAD};
 const CLIENTS: usize = 4;
 
 /// A child process killed (and reaped) on drop.
-struct Process(Child);
+pub struct Process(Child);
+
+impl Process {
+    /// Its PID.
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -73,6 +83,39 @@ fn start(mut cmd: Command, log: &Path, addrs: &[SocketAddr]) -> Result<Process, 
         thread::sleep(Duration::from_millis(20));
     }
     Ok(Process(child))
+}
+
+/// HAProxy in TCP mode on 127.0.0.1 forwarding every connection to `to`, nothing else: what an
+/// L4 relay costs on this machine, for the connection-rate section. Its config and output go to
+/// `dir` (`haproxy-forward.cfg`, `.log`). Returns the process, the address it listens on and
+/// its version line.
+pub fn forwarder(
+    haproxy_bin: &Path,
+    dir: &Path,
+    to: SocketAddr,
+) -> Result<(Process, SocketAddr, String), String> {
+    let listen: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+    let config = format!(
+        "# socks-bench connrate: plain TCP forwarding, no SOCKS\n\
+         global\n    maxconn 4000\n\
+         defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\
+         frontend forward\n    bind {listen}\n    default_backend to\n\
+         backend to\n    server d {to}\n"
+    );
+    let conf = dir.join("haproxy-forward.cfg");
+    fs::write(&conf, config).map_err(|e| format!("write {}: {e}", conf.display()))?;
+    let mut cmd = Command::new(haproxy_bin);
+    cmd.arg("-db").arg("-f").arg(&conf);
+    let process = start(cmd, &dir.join("haproxy-forward.log"), &[listen])?;
+    Ok((process, listen, version(haproxy_bin)))
+}
+
+/// `haproxy -v`'s first line.
+fn version(haproxy_bin: &Path) -> String {
+    let version = Command::new(haproxy_bin).arg("-v").output().ok();
+    version
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// How a run reaches the destination: the route, and the address it opens to.
@@ -190,10 +233,7 @@ pub fn run(reps: usize, dur: Duration, dir: &Path, sockd_bin: &Path) -> Result<(
     let mut haproxy = Command::new(&haproxy_bin);
     haproxy.arg("-db").arg("-f").arg(&conf);
     let _haproxy = start(haproxy, &dir.join("haproxy.log"), &[to_echo, to_sink, to_sockd])?;
-    let version = Command::new(&haproxy_bin).arg("-v").output().ok();
-    let version = version
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
-        .unwrap_or_default();
+    let version = version(&haproxy_bin);
     println!("  {version}; sockd on {sockd_addr}; {CLIENTS} clients for the connection rate");
 
     let ways = [

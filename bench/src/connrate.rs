@@ -5,7 +5,8 @@
 //! connections per run would otherwise exhaust them). The clients are driven by one thread with
 //! non-blocking sockets and poll(2) (as the echo server is), so the harness takes the same
 //! share of the 2 CPUs whatever the server's threading. Latency is per whole iteration; the
-//! server's CPU time is taken over the run. `probe` checks who owns the far end.
+//! server's CPU time is taken over the run. `probe` checks who owns the far end. The same cycle
+//! without SOCKS through a plain forwarder (HAProxy) is `run_to` a forwarder's address.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -237,15 +238,27 @@ fn drive(
 }
 
 pub fn run(server: &Server, echo: &Echo, clients: usize, dur: Duration) -> Result<Run, String> {
-    let route = server.route();
+    run_to(server.route(), echo.addr, &|| server.cpu_ticks(), echo, clients, dur)
+}
+
+/// [`run`] along any route to `dst` (for HAProxy: directly to its frontend, which forwards to
+/// the echo server); `cpu_ticks` reads the CPU time of whatever process serves the route.
+pub fn run_to(
+    route: Route,
+    dst: SocketAddr,
+    cpu_ticks: &dyn Fn() -> u64,
+    echo: &Echo,
+    clients: usize,
+    dur: Duration,
+) -> Result<Run, String> {
     let accepted0 = echo.accepted.load(Ordering::Relaxed);
-    let cpu0 = server.cpu_ticks();
+    let cpu0 = cpu_ticks();
     let busy0 = sys::cpu_jiffies();
-    let (mut all, errors, first_error, start, end) = drive(route, echo.addr, clients, dur);
+    let (mut all, errors, first_error, start, end) = drive(route, dst, clients, dur);
     let busy = sys::busy_between(busy0, sys::cpu_jiffies());
     // Let the server finish tearing down the last sessions before reading its CPU time.
     thread::sleep(Duration::from_millis(50));
-    let cpu1 = server.cpu_ticks();
+    let cpu1 = cpu_ticks();
     let wall = (end - start).as_secs_f64();
     all.sort_unstable();
     let us = |q| quantile(&all, q) as f64 / 1e3;
@@ -281,5 +294,19 @@ pub fn probe(server: &Server, echo: &Echo) -> Result<String, String> {
         Ok(format!("peer socket held by pid {pid} ({comm})"))
     } else {
         Err(format!("peer socket held by pid {pid} ({comm}), not by {}", server.kind.name()))
+    }
+}
+
+/// [`probe`] for a plain forwarder: one direct connection to `to` (which forwards to the echo
+/// server), whose far end must be held by one of `owners`.
+pub fn probe_forwarder(to: SocketAddr, owners: &[i32], echo: &Echo) -> Result<String, String> {
+    echo.audit_next(1);
+    once(Route::Direct, to)?;
+    match echo.audited().first().cloned() {
+        Some(Some((pid, comm))) if owners.contains(&pid) => {
+            Ok(format!("peer socket held by pid {pid} ({comm})"))
+        }
+        Some(Some((pid, comm))) => Err(format!("peer socket held by pid {pid} ({comm})")),
+        _ => Err("the echo server's peer socket has no owner in /proc".into()),
     }
 }

@@ -1,7 +1,8 @@
 //! socks-bench: the project's performance benchmark (issue 6). On loopback only, in one run, it
 //! starts our sockd, Dante's danted and microsocks with its own configs, measures relay
-//! throughput, connection rate and latency, memory per idle connection and server CPU time for
-//! each against the direct path, then the preload libraries (libsocks.so, proxychains4,
+//! throughput, connection rate and latency (also against HAProxy forwarding the same cycle
+//! without SOCKS, issue 17), memory per idle connection and server CPU time for each against
+//! the direct path, then the preload libraries (libsocks.so, proxychains4,
 //! Dante's libdsocks): start cost and connect cost through one shared sockd; then the
 //! supervisor against the library (issue 12, `supervised`). It prints ratios, since absolute
 //! numbers on a shared machine drift. It builds nothing: it runs target/release/sockd,
@@ -103,7 +104,7 @@ const USAGE: &str =
   Runs on loopback only. Needs target/release/sockd, target/release/libsocks.so and
   target/release/socks-supervise (cargo build --release --workspace), and for the peers danted
   (dante-server), microsocks, proxychains4 and Dante's libdsocks (dante-client), and haproxy for
-  the balancer section. The supervisor section also times a static build of this benchmark if
+  the balancer section and the connection rate's HAProxy row. The supervisor section also times a static build of this benchmark if
   there is one (see docs/PERFORMANCE.md).";
 
 fn main() -> ExitCode {
@@ -348,7 +349,7 @@ fn run_sections(
         throughput(p, &servers, lo, &mut res)?;
     }
     if sections.contains(&Section::Connrate) {
-        connrate(p, &servers, lo, &mut res)?;
+        connrate(p, &servers, lo, dir, &mut res)?;
     }
     if sections.contains(&Section::Memory) {
         memory(p, &servers, &mut res)?;
@@ -469,18 +470,51 @@ fn throughput(p: &Params, servers: &[Server], lo: IpAddr, res: &mut Results) -> 
     Ok(())
 }
 
-fn connrate(p: &Params, servers: &[Server], lo: IpAddr, res: &mut Results) -> Result<(), String> {
+fn connrate(
+    p: &Params,
+    servers: &[Server],
+    lo: IpAddr,
+    dir: &Path,
+    res: &mut Results,
+) -> Result<(), String> {
     println!(
         "\n== Connection rate and latency: connect, SOCKS5 greeting + CONNECT, 1-byte echo, close; \
          median of {} × {:?} ==",
         p.reps, p.conn_dur
     );
     let echo = targets::Echo::start(lo).map_err(|e| format!("echo server: {e}"))?;
+    // HAProxy forwarding the same cycle without SOCKS (issue 17): the practical limit of an L4
+    // relay here. Optional: without the program the row says SKIPPED and the rest runs.
+    let haproxy = match servers::find_program("haproxy") {
+        Some(bin) => match balancer::forwarder(&bin, dir, echo.addr) {
+            Ok(started) => Some(started),
+            Err(e) => {
+                println!("  SKIPPED the HAProxy row: {e}");
+                None
+            }
+        },
+        None => {
+            println!("  SKIPPED the HAProxy row: haproxy not found (apt-get install haproxy)");
+            None
+        }
+    };
+    if let Some((process, addr, version)) = &haproxy {
+        println!(
+            "  haproxy    pid {:<7} {addr}  {version} (TCP mode, forwards to the echo server; \
+             no SOCKS handshake)",
+            process.pid()
+        );
+    }
     let mut probes = Vec::new();
     for s in servers {
         probes.push(connrate::probe(s, &echo));
     }
+    let haproxy_probe = haproxy.as_ref().map(|(process, addr, _)| {
+        let owners: Vec<i32> = sys::tree(process.pid()).iter().map(|s| s.pid).collect();
+        connrate::probe_forwarder(*addr, &owners, &echo)
+    });
     let mut runs: Vec<Vec<Vec<connrate::Run>>> = vec![vec![Vec::new(); 2]; servers.len()];
+    let mut haproxy_runs: Vec<Vec<connrate::Run>> = vec![Vec::new(); 2];
     let mut failures = Vec::new();
     for _ in 0..p.reps {
         for (c, clients) in CLIENTS.iter().enumerate() {
@@ -488,6 +522,16 @@ fn connrate(p: &Params, servers: &[Server], lo: IpAddr, res: &mut Results) -> Re
                 match connrate::run(s, &echo, *clients, p.conn_dur) {
                     Ok(r) => runs[i][c].push(r),
                     Err(e) => failures.push(format!("{} {clients} clients: {e}", s.kind.name())),
+                }
+                // HAProxy right after direct, so each run of the others has one beside it.
+                if let (0, Some((process, addr, _))) = (i, &haproxy) {
+                    let pid = process.pid();
+                    let cpu = move || sys::tree_cpu_ticks(pid);
+                    let route = socks5::Path::Direct;
+                    match connrate::run_to(route, *addr, &cpu, &echo, *clients, p.conn_dur) {
+                        Ok(r) => haproxy_runs[c].push(r),
+                        Err(e) => failures.push(format!("haproxy {clients} clients: {e}")),
+                    }
                 }
             }
         }
@@ -505,69 +549,155 @@ fn connrate(p: &Params, servers: &[Server], lo: IpAddr, res: &mut Results) -> Re
         "CPU µs/conn",
         "CPUs busy",
     ]);
-    let med = |i: usize, c: usize, f: &dyn Fn(&connrate::Run) -> f64| {
-        median(&runs[i][c].iter().map(f).collect::<Vec<_>>())
+    let med_of = |rs: &[connrate::Run], f: &dyn Fn(&connrate::Run) -> f64| {
+        median(&rs.iter().map(f).collect::<Vec<_>>())
+    };
+    let row = |name: &str, clients: usize, rs: &[connrate::Run], direct: &[connrate::Run]| {
+        let rate = med_of(rs, &|r| r.rate);
+        let p99 = med_of(rs, &|r| r.p99_us);
+        let is_direct = std::ptr::eq(rs, direct);
+        vec![
+            name.to_string(),
+            clients.to_string(),
+            num(rate, 0),
+            if is_direct { "100%".into() } else { pct(rate, med_of(direct, &|r| r.rate)) },
+            num(med_of(rs, &|r| r.p50_us), 0),
+            num(p99, 0),
+            num(med_of(rs, &|r| r.p999_us), 0),
+            times(p99, med_of(direct, &|r| r.p99_us)),
+            rs.iter().map(|r| r.errors).sum::<u64>().to_string(),
+            if is_direct {
+                "-".to_string()
+            } else {
+                num(med_of(rs, &|r| r.cpu_secs * 1e6 / r.conns.max(1) as f64), 1)
+            },
+            format!("{:.0}%", 100.0 * med_of(rs, &|r| r.machine_busy)),
+        ]
     };
     for (c, clients) in CLIENTS.iter().enumerate() {
         for (i, s) in servers.iter().enumerate() {
-            let rate = med(i, c, &|r| r.rate);
-            let p99 = med(i, c, &|r| r.p99_us);
-            res.conn.insert((i, c), (rate, p99));
-            let errors: u64 = runs[i][c].iter().map(|r| r.errors).sum();
-            let cpu = if i == 0 {
-                "-".to_string()
-            } else {
-                num(med(i, c, &|r| r.cpu_secs * 1e6 / r.conns.max(1) as f64), 1)
-            };
-            t.row(vec![
-                s.kind.name().into(),
-                clients.to_string(),
-                num(rate, 0),
-                if i == 0 { "100%".into() } else { pct(rate, med(0, c, &|r| r.rate)) },
-                num(med(i, c, &|r| r.p50_us), 0),
-                num(p99, 0),
-                num(med(i, c, &|r| r.p999_us), 0),
-                times(p99, med(0, c, &|r| r.p99_us)),
-                errors.to_string(),
-                cpu,
-                format!("{:.0}%", 100.0 * med(i, c, &|r| r.machine_busy)),
-            ]);
+            let rs = &runs[i][c];
+            res.conn.insert((i, c), (med_of(rs, &|r| r.rate), med_of(rs, &|r| r.p99_us)));
+            t.row(row(s.kind.name(), *clients, rs, &runs[0][c]));
+            if i == 0 && haproxy.is_some() {
+                t.row(row("haproxy", *clients, &haproxy_runs[c], &runs[0][c]));
+            }
         }
     }
     t.print();
     println!(
-        "  CPU µs/conn = the server's CPU time over the run / connections completed; CPUs busy = \
-         share of the whole machine's CPU time in use during the run (anyone's; well under 100% \
-         means the rate is bound by waiting, not by CPU)"
+        "  haproxy = the same cycle without SOCKS (connect, 1-byte echo, close) through HAProxy in \
+         TCP mode; CPU µs/conn = the server's CPU time over the run / connections completed; CPUs \
+         busy = share of the whole machine's CPU time in use during the run (anyone's; well under \
+         100% means the rate is bound by waiting, not by CPU)"
     );
     println!("  verification (one connection each, its far end at the echo server looked up while open):");
-    for (s, probe) in servers.iter().zip(&probes) {
-        let counts: Vec<String> = runs[servers.iter().position(|x| x.kind == s.kind).unwrap_or(0)]
-            .iter()
-            .flatten()
-            .map(|r| format!("{}/{}", r.echo_accepted, r.conns))
-            .collect();
+    // (row name, its probe, its runs per client count)
+    type Verified<'a> = (&'a str, &'a Result<String, String>, &'a [Vec<connrate::Run>]);
+    let mut verified: Vec<Verified> = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        verified.push((s.kind.name(), &probes[i], &runs[i]));
+        if let (0, Some(probe)) = (i, &haproxy_probe) {
+            verified.push(("haproxy", probe, &haproxy_runs));
+        }
+    }
+    for (name, probe, rs) in verified {
+        let counts: Vec<String> =
+            rs.iter().flatten().map(|r| format!("{}/{}", r.echo_accepted, r.conns)).collect();
         match probe {
-            Ok(d) => println!("    {:<10} ok: {d}", s.kind.name()),
-            Err(e) => println!("    {:<10} NOT VERIFIED: {e}", s.kind.name()),
+            Ok(d) => println!("    {name:<10} ok: {d}"),
+            Err(e) => println!("    {name:<10} NOT VERIFIED: {e}"),
         }
         println!("    {:<10} echo accepts / completed per run: {}", "", counts.join(" "));
-    }
-    for i in 0..servers.len() {
-        for r in runs[i].iter().flatten() {
+        for r in rs.iter().flatten() {
             if let Some(e) = &r.first_error {
-                failures.push(format!(
-                    "{}: {} errors, first: {e}",
-                    servers[i].kind.name(),
-                    r.errors
-                ));
+                failures.push(format!("{name}: {} errors, first: {e}", r.errors));
             }
         }
     }
     for f in &failures {
         println!("  FAILED: {f}");
     }
+    spread(servers, &runs, haproxy.as_ref().map(|_| &haproxy_runs[..]), p.reps);
     Ok(())
+}
+
+/// sockd against HAProxy and each peer run by run (each run of one is beside the other's in
+/// time): the lowest, median and highest of the per-run ratios, so "ahead" can be read as
+/// ahead in every run (issue 17), and whether issue 17's goal holds in every run.
+fn spread(
+    servers: &[Server],
+    runs: &[Vec<Vec<connrate::Run>>],
+    haproxy: Option<&[Vec<connrate::Run>]>,
+    reps: usize,
+) {
+    let Some(sockd) = servers.iter().position(|s| s.kind == Kind::Sockd) else { return };
+    println!(
+        "\n== sockd's connection rate against HAProxy and the peers, run by run ({reps} runs; a \
+         ratio per run, then their lowest / median / highest) =="
+    );
+    let mut t = Table::new(&["figure", "clients", "min", "median", "max", "goal", "every run"]);
+    let ratios = |a: &[connrate::Run], b: &[connrate::Run], f: &dyn Fn(&connrate::Run) -> f64| {
+        a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect::<Vec<f64>>()
+    };
+    // `goal` "-": a figure shown for reading, with no goal of its own.
+    let mut add = |name: String, c: usize, v: Vec<f64>, goal: &str, met: &dyn Fn(f64) -> bool| {
+        if v.is_empty() {
+            return;
+        }
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let every = if goal == "-" {
+            "-"
+        } else if v.iter().all(|&x| x.is_finite() && met(x)) {
+            "yes"
+        } else {
+            "NO"
+        };
+        t.row(vec![
+            name,
+            CLIENTS[c].to_string(),
+            format!("{lo:.2}×"),
+            format!("{:.2}×", median(&v)),
+            format!("{hi:.2}×"),
+            goal.to_string(),
+            every.to_string(),
+        ]);
+    };
+    for c in 0..CLIENTS.len() {
+        let ours = &runs[sockd][c];
+        if let Some(h) = haproxy {
+            add(
+                "conn/s sockd / haproxy".into(),
+                c,
+                ratios(ours, &h[c], &|r| r.rate),
+                "≥ 0.90×",
+                &|x| x >= 0.9,
+            );
+            add(
+                "p99 sockd / haproxy".into(),
+                c,
+                ratios(ours, &h[c], &|r| r.p99_us),
+                "≤ 1.20×",
+                &|x| x <= 1.2,
+            );
+            add("p50 sockd / haproxy".into(), c, ratios(ours, &h[c], &|r| r.p50_us), "-", &|_| {
+                true
+            });
+        }
+        for (i, s) in servers.iter().enumerate() {
+            if matches!(s.kind, Kind::Danted | Kind::Microsocks) {
+                let name = format!("conn/s sockd / {}", s.kind.name());
+                add(name, c, ratios(ours, &runs[i][c], &|r| r.rate), "> 1×", &|x| x > 1.0);
+                let name = format!("p99 {} / sockd", s.kind.name());
+                add(name, c, ratios(&runs[i][c], ours, &|r| r.p99_us), "-", &|_| true);
+            }
+        }
+    }
+    t.print();
+    if haproxy.is_none() {
+        println!("  (no HAProxy row in this run: the ratios to HAProxy are missing)");
+    }
 }
 
 fn memory(p: &Params, servers: &[Server], res: &mut Results) -> Result<(), String> {

@@ -208,8 +208,11 @@ fn run_inetd(context: Arc<Context>) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let adopted =
-            stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream));
+        // TCP_NODELAY here, since no listener of sockd's passed it on (see `listen`).
+        let adopted = stream
+            .set_nonblocking(true)
+            .and_then(|()| stream.set_nodelay(true))
+            .and_then(|()| tokio::net::TcpStream::from_std(stream));
         let stream = match adopted {
             Ok(stream) => stream,
             Err(e) => {
@@ -272,6 +275,10 @@ async fn serve_standalone(
         }
     }
     for PassedListener { listener, name } in passed {
+        // As on sockd's own listeners (see `listen`): accepted connections inherit it.
+        if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+            warn!("the socket `{name}` passed by systemd: cannot set TCP_NODELAY: {e}");
+        }
         match TcpListener::from_std(listener) {
             Ok(listener) => listeners.push(listener),
             Err(e) => {
@@ -399,12 +406,16 @@ fn remove_pid_file(path: Option<&Path>) {
 }
 
 /// A listening socket; IPv6 listeners are IPv6-only so `0.0.0.0` and `[::]` can both be given.
+/// TCP_NODELAY is set on the listener: Linux copies it to every accepted connection, so a
+/// session needs no setsockopt(2) of its own for its client side (relayed bytes go out at once,
+/// as the relay wants).
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    socket.set_tcp_nodelay(true)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
@@ -442,6 +453,30 @@ async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
             }
             // Errors about one pending connection (it was reset, and so on) concern only it.
             Err(e) => warn!("accept: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sessions rely on this to skip a setsockopt(2) per client (see `session::relay_and_log`):
+    /// if a kernel stopped copying TCP_NODELAY to accepted sockets, relayed small writes would
+    /// wait for Nagle's algorithm, and this test says so.
+    #[tokio::test]
+    async fn accepted_connections_inherit_nodelay_from_the_listener() {
+        let mut addrs: Vec<SocketAddr> = vec!["127.0.0.1:0".parse().expect("literal")];
+        if std::net::TcpListener::bind("[::1]:0").is_ok() {
+            addrs.push("[::1]:0".parse().expect("literal"));
+        }
+        for addr in addrs {
+            let listener = listen(addr).expect("listen");
+            let to = listener.local_addr().expect("local address");
+            let client = tokio::net::TcpStream::connect(to).await.expect("connect");
+            assert!(!client.nodelay().expect("client nodelay"), "a fresh socket has Nagle on");
+            let (accepted, _) = listener.accept().await.expect("accept");
+            assert!(accepted.nodelay().expect("nodelay"), "{addr}: accepted without TCP_NODELAY");
         }
     }
 }

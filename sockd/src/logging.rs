@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -33,11 +34,22 @@ struct Logger {
     level: LevelFilter,
 }
 
+/// sockd's PID, read once: `std::process::id()` is a getpid(2) system call each time (glibc
+/// stopped caching it), and a busy sockd writes two lines per connection. Safe to keep because
+/// sockd never forks: one process from start to exit (no daemonizing, sessions are tasks; a
+/// PAM module's helper is its own program after exec and does not log through this logger).
+static PID: OnceLock<u32> = OnceLock::new();
+
+fn pid() -> u32 {
+    *PID.get_or_init(std::process::id)
+}
+
 /// Installs the logger; later calls are ignored (the first one wins).
 pub fn init(sink: Sink, level: LevelFilter) {
     if let Sink::Syslog = sink {
         sys::open_syslog();
     }
+    pid();
     if log::set_boxed_logger(Box::new(Logger { sink, level })).is_ok() {
         log::set_max_level(level);
     }
@@ -56,7 +68,7 @@ impl Log for Logger {
             format!(
                 "{} sockd[{}] {}: {}\n",
                 utc_timestamp(SystemTime::now()),
-                std::process::id(),
+                pid(),
                 record.level().as_str().to_ascii_lowercase(),
                 record.args()
             )
@@ -129,6 +141,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_pid_in_log_lines_is_this_process() {
+        assert_eq!(pid(), std::process::id());
+        assert_eq!(pid(), std::process::id(), "read again, from the cache");
+    }
 
     #[test]
     fn timestamps() {

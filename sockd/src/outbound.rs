@@ -133,12 +133,16 @@ pub fn is_own_address(ip: IpAddr) -> bool {
     probe.local_addr().is_ok_and(|local| local.ip() == ip)
 }
 
-/// Connects to the first address that answers, trying each in turn until `deadline`.
-pub async fn connect_any(addrs: &[SocketAddr], deadline: Instant) -> Result<TcpStream, Refusal> {
+/// Connects to the first address that answers, trying each in turn until `deadline`; returns
+/// the connection and the address it reached (so no getpeername(2) is needed to log it).
+pub async fn connect_any(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+) -> Result<(TcpStream, SocketAddr), Refusal> {
     let mut last = None;
     for addr in addrs {
         match timeout_at(deadline, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Ok(stream)) => return Ok((stream, *addr)),
             Ok(Err(e)) => last = Some((*addr, e)),
             Err(_) => {
                 let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");

@@ -15,12 +15,14 @@
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::task::Poll;
 use std::time::Duration;
 
 use prometheus::IntCounter;
-use tokio::io::{AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -228,6 +230,12 @@ struct Activity<'a> {
 }
 
 /// Moves whatever `from` has now; `Ok(true)` at end of stream, `Ok(false)` once it would block.
+///
+/// Reads through tokio's `poll_read`, not `try_read`: a read that fills less than the buffer
+/// has emptied the socket's receive queue, and `poll_read` then clears the socket's readiness
+/// itself (epoll is edge-triggered: data arriving later raises a new edge, and an end of stream
+/// seen meanwhile stays recorded). So a short exchange returns to waiting after one read,
+/// where `try_read` would need a second one that fails with EAGAIN to learn the same thing.
 async fn drain(
     from: &mut OwnedReadHalf,
     to: &mut OwnedWriteHalf,
@@ -235,20 +243,33 @@ async fn drain(
     activity: &Activity<'_>,
 ) -> std::io::Result<bool> {
     loop {
-        match from.try_read(buffer) {
-            Ok(0) => return Ok(true),
-            Ok(n) => {
+        match read_now(from, buffer).await {
+            Some(Ok(0)) => return Ok(true),
+            Some(Ok(n)) => {
                 to.write_all(&buffer[..n]).await?;
                 activity.counter.fetch_add(n as u64, Ordering::Relaxed);
                 activity.total.inc_by(n as u64);
                 let now = activity.start.elapsed().as_millis() as u64;
                 activity.last_activity_ms.store(now, Ordering::Relaxed);
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            None => return Ok(false),
+            Some(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
+            Some(Err(e)) => return Err(e),
         }
     }
+}
+
+/// One read of what `from` holds now: `None` when it has nothing (the task is then registered
+/// for its next readiness, as after `readable()`), else what `poll_read` gave.
+async fn read_now(from: &mut OwnedReadHalf, buffer: &mut [u8]) -> Option<std::io::Result<usize>> {
+    std::future::poll_fn(|cx| {
+        let mut filled = ReadBuf::new(buffer);
+        match Pin::new(&mut *from).poll_read(cx, &mut filled) {
+            Poll::Pending => Poll::Ready(None),
+            Poll::Ready(result) => Poll::Ready(Some(result.map(|()| filled.filled().len()))),
+        }
+    })
+    .await
 }
 
 /// Completes once nothing moved for `idle`; never, when `idle` is `None`.

@@ -345,10 +345,10 @@ async fn connect(
         }
     };
     let connecting = Instant::now();
-    let remote = match outbound::connect_any(&allowed, deadline).await {
-        Ok(remote) => {
+    let (remote, connected_to) = match outbound::connect_any(&allowed, deadline).await {
+        Ok(connected) => {
             metrics::connect_took(connecting.elapsed());
-            remote
+            connected
         }
         Err(refusal) => {
             if refusal.resource {
@@ -359,9 +359,9 @@ async fn connect(
             return refuse(client, request, refusal.failure).await;
         }
     };
-    let (bound, connected_to) = match (remote.local_addr(), remote.peer_addr()) {
-        (Ok(bound), Ok(peer)) => (bound, peer),
-        (Err(e), _) | (_, Err(e)) => {
+    let bound = match remote.local_addr() {
+        Ok(bound) => bound,
+        Err(e) => {
             info!("failed: {session} error=connection lost at once: {e}");
             return refuse(client, request, Failure::General).await;
         }
@@ -387,7 +387,10 @@ pub async fn relay_and_log(
     ctx: &Context,
 ) {
     let started = Instant::now();
-    let _ = client.set_nodelay(true);
+    // The client's socket has TCP_NODELAY already: Linux copies it from the listening socket
+    // to every connection accepted there, and sockd sets it on its listeners (and on standard
+    // input under inetd) — see `crate::listen` and `run_inetd`. The far side is set here: outbound
+    // connections and BIND's accepted one (whose listener is not set).
     let _ = remote.set_nodelay(true);
     let mut stats = if early_data.is_empty() {
         RelayStats { sent: 0, received: 0, end: RelayEnd::Finished }
