@@ -210,7 +210,23 @@ impl Server {
     pub fn hop_count(&self) -> usize {
         1 + self.next.len()
     }
+
+    /// How long one step of a chain may take — the connect to its first hop, or one hop's
+    /// handshake — given the time `left` of `SOCKS_TIMEOUT` when the chain was started: an
+    /// equal share per hop (`left / hops`), at least [`HOP_TIME_FLOOR`]; every step also ends
+    /// at the overall deadline. A single server gets all of `left`.
+    pub fn hop_share(&self, left: Duration) -> Duration {
+        let hops = u32::try_from(self.hop_count()).unwrap_or(u32::MAX);
+        if hops == 1 {
+            return left;
+        }
+        (left / hops).max(HOP_TIME_FLOOR)
+    }
 }
+
+/// The least time one hop of a chain gets before it is given up ([`Server::hop_share`]), so a
+/// long chain under a short `SOCKS_TIMEOUT` still leaves each hop a round trip or two.
+pub const HOP_TIME_FLOOR: Duration = Duration::from_secs(2);
 
 impl Hop {
     fn from_spec(spec: &ServerSpec, defaults: &Defaults) -> Hop {

@@ -6,13 +6,14 @@
 //!
 //! The chain's hops after the first are reached through the hop before them, so only the first
 //! hop's address is connected to here; the whole walk runs within the connection's one deadline
-//! (`SOCKS_TIMEOUT`), and a hop that does not answer in time is named in the log.
+//! (`SOCKS_TIMEOUT`), each hop's handshake within its share of it (`Server::hop_share`), and a
+//! hop that does not answer in time is named in the log.
 //!
 //! Not here: connecting to the first hop and choosing the chain (`proxy`), single SOCKS
 //! servers (`proxy` drives them directly), the heap-free path (which refuses chains).
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libc::c_int;
 use socks_client::settings::Protocol;
@@ -64,12 +65,14 @@ pub fn refusal(server: &Server, command: Command) -> Option<&'static str> {
 }
 
 /// Runs every hop's handshake on `fd` (connected to the first hop), the last asking for
-/// `command` to `target`. Errors say which hop (`hop 2 of 3 (socks5://…)`).
+/// `command` to `target`. Each hop's handshake ends after `share` (and at `deadline` in any
+/// case). Errors say which hop (`hop 2 of 3 (socks5://…)`).
 pub fn run(
     fd: c_int,
     server: &Server,
     command: Command,
     target: &TargetAddr,
+    share: Duration,
     deadline: Instant,
 ) -> Result<ChainGranted, ChainFailure> {
     let count = server.hop_count();
@@ -96,6 +99,7 @@ pub fn run(
                 _ => format!("hop {} of {count} ({shown}): {why}", i + 1),
             },
         };
+        let deadline = deadline.min(Instant::now() + share);
         granted = match protocol {
             Protocol::Socks(version) => {
                 socks_hop(fd, version, for_what, ask, identity, pipeline, deadline)

@@ -114,10 +114,13 @@ fn try_servers(
             let nth = if i == 0 { "first" } else { "next" };
             log!(Level::Debug, "{command} {target}: trying server {addr} {nth}{spread}");
             let raw = RawAddr::from_socket_addr(addr);
-            match connect_socket(fd, &raw, deadline) {
+            // A chain's steps each get a share of the time left (`Server::hop_share`).
+            let share = server.hop_share(deadline.saturating_duration_since(Instant::now()));
+            match connect_socket(fd, &raw, deadline.min(Instant::now() + share)) {
                 Ok(()) if !server.is_single_socks() => {
                     server.mark_alive();
-                    return through_chain(fd, server, command, target, raw, addr, deadline);
+                    let step = Step { raw, addr, share, deadline };
+                    return through_chain(fd, server, command, target, step);
                 }
                 Ok(()) => {
                     server.mark_alive();
@@ -150,7 +153,8 @@ fn try_servers(
                 Err(cause) => {
                     log!(Level::Warn, "server {addr}: {}", describe(cause));
                     server.mark_failed();
-                    if cause == Cause::Timeout {
+                    // A first hop that used up its share leaves the rest to the next entry.
+                    if cause == Cause::Timeout && Instant::now() >= deadline {
                         return Err(cause);
                     }
                 }
@@ -172,12 +176,11 @@ fn through_chain(
     server: &Server,
     command: Command,
     target: &TargetAddr,
-    raw: RawAddr,
-    addr: SocketAddr,
-    deadline: Instant,
+    step: Step,
 ) -> Result<Granted, Cause> {
+    let Step { raw, addr, share, deadline } = step;
     let chain = server.chain_text();
-    match chain::run(fd, server, command, target, deadline) {
+    match chain::run(fd, server, command, target, share, deadline) {
         Ok(granted) => {
             log!(Level::Info, "{command} {target} via {chain}: ok");
             let bound = reachable(granted.bound, last_hop(server, addr));
@@ -193,6 +196,15 @@ fn through_chain(
             Err(failure.cause)
         }
     }
+}
+
+/// Where a chain's walk stands once its first hop accepted: that hop's address (raw and as a
+/// `SocketAddr`), each hop's share of the time and the overall deadline.
+struct Step {
+    raw: RawAddr,
+    addr: SocketAddr,
+    share: Duration,
+    deadline: Instant,
 }
 
 /// The address of a chain's last hop when it is written as one (a reply's 0.0.0.0 means that

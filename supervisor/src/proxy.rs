@@ -14,14 +14,15 @@
 //! A chain of proxies (`A>B>C`) or an HTTP proxy: the copy is connected to the first hop, then
 //! each hop's handshake runs in turn on it (SOCKS with `ClientHandshake`, HTTP with
 //! `socks_proto::http_connect`, read exactly to the blank line), each asking for the next hop,
-//! the last for the destination; failures name the hop. BIND ending at an HTTP proxy and UDP
+//! the last for the destination, each hop within its share of the time (`Server::hop_share`);
+//! failures name the hop. BIND ending at an HTTP proxy and UDP
 //! through either are refused before any connection (ECONNREFUSED), never made direct.
 //!
 //! Not here: choosing the servers (`route`), answering the notification (`supervise`).
 
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use socks_client::settings::Protocol;
 use socks_proto::client::{ClientError, ClientHandshake, ClientStep, ClientVersion, Identity};
@@ -137,11 +138,14 @@ fn try_servers(
         }
         for &addr in &server.addrs {
             let Some(addr) = for_family(addr, family) else { continue };
-            if let Err(errno) = connect_socket(fd, addr, deadline) {
+            // A chain's steps each get a share of the time left (`Server::hop_share`).
+            let share = server.hop_share(deadline.saturating_duration_since(Instant::now()));
+            if let Err(errno) = connect_socket(fd, addr, deadline.min(Instant::now() + share)) {
                 let error = std::io::Error::from_raw_os_error(errno);
                 sys::disconnect(fd);
                 HEALTH.mark_failed(server);
-                if errno == libc::ETIMEDOUT {
+                // A first hop that used up its share leaves the rest to the next entry.
+                if errno == libc::ETIMEDOUT && Instant::now() >= deadline {
                     return Err(failed(errno, format!("via {addr}: {error}")));
                 }
                 last = failed(libc::ECONNREFUSED, format!("via {addr}: {error}"));
@@ -149,7 +153,7 @@ fn try_servers(
             }
             HEALTH.mark_alive(server);
             if !server.is_single_socks() {
-                return through_chain(fd, server, command, target, addr, deadline);
+                return through_chain(fd, server, command, target, addr, (share, deadline));
             }
             let name = version_name(server.version);
             let mut hs =
@@ -189,14 +193,15 @@ fn refusal(server: &Server, command: Command) -> Option<&'static str> {
 
 /// The handshakes of a chain (or a lone HTTP proxy) on `fd`, connected to its first hop at
 /// `addr`: each hop asked for the next hop, the last for `command` to `target`. Failures name
-/// the hop; an earlier hop that cannot reach the next marks the chain failed.
+/// the hop; an earlier hop that cannot reach the next marks the chain failed. Each hop's
+/// handshake ends after `share`, and all of them by `deadline`.
 fn through_chain(
     fd: BorrowedFd<'_>,
     server: &Server,
     command: Command,
     target: &TargetAddr,
     addr: SocketAddr,
-    deadline: Instant,
+    (share, deadline): (Duration, Instant),
 ) -> Result<Granted, Failed> {
     let count = server.hop_count();
     let chain = server.chain_text();
@@ -211,6 +216,7 @@ fn through_chain(
             Some(next) if !last => (&next.target, Command::Connect),
             _ => (target, command),
         };
+        let deadline = deadline.min(Instant::now() + share);
         let name_hop = |f: Failed| {
             if !last {
                 HEALTH.mark_failed(server);

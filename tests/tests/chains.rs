@@ -444,3 +444,89 @@ fn ftp_active_and_passive_through_two_sockd() {
     second.wait_line(&["cmd=bind"], STARTUP);
     leaks.assert_only_sockd("ftp active and passive through a chain of two sockd");
 }
+
+/// The port of a silent hop on the outside host: it accepts connections and never answers.
+const SILENT_PORT: u16 = 1090;
+
+/// A TCP listener on the outside host at `SILENT_PORT` that accepts (the kernel completes the
+/// handshake) and never says a word, once it listens.
+fn silent_hop(lab: &Lab) -> Daemon {
+    let script = format!(
+        "import socket, time\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{OUTSIDE_ADDR}', {SILENT_PORT}))\n\
+         s.listen(16)\n\
+         print('silent hop listening', flush=True)\n\
+         held = []\n\
+         while True:\n\
+         \x20   held.append(s.accept())\n"
+    );
+    let python = paths::require("python3", "python3");
+    let hop = Daemon::spawn(lab.ns(Ns::Outside), "silent-hop", &python, &["-c", &script]);
+    hop.wait_line(&["silent hop listening"], STARTUP);
+    hop
+}
+
+/// python3 connecting once to the outside web server; prints `ok` or `error ERRNO SECONDS`.
+fn one_timed_connect() -> String {
+    format!(
+        "import socket, time\n\
+         t = time.monotonic()\n\
+         try:\n\
+         \x20   s = socket.create_connection(('{OUTSIDE_ADDR}', {WWW_PORT}), timeout=60)\n\
+         \x20   print('ok')\n\
+         except OSError as e:\n\
+         \x20   print('error', e.errno, round(time.monotonic() - t, 1))\n"
+    )
+}
+
+/// Checks that `ran` (one_timed_connect through `sockd>silent`, SOCKS_TIMEOUT=12) failed
+/// within hop 2's share of the time (6 s), not the whole 12 s, and that its log names hop 2.
+fn assert_hop2_timed_out(ran: &Ran, who: &str) {
+    let out = ran.stdout_text();
+    let seconds: Option<f64> = out
+        .strip_prefix(&format!("error {} ", libc::ETIMEDOUT))
+        .and_then(|rest| rest.trim().parse().ok());
+    assert!(
+        seconds.is_some_and(|s| (5.0..10.0).contains(&s)),
+        "{who}: the connect fails with ETIMEDOUT after hop 2's share (6 s of 12)\n{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains(&format!("hop 2 of 2 (socks5://{OUTSIDE_ADDR}:{SILENT_PORT})")),
+        "{who}: the log names the silent hop\n{}",
+        ran.describe()
+    );
+}
+
+#[test]
+fn a_silent_hop_times_out_within_its_share() {
+    let Some((lab, _leaks, _dns, _www)) = chain_lab("chains-hop-timeout") else { return };
+    let _first = lab.sockd(&first_hop_rules(SILENT_PORT));
+    let _silent = silent_hop(&lab);
+    let conf = conf(&lab, &format!("socks5://{SERVER}>socks5://{OUTSIDE_ADDR}:{SILENT_PORT}"));
+    let ran = lab
+        .python(&one_timed_connect())
+        .env("SOCKS_CONF", &conf)
+        .env("SOCKS_TIMEOUT", "12")
+        .env("SOCKS_LOG", "debug")
+        .ld_preload()
+        .run();
+    assert_hop2_timed_out(&ran, "the library");
+}
+
+#[test]
+fn a_silent_hop_times_out_within_its_share_supervised() {
+    let Some(lab) = socks_e2e::build::supervised_lab("chains-hop-timeout-sv") else { return };
+    let _first = lab.sockd(&first_hop_rules(SILENT_PORT));
+    let _silent = silent_hop(&lab);
+    let conf = conf(&lab, &format!("socks5://{SERVER}>socks5://{OUTSIDE_ADDR}:{SILENT_PORT}"));
+    let ran = lab
+        .python(&one_timed_connect())
+        .env("SOCKS_TIMEOUT", "12")
+        .env("SOCKS_LOG", "debug")
+        .socksify(&["--supervise", "-c", &conf])
+        .run();
+    assert_hop2_timed_out(&ran, "the supervisor");
+}
