@@ -163,6 +163,9 @@ pub struct Server {
     /// Whether its list has `?spread` (the same on every server of a list): connections start
     /// at different servers (`order`).
     pub spread: bool,
+    /// `?dynamic` (a chain's option): a hop that is down is left out and the chain tried again
+    /// without it ([`Server::without_hop`]), as long as a hop remains.
+    pub dynamic: bool,
 }
 
 /// The version and identity a server line that does not say gets.
@@ -185,6 +188,7 @@ impl Server {
             identity: identity_of(spec, defaults),
             pipeline: spec.pipeline,
             spread,
+            dynamic: spec.dynamic,
             next: spec.next.iter().map(|hop| Hop::from_spec(hop, defaults)).collect(),
             shown: shown_hop(spec),
         }
@@ -209,6 +213,32 @@ impl Server {
     /// How many hops (1 for a single server).
     pub fn hop_count(&self) -> usize {
         1 + self.next.len()
+    }
+
+    /// This chain without its hop `skip` (0 = the first), for `?dynamic`: the same entry (its
+    /// `id`, so its health is shared) with one hop fewer. `None` when no hop would remain, or
+    /// when the first hop is left out and the second is written as a name: the library and the
+    /// supervisor connect to the first hop themselves and do not resolve a later hop's name.
+    pub fn without_hop(&self, skip: usize) -> Option<Server> {
+        if self.next.is_empty() || skip > self.next.len() {
+            return None;
+        }
+        let mut rest = self.clone();
+        if skip > 0 {
+            rest.next.remove(skip - 1);
+            return Some(rest);
+        }
+        let second = rest.next.remove(0);
+        let TargetAddr::Ip(addr) = second.target else { return None };
+        rest.addrs = vec![addr];
+        rest.protocol = second.protocol;
+        if let Protocol::Socks(version) = second.protocol {
+            rest.version = version;
+        }
+        rest.identity = second.identity;
+        rest.pipeline = second.pipeline;
+        rest.shown = second.shown;
+        Some(rest)
     }
 
     /// How long one step of a chain may take — the connect to its first hop, or one hop's
@@ -265,7 +295,7 @@ fn identity_of(spec: &ServerSpec, defaults: &Defaults) -> Identity {
 
 /// One hop as written (its `Display`, passwords `***`), without the hops after it.
 fn shown_hop(spec: &ServerSpec) -> String {
-    ServerSpec { next: Vec::new(), ..spec.clone() }.to_string()
+    ServerSpec { next: Vec::new(), dynamic: false, ..spec.clone() }.to_string()
 }
 
 /// What the configuration says to do.
@@ -742,5 +772,31 @@ mod tests {
             panic!("SOCKS_SERVER takes a chain")
         };
         assert_eq!(servers[0].hop_count(), 2);
+    }
+
+    #[test]
+    fn a_dynamic_chain_without_a_hop() {
+        let env = Environment {
+            server: Some("192.0.2.1:1080>socks4a://192.0.2.2:1081>hop3.far:1080?dynamic".into()),
+            ..Default::default()
+        };
+        let settings = load(&env, &Memory::default());
+        let Mode::Everything { servers, .. } = &settings.mode else {
+            panic!("{:?}", settings.mode)
+        };
+        let chain = &servers[0];
+        assert!(chain.dynamic);
+        assert_eq!(chain.shown, "192.0.2.1:1080", "?dynamic is the chain's, not the first hop's");
+        let no_middle = chain.without_hop(1).expect("two hops remain");
+        assert_eq!(no_middle.chain_text(), "192.0.2.1:1080>hop3.far:1080");
+        assert_eq!(no_middle.id, chain.id, "the same entry");
+        let no_first = chain.without_hop(0).expect("the second hop is an address");
+        assert_eq!(no_first.addrs, ["192.0.2.2:1081".parse().expect("literal")]);
+        assert_eq!(no_first.protocol, Protocol::Socks(ClientVersion::Socks4a));
+        assert_eq!(no_first.chain_text(), "socks4a://192.0.2.2:1081>hop3.far:1080");
+        assert!(no_first.without_hop(0).is_none(), "hop3.far is a name: not a first hop");
+        let last = no_middle.without_hop(1).expect("one hop remains");
+        assert!(last.without_hop(0).is_none(), "at least one hop remains");
+        assert_eq!(last.hop_count(), 1);
     }
 }

@@ -109,6 +109,14 @@ fn try_servers(
             refused = Some(Cause::Denied);
             continue;
         }
+        if server.dynamic && !server.is_single_socks() {
+            match dynamic_chain(fd, family, command, target, server, deadline) {
+                Err(Cause::Timeout) => return Err(Cause::Timeout),
+                Err(cause) => refused = Some(cause),
+                granted => return granted,
+            }
+            continue;
+        }
         for addr in &server.addrs {
             let Some(addr) = for_family(*addr, family) else { continue };
             let nth = if i == 0 { "first" } else { "next" };
@@ -195,6 +203,87 @@ fn through_chain(
             }
             Err(failure.cause)
         }
+    }
+}
+
+/// A `?dynamic` chain on `fd`: its first hop connected, its hops run; a hop that is down is
+/// left out and the rest tried again on the same socket (dissolved with `connect(AF_UNSPEC)`),
+/// as long as a hop remains. A hop is down when it does not accept the connection, does not
+/// answer, or fails its handshake; when a hop answers that it could not reach the next one
+/// (a SOCKS failure reply, an HTTP error status), the next one is down. Err: every try failed,
+/// and `fd` is disconnected again (the next entry of the list may use it).
+fn dynamic_chain(
+    fd: c_int,
+    family: c_int,
+    command: Command,
+    target: &TargetAddr,
+    server: &Server,
+    deadline: Instant,
+) -> Result<Granted, Cause> {
+    let mut chain = server.clone();
+    loop {
+        let text = chain.chain_text();
+        let share = chain.hop_share(deadline.saturating_duration_since(Instant::now()));
+        let mut reached = None;
+        let mut cause = Cause::ServersDown;
+        for addr in chain.addrs.iter().filter_map(|a| for_family(*a, family)) {
+            let raw = RawAddr::from_socket_addr(addr);
+            match connect_socket(fd, &raw, deadline.min(Instant::now() + share)) {
+                Ok(()) => {
+                    reached = Some((raw, addr));
+                    break;
+                }
+                Err(why) => {
+                    log!(Level::Warn, "server {addr}: {}", describe(why));
+                    cause = why;
+                    real::disconnect(fd);
+                }
+            }
+        }
+        let down = match reached {
+            None => 0,
+            Some((raw, addr)) => match chain::run(fd, &chain, command, target, share, deadline) {
+                Ok(granted) => {
+                    log!(Level::Info, "{command} {target} via {text}: ok");
+                    server.mark_alive();
+                    let bound = reachable(granted.bound, last_hop(&chain, addr));
+                    let version = granted.version.unwrap_or(chain.version);
+                    return Ok(Granted { server: raw, version, bound });
+                }
+                Err(failure) => {
+                    log!(Level::Warn, "{command} {target} via {text}: {}", failure.message);
+                    cause = failure.cause;
+                    let answered = matches!(failure.cause, Cause::Server(_));
+                    failure.hop + usize::from(answered && failure.hop + 1 < chain.hop_count())
+                }
+            },
+        };
+        real::disconnect(fd);
+        if Instant::now() >= deadline {
+            log!(Level::Error, "{command} {target} via {text} (dynamic): out of time");
+            return Err(Cause::Timeout);
+        }
+        let Some(rest) = chain.without_hop(down) else {
+            let why = if chain.hop_count() == 1 {
+                "no hop is left"
+            } else {
+                "the next hop is written as a name, which only the hop before it resolves"
+            };
+            log!(
+                Level::Error,
+                "{command} {target} via {text} (dynamic): hop {} is down and {why}",
+                down + 1
+            );
+            server.mark_failed();
+            return Err(cause);
+        };
+        log!(
+            Level::Warn,
+            "{command} {target} (dynamic): leaving out hop {} of {text}, trying {}",
+            down + 1,
+            rest.chain_text()
+        );
+        chain = rest;
     }
 }
 

@@ -380,6 +380,12 @@ fn server_text(server: &Server, written: Option<&str>) -> String {
             i + 1
         );
     }
+    if server.dynamic {
+        text.push_str(
+            "\n     ?dynamic: a hop that is down is left out and the chain tried again without \
+             it, while a hop remains (never direct)",
+        );
+    }
     text
 }
 
@@ -552,5 +558,25 @@ mod tests {
              destination"
         );
         assert!(!text.contains("pw") && !text.contains(":b@"), "{text}");
+    }
+
+    #[test]
+    fn a_dynamic_chain_says_so() {
+        let env = Environment {
+            server: Some("127.0.0.1:1080>192.0.2.9:1080?dynamic".into()),
+            ..Environment::default()
+        };
+        let settings = crate::config::load(&env);
+        let Mode::Everything { servers, .. } = &settings.mode else {
+            panic!("{:?}", settings.mode)
+        };
+        let text = server_text(&servers[0], None);
+        assert!(text.ends_with("?dynamic: a hop that is down is left out and the chain tried again without it, while a hop remains (never direct)"), "{text}");
+        let plain = Environment { server: Some("127.0.0.1:1080>192.0.2.9:1080".into()), ..env };
+        let settings = crate::config::load(&plain);
+        let Mode::Everything { servers, .. } = &settings.mode else {
+            panic!("{:?}", settings.mode)
+        };
+        assert!(!server_text(&servers[0], None).contains("dynamic"));
     }
 }

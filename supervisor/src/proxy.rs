@@ -136,6 +136,16 @@ fn try_servers(
             last = failed(libc::ECONNREFUSED, format!("via {}: {why}", server.chain_text()));
             continue;
         }
+        if server.dynamic && !server.is_single_socks() {
+            match dynamic_chain(fd, family, command, target, server, deadline) {
+                Err(f) if f.errno == libc::ETIMEDOUT && Instant::now() >= deadline => {
+                    return Err(f)
+                }
+                Err(f) => last = f,
+                granted => return granted,
+            }
+            continue;
+        }
         for &addr in &server.addrs {
             let Some(addr) = for_family(addr, family) else { continue };
             // A chain's steps each get a share of the time left (`Server::hop_share`).
@@ -153,7 +163,8 @@ fn try_servers(
             }
             HEALTH.mark_alive(server);
             if !server.is_single_socks() {
-                return through_chain(fd, server, command, target, addr, (share, deadline));
+                return through_chain(fd, server, command, target, addr, (share, deadline))
+                    .map_err(|c| c.failed);
             }
             let name = version_name(server.version);
             let mut hs =
@@ -172,6 +183,84 @@ fn try_servers(
         }
     }
     Err(last)
+}
+
+/// A `?dynamic` chain on `fd`: its first hop connected, its hops run; a hop that is down is
+/// left out and the rest tried again on the same socket (dissolved with `connect(AF_UNSPEC)`),
+/// as long as a hop remains. A hop is down when it does not accept the connection, does not
+/// answer, or fails its handshake; when a hop answers that it could not reach the next one
+/// (a SOCKS failure reply, an HTTP error status), the next one is down. Err: every try failed,
+/// and `fd` is disconnected again (the next entry of the list may use it).
+fn dynamic_chain(
+    fd: BorrowedFd<'_>,
+    family: i32,
+    command: Command,
+    target: &TargetAddr,
+    server: &Server,
+    deadline: Instant,
+) -> Result<Granted, Failed> {
+    let mut chain = server.clone();
+    // The failures so far, for the message when every try failed.
+    let mut tried = String::new();
+    loop {
+        let text = chain.chain_text();
+        let share = chain.hop_share(deadline.saturating_duration_since(Instant::now()));
+        let mut last = failed(libc::ECONNREFUSED, format!("via {text}: no address of the family"));
+        let mut reached = None;
+        for addr in chain.addrs.iter().filter_map(|a| for_family(*a, family)) {
+            match connect_socket(fd, addr, deadline.min(Instant::now() + share)) {
+                Ok(()) => {
+                    reached = Some(addr);
+                    break;
+                }
+                Err(errno) => {
+                    let error = std::io::Error::from_raw_os_error(errno);
+                    last = failed(errno, format!("via {text}: hop 1 ({addr}): {error}"));
+                    sys::disconnect(fd);
+                }
+            }
+        }
+        let down = match reached {
+            None => 0,
+            Some(addr) => {
+                match through_chain(fd, &chain, command, target, addr, (share, deadline)) {
+                    Ok(granted) => {
+                        HEALTH.mark_alive(server);
+                        return Ok(granted);
+                    }
+                    Err(c) => {
+                        last = c.failed;
+                        c.down
+                    }
+                }
+            }
+        };
+        sys::disconnect(fd);
+        if Instant::now() >= deadline {
+            return Err(failed(
+                libc::ETIMEDOUT,
+                format!("{tried}{} (dynamic: out of time)", last.why),
+            ));
+        }
+        let Some(rest) = chain.without_hop(down) else {
+            let why = if chain.hop_count() == 1 {
+                "no hop is left"
+            } else {
+                "the next hop is written as a name, which only the hop before it resolves"
+            };
+            HEALTH.mark_failed(server);
+            return Err(failed(last.errno, format!("{tried}{} (dynamic: {why})", last.why)));
+        };
+        tried.push_str(&format!("{}; then ", last.why));
+        chain = rest;
+    }
+}
+
+/// A chain's failure: what the program is told, and which hop (0 = the first) is down — the
+/// one that failed, or the next one when it answered that it could not reach it.
+struct ChainFailed {
+    failed: Failed,
+    down: usize,
 }
 
 /// Why `command` cannot go through `server` at all (before any connection), if so: BIND
@@ -202,7 +291,7 @@ fn through_chain(
     target: &TargetAddr,
     addr: SocketAddr,
     (share, deadline): (Duration, Instant),
-) -> Result<Granted, Failed> {
+) -> Result<Granted, ChainFailed> {
     let count = server.hop_count();
     let chain = server.chain_text();
     let first = (server.protocol, &server.identity, server.pipeline, &server.shown);
@@ -217,7 +306,7 @@ fn through_chain(
             _ => (target, command),
         };
         let deadline = deadline.min(Instant::now() + share);
-        let name_hop = |f: Failed| {
+        let name_hop = |(f, answered): (Failed, bool)| {
             if !last {
                 HEALTH.mark_failed(server);
             }
@@ -232,21 +321,22 @@ fn through_chain(
                 }
                 _ => format!("hop {} of {count} ({shown})", i + 1),
             };
-            failed(f.errno, format!("via {chain}: {place}: {}", f.why))
+            let failed = failed(f.errno, format!("via {chain}: {place}: {}", f.why));
+            ChainFailed { failed, down: i + usize::from(answered && !last) }
         };
         match protocol {
             Protocol::Socks(v) => {
                 let mut hs = ClientHandshake::new(v, what, ask, identity.clone())
-                    .map_err(|e| name_hop(failed(libc::EAFNOSUPPORT, e.to_string())))?;
+                    .map_err(|e| name_hop((failed(libc::EAFNOSUPPORT, e.to_string()), false)))?;
                 if pipeline {
                     hs = hs.pipelined();
                 }
-                bound = exchange(fd, &mut hs, deadline).map_err(name_hop)?;
+                bound = exchange_answer(fd, &mut hs, deadline).map_err(name_hop)?;
                 version = v;
             }
             Protocol::Http if what != Command::Connect => {
                 let why = format!("{what} cannot go through an HTTP proxy");
-                return Err(name_hop(failed(libc::ECONNREFUSED, why)));
+                return Err(name_hop((failed(libc::ECONNREFUSED, why), false)));
             }
             Protocol::Http => {
                 http_hop(fd, ask, identity, deadline).map_err(name_hop)?;
@@ -263,40 +353,47 @@ fn through_chain(
 }
 
 /// One HTTP CONNECT on `fd`: the request, then the answer read exactly to its blank line (the
-/// bytes after it stay in the socket for the program).
+/// bytes after it stay in the socket for the program). Err's flag: the proxy answered with an
+/// error status (it could not open the tunnel), rather than failing itself.
 fn http_hop(
     fd: BorrowedFd<'_>,
     target: &TargetAddr,
     identity: &Identity,
     deadline: Instant,
-) -> Result<(), Failed> {
+) -> Result<(), (Failed, bool)> {
+    let own = |f: Failed| (f, false);
     let credentials =
         identity.credentials.as_ref().map(|c| (c.username.as_str(), c.password.as_slice()));
     let mut request = Vec::new();
     encode_request(target, credentials, &mut request)
-        .map_err(|e| failed(libc::EAFNOSUPPORT, e.to_string()))?;
-    send_all(fd, &request, deadline)?;
+        .map_err(|e| own(failed(libc::EAFNOSUPPORT, e.to_string())))?;
+    send_all(fd, &request, deadline).map_err(own)?;
     let mut reader = ResponseReader::new();
     let mut buf = [0u8; 512];
     loop {
         let want = reader.wanted().clamp(1, buf.len());
         let n = match sys::recv_nonblocking(fd, &mut buf[..want]) {
-            Ok(0) => return Err(failed(libc::ECONNREFUSED, "proxy closed the connection")),
+            Ok(0) => return Err(own(failed(libc::ECONNREFUSED, "proxy closed the connection"))),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 wait(fd, libc::POLLIN, deadline)
-                    .map_err(|errno| failed(errno, "timed out waiting for the answer"))?;
+                    .map_err(|errno| own(failed(errno, "timed out waiting for the answer")))?;
                 continue;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(failed(e.raw_os_error().unwrap_or(libc::EIO), format!("recv: {e}")))
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                return Err(own(failed(errno, format!("recv: {e}"))));
             }
         };
         match reader.feed(&buf[..n]) {
             Ok(ResponseStep::NeedMore) => {}
             Ok(ResponseStep::Open { .. }) => return Ok(()),
-            Err(e) => return Err(failed(http_errno(&e), e.to_string())),
+            Err(e) => {
+                let answered =
+                    matches!(&e, HttpConnectError::Refused { status, .. } if *status != 401);
+                return Err((failed(http_errno(&e), e.to_string()), answered));
+            }
         }
     }
 }
@@ -427,28 +524,43 @@ fn exchange(
     hs: &mut ClientHandshake,
     deadline: Instant,
 ) -> Result<TargetAddr, Failed> {
+    exchange_answer(fd, hs, deadline).map_err(|(f, _)| f)
+}
+
+/// [`exchange`], and on failure whether the server answered with a failure reply (it could not
+/// do what was asked) rather than failing itself.
+fn exchange_answer(
+    fd: BorrowedFd<'_>,
+    hs: &mut ClientHandshake,
+    deadline: Instant,
+) -> Result<TargetAddr, (Failed, bool)> {
+    let own = |f: Failed| (f, false);
     let mut buf = [0u8; 512];
     loop {
         let out = hs.take_output();
-        send_all(fd, &out, deadline)?;
+        send_all(fd, &out, deadline).map_err(own)?;
         let want = hs.wanted().clamp(1, buf.len());
         let n = match sys::recv_nonblocking(fd, &mut buf[..want]) {
-            Ok(0) => return Err(failed(libc::ECONNREFUSED, "server closed the connection")),
+            Ok(0) => return Err(own(failed(libc::ECONNREFUSED, "server closed the connection"))),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 wait(fd, libc::POLLIN, deadline)
-                    .map_err(|errno| failed(errno, "timed out waiting for the reply"))?;
+                    .map_err(|errno| own(failed(errno, "timed out waiting for the reply")))?;
                 continue;
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(failed(e.raw_os_error().unwrap_or(libc::EIO), format!("recv: {e}")))
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                return Err(own(failed(errno, format!("recv: {e}"))));
             }
         };
         match hs.feed(&buf[..n]) {
             ClientStep::NeedMore => {}
             ClientStep::Granted { bound } => return Ok(bound),
-            ClientStep::Failed(e) => return Err(failed(errno_for(&e), e.to_string())),
+            ClientStep::Failed(e) => {
+                let answered = matches!(e, ClientError::Refused(_));
+                return Err((failed(errno_for(&e), e.to_string()), answered));
+            }
         }
     }
 }

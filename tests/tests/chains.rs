@@ -530,3 +530,134 @@ fn a_silent_hop_times_out_within_its_share_supervised() {
         .run();
     assert_hop2_timed_out(&ran, "the supervisor");
 }
+
+/// A three-hop chain `fw>down>outside` whose middle hop (port 1089 on the outside host) is down.
+fn chain_with_hop2_down() -> String {
+    format!("socks5://{SERVER}>socks5://{OUTSIDE_ADDR}:1089>socks5://{OUTSIDE_ADDR}:{HOP2_PORT}")
+}
+
+/// The first hop's rules for `chain_with_hop2_down`: it may reach both later hops.
+fn first_hop_rules_for_dynamic() -> String {
+    format!(
+        "# chains: the first hop may reach the dead hop and the live one\n\
+         permit 192.0.2.0/24 {OUTSIDE_ADDR}/32 eq {HOP2_PORT}\n\
+         permit 192.0.2.0/24 {OUTSIDE_ADDR}/32 eq 1089\n"
+    )
+}
+
+#[test]
+fn dynamic_chain_leaves_out_a_hop_that_is_down() {
+    let Some((lab, leaks, _dns, _www)) = chain_lab("chains-dynamic") else { return };
+    let _first = lab.sockd(&first_hop_rules_for_dynamic());
+    let _third = outside_sockd(&lab, HOP2_PORT);
+
+    // ?dynamic: hop 2 is left out, the connection goes through fw>outside.
+    let dynamic = conf(&lab, &format!("{}?dynamic", chain_with_hop2_down()));
+    let ran = curl(&lab, &dynamic, &format!("http://{OUTSIDE_ADDR}/dynamic"));
+    assert!(
+        ran.success() && ran.stdout == http_body("/dynamic"),
+        "a>b>c?dynamic with b down goes through a>c\n{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains("(dynamic): leaving out hop 2 of")
+            && ran.stderr.contains(&format!(
+                "via socks5://{SERVER}>socks5://{OUTSIDE_ADDR}:{HOP2_PORT}: ok"
+            )),
+        "the log says which hop was left out and which chain worked\n{}",
+        ran.describe()
+    );
+    leaks.assert_only_sockd("a dynamic chain: only the first hop is contacted");
+
+    // Without ?dynamic: the connection fails, hop 2 named.
+    let fixed = conf(&lab, &chain_with_hop2_down());
+    let ran = curl(&lab, &fixed, &format!("http://{OUTSIDE_ADDR}/fixed"));
+    assert!(!ran.success(), "a>b>c with b down must fail\n{}", ran.describe());
+    assert!(
+        ran.stderr.contains(&format!("could not reach hop 2 (socks5://{OUTSIDE_ADDR}:1089)")),
+        "the log names hop 2\n{}",
+        ran.describe()
+    );
+
+    // Every hop down: the connection fails, never direct. The first hop's port on the
+    // firewall and the later hops (tried as first hops once the one before is left out) are
+    // the only destinations the workstation may have tried.
+    let all_down = conf(
+        &lab,
+        &format!(
+            "socks5://{FW_INSIDE_ADDR}:1089>socks5://{OUTSIDE_ADDR}:1089>socks5://{OUTSIDE_ADDR}:1088?dynamic"
+        ),
+    );
+    let ran = lab
+        .client(paths::require("curl", "curl"))
+        .args(["-sS", "--max-time", "20", &format!("http://{OUTSIDE_ADDR}/all-down")])
+        .env("SOCKS_CONF", &all_down)
+        .env("SOCKS_LOG", "debug")
+        .env("SOCKS_TIMEOUT", "9")
+        .env("no_proxy", "*")
+        .ld_preload()
+        .run();
+    assert!(!ran.success(), "every hop down must fail\n{}", ran.describe());
+    assert!(
+        ran.stderr.contains("(dynamic): hop 1 is down and no hop is left")
+            || ran.stderr.contains("(dynamic): out of time"),
+        "the log says the dynamic chain ran out of hops\n{}",
+        ran.describe()
+    );
+    let allowed = [
+        format!("{FW_INSIDE_ADDR} . tcp . 1089"),
+        format!("{OUTSIDE_ADDR} . tcp . 1089"),
+        format!("{OUTSIDE_ADDR} . tcp . 1088"),
+    ];
+    let (v4, v6) = leaks.leaked_destinations();
+    assert!(
+        v4.iter().all(|d| allowed.contains(d)) && v6.is_empty(),
+        "nothing but the hops was tried, never the destination: {v4:?} {v6:?}\n{}",
+        ran.describe()
+    );
+}
+
+#[test]
+fn dynamic_chain_under_the_supervisor() {
+    let Some(lab) = socks_e2e::build::supervised_lab("chains-dynamic-sv") else { return };
+    let leaks = LeakCounter::install(&lab);
+    let _dns = dns::outside_dns(&lab);
+    let _www = dns::http_dual(&lab, WWW_PORT);
+    let _first = lab.sockd(&first_hop_rules_for_dynamic());
+    let _third = outside_sockd(&lab, HOP2_PORT);
+    let script = format!(
+        "import socket\n\
+         s = socket.create_connection(('{OUTSIDE_ADDR}', {WWW_PORT}), timeout=10)\n\
+         s.sendall(b'GET /supervised-dynamic HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n')\n\
+         data = b''\n\
+         while True:\n\
+         \x20   d = s.recv(4096)\n\
+         \x20   if not d: break\n\
+         \x20   data += d\n\
+         print(data.split(b'\\r\\n\\r\\n', 1)[1].decode(), end='')\n"
+    );
+    let dynamic = conf(&lab, &format!("{}?dynamic", chain_with_hop2_down()));
+    let ran = lab
+        .python(&script)
+        .env("SOCKS_LOG", "debug")
+        .socksify(&["--supervise", "-c", &dynamic])
+        .run();
+    assert!(
+        ran.success() && ran.stdout == http_body("/supervised-dynamic"),
+        "a>b>c?dynamic with b down, under the supervisor\n{}",
+        ran.describe()
+    );
+    leaks.assert_only_sockd("a dynamic chain under the supervisor");
+    let fixed = conf(&lab, &chain_with_hop2_down());
+    let ran = lab
+        .python(&script)
+        .env("SOCKS_LOG", "debug")
+        .socksify(&["--supervise", "-c", &fixed])
+        .run();
+    assert!(!ran.success(), "without ?dynamic it fails\n{}", ran.describe());
+    assert!(
+        ran.stderr.contains(&format!("could not reach hop 2 (socks5://{OUTSIDE_ADDR}:1089)")),
+        "the supervisor's log names hop 2\n{}",
+        ran.describe()
+    );
+}

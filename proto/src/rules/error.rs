@@ -237,8 +237,8 @@ impl LineError {
         Self::new(
             token,
             format!(
-                "unknown option `?{option}` in server `{server}` (expected ?pipeline, or ?spread \
-                 after the last server of an @= list)"
+                "unknown option `?{option}` in server `{server}` (expected ?pipeline, ?dynamic \
+                 after the last hop of a chain, or ?spread after the last server of an @= list)"
             ),
         )
     }
@@ -259,6 +259,17 @@ impl LineError {
         Self::new(
             server,
             format!("`?spread` in `{server}`: it is an option of an @= list in socks.conf"),
+        )
+    }
+
+    /// `?dynamic` anywhere but after the last hop of a chain of two hops or more.
+    pub fn dynamic_not_after_chain(token: &str, server: &str) -> Self {
+        Self::new(
+            token,
+            format!(
+                "`?dynamic` in server `{server}`: it is an option of a whole chain (`a>b>c?dynamic`), \
+                 written once, after its last hop"
+            ),
         )
     }
 

@@ -5,7 +5,8 @@
 //! ```text
 //! SERVERS := ENTRY[,ENTRY…][?spread]     (a list option, among the last server's options:
 //!                                        `@=a,b?pipeline&spread`)
-//! ENTRY  := SERVER[>SERVER…]             (a chain of hops, first hop first)
+//! ENTRY  := SERVER[>SERVER…][?dynamic]   (a chain of hops, first hop first; `dynamic`, a chain
+//!                                        option, among the last hop's options: `a>b?pipeline&dynamic`)
 //! SERVER := [SCHEME://][USER[:PASSWORD]@]HOST[:PORT][?pipeline]
 //! SCHEME := socks4 | socks4a | socks5 | http
 //! HOST   := name | IPv4 | [IPv6] (bare IPv6 without port)
@@ -25,7 +26,9 @@
 //! connection starts at a different server, see socks.conf(5)); it is written once, among the
 //! options of the last server, so the per-server grammar stays as it is and a list says it in one
 //! place. `spread` on any other server of the list, or on a single server outside a list
-//! (`SOCKS_SERVER`), is an error.
+//! (`SOCKS_SERVER`), is an error. `dynamic` belongs to a whole chain ([`ServerSpec::dynamic`], on
+//! its first hop): written once, among the options of its last hop; on an earlier hop or on a
+//! single server it is an error.
 //!
 //! Not here: where an `@=` list may stand on a line (the rule grammar, [`super::socks_conf`]),
 //! reading `SOCKS_SERVER` from the environment, choosing a live server or speaking to it.
@@ -120,6 +123,9 @@ pub struct ServerSpec {
     /// The hops after this one when the entry is a chain (`A>B>C`: this is A, `next` is
     /// [B, C], each with an empty `next`); empty for a single server.
     pub next: Vec<ServerSpec>,
+    /// `?dynamic` after the chain's last hop (kept on the first hop; false on the others): a hop
+    /// that is down is left out and the chain tried again without it (socks.conf(5)).
+    pub dynamic: bool,
 }
 
 impl ServerSpec {
@@ -145,6 +151,7 @@ impl fmt::Debug for ServerSpec {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("pipeline", &self.pipeline)
             .field("next", &self.next)
+            .field("dynamic", &self.dynamic)
             .finish()
     }
 }
@@ -174,6 +181,10 @@ impl fmt::Display for ServerSpec {
         }
         for hop in &self.next {
             write!(f, ">{hop}")?;
+        }
+        if self.dynamic {
+            let last_pipeline = self.next.last().is_some_and(|hop| hop.pipeline);
+            f.write_str(if last_pipeline { "&dynamic" } else { "?dynamic" })?;
         }
         Ok(())
     }
@@ -305,7 +316,12 @@ pub fn parse_server_list(tok: &str, lookup: &dyn Lookup) -> Result<ServerList, L
 /// last hop held the list option `spread`. Errors name the hop (and its place in a chain).
 fn chain(tok: &str, item: &str, lookup: &dyn Lookup) -> Result<(ServerSpec, bool), LineError> {
     if !item.contains('>') {
-        return server(tok, item, &redact_hop(item), lookup, true);
+        let shown = redact_hop(item);
+        let (spec, spread) = server(tok, item, &shown, lookup, true)?;
+        if spec.dynamic {
+            return Err(LineError::dynamic_not_after_chain(tok, &shown));
+        }
+        return Ok((spec, spread));
     }
     let hops: Vec<&str> = item.split('>').collect();
     let count = hops.len();
@@ -325,11 +341,19 @@ fn chain(tok: &str, item: &str, lookup: &dyn Lookup) -> Result<(ServerSpec, bool
         if hop_spread && i + 1 < count {
             return Err(at_hop(LineError::spread_not_last(tok, &shown)));
         }
+        if spec.dynamic && i + 1 < count {
+            return Err(at_hop(LineError::dynamic_not_after_chain(tok, &shown)));
+        }
         spread = hop_spread;
         specs.push(spec);
     }
+    let dynamic = specs.last().is_some_and(|hop| hop.dynamic);
     let mut first = specs.remove(0);
+    if let Some(last) = specs.last_mut() {
+        last.dynamic = false;
+    }
     first.next = specs;
+    first.dynamic = dynamic;
     Ok((first, spread))
 }
 
@@ -362,10 +386,12 @@ fn server(
     };
     let mut pipeline = false;
     let mut spread = false;
+    let mut dynamic = false;
     for option in options.into_iter().flat_map(|o| o.split('&')) {
         match option {
             "pipeline" => pipeline = true,
             "spread" => spread = true,
+            "dynamic" => dynamic = true,
             other => return Err(LineError::unknown_server_option(tok, shown, other)),
         }
     }
@@ -422,6 +448,7 @@ fn server(
         password,
         pipeline,
         next: Vec::new(),
+        dynamic,
     };
     Ok((spec, spread))
 }
@@ -566,7 +593,8 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "socks.conf:4: unknown option `?fast` in server `fw.example?fast` (expected \
-             ?pipeline, or ?spread after the last server of an @= list)"
+             ?pipeline, ?dynamic after the last hop of a chain, or ?spread after the last \
+             server of an @= list)"
         );
     }
 
@@ -866,6 +894,34 @@ mod tests {
         );
         let back = server(&literal.to_string());
         assert_eq!(back, literal, "the printed chain parses back");
+    }
+
+    #[test]
+    fn dynamic_is_a_chain_option_after_its_last_hop() {
+        let chain = server("fw>192.0.2.50:1081>c.far?dynamic");
+        assert!(chain.dynamic, "kept on the first hop");
+        assert!(chain.next.iter().all(|hop| !hop.dynamic), "and only there");
+        assert_eq!(chain.to_string(), "fw:1080>192.0.2.50:1081>c.far:1080?dynamic");
+        assert_eq!(server(&chain.to_string()), chain, "the printed chain parses back");
+        let piped = server("fw>c.far?pipeline&dynamic");
+        assert!(piped.dynamic && piped.next[0].pipeline);
+        assert_eq!(piped.to_string(), "fw:1080>c.far:1080?pipeline&dynamic");
+        assert!(!server("fw>c.far").dynamic);
+        let rs =
+            parse("sockd @=fw2.example>b.far?dynamic,fw>c.far?pipeline&dynamic&spread 0.0.0.0/0\n")
+                .unwrap();
+        let r = &rs.rules[0];
+        assert!(r.spread && r.servers[0].dynamic && r.servers[1].dynamic);
+        assert_eq!(
+            r.to_string(),
+            "sockd @=fw2.example:1080>b.far:1080?dynamic,fw:1080>c.far:1080?pipeline&dynamic&spread 0.0.0.0/0"
+        );
+        let e = parse("sockd @=fw?dynamic>b.far 0.0.0.0/0").unwrap_err().to_string();
+        assert!(e.contains("`?dynamic`") && e.contains("hop 1 of 2"), "{e}");
+        let e = parse("sockd @=fw?dynamic 0.0.0.0/0").unwrap_err().to_string();
+        assert!(e.contains("an option of a whole chain"), "{e}");
+        let e = parse_server("fw?dynamic", &lookup()).unwrap_err().to_string();
+        assert!(e.contains("`?dynamic`"), "{e}");
     }
 
     #[test]

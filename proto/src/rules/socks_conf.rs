@@ -146,7 +146,9 @@ impl fmt::Display for ClientRule {
             write!(f, "{s}")?;
         }
         if self.spread {
-            let joiner = if self.servers.last().is_some_and(|s| s.pipeline) { "&" } else { "?" };
+            // `&` when the last entry already printed options (its last hop's, or `dynamic`).
+            let options = |s: &ServerSpec| s.dynamic || s.hops().last().is_some_and(|h| h.pipeline);
+            let joiner = if self.servers.last().is_some_and(options) { "&" } else { "?" };
             write!(f, "{joiner}spread")?;
         }
         if let Some(u) = &self.users {

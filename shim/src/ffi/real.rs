@@ -403,6 +403,15 @@ pub fn connect_to(fd: c_int, addr: &crate::ffi::sockaddr::RawAddr) -> c_int {
     unsafe { connect(fd, addr.bytes.as_ptr().cast(), addr.len as socklen_t) }
 }
 
+/// connect(2) with AF_UNSPEC, past the library's own hook: dissolves a TCP socket's connection
+/// (or its failed attempt) so that it can connect again (Linux); used between the tries of a
+/// `?dynamic` chain on the program's socket.
+pub fn disconnect(fd: c_int) -> c_int {
+    let unspec = sockaddr { sa_family: libc::AF_UNSPEC as libc::sa_family_t, sa_data: [0; 14] };
+    // SAFETY: `unspec` is a valid sockaddr of the given length for the duration of the call.
+    unsafe { connect(fd, &unspec, std::mem::size_of::<sockaddr>() as socklen_t) }
+}
+
 /// Whether this process runs in secure-execution mode (setuid, setgid, capabilities): then the
 /// environment must not steer the library.
 pub fn secure_execution() -> bool {
