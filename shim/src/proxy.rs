@@ -11,7 +11,11 @@
 //!
 //! A chain of proxies or an HTTP proxy (`Server::is_single_socks` false) is connected to its
 //! first hop here and handed to `chain` for the hops' handshakes; what it cannot carry (UDP;
-//! BIND ending in HTTP) is refused before any connection, with a log line.
+//! BIND ending in HTTP) is refused before any connection, with a log line. Each step of a chain
+//! gets its share of the time (`Server::hop_share`). A `?dynamic` chain whose hop is down is
+//! tried again without it (`Server::without_hop`) on the same socket, dissolved with
+//! `connect(AF_UNSPEC)` in between (`dynamic_chain`); it allocates, like the rest of the chain
+//! code, and like it is refused on the heap-free path.
 //!
 //! Not here: deciding whether to proxy (`route`) or the C-level hook (`hooks`).
 

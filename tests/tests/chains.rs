@@ -15,6 +15,12 @@
 //! - A hop down: the error names it, and the next connection of the process fails over to the
 //!   next chain of the list; a first hop down fails over within the same connection.
 //! - ftp through two sockd: active mode (BIND asked of the last hop) and passive.
+//! - Per-hop time: a silent hop 2 (a listener that never answers) fails the connect after its
+//!   share of `SOCKS_TIMEOUT` (half of it for two hops), named in the log; library and
+//!   supervisor.
+//! - `?dynamic`: `a>b>c` with b down goes through `a>c` (leak check: only the first hop is
+//!   contacted); without `?dynamic` it fails naming hop 2; every hop down fails, never direct;
+//!   a silent hop is left out after its share; the supervisor does the same.
 //! - python3 under the supervisor (`socksify --supervise`) through the corporate chain, and
 //!   a wrong password there: refused, the hop named.
 //!
@@ -660,4 +666,43 @@ fn dynamic_chain_under_the_supervisor() {
         "the supervisor's log names hop 2\n{}",
         ran.describe()
     );
+}
+
+#[test]
+fn dynamic_chain_leaves_out_a_silent_hop_after_its_share() {
+    let Some((lab, leaks, _dns, _www)) = chain_lab("chains-dynamic-silent") else { return };
+    let _first = lab.sockd(&format!(
+        "# chains: the first hop may reach the silent hop and the live one\n\
+         permit 192.0.2.0/24 {OUTSIDE_ADDR}/32 eq {HOP2_PORT}\n\
+         permit 192.0.2.0/24 {OUTSIDE_ADDR}/32 eq {SILENT_PORT}\n"
+    ));
+    let _silent = silent_hop(&lab);
+    let _third = outside_sockd(&lab, HOP2_PORT);
+    let conf = conf(
+        &lab,
+        &format!(
+            "socks5://{SERVER}>socks5://{OUTSIDE_ADDR}:{SILENT_PORT}>socks5://{OUTSIDE_ADDR}:{HOP2_PORT}?dynamic"
+        ),
+    );
+    let ran = lab
+        .client(paths::require("curl", "curl"))
+        .args(["-sS", "--max-time", "30", &format!("http://{OUTSIDE_ADDR}/silent")])
+        .env("SOCKS_CONF", &conf)
+        .env("SOCKS_LOG", "debug")
+        .env("SOCKS_TIMEOUT", "12")
+        .env("no_proxy", "*")
+        .ld_preload()
+        .run();
+    assert!(
+        ran.success() && ran.stdout == http_body("/silent"),
+        "a silent hop 2 of a dynamic chain is left out after its share (4 s of 12)\n{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains(&format!("hop 2 of 3 (socks5://{OUTSIDE_ADDR}:{SILENT_PORT})"))
+            && ran.stderr.contains("(dynamic): leaving out hop 2 of"),
+        "the log names the silent hop and leaves it out\n{}",
+        ran.describe()
+    );
+    leaks.assert_only_sockd("a dynamic chain with a silent hop");
 }
