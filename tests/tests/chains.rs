@@ -2,7 +2,7 @@
 //! in the namespace lab: the workstation (`inside`) reaches only the firewall (`fw`,
 //! 192.0.2.1); a second hop lives on the outside host (198.51.100.2), reachable only from the
 //! firewall; the destinations (an HTTP server, `www.example.test` from the outside dnsmasq) are
-//! outside. Real programs run under the library: curl, python3, dig.
+//! outside. Real programs run under the library: curl, python3, node, dig.
 //!
 //! - Two sockd in a row: the first (on the firewall) may only reach the second (outside, port
 //!   1081); `socks5://first>socks5://second` works by address and by name (the second hop gets
@@ -162,11 +162,33 @@ fn two_sockd_in_a_row() {
         ran.describe()
     );
 
+    // node (its own event loop, libuv's getaddrinfo on a thread pool) by name.
+    let script = format!(
+        "const http = require('http');\n\
+         http.get('http://{WWW}:{WWW_PORT}/node', (res) => {{\n\
+           const chunks = [];\n\
+           res.on('data', (c) => chunks.push(c));\n\
+           res.on('end', () => process.stdout.write(Buffer.concat(chunks)));\n\
+         }}).on('error', (e) => {{ console.error(`error ${{e.code}}`); process.exit(1); }});\n"
+    );
+    let ran = lab
+        .client(paths::require("node", "nodejs"))
+        .args(["-e", &script])
+        .env("SOCKS_CONF", &conf)
+        .env("SOCKS_LOG", "debug")
+        .ld_preload()
+        .run();
+    assert!(
+        ran.success() && ran.stdout == http_body("/node"),
+        "node by name through two sockd\n{}",
+        ran.describe()
+    );
+
     // The first hop only ever saw the second hop as a destination; the second got the name.
     let hop2 = format!("dst={OUTSIDE_ADDR}:{HOP2_PORT} ");
-    first.wait_lines(&["connected:", "cmd=connect", &hop2], 3, STARTUP);
+    first.wait_lines(&["connected:", "cmd=connect", &hop2], 4, STARTUP);
     let by_name = format!("dst={WWW}:{WWW_PORT} ");
-    second.wait_lines(&["connected:", "cmd=connect", &by_name], 2, STARTUP);
+    second.wait_lines(&["connected:", "cmd=connect", &by_name], 3, STARTUP);
     assert!(
         first.lines_with(&["connected:", &by_name]).is_empty(),
         "the name must reach only the last hop:\n{}",
