@@ -20,8 +20,8 @@ use socks_proto::addr::TargetAddr;
 use socks_proto::auth::Credentials;
 use socks_proto::client::{ClientVersion, Identity};
 use socks_proto::rules::{
-    parse_server, ClientAction, ClientRules, FakeFamilies, HostsFile, Lookup, ServerSpec,
-    ServerVersion, Services, DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,
+    parse_server, ClientAction, ClientRules, FakeFamilies, HostsFile, Lookup, ServerSpec, Services,
+    DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,
 };
 
 /// The default client config file.
@@ -102,26 +102,9 @@ impl PartialOrd<u8> for LogLevel {
     }
 }
 
-/// What a hop after the first of a chain speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// A SOCKS server of this version.
-    Socks(ClientVersion),
-    /// An HTTP proxy that opens a tunnel with `CONNECT` (no BIND, no UDP).
-    Http,
-}
-
-impl Protocol {
-    /// The scheme name, for messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Socks(ClientVersion::Socks4) => "socks4",
-            Protocol::Socks(ClientVersion::Socks4a) => "socks4a",
-            Protocol::Socks(ClientVersion::Socks5) => "socks5",
-            Protocol::Http => "http",
-        }
-    }
-}
+/// What a server or a hop of a chain speaks (`Socks(version)` or `Http`), from socks-proto's
+/// server entries, with `scheme()` for messages.
+pub use socks_proto::rules::Protocol;
 
 /// A hop of a chain after the first: the hop before it is asked to connect to `target`.
 #[derive(Debug, Clone)]
@@ -275,10 +258,7 @@ impl Hop {
 }
 
 fn protocol_of(spec: &ServerSpec, defaults: &Defaults) -> Protocol {
-    match spec.version {
-        None => Protocol::Socks(defaults.version),
-        Some(v) => v.socks().map_or(Protocol::Http, Protocol::Socks),
-    }
+    spec.protocol.unwrap_or(Protocol::Socks(defaults.version))
 }
 
 fn identity_of(spec: &ServerSpec, defaults: &Defaults) -> Identity {
@@ -519,8 +499,8 @@ fn build(
     let socks4 = |spec: &ServerSpec| {
         spec.hops().any(|hop| {
             matches!(
-                hop.version.map_or(Some(version), ServerVersion::socks),
-                Some(ClientVersion::Socks4 | ClientVersion::Socks4a)
+                hop.protocol.unwrap_or(Protocol::Socks(version)),
+                Protocol::Socks(ClientVersion::Socks4 | ClientVersion::Socks4a)
             )
         })
     };

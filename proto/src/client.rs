@@ -7,13 +7,13 @@
 
 use crate::addr::TargetAddr;
 use crate::auth::{self, Credentials};
+use crate::command::Command;
 use crate::error::ProtoError;
 use crate::reply::Failure;
-use crate::server::Command;
 use crate::{v4, v5};
 
 /// The protocol to speak to the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClientVersion {
     /// SOCKS4: IPv4 destinations only.
     Socks4,
@@ -21,6 +21,32 @@ pub enum ClientVersion {
     Socks4a,
     /// SOCKS5: IPv4, IPv6 or a host name; optional username/password.
     Socks5,
+}
+
+impl ClientVersion {
+    /// The name of the version as a `socks.conf` server scheme (without `://`) and in log lines:
+    /// `socks4`, `socks4a` or `socks5`.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            ClientVersion::Socks4 => "socks4",
+            ClientVersion::Socks4a => "socks4a",
+            ClientVersion::Socks5 => "socks5",
+        }
+    }
+
+    /// The version of a scheme name (any case, as URL schemes are); `None` for anything else.
+    pub fn from_scheme(scheme: &str) -> Option<ClientVersion> {
+        [ClientVersion::Socks4, ClientVersion::Socks4a, ClientVersion::Socks5]
+            .into_iter()
+            .find(|v| v.scheme().eq_ignore_ascii_case(scheme))
+    }
+}
+
+impl std::fmt::Display for ClientVersion {
+    /// The scheme name, `socks4`, `socks4a` or `socks5`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.scheme())
+    }
 }
 
 /// Who the client says it is.
@@ -108,22 +134,12 @@ impl ClientHandshake {
                 if version == ClientVersion::Socks4 && matches!(dst, TargetAddr::Domain(..)) {
                     return Err(ProtoError::Socks4Address);
                 }
-                let command = match command {
-                    Command::Connect => v4::Command::Connect,
-                    Command::Bind => v4::Command::Bind,
-                    Command::UdpAssociate => return Err(ProtoError::UnsupportedCommand(3)),
-                };
                 let req =
                     v4::Request { command, dst: dst.clone(), user_id: identity.user_id.clone() };
                 v4::encode_request(&req, &mut output)?;
                 State::Reply
             }
             ClientVersion::Socks5 => {
-                let command = match command {
-                    Command::Connect => v5::Command::Connect,
-                    Command::Bind => v5::Command::Bind,
-                    Command::UdpAssociate => v5::Command::UdpAssociate,
-                };
                 v5::encode_request(&v5::Request { command, dst: dst.clone() }, &mut request)?;
                 let mut methods = vec![v5::METHOD_NO_AUTH];
                 if let Some(creds) = &identity.credentials {

@@ -13,6 +13,7 @@
 pub mod addr;
 pub mod auth;
 pub mod client;
+pub mod command;
 pub mod dns;
 pub mod error;
 pub mod fixed;

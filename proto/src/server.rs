@@ -23,25 +23,7 @@ pub enum Version {
 }
 
 /// What the client asks for, across versions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// An outbound connection.
-    Connect,
-    /// An inbound connection from the destination host.
-    Bind,
-    /// A UDP relay (SOCKS5 only).
-    UdpAssociate,
-}
-
-impl std::fmt::Display for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Command::Connect => "connect",
-            Command::Bind => "bind",
-            Command::UdpAssociate => "udp-associate",
-        })
-    }
-}
+pub use crate::command::Command;
 
 /// Whether clients must authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,11 +218,8 @@ impl ServerHandshake {
                     return self.fail(ProtoError::Socks4NeedsAuth);
                 }
                 self.state = State::Finished;
-                let command = match req.command {
-                    v4::Command::Connect => Command::Connect,
-                    v4::Command::Bind => Command::Bind,
-                };
                 let user = Some(req.user_id).filter(|u| !u.is_empty());
+                let command = req.command;
                 Step::Request(Request { version: Version::Socks4, command, dst: req.dst, user })
             }
         }
@@ -261,12 +240,8 @@ impl ServerHandshake {
             Ok(Some((req, used))) => {
                 self.input.drain(..used);
                 self.state = State::Finished;
-                let command = match req.command {
-                    v5::Command::Connect => Command::Connect,
-                    v5::Command::Bind => Command::Bind,
-                    v5::Command::UdpAssociate => Command::UdpAssociate,
-                };
                 let user = self.user.take();
+                let command = req.command;
                 Step::Request(Request { version: Version::Socks5, command, dst: req.dst, user })
             }
         }

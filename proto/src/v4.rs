@@ -29,14 +29,8 @@ pub const IDENT_MISMATCH: u8 = 93;
 /// Length of a reply.
 pub const REPLY_LEN: usize = 8;
 
-/// The two SOCKS4 commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// CD 1.
-    Connect,
-    /// CD 2.
-    Bind,
-}
+/// The commands; SOCKS4 carries CONNECT (CD 1) and BIND (CD 2), not UDP ASSOCIATE.
+pub use crate::command::Command;
 
 /// A decoded SOCKS4 or SOCKS4a request. `dst` is a `Domain` exactly when it was 4a.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,8 +99,14 @@ fn nul_terminated<'a>(
 }
 
 /// Appends a request. A `Domain` destination is sent as SOCKS4a (DSTIP 0.0.0.1); IPv6 cannot be
-/// expressed in SOCKS4 and is an error, as are a USERID or name over 255 bytes or containing NUL.
+/// expressed in SOCKS4 and is an error, as are UDP ASSOCIATE (`UnsupportedCommand(3)`, SOCKS4 has
+/// no such command) and a USERID or name over 255 bytes or containing NUL.
 pub fn encode_request(req: &Request, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+    let command = match req.command {
+        Command::Connect => CMD_CONNECT,
+        Command::Bind => CMD_BIND,
+        Command::UdpAssociate => return Err(ProtoError::UnsupportedCommand(3)),
+    };
     let user = req.user_id.as_bytes();
     if user.len() > MAX_NAME_LEN {
         return Err(ProtoError::TooLong("USERID"));
@@ -123,10 +123,7 @@ pub fn encode_request(req: &Request, out: &mut Vec<u8>) -> Result<(), ProtoError
         }
     };
     out.push(VERSION);
-    out.push(match req.command {
-        Command::Connect => CMD_CONNECT,
-        Command::Bind => CMD_BIND,
-    });
+    out.push(command);
     out.extend_from_slice(&req.dst.port().to_be_bytes());
     out.extend_from_slice(&ip.octets());
     out.extend_from_slice(user);
@@ -266,6 +263,20 @@ mod tests {
             user_id: String::new(),
         };
         assert_eq!(encode_request(&req, &mut Vec::new()), Err(ProtoError::Socks4Address));
+    }
+
+    #[test]
+    fn encode_refuses_udp_associate_and_writes_nothing() {
+        for dst in ["1.2.3.4:80", "[::1]:80"] {
+            let req = Request {
+                command: Command::UdpAssociate,
+                dst: TargetAddr::Ip(dst.parse().expect("literal")),
+                user_id: "bob".into(),
+            };
+            let mut out = Vec::new();
+            assert_eq!(encode_request(&req, &mut out), Err(ProtoError::UnsupportedCommand(3)));
+            assert!(out.is_empty());
+        }
     }
 
     #[test]

@@ -30,16 +30,8 @@ pub const CMD_UDP_ASSOCIATE: u8 = 0x03;
 /// RFC 1928 section 6: REP X'00' succeeded.
 pub const REP_SUCCEEDED: u8 = 0x00;
 
-/// The three SOCKS5 commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// X'01'.
-    Connect,
-    /// X'02'.
-    Bind,
-    /// X'03'. DST is where the client will send datagrams from, not a target.
-    UdpAssociate,
-}
+/// The three SOCKS5 commands (X'01', X'02', X'03').
+pub use crate::command::Command;
 
 /// Decodes a greeting: the methods the client offers. `Ok(None)` means more bytes are needed.
 pub fn decode_greeting(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, ProtoError> {

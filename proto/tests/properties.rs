@@ -281,13 +281,8 @@ fn socks5_case(rng: &mut Rng) -> Case {
         (v5::CMD_UDP_ASSOCIATE, Command::UdpAssociate),
     ]);
     let dst = random_target(rng);
-    let v5cmd = match command {
-        Command::Connect => v5::Command::Connect,
-        Command::Bind => v5::Command::Bind,
-        Command::UdpAssociate => v5::Command::UdpAssociate,
-    };
     let req_start = wire.len();
-    v5::encode_request(&v5::Request { command: v5cmd, dst: dst.clone() }, &mut wire)
+    v5::encode_request(&v5::Request { command, dst: dst.clone() }, &mut wire)
         .expect("valid request encodes");
     assert_eq!(wire[req_start + 1], cmd);
     let handshake_len = wire.len();
@@ -718,13 +713,8 @@ fn decoders_never_panic_and_prefixes_need_more() {
                 Version::Socks5 => {
                     // The request is the last message; find it by decoding from the end part.
                     let mut req_wire = Vec::new();
-                    let cmd = match req.command {
-                        Command::Connect => v5::Command::Connect,
-                        Command::Bind => v5::Command::Bind,
-                        Command::UdpAssociate => v5::Command::UdpAssociate,
-                    };
                     v5::encode_request(
-                        &v5::Request { command: cmd, dst: req.dst.clone() },
+                        &v5::Request { command: req.command, dst: req.dst.clone() },
                         &mut req_wire,
                     )
                     .expect("encodes");

@@ -12,9 +12,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use socks_proto::client::ClientVersion;
 use socks_proto::rules::{
-    ClientAction, ClientRules, ConfigError, Destination, FakeFamilies, ResolvePolicy,
-    ServerVersion, StaticLookup, DEFAULT_FAKE_V6, DEFAULT_SERVER_PORT,
+    ClientAction, ClientRules, ConfigError, Destination, FakeFamilies, Protocol, ResolvePolicy,
+    StaticLookup, DEFAULT_FAKE_V6, DEFAULT_SERVER_PORT,
 };
 
 /// Counts allocations made by the current thread, so parallel tests do not disturb the count.
@@ -157,7 +158,7 @@ fn partner_network_through_socks4() {
     let r = rs.decide("192.0.2.17".parse().unwrap(), 8443, Some("root")).unwrap();
     assert_eq!((r.action, r.line), (ClientAction::Proxy, 13));
     let s = &r.servers[0];
-    assert_eq!(s.version, Some(ServerVersion::Socks4));
+    assert_eq!(s.protocol, Some(Protocol::Socks(ClientVersion::Socks4)));
     assert_eq!(s.username.as_deref(), Some("lloyd"));
     assert_eq!(s.password, None);
     assert_eq!(s.addrs, vec![sa("192.0.2.200:1080")]);
@@ -169,12 +170,12 @@ fn operators_use_credentials_and_fallback() {
     let r = rs.decide("198.51.100.9".parse().unwrap(), 8080, Some("oper")).unwrap();
     assert_eq!(r.line, 16);
     let [first, second] = r.servers.as_slice() else { panic!("two servers: {r}") };
-    assert_eq!(first.version, Some(ServerVersion::Socks5));
+    assert_eq!(first.protocol, Some(Protocol::Socks(ClientVersion::Socks5)));
     assert_eq!(first.username.as_deref(), Some("oper"));
     assert_eq!(first.password.as_deref(), Some("c0rrect horse"));
     assert_eq!(first.host, "fw1.example");
     assert_eq!(first.addrs, vec![sa("203.0.113.1:1081"), sa("[2001:db8:f::1]:1081")]);
-    assert_eq!(second.version, None);
+    assert_eq!(second.protocol, None);
     assert_eq!(second.addrs, vec![sa("203.0.113.2:1080")]);
     assert_eq!(second.port(), DEFAULT_SERVER_PORT);
 }
@@ -302,7 +303,11 @@ fn dns_partner_and_operators() {
     let rs = dns_rules();
     let r = rs.decide_name("ftp.partner.example", None, None).unwrap();
     assert_eq!((r.action, r.line), (ClientAction::Proxy, 21));
-    assert_eq!(r.servers[0].version, Some(ServerVersion::Socks4a), "SOCKS4a carries the name");
+    assert_eq!(
+        r.servers[0].protocol,
+        Some(Protocol::Socks(ClientVersion::Socks4a)),
+        "SOCKS4a carries the name"
+    );
     assert_eq!(r.servers[0].addrs, vec![sa("192.0.2.200:1080")]);
 
     assert_eq!(decide_name(&rs, "api.vendor.example", Some(8443), Some("oper")), ("sockd", 24));

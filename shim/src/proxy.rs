@@ -136,7 +136,7 @@ fn try_servers(
                 }
                 Ok(()) => {
                     server.mark_alive();
-                    let name = version_name(server.version);
+                    let name = server.version.scheme();
                     let mut hs = ClientHandshake::new(
                         server.version,
                         command,
@@ -351,14 +351,6 @@ pub fn second_reply(
             log!(Level::Error, "bind: second reply: {why}");
             Err(cause)
         }
-    }
-}
-
-fn version_name(version: ClientVersion) -> &'static str {
-    match version {
-        ClientVersion::Socks4 => "socks4",
-        ClientVersion::Socks4a => "socks4a",
-        ClientVersion::Socks5 => "socks5",
     }
 }
 

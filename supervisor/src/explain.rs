@@ -361,7 +361,7 @@ fn write_route(
 
 fn server_text(server: &Server, written: Option<&str>) -> String {
     let addrs: Vec<String> = server.addrs.iter().map(ToString::to_string).collect();
-    let mut text = format!("{} {}", server.protocol.name(), addrs.join(" "));
+    let mut text = format!("{} {}", server.protocol.scheme(), addrs.join(" "));
     if let Some(written) = written {
         let _ = write!(text, " (written {written})");
     }

@@ -202,7 +202,7 @@ fn check_conf(file: &std::ffi::OsStr) -> ExitCode {
     };
     let mut seen = Vec::new();
     for server in servers.iter().flatten() {
-        let version = server.protocol.name();
+        let version = server.protocol.scheme();
         for addr in &server.addrs {
             let line = format!("server {addr} {version}");
             if !seen.contains(&line) {

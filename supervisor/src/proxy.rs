@@ -57,15 +57,6 @@ fn failed(errno: i32, why: impl Into<String>) -> Failed {
     Failed { errno, why: why.into() }
 }
 
-/// The protocol's name in log lines.
-pub fn version_name(version: ClientVersion) -> &'static str {
-    match version {
-        ClientVersion::Socks4 => "socks4",
-        ClientVersion::Socks4a => "socks4a",
-        ClientVersion::Socks5 => "socks5",
-    }
-}
-
 /// Connects `fd` (a TCP socket of family `family`, its SO_DOMAIN) to `target` (an address, or
 /// the name behind a fake address) through the first of `servers` that accepts a TCP
 /// connection. Returns the server address used.
@@ -166,7 +157,7 @@ fn try_servers(
                 return through_chain(fd, server, command, target, addr, (share, deadline))
                     .map_err(|c| c.failed);
             }
-            let name = version_name(server.version);
+            let name = server.version.scheme();
             let mut hs =
                 ClientHandshake::new(server.version, command, target, server.identity.clone())
                     .map_err(|e| failed(libc::EAFNOSUPPORT, format!("via {addr} ({name}): {e}")))?;

@@ -482,7 +482,7 @@ impl Ctx {
                 if let Some(cookie) = cookie {
                     self.shared.peers().insert(cookie, dst, server);
                 }
-                let v = proxy::version_name(version);
+                let v = version.scheme();
                 log(settings, 3, self.pid, format_args!("{name} {target} via {server} ({v}): ok"));
                 if message.data.is_empty() {
                     return Ok(0);

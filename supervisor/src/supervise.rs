@@ -570,7 +570,7 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
                     if let Some(cookie) = cookie {
                         pending.shared.peers().insert(cookie, dst, server);
                     }
-                    let name = proxy::version_name(version);
+                    let name = version.scheme();
                     log(
                         settings,
                         3,

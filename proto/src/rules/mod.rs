@@ -71,7 +71,7 @@ pub use lex::{Cursor, Line};
 pub use lookup::{HostsFile, Lookup, Services, StaticLookup};
 pub use port::{parse_port, parse_port_spec, Op, PortMatch};
 pub use server_url::{
-    parse_server, parse_server_list, ServerList, ServerSpec, ServerVersion, DEFAULT_HTTP_PORT,
+    parse_server, parse_server_list, Protocol, ServerList, ServerSpec, DEFAULT_HTTP_PORT,
     DEFAULT_SERVER_PORT,
 };
 pub use sockd_conf::{

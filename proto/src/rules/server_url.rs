@@ -12,7 +12,7 @@
 //! HOST   := name | IPv4 | [IPv6] (bare IPv6 without port)
 //! ```
 //!
-//! A server without a scheme uses the caller's default version (`version: None`); without a port,
+//! A server without a scheme uses the caller's default SOCKS version (`protocol: None`); without a port,
 //! 1080 (`http://`: 8080). The first hop's host name is resolved now, through [`Lookup::host`],
 //! keeping every address in resolver order; a later hop of a chain is named to the hop before
 //! it, so its name is kept as written and not resolved here. Errors in a chain say which hop
@@ -52,49 +52,36 @@ pub const DEFAULT_HTTP_PORT: u16 = 8080;
 /// The longest user name or password RFC 1929 can carry (one length byte).
 const MAX_CREDENTIAL: usize = 255;
 
-/// The protocol a server speaks, from the `SCHEME://` of a server.
+/// What a server speaks, from the `SCHEME://` of a server: a SOCKS version (the one name for it
+/// is [`ClientVersion`]) or HTTP. HTTP is not a SOCKS version, so it is a variant here rather
+/// than in `ClientVersion`, which only the SOCKS handshakes take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ServerVersion {
-    /// `socks4://`
-    Socks4,
-    /// `socks4a://`
-    Socks4a,
-    /// `socks5://`
-    Socks5,
+pub enum Protocol {
+    /// `socks4://`, `socks4a://` or `socks5://`.
+    Socks(ClientVersion),
     /// `http://`: an HTTP proxy that opens tunnels with `CONNECT` (no BIND, no UDP).
     Http,
 }
 
-impl ServerVersion {
-    /// The scheme name, without `://`.
+impl Protocol {
+    /// The scheme name, without `://` (also the name in log lines and `--explain`).
     pub fn scheme(self) -> &'static str {
         match self {
-            ServerVersion::Socks4 => "socks4",
-            ServerVersion::Socks4a => "socks4a",
-            ServerVersion::Socks5 => "socks5",
-            ServerVersion::Http => "http",
+            Protocol::Socks(version) => version.scheme(),
+            Protocol::Http => "http",
         }
     }
 
-    /// The SOCKS version this scheme speaks; `None` for `http`.
-    pub fn socks(self) -> Option<ClientVersion> {
-        match self {
-            ServerVersion::Socks4 => Some(ClientVersion::Socks4),
-            ServerVersion::Socks4a => Some(ClientVersion::Socks4a),
-            ServerVersion::Socks5 => Some(ClientVersion::Socks5),
-            ServerVersion::Http => None,
+    /// The protocol of a scheme name (any case, as URL schemes are).
+    pub fn from_scheme(scheme: &str) -> Option<Protocol> {
+        if scheme.eq_ignore_ascii_case("http") {
+            return Some(Protocol::Http);
         }
-    }
-
-    /// The version of a scheme name (any case, as URL schemes are).
-    pub fn from_scheme(scheme: &str) -> Option<ServerVersion> {
-        [ServerVersion::Socks4, ServerVersion::Socks4a, ServerVersion::Socks5, ServerVersion::Http]
-            .into_iter()
-            .find(|v| v.scheme().eq_ignore_ascii_case(scheme))
+        ClientVersion::from_scheme(scheme).map(Protocol::Socks)
     }
 }
 
-impl fmt::Display for ServerVersion {
+impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.scheme())
     }
@@ -111,8 +98,8 @@ pub struct ServerSpec {
     pub port: u16,
     /// The host as written (a name, or an address; IPv6 without the brackets).
     pub host: String,
-    /// The protocol from `SCHEME://`; `None` = the caller's default.
-    pub version: Option<ServerVersion>,
+    /// The protocol from `SCHEME://`; `None` = the caller's default SOCKS version.
+    pub protocol: Option<Protocol>,
     /// `USER` from `USER[:PASSWORD]@`, `%XX` escapes decoded.
     pub username: Option<String>,
     /// `PASSWORD` from `USER:PASSWORD@`, `%XX` escapes decoded (may be empty).
@@ -146,7 +133,7 @@ impl fmt::Debug for ServerSpec {
         f.debug_struct("ServerSpec")
             .field("addrs", &self.addrs)
             .field("host", &self.host)
-            .field("version", &self.version)
+            .field("protocol", &self.protocol)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("pipeline", &self.pipeline)
@@ -161,8 +148,8 @@ impl fmt::Debug for ServerSpec {
 /// parses back to the same server.
 impl fmt::Display for ServerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(v) = self.version {
-            write!(f, "{v}://")?;
+        if let Some(p) = self.protocol {
+            write!(f, "{p}://")?;
         }
         if let Some(u) = &self.username {
             write_escaped(f, u)?;
@@ -368,12 +355,11 @@ fn server(
     resolve: bool,
 ) -> Result<(ServerSpec, bool), LineError> {
     let (scheme, rest) = split_scheme(item);
-    let version = match scheme {
+    let protocol = match scheme {
         None => None,
-        Some(s) => Some(
-            ServerVersion::from_scheme(s)
-                .ok_or_else(|| LineError::unknown_scheme(tok, shown, s))?,
-        ),
+        Some(s) => {
+            Some(Protocol::from_scheme(s).ok_or_else(|| LineError::unknown_scheme(tok, shown, s))?)
+        }
     };
 
     let (userinfo, hostport) = match rest.rsplit_once('@') {
@@ -415,10 +401,12 @@ fn server(
             };
             let user = decode(user, "user name")?;
             let pass = pass.map(|p| decode(p, "password")).transpose()?;
-            if let (Some(_), Some(v @ (ServerVersion::Socks4 | ServerVersion::Socks4a))) =
-                (&pass, version)
+            if let (
+                Some(_),
+                Some(Protocol::Socks(v @ (ClientVersion::Socks4 | ClientVersion::Socks4a))),
+            ) = (&pass, protocol)
             {
-                let name = if v == ServerVersion::Socks4 { "SOCKS4" } else { "SOCKS4a" };
+                let name = if v == ClientVersion::Socks4 { "SOCKS4" } else { "SOCKS4a" };
                 return Err(LineError::password_needs_socks5(tok, shown, name));
             }
             (Some(user), pass)
@@ -428,7 +416,7 @@ fn server(
     let (host, port_tok) =
         split_host_port(hostport).map_err(|d| LineError::bad_server_host(tok, shown, d))?;
     let port = match port_tok {
-        None if version == Some(ServerVersion::Http) => DEFAULT_HTTP_PORT,
+        None if protocol == Some(Protocol::Http) => DEFAULT_HTTP_PORT,
         None => DEFAULT_SERVER_PORT,
         Some(p) => {
             server_port(p, lookup).ok_or_else(|| LineError::bad_server_port(tok, shown, p))?
@@ -443,7 +431,7 @@ fn server(
         addrs: ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(),
         port,
         host: host.to_owned(),
-        version,
+        protocol,
         username,
         password,
         pipeline,
@@ -606,7 +594,7 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(s[0].addrs, vec![sa("192.0.2.2:1080")]);
         assert_eq!(s[1].addrs, vec![sa("192.0.2.9:1081")]);
-        assert_eq!(s[1].version, Some(ServerVersion::Socks4));
+        assert_eq!(s[1].protocol, Some(Protocol::Socks(ClientVersion::Socks4)));
         assert_eq!(s[2].addrs, vec![sa("[2001:db8::7]:1080")]);
         assert_eq!(s[2].host, "2001:db8::7");
         assert_eq!(
@@ -617,16 +605,27 @@ mod tests {
 
     #[test]
     fn server_schemes() {
-        assert_eq!(server("fw").version, None);
-        assert_eq!(server("socks4://fw").version, Some(ServerVersion::Socks4));
-        assert_eq!(server("socks4a://fw").version, Some(ServerVersion::Socks4a));
-        assert_eq!(server("socks5://fw").version, Some(ServerVersion::Socks5));
-        assert_eq!(server("SOCKS5://fw").version, Some(ServerVersion::Socks5));
-        assert_eq!(ServerVersion::Socks4a.socks(), Some(ClientVersion::Socks4a));
-        assert_eq!(server("http://fw").version, Some(ServerVersion::Http));
-        assert_eq!(ServerVersion::Http.socks(), None);
-        assert_eq!(ServerVersion::from_scheme("socks4A"), Some(ServerVersion::Socks4a));
-        assert_eq!(ServerVersion::from_scheme("socks"), None);
+        assert_eq!(server("fw").protocol, None);
+        assert_eq!(server("socks4://fw").protocol, Some(Protocol::Socks(ClientVersion::Socks4)));
+        assert_eq!(server("socks4a://fw").protocol, Some(Protocol::Socks(ClientVersion::Socks4a)));
+        assert_eq!(server("socks5://fw").protocol, Some(Protocol::Socks(ClientVersion::Socks5)));
+        assert_eq!(server("SOCKS5://fw").protocol, Some(Protocol::Socks(ClientVersion::Socks5)));
+        assert_eq!(server("http://fw").protocol, Some(Protocol::Http));
+        assert_eq!(server("HTTP://fw").protocol, Some(Protocol::Http));
+        assert_eq!(Protocol::from_scheme("socks4A"), Some(Protocol::Socks(ClientVersion::Socks4a)));
+        assert_eq!(Protocol::from_scheme("socks"), None);
+        assert_eq!(Protocol::from_scheme("https"), None);
+        assert_eq!(ClientVersion::from_scheme("http"), None);
+        for p in [
+            Protocol::Socks(ClientVersion::Socks4),
+            Protocol::Socks(ClientVersion::Socks4a),
+            Protocol::Socks(ClientVersion::Socks5),
+            Protocol::Http,
+        ] {
+            assert_eq!(Protocol::from_scheme(p.scheme()), Some(p));
+            assert_eq!(p.to_string(), p.scheme());
+        }
+        assert_eq!(ClientVersion::Socks4a.to_string(), "socks4a");
     }
 
     #[test]
@@ -873,8 +872,8 @@ mod tests {
         assert_eq!(chain.addrs, vec![sa("192.0.2.1:1081"), sa("[2001:db8::1]:1081")]);
         assert!(chain.next[0].addrs.is_empty(), "a later hop's name is not resolved here");
         assert_eq!(chain.next[0].port(), 1080);
-        assert_eq!(chain.next[0].version, Some(ServerVersion::Socks4a));
-        assert_eq!(chain.next[1].version, Some(ServerVersion::Http));
+        assert_eq!(chain.next[0].protocol, Some(Protocol::Socks(ClientVersion::Socks4a)));
+        assert_eq!(chain.next[1].protocol, Some(Protocol::Http));
         assert_eq!(chain.next[1].password.as_deref(), Some("pw2"));
         assert!(r.servers[1].next.is_empty());
         let text = r.to_string();

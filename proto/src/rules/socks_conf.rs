@@ -387,7 +387,7 @@ mod tests {
         let s = &rs.rules[3].servers;
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].addrs, vec![sa("192.0.2.1:1080"), sa("[2001:db8::1]:1080")]);
-        assert_eq!(s[0].version, None);
+        assert_eq!(s[0].protocol, None);
         assert_eq!(
             rs.to_string(),
             "socks.conf:1: deny *=mallory 0.0.0.0/0\n\
