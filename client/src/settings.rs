@@ -23,6 +23,7 @@ use socks_proto::rules::{
     parse_server, ClientAction, ClientRules, FakeFamilies, HostsFile, Lookup, ServerSpec, Services,
     DEFAULT_FAKE_V4, DEFAULT_FAKE_V6,
 };
+use socks_proto::server::Command;
 
 /// The default client config file.
 pub const DEFAULT_CONF: &str = "/etc/socks.conf";
@@ -181,6 +182,27 @@ impl Server {
     /// UDP ASSOCIATE, and the only kind the heap-free connect path speaks.
     pub fn is_single_socks(&self) -> bool {
         self.next.is_empty() && matches!(self.protocol, Protocol::Socks(_))
+    }
+
+    /// Why `command` cannot go through this entry at all (before any connection is made), if
+    /// so: BIND ending at an HTTP proxy (CONNECT opens outbound tunnels only), UDP through a
+    /// chain or an HTTP proxy (UDP ASSOCIATE through a chain does not exist in SOCKS5). The
+    /// library and the supervisor refuse the same things.
+    pub fn refusal(&self, command: Command) -> Option<&'static str> {
+        if self.is_single_socks() {
+            return None;
+        }
+        let last = self.next.last().map_or(self.protocol, |hop| hop.protocol);
+        match command {
+            Command::Connect => None,
+            Command::Bind if last == Protocol::Http => {
+                Some("BIND cannot go through an HTTP proxy (CONNECT opens outbound tunnels only)")
+            }
+            Command::Bind => None,
+            Command::UdpAssociate => {
+                Some("UDP cannot go through a chain of proxies or an HTTP proxy")
+            }
+        }
     }
 
     /// The whole entry as written (`A>B>C`), passwords as `***`, for messages.

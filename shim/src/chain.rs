@@ -48,22 +48,6 @@ pub struct ChainFailure {
     pub message: String,
 }
 
-/// Why `command` cannot go through `server` at all (before any connection is made), if so.
-pub fn refusal(server: &Server, command: Command) -> Option<&'static str> {
-    if server.is_single_socks() {
-        return None;
-    }
-    let last = server.next.last().map_or(server.protocol, |hop| hop.protocol);
-    match command {
-        Command::Connect => None,
-        Command::Bind if last == Protocol::Http => {
-            Some("BIND cannot go through an HTTP proxy (CONNECT opens outbound tunnels only)")
-        }
-        Command::Bind => None,
-        Command::UdpAssociate => Some("UDP cannot go through a chain of proxies or an HTTP proxy"),
-    }
-}
-
 /// Runs every hop's handshake on `fd` (connected to the first hop), the last asking for
 /// `command` to `target`. Each hop's handshake ends after `share` (and at `deadline` in any
 /// case). Errors say which hop (`hop 2 of 3 (socks5://…)`).
@@ -296,13 +280,13 @@ mod tests {
     #[test]
     fn refusals_before_any_connection() {
         let servers = servers_for("socks5://127.0.0.1:9>http://proxy.far:3128".into());
-        assert!(refusal(&servers[0], Command::Bind).is_some(), "BIND cannot end at HTTP");
-        assert!(refusal(&servers[0], Command::UdpAssociate).is_some());
-        assert!(refusal(&servers[0], Command::Connect).is_none());
+        assert!(servers[0].refusal(Command::Bind).is_some(), "BIND cannot end at HTTP");
+        assert!(servers[0].refusal(Command::UdpAssociate).is_some());
+        assert!(servers[0].refusal(Command::Connect).is_none());
         let socks_chain = servers_for("127.0.0.1:9>socks5://10.0.0.2:1080".into());
-        assert!(refusal(&socks_chain[0], Command::Bind).is_none(), "BIND at the last SOCKS hop");
-        assert!(refusal(&socks_chain[0], Command::UdpAssociate).is_some());
+        assert!(socks_chain[0].refusal(Command::Bind).is_none(), "BIND at the last SOCKS hop");
+        assert!(socks_chain[0].refusal(Command::UdpAssociate).is_some());
         let single = servers_for("127.0.0.1:9".into());
-        assert!(refusal(&single[0], Command::UdpAssociate).is_none());
+        assert!(single[0].refusal(Command::UdpAssociate).is_none());
     }
 }

@@ -108,7 +108,7 @@ fn try_servers(
     let spread = if servers.first().is_some_and(|s| s.spread) { " (spread)" } else { "" };
     let mut refused = None;
     for (i, server) in walk.enumerate() {
-        if let Some(why) = chain::refusal(server, command) {
+        if let Some(why) = server.refusal(command) {
             log!(Level::Error, "{command} {target} via {}: {why}", server.chain_text());
             refused = Some(Cause::Denied);
             continue;

@@ -39,10 +39,7 @@ impl socks_client::System for SupervisorSystem {
         sys::attached_networks()
     }
     fn host_name(&self) -> Option<String> {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
+        sys::host_name()
     }
 }
 

@@ -123,7 +123,7 @@ fn try_servers(
 ) -> Result<Granted, Failed> {
     let mut last = failed(libc::ECONNREFUSED, "no SOCKS server address of the socket's family");
     for server in order(servers, SPREADER.ticket(), |s| HEALTH.is_alive(s)) {
-        if let Some(why) = refusal(server, command) {
+        if let Some(why) = server.refusal(command) {
             last = failed(libc::ECONNREFUSED, format!("via {}: {why}", server.chain_text()));
             continue;
         }
@@ -252,23 +252,6 @@ fn dynamic_chain(
 struct ChainFailed {
     failed: Failed,
     down: usize,
-}
-
-/// Why `command` cannot go through `server` at all (before any connection), if so: BIND
-/// ending at an HTTP proxy, UDP through a chain or an HTTP proxy (as the library refuses them).
-fn refusal(server: &Server, command: Command) -> Option<&'static str> {
-    if server.is_single_socks() {
-        return None;
-    }
-    let last = server.next.last().map_or(server.protocol, |hop| hop.protocol);
-    match command {
-        Command::Connect => None,
-        Command::Bind if last == Protocol::Http => {
-            Some("BIND cannot go through an HTTP proxy (CONNECT opens outbound tunnels only)")
-        }
-        Command::Bind => None,
-        Command::UdpAssociate => Some("UDP cannot go through a chain of proxies or an HTTP proxy"),
-    }
 }
 
 /// The handshakes of a chain (or a lone HTTP proxy) on `fd`, connected to its first hop at

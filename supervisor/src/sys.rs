@@ -854,6 +854,14 @@ pub fn ignore_terminal_signals() {
     }
 }
 
+/// This host's name (`/proc/sys/kernel/hostname`), if it has one.
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
 /// The login name of the effective user, from /etc/passwd (for `*=` lists and SOCKS4 user ids).
 pub fn effective_user_name() -> Option<String> {
     // SAFETY: geteuid has no preconditions and cannot fail.
