@@ -96,6 +96,16 @@ fn nonblocking_while<T>(
     result
 }
 
+/// The ticket for a walk of `servers`: from `SPREADER` for a `?spread` list, else 0 (`order`
+/// ignores it; taking one costs a getpid(2) per connection, which a plain list has no use for).
+fn ticket(servers: &[Server]) -> u64 {
+    if servers.first().is_some_and(|s| s.spread) {
+        SPREADER.ticket()
+    } else {
+        0
+    }
+}
+
 fn try_servers(
     fd: c_int,
     family: c_int,
@@ -104,7 +114,7 @@ fn try_servers(
     servers: &[Server],
     deadline: Instant,
 ) -> Result<Granted, Cause> {
-    let walk = order(servers, SPREADER.ticket(), Server::is_alive);
+    let walk = order(servers, ticket(servers), Server::is_alive);
     let spread = if servers.first().is_some_and(|s| s.spread) { " (spread)" } else { "" };
     let mut refused = None;
     for (i, server) in walk.enumerate() {
@@ -479,7 +489,7 @@ pub fn connect_without_heap(
     let deadline = Instant::now() + timeout;
     nonblocking_while(fd, flags, || {
         let server =
-            order(servers, SPREADER.ticket(), Server::is_alive).next().ok_or(Cause::ServersDown)?;
+            order(servers, ticket(servers), Server::is_alive).next().ok_or(Cause::ServersDown)?;
         if !server.is_single_socks() {
             // A chain or an HTTP proxy needs the heap (its request, per-hop state): refused
             // here, never connected to its first hop alone.
