@@ -556,6 +556,20 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_list_takes_no_spread_ticket() {
+        let env = crate::config::Environment {
+            server: Some("127.0.0.1:1080".into()),
+            ..Default::default()
+        };
+        let settings = crate::config::load(&env);
+        let crate::config::Mode::Everything { servers, .. } = &settings.mode else {
+            panic!("SOCKS_SERVER alone proxies everything")
+        };
+        assert!(!servers[0].spread);
+        assert_eq!(ticket(servers), 0, "no ticket (and no getpid) for a list without ?spread");
+    }
+
+    #[test]
     fn heap_free_connect_takes_the_longest_reply() {
         // BND.ADDR a 255-byte name: the longest SOCKS5 reply, 262 bytes.
         let mut reply = vec![5, 0, 0, 3, 255];
