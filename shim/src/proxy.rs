@@ -96,6 +96,16 @@ fn nonblocking_while<T>(
     result
 }
 
+/// The ticket for a walk of `servers`: from `SPREADER` for a `?spread` list, else 0 (`order`
+/// ignores it; taking one costs a getpid(2) per connection, which a plain list has no use for).
+fn ticket(servers: &[Server]) -> u64 {
+    if servers.first().is_some_and(|s| s.spread) {
+        SPREADER.ticket()
+    } else {
+        0
+    }
+}
+
 fn try_servers(
     fd: c_int,
     family: c_int,
@@ -104,7 +114,7 @@ fn try_servers(
     servers: &[Server],
     deadline: Instant,
 ) -> Result<Granted, Cause> {
-    let walk = order(servers, SPREADER.ticket(), Server::is_alive);
+    let walk = order(servers, ticket(servers), Server::is_alive);
     let spread = if servers.first().is_some_and(|s| s.spread) { " (spread)" } else { "" };
     let mut refused = None;
     for (i, server) in walk.enumerate() {
@@ -479,7 +489,7 @@ pub fn connect_without_heap(
     let deadline = Instant::now() + timeout;
     nonblocking_while(fd, flags, || {
         let server =
-            order(servers, SPREADER.ticket(), Server::is_alive).next().ok_or(Cause::ServersDown)?;
+            order(servers, ticket(servers), Server::is_alive).next().ok_or(Cause::ServersDown)?;
         if !server.is_single_socks() {
             // A chain or an HTTP proxy needs the heap (its request, per-hop state): refused
             // here, never connected to its first hop alone.
@@ -543,6 +553,20 @@ mod tests {
             let _ = s.read_to_end(&mut rest);
         });
         (addr, server)
+    }
+
+    #[test]
+    fn a_plain_list_takes_no_spread_ticket() {
+        let env = crate::config::Environment {
+            server: Some("127.0.0.1:1080".into()),
+            ..Default::default()
+        };
+        let settings = crate::config::load(&env);
+        let crate::config::Mode::Everything { servers, .. } = &settings.mode else {
+            panic!("SOCKS_SERVER alone proxies everything")
+        };
+        assert!(!servers[0].spread);
+        assert_eq!(ticket(servers), 0, "no ticket (and no getpid) for a list without ?spread");
     }
 
     #[test]
