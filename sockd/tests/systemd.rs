@@ -124,13 +124,28 @@ impl NotifySocket {
     }
 
     /// The next message, as its lines; panics after `timeout`.
+    /// (A signal to this test process ends a wait with a receive timeout with EINTR, whatever
+    /// SA_RESTART says: the wait goes on until the deadline.)
     fn next(&self, timeout: Duration, what: &str, log: &LogLines) -> Vec<String> {
-        self.socket.set_read_timeout(Some(timeout)).expect("timeout");
+        let deadline = Instant::now() + timeout;
         let mut buf = vec![0u8; 4096];
-        match self.socket.recv(&mut buf) {
-            Ok(n) => String::from_utf8_lossy(&buf[..n]).lines().map(str::to_owned).collect(),
-            Err(e) => {
-                panic!("{what}: no notification within {timeout:?} ({e}); log:\n{}", log.joined())
+        loop {
+            let left =
+                deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            self.socket.set_read_timeout(Some(left)).expect("timeout");
+            match self.socket.recv(&mut buf) {
+                Ok(n) => {
+                    return String::from_utf8_lossy(&buf[..n]).lines().map(str::to_owned).collect()
+                }
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::Interrupted && Instant::now() < deadline => {
+                }
+                Err(e) => {
+                    panic!(
+                        "{what}: no notification within {timeout:?} ({e}); log:\n{}",
+                        log.joined()
+                    )
+                }
             }
         }
     }
@@ -157,8 +172,13 @@ impl NotifySocket {
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of_val(&control);
-        // SAFETY: msg points at live buffers of the sizes it states.
-        let n = unsafe { libc::recvmsg(fd, &raw mut msg, 0) };
+        let n = loop {
+            // SAFETY: msg points at live buffers of the sizes it states.
+            let n = unsafe { libc::recvmsg(fd, &raw mut msg, 0) };
+            if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break n;
+            }
+        };
         assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
         let mut uid = None;
         // SAFETY: the CMSG_* macros walk the control buffer recvmsg filled in, within the
