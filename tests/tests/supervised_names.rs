@@ -14,7 +14,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use socks_e2e::build::{build_static, go_build, supervised_lab};
-use socks_e2e::dns::{self, WWW};
+use socks_e2e::dns::{self, Dnsmasq, WWW};
 use socks_e2e::*;
 
 /// A Go client: each argument `http://…` is fetched (body on stdout), `lookup:NAME` prints
@@ -75,6 +75,29 @@ fn assert_session_by_name(sockd: &Daemon, name: &str, port: u16) {
     dns::assert_no_fake_destination(sockd);
 }
 
+/// The end of a fetch from `www.example.test:80` by NAME under the supervisor: its log says
+/// it sent the name to sockd, sockd connected to the name, an HTTP server at one of the name's
+/// addresses served it from the firewall, only the firewall asked the outside name server, and
+/// nothing else left the workstation (`what` names the case).
+fn assert_www_by_name(
+    ran: &Ran,
+    sockd: &Daemon,
+    www: &[Server; 2],
+    outside: &Dnsmasq,
+    leaks: &LeakCounter,
+    what: &str,
+) {
+    assert!(
+        ran.stderr.contains(&format!("connect {WWW}:80 via {SERVER} (socks5): ok")),
+        "the supervisor must send the name to sockd\n{}",
+        ran.describe()
+    );
+    assert_session_by_name(sockd, WWW, 80);
+    dns::assert_relayed(www);
+    outside.assert_asked_only_by_firewall();
+    leaks.assert_only_sockd(what);
+}
+
 #[test]
 fn go_http_get_by_name() {
     let Some((lab, leaks, outside, sockd)) = dns::supervised_names_lab("supervised-names-go")
@@ -106,15 +129,14 @@ fn go_http_get_by_name() {
         matches!(fake, IpAddr::V4(v4) if v4.octets()[0] == 198 && v4.octets()[1] & 0xfe == 18),
         "{WWW} must get one fake IPv4 address, not {fake}"
     );
-    assert!(
-        ran.stderr.contains(&format!("connect {WWW}:80 via {SERVER} (socks5): ok")),
-        "the supervisor must send the name to sockd\n{}",
-        ran.describe()
+    assert_www_by_name(
+        &ran,
+        &sockd,
+        &www,
+        &outside,
+        &leaks,
+        "a static Go HTTP client by name under the supervisor",
     );
-    assert_session_by_name(&sockd, WWW, 80);
-    dns::assert_relayed(&www);
-    outside.assert_asked_only_by_firewall();
-    leaks.assert_only_sockd("a static Go HTTP client by name under the supervisor");
 }
 
 #[test]
@@ -137,15 +159,14 @@ fn busybox_wget_by_name() {
         ran.stdout.len(),
         ran.describe()
     );
-    assert!(
-        ran.stderr.contains(&format!("connect {WWW}:80 via {SERVER} (socks5): ok")),
-        "the supervisor must send the name to sockd\n{}",
-        ran.describe()
+    assert_www_by_name(
+        &ran,
+        &sockd,
+        &www,
+        &outside,
+        &leaks,
+        "busybox-static wget by name under the supervisor",
     );
-    assert_session_by_name(&sockd, WWW, 80);
-    dns::assert_relayed(&www);
-    outside.assert_asked_only_by_firewall();
-    leaks.assert_only_sockd("busybox-static wget by name under the supervisor");
 }
 
 #[test]
