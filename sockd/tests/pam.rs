@@ -206,6 +206,24 @@ fn pam_decides_logins_and_failures_are_slowed_and_logged() {
     }
 }
 
+/// PAM takes C strings: a name or password with a NUL byte inside must be refused as it is,
+/// never cut at the NUL — "alice\0anything" is not alice, and "alice-pw\0junk" is not her
+/// password, though either would pass if the bytes after the NUL were dropped.
+#[test]
+fn a_nul_byte_never_cuts_a_name_or_password_short() {
+    let Some(lab) = PamLab::new("a_nul_byte_never_cuts_a_name_or_password_short") else {
+        return;
+    };
+    let sockd = lab.sockd_with("sockd-test", &[]);
+    let (_s, status, _) = login(sockd.addr, "alice\0mallory", "alice-pw");
+    assert_ne!(status, 0x00, "a name with a NUL inside is not alice; log:\n{}", sockd.log.joined());
+    let (_s, status, _) = login(sockd.addr, "alice", "alice-pw\0junk");
+    assert_ne!(status, 0x00, "a password with a NUL inside is not alice's");
+    // The refusals were the input's, not a broken stack: the right login still works.
+    let (_s, status, _) = login(sockd.addr, "alice", "alice-pw");
+    assert_eq!(status, 0x00, "alice logs in; log:\n{}", sockd.log.joined());
+}
+
 #[test]
 fn a_missing_pam_module_refuses_logins_and_says_why() {
     let Some(lab) = PamLab::new("a_missing_pam_module_refuses_logins_and_says_why") else {
