@@ -31,10 +31,15 @@
 //!
 //! Chains of proxies (issue 15) add Debian's `tinyproxy` as an HTTP CONNECT hop ([`tinyproxy`]).
 //!
+//! Browsers and runtimes (issue 16) add a small web site of pages and scripts with one answer
+//! held until the test releases it ([`web`]), and Chromium run headless as an unprivileged
+//! user with its sandbox on, its processes inspected mid-load ([`chromium`]).
+//!
 //! Not here: the assertions themselves (tests/tests/*.rs).
 
 pub mod alarm;
 pub mod build;
+pub mod chromium;
 pub mod dns;
 pub mod inetd;
 pub mod leaks;
@@ -48,6 +53,7 @@ pub mod pty;
 pub mod servers;
 pub mod tinyproxy;
 pub mod vsftpd;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
