@@ -26,8 +26,29 @@ use std::time::{Duration, Instant};
 use crate::web::Web;
 use crate::{paths, Lab, Ns, SERVER};
 
-/// The unprivileged user Chromium runs as, and its group.
-pub const USER: (&str, u32, &str, u32) = ("nobody", 65534, "nogroup", 65534);
+/// The unprivileged user Chromium runs as (Debian's `nobody`).
+pub const USER: &str = "nobody";
+/// [`USER`]'s uid.
+pub const UID: u32 = 65534;
+/// The group it runs with (Debian's `nogroup`).
+pub const GROUP: &str = "nogroup";
+/// [`GROUP`]'s gid.
+pub const GID: u32 = 65534;
+
+/// Variables of the test's own environment that would change what is tested (the library's
+/// settings, a display): removed from the browser's.
+const SCRUBBED: [&str; 10] = [
+    "LD_PRELOAD",
+    "SOCKS_CONF",
+    "SOCKS_SERVER",
+    "SOCKS_VERSION",
+    "SOCKS_USERNAME",
+    "SOCKS_PASSWORD",
+    "SOCKS_TIMEOUT",
+    "SOCKS_LOG",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+];
 
 /// How long one browser run may take at most (a loaded 2-core machine; the usual is 1–3 s).
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -55,6 +76,8 @@ pub struct Process {
     /// The value of `--utility-sub-type=`, for utility processes (the network service is
     /// `network.mojom.NetworkService`).
     pub sub_type: Option<String>,
+    /// Its real uid (`Uid:` of /proc/PID/status, as the test's user namespace sees it).
+    pub uid: Option<u32>,
     /// `Seccomp:` of /proc/PID/status (0 off, 1 strict, 2 filter).
     pub seccomp: Option<u8>,
     /// `/proc/PID/ns/user`, e.g. `user:[4026531837]`.
@@ -118,10 +141,11 @@ impl Run {
         for p in &self.processes {
             let _ = writeln!(
                 text,
-                "{} {}{} seccomp={:?} {} {} {} library={}",
+                "{} {}{} uid={:?} seccomp={:?} {} {} {} library={}",
                 p.pid,
                 p.kind,
                 p.sub_type.as_ref().map(|s| format!(" ({s})")).unwrap_or_default(),
+                p.uid,
                 p.seccomp,
                 p.user_ns,
                 p.pid_ns,
@@ -147,12 +171,12 @@ fn tail(text: &str, max: usize) -> &str {
 }
 
 /// Makes the browser's home directory (HOME, XDG dirs, the profile) under the lab's temporary
-/// directory, owned by [`USER`]; returns it.
+/// directory, owned by [`USER`] and [`GROUP`]; returns it.
 fn home(lab: &Lab, tag: &str) -> PathBuf {
     let home = lab.dir.path().join(format!("chromium-{tag}"));
     for dir in [home.clone(), home.join("profile"), home.join(".config"), home.join(".cache")] {
         std::fs::create_dir_all(&dir)
-            .and_then(|()| std::os::unix::fs::chown(&dir, Some(USER.1), Some(USER.3)))
+            .and_then(|()| std::os::unix::fs::chown(&dir, Some(UID), Some(GID)))
             .unwrap_or_else(|e| panic!("cannot prepare {}: {e}", dir.display()));
     }
     home
@@ -169,16 +193,13 @@ pub fn run(lab: &Lab, tag: &str, url: &str, web: &Web, held: &str) -> Run {
     let mut command = Command::new("ip");
     command.args(["netns", "exec", lab.ns(Ns::Inside)]);
     command.arg(paths::require("setpriv", "util-linux"));
-    command.args([&format!("--reuid={}", USER.0), &format!("--regid={}", USER.2)]);
+    command.args([&format!("--reuid={USER}"), &format!("--regid={GROUP}")]);
     command.args(["--clear-groups", "--"]);
     command.arg(paths::socksify()).args(["-s", SERVER]);
     command.arg(&chromium).args(FLAGS);
     command.arg(format!("--user-data-dir={}", home.join("profile").display()));
     command.args(["--dump-dom", url]);
-    for name in ["LD_PRELOAD", "SOCKS_CONF", "SOCKS_SERVER", "SOCKS_VERSION", "SOCKS_USERNAME"] {
-        command.env_remove(name);
-    }
-    for name in ["SOCKS_PASSWORD", "SOCKS_TIMEOUT", "SOCKS_LOG", "DISPLAY", "WAYLAND_DISPLAY"] {
+    for name in SCRUBBED {
         command.env_remove(name);
     }
     command
@@ -342,6 +363,10 @@ fn describe(pid: u32) -> Option<Process> {
         value("--type=").unwrap_or_else(|| "browser".to_owned())
     };
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok());
     let seccomp =
         status.lines().find_map(|l| l.strip_prefix("Seccomp:")).and_then(|v| v.trim().parse().ok());
     let ns = |name: &str| {
@@ -355,6 +380,7 @@ fn describe(pid: u32) -> Option<Process> {
         pid,
         kind,
         sub_type: value("--utility-sub-type="),
+        uid,
         seccomp,
         user_ns: ns("user"),
         pid_ns: ns("pid"),

@@ -102,13 +102,20 @@ fn chromium_site(lab: &Lab, pages: Vec<Page>, held: &[&str]) -> Web {
     Web::start(lab.ns(Ns::Outside), &outside_addrs(), all)
 }
 
-/// Asserts the run succeeded with its sandbox on: a renderer was up mid-load, every renderer
+/// Asserts the run succeeded as the unprivileged user with its sandbox on: a renderer was up
+/// mid-load, every renderer
 /// in seccomp filter mode (2) and in user and pid namespaces of its own; libsocks.so mapped in
 /// the browser process and in the network service (a separate, exec'd process); no complaint
 /// about the sandbox.
 fn assert_sandboxed_run(run: &Run) {
     assert!(run.held_requested, "Chromium never asked for the held script\n{}", run.describe());
     let browser = run.browser().unwrap_or_else(|| panic!("no browser process\n{}", run.describe()));
+    assert!(
+        run.processes.iter().all(|p| p.uid == Some(chromium::UID)),
+        "every Chromium process must run as {}\n{}",
+        chromium::USER,
+        run.describe()
+    );
     let renderers = run.of_kind("renderer");
     assert!(!renderers.is_empty(), "no renderer process mid-load\n{}", run.describe());
     for renderer in &renderers {
