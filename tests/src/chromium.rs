@@ -170,6 +170,40 @@ fn tail(text: &str, max: usize) -> &str {
     &text[start..]
 }
 
+/// Whether [`USER`] can make the namespaces Chromium's sandbox needs (user, pid and network,
+/// as its zygote does) in `lab`'s `inside` namespace: `Err` says why not, with the kernel
+/// settings that decide it, for the test to report as skipped. The sandbox itself is then
+/// checked on the running browser; this only tells "this machine forbids it" from "broken".
+pub fn sandbox_possible(lab: &Lab) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", lab.ns(Ns::Inside)])
+        .arg(paths::require("setpriv", "util-linux"))
+        .args([&format!("--reuid={USER}"), &format!("--regid={GROUP}"), "--clear-groups", "--"])
+        .arg(paths::require("unshare", "util-linux"))
+        .args(["--user", "--pid", "--net", "--fork", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run unshare (Debian package util-linux): {e}"));
+    if out.status.success() {
+        return Ok(());
+    }
+    let settings: Vec<String> = [
+        "/proc/sys/user/max_user_namespaces",
+        "/proc/sys/kernel/unprivileged_userns_clone",
+        "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+    ]
+    .iter()
+    .filter_map(|f| Some(format!("{f}={}", std::fs::read_to_string(f).ok()?.trim())))
+    .collect();
+    Err(format!(
+        "{USER} cannot create the user, pid and network namespaces of Chromium's sandbox here \
+         (`unshare --user --pid --net` as {USER}: {}; {}); the test never runs Chromium \
+         without its sandbox",
+        String::from_utf8_lossy(&out.stderr).trim(),
+        settings.join(", ")
+    ))
+}
+
 /// Makes the browser's home directory (HOME, XDG dirs, the profile) under the lab's temporary
 /// directory, owned by [`USER`] and [`GROUP`]; returns it.
 fn home(lab: &Lab, tag: &str) -> PathBuf {
