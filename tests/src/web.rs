@@ -106,7 +106,7 @@ pub struct Web {
 }
 
 impl Web {
-    /// Serves `pages` on every one of `addrs` in namespace `ns`.
+    /// Serves `pages` on every one of `addrs` (port 0: any) in namespace `ns`.
     pub fn start(ns: &str, addrs: &[SocketAddr], pages: Vec<Page>) -> Web {
         let pages = pages.into_iter().map(|p| (p.path.clone(), p)).collect();
         let shared = Arc::new(Shared {
@@ -115,15 +115,16 @@ impl Web {
             changed: Condvar::new(),
         });
         let stop = Arc::new(AtomicBool::new(false));
-        let mut accept = Vec::new();
+        let (mut accept, mut bound) = (Vec::new(), Vec::new());
         for &addr in addrs {
             let listener = in_netns(ns, move || TcpListener::bind(addr))
                 .unwrap_or_else(|e| panic!("web server cannot listen on {addr} in {ns}: {e}"));
+            bound.push(listener.local_addr().expect("a bound listener has an address"));
             listener.set_nonblocking(true).expect("listener to non-blocking mode");
             let (stop, shared) = (stop.clone(), shared.clone());
             accept.push(std::thread::spawn(move || accept_loop(&listener, &stop, &shared)));
         }
-        Web { addrs: addrs.to_vec(), stop, shared, accept }
+        Web { addrs: bound, stop, shared, accept }
     }
 
     /// The addresses it listens on.
@@ -242,4 +243,60 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     let _ = stream.shutdown(Shutdown::Write);
     // Let the client close first, so no reset eats the end of the answer.
     while matches!(stream.read(&mut buffer), Ok(n) if n > 0) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    use super::{Page, Web};
+    use crate::OWN_NETNS;
+
+    fn get(addr: SocketAddr, path: &str) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).expect("connect to the site");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: www.example.test\r\n\r\n").expect("request");
+        stream
+    }
+
+    fn answer(mut stream: TcpStream) -> String {
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("the whole answer");
+        text
+    }
+
+    #[test]
+    fn serves_pages_records_requests_and_holds_until_released() {
+        let pages =
+            vec![Page::html("/p.html", "<p>hi</p>"), Page::script("/held.js", "x()").held()];
+        let web = Web::start(OWN_NETNS, &["127.0.0.1:0".parse().expect("address")], pages);
+        let addr = web.addrs()[0];
+        assert_ne!(addr.port(), 0, "the bound port is reported");
+
+        let page = answer(get(addr, "/p.html"));
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+        assert!(page.contains("Content-Type: text/html; charset=utf-8\r\n"), "{page}");
+        assert!(page.ends_with("\r\n\r\n<p>hi</p>"), "{page}");
+        assert!(answer(get(addr, "/missing")).starts_with("HTTP/1.1 404 Not Found\r\n"));
+
+        // The held script: requested, recorded, and not answered before the release.
+        let mut held = get(addr, "/held.js");
+        assert!(web.wait_request("/held.js", Duration::from_secs(10)));
+        held.set_read_timeout(Some(Duration::from_millis(200))).expect("read timeout");
+        let mut byte = [0u8; 1];
+        assert!(held.read(&mut byte).is_err(), "a held page must not be answered yet");
+        web.release("/held.js");
+        held.set_read_timeout(Some(Duration::from_secs(10))).expect("read timeout");
+        let text = answer(held);
+        assert!(text.ends_with("x()"), "the held page after its release: {text:?}");
+
+        let requests = web.requests();
+        let paths: Vec<(&str, u16)> =
+            requests.iter().map(|r| (r.path.as_str(), r.status)).collect();
+        assert_eq!(paths, [("/p.html", 200), ("/missing", 404), ("/held.js", 200)]);
+        assert!(requests.iter().all(|r| r.host.as_deref() == Some("www.example.test")));
+        assert!(requests.iter().all(|r| r.peer.ip() == addr.ip()));
+    }
 }
