@@ -108,7 +108,12 @@ fn chromium_site(lab: &Lab, pages: Vec<Page>, held: &[&str]) -> Web {
 /// the browser process and in the network service (a separate, exec'd process); no complaint
 /// about the sandbox.
 fn assert_sandboxed_run(run: &Run) {
-    assert!(run.held_requested, "Chromium never asked for the held script\n{}", run.describe());
+    assert!(
+        run.held_requested,
+        "Chromium never asked for the held script: the page did not load (a failed navigation \
+         still exits 0, with an empty DOM)\n{}",
+        run.describe()
+    );
     let browser = run.browser().unwrap_or_else(|| panic!("no browser process\n{}", run.describe()));
     assert!(
         run.processes.iter().all(|p| p.uid == Some(chromium::UID)),
