@@ -44,6 +44,12 @@ fn os_error() -> Cause {
 /// handler that interrupted the library in this thread (then no heap may be used).
 pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
     let Some(target) = dst.socket_addr() else { return Outcome::PassThrough };
+    // A UDP socket to a name server's port 53: the library reads its queries (`dnswire`).
+    if target.port() == crate::dnswire::DNS_PORT {
+        if let Some(outcome) = crate::dnswire::connect(fd, dst, nested) {
+            return outcome;
+        }
+    }
     // The common case first, without a system call: an untracked socket to a destination that
     // goes direct whatever the socket's type.
     let settings = config::settings();
@@ -74,7 +80,7 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
                 return Outcome::Fail(cause);
             }
         }
-        Some(Kind::Udp | Kind::UdpConnected) | None => {}
+        Some(Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected) | None => {}
     }
     // The name behind a fake address, read into this stack buffer (no heap).
     let mut name_buf = [0u8; NAME_MAX];
@@ -179,8 +185,8 @@ pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
     match fdtable::get(fd) {
         Some(entry) if entry.server.bytes[..entry.server.len] == actual.bytes[..actual.len] => {
             match entry.kind {
-                Kind::Connected | Kind::UdpConnected => entry.first,
-                Kind::Bound(_) | Kind::Udp => *actual,
+                Kind::Connected | Kind::UdpConnected | Kind::DnsConnected => entry.first,
+                Kind::Bound(_) | Kind::Udp | Kind::Dns => *actual,
             }
         }
         Some(_) => {
@@ -192,7 +198,7 @@ pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
 }
 
 /// connect(2) with AF_UNSPEC: a UDP socket connected to a proxied peer keeps its association
-/// but no longer has a peer; a TCP socket connected through a server is disconnected (Linux
+/// but no longer has a peer (a virtually connected DNS socket no longer has its virtual one); a TCP socket connected through a server is disconnected (Linux
 /// lets it connect again, and that connect must be routed afresh).
 pub fn disconnecting(fd: c_int) {
     if let Some(entry) = fdtable::get(fd) {
@@ -200,8 +206,10 @@ pub fn disconnecting(fd: c_int) {
             Kind::UdpConnected => {
                 fdtable::set(fd, &Entry { kind: Kind::Udp, first: entry.server, ..entry })
             }
+            // The virtual peer goes; answers already in the socket still name their server.
+            Kind::DnsConnected => fdtable::set(fd, &Entry { kind: Kind::Dns, ..entry }),
             Kind::Connected => fdtable::clear(fd),
-            Kind::Bound(_) | Kind::Udp => {}
+            Kind::Bound(_) | Kind::Udp | Kind::Dns => {}
         }
     }
 }

@@ -31,8 +31,10 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod ancillary;
+mod answers;
 mod chain;
 mod config;
+mod dnswire;
 mod fastopen;
 mod fdtable;
 mod ffi;
