@@ -78,15 +78,22 @@ fn relay_of(fd: c_int, entry: Option<Entry>) -> RawAddr {
 }
 
 /// connect(2) of UDP socket `fd` to `dst`: the virtual connect when `dst` is a name server's
-/// port 53 and names are resolved on the far side; `None` otherwise (connect as before).
-pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Option<Outcome> {
+/// port 53 and names are resolved on the far side; `None` otherwise (connect as before). No
+/// heap (binding and recording only), so a signal handler's connect does it too; its queries
+/// then fail with `Cause::SignalContext` there (reading them takes the heap).
+pub fn connect(fd: c_int, dst: &RawAddr) -> Option<Outcome> {
     is_dns_server(dst)?;
-    if !udp::is_udp(fd) {
-        return None;
-    }
-    if nested {
-        // Binding and recording need no heap, but the queries will: as a UDP connect there.
-        return Some(Outcome::Fail(Cause::SignalContext));
+    match real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
+        Some(libc::SOCK_DGRAM) => {}
+        Some(libc::SOCK_STREAM) => {
+            // Connected as before (directly, or through a server, which then records the
+            // socket as its own): the sends are checked ([`tcp_query_refused`]).
+            if fdtable::trackable(fd) {
+                fdtable::set(fd, &Entry { kind: Kind::DnsTcp, first: *dst, server: NONE });
+            }
+            return None;
+        }
+        _ => return None,
     }
     if !fdtable::trackable(fd) {
         return Some(Outcome::Fail(Cause::TableFull));
@@ -217,6 +224,31 @@ fn deliver(fd: c_int, server: &RawAddr, message: &[u8], connected: bool) -> Resu
         }
     }
     Ok(())
+}
+
+/// For bytes the program writes on a TCP socket connected directly to a name server
+/// (`Kind::DnsTcp`): the cause to fail the write with when they hold a query about a name
+/// resolved on the far side (two-byte length, then the message, RFC 1035 4.2.2; a write that
+/// starts inside a message is read from its start too). `None`: send them (not such a socket,
+/// not a query the library can read, or about names resolved locally). The library answers
+/// only UDP queries itself: answering over TCP would need a thread or blocking the program's
+/// call (docs/DESIGN.md).
+pub fn tcp_query_refused(fd: c_int, bytes: &[u8]) -> Option<Cause> {
+    let entry = fdtable::get(fd).filter(|e| e.kind == Kind::DnsTcp)?;
+    let parsed = bytes.get(2..).and_then(dns::parse_query).or_else(|| dns::parse_query(bytes))?;
+    let remote = parsed.questions.iter().find(|q| {
+        let (id, rd) = (parsed.id, parsed.recursion_desired);
+        resolve_question(&q.name, q.qclass, q.qtype, id, rd, Style::Wire) != Resolved::Local
+    })?;
+    let server = entry.first.socket_addr().map_or_else(String::new, |s| s.to_string());
+    log!(
+        Level::Error,
+        "dns: query for {} {} over TCP to {server} refused: the name is resolved on the far \
+         side, and the library answers such queries over UDP only",
+        remote.name,
+        type_name(remote.qtype)
+    );
+    Some(Cause::RemoteNameOverTcp)
 }
 
 /// What a receive on a DNS socket does with a datagram that did not come from the relay.

@@ -55,6 +55,9 @@ pub enum Kind {
     /// table (`dnswire`: the virtual connect): `first` is that server, `server` the relay
     /// address of its association, if it has one (`len` 0: none).
     DnsConnected,
+    /// A TCP socket connected directly to a name server's port 53 (`dnswire`): `first` is that
+    /// server. Its queries about names resolved on the far side are refused.
+    DnsTcp,
 }
 
 impl Kind {
@@ -68,6 +71,7 @@ impl Kind {
             Kind::UdpConnected => 6,
             Kind::Dns => 7,
             Kind::DnsConnected => 8,
+            Kind::DnsTcp => 9,
         }
     }
 
@@ -81,6 +85,7 @@ impl Kind {
             6 => Kind::UdpConnected,
             7 => Kind::Dns,
             8 => Kind::DnsConnected,
+            9 => Kind::DnsTcp,
             _ => return None,
         })
     }

@@ -46,7 +46,7 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
     let Some(target) = dst.socket_addr() else { return Outcome::PassThrough };
     // A UDP socket to a name server's port 53: the library reads its queries (`dnswire`).
     if target.port() == crate::dnswire::DNS_PORT {
-        if let Some(outcome) = crate::dnswire::connect(fd, dst, nested) {
+        if let Some(outcome) = crate::dnswire::connect(fd, dst) {
             return outcome;
         }
     }
@@ -54,7 +54,15 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
     // goes direct whatever the socket's type.
     let settings = config::settings();
     let canonical_target = canonical(target);
-    let tracked = fdtable::get(fd).map(|e| e.kind);
+    let mut tracked = fdtable::get(fd).map(|e| e.kind);
+    if tracked == Some(Kind::DnsTcp) {
+        // Marked by its connect to a name server (`dnswire`), which did not happen or is done:
+        // this connect decides afresh.
+        tracked = None;
+        if target.port() != crate::dnswire::DNS_PORT {
+            fdtable::clear(fd);
+        }
+    }
     if tracked.is_none()
         && !names::is_fake(settings, canonical_target.ip())
         && matches!(route(settings, canonical_target), Route::Direct)
@@ -80,7 +88,8 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
                 return Outcome::Fail(cause);
             }
         }
-        Some(Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected) | None => {}
+        Some(Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected | Kind::DnsTcp)
+        | None => {}
     }
     // The name behind a fake address, read into this stack buffer (no heap).
     let mut name_buf = [0u8; NAME_MAX];
@@ -183,10 +192,12 @@ pub(crate) fn destination<'a, 's>(
 /// (and a stale entry is dropped).
 pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
     match fdtable::get(fd) {
+        // Connected directly to a name server: the kernel's peer is the right one.
+        Some(entry) if entry.kind == Kind::DnsTcp => *actual,
         Some(entry) if entry.server.bytes[..entry.server.len] == actual.bytes[..actual.len] => {
             match entry.kind {
                 Kind::Connected | Kind::UdpConnected | Kind::DnsConnected => entry.first,
-                Kind::Bound(_) | Kind::Udp | Kind::Dns => *actual,
+                Kind::Bound(_) | Kind::Udp | Kind::Dns | Kind::DnsTcp => *actual,
             }
         }
         Some(_) => {
@@ -209,6 +220,7 @@ pub fn disconnecting(fd: c_int) {
             // The virtual peer goes; answers already in the socket still name their server.
             Kind::DnsConnected => fdtable::set(fd, &Entry { kind: Kind::Dns, ..entry }),
             Kind::Connected => fdtable::clear(fd),
+            Kind::DnsTcp => fdtable::clear(fd),
             Kind::Bound(_) | Kind::Udp | Kind::Dns => {}
         }
     }

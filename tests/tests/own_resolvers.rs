@@ -320,3 +320,49 @@ print("echo", s.recv(64))
     sockd.wait_line(&["closed:", &format!("client={INSIDE_ADDR}:"), "cmd=udp-associate"], STARTUP);
     leaks.assert_only_sockd_udp("a DNS socket reused for a relayed peer");
 }
+
+#[test]
+fn dns_over_tcp_never_carries_a_remote_name_to_the_lan_server() {
+    let Some((lab, leaks, outside, _sockd)) = own_lab("own-tcp") else { return };
+    let (lan, conf) = with_lan(&lab);
+    let dig = paths::require("dig", "dnsutils");
+    let dig = |name: &str| {
+        lab.client(&dig)
+            .args(["+tcp", "+short", "+time=2", "+tries=1", name])
+            .env("SOCKS_CONF", conf.display().to_string())
+            .env("SOCKS_LOG", "info")
+            .ld_preload()
+            .run()
+    };
+    // A direct name over TCP: the LAN's name server answers, as without the library.
+    let ran = dig(INTRANET);
+    assert!(
+        ran.success() && ran.stdout_text() == format!("{INTRANET_IP}\n"),
+        "dig +tcp {INTRANET} must get the LAN's answer\n{}",
+        ran.describe()
+    );
+    // A name resolved on the far side over TCP: the query is never sent (the library answers
+    // UDP queries only), and the log says why.
+    let ran = dig(WWW);
+    assert!(
+        !ran.stdout_text().lines().any(|l| l.trim().parse::<IpAddr>().is_ok())
+            && ran.stderr.contains(&format!(
+                "dns: query for {WWW} A over TCP to {DEAD_DNS_ADDR}:53 refused: the name is \
+                 resolved on the far side"
+            )),
+        "dig +tcp {WWW} must get no answer and a log line saying why\n{}",
+        ran.describe()
+    );
+    assert!(
+        !lan.queries_for(INTRANET).is_empty() && lan.queries_for(WWW).is_empty(),
+        "the LAN's server must never hear {WWW}:\n{}",
+        lan.daemon.log()
+    );
+    assert!(outside.all_queries().is_empty(), "the outside name server was never asked");
+    let (v4, v6) = leaks.leaked_destinations();
+    assert!(
+        v4.iter().all(|d| *d == format!("{DEAD_DNS_ADDR} . tcp . 53")) && v6.is_empty(),
+        "only TCP connections to the LAN's server left:\n{}",
+        leaks.table()
+    );
+}

@@ -102,6 +102,8 @@ real_functions! {
     fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t;
     /// write(2).
     fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t;
+    /// writev(2).
+    fn writev(fd: c_int, iov: *const libc::iovec, iovcnt: c_int) -> ssize_t;
     /// read(2).
     fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t;
     /// sendto(2).

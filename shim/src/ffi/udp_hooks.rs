@@ -5,6 +5,9 @@
 //! datagram before it reaches the program's buffers. Control messages on a relayed datagram are
 //! handled as `ancillary` says (UDP_SEGMENT: one relayed datagram per segment).
 //!
+//! Also a TCP socket connected to a name server's port 53 (`dnswire`): send, write, writev,
+//! sendto and sendmsg refuse a query about a name resolved on the far side.
+//!
 //! Also TCP Fast Open: sendto/sendmsg/sendmmsg with MSG_FASTOPEN and a destination on a TCP
 //! socket are connects carrying data, routed as `fastopen` says.
 //!
@@ -101,6 +104,28 @@ unsafe fn send_with_header(
     } else {
         (sent - header.len() as ssize_t).max(0)
     }
+}
+
+/// For a TCP socket connected directly to a name server (`dnswire`): the failed result of a
+/// write holding a query about a name resolved on the far side (never sent); `None`: send it.
+/// From a signal handler that interrupted the library (the query cannot be read without the
+/// heap) every write on such a socket fails with `Cause::SignalContext`.
+///
+/// # Safety
+/// `parts` must describe readable memory.
+unsafe fn refused_tcp_query(fd: c_int, parts: &[iovec]) -> Option<ssize_t> {
+    if fdtable::kind_hint(fd) != Some(Kind::DnsTcp) {
+        return None;
+    }
+    let guard = Guard::enter_routed();
+    if guard.is_nested() {
+        return fdtable::get(fd)
+            .filter(|e| e.kind == Kind::DnsTcp)
+            .map(|_| fail(Cause::SignalContext));
+    }
+    // SAFETY: as the caller guarantees.
+    let bytes = unsafe { gather(parts) };
+    dnswire::tcp_query_refused(fd, &bytes).map(fail)
 }
 
 /// The iovec array of an iovec array's bytes `start..end`.
@@ -363,10 +388,11 @@ unsafe fn sendto_unshielded(
             None => return real_call(),
         }
     };
-    if dst.is_none() && !connected_to_relay(fd) {
-        return real_call();
-    }
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    if dst.is_none() && !connected_to_relay(fd) {
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { refused_tcp_query(fd, &part) }.unwrap_or_else(real_call);
+    }
     if guard.is_nested() {
         // SAFETY: `buf` holds `len` readable bytes.
         return unsafe { send_datagram_without_heap(fd, &part, flags, dst, &[]) }
@@ -394,7 +420,9 @@ unsafe fn send_unshielded(fd: c_int, buf: *const c_void, len: size_t, flags: c_i
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::send(fd, buf, len, flags) };
     if !connected_to_relay(fd) {
-        return real_call();
+        let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { refused_tcp_query(fd, &part) }.unwrap_or_else(real_call);
     }
     let guard = Guard::enter_routed();
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
@@ -425,7 +453,9 @@ unsafe fn write_unshielded(fd: c_int, buf: *const c_void, len: size_t) -> ssize_
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::write(fd, buf, len) };
     if !connected_to_relay(fd) {
-        return real_call();
+        let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { refused_tcp_query(fd, &part) }.unwrap_or_else(real_call);
     }
     let guard = Guard::enter_routed();
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
@@ -436,6 +466,26 @@ unsafe fn write_unshielded(fd: c_int, buf: *const c_void, len: size_t) -> ssize_
     }
     // SAFETY: `buf` holds `len` readable bytes.
     unsafe { send_datagram(fd, &part, 0, None, &[]) }.unwrap_or_else(real_call)
+}
+
+/// writev(2): checked only on a TCP socket connected to a name server (`dnswire`); every other
+/// descriptor costs one table look-up and goes straight through.
+///
+/// # Safety
+/// As writev(2).
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::writev(fd, iov, iovcnt) };
+    if fdtable::kind_hint(fd) != Some(Kind::DnsTcp) || iovcnt <= 0 {
+        return real_call();
+    }
+    shield(-1, || {
+        // SAFETY: the caller passes `iovcnt` iovecs.
+        let parts = unsafe { iov_parts(iov, iovcnt as usize) };
+        // SAFETY: as the caller guarantees.
+        unsafe { refused_tcp_query(fd, parts) }.unwrap_or_else(real_call)
+    })
 }
 
 /// sendmsg(2). Ancillary data on a relayed datagram is handled as `ancillary` describes;
@@ -485,7 +535,10 @@ unsafe fn sendmsg_unshielded(fd: c_int, msg: *const msghdr, flags: c_int) -> ssi
         }
     };
     if dst.is_none() && !connected_to_relay(fd) {
-        return real_call();
+        // SAFETY: msg_iov holds msg_iovlen iovecs.
+        let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
+        // SAFETY: as the caller guarantees.
+        return unsafe { refused_tcp_query(fd, parts) }.unwrap_or_else(real_call);
     }
     let control: &[u8] = if m.msg_control.is_null() || m.msg_controllen == 0 {
         &[]
