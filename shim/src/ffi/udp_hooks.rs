@@ -1,7 +1,7 @@
 //! The exported datagram entry points: sendto, sendmsg, sendmmsg, recvfrom, recvmsg, recvmmsg,
-//! and send, recv, write, read for UDP sockets connected to a proxied peer. Each passes straight
-//! through unless `udp` says the datagram goes through (or came from) a SOCKS5 relay; then the
-//! header is added with a gathering write (no copy of the payload) or stripped from a received
+//! and send, recv, write, writev, read for UDP sockets connected to a proxied peer (or virtually
+//! connected to a name server, `dnswire`). Each passes straight through unless `udp` says the
+//! datagram goes through (or came from) a SOCKS5 relay; then the header is added with a gathering write (no copy of the payload) or stripped from a received
 //! datagram before it reaches the program's buffers. Control messages on a relayed datagram are
 //! handled as `ancillary` says (UDP_SEGMENT: one relayed datagram per segment).
 //!
@@ -468,8 +468,9 @@ unsafe fn write_unshielded(fd: c_int, buf: *const c_void, len: size_t) -> ssize_
     unsafe { send_datagram(fd, &part, 0, None, &[]) }.unwrap_or_else(real_call)
 }
 
-/// writev(2): checked only on a TCP socket connected to a name server (`dnswire`); every other
-/// descriptor costs one table look-up and goes straight through.
+/// writev(2): one datagram, as write, on a UDP socket connected to a proxied peer or virtually
+/// connected to a name server; checked as send on a TCP socket connected to a name server
+/// (`dnswire`). Every other descriptor costs one table look-up and goes straight through.
 ///
 /// # Safety
 /// As writev(2).
@@ -477,14 +478,28 @@ unsafe fn write_unshielded(fd: c_int, buf: *const c_void, len: size_t) -> ssize_
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::writev(fd, iov, iovcnt) };
-    if fdtable::kind_hint(fd) != Some(Kind::DnsTcp) || iovcnt <= 0 {
+    let ours = matches!(
+        fdtable::kind_hint(fd),
+        Some(Kind::DnsTcp | Kind::UdpConnected | Kind::DnsConnected)
+    );
+    if !ours || iovcnt <= 0 {
         return real_call();
     }
     shield(-1, || {
         // SAFETY: the caller passes `iovcnt` iovecs.
         let parts = unsafe { iov_parts(iov, iovcnt as usize) };
+        if !connected_to_relay(fd) {
+            // SAFETY: as the caller guarantees.
+            return unsafe { refused_tcp_query(fd, parts) }.unwrap_or_else(real_call);
+        }
+        let guard = Guard::enter_routed();
+        if guard.is_nested() {
+            // SAFETY: as the caller guarantees.
+            return unsafe { send_datagram_without_heap(fd, parts, 0, None, &[]) }
+                .unwrap_or_else(real_call);
+        }
         // SAFETY: as the caller guarantees.
-        unsafe { refused_tcp_query(fd, parts) }.unwrap_or_else(real_call)
+        unsafe { send_datagram(fd, parts, 0, None, &[]) }.unwrap_or_else(real_call)
     })
 }
 
