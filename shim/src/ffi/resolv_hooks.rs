@@ -30,7 +30,8 @@
 //! even read their questions without the heap: there they fail with `SignalContext` whenever
 //! names may be resolved on the far side at all.
 //!
-//! Not here: getaddrinfo and gethostbyname* (see `dns_hooks`), the message format (`socks_proto::dns`).
+//! Not here: getaddrinfo and gethostbyname* (see `dns_hooks`), the message format (`socks_proto::dns`),
+//! the decision for one question (`answers`, shared with `dnswire`).
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_void, CStr};
