@@ -25,7 +25,7 @@ use socks_proto::dns::{
     self, Question, Rdata, CLASS_IN, RCODE_NXDOMAIN, RCODE_SERVFAIL, TYPE_A, TYPE_AAAA, TYPE_PTR,
 };
 
-use crate::config;
+use crate::config::Settings;
 use crate::ffi::dns_hooks;
 use crate::ffi::fakemap::NAME_MAX;
 use crate::log::{log, Level};
@@ -66,8 +66,14 @@ pub fn type_name(qtype: u16) -> String {
 }
 
 /// Decides for a reverse-lookup name (`….in-addr.arpa`, `….ip6.arpa`) standing for `ip`.
-fn resolve_reverse(ip: IpAddr, question: Question, id: u16, rd: bool, style: Style) -> Resolved {
-    let settings = config::settings();
+fn resolve_reverse(
+    settings: &Settings,
+    ip: IpAddr,
+    question: Question,
+    id: u16,
+    rd: bool,
+    style: Style,
+) -> Resolved {
     if !names::is_fake(settings, ip) {
         return Resolved::Local;
     }
@@ -86,8 +92,9 @@ fn resolve_reverse(ip: IpAddr, question: Question, id: u16, rd: bool, style: Sty
     }
 }
 
-/// Decides for one question about `name`; `id` and `rd` go into a response.
+/// Decides for one question about `name` under `settings`; `id` and `rd` go into a response.
 pub fn resolve_question(
+    settings: &Settings,
     name: &str,
     qclass: u16,
     qtype: u16,
@@ -97,14 +104,13 @@ pub fn resolve_question(
 ) -> Resolved {
     if let Some(ip) = dns::reverse_address(name) {
         let question = Question { name: name.to_string(), qtype, qclass };
-        return resolve_reverse(ip, question, id, rd, style);
+        return resolve_reverse(settings, ip, question, id, rd, style);
     }
     let family = match (qtype, style) {
         (TYPE_A, Style::Resolver) => libc::AF_INET,
         (TYPE_AAAA, Style::Resolver) => libc::AF_INET6,
         _ => libc::AF_UNSPEC,
     };
-    let settings = config::settings();
     let plan = names::plan(settings, name, family);
     let address_question = qclass == CLASS_IN && matches!(qtype, TYPE_A | TYPE_AAAA);
     let question = || Question { name: name.to_string(), qtype, qclass };
@@ -144,5 +150,77 @@ pub fn resolve_question(
             };
             message.map_or(Resolved::Refused(Cause::BadName), Resolved::Answer)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load, Environment};
+    use crate::ffi::fakemap;
+
+    fn settings_with(conf: &str, tag: &str) -> Settings {
+        let path =
+            std::env::temp_dir().join(format!("socks-answers-{}-{tag}.conf", std::process::id()));
+        std::fs::write(&path, conf).expect("temp file");
+        let env = Environment {
+            conf: Some(path.display().to_string()),
+            server: Some("192.0.2.1:1080".into()),
+            ..Default::default()
+        };
+        let settings = load(&env);
+        let _ = std::fs::remove_file(path);
+        settings
+    }
+
+    /// (RCODE, ANCOUNT) of an answer.
+    fn summary(resolved: &Resolved) -> (u8, u16) {
+        match resolved {
+            Resolved::Answer(m) => (m[3] & 0x0f, u16::from_be_bytes([m[6], m[7]])),
+            other => panic!("not an answer: {other:?}"),
+        }
+    }
+
+    const MX: u16 = 15;
+
+    #[test]
+    fn wire_answers_as_a_name_server() {
+        fakemap::create();
+        let s =
+            settings_with("direct .corp.example\nsockd .example.test\nsockd 0.0.0.0/0\n", "wire");
+        let ask = |name: &str, qtype: u16| {
+            resolve_question(&s, name, CLASS_IN, qtype, 7, true, Style::Wire)
+        };
+        assert_eq!(summary(&ask("www.example.test", TYPE_A)), (0, 1));
+        // fake-families ipv4 (the default): the name has no AAAA here, nor any other type.
+        assert_eq!(summary(&ask("www.example.test", TYPE_AAAA)), (0, 0));
+        assert_eq!(summary(&ask("www.example.test", MX)), (0, 0));
+        assert_eq!(ask("intranet.corp.example", TYPE_A), Resolved::Local);
+        let fake = names::fakes_for(&s, "www.example.test").expect("room").v4.octets();
+        let reverse = format!("{}.{}.{}.{}.in-addr.arpa", fake[3], fake[2], fake[1], fake[0]);
+        assert_eq!(summary(&ask(&reverse, TYPE_PTR)), (0, 1));
+        assert_eq!(summary(&ask(&reverse, MX)), (0, 0));
+        assert_eq!(summary(&ask("250.255.19.198.in-addr.arpa", TYPE_PTR)), (RCODE_NXDOMAIN, 0));
+        assert_eq!(ask("2.100.51.198.in-addr.arpa", TYPE_PTR), Resolved::Local);
+        // The resolver calls refuse what only the server could answer.
+        let refused =
+            resolve_question(&s, "www.example.test", CLASS_IN, MX, 7, true, Style::Resolver);
+        assert_eq!(refused, Resolved::Refused(Cause::RemoteQuestion));
+    }
+
+    #[test]
+    fn fake_families_and_local_then_remote() {
+        fakemap::create();
+        let both = settings_with("fake-families both\nsockd 0.0.0.0/0\n", "both");
+        let aaaa =
+            resolve_question(&both, "v6.example.test", CLASS_IN, TYPE_AAAA, 1, true, Style::Wire);
+        assert_eq!(summary(&aaaa), (0, 1));
+        let later = settings_with("resolve local-then-remote\nsockd 0.0.0.0/0\n", "later");
+        let wire =
+            resolve_question(&later, "x.example.test", CLASS_IN, TYPE_A, 1, true, Style::Wire);
+        assert_eq!(wire, Resolved::Local, "the wire cannot wait for the server's answer");
+        let res =
+            resolve_question(&later, "x.example.test", CLASS_IN, TYPE_A, 1, true, Style::Resolver);
+        assert!(matches!(res, Resolved::LocalThen(_)), "{res:?}");
     }
 }

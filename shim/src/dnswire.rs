@@ -176,7 +176,9 @@ pub fn answer(
     let decided: Vec<Resolved> = parsed
         .questions
         .iter()
-        .map(|q| resolve_question(&q.name, q.qclass, q.qtype, id, rd, Style::Wire))
+        .map(|q| {
+            resolve_question(config::settings(), &q.name, q.qclass, q.qtype, id, rd, Style::Wire)
+        })
         .collect();
     if decided.iter().all(|r| *r == Resolved::Local) {
         return None;
@@ -238,7 +240,8 @@ pub fn tcp_query_refused(fd: c_int, bytes: &[u8]) -> Option<Cause> {
     let parsed = bytes.get(2..).and_then(dns::parse_query).or_else(|| dns::parse_query(bytes))?;
     let remote = parsed.questions.iter().find(|q| {
         let (id, rd) = (parsed.id, parsed.recursion_desired);
-        resolve_question(&q.name, q.qclass, q.qtype, id, rd, Style::Wire) != Resolved::Local
+        resolve_question(config::settings(), &q.name, q.qclass, q.qtype, id, rd, Style::Wire)
+            != Resolved::Local
     })?;
     let server = entry.first.socket_addr().map_or_else(String::new, |s| s.to_string());
     log!(
@@ -296,5 +299,30 @@ impl Receiving {
             return Verdict::Drop;
         }
         Verdict::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> RawAddr {
+        RawAddr::from_socket_addr(text.parse().expect("literal"))
+    }
+
+    #[test]
+    fn receives_are_judged_like_a_connected_socket() {
+        let server = raw("192.0.2.53:53");
+        let own = Some("127.0.0.1:40000".parse().expect("literal"));
+        let connected = Receiving { server, connected: true, own };
+        assert_eq!(connected.judge(Some(&raw("127.0.0.1:40000"))), Verdict::Answer(server));
+        assert_eq!(connected.judge(Some(&raw("192.0.2.53:53"))), Verdict::Keep);
+        assert_eq!(connected.judge(Some(&raw("[::ffff:192.0.2.53]:53"))), Verdict::Keep);
+        assert_eq!(connected.judge(Some(&raw("127.0.0.1:40001"))), Verdict::Drop);
+        assert_eq!(connected.judge(Some(&raw("192.0.2.53:54"))), Verdict::Drop);
+        assert_eq!(connected.judge(None), Verdict::Keep);
+        let unconnected = Receiving { server, connected: false, own };
+        assert_eq!(unconnected.judge(Some(&raw("127.0.0.1:40000"))), Verdict::Answer(server));
+        assert_eq!(unconnected.judge(Some(&raw("198.51.100.2:7"))), Verdict::Keep);
     }
 }

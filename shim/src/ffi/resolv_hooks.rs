@@ -210,7 +210,7 @@ unsafe fn query(
     let (Ok(qclass), Ok(qtype)) = (u16::try_from(class), u16::try_from(kind)) else {
         return real_call();
     };
-    match resolve_question(&full, qclass, qtype, 0, true, Style::Resolver) {
+    match resolve_question(config::settings(), &full, qclass, qtype, 0, true, Style::Resolver) {
         Resolved::Local => real_call(),
         // SAFETY: the caller's answer buffer.
         Resolved::Answer(message) => unsafe { deliver(&message, answer, anslen) },
@@ -251,7 +251,15 @@ unsafe fn send(
         .iter()
         .map(|q| {
             let (id, rd) = (query.id, query.recursion_desired);
-            resolve_question(&q.name, q.qclass, q.qtype, id, rd, Style::Resolver)
+            resolve_question(
+                config::settings(),
+                &q.name,
+                q.qclass,
+                q.qtype,
+                id,
+                rd,
+                Style::Resolver,
+            )
         })
         .collect();
     if decided.iter().all(|r| *r == Resolved::Local) {
