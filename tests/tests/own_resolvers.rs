@@ -6,7 +6,9 @@
 //! those for names resolved on the far side (a fake address for A, an empty NOERROR for other
 //! types, the name for a fake address's PTR) with no packet leaving the workstation, and pass
 //! every other query to the real name server as before (here the LAN's own dnsmasq on
-//! 192.0.2.53 for a `direct .corp.example` domain).
+//! 192.0.2.53 for a `direct .corp.example` domain). Also: the socket after the query (connected
+//! to a relayed peer), an IPv6 server, fork, dup and AF_UNSPEC, and DNS over TCP (`dig +tcp`),
+//! which the library does not answer but never lets carry such a name to the LAN's server.
 //!
 //! Not here: getaddrinfo and the res_* calls (names.rs, holes.rs), dig @server through sockd
 //! (names.rs), programs under the supervisor (supervised_names.rs), Chromium (runtimes.rs).
@@ -365,4 +367,58 @@ fn dns_over_tcp_never_carries_a_remote_name_to_the_lan_server() {
         "only TCP connections to the LAN's server left:\n{}",
         leaks.table()
     );
+}
+
+#[test]
+fn an_ipv6_server_a_fork_a_dup_and_a_disconnect() {
+    let Some((lab, leaks, _outside, _sockd)) = own_lab("own-fork") else { return };
+    let script = r#"
+import ctypes, os, socket, struct
+def query(name, qid):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\x00\x00\x01\x00\x01"
+def show(what, sock, qid):
+    data, source = sock.recvfrom(512)
+    print(what, data[:2] == struct.pack(">H", qid), source[:2], socket.inet_ntoa(data[-4:]))
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect(("2001:db8::53", 53))
+print("peer", s.getpeername()[:2])
+s.send(query("www.example.test", 9))
+show("v6", s, 9)
+pid = os.fork()
+if pid == 0:
+    s.send(query("child.example.test", 10))
+    os._exit(0)
+os.waitpid(pid, 0)
+show("fork", s, 10)
+t = socket.fromfd(s.fileno(), socket.AF_INET6, socket.SOCK_DGRAM)
+t.settimeout(5)
+t.send(query("dup.example.test", 11))
+show("dup", t, 11)
+libc = ctypes.CDLL(None, use_errno=True)
+print("disconnect", libc.connect(s.fileno(), (ctypes.c_ubyte * 16)(), 16))
+try:
+    s.getpeername()
+except OSError as e:
+    print("peer after disconnect", e.errno)
+"#;
+    let ran = under_library(lab.python(script)).run();
+    let text = ran.stdout_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(ran.success() && lines.len() == 6, "{}", ran.describe());
+    assert_eq!(lines[0], "peer ('2001:db8::53', 53)", "{}", ran.describe());
+    for (line, what) in lines[1..4].iter().zip(["v6", "fork", "dup"]) {
+        let prefix = format!("{what} True ('2001:db8::53', 53) ");
+        assert!(
+            line.strip_prefix(&prefix).is_some_and(is_fake),
+            "{what}: the answer, from the server the socket names\n{}",
+            ran.describe()
+        );
+    }
+    assert_eq!(lines[4], "disconnect 0", "{}", ran.describe());
+    assert_eq!(lines[5], format!("peer after disconnect {}", libc::ENOTCONN), "{}", ran.describe());
+    assert_nothing_left(&leaks, "an IPv6 server, fork and dup");
 }
