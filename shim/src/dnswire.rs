@@ -140,8 +140,8 @@ pub fn query_target(fd: c_int, dst: Option<&RawAddr>) -> Option<(RawAddr, bool)>
 
 /// The address `fd` sends its answers to itself at: its own address (bound first to the
 /// wildcard address, port 0, when `bind` and it has no port), a wildcard IP made loopback —
-/// 127.0.0.1, IPv4-mapped on an IPv6 socket when the server is IPv4, else ::1. `None` when the
-/// socket has no address (or no port and `bind` is false).
+/// 127.0.0.1, IPv4-mapped on an IPv6 socket when the server is IPv4, else ::1. An error when
+/// the socket has no IP address or cannot be bound.
 pub fn self_address(fd: c_int, server: &RawAddr, bind: bool) -> Result<SocketAddr, Cause> {
     let family = real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
         .ok_or_else(|| Cause::Os(real::errno()))?;
