@@ -2,7 +2,8 @@
 //! on the far side: the reading of a query (header and questions), and a response with one
 //! A/AAAA record holding a fake address, a PTR record naming it, or no record and a code. The
 //! library answers the resolver calls that hand a program a raw answer (`res_query`, `res_send`
-//! and their kin) with them, the supervisor the program's own DNS queries to port 53.
+//! and their kin) and the program's own DNS queries to UDP port 53 with them, the supervisor
+//! those of the programs it supervises.
 //!
 //! Written here rather than taken from a DNS crate: the library is loaded into every process,
 //! the crates that build messages (hickory-proto, domain) bring dozens of dependencies and

@@ -5,7 +5,8 @@
 //! Per descriptor: for a socket connected through a SOCKS server, the destination the program
 //! asked for (for getpeername) and the server address the socket really is connected to; for a
 //! socket bound through a SOCKS BIND, the address the server listens on and the server, until
-//! accept; for a UDP socket, its association.
+//! accept; for a UDP socket, its association; for a UDP socket whose DNS queries the library
+//! answers, the name server it is (virtually) connected to or last asked.
 //!
 //! Every entry is tied to the socket itself, not only its number: it records the socket's
 //! device and inode numbers (fstat), and a lookup whose descriptor no longer has them finds
@@ -45,6 +46,18 @@ pub enum Kind {
     /// A UDP socket the program connected to a proxied peer: `first` is that peer as the program
     /// named it, `server` the relay address (the socket is really connected to the relay).
     UdpConnected,
+    /// A UDP socket the library answered a DNS query on (`dnswire`), not connected:
+    /// `first` is the name server the last answered query was sent to (answers the library
+    /// put into the socket are reported as from it); `server` the relay address of its
+    /// association, if it has one (`len` 0: none).
+    Dns,
+    /// A UDP socket the program connected to a name server's port 53, connected only in this
+    /// table (`dnswire`: the virtual connect): `first` is that server, `server` the relay
+    /// address of its association, if it has one (`len` 0: none).
+    DnsConnected,
+    /// A TCP socket connected directly to a name server's port 53 (`dnswire`): `first` is that
+    /// server. Its queries about names resolved on the far side are refused.
+    DnsTcp,
 }
 
 impl Kind {
@@ -56,6 +69,9 @@ impl Kind {
             Kind::Bound(ClientVersion::Socks5) => 4,
             Kind::Udp => 5,
             Kind::UdpConnected => 6,
+            Kind::Dns => 7,
+            Kind::DnsConnected => 8,
+            Kind::DnsTcp => 9,
         }
     }
 
@@ -67,6 +83,9 @@ impl Kind {
             4 => Kind::Bound(ClientVersion::Socks5),
             5 => Kind::Udp,
             6 => Kind::UdpConnected,
+            7 => Kind::Dns,
+            8 => Kind::DnsConnected,
+            9 => Kind::DnsTcp,
             _ => return None,
         })
     }

@@ -44,11 +44,25 @@ fn os_error() -> Cause {
 /// handler that interrupted the library in this thread (then no heap may be used).
 pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
     let Some(target) = dst.socket_addr() else { return Outcome::PassThrough };
+    // A UDP socket to a name server's port 53: the library reads its queries (`dnswire`).
+    if target.port() == crate::dnswire::DNS_PORT {
+        if let Some(outcome) = crate::dnswire::connect(fd, dst) {
+            return outcome;
+        }
+    }
     // The common case first, without a system call: an untracked socket to a destination that
     // goes direct whatever the socket's type.
     let settings = config::settings();
     let canonical_target = canonical(target);
-    let tracked = fdtable::get(fd).map(|e| e.kind);
+    let mut tracked = fdtable::get(fd).map(|e| e.kind);
+    if tracked == Some(Kind::DnsTcp) {
+        // Marked by its connect to a name server (`dnswire`), which did not happen or is done:
+        // this connect decides afresh.
+        tracked = None;
+        if target.port() != crate::dnswire::DNS_PORT {
+            fdtable::clear(fd);
+        }
+    }
     if tracked.is_none()
         && !names::is_fake(settings, canonical_target.ip())
         && matches!(route(settings, canonical_target), Route::Direct)
@@ -74,7 +88,8 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
                 return Outcome::Fail(cause);
             }
         }
-        Some(Kind::Udp | Kind::UdpConnected) | None => {}
+        Some(Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected | Kind::DnsTcp)
+        | None => {}
     }
     // The name behind a fake address, read into this stack buffer (no heap).
     let mut name_buf = [0u8; NAME_MAX];
@@ -177,10 +192,12 @@ pub(crate) fn destination<'a, 's>(
 /// (and a stale entry is dropped).
 pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
     match fdtable::get(fd) {
+        // Connected directly to a name server: the kernel's peer is the right one.
+        Some(entry) if entry.kind == Kind::DnsTcp => *actual,
         Some(entry) if entry.server.bytes[..entry.server.len] == actual.bytes[..actual.len] => {
             match entry.kind {
-                Kind::Connected | Kind::UdpConnected => entry.first,
-                Kind::Bound(_) | Kind::Udp => *actual,
+                Kind::Connected | Kind::UdpConnected | Kind::DnsConnected => entry.first,
+                Kind::Bound(_) | Kind::Udp | Kind::Dns | Kind::DnsTcp => *actual,
             }
         }
         Some(_) => {
@@ -192,7 +209,7 @@ pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
 }
 
 /// connect(2) with AF_UNSPEC: a UDP socket connected to a proxied peer keeps its association
-/// but no longer has a peer; a TCP socket connected through a server is disconnected (Linux
+/// but no longer has a peer (a virtually connected DNS socket no longer has its virtual one); a TCP socket connected through a server is disconnected (Linux
 /// lets it connect again, and that connect must be routed afresh).
 pub fn disconnecting(fd: c_int) {
     if let Some(entry) = fdtable::get(fd) {
@@ -200,8 +217,11 @@ pub fn disconnecting(fd: c_int) {
             Kind::UdpConnected => {
                 fdtable::set(fd, &Entry { kind: Kind::Udp, first: entry.server, ..entry })
             }
+            // The virtual peer goes; answers already in the socket still name their server.
+            Kind::DnsConnected => fdtable::set(fd, &Entry { kind: Kind::Dns, ..entry }),
             Kind::Connected => fdtable::clear(fd),
-            Kind::Bound(_) | Kind::Udp => {}
+            Kind::DnsTcp => fdtable::clear(fd),
+            Kind::Bound(_) | Kind::Udp | Kind::Dns => {}
         }
     }
 }

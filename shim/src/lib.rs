@@ -11,7 +11,9 @@
 //! (direct / deny / which servers), `proxy` (connect + SOCKS handshake on the program's fd),
 //! `chain` (the hops of a chain of proxies and HTTP CONNECT),
 //! `config` (settings, read once), `fdtable` (per-fd state, tied to the socket's inode),
-//! `guard`, `log`; names resolved on the far side in `names` (DNS messages from `socks_proto::dns`);
+//! `guard`, `log`; names resolved on the far side in `names` (DNS messages from `socks_proto::dns`;
+//! what a DNS question gets in `answers`, shared by the res_* hooks and `dnswire`, which answers
+//! the program's own DNS queries to port 53);
 //! datagrams in `udp` (control messages: `ancillary`); TCP Fast Open in `fastopen`. The
 //! decisions themselves — socks.conf and the environment made into settings, routing, which
 //! names get fake addresses — are the `socks-client` crate's, shared with socks-supervise;
@@ -31,8 +33,10 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod ancillary;
+mod answers;
 mod chain;
 mod config;
+mod dnswire;
 mod fastopen;
 mod fdtable;
 mod ffi;

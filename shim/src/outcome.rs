@@ -148,6 +148,10 @@ pub enum Cause {
     /// answer (anything but an A/AAAA or a fake address's PTR question): refused, never asked
     /// locally.
     RemoteQuestion,
+    /// A DNS query over TCP (port 53, reached directly) asks about a name resolved on the far
+    /// side: the library answers such queries only over UDP, and never lets them reach the
+    /// local name server (`dnswire`).
+    RemoteNameOverTcp,
     /// The fake address map is full: a new name resolved on the far side gets no address.
     MapFull,
     /// The fake address map could not be created (its shared mapping, made before the first
@@ -190,7 +194,7 @@ impl Cause {
             Cause::Unsupported => libc::EAFNOSUPPORT,
             Cause::SignalContext => libc::EAGAIN,
             Cause::ControlMessage | Cause::BadName => libc::EINVAL,
-            Cause::RemoteQuestion => libc::ECONNREFUSED,
+            Cause::RemoteQuestion | Cause::RemoteNameOverTcp => libc::ECONNREFUSED,
             Cause::MapFull | Cause::MapUnavailable => libc::ENOMEM,
             Cause::AnswerTooLong => libc::EMSGSIZE,
             Cause::TableFull => libc::EMFILE,
@@ -276,6 +280,7 @@ mod tests {
         assert_eq!(Cause::SignalContext.errno(), libc::EAGAIN);
         assert_eq!(Cause::ControlMessage.errno(), libc::EINVAL);
         assert_eq!(Cause::RemoteQuestion.errno(), libc::ECONNREFUSED);
+        assert_eq!(Cause::RemoteNameOverTcp.errno(), libc::ECONNREFUSED);
         assert_eq!(Cause::MapFull.errno(), libc::ENOMEM);
         assert_eq!(Cause::MapUnavailable.errno(), libc::ENOMEM);
         assert_eq!(Cause::BadName.errno(), libc::EINVAL);

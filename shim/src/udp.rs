@@ -169,7 +169,8 @@ pub fn plan_send_without_heap(fd: c_int, dst: Option<&RawAddr>, len: usize) -> Q
             Route::Proxy(_) => {}
         }
         let existing = fdtable::get(fd).filter(|e| {
-            matches!(e.kind, Kind::Udp | Kind::UdpConnected) && fdtable::control(fd).is_some()
+            matches!(e.kind, Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected)
+                && fdtable::control(fd).is_some()
         });
         let Some(entry) = existing else {
             log!(Level::Info, "udp: a signal handler's datagram needs a new association: EAGAIN");
@@ -227,10 +228,13 @@ pub fn plan_connected_send(fd: c_int, len: usize) -> Option<Result<Vec<u8>, Caus
 /// The relay address of `fd`'s association, setting one up through `servers` if needed.
 fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<RawAddr, Cause> {
     if let Some(entry) = fdtable::get(fd) {
-        if matches!(entry.kind, Kind::Udp | Kind::UdpConnected) && fdtable::control(fd).is_some() {
+        let kinds =
+            matches!(entry.kind, Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected);
+        if kinds && fdtable::control(fd).is_some() {
             return Ok(entry.server);
         }
     }
+    let before = fdtable::get(fd);
     if !fdtable::trackable(fd) {
         return Err(Cause::TableFull);
     }
@@ -291,8 +295,15 @@ fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<Raw
     let server = granted.server.socket_addr().map_or_else(String::new, |a| a.to_string());
     log!(Level::Info, "udp: association through {server}, relay at {relay}");
     let relay = RawAddr::from_socket_addr(relay);
-    let first = RawAddr { bytes: [0; crate::ffi::sockaddr::RAW_LEN], len: 0 };
-    fdtable::set(fd, &Entry { kind: Kind::Udp, first, server: relay });
+    let entry = match before {
+        // A DNS socket (`dnswire`) stays one: its name server, now with a relay.
+        Some(e) if matches!(e.kind, Kind::Dns | Kind::DnsConnected) => Entry { server: relay, ..e },
+        _ => {
+            let first = RawAddr { bytes: [0; crate::ffi::sockaddr::RAW_LEN], len: 0 };
+            Entry { kind: Kind::Udp, first, server: relay }
+        }
+    };
+    fdtable::set(fd, &entry);
     fdtable::set_control(fd, control);
     Ok(relay)
 }
@@ -301,7 +312,7 @@ fn association(fd: c_int, servers: &[Server], settings: &Settings) -> Result<Raw
 /// IPv4; a wildcard address stays unspecified, which the server reads as the control
 /// connection's address). An unbound socket is bound first to the wildcard address of its
 /// `family`, port 0, as the kernel would bind it on its first send.
-fn own_source(fd: c_int, family: c_int) -> Result<SocketAddr, Cause> {
+pub(crate) fn own_source(fd: c_int, family: c_int) -> Result<SocketAddr, Cause> {
     let local = |fd| {
         real::local_addr(fd).and_then(|raw| raw.socket_addr()).ok_or_else(|| match real::errno() {
             0 => Cause::Unsupported,
@@ -357,8 +368,15 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
         Route::Direct if matches!(target, TargetAddr::Domain(..)) => Outcome::Fail(Cause::NoRoute),
         Route::Direct => {
             if let Some(entry) = fdtable::get(fd) {
-                if entry.kind == Kind::UdpConnected {
-                    fdtable::set(fd, &Entry { kind: Kind::Udp, ..entry });
+                match entry.kind {
+                    Kind::UdpConnected => fdtable::set(fd, &Entry { kind: Kind::Udp, ..entry }),
+                    // No longer a DNS socket: an association it has stays (no fake peer).
+                    Kind::Dns | Kind::DnsConnected if fdtable::control(fd).is_some() => {
+                        let first = RawAddr { bytes: [0; crate::ffi::sockaddr::RAW_LEN], len: 0 };
+                        fdtable::set(fd, &Entry { kind: Kind::Udp, first, ..entry })
+                    }
+                    Kind::Dns | Kind::DnsConnected => fdtable::clear(fd),
+                    _ => {}
                 }
             }
             Outcome::PassThrough
@@ -385,7 +403,10 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Outcome {
 /// header length equal to the whole datagram, so the caller drops it.
 pub fn unwrap_received(fd: c_int, datagram: &[u8], from: &RawAddr) -> Option<(usize, RawAddr)> {
     let entry = fdtable::get(fd)?;
-    if !matches!(entry.kind, Kind::Udp | Kind::UdpConnected) {
+    if !matches!(entry.kind, Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected) {
+        return None;
+    }
+    if entry.server.len == 0 {
         return None;
     }
     let relay = entry.server.socket_addr().map(canonical);
@@ -404,7 +425,7 @@ pub fn unwrap_received(fd: c_int, datagram: &[u8], from: &RawAddr) -> Option<(us
     };
     // The program sent to a name's fake address: report the reply as coming from it.
     let reported = match entry.kind {
-        Kind::UdpConnected => entry.first,
+        Kind::UdpConnected | Kind::DnsConnected => entry.first,
         _ => match entry.first.socket_addr() {
             Some(fake) if entry.first.len > 0 && fake.port() == source.port() => entry.first,
             _ => RawAddr::from_socket_addr(for_family(source, family).unwrap_or(source)),

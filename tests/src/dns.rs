@@ -141,6 +141,28 @@ pub fn assert_no_fake_destination(sockd: &Daemon) {
     }
 }
 
+/// The reverse-lookup name of `ip` (`2.100.51.198.in-addr.arpa`, 32 nibbles under `ip6.arpa`),
+/// as dnsmasq logs it: a question about a real address, which the library never answers itself
+/// (it answers names resolved on the far side, own_resolvers.rs), so a query for it goes to the
+/// name server the program asked.
+pub fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(v6) => {
+            let mut labels: Vec<String> = Vec::with_capacity(33);
+            for byte in v6.octets().iter().rev() {
+                labels.push(format!("{:x}", byte & 0x0f));
+                labels.push(format!("{:x}", byte >> 4));
+            }
+            labels.push("ip6.arpa".to_owned());
+            labels.join(".")
+        }
+    }
+}
+
 /// The outside name server of the module documentation: IPv6 on the `fw`–`outside` link,
 /// dnsmasq on the outside host, and `fw`'s resolv.conf naming it. Call it before starting
 /// sockd (a program reads its namespace's resolv.conf when `ip netns exec` starts it).

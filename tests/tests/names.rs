@@ -16,9 +16,11 @@
 //! workstation has no IPv6 route), fork both ways, 5,000 distinct names in one process,
 //! reverse lookups (getnameinfo, gethostbyaddr) and getpeername, AI_NUMERICHOST exactly as
 //! without the library, a `direct .corp.example` domain resolved by the LAN's own name server,
-//! and dig: no answer from the workstation's own (dead) resolver nor, without the library, from
-//! the outside name server; under the library `dig @outside-dns` gets its answer through sockd
-//! (UDP ASSOCIATE, issue 8; the UDP suite is udp.rs).
+//! and dig: a question the library does not answer itself (a real address's PTR) gets no answer
+//! from the workstation's own (dead) resolver nor, without the library, from the outside name
+//! server; under the library `dig @outside-dns` gets its answer through sockd (UDP ASSOCIATE,
+//! issue 8; the UDP suite is udp.rs). dig's questions about names resolved on the far side are
+//! answered by the library (own_resolvers.rs).
 //!
 //! Not here: connections by address (programs.rs, firewall.rs), socks.conf rules by address
 //! (rules.rs).
@@ -690,14 +692,16 @@ for url in ("http://intranet.corp.example/corp", "http://{WWW}/outside"):
 fn dig_reaches_the_outside_name_server_only_through_sockd() {
     let Some((lab, leaks, outside, sockd)) = names_lab("names-dig") else { return };
     let dig = paths::require("dig", "dnsutils");
+    // A question the library does not answer itself (own_resolvers.rs: it answers the ones
+    // about names resolved on the far side): the reverse name of a real address.
+    let reverse = dns::reverse_name(OUTSIDE_ADDR.into());
     let dig_args = |server: Option<String>| {
         let mut args = vec!["+short".to_owned(), "+time=2".to_owned(), "+tries=1".to_owned()];
         args.extend(server);
-        args.push(WWW.to_owned());
+        args.extend(["-t".to_owned(), "PTR".to_owned(), reverse.clone()]);
         args
     };
-    let answered =
-        |ran: &Ran| ran.stdout_text().lines().any(|l| l.trim().parse::<IpAddr>().is_ok());
+    let answered = |ran: &Ran| ran.stdout_text().contains(WWW);
     // dig speaks DNS itself (no getaddrinfo). The workstation's own resolver (resolv.conf's
     // 192.0.2.53, on the LAN, so not proxied) answers nothing, with or without the library.
     let ran = under_library(lab.client(&dig)).args(dig_args(None)).run();
@@ -718,8 +722,8 @@ fn dig_reaches_the_outside_name_server_only_through_sockd() {
     // Under the library, the query goes through sockd (UDP ASSOCIATE) and gets its answer.
     let ran = under_library(lab.client(&dig)).args(dig_args(outside_server)).run();
     assert!(
-        ran.success() && ran.stdout_text() == format!("{OUTSIDE_ADDR}\n"),
-        "dig @{OUTSIDE_ADDR} {WWW} under the library must get the answer through sockd\n{}",
+        ran.success() && ran.stdout_text() == format!("{WWW}.\n"),
+        "dig @{OUTSIDE_ADDR} {reverse} under the library must get the answer through sockd\n{}",
         ran.describe()
     );
     let closed = sockd
@@ -728,7 +732,7 @@ fn dig_reaches_the_outside_name_server_only_through_sockd() {
         closed.contains(" datagrams-sent=1 ") && closed.contains(" datagrams-received=1 "),
         "sockd must log one query out and one answer back: {closed}"
     );
-    let queries = outside.queries_for(WWW);
+    let queries = outside.queries_for(&reverse);
     assert_eq!(queries.len(), 1, "the outside DNS must have been asked once: {queries:?}");
     outside.assert_asked_only_by_firewall();
     // What the leak check saw: traffic to sockd (TCP for the association, UDP to its relay)

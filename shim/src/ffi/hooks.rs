@@ -35,7 +35,8 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     })
 }
 
-/// getpeername(2): for a proxied socket, the destination the program asked for.
+/// getpeername(2): for a proxied socket, the destination the program asked for; for a UDP
+/// socket virtually connected to a name server, that server.
 ///
 /// # Safety
 /// As getpeername(2).
@@ -44,12 +45,18 @@ pub unsafe extern "C" fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut s
     // SAFETY: forwarded unchanged under the caller's guarantees (in every use below).
     let real_call = || unsafe { real::getpeername(fd, addr, len) };
     shield(-1, || {
-        if fdtable::kind_hint(fd).is_none()
-            || addr.is_null()
-            || len.is_null()
-            || fdtable::get(fd).is_none()
-        {
+        if fdtable::kind_hint(fd).is_none() || addr.is_null() || len.is_null() {
             return real_call();
+        }
+        match fdtable::get(fd) {
+            None => return real_call(),
+            // Virtually connected to a name server (`dnswire`): the kernel knows no peer.
+            Some(entry) if entry.kind == fdtable::Kind::DnsConnected => {
+                // SAFETY: the caller guarantees `*len` writable bytes at `addr`.
+                unsafe { entry.first.write_to(addr, len) };
+                return 0;
+            }
+            Some(_) => {}
         }
         let mut storage = [0u8; std::mem::size_of::<libc::sockaddr_storage>()];
         let mut storage_len = storage.len() as socklen_t;

@@ -102,6 +102,8 @@ real_functions! {
     fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t;
     /// write(2).
     fn write(fd: c_int, buf: *const c_void, len: size_t) -> ssize_t;
+    /// writev(2).
+    fn writev(fd: c_int, iov: *const libc::iovec, iovcnt: c_int) -> ssize_t;
     /// read(2).
     fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t;
     /// sendto(2).
@@ -395,6 +397,40 @@ pub fn local_addr(fd: c_int) -> Option<crate::ffi::sockaddr::RawAddr> {
     let len = len.min(bytes.len() as socklen_t);
     // SAFETY: the first `len` bytes of `bytes` are readable (and were written by the kernel).
     unsafe { crate::ffi::sockaddr::RawAddr::from_ptr(bytes.as_ptr().cast(), len) }
+}
+
+/// getpeername(2), copied: the socket's peer; `None` when it has none (errno tells why) or
+/// the family is neither AF_INET nor AF_INET6.
+pub fn peer_addr(fd: c_int) -> Option<crate::ffi::sockaddr::RawAddr> {
+    let mut bytes = [0u8; crate::ffi::sockaddr::RAW_LEN];
+    let mut len = bytes.len() as socklen_t;
+    // SAFETY: `bytes` has room for `len` bytes, and the kernel writes at most that many.
+    if unsafe { getpeername(fd, bytes.as_mut_ptr().cast(), &mut len) } != 0 {
+        return None;
+    }
+    let len = len.min(bytes.len() as socklen_t);
+    // SAFETY: the first `len` bytes of `bytes` are readable (and were written by the kernel).
+    unsafe { crate::ffi::sockaddr::RawAddr::from_ptr(bytes.as_ptr().cast(), len) }
+}
+
+/// sendto(2) of a byte slice to a copied address.
+pub fn send_to(
+    fd: c_int,
+    bytes: &[u8],
+    flags: c_int,
+    to: &crate::ffi::sockaddr::RawAddr,
+) -> ssize_t {
+    // SAFETY: the slice is valid for its length; `to.bytes` holds a sockaddr of `to.len` bytes.
+    unsafe {
+        sendto(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            flags,
+            to.bytes.as_ptr().cast(),
+            to.len as socklen_t,
+        )
+    }
 }
 
 /// connect(2) to a Rust socket address.

@@ -30,14 +30,15 @@
 //! even read their questions without the heap: there they fail with `SignalContext` whenever
 //! names may be resolved on the far side at all.
 //!
-//! Not here: getaddrinfo and gethostbyname* (see `dns_hooks`), the message format (`socks_proto::dns`).
+//! Not here: getaddrinfo and gethostbyname* (see `dns_hooks`), the message format (`socks_proto::dns`),
+//! the decision for one question (`answers`, shared with `dnswire`).
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_void, CStr};
-use std::net::IpAddr;
 
 use libc::{addrinfo, c_int, sigevent};
 
+use crate::answers::{resolve_question, Resolved, Style};
 use crate::config;
 use crate::ffi::dns_hooks;
 use crate::ffi::fakemap::NAME_MAX;
@@ -47,81 +48,11 @@ use crate::log::{log, Level};
 use crate::names::{self, Plan};
 use crate::outcome::{fail_resolver, shield, shield_resolver, Cause};
 use socks_proto::dns::{
-    self, Question, Rdata, CLASS_IN, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_PTR,
+    self, CLASS_IN, RCODE_NXDOMAIN, RCODE_REFUSED, TYPE_A, TYPE_AAAA, TYPE_PTR,
 };
 
 /// netdb.h: getaddrinfo_a modes.
 const GAI_WAIT: c_int = 0;
-
-/// What a question gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Resolved {
-    /// Not ours: the real call.
-    Local,
-    /// This response message.
-    Answer(Vec<u8>),
-    /// The real call; this response if it fails.
-    LocalThen(Vec<u8>),
-    /// Refused for this cause, never asked locally.
-    Refused(Cause),
-}
-
-/// Decides for a reverse-lookup name (`….in-addr.arpa`, `….ip6.arpa`) standing for `ip`: a
-/// fake address's PTR is the name it stands for, as gethostbyaddr gives it; any other question
-/// about a fake address is refused; a real address is the local resolver's business.
-fn resolve_reverse(ip: IpAddr, question: Question, id: u16, rd: bool) -> Resolved {
-    let settings = config::settings();
-    if !names::is_fake(settings, ip) {
-        return Resolved::Local;
-    }
-    let mut buf = [0u8; NAME_MAX];
-    let target = names::name_of(settings, ip, &mut buf);
-    match target {
-        Some(target) if question.qclass == CLASS_IN && question.qtype == TYPE_PTR => {
-            let record = Some(Rdata::Pointer(target.to_string()));
-            dns::response(id, rd, &question, record, 0)
-                .map_or(Resolved::Refused(Cause::BadName), Resolved::Answer)
-        }
-        _ => Resolved::Refused(Cause::RemoteQuestion),
-    }
-}
-
-/// Decides for one question about `name`; `id` and `rd` go into a response.
-fn resolve_question(name: &str, qclass: u16, qtype: u16, id: u16, rd: bool) -> Resolved {
-    if let Some(ip) = dns::reverse_address(name) {
-        let question = Question { name: name.to_string(), qtype, qclass };
-        return resolve_reverse(ip, question, id, rd);
-    }
-    let family = match qtype {
-        TYPE_A => libc::AF_INET,
-        TYPE_AAAA => libc::AF_INET6,
-        _ => libc::AF_UNSPEC,
-    };
-    let settings = config::settings();
-    let plan = names::plan(settings, name, family);
-    let address_question = qclass == CLASS_IN && matches!(qtype, TYPE_A | TYPE_AAAA);
-    let answer = || -> Result<Vec<u8>, Cause> {
-        let fakes = names::fakes_for(settings, name).map_err(|e| dns_hooks::map_error(name, e))?;
-        let address = if qtype == TYPE_A { IpAddr::V4(fakes.v4) } else { IpAddr::V6(fakes.v6) };
-        let question = Question { name: name.to_string(), qtype, qclass };
-        log!(Level::Debug, "resolve {name} (type {qtype}): remote, as {address}");
-        dns::response(id, rd, &question, Some(Rdata::Address(address)), 0).ok_or(Cause::BadName)
-    };
-    match plan {
-        Plan::Local => Resolved::Local,
-        Plan::Fake { .. } if address_question => {
-            answer().map_or_else(Resolved::Refused, Resolved::Answer)
-        }
-        Plan::Fake { .. } => {
-            log!(Level::Info, "resolve {name} (type {qtype}): refused, resolved on the far side");
-            Resolved::Refused(Cause::RemoteQuestion)
-        }
-        Plan::LocalThenFake { .. } if address_question => {
-            answer().map_or(Resolved::Local, Resolved::LocalThen)
-        }
-        Plan::LocalThenFake { .. } => Resolved::Local,
-    }
-}
 
 /// Copies `message` into the caller's answer buffer; its length, or -1 when it does not fit
 /// (`Cause::AnswerTooLong`).
@@ -279,7 +210,7 @@ unsafe fn query(
     let (Ok(qclass), Ok(qtype)) = (u16::try_from(class), u16::try_from(kind)) else {
         return real_call();
     };
-    match resolve_question(&full, qclass, qtype, 0, true) {
+    match resolve_question(config::settings(), &full, qclass, qtype, 0, true, Style::Resolver) {
         Resolved::Local => real_call(),
         // SAFETY: the caller's answer buffer.
         Resolved::Answer(message) => unsafe { deliver(&message, answer, anslen) },
@@ -318,7 +249,18 @@ unsafe fn send(
     let decided: Vec<Resolved> = query
         .questions
         .iter()
-        .map(|q| resolve_question(&q.name, q.qclass, q.qtype, query.id, query.recursion_desired))
+        .map(|q| {
+            let (id, rd) = (query.id, query.recursion_desired);
+            resolve_question(
+                config::settings(),
+                &q.name,
+                q.qclass,
+                q.qtype,
+                id,
+                rd,
+                Style::Resolver,
+            )
+        })
         .collect();
     if decided.iter().all(|r| *r == Resolved::Local) {
         return real_call();

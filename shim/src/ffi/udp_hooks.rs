@@ -1,9 +1,12 @@
 //! The exported datagram entry points: sendto, sendmsg, sendmmsg, recvfrom, recvmsg, recvmmsg,
-//! and send, recv, write, read for UDP sockets connected to a proxied peer. Each passes straight
-//! through unless `udp` says the datagram goes through (or came from) a SOCKS5 relay; then the
-//! header is added with a gathering write (no copy of the payload) or stripped from a received
+//! and send, recv, write, writev, read for UDP sockets connected to a proxied peer (or virtually
+//! connected to a name server, `dnswire`). Each passes straight through unless `udp` says the
+//! datagram goes through (or came from) a SOCKS5 relay; then the header is added with a gathering write (no copy of the payload) or stripped from a received
 //! datagram before it reaches the program's buffers. Control messages on a relayed datagram are
 //! handled as `ancillary` says (UDP_SEGMENT: one relayed datagram per segment).
+//!
+//! Also a TCP socket connected to a name server's port 53 (`dnswire`): send, write, writev,
+//! sendto and sendmsg refuse a query about a name resolved on the far side.
 //!
 //! Also TCP Fast Open: sendto/sendmsg/sendmmsg with MSG_FASTOPEN and a destination on a TCP
 //! socket are connects carrying data, routed as `fastopen` says.
@@ -24,6 +27,7 @@ use libc::{c_int, c_uint, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, s
 
 use crate::ancillary::{self, Ancillary};
 use crate::config;
+use crate::dnswire::{self, Verdict};
 use crate::fastopen::{self, FastOpen};
 use crate::fdtable::{self, Kind};
 use crate::ffi::real;
@@ -35,14 +39,33 @@ use crate::udp::{self, QuietSend, Send, HEADER_MAX};
 /// Whether `fd` carries an association (the only sockets whose reads need a look). The
 /// table's hint first, so other descriptors cost no system call.
 fn associated(fd: c_int) -> bool {
-    matches!(fdtable::kind_hint(fd), Some(Kind::Udp | Kind::UdpConnected))
-        && fdtable::get(fd).is_some_and(|e| matches!(e.kind, Kind::Udp | Kind::UdpConnected))
+    let ours =
+        |kind| matches!(kind, Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected);
+    fdtable::kind_hint(fd).is_some_and(ours) && fdtable::get(fd).is_some_and(|e| ours(e.kind))
 }
 
-/// Whether `fd` is a UDP socket connected to a proxied peer (send and write add the header).
+/// Whether `fd` is a UDP socket connected to a proxied peer (send and write add the header),
+/// or virtually connected to a name server (`dnswire`: the library reads the query).
 fn connected_to_relay(fd: c_int) -> bool {
-    fdtable::kind_hint(fd) == Some(Kind::UdpConnected)
-        && fdtable::get(fd).is_some_and(|e| e.kind == Kind::UdpConnected)
+    let ours = |kind| matches!(kind, Kind::UdpConnected | Kind::DnsConnected);
+    fdtable::kind_hint(fd).is_some_and(ours) && fdtable::get(fd).is_some_and(|e| ours(e.kind))
+}
+
+/// The bytes of an iovec array, copied (a DNS query, to be read).
+///
+/// # Safety
+/// `parts` must describe readable memory.
+unsafe fn gather(parts: &[iovec]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(total(parts));
+    for part in parts {
+        if part.iov_len > 0 && !part.iov_base.is_null() {
+            // SAFETY: the caller's part is readable for iov_len bytes.
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(part.iov_base.cast::<u8>(), part.iov_len)
+            });
+        }
+    }
+    out
 }
 
 /// Sends `header` followed by the caller's `parts` in one datagram, to `to` when given, with
@@ -81,6 +104,28 @@ unsafe fn send_with_header(
     } else {
         (sent - header.len() as ssize_t).max(0)
     }
+}
+
+/// For a TCP socket connected directly to a name server (`dnswire`): the failed result of a
+/// write holding a query about a name resolved on the far side (never sent); `None`: send it.
+/// From a signal handler that interrupted the library (the query cannot be read without the
+/// heap) every write on such a socket fails with `Cause::SignalContext`.
+///
+/// # Safety
+/// `parts` must describe readable memory.
+unsafe fn refused_tcp_query(fd: c_int, parts: &[iovec]) -> Option<ssize_t> {
+    if fdtable::kind_hint(fd) != Some(Kind::DnsTcp) {
+        return None;
+    }
+    let guard = Guard::enter_routed();
+    if guard.is_nested() {
+        return fdtable::get(fd)
+            .filter(|e| e.kind == Kind::DnsTcp)
+            .map(|_| fail(Cause::SignalContext));
+    }
+    // SAFETY: as the caller guarantees.
+    let bytes = unsafe { gather(parts) };
+    dnswire::tcp_query_refused(fd, &bytes).map(fail)
 }
 
 /// The iovec array of an iovec array's bytes `start..end`.
@@ -130,6 +175,20 @@ unsafe fn send_datagram(
     control: &[u8],
 ) -> Option<ssize_t> {
     let len = total(parts);
+    // A DNS query the library may answer itself (`dnswire`); on a virtually connected socket
+    // the datagram goes to the name server by address (the socket is not connected).
+    let (dst, virtual_peer) = match dnswire::query_target(fd, dst.as_ref()) {
+        Some((server, virtual_peer)) => {
+            // SAFETY: as the caller guarantees.
+            let query = unsafe { gather(parts) };
+            match dnswire::answer(fd, &server, &query, virtual_peer) {
+                Some(Ok(n)) => return Some(n as ssize_t),
+                Some(Err(cause)) => return Some(fail(cause)),
+                None => (Some(server), virtual_peer),
+            }
+        }
+        None => (dst, false),
+    };
     // Read now, used only if the datagram is relayed: a direct one keeps its control as it is.
     let wanted = ancillary::parse(control);
     // Each segment is a datagram of its own: its size is what must fit with the header.
@@ -163,6 +222,11 @@ unsafe fn send_datagram(
         plan => plan,
     };
     let (relay, header) = match plan {
+        Send::PassThrough if virtual_peer => {
+            // SAFETY: the caller's parts and control, to the name server's address.
+            let sent = unsafe { send_with_header(fd, &[], parts, flags, dst.as_ref(), control) };
+            return Some(sent);
+        }
         Send::PassThrough => return None,
         Send::Fail(cause) => return Some(fail(cause)),
         Send::Relay { relay, header } => (relay, header),
@@ -217,6 +281,10 @@ unsafe fn send_datagram_without_heap(
         // No rules yet (reading them takes the heap): an IP destination may be proxied.
         let ip = dst.as_ref().and_then(RawAddr::socket_addr).is_some();
         return ip.then(|| fail(Cause::SignalContext));
+    }
+    if dnswire::query_target(fd, dst.as_ref()).is_some() {
+        // Reading the query and building an answer take the heap.
+        return Some(fail(Cause::SignalContext));
     }
     let len = total(parts);
     let (relay, header, header_len) = match udp::plan_send_without_heap(fd, dst.as_ref(), len) {
@@ -320,10 +388,11 @@ unsafe fn sendto_unshielded(
             None => return real_call(),
         }
     };
-    if dst.is_none() && !connected_to_relay(fd) {
-        return real_call();
-    }
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+    if dst.is_none() && !connected_to_relay(fd) {
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { refused_tcp_query(fd, &part) }.unwrap_or_else(real_call);
+    }
     if guard.is_nested() {
         // SAFETY: `buf` holds `len` readable bytes.
         return unsafe { send_datagram_without_heap(fd, &part, flags, dst, &[]) }
@@ -351,7 +420,9 @@ unsafe fn send_unshielded(fd: c_int, buf: *const c_void, len: size_t, flags: c_i
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::send(fd, buf, len, flags) };
     if !connected_to_relay(fd) {
-        return real_call();
+        let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { refused_tcp_query(fd, &part) }.unwrap_or_else(real_call);
     }
     let guard = Guard::enter_routed();
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
@@ -382,7 +453,9 @@ unsafe fn write_unshielded(fd: c_int, buf: *const c_void, len: size_t) -> ssize_
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::write(fd, buf, len) };
     if !connected_to_relay(fd) {
-        return real_call();
+        let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
+        // SAFETY: `buf` holds `len` readable bytes.
+        return unsafe { refused_tcp_query(fd, &part) }.unwrap_or_else(real_call);
     }
     let guard = Guard::enter_routed();
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
@@ -393,6 +466,41 @@ unsafe fn write_unshielded(fd: c_int, buf: *const c_void, len: size_t) -> ssize_
     }
     // SAFETY: `buf` holds `len` readable bytes.
     unsafe { send_datagram(fd, &part, 0, None, &[]) }.unwrap_or_else(real_call)
+}
+
+/// writev(2): one datagram, as write, on a UDP socket connected to a proxied peer or virtually
+/// connected to a name server; checked as send on a TCP socket connected to a name server
+/// (`dnswire`). Every other descriptor costs one table look-up and goes straight through.
+///
+/// # Safety
+/// As writev(2).
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::writev(fd, iov, iovcnt) };
+    let ours = matches!(
+        fdtable::kind_hint(fd),
+        Some(Kind::DnsTcp | Kind::UdpConnected | Kind::DnsConnected)
+    );
+    if !ours || iovcnt <= 0 {
+        return real_call();
+    }
+    shield(-1, || {
+        // SAFETY: the caller passes `iovcnt` iovecs.
+        let parts = unsafe { iov_parts(iov, iovcnt as usize) };
+        if !connected_to_relay(fd) {
+            // SAFETY: as the caller guarantees.
+            return unsafe { refused_tcp_query(fd, parts) }.unwrap_or_else(real_call);
+        }
+        let guard = Guard::enter_routed();
+        if guard.is_nested() {
+            // SAFETY: as the caller guarantees.
+            return unsafe { send_datagram_without_heap(fd, parts, 0, None, &[]) }
+                .unwrap_or_else(real_call);
+        }
+        // SAFETY: as the caller guarantees.
+        unsafe { send_datagram(fd, parts, 0, None, &[]) }.unwrap_or_else(real_call)
+    })
 }
 
 /// sendmsg(2). Ancillary data on a relayed datagram is handled as `ancillary` describes;
@@ -442,7 +550,10 @@ unsafe fn sendmsg_unshielded(fd: c_int, msg: *const msghdr, flags: c_int) -> ssi
         }
     };
     if dst.is_none() && !connected_to_relay(fd) {
-        return real_call();
+        // SAFETY: msg_iov holds msg_iovlen iovecs.
+        let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
+        // SAFETY: as the caller guarantees.
+        return unsafe { refused_tcp_query(fd, parts) }.unwrap_or_else(real_call);
     }
     let control: &[u8] = if m.msg_control.is_null() || m.msg_controllen == 0 {
         &[]
@@ -528,6 +639,8 @@ unsafe fn receive_datagram(
     }
     let room = total(parts);
     let mut temp = vec![0u8; room.min(65_536) + HEADER_MAX];
+    // A DNS socket: the library's answers and the virtual peer's filter (`dnswire`).
+    let dns = dnswire::Receiving::of(fd);
     let mut control = control;
     loop {
         let mut from = [0u8; std::mem::size_of::<libc::sockaddr_storage>()];
@@ -551,11 +664,15 @@ unsafe fn receive_datagram(
         // SAFETY: the kernel wrote msg_namelen bytes of address.
         let source = unsafe { RawAddr::from_ptr(from.as_ptr().cast(), msg.msg_namelen) };
         let unwrapped = source.and_then(|s| udp::unwrap_received(fd, &temp[..got], &s));
-        let (skip, reported) = match unwrapped {
-            // Not from the relay: the datagram as it came.
-            None => (0, source),
-            // From the relay but unreadable: drop it (consuming it if we only peeked).
-            Some((skip, _)) if skip >= got => {
+        let verdict = match (&unwrapped, &dns) {
+            (None, Some(dns)) => dns.judge(source.as_ref()),
+            _ => Verdict::Keep,
+        };
+        let (skip, reported) = match (unwrapped, verdict) {
+            // The library's answer, reported as from the name server the query went to.
+            (None, Verdict::Answer(server)) => (0, Some(server)),
+            // Not from the virtual peer: dropped (consumed if we only peeked), the next read.
+            (None, Verdict::Drop) => {
                 if flags & libc::MSG_PEEK != 0 {
                     // SAFETY: a plain read of the same datagram into our buffer.
                     unsafe {
@@ -569,7 +686,24 @@ unsafe fn receive_datagram(
                 }
                 continue;
             }
-            Some((skip, reported)) => (skip, Some(reported)),
+            // Not from the relay: the datagram as it came.
+            (None, Verdict::Keep) => (0, source),
+            // From the relay but unreadable: drop it (consuming it if we only peeked).
+            (Some((skip, _)), _) if skip >= got => {
+                if flags & libc::MSG_PEEK != 0 {
+                    // SAFETY: a plain read of the same datagram into our buffer.
+                    unsafe {
+                        real::recv(
+                            fd,
+                            temp.as_mut_ptr().cast(),
+                            temp.len(),
+                            flags & !libc::MSG_PEEK,
+                        )
+                    };
+                }
+                continue;
+            }
+            (Some((skip, reported)), _) => (skip, Some(reported)),
         };
         let payload = &temp[skip..got];
         let mut copied = 0;

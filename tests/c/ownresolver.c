@@ -1,0 +1,298 @@
+/* ownresolver: a program with its own DNS client, for tests/tests/own_resolvers.rs. It sends
+ * DNS queries to SERVER:53 itself, in the socket patterns real resolvers use, and prints one
+ * line per pattern: "PATTERN: ADDRESS from SOURCE" (the A record it got and where the answer
+ * came from), or "PATTERN: FAIL why". Not here: anything the library does (this program knows
+ * nothing of it).
+ *
+ * usage: ownresolver SERVER-IPV4 NAME PATTERN...
+ * patterns: connect (connect, getpeername, send, poll, recvfrom), sendto (unconnected sendto
+ * and recvfrom), mmsg (sendmmsg of an A and an MX query, recvmmsg of both), epoll
+ * (non-blocking, EAGAIN before the answer, epoll_wait), thirdparty (a datagram from another
+ * socket to a connected one is never read; the query sent with writev), v6 (an IPv6 socket connected to the IPv4-mapped
+ * server). */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static const char *server_ip;
+static const char *name;
+
+/* A query for NAME of type QTYPE with id ID into BUF; its length. */
+static int build_query(unsigned char *buf, unsigned short id, unsigned short qtype) {
+    int at = 12;
+    memset(buf, 0, 12);
+    buf[0] = id >> 8;
+    buf[1] = id & 0xff;
+    buf[2] = 0x01; /* RD */
+    buf[5] = 1;    /* QDCOUNT */
+    const char *p = name;
+    while (*p) {
+        const char *dot = strchr(p, '.');
+        int len = dot ? (int)(dot - p) : (int)strlen(p);
+        buf[at++] = len;
+        memcpy(buf + at, p, len);
+        at += len;
+        p += len + (dot ? 1 : 0);
+    }
+    buf[at++] = 0;
+    buf[at++] = qtype >> 8;
+    buf[at++] = qtype & 0xff;
+    buf[at++] = 0;
+    buf[at++] = 1;
+    return at;
+}
+
+/* The first A record of answer MSG (LEN bytes) to query ID into OUT ("none" without one,
+ * "rcode N" for an error); -1 when it is not an answer to ID. */
+static int read_answer(const unsigned char *msg, int len, unsigned short id, char *out, size_t n) {
+    if (len < 12 || ((msg[0] << 8) | msg[1]) != id || !(msg[2] & 0x80))
+        return -1;
+    int rcode = msg[3] & 0x0f, ancount = (msg[6] << 8) | msg[7], at = 12;
+    if (rcode) {
+        snprintf(out, n, "rcode %d", rcode);
+        return 0;
+    }
+    while (at < len && msg[at]) at += msg[at] + 1;
+    at += 5;
+    for (int i = 0; i < ancount && at + 12 <= len; i++) {
+        if ((msg[at] & 0xc0) == 0xc0) at += 2;
+        else { while (at < len && msg[at]) at += msg[at] + 1; at++; }
+        int type = (msg[at] << 8) | msg[at + 1], rdlen = (msg[at + 8] << 8) | msg[at + 9];
+        at += 10;
+        if (type == 1 && rdlen == 4 && at + 4 <= len) {
+            inet_ntop(AF_INET, msg + at, out, n);
+            return 0;
+        }
+        at += rdlen;
+    }
+    snprintf(out, n, "none");
+    return 0;
+}
+
+static void show(const struct sockaddr_storage *ss, char *out, size_t n) {
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const void *)ss;
+        inet_ntop(AF_INET, &s->sin_addr, ip, sizeof ip);
+        port = ntohs(s->sin_port);
+        snprintf(out, n, "%s:%d", ip, port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const void *)ss;
+        inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof ip);
+        port = ntohs(s->sin6_port);
+        snprintf(out, n, "[%s]:%d", ip, port);
+    } else {
+        snprintf(out, n, "family %d", ss->ss_family);
+    }
+}
+
+static struct sockaddr_in server4(void) {
+    struct sockaddr_in s = {.sin_family = AF_INET, .sin_port = htons(53)};
+    inet_pton(AF_INET, server_ip, &s.sin_addr);
+    return s;
+}
+
+static int fail(const char *pattern, const char *why) {
+    printf("%s: FAIL %s (errno %d %s)\n", pattern, why, errno, strerror(errno));
+    return 1;
+}
+
+/* Waits up to 5 s for FD to be readable, then receives one answer to ID and prints it. */
+static int receive(const char *pattern, int fd, unsigned short id) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 5000) != 1) return fail(pattern, "poll: no answer");
+    unsigned char buf[1500];
+    struct sockaddr_storage from;
+    socklen_t fromlen = sizeof from;
+    int n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fromlen);
+    if (n < 0) return fail(pattern, "recvfrom");
+    char addr[64], source[80];
+    if (read_answer(buf, n, id, addr, sizeof addr) < 0) return fail(pattern, "not the answer");
+    show(&from, source, sizeof source);
+    printf("%s: %s from %s\n", pattern, addr, source);
+    return 0;
+}
+
+static int pattern_connect(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("connect", "connect");
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    char shown[80];
+    if (getpeername(fd, (void *)&peer, &len) != 0) return fail("connect", "getpeername");
+    show(&peer, shown, sizeof shown);
+    printf("connect: peer %s\n", shown);
+    unsigned char q[300];
+    int qlen = build_query(q, 0x1111, 1);
+    if (send(fd, q, qlen, 0) != qlen) return fail("connect", "send");
+    int rc = receive("connect", fd, 0x1111);
+    close(fd);
+    return rc;
+}
+
+static int pattern_sendto(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    unsigned char q[300];
+    int qlen = build_query(q, 0x2222, 1);
+    if (sendto(fd, q, qlen, 0, (void *)&s, sizeof s) != qlen) return fail("sendto", "sendto");
+    int rc = receive("sendto", fd, 0x2222);
+    close(fd);
+    return rc;
+}
+
+static int pattern_mmsg(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    unsigned char q[2][300];
+    struct iovec iov[2];
+    struct mmsghdr m[2];
+    memset(m, 0, sizeof m);
+    for (int i = 0; i < 2; i++) {
+        iov[i].iov_base = q[i];
+        iov[i].iov_len = build_query(q[i], 0x3330 + i, i == 0 ? 1 : 15);
+        m[i].msg_hdr.msg_iov = &iov[i];
+        m[i].msg_hdr.msg_iovlen = 1;
+        m[i].msg_hdr.msg_name = &s;
+        m[i].msg_hdr.msg_namelen = sizeof s;
+    }
+    if (sendmmsg(fd, m, 2, 0) != 2) return fail("mmsg", "sendmmsg");
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 5000) != 1) return fail("mmsg", "poll: no answer");
+    usleep(100000);
+    unsigned char r[2][1500];
+    struct sockaddr_storage from[2];
+    struct iovec riov[2];
+    memset(m, 0, sizeof m);
+    for (int i = 0; i < 2; i++) {
+        riov[i].iov_base = r[i];
+        riov[i].iov_len = sizeof r[i];
+        m[i].msg_hdr.msg_iov = &riov[i];
+        m[i].msg_hdr.msg_iovlen = 1;
+        m[i].msg_hdr.msg_name = &from[i];
+        m[i].msg_hdr.msg_namelen = sizeof from[i];
+    }
+    int got = recvmmsg(fd, m, 2, MSG_DONTWAIT, NULL);
+    if (got != 2) return fail("mmsg", "recvmmsg: not two answers");
+    for (int i = 0; i < 2; i++) {
+        char addr[64], source[80];
+        if (read_answer(r[i], m[i].msg_len, 0x3330 + i, addr, sizeof addr) < 0)
+            return fail("mmsg", "not the answer");
+        show(&from[i], source, sizeof source);
+        printf("mmsg: %s %s from %s\n", i == 0 ? "A" : "MX", addr, source);
+    }
+    close(fd);
+    return 0;
+}
+
+static int pattern_epoll(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("epoll", "connect");
+    unsigned char buf[1500];
+    if (recv(fd, buf, sizeof buf, 0) != -1 || errno != EAGAIN)
+        return fail("epoll", "recv before the query must be EAGAIN");
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    unsigned char q[300];
+    int qlen = build_query(q, 0x4444, 1);
+    if (write(fd, q, qlen) != qlen) return fail("epoll", "write");
+    struct epoll_event out;
+    if (epoll_wait(ep, &out, 1, 5000) != 1) return fail("epoll", "epoll_wait: no answer");
+    int n = read(fd, buf, sizeof buf);
+    char addr[64];
+    if (n < 0 || read_answer(buf, n, 0x4444, addr, sizeof addr) < 0)
+        return fail("epoll", "read: not the answer");
+    printf("epoll: %s by read\n", addr);
+    if (recv(fd, buf, sizeof buf, 0) != -1 || errno != EAGAIN)
+        return fail("epoll", "recv after the answer must be EAGAIN");
+    close(ep);
+    close(fd);
+    return 0;
+}
+
+static int pattern_thirdparty(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("thirdparty", "connect");
+    struct sockaddr_in own;
+    socklen_t len = sizeof own;
+    getsockname(fd, (void *)&own, &len);
+    own.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int other = socket(AF_INET, SOCK_DGRAM, 0);
+    if (sendto(other, "intruder", 8, 0, (void *)&own, sizeof own) != 8)
+        return fail("thirdparty", "the third party's sendto");
+    usleep(100000);
+    unsigned char q[300];
+    int qlen = build_query(q, 0x5555, 1);
+    /* In two pieces with writev: the header, then the question. */
+    struct iovec two[2] = {{q, 12}, {q + 12, qlen - 12}};
+    if (writev(fd, two, 2) != qlen) return fail("thirdparty", "writev");
+    unsigned char buf[1500];
+    int n = recv(fd, buf, sizeof buf, 0);
+    char addr[64];
+    if (n < 0 || read_answer(buf, n, 0x5555, addr, sizeof addr) < 0)
+        return fail("thirdparty", "the first datagram read is not the answer");
+    if (recv(fd, buf, sizeof buf, MSG_DONTWAIT) != -1 || errno != EAGAIN)
+        return fail("thirdparty", "something else was left to read");
+    printf("thirdparty: %s, the intruder never read\n", addr);
+    close(other);
+    close(fd);
+    return 0;
+}
+
+static int pattern_v6(void) {
+    int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+    struct sockaddr_in6 s = {.sin6_family = AF_INET6, .sin6_port = htons(53)};
+    char mapped[64];
+    snprintf(mapped, sizeof mapped, "::ffff:%s", server_ip);
+    inet_pton(AF_INET6, mapped, &s.sin6_addr);
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("v6", "connect");
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    char shown[80];
+    if (getpeername(fd, (void *)&peer, &len) != 0) return fail("v6", "getpeername");
+    show(&peer, shown, sizeof shown);
+    printf("v6: peer %s\n", shown);
+    unsigned char q[300];
+    int qlen = build_query(q, 0x6666, 1);
+    if (send(fd, q, qlen, 0) != qlen) return fail("v6", "send");
+    int rc = receive("v6", fd, 0x6666);
+    close(fd);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s SERVER-IPV4 NAME PATTERN...\n", argv[0]);
+        return 2;
+    }
+    server_ip = argv[1];
+    name = argv[2];
+    int failed = 0;
+    for (int i = 3; i < argc; i++) {
+        const char *p = argv[i];
+        int rc = !strcmp(p, "connect")      ? pattern_connect()
+                 : !strcmp(p, "sendto")     ? pattern_sendto()
+                 : !strcmp(p, "mmsg")       ? pattern_mmsg()
+                 : !strcmp(p, "epoll")      ? pattern_epoll()
+                 : !strcmp(p, "thirdparty") ? pattern_thirdparty()
+                 : !strcmp(p, "v6")         ? pattern_v6()
+                                            : fail(p, "unknown pattern");
+        failed |= rc;
+        fflush(stdout);
+    }
+    return failed;
+}

@@ -1,0 +1,424 @@
+//! Programs with their own DNS clients under libsocks.so (issue 16, part 2), end to end, in the
+//! lab of names.rs: sockd on the firewall, dnsmasq outside (`www.example.test`), and the
+//! workstation's resolver (resolv.conf's 192.0.2.53) answering nothing. dig without `@`, a C
+//! program doing each socket pattern resolvers use (`tests/c/ownresolver.c`), and Node's
+//! `dns.resolve4` (c-ares) send their queries to port 53 themselves; the library must answer
+//! those for names resolved on the far side (a fake address for A, an empty NOERROR for other
+//! types, the name for a fake address's PTR) with no packet leaving the workstation, and pass
+//! every other query to the real name server as before (here the LAN's own dnsmasq on
+//! 192.0.2.53 for a `direct .corp.example` domain). Also: the socket after the query (connected
+//! to a relayed peer), an IPv6 server, fork, dup and AF_UNSPEC, and DNS over TCP (`dig +tcp`),
+//! which the library does not answer but never lets carry such a name to the LAN's server.
+//!
+//! Not here: getaddrinfo and the res_* calls (names.rs, holes.rs), dig @server through sockd
+//! (names.rs), programs under the supervisor (supervised_names.rs), Chromium (runtimes.rs).
+//! musl programs are not here either: a musl binary cannot load a glibc preload library, so
+//! `socksify` runs them under the supervisor.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::Command;
+
+use socks_e2e::dns::{self, Dnsmasq, WWW};
+use socks_e2e::*;
+
+/// The intranet name a `direct .corp.example` line keeps local, and its address on the LAN.
+const INTRANET: &str = "intranet.corp.example";
+const INTRANET_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 80);
+
+/// A lab with the leak counters (installed first), the outside name service and sockd.
+fn own_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
+    let lab = Lab::new(name)?;
+    let leaks = LeakCounter::install(&lab);
+    let outside = dns::outside_dns(&lab);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    Some((lab, leaks, outside, sockd))
+}
+
+/// The LAN's own name server on 192.0.2.53 (what resolv.conf names), knowing the intranet, and
+/// a socks.conf keeping `.corp.example` and the LAN direct.
+fn with_lan(lab: &Lab) -> (Dnsmasq, PathBuf) {
+    let lan = dns::inside_lan_dns(
+        lab,
+        &[format!("--host-record={INTRANET},{INTRANET_IP}"), "--local=/corp.example/".to_owned()],
+    );
+    let conf = lab.write(
+        "socks.conf",
+        format!(
+            "# intranet names resolve on the LAN, everything else on the far side\n\
+             direct .corp.example\n\
+             direct 192.0.2.0/24\n\
+             sockd @={SERVER} 0.0.0.0/0\n"
+        ),
+    );
+    (lan, conf)
+}
+
+/// `client` under the library with `SOCKS_SERVER` only (every name resolved on the far side).
+fn under_library(client: Client) -> Client {
+    client.env("SOCKS_SERVER", SERVER).env("SOCKS_LOG", "debug").env("no_proxy", "*").ld_preload()
+}
+
+/// Whether `text` is an address in the default fake range 198.18.0.0/15.
+fn is_fake(text: &str) -> bool {
+    match text.trim().parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => matches!(v4.octets(), [198, 18 | 19, _, _]),
+        _ => false,
+    }
+}
+
+/// Asserts that nothing at all left the workstation (no DNS packet to 192.0.2.53 either).
+fn assert_nothing_left(leaks: &LeakCounter, what: &str) {
+    let (v4, v6) = leaks.leaked_destinations();
+    assert!(v4.is_empty() && v6.is_empty(), "{what}: nothing may leave\n{}", leaks.table());
+}
+
+#[test]
+fn dig_without_a_server_is_answered_by_the_library() {
+    let Some((lab, leaks, outside, _sockd)) = own_lab("own-dig") else { return };
+    let dig = paths::require("dig", "dnsutils");
+    let dig = |args: &[&str]| {
+        let mut all = vec!["+time=3", "+tries=1"];
+        all.extend_from_slice(args);
+        under_library(lab.client(&dig)).args(all).run()
+    };
+    let ran = dig(&["+short", WWW]);
+    let answer = ran.stdout_text();
+    assert!(
+        ran.success() && is_fake(&answer),
+        "dig {WWW} must get a fake address from the library\n{}",
+        ran.describe()
+    );
+    assert!(
+        ran.stderr.contains(&format!("dns: answered {WWW} A from the library"))
+            && ran.stdout_text().lines().count() == 1,
+        "{}",
+        ran.describe()
+    );
+    // The reverse lookup of that address (in the same process: the fake map is per process
+    // tree), then of a fake address never handed out, then an MX and an AAAA question.
+    let fake = answer.trim().to_owned();
+    let unknown = "198.18.255.254";
+    let ran = dig(&["+short", WWW, "-x", &fake, "-x", unknown]);
+    assert!(
+        ran.success() && ran.stdout_text() == format!("{fake}\n{WWW}.\n"),
+        "dig -x {fake} must give {WWW} back, -x {unknown} nothing\n{}",
+        ran.describe()
+    );
+    for (kind, status) in [("MX", "NOERROR"), ("AAAA", "NOERROR")] {
+        let ran = dig(&["-t", kind, WWW]);
+        let text = ran.stdout_text();
+        assert!(
+            ran.success()
+                && text.contains(&format!("status: {status}"))
+                && text.contains("ANSWER: 0,"),
+            "dig {kind} {WWW}: {status} with no record (fake-families ipv4)\n{}",
+            ran.describe()
+        );
+    }
+    let ran = dig(&["-x", unknown]);
+    assert!(
+        ran.stdout_text().contains("status: NXDOMAIN"),
+        "a fake address never handed out: NXDOMAIN\n{}",
+        ran.describe()
+    );
+    assert!(outside.all_queries().is_empty(), "nothing was asked of any name server");
+    assert_nothing_left(&leaks, "dig answered by the library");
+}
+
+#[test]
+fn a_direct_name_still_goes_to_the_lan_name_server() {
+    let Some((lab, leaks, outside, _sockd)) = own_lab("own-direct") else { return };
+    let (lan, conf) = with_lan(&lab);
+    let dig = paths::require("dig", "dnsutils");
+    let ran = lab
+        .client(&dig)
+        .args(["+short", "+time=3", "+tries=1", INTRANET, WWW])
+        .env("SOCKS_CONF", conf.display().to_string())
+        .env("SOCKS_LOG", "debug")
+        .ld_preload()
+        .run();
+    let lines: Vec<String> = ran.stdout_text().lines().map(str::to_owned).collect();
+    assert!(
+        ran.success()
+            && lines.len() == 2
+            && lines[0] == INTRANET_IP.to_string()
+            && is_fake(&lines[1]),
+        "{INTRANET} from the LAN's name server, {WWW} a fake address\n{}",
+        ran.describe()
+    );
+    assert!(
+        !lan.queries_for(INTRANET).is_empty() && lan.queries_for(WWW).is_empty(),
+        "the LAN's server must hear the intranet name only:\n{}",
+        lan.daemon.log()
+    );
+    assert!(outside.all_queries().is_empty(), "the outside name server was never asked");
+    let (v4, v6) = leaks.leaked_destinations();
+    assert!(
+        v4 == [format!("{} . udp . 53", DEAD_DNS_ADDR)] && v6.is_empty(),
+        "only the intranet query went to the LAN's server:\n{}",
+        leaks.table()
+    );
+}
+
+/// Builds `tests/c/ownresolver.c` into the lab's directory.
+fn ownresolver(lab: &Lab) -> PathBuf {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("c/ownresolver.c");
+    let binary = lab.dir.path().join("ownresolver");
+    let out = Command::new(paths::require("cc", "gcc"))
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("cc runs");
+    assert!(out.status.success(), "cc ownresolver.c: {}", String::from_utf8_lossy(&out.stderr));
+    binary
+}
+
+#[test]
+fn every_socket_pattern_of_a_resolver_gets_the_answer() {
+    let Some((lab, leaks, _outside, _sockd)) = own_lab("own-patterns") else { return };
+    let program = ownresolver(&lab);
+    let server = DEAD_DNS_ADDR.to_string();
+    let patterns = ["connect", "sendto", "mmsg", "epoll", "thirdparty", "v6"];
+    let mut args = vec![server.clone(), WWW.to_owned()];
+    args.extend(patterns.iter().map(|p| (*p).to_owned()));
+    let ran = under_library(lab.client(&program)).args(&args).run();
+    let text = ran.stdout_text();
+    let line = |prefix: &str| -> String {
+        text.lines().find(|l| l.starts_with(prefix)).unwrap_or_default().to_owned()
+    };
+    // The pattern's answer line: "PATTERN: ADDRESS from SOURCE".
+    let fake_from = |prefix: &str, source: &str| {
+        text.lines().filter_map(|l| l.strip_prefix(prefix)).any(|rest| {
+            rest.split_once(" from ")
+                .is_some_and(|(address, from)| is_fake(address) && from == source)
+        })
+    };
+    let v4_server = format!("{server}:53");
+    let v6_server = format!("[::ffff:{server}]:53");
+    assert!(ran.success(), "ownresolver under the library\n{}", ran.describe());
+    assert_eq!(line("connect: peer "), format!("connect: peer {v4_server}"), "{}", ran.describe());
+    assert!(fake_from("connect: ", &v4_server), "connect+send+poll+recvfrom\n{}", ran.describe());
+    assert!(fake_from("sendto: ", &v4_server), "unconnected sendto\n{}", ran.describe());
+    assert!(fake_from("mmsg: A ", &v4_server), "sendmmsg+recvmmsg\n{}", ran.describe());
+    assert_eq!(line("mmsg: MX "), format!("mmsg: MX none from {v4_server}"), "{}", ran.describe());
+    assert!(is_fake(line("epoll: ").trim_start_matches("epoll: ").trim_end_matches(" by read")));
+    assert!(
+        line("thirdparty: ").ends_with(", the intruder never read"),
+        "a datagram from a third party to a virtually connected socket is dropped\n{}",
+        ran.describe()
+    );
+    assert_eq!(line("v6: peer "), format!("v6: peer {v6_server}"), "{}", ran.describe());
+    assert!(fake_from("v6: ", &v6_server), "IPv6 socket, IPv4 server\n{}", ran.describe());
+    assert_nothing_left(&leaks, "the socket patterns");
+
+    // Without the library the same program asks 192.0.2.53, which answers nothing.
+    let ran = lab.client(&program).args([server.as_str(), WWW, "connect"]).run();
+    assert!(
+        !ran.success() && ran.stdout_text().contains("connect: FAIL"),
+        "without the library the query goes to the dead resolver\n{}",
+        ran.describe()
+    );
+    let (v4, _) = leaks.leaked_destinations();
+    assert_eq!(v4, [format!("{DEAD_DNS_ADDR} . udp . 53")], "{}", leaks.table());
+}
+
+#[test]
+fn node_resolves_by_itself_and_reaches_the_address_through_sockd() {
+    let Some((lab, leaks, outside, sockd)) = own_lab("own-node") else { return };
+    let (lan, conf) = with_lan(&lab);
+    let www = dns::http_dual(&lab, 80);
+    let script = format!(
+        r#"
+const dns = require("dns");
+const http = require("http");
+dns.resolve4("{INTRANET}", (err, lan) => {{
+  if (err) {{ console.error(`intranet: ${{err.code}}`); process.exit(1); }}
+  console.log(`intranet: ${{lan.join(",")}}`);
+  dns.resolve4("{WWW}", (err, addrs) => {{
+    if (err) {{ console.error(`resolve4: ${{err.code}}`); process.exit(1); }}
+    console.log(`resolve4: ${{addrs.join(",")}}`);
+    const req = http.get({{ host: addrs[0], port: 80, path: "/node-own", headers: {{ Host: "{WWW}" }} }}, (res) => {{
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => process.stdout.write(`http: ${{Buffer.concat(chunks)}}`));
+    }});
+    req.setTimeout(15000, () => {{ console.error("timeout"); process.exit(2); }});
+    req.on("error", (e) => {{ console.error(`error ${{e.code}}`); process.exit(1); }});
+  }});
+}});
+"#
+    );
+    let ran = lab
+        .client(paths::require("node", "nodejs"))
+        .args(["-e", &script])
+        .env("SOCKS_CONF", conf.display().to_string())
+        .env("SOCKS_LOG", "debug")
+        .ld_preload()
+        .run();
+    let text = ran.stdout_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        ran.success()
+            && lines.len() == 3
+            && lines[0] == format!("intranet: {INTRANET_IP}")
+            && is_fake(lines[1].trim_start_matches("resolve4: "))
+            && lines[2] == "http: hello from outside: /node-own",
+        "node: dns.resolve4 of a direct name from the LAN, of {WWW} a fake address, and \
+         http.get to it through sockd\n{}",
+        ran.describe()
+    );
+    let dst = format!("dst={WWW}:80 ");
+    sockd.wait_lines(&["closed:", &format!("client={INSIDE_ADDR}:"), &dst], 1, STARTUP);
+    dns::assert_relayed([&www[0], &www[1]]);
+    dns::assert_no_fake_destination(&sockd);
+    assert!(lan.queries_for(WWW).is_empty(), "{WWW} never asked locally:\n{}", lan.daemon.log());
+    outside.assert_asked_only_by_firewall();
+    leaks.assert_only_sockd_and("node's own resolver", &[format!("{DEAD_DNS_ADDR} . udp . 53")]);
+}
+
+#[test]
+fn the_socket_is_the_programs_after_the_query() {
+    // A connect to a name server, then to a real UDP peer on the same socket, then AF_UNSPEC:
+    // Python's socket module (its own calls through libc) sees what the kernel would show.
+    let Some((lab, leaks, _outside, sockd)) = own_lab("own-reuse") else { return };
+    let echo = lab.udp_echo(7);
+    let script = format!(
+        r#"
+import socket, struct
+def query(name, qid):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\x00\x00\x01\x00\x01"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect(("{DEAD_DNS_ADDR}", 53))
+print("peer", s.getpeername())
+s.send(query("{WWW}", 7))
+data, source = s.recvfrom(512)
+print("answer", data[:2] == b"\x00\x07", source, socket.inet_ntoa(data[-4:]))
+s.connect(("{echo}", 7))
+print("peer", s.getpeername())
+s.send(b"ping")
+print("echo", s.recv(64))
+"#,
+        echo = echo.addr().ip()
+    );
+    let ran = under_library(lab.python(&script)).run();
+    let text = ran.stdout_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(ran.success() && lines.len() == 4, "{}", ran.describe());
+    assert_eq!(lines[0], format!("peer ('{DEAD_DNS_ADDR}', 53)"), "{}", ran.describe());
+    assert!(
+        lines[1].starts_with(&format!("answer True ('{DEAD_DNS_ADDR}', 53) "))
+            && is_fake(lines[1].rsplit(' ').next().unwrap_or_default()),
+        "{}",
+        ran.describe()
+    );
+    assert_eq!(lines[2], format!("peer ('{}', 7)", echo.addr().ip()), "{}", ran.describe());
+    assert_eq!(lines[3], "echo b'ping'", "{}", ran.describe());
+    sockd.wait_line(&["closed:", &format!("client={INSIDE_ADDR}:"), "cmd=udp-associate"], STARTUP);
+    leaks.assert_only_sockd_udp("a DNS socket reused for a relayed peer");
+}
+
+#[test]
+fn dns_over_tcp_never_carries_a_remote_name_to_the_lan_server() {
+    let Some((lab, leaks, outside, _sockd)) = own_lab("own-tcp") else { return };
+    let (lan, conf) = with_lan(&lab);
+    let dig = paths::require("dig", "dnsutils");
+    let dig = |name: &str| {
+        lab.client(&dig)
+            .args(["+tcp", "+short", "+time=2", "+tries=1", name])
+            .env("SOCKS_CONF", conf.display().to_string())
+            .env("SOCKS_LOG", "info")
+            .ld_preload()
+            .run()
+    };
+    // A direct name over TCP: the LAN's name server answers, as without the library.
+    let ran = dig(INTRANET);
+    assert!(
+        ran.success() && ran.stdout_text() == format!("{INTRANET_IP}\n"),
+        "dig +tcp {INTRANET} must get the LAN's answer\n{}",
+        ran.describe()
+    );
+    // A name resolved on the far side over TCP: the query is never sent (the library answers
+    // UDP queries only), and the log says why.
+    let ran = dig(WWW);
+    assert!(
+        !ran.stdout_text().lines().any(|l| l.trim().parse::<IpAddr>().is_ok())
+            && ran.stderr.contains(&format!(
+                "dns: query for {WWW} A over TCP to {DEAD_DNS_ADDR}:53 refused: the name is \
+                 resolved on the far side"
+            )),
+        "dig +tcp {WWW} must get no answer and a log line saying why\n{}",
+        ran.describe()
+    );
+    assert!(
+        !lan.queries_for(INTRANET).is_empty() && lan.queries_for(WWW).is_empty(),
+        "the LAN's server must never hear {WWW}:\n{}",
+        lan.daemon.log()
+    );
+    assert!(outside.all_queries().is_empty(), "the outside name server was never asked");
+    let (v4, v6) = leaks.leaked_destinations();
+    assert!(
+        v4.iter().all(|d| *d == format!("{DEAD_DNS_ADDR} . tcp . 53")) && v6.is_empty(),
+        "only TCP connections to the LAN's server left:\n{}",
+        leaks.table()
+    );
+}
+
+#[test]
+fn an_ipv6_server_a_fork_a_dup_and_a_disconnect() {
+    let Some((lab, leaks, _outside, _sockd)) = own_lab("own-fork") else { return };
+    let script = r#"
+import ctypes, os, socket, struct
+def query(name, qid):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\x00\x00\x01\x00\x01"
+def show(what, sock, qid):
+    data, source = sock.recvfrom(512)
+    print(what, data[:2] == struct.pack(">H", qid), source[:2], socket.inet_ntoa(data[-4:]))
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect(("2001:db8::53", 53))
+print("peer", s.getpeername()[:2])
+s.send(query("www.example.test", 9))
+show("v6", s, 9)
+pid = os.fork()
+if pid == 0:
+    s.send(query("child.example.test", 10))
+    os._exit(0)
+os.waitpid(pid, 0)
+show("fork", s, 10)
+t = socket.fromfd(s.fileno(), socket.AF_INET6, socket.SOCK_DGRAM)
+t.settimeout(5)
+t.send(query("dup.example.test", 11))
+show("dup", t, 11)
+libc = ctypes.CDLL(None, use_errno=True)
+print("disconnect", libc.connect(s.fileno(), (ctypes.c_ubyte * 16)(), 16))
+try:
+    s.getpeername()
+except OSError as e:
+    print("peer after disconnect", e.errno)
+"#;
+    let ran = under_library(lab.python(script)).run();
+    let text = ran.stdout_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(ran.success() && lines.len() == 6, "{}", ran.describe());
+    assert_eq!(lines[0], "peer ('2001:db8::53', 53)", "{}", ran.describe());
+    for (line, what) in lines[1..4].iter().zip(["v6", "fork", "dup"]) {
+        let prefix = format!("{what} True ('2001:db8::53', 53) ");
+        assert!(
+            line.strip_prefix(&prefix).is_some_and(is_fake),
+            "{what}: the answer, from the server the socket names\n{}",
+            ran.describe()
+        );
+    }
+    assert_eq!(lines[4], "disconnect 0", "{}", ran.describe());
+    assert_eq!(lines[5], format!("peer after disconnect {}", libc::ENOTCONN), "{}", ran.describe());
+    assert_nothing_left(&leaks, "an IPv6 server, fork and dup");
+}
