@@ -16,7 +16,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::fs::Permissions;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -208,9 +210,11 @@ pub fn sandbox_possible(lab: &Lab) -> Result<(), String> {
 /// directory, owned by [`USER`] and [`GROUP`]; returns it.
 fn home(lab: &Lab, tag: &str) -> PathBuf {
     let home = lab.dir.path().join(format!("chromium-{tag}"));
-    for dir in [home.clone(), home.join("profile"), home.join(".config"), home.join(".cache")] {
+    let dirs = ["", "profile", ".config", ".cache", "runtime"].map(|d| home.join(d));
+    for dir in dirs {
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::os::unix::fs::chown(&dir, Some(UID), Some(GID)))
+            .and_then(|()| std::fs::set_permissions(&dir, Permissions::from_mode(0o700)))
             .unwrap_or_else(|e| panic!("cannot prepare {}: {e}", dir.display()));
     }
     home
@@ -220,8 +224,14 @@ fn home(lab: &Lab, tag: &str) -> PathBuf {
 /// `socksify -s 192.0.2.1:1080` with `SOCKS_LOG=debug`; `tag` names its home directory. Once
 /// `web` has a request for `held` (a held page), records the browser's processes, then
 /// releases it and waits for the browser to finish. Never panics on the browser's failure:
-/// the caller asserts on the [`Run`].
+/// the caller asserts on the [`Run`]. Its `XDG_RUNTIME_DIR` (where the library keeps the
+/// user's map of fake names) is a private directory of this run.
 pub fn run(lab: &Lab, tag: &str, url: &str, web: &Web, held: &str) -> Run {
+    run_with(lab, tag, url, web, held, &[])
+}
+
+/// [`run`] with `extra` flags after [`FLAGS`].
+pub fn run_with(lab: &Lab, tag: &str, url: &str, web: &Web, held: &str, extra: &[&str]) -> Run {
     let chromium = paths::require("chromium", "chromium");
     let home = home(lab, tag);
     let mut command = Command::new("ip");
@@ -230,7 +240,7 @@ pub fn run(lab: &Lab, tag: &str, url: &str, web: &Web, held: &str) -> Run {
     command.args([&format!("--reuid={USER}"), &format!("--regid={GROUP}")]);
     command.args(["--clear-groups", "--"]);
     command.arg(paths::socksify()).args(["-s", SERVER]);
-    command.arg(&chromium).args(FLAGS);
+    command.arg(&chromium).args(FLAGS).args(extra);
     command.arg(format!("--user-data-dir={}", home.join("profile").display()));
     command.args(["--dump-dom", url]);
     for name in SCRUBBED {
@@ -240,6 +250,7 @@ pub fn run(lab: &Lab, tag: &str, url: &str, web: &Web, held: &str) -> Run {
         .env("HOME", &home)
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_RUNTIME_DIR", home.join("runtime"))
         .env("SOCKS_LIBRARY", paths::libsocks())
         .env("SOCKS_LOG", "debug")
         .env("no_proxy", "*");

@@ -258,6 +258,43 @@ fn chromium_sandboxed_by_name() {
     leaks.assert_only_sockd("Chromium by name");
 }
 
+/// Chromium with its built-in resolver off: the browser process asks getaddrinfo (the
+/// library's fake address) and the network service, a process exec'd apart from it, connects.
+/// The fake address means the same name there only because the map of fake names is the
+/// user's, not the process tree's (before, the network service refused it as "never handed
+/// out").
+#[test]
+fn chromium_sandboxed_system_resolver_across_exec() {
+    let Some((lab, leaks, dns, sockd)) = runtimes_lab("runtimes-chromium-gai") else { return };
+    if let Err(why) = chromium::sandbox_possible(&lab) {
+        return skip(lab.name(), &why);
+    }
+    let script = format!("http://{WWW}/by-name.js");
+    let web =
+        chromium_site(&lab, vec![page("/gai.html", &[&script], "/gai-held.js")], &["/gai-held.js"]);
+    let url = format!("http://{WWW}/gai.html");
+    let flags = ["--disable-features=AsyncDns"];
+    let run = chromium::run_with(&lab, "gai", &url, &web, "/gai-held.js", &flags);
+    assert_sandboxed_run(&run);
+    assert_marks(&run, &[MARK_BY_NAME, MARK_HELD]);
+    for path in ["/gai.html", "/by-name.js", "/gai-held.js"] {
+        let requests = relayed_requests(&web, path);
+        assert!(
+            requests.iter().all(|r| r.host.as_deref() == Some(WWW)),
+            "{path} must be asked for by name: {requests:?}"
+        );
+    }
+    sessions_to(&sockd, &format!("{WWW}:{PORT}"), 3);
+    dns::assert_no_fake_destination(&sockd);
+    assert!(
+        !run.stderr.contains("never handed out"),
+        "the network service must know the browser's fake addresses:\n{}",
+        run.stderr
+    );
+    dns.assert_asked_only_by_firewall();
+    leaks.assert_only_sockd("Chromium by name, system resolver");
+}
+
 /// Node's helpers: `get(url, host)` resolves to `STATUS BODY` (trimmed) with a 15 s timeout,
 /// no connection reuse; an error ends the program with `error CODE MESSAGE`.
 const NODE_PRELUDE: &str = r#"
