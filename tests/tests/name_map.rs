@@ -3,7 +3,8 @@
 //! Chromium case: resolve in one process, connect from another that was exec'd), the maps of
 //! two users (root and `nobody`) are separate whichever `XDG_RUNTIME_DIR` root has, and a map
 //! directory that is a symlink or another user's makes the library fall back to a private map
-//! (shared by fork only) without opening or changing the file it points at.
+//! (shared by fork only) without opening or changing the file it points at, as a
+//! secure-execution program (a file capability, run by `nobody`) always does.
 //!
 //! The lab is names.rs's: no resolver inside, the outside name server reached only by sockd,
 //! which logs the *name* it was asked for (`dst=www.example.test:80`). Every lab client has
@@ -18,6 +19,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use socks_e2e::dns::{self, Dnsmasq, WWW};
+use socks_e2e::preload::{setup_failure, SETCAP_FAILED};
 use socks_e2e::*;
 
 /// A lab with the outside name service and our sockd on the firewall.
@@ -285,5 +287,72 @@ fn unsafe_map_directories_make_a_private_map() {
         !symlinked.join("socks").join("names-v1.new").exists()
             && std::fs::read_dir(elsewhere.join("socks")).expect("dir").count() == 1,
         "nothing was made behind the symlink"
+    );
+}
+
+/// Python: resolves www (a fake address from /etc/socks.conf's rule) and says whether the map
+/// is the per-user file (a `names-v1` mapping in /proc/self/maps) and whether it runs in
+/// secure-execution mode.
+const WHICH_MAP: &str = r#"
+import ctypes, socket
+libc = ctypes.CDLL(None)
+libc.getauxval.restype = ctypes.c_ulong
+libc.getauxval.argtypes = [ctypes.c_ulong]
+ip = socket.getaddrinfo("www.example.test", 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+maps = open("/proc/self/maps").read()
+print(f"secure={libc.getauxval(23)} fake={ip} file={'names-v1' in maps}")
+"#;
+
+#[test]
+fn secure_execution_programs_get_a_private_map() {
+    let Some(lab) = Lab::new("map-secure") else { return };
+    let python3 = paths::require("python3", "python3");
+    let real_python = std::fs::canonicalize(&python3).expect("python3 resolves");
+    let runtime = nobodys_dir(&lab, "nobody-runtime");
+    let run = |setup: SystemWide| {
+        setup
+            .etc_file("socks.conf", &format!("sockd @={SERVER} 0.0.0.0/0\n"))
+            .as_user("nobody", "nogroup")
+            .client(&lab, &python3, ["-c", WHICH_MAP])
+            .env("XDG_RUNTIME_DIR", runtime.display().to_string())
+            .run()
+    };
+
+    // Control: nobody's plain python maps nobody's file.
+    let plain = run(SystemWide::with_library());
+    assert_eq!(
+        plain.stdout_text(),
+        "secure=0 fake=198.18.0.1 file=True\n",
+        "an ordinary program uses the per-user file\n{}",
+        plain.describe()
+    );
+    assert!(runtime.join("socks/names-v1").is_file());
+
+    // The same program with a file capability (AT_SECURE=1): a private map, whatever the
+    // environment says, and no file of anybody's.
+    let secure =
+        run(SystemWide::with_library().file_capability(&real_python, "cap_net_bind_service+ep"));
+    if let Some(why) = setup_failure(&secure) {
+        if secure.status.and_then(|s| s.code()) == Some(SETCAP_FAILED) {
+            socks_e2e::skip(
+                "secure execution private map",
+                &format!("no file capabilities: {why}"),
+            );
+            return;
+        }
+        panic!("the private /etc could not be set up: {why}\n{}", secure.describe());
+    }
+    if secure.stdout_text().starts_with("secure=0") {
+        socks_e2e::skip(
+            "secure execution private map",
+            &format!("the kernel did not honour the file capability\n{}", secure.describe()),
+        );
+        return;
+    }
+    assert_eq!(
+        secure.stdout_text(),
+        "secure=1 fake=198.18.0.1 file=False\n",
+        "a secure-execution program resolves with a private map\n{}",
+        secure.describe()
     );
 }
