@@ -356,3 +356,29 @@ fn secure_execution_programs_get_a_private_map() {
         secure.describe()
     );
 }
+
+/// A library with nothing to do makes no file: a shell that forks (bash; dash uses vfork), under the library with no
+/// `SOCKS_SERVER`, `SOCKS_CONF` nor /etc/socks.conf, leaves the runtime directory empty; the
+/// same shell with `SOCKS_SERVER` makes the map before its first fork.
+#[test]
+fn a_library_with_nothing_configured_makes_no_file() {
+    let Some(lab) = Lab::new("map-unconfigured") else { return };
+    if Path::new("/etc/socks.conf").exists() {
+        socks_e2e::skip("map-unconfigured", "this host has an /etc/socks.conf");
+        return;
+    }
+    let shell =
+        |client: Client| client.args(["-c", "/bin/true; /bin/true; echo done"]).ld_preload().run();
+    let ran = shell(lab.client("/bin/bash"));
+    assert!(ran.success() && ran.stdout_text() == "done\n", "{}", ran.describe());
+    assert!(
+        !lab.runtime_dir().join("socks").exists(),
+        "nothing configured: no map directory nor file"
+    );
+    let ran = shell(lab.client("/bin/bash").env("SOCKS_SERVER", SERVER));
+    assert!(ran.success() && ran.stdout_text() == "done\n", "{}", ran.describe());
+    assert!(
+        lab.runtime_dir().join("socks/names-v1").is_file(),
+        "configured: the fork hook opened the map"
+    );
+}

@@ -23,11 +23,12 @@
 //! When: never at load (issue 17). The map is opened when a name first gets a fake address,
 //! when a fake address is first looked up (a connect or reverse lookup in a process that has
 //! not mapped it yet: the process that resolved may be another one), and in the `fork` hook
-//! just before the first fork. The fork hook could leave both sides to open the file lazily,
-//! which would be cheaper only when they never use a name; but when the file cannot be used,
-//! parent and child would then get two private maps and lose what the child resolved, so it
-//! makes sure a map (file or private) exists before forking: one open of the file per process
-//! that forks, which is what every process that uses a name pays anyway.
+//! just before the first fork (unless nothing is configured: [`create_if_configured`]). The
+//! fork hook could leave both sides to open the file lazily, which would be cheaper only when
+//! they never use a name; but when the file cannot be used, parent and child would then get
+//! two private maps and lose what the child resolved, so it makes sure a map (file or
+//! private) exists before forking: one open of the file per process that forks, which is what
+//! every process that uses a name pays anyway.
 #![allow(unsafe_code)]
 
 use std::ptr::null_mut;
@@ -120,6 +121,41 @@ pub fn create() {
         },
     }
     say_which();
+}
+
+/// `socks_client::settings::DEFAULT_CONF` as a C string (a unit test checks they agree).
+const SYSTEM_CONF: &std::ffi::CStr = c"/etc/socks.conf";
+
+/// For the `fork` hook: [`create`], unless this process can have no names to share — its
+/// settings, once read, fake no names (nothing configured, or a broken configuration); before
+/// they are read (the fork hook does not read them: files, user database), unless nothing can
+/// configure it: no `SOCKS_SERVER` nor `SOCKS_CONF` (ignored in secure-execution programs) and
+/// no `/etc/socks.conf`. So a library preloaded everywhere with nothing to do never makes a
+/// file in the home of every user that forks. Async-signal-safe: getenv, access(2) and
+/// [`create`].
+pub fn create_if_configured() {
+    if !REGION.load(Ordering::Acquire).is_null() {
+        return;
+    }
+    let may_fake = if crate::config::loaded() {
+        crate::config::settings().names.is_some()
+    } else {
+        let set = |name: &std::ffi::CStr| {
+            // SAFETY: a NUL-terminated name; getenv returns NULL or a NUL-terminated value
+            // that is only tested for being non-empty here.
+            unsafe {
+                let value = libc::getenv(name.as_ptr());
+                !value.is_null() && *value != 0
+            }
+        };
+        let secure = super::real::secure_execution();
+        // SAFETY: a NUL-terminated path; access only tests it.
+        let system_file = unsafe { libc::access(SYSTEM_CONF.as_ptr(), libc::F_OK) == 0 };
+        system_file || (!secure && (set(c"SOCKS_SERVER") || set(c"SOCKS_CONF")))
+    };
+    if may_fake {
+        create();
+    }
 }
 
 /// Where this process looks for the file.
@@ -396,6 +432,11 @@ mod tests {
         let len = name_of(child_index, &mut buf).expect("the child's entry is visible");
         assert_eq!(&buf[..len], b"from-the-child.test");
         assert_eq!(index_of("from-the-child.test"), Ok(child_index));
+    }
+
+    #[test]
+    fn the_system_file_is_the_shared_default() {
+        assert_eq!(SYSTEM_CONF.to_str(), Ok(socks_client::settings::DEFAULT_CONF));
     }
 
     #[test]
