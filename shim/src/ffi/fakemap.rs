@@ -210,6 +210,9 @@ fn decode(bits: u32) -> Failure {
 
 /// Says once which map this process uses: debug for the per-user file, warn for a private one.
 fn say_which() {
+    if SAID.load(Ordering::Relaxed) {
+        return;
+    }
     let kind = KIND.load(Ordering::Acquire);
     let level = if kind == KIND_PRIVATE { Level::Warn } else { Level::Debug };
     if kind == KIND_NONE || !log::enabled(level) || SAID.swap(true, Ordering::AcqRel) {
