@@ -65,6 +65,13 @@ struct Region {
 /// The bytes of a map, and of its file.
 pub const SIZE: usize = std::mem::size_of::<Region>();
 
+/// The bytes made resident when the file is opened: the counter and the slots (512 KiB),
+/// which every lookup reads at places the hash decides. Entries are made resident by the
+/// process that claims them, before it claims them, and no entry at or past `next` is read,
+/// so a full file system fails a new name, never a read (on tmpfs a read of a hole of a
+/// shared mapping needs a page too, and SIGBUS when there is none).
+const RESIDENT: usize = std::mem::offset_of!(Region, entries);
+
 static REGION: AtomicPtr<Region> = AtomicPtr::new(null_mut());
 
 /// What `REGION` is: not made yet, a private map (why: `WHY_PRIVATE`), or the per-user file
@@ -102,7 +109,7 @@ pub fn create() {
     let (ptr, kind) = if super::real::secure_execution() {
         (anonymous(), KIND_PRIVATE)
     } else {
-        match mapfile::open(&places(), SIZE) {
+        match mapfile::open(&places(), SIZE, RESIDENT) {
             Ok(mapped) => (mapped.ptr.cast(), KIND_SHARED + mapped.base as u8),
             Err(failure) => {
                 WHY_PRIVATE.store(encode(&failure), Ordering::Relaxed);
@@ -329,9 +336,6 @@ fn index_in(region: &Region, name: &[u8]) -> Result<u32, MapError> {
                 index
             }
         };
-        if !mapfile::populate(std::ptr::from_ref(&region.slots[slot]).cast(), 4) {
-            return Err(MapError::Unavailable);
-        }
         match region.slots[slot].compare_exchange(
             EMPTY,
             index + 1,
@@ -347,29 +351,39 @@ fn index_in(region: &Region, name: &[u8]) -> Result<u32, MapError> {
     Err(MapError::Full)
 }
 
-/// Takes the next free entry and writes `name` into it (published READY).
+/// Takes the next free entry and writes `name` into it (published READY). Its pages are made
+/// resident before it is claimed (on a full file system, a write to a hole of a shared file
+/// mapping is SIGBUS), so no claimed entry is ever a hole that a reader could fault on; a
+/// process that cannot make them resident claims nothing. Bounded: a claim lost to another
+/// process is retried a limited number of times.
 fn claim(region: &Region, name: &[u8]) -> Result<u32, MapError> {
-    let index = region.next.fetch_add(1, Ordering::AcqRel);
-    if index as usize >= CAPACITY {
-        region.next.fetch_sub(1, Ordering::AcqRel);
-        return Err(MapError::Full);
+    for _ in 0..1000 {
+        let index = region.next.load(Ordering::Acquire);
+        let Some(entry) = region.entries.get(index as usize) else {
+            return Err(MapError::Full);
+        };
+        if !mapfile::populate(std::ptr::from_ref(entry).cast(), std::mem::size_of::<NameEntry>()) {
+            return Err(MapError::Unavailable);
+        }
+        if region
+            .next
+            .compare_exchange(index, index + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            continue;
+        }
+        // SAFETY: this process alone claimed `index` (the compare-exchange), and nobody reads
+        // an entry's bytes before its state is READY, published below with Release; `name` is
+        // at most NAME_MAX bytes (normalised).
+        unsafe {
+            let bytes = entry.bytes.as_ptr().cast_mut();
+            std::ptr::copy_nonoverlapping(name.as_ptr(), bytes, name.len().min(NAME_MAX));
+        }
+        entry.len.store(name.len() as u32, Ordering::Relaxed);
+        entry.state.store(READY, Ordering::Release);
+        return Ok(index);
     }
-    let entry = &region.entries[index as usize];
-    // Make its pages exist first: on a full file system a write to a hole of a shared file
-    // mapping is SIGBUS. An entry that cannot be written stays claimed and unused.
-    if !mapfile::populate(std::ptr::from_ref(entry).cast(), std::mem::size_of::<NameEntry>()) {
-        return Err(MapError::Unavailable);
-    }
-    // SAFETY: this process alone claimed `index` (fetch_add), and nobody reads an entry's
-    // bytes before its state is READY, published below with Release; `name` is at most
-    // NAME_MAX bytes (normalised).
-    unsafe {
-        let bytes = entry.bytes.as_ptr().cast_mut();
-        std::ptr::copy_nonoverlapping(name.as_ptr(), bytes, name.len().min(NAME_MAX));
-    }
-    entry.len.store(name.len() as u32, Ordering::Relaxed);
-    entry.state.store(READY, Ordering::Release);
-    Ok(index)
+    Err(MapError::Unavailable)
 }
 
 /// Copies the name of entry `index` into `out`; its length, or `None` for an unused index.
@@ -378,8 +392,12 @@ pub fn name_of(index: u32, out: &mut [u8; NAME_MAX]) -> Option<usize> {
 }
 
 /// As [`name_of`], in `region`: `None` too for an entry that holds no valid name (empty, too
-/// long, or with a NUL).
+/// long, or with a NUL), or that was never claimed.
 fn name_in(region: &Region, index: u32, out: &mut [u8; NAME_MAX]) -> Option<usize> {
+    // Entries from `next` on were never claimed (and may be holes of the file: not read).
+    if index >= region.next.load(Ordering::Acquire) {
+        return None;
+    }
     let entry = region.entries.get(index as usize)?;
     if entry.state.load(Ordering::Acquire) != READY {
         return None;
@@ -517,7 +535,7 @@ mod tests {
     /// The map at `places`, mapped for the rest of the test process.
     fn open_at(places: &Places<'_>) -> Result<&'static Region, Failure> {
         // SAFETY: a live mapping of SIZE bytes, never unmapped.
-        mapfile::open(places, SIZE).map(|m| unsafe { &*m.ptr.cast::<Region>() })
+        mapfile::open(places, SIZE, RESIDENT).map(|m| unsafe { &*m.ptr.cast::<Region>() })
     }
 
     fn name(region: &Region, index: u32) -> Option<String> {
@@ -542,12 +560,16 @@ mod tests {
             }
         }
         let mut value = u32::MAX;
+        let mut status = 0;
         // SAFETY: reading 4 bytes into a live local, then reaping our own child.
         unsafe {
             libc::close(fds[1]);
             libc::read(fds[0], (&mut value as *mut u32).cast(), 4);
-            libc::waitpid(pid, null_mut(), 0);
+            libc::waitpid(pid, &mut status, 0);
             libc::close(fds[0]);
+        }
+        if value == u32::MAX {
+            eprintln!("the child reported nothing; wait status {status:#x}");
         }
         value
     }
@@ -556,7 +578,7 @@ mod tests {
     fn the_file_is_private_sparse_and_in_the_runtime_directory() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let scratch = Scratch::new("place");
-        let mapped = mapfile::open(&scratch.places(euid()), SIZE).expect("usable");
+        let mapped = mapfile::open(&scratch.places(euid()), SIZE, RESIDENT).expect("usable");
         assert_eq!(mapped.base, mapfile::Base::RuntimeDir);
         let dir = std::fs::metadata(scratch.path("runtime/socks")).expect("made");
         assert_eq!(dir.permissions().mode() & 0o777, 0o700);
@@ -582,7 +604,7 @@ mod tests {
         let user = Places { euid: 4242, ..other };
         // (Owned by us, not 4242: refused, and on to /tmp, also refused for 4242.)
         assert_eq!(
-            mapfile::open(&user, SIZE).map(|m| m.base).expect_err("not 4242's"),
+            mapfile::open(&user, SIZE, RESIDENT).map(|m| m.base).expect_err("not 4242's"),
             Failure {
                 base: mapfile::Base::Tmp,
                 step: mapfile::Step::DirectoryNotPrivate,
@@ -596,10 +618,16 @@ mod tests {
             std::fs::Permissions::from_mode(0o700),
         )
         .expect("chmod");
-        assert_eq!(mapfile::open(&other, SIZE).map(|m| m.base).ok(), Some(mapfile::Base::RunUser));
+        assert_eq!(
+            mapfile::open(&other, SIZE, RESIDENT).map(|m| m.base).ok(),
+            Some(mapfile::Base::RunUser)
+        );
         // …else /tmp/socks-<euid>, made 0700.
         let none = Places { runtime_dir: None, run_user: c"/nonexistent", ..other };
-        assert_eq!(mapfile::open(&none, SIZE).map(|m| m.base).ok(), Some(mapfile::Base::Tmp));
+        assert_eq!(
+            mapfile::open(&none, SIZE, RESIDENT).map(|m| m.base).ok(),
+            Some(mapfile::Base::Tmp)
+        );
         let tmp = std::fs::metadata(scratch.path(&format!("tmp/socks-{mine}"))).expect("made");
         assert_eq!(tmp.permissions().mode() & 0o777, 0o700);
     }
@@ -741,6 +769,71 @@ mod tests {
         assert_eq!(std::fs::read_dir(scratch.path("runtime/socks")).expect("dir").count(), 1);
     }
 
+    /// In a child: mounts a tmpfs of `options` over the scratch runtime directory (in a mount
+    /// namespace of its own), opens the map there and adds names until one fails. Reports how
+    /// many went in, or 1000 + why it stopped (1000: no mount, 1001: the file refused with
+    /// `NoRoom`, 1002: another error, 1003: never full); `u32::MAX` when killed (SIGBUS).
+    fn fill_on_tmpfs(scratch: &Scratch, options: &'static std::ffi::CStr) -> u32 {
+        let places = scratch.places(0);
+        let runtime = scratch.runtime.clone();
+        in_child(move || {
+            // SAFETY: plain system calls on NUL-terminated strings, in this child only.
+            let mounted = unsafe {
+                libc::unshare(libc::CLONE_NEWNS) == 0
+                    && libc::mount(
+                        c"none".as_ptr(),
+                        c"/".as_ptr(),
+                        null_mut(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        null_mut(),
+                    ) == 0
+                    && libc::mount(
+                        c"socks-test".as_ptr(),
+                        runtime.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        0,
+                        options.as_ptr().cast(),
+                    ) == 0
+            };
+            if !mounted {
+                return 1000;
+            }
+            let region = match open_at(&places) {
+                Ok(region) => region,
+                Err(f) if f.step == mapfile::Step::NoRoom => return 1001,
+                Err(_) => return 1002,
+            };
+            for n in 0..5000u32 {
+                match index_in(region, format!("host{n}.full.test").as_bytes()) {
+                    Ok(_) => {}
+                    Err(MapError::Unavailable) => return n,
+                    Err(_) => return 1002,
+                }
+            }
+            1003
+        })
+    }
+
+    /// A full file system (tmpfs) refuses the file when it is opened (the caller then uses a
+    /// private map), or fails a new name once the file is in use; the program is never killed
+    /// by SIGBUS. Needs root (mounts); without it the test says SKIPPED.
+    #[test]
+    fn a_full_file_system_fails_the_name_not_the_program() {
+        if euid() != 0 {
+            eprintln!("SKIPPED: a_full_file_system_fails_the_name_not_the_program: needs root");
+            return;
+        }
+        let scratch = Scratch::new("full");
+        assert_eq!(
+            fill_on_tmpfs(&scratch, c"size=64k,mode=0700"),
+            1001,
+            "no room for the slots: the file is refused (NoRoom)"
+        );
+        // Room for the slots and some entries (32 pages of 4 KiB: a few hundred names).
+        let added = fill_on_tmpfs(&scratch, c"size=656k,mode=0700");
+        assert!((100..1000).contains(&added), "names until full, then Unavailable: {added}");
+    }
+
     /// Fills `region` with pseudo-random bytes.
     fn scribble(region: &Region, mut seed: u64) {
         let bytes = std::ptr::from_ref(region).cast::<u8>().cast_mut();
@@ -776,21 +869,29 @@ mod tests {
         }
         region.next.store(u32::MAX, Ordering::Relaxed);
         assert_eq!(index_in(region, b"no.room.test"), Err(MapError::Full));
-        assert_eq!(region.next.load(Ordering::Relaxed), u32::MAX, "restored after a failed claim");
+        assert_eq!(region.next.load(Ordering::Relaxed), u32::MAX, "untouched by a failed claim");
         // Every slot naming entry 0, whose length is past NAME_MAX and state READY.
         for slot in &region.slots {
             slot.store(1, Ordering::Relaxed);
         }
         region.entries[0].state.store(READY, Ordering::Relaxed);
         region.entries[0].len.store(u32::MAX, Ordering::Relaxed);
-        region.next.store(0, Ordering::Relaxed);
+        region.next.store(2, Ordering::Relaxed);
         assert_eq!(index_in(region, b"no.slot.test"), Err(MapError::Full));
         assert_eq!(name(region, 0), None, "a length past NAME_MAX is no name");
-        // A NUL inside a name is no name either.
+        // A NUL inside a name is no name either (next to a valid one).
         region.entries[1].state.store(READY, Ordering::Relaxed);
         region.entries[1].len.store(3, Ordering::Relaxed);
         // SAFETY: this test alone uses the mapping.
+        unsafe { entry_bytes(&region.entries[1]).copy_from(b"abc".as_ptr(), 3) };
+        assert_eq!(name(region, 1).as_deref(), Some("abc"));
+        // SAFETY: as above.
         unsafe { entry_bytes(&region.entries[1]).copy_from(b"a\0b".as_ptr(), 3) };
+        assert_eq!(name(region, 1), None);
+        // Past `next`: never claimed, not read.
+        region.next.store(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { entry_bytes(&region.entries[1]).copy_from(b"abc".as_ptr(), 3) };
         assert_eq!(name(region, 1), None);
     }
 

@@ -207,9 +207,10 @@ impl Drop for Fd {
 }
 
 /// Opens (making it if missing) the map file of `size` bytes at the first usable place, and
-/// maps it shared, read-write. The first page is made resident (so a full file system says so
-/// now, not as SIGBUS later).
-pub fn open(places: &Places<'_>, size: usize) -> Result<Mapped, Failure> {
+/// maps it shared, read-write. Its first `resident` bytes are made resident now (so a full file
+/// system says so here, not as SIGBUS later: on tmpfs even reading a hole of a shared mapping
+/// needs a page).
+pub fn open(places: &Places<'_>, size: usize, resident: usize) -> Result<Mapped, Failure> {
     let (dir, base) = directory(places)?;
     let fd = file(&dir, base, size, places.euid)?;
     // SAFETY: a shared mapping of `size` bytes of a file that is exactly that long, no address
@@ -221,7 +222,7 @@ pub fn open(places: &Places<'_>, size: usize) -> Result<Mapped, Failure> {
         return Err(Failure { base, step: Step::Map, errno: real::errno() });
     }
     let ptr = ptr.cast::<u8>();
-    if !populate(ptr, page_size().min(size)) {
+    if !populate(ptr, resident.min(size)) {
         let errno = real::errno();
         // SAFETY: the mapping made above, seen by nobody else.
         unsafe { libc::munmap(ptr.cast(), size) };
@@ -231,7 +232,7 @@ pub fn open(places: &Places<'_>, size: usize) -> Result<Mapped, Failure> {
 }
 
 /// Makes the pages covering `len` bytes at `ptr` resident and writable
-/// (`MADV_POPULATE_WRITE`, Linux 5.14), so writing them later cannot raise SIGBUS when the
+/// (`MADV_POPULATE_WRITE`, Linux 5.14), so touching them later cannot raise SIGBUS when the
 /// file system backing a shared mapping is full; `false` when it could not. A kernel without
 /// the operation (EINVAL) is taken at its word that the write will do.
 pub fn populate(ptr: *const u8, len: usize) -> bool {
