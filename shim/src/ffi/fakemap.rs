@@ -321,7 +321,10 @@ fn index_in(region: &Region, name: &[u8]) -> Result<u32, MapError> {
         let value = region.slots[slot].load(Ordering::Acquire);
         if value != EMPTY {
             let index = value - 1;
-            let known = region.entries.get(index as usize);
+            // Only a claimed entry is read (a slot is filled after its entry is claimed; one
+            // naming an entry past `next` is garbage, and that entry may be a hole).
+            let claimed_already = index < region.next.load(Ordering::Acquire);
+            let known = region.entries.get(index as usize).filter(|_| claimed_already);
             if known.is_some_and(|entry| entry_matches(entry, name)) {
                 return Ok(index);
             }
@@ -772,7 +775,8 @@ mod tests {
     /// In a child: mounts a tmpfs of `options` over the scratch runtime directory (in a mount
     /// namespace of its own), opens the map there and adds names until one fails. Reports how
     /// many went in, or 1000 + why it stopped (1000: no mount, 1001: the file refused with
-    /// `NoRoom`, 1002: another error, 1003: never full); `u32::MAX` when killed (SIGBUS).
+    /// `NoRoom`, 1002: another error, 1003: never full, 1004: a read-only file system);
+    /// `u32::MAX` when killed (SIGBUS).
     fn fill_on_tmpfs(scratch: &Scratch, options: &'static std::ffi::CStr) -> u32 {
         let places = scratch.places(0);
         let runtime = scratch.runtime.clone();
@@ -801,6 +805,7 @@ mod tests {
             let region = match open_at(&places) {
                 Ok(region) => region,
                 Err(f) if f.step == mapfile::Step::NoRoom => return 1001,
+                Err(f) if f.errno == libc::EROFS => return 1004,
                 Err(_) => return 1002,
             };
             for n in 0..5000u32 {
@@ -815,7 +820,7 @@ mod tests {
     }
 
     /// A full file system (tmpfs) refuses the file when it is opened (the caller then uses a
-    /// private map), or fails a new name once the file is in use; the program is never killed
+    /// private map), as a read-only one does, or fails a new name once the file is in use; the program is never killed
     /// by SIGBUS. Needs root (mounts); without it the test says SKIPPED.
     #[test]
     fn a_full_file_system_fails_the_name_not_the_program() {
@@ -829,6 +834,7 @@ mod tests {
             1001,
             "no room for the slots: the file is refused (NoRoom)"
         );
+        assert_eq!(fill_on_tmpfs(&scratch, c"ro,mode=0700"), 1004, "read-only: refused");
         // Room for the slots and some entries (32 pages of 4 KiB: a few hundred names).
         let added = fill_on_tmpfs(&scratch, c"size=656k,mode=0700");
         assert!((100..1000).contains(&added), "names until full, then Unavailable: {added}");
