@@ -181,7 +181,7 @@ pub(crate) fn destination<'a, 's>(
             Ok((Destination::Name(name, addr.port()), route))
         }
         None => {
-            log!(Level::Error, "connect {addr}: a fake address this process tree never handed out (from before an exec?)");
+            log!(Level::Error, "connect {addr}: a fake address never handed out in this map (another user's, a private map's, or from before the map was reset?)");
             Err(Cause::FakeUnknown)
         }
     }

@@ -5,8 +5,8 @@
 //!
 //! Layout: `ffi` holds every file that needs `unsafe` — the exported C functions (`hooks`,
 //! `udp_hooks`, `dns_hooks`, `resolv_hooks`, the only place raw pointers come in), `real` (libc
-//! through dlsym(RTLD_NEXT)), `sockaddr`, `hostent` and `fakemap` (the shared map of fake
-//! addresses). The rest is safe code: `intercept` (what each hook does), `outcome` (the one way
+//! through dlsym(RTLD_NEXT)), `sockaddr`, `hostent` and `fakemap` (the per-user map of fake
+//! addresses, opened by `mapfile`). The rest is safe code: `intercept` (what each hook does), `outcome` (the one way
 //! to fail: the causes, their errno table, and the shield every export runs in), `route`
 //! (direct / deny / which servers), `proxy` (connect + SOCKS handshake on the program's fd),
 //! `chain` (the hops of a chain of proxies and HTTP CONNECT),

@@ -1,6 +1,6 @@
 //! Names resolved on the far side, for the library's resolver hooks: the shared decisions of
 //! `socks_client::names` (which names get fake addresses, the fake-address arithmetic) put in
-//! the hooks' terms (a libc address family; the fork-shared `fakemap` as the store). A name
+//! the hooks' terms (a libc address family; the per-user `fakemap` as the store). A name
 //! that socks.conf sends through a SOCKS server is never looked up here: the program gets a fake
 //! address in the family it asked for, and a later connect to it sends the name to the server.
 //! Allocates nothing (a signal handler's lookup inside the library asks too).
@@ -53,7 +53,7 @@ pub fn plan(settings: &Settings, name: &str, family: i32) -> Plan {
     }
 }
 
-/// The fake addresses for `name` (the same name always gets the same ones in a process tree);
+/// The fake addresses for `name` (the same name always gets the same ones in one map);
 /// `Full` when either range has no room left for it.
 pub fn fakes_for(settings: &Settings, name: &str) -> Result<Fakes, MapError> {
     let names = settings.names.as_ref().ok_or(MapError::Unavailable)?;

@@ -120,7 +120,7 @@ pub enum Cause {
     BrokenConfig,
     /// A name's fake address that no `sockd` line covers (it cannot go direct: it is fake).
     NoRoute,
-    /// A fake address this process tree never handed out (e.g. from before an exec).
+    /// A fake address never handed out in this process's map (another user's, or a private map's).
     FakeUnknown,
     /// No SOCKS server accepted the connection (refused, unreachable, down).
     ServersDown,

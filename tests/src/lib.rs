@@ -35,6 +35,9 @@
 //! held until the test releases it ([`web`]), and Chromium run headless as an unprivileged
 //! user with its sandbox on, its processes inspected mid-load ([`chromium`]).
 //!
+//! The library's map of fake names is a per-user file under `$XDG_RUNTIME_DIR` (issue 16):
+//! every lab client gets the lab's own [`Lab::runtime_dir`], so tests never share one.
+//!
 //! Not here: the assertions themselves (tests/tests/*.rs).
 
 pub mod alarm;
@@ -115,6 +118,14 @@ impl Drop for TempDir {
     }
 }
 
+/// Makes `path` (and its parents) a directory with mode 0700.
+pub fn private_dir(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)))
+        .unwrap_or_else(|e| panic!("cannot make {} private: {e}", path.display()));
+}
+
 /// Whether this process may create network namespaces (is root).
 pub fn is_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
@@ -160,7 +171,17 @@ impl Lab {
         }
         let net = Topology::new();
         let dir = TempDir::new(name);
-        Some(Lab { name: name.to_owned(), net, dir })
+        let lab = Lab { name: name.to_owned(), net, dir };
+        private_dir(&lab.runtime_dir());
+        Some(lab)
+    }
+
+    /// The `XDG_RUNTIME_DIR` every client of this lab gets (a directory of the lab's, mode
+    /// 0700): the library's per-user map of fake names (`$XDG_RUNTIME_DIR/socks/names-v1`) is
+    /// then the test's own, never shared with tests running at the same time nor left to the
+    /// next run.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.dir.path().join("runtime")
     }
 
     /// The test's name.
@@ -353,6 +374,7 @@ impl Lab {
     /// `inside`, without the library until told.
     pub fn client(&self, program: impl Into<PathBuf>) -> Client {
         Client::new(self.ns(Ns::Inside), program)
+            .env("XDG_RUNTIME_DIR", self.runtime_dir().display().to_string())
     }
 
     /// ssh in `inside` with `key` to `target` (`user@host`), non-interactive, trusting any host

@@ -171,7 +171,10 @@ pub(crate) fn map_error(name: &str, error: MapError) -> Cause {
             Cause::MapFull
         }
         MapError::Unavailable => {
-            log!(Level::Error, "resolve {name}: no fake address map (mmap failed at load)");
+            log!(
+                Level::Error,
+                "resolve {name}: no fake address map, or no room for a new name in its file system"
+            );
             Cause::MapUnavailable
         }
         MapError::BadName => Cause::BadName,

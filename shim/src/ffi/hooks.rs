@@ -310,16 +310,18 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_i
     })
 }
 
-/// fork(2): first makes sure the shared map of fake addresses exists, so that parent and child
-/// share it (it is not created at load: `ffi::fakemap`). vfork is not hooked: its child may only
-/// exec or exit, so it has no names to share.
+/// fork(2): first makes sure the map of fake addresses exists (the per-user file, or the
+/// private map a process that cannot use it gets) when names may be faked at all, so that
+/// parent and child share it even when the file cannot be used (it is not created at load:
+/// `ffi::fakemap` says why here). vfork is
+/// not hooked: its child may only exec or exit, so it has no names to share.
 ///
 /// # Safety
 /// As fork(2).
 #[no_mangle]
 pub unsafe extern "C" fn fork() -> libc::pid_t {
     shield(-1, || {
-        fakemap::create();
+        fakemap::create_if_configured();
         // SAFETY: forwarded; fork takes no arguments.
         unsafe { real::fork() }
     })

@@ -8,7 +8,8 @@
 //!   where the arguments can be checked.
 //! - `sockaddr`: `sockaddr_in`/`sockaddr_in6` to and from a fixed-size owned copy.
 //! - `hostent`: the `struct hostent` answers of gethostbyname*, in caller or static buffers.
-//! - `fakemap`: the shared memory map of fake addresses (mmap, shared across fork).
+//! - `fakemap`: the shared memory map of fake addresses (the per-user file, or a private map
+//!   shared across fork); `mapfile`: finding and safely opening that per-user file.
 //!
 //! Every `unsafe` block says why it is sound (`clippy::undocumented_unsafe_blocks` is denied),
 //! and a helper that reads through a raw pointer is itself an `unsafe fn`.
@@ -23,6 +24,7 @@ pub mod dns_hooks;
 pub mod fakemap;
 pub mod hooks;
 pub mod hostent;
+pub mod mapfile;
 pub mod real;
 pub mod resolv_hooks;
 pub mod sockaddr;
@@ -38,9 +40,9 @@ pub mod udp_hooks;
 /// - the panic hook that keeps panics off the program's stderr: set by the first exported
 ///   function that runs (`log::quiet_panics`, from the shield); only the library's own code
 ///   can panic, and all of it runs inside the shield;
-/// - the shared map of fake addresses: created when the first name gets a fake address, or by
-///   the `fork` hook just before the first fork, so parent and child still share it
-///   (`fakemap`).
+/// - the map of fake addresses (the per-user file, or a private map): opened when the first
+///   name gets a fake address or a fake address is first looked up, or by the `fork` hook just
+///   before the first fork, so parent and child still share it (`fakemap`).
 extern "C" fn at_load() {
     crate::log::remember_standard_error();
 }
