@@ -77,6 +77,32 @@ fn relay_of(fd: c_int, entry: Option<Entry>) -> RawAddr {
     }
 }
 
+/// Binds an unbound UDP socket `fd` to the source address and port a real connect to `dst`
+/// picks, so that `getsockname` after the virtual connect says what it would have said (a
+/// program may connect a UDP socket to port 53 only to learn its own address from the route,
+/// as WebRTC does). The real connect sends nothing; it is undone (which frees the port and
+/// address it chose) and the pair bound for good. Best effort: with no route to `dst`, or the
+/// port taken meanwhile, the socket is left for `udp::own_source` to bind to the wildcard.
+fn bind_as_connect_would(fd: c_int, dst: &RawAddr) {
+    let unbound =
+        real::local_addr(fd).and_then(|raw| raw.socket_addr()).is_some_and(|addr| addr.port() == 0);
+    if !unbound || real::connect_to(fd, dst) != 0 {
+        return;
+    }
+    let chosen = real::local_addr(fd);
+    if real::disconnect(fd) != 0 {
+        return;
+    }
+    if let Some(chosen) = chosen {
+        if real::bind_to(fd, &chosen) != 0 {
+            if let Some(addr) = chosen.socket_addr() {
+                let any_port = RawAddr::from_socket_addr(SocketAddr::new(addr.ip(), 0));
+                let _ = real::bind_to(fd, &any_port);
+            }
+        }
+    }
+}
+
 /// connect(2) of UDP socket `fd` to `dst`: the virtual connect when `dst` is a name server's
 /// port 53 and names are resolved on the far side; `None` otherwise (connect as before). No
 /// heap (binding and recording only), so a signal handler's connect does it too; its queries
@@ -108,6 +134,7 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Option<Outcome> {
         Some(family) => family,
         None => return Some(Outcome::Fail(Cause::Os(real::errno()))),
     };
+    bind_as_connect_would(fd, dst);
     if let Err(cause) = udp::own_source(fd, family) {
         return Some(Outcome::Fail(cause));
     }

@@ -133,6 +133,11 @@ static int pattern_connect(void) {
     if (getpeername(fd, (void *)&peer, &len) != 0) return fail("connect", "getpeername");
     show(&peer, shown, sizeof shown);
     printf("connect: peer %s\n", shown);
+    struct sockaddr_storage own;
+    len = sizeof own;
+    if (getsockname(fd, (void *)&own, &len) != 0) return fail("connect", "getsockname");
+    show(&own, shown, sizeof shown);
+    printf("connect: own %s\n", shown);
     unsigned char q[300];
     int qlen = build_query(q, 0x1111, 1);
     if (send(fd, q, qlen, 0) != qlen) return fail("connect", "send");

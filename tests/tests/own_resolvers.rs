@@ -199,6 +199,13 @@ fn every_socket_pattern_of_a_resolver_gets_the_answer() {
     let v6_server = format!("[::ffff:{server}]:53");
     assert!(ran.success(), "ownresolver under the library\n{}", ran.describe());
     assert_eq!(line("connect: peer "), format!("connect: peer {v4_server}"), "{}", ran.describe());
+    // Its own address is the one a real connect picks from the route (not the wildcard).
+    let own = line("connect: own ");
+    assert!(
+        own.starts_with(&format!("connect: own {INSIDE_ADDR}:")) && !own.ends_with(":0"),
+        "getsockname after the connect: {own}\n{}",
+        ran.describe()
+    );
     assert!(fake_from("connect: ", &v4_server), "connect+send+poll+recvfrom\n{}", ran.describe());
     assert!(fake_from("sendto: ", &v4_server), "unconnected sendto\n{}", ran.describe());
     assert!(fake_from("mmsg: A ", &v4_server), "sendmmsg+recvmmsg\n{}", ran.describe());
