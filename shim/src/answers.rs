@@ -156,22 +156,8 @@ pub fn resolve_question(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{load, Environment};
+    use crate::config::settings_with;
     use crate::ffi::fakemap;
-
-    fn settings_with(conf: &str, tag: &str) -> Settings {
-        let path =
-            std::env::temp_dir().join(format!("socks-answers-{}-{tag}.conf", std::process::id()));
-        std::fs::write(&path, conf).expect("temp file");
-        let env = Environment {
-            conf: Some(path.display().to_string()),
-            server: Some("192.0.2.1:1080".into()),
-            ..Default::default()
-        };
-        let settings = load(&env);
-        let _ = std::fs::remove_file(path);
-        settings
-    }
 
     /// (RCODE, ANCOUNT) of an answer.
     fn summary(resolved: &Resolved) -> (u8, u16) {
@@ -186,8 +172,7 @@ mod tests {
     #[test]
     fn wire_answers_as_a_name_server() {
         fakemap::create();
-        let s =
-            settings_with("direct .corp.example\nsockd .example.test\nsockd 0.0.0.0/0\n", "wire");
+        let s = settings_with("direct .corp.example\nsockd .example.test\nsockd 0.0.0.0/0\n");
         let ask = |name: &str, qtype: u16| {
             resolve_question(&s, name, CLASS_IN, qtype, 7, true, Style::Wire)
         };
@@ -211,11 +196,11 @@ mod tests {
     #[test]
     fn fake_families_and_local_then_remote() {
         fakemap::create();
-        let both = settings_with("fake-families both\nsockd 0.0.0.0/0\n", "both");
+        let both = settings_with("fake-families both\nsockd 0.0.0.0/0\n");
         let aaaa =
             resolve_question(&both, "v6.example.test", CLASS_IN, TYPE_AAAA, 1, true, Style::Wire);
         assert_eq!(summary(&aaaa), (0, 1));
-        let later = settings_with("resolve local-then-remote\nsockd 0.0.0.0/0\n", "later");
+        let later = settings_with("resolve local-then-remote\nsockd 0.0.0.0/0\n");
         let wire =
             resolve_question(&later, "x.example.test", CLASS_IN, TYPE_A, 1, true, Style::Wire);
         assert_eq!(wire, Resolved::Local, "the wire cannot wait for the server's answer");

@@ -109,6 +109,24 @@ impl ServerHealth for Server {
     }
 }
 
+/// Settings for unit tests: `conf` as the socks.conf, server 192.0.2.1:1080.
+#[cfg(test)]
+pub fn settings_with(conf: &str) -> Settings {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("socks-shim-{}-{n}.conf", std::process::id()));
+    std::fs::write(&path, conf).expect("temp file");
+    let env = Environment {
+        conf: Some(path.display().to_string()),
+        server: Some("192.0.2.1:1080".into()),
+        ..Default::default()
+    };
+    let settings = load(&env);
+    let _ = std::fs::remove_file(path);
+    settings
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,24 +78,7 @@ pub fn name_of<'b>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{load, Environment};
-
-    fn settings_with(conf: &str) -> Settings {
-        let path = std::env::temp_dir().join(format!(
-            "socks-names-{}-{}.conf",
-            std::process::id(),
-            conf.len()
-        ));
-        std::fs::write(&path, conf).expect("temp file");
-        let env = Environment {
-            conf: Some(path.display().to_string()),
-            server: Some("192.0.2.1:1080".into()),
-            ..Default::default()
-        };
-        let settings = load(&env);
-        let _ = std::fs::remove_file(path);
-        settings
-    }
+    use crate::config::settings_with;
 
     #[test]
     fn plans() {

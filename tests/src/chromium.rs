@@ -17,14 +17,13 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::Permissions;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::process::collect;
 use crate::web::Web;
 use crate::{paths, Lab, Ns, SERVER};
 
@@ -432,16 +431,4 @@ fn describe(pid: u32) -> Option<Process> {
         net_ns: ns("net"),
         has_library,
     })
-}
-
-fn collect<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        let _ = tx.send(bytes);
-    });
-    rx
 }

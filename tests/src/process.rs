@@ -376,7 +376,8 @@ impl Client {
     }
 }
 
-fn collect<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
+/// Reads all of `pipe` on a thread of its own; the bytes arrive on the channel at its end.
+pub(crate) fn collect<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut bytes = Vec::new();

@@ -44,6 +44,17 @@ fn associated(fd: c_int) -> bool {
     fdtable::kind_hint(fd).is_some_and(ours) && fdtable::get(fd).is_some_and(|e| ours(e.kind))
 }
 
+/// Reads away the datagram a receive with MSG_PEEK only looked at (one the program must not
+/// see), into `scratch`, so that the next receive finds the one after it.
+fn consume_if_peeked(fd: c_int, flags: c_int, scratch: &mut [u8]) {
+    if flags & libc::MSG_PEEK != 0 {
+        // SAFETY: a plain read of the same datagram into our own buffer of its length.
+        unsafe {
+            real::recv(fd, scratch.as_mut_ptr().cast(), scratch.len(), flags & !libc::MSG_PEEK)
+        };
+    }
+}
+
 /// Whether `fd` is a UDP socket connected to a proxied peer (send and write add the header),
 /// or virtually connected to a name server (`dnswire`: the library reads the query).
 fn connected_to_relay(fd: c_int) -> bool {
@@ -673,34 +684,14 @@ unsafe fn receive_datagram(
             (None, Verdict::Answer(server)) => (0, Some(server)),
             // Not from the virtual peer: dropped (consumed if we only peeked), the next read.
             (None, Verdict::Drop) => {
-                if flags & libc::MSG_PEEK != 0 {
-                    // SAFETY: a plain read of the same datagram into our buffer.
-                    unsafe {
-                        real::recv(
-                            fd,
-                            temp.as_mut_ptr().cast(),
-                            temp.len(),
-                            flags & !libc::MSG_PEEK,
-                        )
-                    };
-                }
+                consume_if_peeked(fd, flags, &mut temp);
                 continue;
             }
             // Not from the relay: the datagram as it came.
             (None, Verdict::Keep) => (0, source),
             // From the relay but unreadable: drop it (consuming it if we only peeked).
             (Some((skip, _)), _) if skip >= got => {
-                if flags & libc::MSG_PEEK != 0 {
-                    // SAFETY: a plain read of the same datagram into our buffer.
-                    unsafe {
-                        real::recv(
-                            fd,
-                            temp.as_mut_ptr().cast(),
-                            temp.len(),
-                            flags & !libc::MSG_PEEK,
-                        )
-                    };
-                }
+                consume_if_peeked(fd, flags, &mut temp);
                 continue;
             }
             (Some((skip, reported)), _) => (skip, Some(reported)),
