@@ -8,6 +8,8 @@
 //! would then be shared between the two. So after listening, `listen_shared` reads the kernel's
 //! table of TCP sockets (/proc/net/tcp, tcp6) and fails with "address in use" if anything but
 //! its own sockets listens on that port and address (or on the wildcard of its family).
+//! Without /proc to read, it falls back to one socket without SO_REUSEPORT, shared by the
+//! threads (one accept queue), so a taken port is still refused.
 //!
 //! Not here: the accept loop and the threads (`workers`), sockets passed by systemd (`systemd`).
 
@@ -15,6 +17,8 @@ use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
+
+use log::warn;
 
 /// Pending connections a listening socket queues (per socket: each thread has its own queue).
 const BACKLOG: i32 = 1024;
@@ -35,7 +39,8 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// `count` listening sockets on one address, all bound with SO_REUSEPORT (port 0: one free
 /// port picked for all of them), each otherwise like `listen`'s. Fails with
-/// `ErrorKind::AddrInUse` if another socket, not one of these, listens there too.
+/// `ErrorKind::AddrInUse` if another socket, not one of these, listens there too. Where that
+/// cannot be checked (no /proc), `count` descriptors of one socket without SO_REUSEPORT.
 pub fn listen_shared(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
     let tries = if addr.port() == 0 { PORT_ZERO_TRIES } else { 1 };
     let mut last = None;
@@ -60,14 +65,29 @@ fn listen_shared_once(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListe
     for socket in &sockets {
         socket.listen(BACKLOG)?;
     }
-    let ours = sockets.iter().map(|s| socket_inode(s.as_raw_fd())).collect::<io::Result<_>>()?;
-    if let Some(other) = foreign_listener(SocketAddr::new(addr.ip(), port), &ours)? {
-        return Err(io::Error::new(
+    let at = SocketAddr::new(addr.ip(), port);
+    let ours: io::Result<HashSet<u64>> =
+        sockets.iter().map(|s| socket_inode(s.as_raw_fd())).collect();
+    match ours.and_then(|ours| foreign_listener(at, &ours)) {
+        Ok(None) => Ok(sockets.into_iter().map(TcpListener::from).collect()),
+        Ok(Some(other)) => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!("address in use: another socket (inode {other}) listens on that port"),
-        ));
+        )),
+        Err(e) => {
+            // No /proc to look in (a chroot, say): one plain socket, which a port someone else
+            // holds refuses at bind(2), handed to every thread (they share its accept queue).
+            warn!("{at}: cannot check who else listens there ({e}); the threads share one socket");
+            drop(sockets);
+            let one = listen(at)?;
+            let mut shared = Vec::with_capacity(count);
+            for _ in 1..count {
+                shared.push(one.try_clone()?);
+            }
+            shared.push(one);
+            Ok(shared)
+        }
     }
-    Ok(sockets.into_iter().map(TcpListener::from).collect())
 }
 
 /// A bound, non-blocking TCP socket with sockd's listening options.

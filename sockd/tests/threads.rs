@@ -2,7 +2,7 @@
 //! threads, each with its own SO_REUSEPORT listener per address, and connections are served
 //! on more than one of them; a port another sockd already serves is refused with "address in
 //! use" (SO_REUSEPORT must not make the two share it), and the first keeps serving every
-//! connection.
+//! connection; without /proc (where that is checked) the threads share one plain socket.
 //!
 //! Not here: reload and stop across the threads (lifecycle.rs), sockets passed by systemd
 //! (systemd.rs), the cost per connection (syscalls.rs).
@@ -106,5 +106,69 @@ fn a_second_sockd_on_a_served_port_exits_with_address_in_use() {
                 assert_served(&first, &echo);
             }
         }
+    }
+}
+
+/// Without /proc (here: an empty tmpfs over it, in a mount namespace of sockd's own) sockd
+/// cannot see who else listens on its port, so it binds one socket without SO_REUSEPORT, says
+/// so, and serves it on every thread; a second sockd on that port is still refused.
+#[test]
+fn without_proc_the_threads_share_one_plain_socket_and_a_taken_port_is_refused() {
+    let name = "without_proc_the_threads_share_one_plain_socket_and_a_taken_port_is_refused";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(name, "mounting over /proc in a mount namespace needs root");
+        return;
+    }
+    let unshare = require_program("unshare", "util-linux");
+    let b = SockdBuilder::new(PERMIT_ALL);
+    let script = format!(
+        "mount -t tmpfs none /proc && exec {} -f {} -l 127.0.0.1:0 --threads 3",
+        sockd_bin(),
+        b.conf_path().display()
+    );
+    let child = Command::new(unshare)
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start unshare");
+    let mut child = Killed(child);
+    let log = LogLines::capture(child.0.stderr.take().expect("piped"), "sockd without /proc");
+    let started = log.wait_for(&["listening on"], LOG_TIMEOUT);
+    let Some(addr) = started.as_deref().and_then(parse_listening) else {
+        if log.joined().contains("mount") || log.joined().contains("unshare") {
+            skip(name, &format!("cannot make a mount namespace here: {}", log.joined()));
+            return;
+        }
+        panic!("sockd without /proc did not start: {}", log.joined());
+    };
+    assert!(
+        log.wait_for(&["cannot check who else listens there"], LOG_TIMEOUT).is_some(),
+        "the fallback is logged: {}",
+        log.joined()
+    );
+    assert_eq!(listeners_on_port(addr), 1, "one plain socket, shared by the threads");
+    let echo = echo_server();
+    for _ in 0..10 {
+        let mut s = socks5_connect(addr, echo.addr);
+        assert_echo(&mut s, b"through one socket");
+    }
+    let mut cmd = Command::new(sockd_bin());
+    cmd.arg("-f").arg(b.conf_path()).arg("-l").arg(addr.to_string());
+    let second = run_bounded(&mut cmd, None, Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second sockd on {addr} must fail: {err}");
+    assert!(err.contains("in use"), "{err}");
+}
+
+/// A child process killed and reaped when the test ends, pass or fail.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
