@@ -357,7 +357,7 @@ async fn serve_standalone(
             thread.push(socket);
         }
     }
-    let workers = match Workers::start(per_thread, &context) {
+    let mut workers = match Workers::start(per_thread, &context) {
         Ok(workers) => workers,
         Err(message) => {
             error!("{message}");
@@ -406,7 +406,7 @@ async fn serve_standalone(
             _ = interrupt.recv() => break,
         }
     }
-    workers.drain();
+    workers.drain().await;
     if let Some(task) = scraping {
         task.abort();
     }

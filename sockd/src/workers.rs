@@ -18,13 +18,16 @@ use std::time::Duration;
 
 use log::{error, warn};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::{balancer, metrics, outbound, session, Context};
 
 /// Pause after a failed accept caused by a resource shortage, so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long `drain` waits for the threads to close their listeners.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a thread's runtime waits for its tasks to notice it is shutting down.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(100);
@@ -42,6 +45,8 @@ enum Phase {
 pub struct Workers {
     phase: watch::Sender<Phase>,
     threads: Vec<JoinHandle<()>>,
+    /// Each thread sends one message here once its listeners are closed (`drain`).
+    drained: mpsc::UnboundedReceiver<()>,
 }
 
 impl Workers {
@@ -53,7 +58,8 @@ impl Workers {
         context: &Arc<Context>,
     ) -> Result<Workers, String> {
         let (phase, _) = watch::channel(Phase::Serving);
-        let mut workers = Workers { phase, threads: Vec::new() };
+        let (drained_tx, drained) = mpsc::unbounded_channel();
+        let mut workers = Workers { phase, threads: Vec::new(), drained };
         for (index, listeners) in per_thread.into_iter().enumerate() {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime,
@@ -63,9 +69,10 @@ impl Workers {
                 }
             };
             let (phase, context) = (workers.phase.subscribe(), context.clone());
+            let drained = drained_tx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("sockd-{index}"))
-                .spawn(move || serve(runtime, listeners, context, phase));
+                .spawn(move || serve(runtime, listeners, context, phase, drained));
             match spawned {
                 Ok(thread) => workers.threads.push(thread),
                 Err(e) => {
@@ -82,9 +89,20 @@ impl Workers {
         self.threads.len()
     }
 
-    /// Stops accepting: every listener is closed; running sessions go on.
-    pub fn drain(&self) {
+    /// Stops accepting: returns once every thread has closed its listeners (or after
+    /// `DRAIN_WAIT`, if one is stuck); running sessions go on.
+    pub async fn drain(&mut self) {
         self.phase.send_replace(Phase::Draining);
+        let all = async {
+            for _ in 0..self.threads.len() {
+                if self.drained.recv().await.is_none() {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(DRAIN_WAIT, all).await.is_err() {
+            warn!("a serving thread did not close its listeners within {DRAIN_WAIT:?}");
+        }
     }
 
     /// Ends every thread, dropping the sessions still running (their sockets close), and waits.
@@ -105,6 +123,7 @@ fn serve(
     listeners: Vec<StdListener>,
     context: Arc<Context>,
     mut phase: watch::Receiver<Phase>,
+    drained: mpsc::UnboundedSender<()>,
 ) {
     runtime.block_on(async {
         let mut accepting = Vec::new();
@@ -121,6 +140,11 @@ fn serve(
         for task in &accepting {
             task.abort();
         }
+        // An aborted task's future (its listener with it) is dropped before its handle answers.
+        for task in accepting {
+            let _ = task.await;
+        }
+        let _ = drained.send(());
         let _ = phase.wait_for(|p| *p == Phase::Finished).await;
     });
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
