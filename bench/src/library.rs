@@ -74,10 +74,13 @@ impl Variant {
     }
 }
 
-/// The config files for the three libraries, all sending 127.0.0.2 through sockd at `proxy`.
+/// The config files for the three libraries, all sending 127.0.0.2 through sockd at `proxy`
+/// (ours twice: with `?pipeline`, and without it, where the request waits for the method
+/// selection as most clients' does).
 #[derive(Debug)]
 pub struct Configs {
     pub ours: PathBuf,
+    pub ours_no_pipeline: PathBuf,
     pub proxychains: PathBuf,
     pub dante: PathBuf,
     pub tsocks: PathBuf,
@@ -97,6 +100,13 @@ pub fn write_configs(dir: &Path, proxy: SocketAddr) -> Result<Configs, String> {
                 "# socks-bench: the echo server on 127.0.0.2 through sockd (loopback needs an \
                  explicit line); sockd reads the whole handshake in one write\n\
                  sockd @={ip}:{port}?pipeline 127.0.0.2/32\n"
+            ),
+        )?,
+        ours_no_pipeline: w(
+            "socks-no-pipeline.conf",
+            format!(
+                "# socks-bench: as socks.conf, without ?pipeline (two round trips)\n\
+                 sockd @={ip}:{port} 127.0.0.2/32\n"
             ),
         )?,
         proxychains: w(
@@ -185,8 +195,26 @@ pub fn start_cost(variants: &[Variant], runs: usize) -> Result<Vec<f64>, String>
     Ok(times.iter().map(|t| median(t)).collect())
 }
 
-/// The variants whose connect + echo cost is compared; the first four go through sockd to the
-/// echo server on 127.0.0.2, the last two straight to the one on 127.0.0.1.
+/// Positions in `connect_variants`' list, which the library section's ratios and the issue
+/// targets use.
+pub mod row {
+    /// The bench's own SOCKS5 client (no preload, two round trips): proxied rows' baseline.
+    pub const OWN_CLIENT: usize = 0;
+    /// libsocks.so, socks.conf with `?pipeline`.
+    pub const LIBSOCKS: usize = 1;
+    /// libsocks.so, socks.conf without `?pipeline`.
+    pub const LIBSOCKS_NO_PIPELINE: usize = 2;
+    pub const PROXYCHAINS: usize = 3;
+    // 4: Dante's libdsocks, shown, used by no ratio.
+    /// No preload, straight to the echo server on 127.0.0.1: direct rows' baseline.
+    pub const DIRECT: usize = 5;
+    /// libsocks.so loaded, to 127.0.0.1, which its socks.conf sends direct.
+    pub const DIRECT_LOADED: usize = 6;
+}
+
+/// The variants whose connect + echo cost is compared, at the positions of `row`; the first
+/// five go through sockd to the echo server on 127.0.0.2, the last two straight to the one on
+/// 127.0.0.1.
 pub fn connect_variants(libsocks: &Path, conf: &Configs, proxy: SocketAddr) -> Vec<Variant> {
     let start = start_variants(libsocks, conf);
     let mut own = Variant::new("bench's own SOCKS5 client, no preload", &[], true);
@@ -197,9 +225,18 @@ pub fn connect_variants(libsocks: &Path, conf: &Configs, proxy: SocketAddr) -> V
         v.proxied = proxied;
         v
     };
+    let no_pipeline = Variant::new(
+        "libsocks.so, no ?pipeline",
+        &[
+            ("LD_PRELOAD", &libsocks.display().to_string()),
+            ("SOCKS_CONF", &conf.ours_no_pipeline.display().to_string()),
+        ],
+        true,
+    );
     vec![
         own,
-        pick(2, "libsocks.so", true),
+        pick(2, "libsocks.so, ?pipeline", true),
+        no_pipeline,
         pick(3, "proxychains4", true),
         pick(4, "Dante libdsocks", true),
         pick(0, "direct, no preload", false),

@@ -124,6 +124,12 @@ pub struct Options {
     #[arg(long, value_name = "ADDR")]
     pub udp_advertise: Vec<std::net::IpAddr>,
 
+    /// Threads that accept and serve connections, each with its own listening socket per
+    /// address (SO_REUSEPORT) and its own connections. Default: one per CPU sockd may run on.
+    /// Not with --inetd (one connection, one thread).
+    #[arg(long, value_name = "N", conflicts_with = "inetd", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
+
     /// Least severe messages logged: error, warn, info or debug.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
@@ -161,6 +167,14 @@ impl Options {
             vec![SocketAddr::from(([127, 0, 0, 1], 1080))]
         } else {
             self.listen.clone()
+        }
+    }
+
+    /// The serving threads: `--threads`, or one per CPU this process may run on.
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! sockd: the SOCKS4/4a/5 server of the firewall host. This file wires the pieces together:
 //! options, logging, the rule file, the users file, then either the standalone listeners (its
-//! own, or those systemd passed) or one inetd session. Sessions are in `session`, BIND in
+//! own, opened in `listeners`, or those systemd passed) served by the threads of `workers`, or
+//! one inetd session. Sessions are in `session`, BIND in
 //! `bind`, relaying in `relay`, systemd's notifications and socket activation in `systemd`,
 //! connections from a load balancer (PROXY protocol) in `balancer`, what `--metrics` counts
 //! in `metrics` and its listener in `scrape`.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod context;
 pub mod files;
 pub mod libpam;
+pub mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;
@@ -28,9 +30,9 @@ pub mod systemd;
 pub mod throttle;
 pub mod udp;
 pub mod users;
+pub mod workers;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -47,9 +49,7 @@ pub use crate::context::{Config, Context};
 use crate::cli::Options;
 use crate::systemd::{Notifier, PassedListener};
 use crate::users::Users;
-
-/// Pause after a failed accept caused by a resource shortage, so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+use crate::workers::Workers;
 
 /// How often the STATUS= line shown by `systemctl status` is refreshed (only under systemd).
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
@@ -235,23 +235,63 @@ fn run_inetd(context: Arc<Context>) -> ExitCode {
 
 /// Standalone mode: listen on every address and serve until SIGTERM or SIGINT (then let the
 /// running sessions finish within the grace period); SIGHUP re-reads the rule and users files.
+/// Connections are served on `--threads` threads (see `workers`); this thread, with a runtime
+/// of its own, handles signals, systemd and the `--metrics` listener.
 fn run_standalone(
     context: Arc<Context>,
     options: &Options,
     passed: Vec<PassedListener>,
     notifier: &Notifier,
 ) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             error!("resource failure: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve_standalone(context, options, passed, notifier));
+    let (code, workers) = runtime.block_on(serve_standalone(context, options, passed, notifier));
     // Sessions still running after the grace period are dropped here, closing their sockets.
+    if let Some(mut workers) = workers {
+        workers.finish();
+    }
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
+}
+
+/// The listening sockets of every address, one per serving thread: SO_REUSEPORT sockets of
+/// sockd's own, or each socket systemd passed duplicated for every thread (they then share its
+/// one accept queue). With the text logged after each address.
+type Listening = Vec<(Vec<std::net::TcpListener>, String)>;
+
+fn open_listeners(
+    options: &Options,
+    passed: Vec<PassedListener>,
+    threads: usize,
+) -> Result<Listening, String> {
+    let mut listening = Vec::new();
+    if passed.is_empty() {
+        for addr in options.listen_addrs() {
+            let sockets = listeners::listen_shared(addr, threads)
+                .map_err(|e| format!("resource failure: cannot listen on {addr}: {e}"))?;
+            listening.push((sockets, String::new()));
+        }
+    }
+    for PassedListener { listener, name } in passed {
+        // As on sockd's own listeners (see `listeners::listen`): accepted connections inherit it.
+        if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+            warn!("the socket `{name}` passed by systemd: cannot set TCP_NODELAY: {e}");
+        }
+        let mut sockets = Vec::with_capacity(threads);
+        for _ in 1..threads {
+            sockets.push(listener.try_clone().map_err(|e| {
+                format!("resource failure: cannot use the socket `{name}` passed by systemd: {e}")
+            })?);
+        }
+        sockets.push(listener);
+        listening.push((sockets, format!(" (passed by systemd as `{name}`)")));
+    }
+    Ok(listening)
 }
 
 async fn serve_standalone(
@@ -259,41 +299,28 @@ async fn serve_standalone(
     options: &Options,
     passed: Vec<PassedListener>,
     notifier: &Notifier,
-) -> ExitCode {
-    let mut listeners = Vec::new();
-    let mut origins = Vec::new();
-    if passed.is_empty() {
-        for addr in options.listen_addrs() {
-            match listen(addr) {
-                Ok(listener) => listeners.push(listener),
-                Err(e) => {
-                    error!("resource failure: cannot listen on {addr}: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-            origins.push(String::new());
+) -> (ExitCode, Option<Workers>) {
+    let threads = options.threads();
+    let listening = match open_listeners(options, passed, threads) {
+        Ok(listening) => listening,
+        Err(message) => {
+            error!("{message}");
+            return (ExitCode::FAILURE, None);
         }
-    }
-    for PassedListener { listener, name } in passed {
-        // As on sockd's own listeners (see `listen`): accepted connections inherit it.
-        if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
-            warn!("the socket `{name}` passed by systemd: cannot set TCP_NODELAY: {e}");
-        }
-        match TcpListener::from_std(listener) {
-            Ok(listener) => listeners.push(listener),
-            Err(e) => {
-                error!("resource failure: cannot use the socket `{name}` passed by systemd: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-        origins.push(format!(" (passed by systemd as `{name}`)"));
-    }
+    };
     // Opened with the SOCKS listeners, before the privilege drop (a port below 1024 works).
-    let metrics_listener = match options.metrics.map(listen).transpose() {
+    let metrics_listener = match options.metrics.map(listeners::listen).transpose() {
         Ok(listener) => listener,
         Err(e) => {
             error!("resource failure: cannot listen for --metrics: {e}");
-            return ExitCode::FAILURE;
+            return (ExitCode::FAILURE, None);
+        }
+    };
+    let metrics_listener = match metrics_listener.map(TcpListener::from_std).transpose() {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!("resource failure: cannot use the --metrics listener: {e}");
+            return (ExitCode::FAILURE, None);
         }
     };
     let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
@@ -302,35 +329,47 @@ async fn serve_standalone(
         signal(SignalKind::interrupt()),
     ) else {
         error!("resource failure: cannot install signal handlers");
-        return ExitCode::FAILURE;
+        return (ExitCode::FAILURE, None);
     };
     if let Some(path) = &options.pid_file {
         if let Err(message) = files::write_pid(path, std::process::id()) {
             error!("{message}");
-            return ExitCode::FAILURE;
+            return (ExitCode::FAILURE, None);
         }
     }
     if let Some(user) = &options.user {
         if let Err(e) = sys::drop_privileges(user) {
             error!("cannot run as user {user}: {e}");
             remove_pid_file(options.pid_file.as_deref());
-            return ExitCode::FAILURE;
+            return (ExitCode::FAILURE, None);
         }
         info!("running as user {user}");
     }
-    let mut accepting = Vec::new();
     let mut addrs = Vec::new();
-    for (listener, origin) in listeners.into_iter().zip(origins) {
-        if let Ok(addr) = listener.local_addr() {
+    let mut per_thread: Vec<Vec<std::net::TcpListener>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (sockets, origin) in listening {
+        if let Some(addr) = sockets.first().and_then(|s| s.local_addr().ok()) {
             info!("listening on {addr}{origin}");
             addrs.push(addr);
         }
-        accepting.push(tokio::spawn(accept_loop(listener, context.clone())));
+        for (thread, socket) in per_thread.iter_mut().zip(sockets) {
+            thread.push(socket);
+        }
     }
-    if let Some(listener) = metrics_listener {
+    let mut workers = match Workers::start(per_thread, &context) {
+        Ok(workers) => workers,
+        Err(message) => {
+            error!("{message}");
+            remove_pid_file(options.pid_file.as_deref());
+            return (ExitCode::FAILURE, None);
+        }
+    };
+    info!("serving on {} threads", workers.count());
+    let scraping = metrics_listener.map(|listener| {
         scrape::announce(&listener);
-        accepting.push(tokio::spawn(scrape::serve(listener, context.clone())));
-    }
+        tokio::spawn(scrape::serve(listener, context.clone()))
+    });
     // Every listener is open (and accepting into its backlog since listen(2)), privileges are
     // dropped: tell systemd, which then starts the units ordered after sockd.
     let mut reload_note: Option<String> = None;
@@ -367,7 +406,8 @@ async fn serve_standalone(
             _ = interrupt.recv() => break,
         }
     }
-    for task in &accepting {
+    workers.drain().await;
+    if let Some(task) = scraping {
         task.abort();
     }
     let grace = Duration::from_secs(options.grace);
@@ -396,87 +436,11 @@ async fn serve_standalone(
         }
     }
     remove_pid_file(options.pid_file.as_deref());
-    ExitCode::SUCCESS
+    (ExitCode::SUCCESS, Some(workers))
 }
 
 fn remove_pid_file(path: Option<&Path>) {
     if let Some(path) = path {
         let _ = std::fs::remove_file(path);
-    }
-}
-
-/// A listening socket; IPv6 listeners are IPv6-only so `0.0.0.0` and `[::]` can both be given.
-/// TCP_NODELAY is set on the listener: Linux copies it to every accepted connection, so a
-/// session needs no setsockopt(2) of its own for its client side (relayed bytes go out at once,
-/// as the relay wants).
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let domain = socket2::Domain::for_address(addr);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_tcp_nodelay(true)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket.into())
-}
-
-async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
-    let (mut failures, mut last_report) = (0u64, None);
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) if balancer::expects_header(peer.ip()) => {
-                tokio::spawn(balancer::serve(stream, peer, context.clone()));
-            }
-            Ok((stream, peer)) => match context.admit(peer.ip().to_canonical()) {
-                Ok(admitted) => {
-                    let context = context.clone();
-                    tokio::spawn(session::serve(stream, peer, context, Some(admitted)));
-                }
-                // Refused at the door, and logged (at most once a second) by `admit`.
-                Err(_) => {
-                    metrics::session(None, metrics::Outcome::Limit);
-                    drop(stream);
-                }
-            },
-            Err(e) if outbound::is_resource_shortage(&e) => {
-                // Logged at most once a second, with how many accepts failed meanwhile.
-                failures += 1;
-                if last_report.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
-                    error!("resource failure: accept: {e}; new clients wait ({failures} failed accepts)");
-                    failures = 0;
-                    last_report = Some(Instant::now());
-                }
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-            }
-            // Errors about one pending connection (it was reset, and so on) concern only it.
-            Err(e) => warn!("accept: {e}"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Sessions rely on this to skip a setsockopt(2) per client (see `session::relay_and_log`):
-    /// if a kernel stopped copying TCP_NODELAY to accepted sockets, relayed small writes would
-    /// wait for Nagle's algorithm, and this test says so.
-    #[tokio::test]
-    async fn accepted_connections_inherit_nodelay_from_the_listener() {
-        let mut addrs: Vec<SocketAddr> = vec!["127.0.0.1:0".parse().expect("literal")];
-        if std::net::TcpListener::bind("[::1]:0").is_ok() {
-            addrs.push("[::1]:0".parse().expect("literal"));
-        }
-        for addr in addrs {
-            let listener = listen(addr).expect("listen");
-            let to = listener.local_addr().expect("local address");
-            let client = tokio::net::TcpStream::connect(to).await.expect("connect");
-            assert!(!client.nodelay().expect("client nodelay"), "a fresh socket has Nagle on");
-            let (accepted, _) = listener.accept().await.expect("accept");
-            assert!(accepted.nodelay().expect("nodelay"), "{addr}: accepted without TCP_NODELAY");
-        }
     }
 }
