@@ -59,20 +59,19 @@ fn failed(errno: i32, why: impl Into<String>) -> Failed {
 
 /// Connects `fd` (a TCP socket of family `family`, its SO_DOMAIN) to `target` (an address, or
 /// the name behind a fake address) through the first of `servers` that accepts a TCP
-/// connection. Returns the server address used.
+/// connection. Returns the server address used, the protocol and any detour taken.
 pub fn connect_via(
     fd: BorrowedFd<'_>,
     family: i32,
     target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
-) -> Result<(SocketAddr, ClientVersion), Failed> {
+) -> Result<Granted, Failed> {
     request_via(fd, family, Command::Connect, target, servers, deadline)
-        .map(|granted| (granted.server, granted.version))
 }
 
 /// A granted request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Granted {
     /// The server address the socket is connected to.
     pub server: SocketAddr,
@@ -81,6 +80,15 @@ pub struct Granted {
     /// The reply's address (for BIND, where the server listens), 0.0.0.0 or a name already
     /// replaced by the server's address.
     pub bound: SocketAddr,
+    /// For the log's "ok" line: the hops a `?dynamic` chain left out on the way (` (dynamic:
+    /// left out hop 2 of a>b>c)`), else empty.
+    pub detour: String,
+}
+
+impl Granted {
+    fn new(server: SocketAddr, version: ClientVersion, bound: SocketAddr) -> Granted {
+        Granted { server, version, bound, detour: String::new() }
+    }
 }
 
 /// Runs `command` (CONNECT or BIND) for `target` on `fd` (of family `family`, its SO_DOMAIN,
@@ -165,11 +173,7 @@ fn try_servers(
                 hs = hs.pipelined();
             }
             return exchange(fd, &mut hs, deadline)
-                .map(|bound| Granted {
-                    server: addr,
-                    version: server.version,
-                    bound: reachable(bound, addr),
-                })
+                .map(|bound| Granted::new(addr, server.version, reachable(bound, addr)))
                 .map_err(|f| failed(f.errno, format!("via {addr} ({name}): {}", f.why)));
         }
     }
@@ -193,6 +197,8 @@ fn dynamic_chain(
     let mut chain = server.clone();
     // The failures so far, for the message when every try failed.
     let mut tried = String::new();
+    // The hops left out so far, for the log's "ok" line.
+    let mut left_out = String::new();
     loop {
         let text = chain.chain_text();
         let share = chain.hop_share(deadline.saturating_duration_since(Instant::now()));
@@ -215,8 +221,11 @@ fn dynamic_chain(
             None => 0,
             Some(addr) => {
                 match through_chain(fd, &chain, command, target, addr, (share, deadline)) {
-                    Ok(granted) => {
+                    Ok(mut granted) => {
                         HEALTH.mark_alive(server);
+                        if !left_out.is_empty() {
+                            granted.detour = format!(" (dynamic: {left_out})");
+                        }
                         return Ok(granted);
                     }
                     Err(c) => {
@@ -243,6 +252,10 @@ fn dynamic_chain(
             return Err(failed(last.errno, format!("{tried}{} (dynamic: {why})", last.why)));
         };
         tried.push_str(&format!("{}; then ", last.why));
+        if !left_out.is_empty() {
+            left_out.push_str(", then ");
+        }
+        left_out.push_str(&format!("left out hop {} of {text}", down + 1));
         chain = rest;
     }
 }
@@ -323,7 +336,7 @@ fn through_chain(
         Some(TargetAddr::Ip(last)) => *last,
         _ => addr,
     };
-    Ok(Granted { server: addr, version, bound: reachable(bound, last_hop) })
+    Ok(Granted::new(addr, version, reachable(bound, last_hop)))
 }
 
 /// One HTTP CONNECT on `fd`: the request, then the answer read exactly to its blank line (the

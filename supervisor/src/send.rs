@@ -478,12 +478,18 @@ impl Ctx {
         let deadline = Instant::now() + settings.timeout;
         let cookie = sys::socket_cookie(self.socket.as_fd()).ok();
         match proxy::connect_via(self.socket.as_fd(), self.domain, target, servers, deadline) {
-            Ok((server, version)) => {
+            Ok(granted) => {
+                let (server, v, detour) =
+                    (granted.server, granted.version.scheme(), granted.detour);
                 if let Some(cookie) = cookie {
                     self.shared.peers().insert(cookie, dst, server);
                 }
-                let v = version.scheme();
-                log(settings, 3, self.pid, format_args!("{name} {target} via {server} ({v}): ok"));
+                log(
+                    settings,
+                    3,
+                    self.pid,
+                    format_args!("{name} {target} via {server} ({v}): ok{detour}"),
+                );
                 if message.data.is_empty() {
                     return Ok(0);
                 }

@@ -566,16 +566,17 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
             let deadline = Instant::now() + settings.timeout;
             // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4 (`canonical`).
             match proxy::connect_via(socket.as_fd(), domain, &target, servers, deadline) {
-                Ok((server, version)) => {
+                Ok(granted) => {
+                    let server = granted.server;
                     if let Some(cookie) = cookie {
                         pending.shared.peers().insert(cookie, dst, server);
                     }
-                    let name = version.scheme();
+                    let (name, detour) = (granted.version.scheme(), granted.detour);
                     log(
                         settings,
                         3,
                         pid,
-                        format_args!("connect {target} via {server} ({name}): ok"),
+                        format_args!("connect {target} via {server} ({name}): ok{detour}"),
                     );
                     pending.reply(0);
                 }

@@ -676,6 +676,11 @@ fn dynamic_chain_under_the_supervisor() {
         "a>b>c?dynamic with b down, under the supervisor\n{}",
         ran.describe()
     );
+    assert!(
+        ran.stderr.contains(&format!("({}): ok (dynamic: left out hop 2 of ", "socks5")),
+        "the supervisor's log says which hop was left out\n{}",
+        ran.describe()
+    );
     leaks.assert_only_sockd("a dynamic chain under the supervisor");
     let fixed = conf(&lab, &chain_with_hop2_down());
     let ran = lab
