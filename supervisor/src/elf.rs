@@ -2,8 +2,10 @@
 //! the file (never runs it): no `PT_INTERP` program header means statically linked (the
 //! dynamic loader never runs, so `LD_PRELOAD` is ignored); a `.note.go.buildid` or
 //! `.go.buildinfo` section means Go, which makes its own system calls even when dynamically
-//! linked. Anything else — a dynamically linked C program, a script, a file that is not ELF —
-//! takes the library.
+//! linked; an interpreter that is not glibc's dynamic loader (musl's `ld-musl-*.so.1`, uClibc's,
+//! Android's linker) cannot load libsocks.so, a glibc library (musl's loader refuses it and the
+//! program does not even start). Anything else — a program for glibc's loader, a script, a
+//! file that is not ELF — takes the library.
 //!
 //! Not here: running anything; only 64- and 32-bit little-endian ELF is read (x86_64 is the
 //! supervisor's architecture; a 32-bit program would be killed by its filter anyway).
@@ -17,7 +19,9 @@ pub enum Kind {
     Static,
     /// ELF with Go's build id note or build info section.
     Go,
-    /// ELF with an interpreter, not Go.
+    /// ELF with an interpreter that is not glibc's (musl's, …): it cannot load the library.
+    OtherLoader,
+    /// ELF with glibc's interpreter, not Go.
     Dynamic,
     /// Not a little-endian ELF file (a script, …).
     NotElf,
@@ -28,6 +32,7 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Static => "supervise static",
             Kind::Go => "supervise go",
+            Kind::OtherLoader => "supervise not-glibc",
             Kind::Dynamic => "preload dynamic",
             Kind::NotElf => "preload not-elf",
         })
@@ -93,17 +98,32 @@ pub fn classify(source: &(impl Source + ?Sized)) -> Kind {
         Some(1) => false,
         _ => return Kind::NotElf,
     };
-    match (has_interp(source, &head, wide), is_go(source, &head, wide)) {
+    match (interpreter(source, &head, wide), is_go(source, &head, wide)) {
         (_, Some(true)) => Kind::Go,
-        (Some(false), _) => Kind::Static,
-        (Some(true), _) => Kind::Dynamic,
+        (Some(None), _) => Kind::Static,
+        (Some(Some(path)), _) if !is_glibc_loader(&path) => Kind::OtherLoader,
+        (Some(Some(_)), _) => Kind::Dynamic,
         // Headers that do not parse: the loader would refuse it too; let the library path
         // report whatever exec says.
         (None, _) => Kind::NotElf,
     }
 }
 
-fn has_interp(source: &(impl Source + ?Sized), head: &[u8], wide: bool) -> Option<bool> {
+/// Whether `path` (a `PT_INTERP` string) names glibc's dynamic loader: `ld-linux*.so.N` on
+/// x86_64, i386, ARM and others, `ld64.so.N` on PowerPC and s390x, `ld.so.1` on a few.
+fn is_glibc_loader(path: &[u8]) -> bool {
+    let path = &path[..path.iter().position(|&c| c == 0).unwrap_or(path.len())];
+    let base = path.rsplit(|&c| c == b'/').next().unwrap_or(path);
+    base.starts_with(b"ld-linux") || base.starts_with(b"ld64.so.") || base == b"ld.so.1"
+}
+
+/// The `PT_INTERP` string (the dynamic loader's path), `Some(None)` without one, `None` when
+/// the headers do not parse.
+fn interpreter(
+    source: &(impl Source + ?Sized),
+    head: &[u8],
+    wide: bool,
+) -> Option<Option<Vec<u8>>> {
     let (phoff, phentsize, phnum) = if wide {
         (usize_at(head, 0x20, true)?, u16_at(head, 0x36)?, u16_at(head, 0x38)?)
     } else {
@@ -111,11 +131,20 @@ fn has_interp(source: &(impl Source + ?Sized), head: &[u8], wide: bool) -> Optio
     };
     let (size, count) = (usize::from(phentsize), usize::from(phnum));
     let table = source.bytes(phoff, size.checked_mul(count)?)?;
-    let mut found = false;
+    // p_offset and p_filesz: after p_type and p_flags (64-bit); after p_type, then p_vaddr and
+    // p_paddr before p_filesz (32-bit).
+    let (offset_field, size_field) = if wide { (8, 32) } else { (4, 16) };
     for i in 0..count {
-        found |= u32_at(&table, i * size)? == PT_INTERP;
+        let entry = i.checked_mul(size)?;
+        if u32_at(&table, entry)? != PT_INTERP {
+            continue;
+        }
+        let at = usize_at(&table, entry.checked_add(offset_field)?, wide)?;
+        // A loader's path is short; a longer one means a corrupt header.
+        let len = usize_at(&table, entry.checked_add(size_field)?, wide)?.min(4096);
+        return Some(Some(source.bytes(at, len)?));
     }
-    Some(found)
+    Some(None)
 }
 
 fn is_go(source: &(impl Source + ?Sized), head: &[u8], wide: bool) -> Option<bool> {
@@ -177,6 +206,11 @@ mod tests {
 
     /// A minimal ELF64 with one program header of type `ptype` and sections named `names`.
     fn synthetic(ptype: u32, names: &[&str]) -> Vec<u8> {
+        synthetic_with_loader(ptype, names, "/lib64/ld-linux-x86-64.so.2")
+    }
+
+    /// [`synthetic`] whose program header, when it is `PT_INTERP`, names `loader`.
+    fn synthetic_with_loader(ptype: u32, names: &[&str], loader: &str) -> Vec<u8> {
         let mut b = vec![0u8; 0x40];
         b[..4].copy_from_slice(b"\x7fELF");
         b[4] = 2;
@@ -188,6 +222,12 @@ mod tests {
         let mut ph = vec![0u8; 56];
         ph[..4].copy_from_slice(&ptype.to_le_bytes());
         b.extend_from_slice(&ph);
+        // the loader's path, where the program header points
+        let loader_at = b.len();
+        b.extend_from_slice(loader.as_bytes());
+        b.push(0);
+        b[0x40 + 8..0x40 + 16].copy_from_slice(&(loader_at as u64).to_le_bytes());
+        b[0x40 + 32..0x40 + 40].copy_from_slice(&((loader.len() + 1) as u64).to_le_bytes());
         // the name table
         let strtab_at = b.len();
         let mut offsets = Vec::new();
@@ -226,5 +266,38 @@ mod tests {
         for cut in 0..whole.len() {
             let _ = classify(&whole[..cut]); // never panics on a truncated file
         }
+    }
+
+    #[test]
+    fn a_loader_other_than_glibcs_is_supervised() {
+        let with = |loader| classify(&synthetic_with_loader(PT_INTERP, &[".text"], loader)[..]);
+        assert_eq!(with("/lib/ld-musl-x86_64.so.1"), Kind::OtherLoader);
+        assert_eq!(with("/lib/ld-uClibc.so.0"), Kind::OtherLoader);
+        assert_eq!(with("/system/bin/linker64"), Kind::OtherLoader);
+        assert_eq!(with(""), Kind::OtherLoader, "an empty path is no glibc loader");
+        assert_eq!(with("/lib64/ld-linux-x86-64.so.2"), Kind::Dynamic);
+        assert_eq!(with("/lib/ld-linux.so.2"), Kind::Dynamic);
+        assert_eq!(with("/nix/store/x-glibc-2.40/lib/ld-linux-x86-64.so.2"), Kind::Dynamic);
+        assert_eq!(with("/lib64/ld64.so.2"), Kind::Dynamic);
+        assert_eq!(Kind::OtherLoader.to_string(), "supervise not-glibc");
+        let musl = synthetic_with_loader(PT_INTERP, &[".text"], "/lib/ld-musl-x86_64.so.1");
+        for cut in 0..musl.len() {
+            let _ = classify(&musl[..cut]); // never panics on a truncated file
+        }
+        // A real musl program, when musl-gcc is here (Debian's musl-tools).
+        let dir = std::env::temp_dir().join(format!("socks-elf-musl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let source = dir.join("m.c");
+        std::fs::write(&source, "int main(void) { return 0; }\n").expect("write");
+        let built = std::process::Command::new("musl-gcc")
+            .arg("-o")
+            .arg(dir.join("m"))
+            .arg(&source)
+            .status();
+        if built.is_ok_and(|s| s.success()) {
+            let file = std::fs::File::open(dir.join("m")).expect("built");
+            assert_eq!(classify(&file), Kind::OtherLoader, "a dynamically linked musl program");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,6 +5,9 @@
 //! - rclone (Debian's, a dynamically linked Go program) under a plain `socksify`, which must
 //!   pick the supervisor by itself: `rclone copyurl` by a name resolved on the far side (Go's
 //!   own resolver, and glibc's getaddrinfo when told `netdns=cgo`), and by address.
+//! - A dynamically linked musl program (musl-gcc) under a plain `socksify`: musl's loader cannot
+//!   load libsocks.so, so socksify must pick the supervisor; by a name resolved on the far side
+//!   (musl's own resolver, unconnected `sendto` to port 53).
 //! - busybox-static `telnet` by name, on a terminal, to telnetd under inetd outside.
 //! - A static Go program that starts children (os/exec: itself, and busybox-static `wget`),
 //!   and one that daemonises (setsid; the child connects after its parent is gone); socksify
@@ -174,6 +177,81 @@ fn rclone_copyurl_by_name_and_by_address() {
     assert_from_firewall(&http);
     assert_session(&sockd, http.addr(), Some(&exchanges[0]));
     leaks.assert_only_sockd("rclone copyurl by name and by address under the supervisor");
+}
+
+// ---------------------------------------------------------------------------------------------
+// musl
+
+/// A client for musl: `getaddrinfo(NAME)`, connect, `GET PATH`, the body on stdout.
+const MUSL_FETCH: &str = r#"#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    struct addrinfo hints, *res;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(argv[1], "80", &hints, &res);
+    if (rc != 0) { fprintf(stderr, "getaddrinfo: %s\n", gai_strerror(rc)); return 2; }
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(s, res->ai_addr, res->ai_addrlen) != 0) { perror("connect"); return 3; }
+    char req[512];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", argv[2], argv[1]);
+    if (write(s, req, n) != n) { perror("write"); return 4; }
+    static char all[1 << 20];
+    size_t got = 0;
+    ssize_t r;
+    while ((r = read(s, all + got, sizeof all - got)) > 0) got += r;
+    char *body = strstr(all, "\r\n\r\n");
+    if (!body) { fprintf(stderr, "no body\n"); return 5; }
+    fwrite(body + 4, 1, got - (body + 4 - all), stdout);
+    return 0;
+}
+"#;
+
+/// A dynamically linked musl program (its loader, `/lib/ld-musl-x86_64.so.1`, cannot load the
+/// glibc library: under LD_PRELOAD it does not even start): a plain `socksify` must run it under
+/// the supervisor, whose name service answers musl's resolver, and it fetches by name through
+/// sockd with nothing leaving the workstation.
+#[test]
+fn a_dynamic_musl_program_is_supervised_by_plain_socksify() {
+    let Some((lab, leaks, outside, sockd)) = dns::supervised_names_lab("supervised-musl") else {
+        return;
+    };
+    let musl_gcc = paths::require("musl-gcc", "musl-tools");
+    let source = lab.write("fetch.c", MUSL_FETCH);
+    let binary = lab.dir.path().join("musl-fetch");
+    let built = Command::new(musl_gcc)
+        .args(["-O2", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("musl-gcc runs");
+    assert!(built.status.success(), "musl-gcc: {}", String::from_utf8_lossy(&built.stderr));
+    let which = Command::new(paths::supervisor()).arg("--which").arg(&binary).output();
+    let which =
+        String::from_utf8_lossy(&which.expect("socks-supervise --which runs").stdout).into_owned();
+    assert_eq!(which, "supervise not-glibc\n", "a musl program needs the supervisor");
+
+    let www = dns::http_dual(&lab, 80);
+    let ran = lab
+        .client(&binary)
+        .args([WWW, "/musl"])
+        .socksify(&["-v", "-s", SERVER])
+        .timeout(Duration::from_secs(30))
+        .run();
+    assert!(
+        ran.success() && ran.stdout == http_body("/musl"),
+        "the musl program fetches by name under a plain socksify\n{}",
+        ran.describe()
+    );
+    assert_supervised(&ran, format!("{WWW}:80"), 1);
+    assert_sessions_by_name(&sockd, WWW, 80, 1);
+    dns::assert_relayed(&www);
+    outside.assert_asked_only_by_firewall();
+    leaks.assert_only_sockd("a dynamic musl program by name under socksify");
 }
 
 // ---------------------------------------------------------------------------------------------
