@@ -36,6 +36,7 @@ mod ancillary;
 mod answers;
 mod chain;
 mod config;
+mod dnstcp;
 mod dnswire;
 mod fastopen;
 mod fdtable;

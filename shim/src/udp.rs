@@ -455,6 +455,7 @@ pub fn before_replacing(fd: c_int) {
 /// The program closes UDP socket `fd`: its control connection goes too.
 pub fn closing(fd: c_int) {
     if let Some(control) = fdtable::take_control(fd) {
+        crate::dnstcp::forget(control);
         real::close_fd(control);
     }
 }

@@ -331,35 +331,47 @@ print("echo", s.recv(64))
 }
 
 #[test]
-fn dns_over_tcp_never_carries_a_remote_name_to_the_lan_server() {
+fn dns_over_tcp_is_answered_by_the_library_and_never_carries_a_remote_name_out() {
     let Some((lab, leaks, outside, _sockd)) = own_lab("own-tcp") else { return };
     let (lan, conf) = with_lan(&lab);
     let dig = paths::require("dig", "dnsutils");
-    let dig = |name: &str| {
+    let dig = |names: &[&str]| {
         lab.client(&dig)
-            .args(["+tcp", "+short", "+time=2", "+tries=1", name])
+            .args(["+tcp", "+short", "+time=2", "+tries=1"])
+            .args(names)
             .env("SOCKS_CONF", conf.display().to_string())
-            .env("SOCKS_LOG", "info")
+            .env("SOCKS_LOG", "debug")
             .ld_preload()
             .run()
     };
-    // A direct name over TCP: the LAN's name server answers, as without the library.
-    let ran = dig(INTRANET);
+    // A direct name over TCP: the library forwards the query to the LAN's name server on a
+    // connection of its own and hands the answer back.
+    let ran = dig(&[INTRANET]);
     assert!(
         ran.success() && ran.stdout_text() == format!("{INTRANET_IP}\n"),
         "dig +tcp {INTRANET} must get the LAN's answer\n{}",
         ran.describe()
     );
-    // A name resolved on the far side over TCP: the query is never sent (the library answers
-    // UDP queries only), and the log says why.
-    let ran = dig(WWW);
+    // A name resolved on the far side over TCP: answered by the library, never sent.
+    let ran = dig(&[WWW]);
     assert!(
-        !ran.stdout_text().lines().any(|l| l.trim().parse::<IpAddr>().is_ok())
-            && ran.stderr.contains(&format!(
-                "dns: query for {WWW} A over TCP to {DEAD_DNS_ADDR}:53 refused: the name is \
-                 resolved on the far side"
-            )),
-        "dig +tcp {WWW} must get no answer and a log line saying why\n{}",
+        ran.success()
+            && is_fake(&ran.stdout_text())
+            && ran.stderr.contains(&format!("dns: answered {WWW} A from the library"))
+            && ran.stderr.contains(&format!("dns: TCP connect to {DEAD_DNS_ADDR}:53: kept")),
+        "dig +tcp {WWW} must get a fake address from the library\n{}",
+        ran.describe()
+    );
+    // Both in one process (dig keeps one connection per name): the answers in order.
+    let ran = dig(&[WWW, INTRANET, WWW]);
+    let lines: Vec<&str> = ran.stdout_text().leak().lines().collect();
+    assert!(
+        ran.success()
+            && lines.len() == 3
+            && is_fake(lines[0])
+            && lines[1] == INTRANET_IP.to_string()
+            && lines[2] == lines[0],
+        "dig +tcp {WWW} {INTRANET} {WWW}\n{}",
         ran.describe()
     );
     assert!(
@@ -370,8 +382,10 @@ fn dns_over_tcp_never_carries_a_remote_name_to_the_lan_server() {
     assert!(outside.all_queries().is_empty(), "the outside name server was never asked");
     let (v4, v6) = leaks.leaked_destinations();
     assert!(
-        v4.iter().all(|d| *d == format!("{DEAD_DNS_ADDR} . tcp . 53")) && v6.is_empty(),
-        "only TCP connections to the LAN's server left:\n{}",
+        !v4.is_empty()
+            && v4.iter().all(|d| *d == format!("{DEAD_DNS_ADDR} . tcp . 53"))
+            && v6.is_empty(),
+        "only the library's TCP connections to the LAN's server left:\n{}",
         leaks.table()
     );
 }
