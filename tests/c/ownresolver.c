@@ -9,7 +9,10 @@
  * and recvfrom), mmsg (sendmmsg of an A and an MX query, recvmmsg of both), epoll
  * (non-blocking, EAGAIN before the answer, epoll_wait), thirdparty (a datagram from another
  * socket to a connected one is never read; the query sent with writev), v6 (an IPv6 socket connected to the IPv4-mapped
- * server). */
+ * server), tcp and tcp6 (DNS over TCP on an IPv4 or IPv6 socket: non-blocking connect
+ * completed through epoll, getpeername, a query whose length and message go in separate
+ * writes, a second one with writev on the same connection, each answer read as it comes;
+ * "tcp: fds N -> M" counts /proc/self/fd before the socket and after its close). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -279,6 +284,102 @@ static int pattern_v6(void) {
     return rc;
 }
 
+/* How many descriptors this process has open. */
+static int count_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d) return -1;
+    while (readdir(d)) n++;
+    closedir(d);
+    return n - 3; /* ".", ".." and the directory's own */
+}
+
+/* Waits (epoll, 5 s) for EVENTS on FD. */
+static int wait_epoll(int fd, unsigned events) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = events, .data.fd = fd};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    int n = epoll_wait(ep, &ev, 1, 5000);
+    close(ep);
+    return n == 1 ? 0 : -1;
+}
+
+/* Reads exactly LEN bytes from non-blocking FD into BUF, waiting with epoll. */
+static int read_all(int fd, unsigned char *buf, int len) {
+    int got = 0;
+    while (got < len) {
+        int n = read(fd, buf + got, len - got);
+        if (n > 0) got += n;
+        else if (n == 0) { errno = ECONNRESET; return -1; }
+        else if (errno != EAGAIN || wait_epoll(fd, EPOLLIN) != 0) return -1;
+    }
+    return 0;
+}
+
+/* One framed answer to ID on TCP socket FD, printed as "PATTERN: ADDRESS (query N)". */
+static int tcp_answer(const char *pattern, int fd, unsigned short id, int n) {
+    unsigned char len[2], msg[65536];
+    if (read_all(fd, len, 2) != 0) return fail(pattern, "reading the length");
+    int mlen = (len[0] << 8) | len[1];
+    if (read_all(fd, msg, mlen) != 0) return fail(pattern, "reading the answer");
+    char addr[64];
+    if (read_answer(msg, mlen, id, addr, sizeof addr) < 0) return fail(pattern, "not the answer");
+    printf("%s: %s (query %d)\n", pattern, addr, n);
+    return 0;
+}
+
+static int pattern_tcp(int v6) {
+    const char *pattern = v6 ? "tcp6" : "tcp";
+    int before = count_fds();
+    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_storage ss = {0};
+    socklen_t sslen;
+    if (v6) {
+        struct sockaddr_in6 *s = (void *)&ss;
+        char mapped[64];
+        snprintf(mapped, sizeof mapped, "::ffff:%s", server_ip);
+        s->sin6_family = AF_INET6;
+        s->sin6_port = htons(53);
+        inet_pton(AF_INET6, mapped, &s->sin6_addr);
+        sslen = sizeof *s;
+    } else {
+        struct sockaddr_in s = server4();
+        memcpy(&ss, &s, sizeof s);
+        sslen = sizeof s;
+    }
+    int rc = connect(fd, (void *)&ss, sslen);
+    if (rc != 0 && errno != EINPROGRESS) return fail(pattern, "connect");
+    if (wait_epoll(fd, EPOLLOUT) != 0) return fail(pattern, "epoll: never writable");
+    int error = -1;
+    socklen_t elen = sizeof error;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &elen);
+    if (error != 0) { errno = error; return fail(pattern, "connect (SO_ERROR)"); }
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    char shown[80];
+    if (getpeername(fd, (void *)&peer, &len) != 0) return fail(pattern, "getpeername");
+    show(&peer, shown, sizeof shown);
+    printf("%s: peer %s\n", pattern, shown);
+    unsigned char q[300], framed[2];
+    int qlen = build_query(q, 0x3131, 1);
+    framed[0] = qlen >> 8;
+    framed[1] = qlen & 0xff;
+    /* The length alone, then the message: one query in two writes. */
+    if (write(fd, framed, 2) != 2) return fail(pattern, "write (length)");
+    if (send(fd, q, qlen, 0) != qlen) return fail(pattern, "send (message)");
+    if (tcp_answer(pattern, fd, 0x3131, 1) != 0) return 1;
+    /* A second query on the same connection, in one writev. */
+    qlen = build_query(q, 0x3232, 1);
+    framed[0] = qlen >> 8;
+    framed[1] = qlen & 0xff;
+    struct iovec iov[2] = {{framed, 2}, {q, qlen}};
+    if (writev(fd, iov, 2) != qlen + 2) return fail(pattern, "writev");
+    if (tcp_answer(pattern, fd, 0x3232, 2) != 0) return 1;
+    close(fd);
+    printf("%s: fds %d -> %d\n", pattern, before, count_fds());
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s SERVER-IPV4 NAME PATTERN...\n", argv[0]);
@@ -295,6 +396,8 @@ int main(int argc, char **argv) {
                  : !strcmp(p, "epoll")      ? pattern_epoll()
                  : !strcmp(p, "thirdparty") ? pattern_thirdparty()
                  : !strcmp(p, "v6")         ? pattern_v6()
+                 : !strcmp(p, "tcp")        ? pattern_tcp(0)
+                 : !strcmp(p, "tcp6")       ? pattern_tcp(1)
                                             : fail(p, "unknown pattern");
         failed |= rc;
         fflush(stdout);

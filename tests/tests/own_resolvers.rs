@@ -8,7 +8,8 @@
 //! every other query to the real name server as before (here the LAN's own dnsmasq on
 //! 192.0.2.53 for a `direct .corp.example` domain). Also: the socket after the query (connected
 //! to a relayed peer), an IPv6 server, fork, dup and AF_UNSPEC, and DNS over TCP (`dig +tcp`),
-//! which the library does not answer but never lets carry such a name to the LAN's server.
+//! which the library answers the same way (a listener of its own on loopback, queries read
+//! after each write, other queries forwarded to the real server on a connection of its own).
 //!
 //! Not here: getaddrinfo and the res_* calls (names.rs, holes.rs), dig @server through sockd
 //! (names.rs), programs under the supervisor (supervised_names.rs), Chromium (runtimes.rs).
@@ -388,6 +389,47 @@ fn dns_over_tcp_is_answered_by_the_library_and_never_carries_a_remote_name_out()
         "only the library's TCP connections to the LAN's server left:\n{}",
         leaks.table()
     );
+}
+
+#[test]
+fn dns_over_tcp_split_writes_epoll_and_no_descriptor_left() {
+    let Some((lab, leaks, outside, _sockd)) = own_lab("own-tcp-c") else { return };
+    let program = ownresolver(&lab);
+    let server = DEAD_DNS_ADDR.to_string();
+    let args = [server.as_str(), WWW, "tcp", "tcp", "tcp6", "tcp6"];
+    let ran = under_library(lab.client(&program)).args(args).run();
+    let text = ran.stdout_text();
+    let lines = |prefix: &str| -> Vec<String> {
+        text.lines().filter_map(|l| l.strip_prefix(prefix)).map(str::to_owned).collect()
+    };
+    assert!(ran.success(), "ownresolver tcp under the library\n{}", ran.describe());
+    let peers = [format!("{server}:53"), format!("[::ffff:{server}]:53")];
+    assert_eq!(lines("tcp: peer "), [peers[0].as_str(), peers[0].as_str()], "{}", ran.describe());
+    assert_eq!(lines("tcp6: peer "), [peers[1].as_str(), peers[1].as_str()], "{}", ran.describe());
+    for pattern in ["tcp: ", "tcp6: "] {
+        let answers: Vec<String> =
+            lines(pattern).into_iter().filter(|l| l.contains("(query ")).collect();
+        assert!(
+            answers.len() == 4
+                && answers.iter().all(|a| a.split_once(' ').is_some_and(|(ip, _)| is_fake(ip))),
+            "{pattern}both queries of each connection answered with a fake address\n{}",
+            ran.describe()
+        );
+        // The first connection of a family makes the library's listener (one descriptor, kept);
+        // nothing else stays after a close.
+        let counts: Vec<(i64, i64)> = lines(&format!("{pattern}fds "))
+            .iter()
+            .filter_map(|l| l.split_once(" -> "))
+            .filter_map(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .collect();
+        assert!(
+            counts.len() == 2 && counts[0].1 - counts[0].0 <= 1 && counts[1].0 == counts[1].1,
+            "{pattern}descriptors before and after each connection: {counts:?}\n{}",
+            ran.describe()
+        );
+    }
+    assert!(outside.all_queries().is_empty(), "no name server was asked");
+    assert_nothing_left(&leaks, "DNS over TCP answered by the library");
 }
 
 #[test]
