@@ -198,6 +198,8 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Option<Outcome> {
         }
     };
     drop(slots);
+    // A socket connected before (and dissolved with AF_UNSPEC) had an end of its own: it goes.
+    release(fd);
     fdtable::set(fd, &Entry { kind: Kind::DnsTcp, first: *dst, server: NONE });
     fdtable::set_control(fd, end);
     log!(Level::Debug, "dns: TCP connect to {server}: kept in the library (queries are read)");
@@ -213,10 +215,7 @@ const NONE: RawAddr = RawAddr { bytes: [0; RAW_LEN], len: 0 };
 pub fn after_write(fd: c_int, end: c_int, server: &RawAddr, written: usize) {
     if let Err(why) = serve(end, server, written) {
         log!(Level::Error, "dns: TCP connection to {}: {why}; closed", shown(server));
-        if let Some(end) = fdtable::take_control(fd) {
-            forget(end);
-            real::close_fd(end);
-        }
+        release(fd);
     }
 }
 
@@ -332,6 +331,14 @@ fn read_exact(fd: c_int, mut buffer: &mut [u8], deadline: Instant) -> Result<(),
         buffer = &mut buffer[n..];
     }
     Ok(())
+}
+
+/// Closes the library's end of `fd`'s connection, if it has one (connect with AF_UNSPEC).
+pub fn release(fd: c_int) {
+    if let Some(end) = fdtable::take_control(fd) {
+        forget(end);
+        real::close_fd(end);
+    }
 }
 
 /// Forgets the buffer of the library's end `end` (closed with the program's socket). Skipped

@@ -222,7 +222,10 @@ pub fn disconnecting(fd: c_int) {
             // The virtual peer goes; answers already in the socket still name their server.
             Kind::DnsConnected => fdtable::set(fd, &Entry { kind: Kind::Dns, ..entry }),
             Kind::Connected => fdtable::clear(fd),
-            Kind::DnsTcp => fdtable::clear(fd),
+            Kind::DnsTcp => {
+                crate::dnstcp::release(fd);
+                fdtable::clear(fd);
+            }
             Kind::Bound(_) | Kind::Udp | Kind::Dns => {}
         }
     }

@@ -12,7 +12,9 @@
  * server), tcp and tcp6 (DNS over TCP on an IPv4 or IPv6 socket: non-blocking connect
  * completed through epoll, getpeername, a query whose length and message go in separate
  * writes, a second one with writev on the same connection, each answer read as it comes;
- * "tcp: fds N -> M" counts /proc/self/fd before the socket and after its close). */
+ * "tcp: fds N -> M" counts /proc/self/fd before the socket and after its close), tcpfork (a
+ * blocking TCP connection, then fork: the child asks on the inherited connection and on one
+ * of its own, then the parent on both of its). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,6 +28,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static const char *server_ip;
@@ -380,6 +383,52 @@ static int pattern_tcp(int v6) {
     return 0;
 }
 
+/* A blocking TCP connection to SERVER:53 (IPv4); -1 on failure. */
+static int tcp_connect(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) { close(fd); return -1; }
+    return fd;
+}
+
+/* One query with id ID on TCP socket FD (one write), its answer printed by tcp_answer. */
+static int tcp_query(const char *pattern, int fd, unsigned short id, int n) {
+    unsigned char q[302];
+    int qlen = build_query(q + 2, id, 1);
+    q[0] = qlen >> 8;
+    q[1] = qlen & 0xff;
+    if (write(fd, q, qlen + 2) != qlen + 2) return fail(pattern, "write");
+    int flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    int rc = tcp_answer(pattern, fd, id, n);
+    fcntl(fd, F_SETFL, flags);
+    return rc;
+}
+
+static int pattern_tcpfork(void) {
+    int fd = tcp_connect();
+    if (fd < 0) return fail("tcpfork", "connect");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int rc = tcp_query("tcpfork: child inherited", fd, 0x4141, 1);
+        int own = tcp_connect();
+        if (own < 0) return fail("tcpfork: child", "connect");
+        rc |= tcp_query("tcpfork: child own", own, 0x4242, 2);
+        fflush(stdout);
+        _exit(rc);
+    }
+    int status = 1;
+    waitpid(pid, &status, 0);
+    int rc = tcp_query("tcpfork: parent inherited", fd, 0x4343, 3);
+    int own = tcp_connect();
+    if (own < 0) return fail("tcpfork: parent", "connect");
+    rc |= tcp_query("tcpfork: parent own", own, 0x4444, 4);
+    close(own);
+    close(fd);
+    return rc | !WIFEXITED(status) | WEXITSTATUS(status);
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s SERVER-IPV4 NAME PATTERN...\n", argv[0]);
@@ -398,6 +447,7 @@ int main(int argc, char **argv) {
                  : !strcmp(p, "v6")         ? pattern_v6()
                  : !strcmp(p, "tcp")        ? pattern_tcp(0)
                  : !strcmp(p, "tcp6")       ? pattern_tcp(1)
+                 : !strcmp(p, "tcpfork")    ? pattern_tcpfork()
                                             : fail(p, "unknown pattern");
         failed |= rc;
         fflush(stdout);

@@ -428,8 +428,55 @@ fn dns_over_tcp_split_writes_epoll_and_no_descriptor_left() {
             ran.describe()
         );
     }
+    // A connection inherited across fork is answered in the child and, after it, in the parent;
+    // the child's own new connection gets a listener of its own (made afresh in the child).
+    let ran = under_library(lab.client(&program)).args([server.as_str(), WWW, "tcpfork"]).run();
+    let text = ran.stdout_text();
+    for who in ["child inherited", "child own", "parent inherited", "parent own"] {
+        let answered = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("tcpfork: {who}: ")))
+            .any(|rest| rest.split_once(' ').is_some_and(|(ip, _)| is_fake(ip)));
+        assert!(answered, "tcpfork: {who} must be answered\n{}", ran.describe());
+    }
+    assert!(ran.success(), "{}", ran.describe());
     assert!(outside.all_queries().is_empty(), "no name server was asked");
     assert_nothing_left(&leaks, "DNS over TCP answered by the library");
+}
+
+#[test]
+fn a_forwarded_tcp_query_the_server_never_answers_ends_the_connection() {
+    let Some((lab, _leaks, _outside, _sockd)) = own_lab("own-tcp-dead") else { return };
+    // A LAN name server that takes TCP connections and never answers on them (the kernel
+    // completes the handshake; nobody reads).
+    lab.net.add_address(Ns::Fw, Ns::Inside, &format!("{DEAD_DNS_ADDR}/24"));
+    let _silent = netns::in_netns(lab.net.name(Ns::Fw), || {
+        std::net::TcpListener::bind((DEAD_DNS_ADDR, 53)).expect("a silent listener on port 53")
+    });
+    let conf = lab.write(
+        "socks.conf",
+        format!("direct .corp.example\ndirect 192.0.2.0/24\nsockd @={SERVER} 0.0.0.0/0\n"),
+    );
+    let dig = paths::require("dig", "dnsutils");
+    let ran = lab
+        .client(&dig)
+        .args(["+tcp", "+short", "+time=9", "+tries=1", INTRANET])
+        .env("SOCKS_CONF", conf.display().to_string())
+        .env("SOCKS_LOG", "info")
+        .ld_preload()
+        .run();
+    assert!(
+        ran.stdout_text().lines().all(|l| l.trim().parse::<IpAddr>().is_err())
+            && ran.stderr.contains(&format!(
+                "dns: TCP connection to {DEAD_DNS_ADDR}:53: the server did not answer a \
+                 forwarded query"
+            ))
+            && ran.elapsed >= std::time::Duration::from_secs(5)
+            && ran.elapsed < std::time::Duration::from_secs(9),
+        "the library gives up after 5 s and ends the program's connection (before dig's own \
+         9 s timeout)\n{}",
+        ran.describe()
+    );
 }
 
 #[test]
