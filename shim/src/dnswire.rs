@@ -24,7 +24,8 @@
 //!   connected-socket filter would have.
 //!
 //! Not here: the decision and the messages (`answers`, `socks_proto::dns`), the C structures
-//! (`ffi::udp_hooks`), the relay (`udp`).
+//! (`ffi::udp_hooks`), the relay (`udp`), DNS over TCP (`dnstcp`; only its fail-closed fallback,
+//! [`tcp_query_refused`], is here).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -266,9 +267,9 @@ fn deliver(fd: c_int, server: &RawAddr, message: &[u8], connected: bool) -> Resu
 /// (`Kind::DnsTcp`): the cause to fail the write with when they hold a query about a name
 /// resolved on the far side (two-byte length, then the message, RFC 1035 4.2.2; a write that
 /// starts inside a message is read from its start too). `None`: send them (not such a socket,
-/// not a query the library can read, or about names resolved locally). The library answers
-/// only UDP queries itself: answering over TCP would need a thread or blocking the program's
-/// call (docs/DESIGN.md).
+/// not a query the library can read, or about names resolved locally). Only for the sockets
+/// `dnstcp` does not answer on (connected from a signal handler inside the library, or no
+/// loopback listener): the fail-closed fallback (docs/DESIGN.md).
 pub fn tcp_query_refused(fd: c_int, bytes: &[u8]) -> Option<Cause> {
     let entry = fdtable::get(fd).filter(|e| e.kind == Kind::DnsTcp)?;
     let parsed = bytes.get(2..).and_then(dns::parse_query).or_else(|| dns::parse_query(bytes))?;
@@ -281,7 +282,7 @@ pub fn tcp_query_refused(fd: c_int, bytes: &[u8]) -> Option<Cause> {
     log!(
         Level::Error,
         "dns: query for {} {} over TCP to {server} refused: the name is resolved on the far \
-         side, and the library answers such queries over UDP only",
+         side, and the library cannot answer on this connection",
         remote.name,
         type_name(remote.qtype)
     );
