@@ -209,13 +209,13 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Option<Outcome> {
 /// An empty address.
 const NONE: RawAddr = RawAddr { bytes: [0; RAW_LEN], len: 0 };
 
-/// After the program wrote `written` bytes on `fd` (`Kind::DnsTcp`, whose library end is
-/// `end`, connected to `server`): reads them from the library's end and answers each complete
+/// After the program wrote `written` bytes on a `Kind::DnsTcp` socket whose library end is
+/// `end`, connected to `server`: reads them from the library's end and answers each complete
 /// query. Any failure closes the library's end (the program sees the connection end).
-pub fn after_write(fd: c_int, end: c_int, server: &RawAddr, written: usize) {
+pub fn after_write(end: c_int, server: &RawAddr, written: usize) {
     if let Err(why) = serve(end, server, written) {
         log!(Level::Error, "dns: TCP connection to {}: {why}; closed", shown(server));
-        release(fd);
+        close_end(end);
     }
 }
 
@@ -333,12 +333,42 @@ fn read_exact(fd: c_int, mut buffer: &mut [u8], deadline: Instant) -> Result<(),
     Ok(())
 }
 
+/// The library's end of the connection of `fd` (a `Kind::DnsTcp` socket): its own, or that of a
+/// dup of the same socket.
+pub fn end_of(fd: c_int) -> Option<c_int> {
+    fdtable::control(fd).or_else(|| fdtable::sibling(fd, Kind::DnsTcp).and_then(fdtable::control))
+}
+
+/// The program closes `fd`, whose control descriptor is `end` (detached already): when `fd` is a
+/// DNS-over-TCP socket with a dup still open, the end moves to that dup (true); else the caller
+/// closes it.
+pub fn hand_over(fd: c_int, end: c_int) -> bool {
+    if fdtable::kind_hint(fd) != Some(Kind::DnsTcp) {
+        return false;
+    }
+    match fdtable::sibling(fd, Kind::DnsTcp) {
+        Some(dup) if fdtable::control(dup).is_none() => {
+            fdtable::set_control(dup, end);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Closes the library's end of `fd`'s connection, if it has one (connect with AF_UNSPEC).
 pub fn release(fd: c_int) {
-    if let Some(end) = fdtable::take_control(fd) {
-        forget(end);
-        real::close_fd(end);
+    if let Some(end) = end_of(fd) {
+        close_end(end);
     }
+}
+
+/// Closes the library's end `end`, detached from the socket that holds it.
+fn close_end(end: c_int) {
+    if let Some(holder) = fdtable::owner_of(end) {
+        fdtable::take_control(holder);
+    }
+    forget(end);
+    real::close_fd(end);
 }
 
 /// Forgets the buffer of the library's end `end` (closed with the program's socket). Skipped

@@ -318,6 +318,19 @@ pub fn owner_of(control: i32) -> Option<i32> {
         .map(|i| i as i32)
 }
 
+/// Another descriptor than `fd` whose entry is `kind` and describes the same socket (a dup of
+/// it), if any: the lowest.
+pub fn sibling(fd: i32, kind: Kind) -> Option<i32> {
+    let id = SocketId::of(fd)?;
+    let end = usize::try_from(HIGH_WATER.load(Ordering::Relaxed)).unwrap_or(0).min(TABLE_SIZE);
+    (0..end).map(|i| i as i32).find(|&other| {
+        other != fd
+            && TABLE[other as usize].kind() == Some(kind)
+            && TABLE[other as usize].load().is_some_and(|(_, stored, _)| stored == id)
+            && get(other).is_some_and(|e| e.kind == kind)
+    })
+}
+
 /// Whether the library owns descriptor `fd` (the program must not close it). A number marked
 /// ours whose socket is no longer the one we opened (we lost it to a close we did not see) is
 /// the program's: it is forgotten here, and its UDP socket loses the association.

@@ -194,7 +194,9 @@ pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
     match fdtable::get(fd) {
         // Connected to the library's listener (`dnstcp`): the name server it stands for; else
         // connected directly to a name server, the kernel's peer is the right one.
-        Some(entry) if entry.kind == Kind::DnsTcp && fdtable::control(fd).is_some() => entry.first,
+        Some(entry) if entry.kind == Kind::DnsTcp && crate::dnstcp::end_of(fd).is_some() => {
+            entry.first
+        }
         Some(entry) if entry.kind == Kind::DnsTcp => *actual,
         Some(entry) if entry.server.bytes[..entry.server.len] == actual.bytes[..actual.len] => {
             match entry.kind {

@@ -14,7 +14,8 @@
  * writes, a second one with writev on the same connection, each answer read as it comes;
  * "tcp: fds N -> M" counts /proc/self/fd before the socket and after its close), tcpfork (a
  * blocking TCP connection, then fork: the child asks on the inherited connection and on one
- * of its own, then the parent on both of its). */
+ * of its own, then the parent on both of its), tcpdup (a query on a dup of the connection,
+ * the original closed, another on the dup, its getpeername). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -429,6 +430,23 @@ static int pattern_tcpfork(void) {
     return rc | !WIFEXITED(status) | WEXITSTATUS(status);
 }
 
+static int pattern_tcpdup(void) {
+    int fd = tcp_connect();
+    if (fd < 0) return fail("tcpdup", "connect");
+    int copy = dup(fd);
+    int rc = tcp_query("tcpdup: dup", copy, 0x5151, 1);
+    close(fd);
+    rc |= tcp_query("tcpdup: dup after close", copy, 0x5252, 2);
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    char shown[80];
+    if (getpeername(copy, (void *)&peer, &len) != 0) return fail("tcpdup", "getpeername");
+    show(&peer, shown, sizeof shown);
+    printf("tcpdup: peer %s\n", shown);
+    close(copy);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s SERVER-IPV4 NAME PATTERN...\n", argv[0]);
@@ -448,6 +466,7 @@ int main(int argc, char **argv) {
                  : !strcmp(p, "tcp")        ? pattern_tcp(0)
                  : !strcmp(p, "tcp6")       ? pattern_tcp(1)
                  : !strcmp(p, "tcpfork")    ? pattern_tcpfork()
+                 : !strcmp(p, "tcpdup")     ? pattern_tcpdup()
                                             : fail(p, "unknown pattern");
         failed |= rc;
         fflush(stdout);

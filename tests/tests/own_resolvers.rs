@@ -440,6 +440,22 @@ fn dns_over_tcp_split_writes_epoll_and_no_descriptor_left() {
         assert!(answered, "tcpfork: {who} must be answered\n{}", ran.describe());
     }
     assert!(ran.success(), "{}", ran.describe());
+    // A dup of the connection is answered too, also after the original is closed (the
+    // library's end moves to the dup), and says it is connected to the server.
+    let ran = under_library(lab.client(&program)).args([server.as_str(), WWW, "tcpdup"]).run();
+    let text = ran.stdout_text();
+    for who in ["dup", "dup after close"] {
+        let answered = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("tcpdup: {who}: ")))
+            .any(|rest| rest.split_once(' ').is_some_and(|(ip, _)| is_fake(ip)));
+        assert!(answered, "tcpdup: {who} must be answered\n{}", ran.describe());
+    }
+    assert!(
+        ran.success() && text.contains(&format!("tcpdup: peer {server}:53\n")),
+        "{}",
+        ran.describe()
+    );
     assert!(outside.all_queries().is_empty(), "no name server was asked");
     assert_nothing_left(&leaks, "DNS over TCP answered by the library");
 }

@@ -147,11 +147,11 @@ unsafe fn dns_tcp_write(
     if guard.is_nested() {
         return fail(Cause::SignalContext);
     }
-    if let Some(end) = fdtable::control(fd) {
+    if let Some(end) = dnstcp::end_of(fd) {
         let sent = real_call();
         if sent > 0 {
             let errno = real::errno();
-            dnstcp::after_write(fd, end, &entry.first, sent as usize);
+            dnstcp::after_write(end, &entry.first, sent as usize);
             real::set_errno(errno);
         }
         return sent;
