@@ -24,7 +24,8 @@
 //!   connected-socket filter would have.
 //!
 //! Not here: the decision and the messages (`answers`, `socks_proto::dns`), the C structures
-//! (`ffi::udp_hooks`), the relay (`udp`).
+//! (`ffi::udp_hooks`), the relay (`udp`), DNS over TCP (`dnstcp`; only its fail-closed fallback,
+//! [`tcp_query_refused`], is here).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -107,13 +108,15 @@ fn bind_as_connect_would(fd: c_int, dst: &RawAddr) {
 /// port 53 and names are resolved on the far side; `None` otherwise (connect as before). No
 /// heap (binding and recording only), so a signal handler's connect does it too; its queries
 /// then fail with `Cause::SignalContext` there (reading them takes the heap).
-pub fn connect(fd: c_int, dst: &RawAddr) -> Option<Outcome> {
+pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Option<Outcome> {
     is_dns_server(dst)?;
     match real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
         Some(libc::SOCK_DGRAM) => {}
+        Some(libc::SOCK_STREAM) if !nested => return crate::dnstcp::connect(fd, dst),
         Some(libc::SOCK_STREAM) => {
-            // Connected as before (directly, or through a server, which then records the
-            // socket as its own): the sends are checked ([`tcp_query_refused`]).
+            // From a signal handler inside the library (no heap, no lock): connected as
+            // before (directly, or through a server, which then records the socket as its
+            // own), and the sends are checked ([`tcp_query_refused`]).
             if fdtable::trackable(fd) {
                 fdtable::set(fd, &Entry { kind: Kind::DnsTcp, first: *dst, server: NONE });
             }
@@ -187,15 +190,11 @@ pub fn self_address(fd: c_int, server: &RawAddr, bind: bool) -> Result<SocketAdd
     for_family(SocketAddr::new(ip, bound.port()), family).ok_or(Cause::Unsupported)
 }
 
-/// Answers `query`, sent by `fd` to `server` (`connected`: the virtual peer), when the library
-/// decides for it: `Some(Ok(length))` once the answer waits in the socket, `Some(Err(cause))`
-/// when it cannot be delivered; `None` when the query goes to the server.
-pub fn answer(
-    fd: c_int,
-    server: &RawAddr,
-    query: &[u8],
-    connected: bool,
-) -> Option<Result<usize, Cause>> {
+/// The library's answer to `query` when it decides for it (Wire style; shared with the TCP
+/// side, `dnstcp`): `Some(Ok(message))`, or `Some(Err(cause))` when no answer can be made;
+/// `None` when the query goes to the server (not a readable query, or about names resolved
+/// locally). Logs the answer.
+pub fn decide(query: &[u8]) -> Option<Result<Vec<u8>, Cause>> {
     // Not a query the library can read: not about a name it knows (see DESIGN.md).
     let parsed = dns::parse_query(query)?;
     let first = parsed.questions.first()?;
@@ -220,15 +219,24 @@ pub fn answer(
             None => return Some(Err(Cause::BadName)),
         },
     };
-    Some(deliver(fd, server, &message, connected).map(|()| {
-        log!(
-            Level::Debug,
-            "dns: answered {} {} from the library",
-            first.name,
-            type_name(first.qtype)
-        );
-        query.len()
-    }))
+    log!(Level::Debug, "dns: answered {} {} from the library", first.name, type_name(first.qtype));
+    Some(Ok(message))
+}
+
+/// Answers `query`, sent by `fd` to `server` (`connected`: the virtual peer), when the library
+/// decides for it: `Some(Ok(length))` once the answer waits in the socket, `Some(Err(cause))`
+/// when it cannot be delivered; `None` when the query goes to the server.
+pub fn answer(
+    fd: c_int,
+    server: &RawAddr,
+    query: &[u8],
+    connected: bool,
+) -> Option<Result<usize, Cause>> {
+    let message = match decide(query)? {
+        Ok(message) => message,
+        Err(cause) => return Some(Err(cause)),
+    };
+    Some(deliver(fd, server, &message, connected).map(|()| query.len()))
 }
 
 /// Puts `message` into `fd`'s receive queue (the self-send) and records where answers on `fd`
@@ -259,9 +267,9 @@ fn deliver(fd: c_int, server: &RawAddr, message: &[u8], connected: bool) -> Resu
 /// (`Kind::DnsTcp`): the cause to fail the write with when they hold a query about a name
 /// resolved on the far side (two-byte length, then the message, RFC 1035 4.2.2; a write that
 /// starts inside a message is read from its start too). `None`: send them (not such a socket,
-/// not a query the library can read, or about names resolved locally). The library answers
-/// only UDP queries itself: answering over TCP would need a thread or blocking the program's
-/// call (docs/DESIGN.md).
+/// not a query the library can read, or about names resolved locally). Only for the sockets
+/// `dnstcp` does not answer on (connected from a signal handler inside the library, or no
+/// loopback listener): the fail-closed fallback (docs/DESIGN.md).
 pub fn tcp_query_refused(fd: c_int, bytes: &[u8]) -> Option<Cause> {
     let entry = fdtable::get(fd).filter(|e| e.kind == Kind::DnsTcp)?;
     let parsed = bytes.get(2..).and_then(dns::parse_query).or_else(|| dns::parse_query(bytes))?;
@@ -274,7 +282,7 @@ pub fn tcp_query_refused(fd: c_int, bytes: &[u8]) -> Option<Cause> {
     log!(
         Level::Error,
         "dns: query for {} {} over TCP to {server} refused: the name is resolved on the far \
-         side, and the library answers such queries over UDP only",
+         side, and the library cannot answer on this connection",
         remote.name,
         type_name(remote.qtype)
     );

@@ -55,8 +55,11 @@ pub enum Kind {
     /// table (`dnswire`: the virtual connect): `first` is that server, `server` the relay
     /// address of its association, if it has one (`len` 0: none).
     DnsConnected,
-    /// A TCP socket connected directly to a name server's port 53 (`dnswire`): `first` is that
-    /// server. Its queries about names resolved on the far side are refused.
+    /// A TCP socket the program connected to a name server's port 53 (`dnstcp`): `first` is
+    /// that server. With a control descriptor (`set_control`: the library's end of the
+    /// loopback connection the socket really has) the library answers its queries; without
+    /// one (the server reached through sockd, or no listener) queries about names resolved on
+    /// the far side are refused (`dnswire::tcp_query_refused`).
     DnsTcp,
 }
 
@@ -191,7 +194,8 @@ impl EntryCell {
 
 static TABLE: [EntryCell; TABLE_SIZE] = [const { EntryCell::new() }; TABLE_SIZE];
 /// For a UDP socket with an association: the descriptor of its TCP control connection, +1
-/// (0 = none).
+/// (0 = none); for a `Kind::DnsTcp` socket the library answers, its end of the loopback
+/// connection.
 static CONTROL: [AtomicI32; TABLE_SIZE] = [const { AtomicI32::new(0) }; TABLE_SIZE];
 /// Descriptors the library owns (control connections): the program's close and close_range
 /// leave them alone. One bit per descriptor.
@@ -288,7 +292,18 @@ pub fn take_control(fd: i32) -> Option<i32> {
     Some(control)
 }
 
-fn disown(fd: i32) {
+/// Marks `fd` as the library's own descriptor with no socket it belongs to (the DNS listener,
+/// `dnstcp`): the program's close and close_range leave it alone.
+pub fn own(fd: i32) {
+    let Ok(index) = usize::try_from(fd) else { return };
+    if let (Some(word), Some(ino)) = (OWNED.get(index / 64), OWNED_INO.get(index)) {
+        ino.store(SocketId::of(fd).map_or(0, |id| id.ino), Ordering::Release);
+        word.fetch_or(1 << (index % 64), Ordering::AcqRel);
+    }
+}
+
+/// Forgets that the library owns `fd` (before closing it).
+pub fn disown(fd: i32) {
     if let Some(word) = usize::try_from(fd).ok().and_then(|i| OWNED.get(i / 64)) {
         word.fetch_and(!(1 << (fd % 64)), Ordering::AcqRel);
     }
@@ -301,6 +316,19 @@ pub fn owner_of(control: i32) -> Option<i32> {
         .iter()
         .position(|slot| slot.load(Ordering::Acquire) == control + 1)
         .map(|i| i as i32)
+}
+
+/// Another descriptor than `fd` whose entry is `kind` and describes the same socket (a dup of
+/// it), if any: the lowest.
+pub fn sibling(fd: i32, kind: Kind) -> Option<i32> {
+    let id = SocketId::of(fd)?;
+    let end = usize::try_from(HIGH_WATER.load(Ordering::Relaxed)).unwrap_or(0).min(TABLE_SIZE);
+    (0..end).map(|i| i as i32).find(|&other| {
+        other != fd
+            && TABLE[other as usize].kind() == Some(kind)
+            && TABLE[other as usize].load().is_some_and(|(_, stored, _)| stored == id)
+            && get(other).is_some_and(|e| e.kind == kind)
+    })
 }
 
 /// Whether the library owns descriptor `fd` (the program must not close it). A number marked

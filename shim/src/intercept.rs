@@ -46,7 +46,7 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
     let Some(target) = dst.socket_addr() else { return Outcome::PassThrough };
     // A UDP socket to a name server's port 53: the library reads its queries (`dnswire`).
     if target.port() == crate::dnswire::DNS_PORT {
-        if let Some(outcome) = crate::dnswire::connect(fd, dst) {
+        if let Some(outcome) = crate::dnswire::connect(fd, dst, nested) {
             return outcome;
         }
     }
@@ -192,7 +192,11 @@ pub(crate) fn destination<'a, 's>(
 /// (and a stale entry is dropped).
 pub fn peer_name(fd: c_int, actual: &RawAddr) -> RawAddr {
     match fdtable::get(fd) {
-        // Connected directly to a name server: the kernel's peer is the right one.
+        // Connected to the library's listener (`dnstcp`): the name server it stands for; else
+        // connected directly to a name server, the kernel's peer is the right one.
+        Some(entry) if entry.kind == Kind::DnsTcp && crate::dnstcp::end_of(fd).is_some() => {
+            entry.first
+        }
         Some(entry) if entry.kind == Kind::DnsTcp => *actual,
         Some(entry) if entry.server.bytes[..entry.server.len] == actual.bytes[..actual.len] => {
             match entry.kind {
@@ -220,7 +224,10 @@ pub fn disconnecting(fd: c_int) {
             // The virtual peer goes; answers already in the socket still name their server.
             Kind::DnsConnected => fdtable::set(fd, &Entry { kind: Kind::Dns, ..entry }),
             Kind::Connected => fdtable::clear(fd),
-            Kind::DnsTcp => fdtable::clear(fd),
+            Kind::DnsTcp => {
+                crate::dnstcp::release(fd);
+                fdtable::clear(fd);
+            }
             Kind::Bound(_) | Kind::Udp | Kind::Dns => {}
         }
     }

@@ -13,7 +13,7 @@
 //! `config` (settings, read once), `fdtable` (per-fd state, tied to the socket's inode),
 //! `guard`, `log`; names resolved on the far side in `names` (DNS messages from `socks_proto::dns`;
 //! what a DNS question gets in `answers`, shared by the res_* hooks and `dnswire`, which answers
-//! the program's own DNS queries to port 53);
+//! the program's own DNS queries to port 53 over UDP, and `dnstcp`, over TCP);
 //! datagrams in `udp` (control messages: `ancillary`); TCP Fast Open in `fastopen`. The
 //! decisions themselves — socks.conf and the environment made into settings, routing, which
 //! names get fake addresses — are the `socks-client` crate's, shared with socks-supervise;
@@ -36,6 +36,7 @@ mod ancillary;
 mod answers;
 mod chain;
 mod config;
+mod dnstcp;
 mod dnswire;
 mod fastopen;
 mod fdtable;

@@ -149,8 +149,9 @@ pub enum Cause {
     /// locally.
     RemoteQuestion,
     /// A DNS query over TCP (port 53, reached directly) asks about a name resolved on the far
-    /// side: the library answers such queries only over UDP, and never lets them reach the
-    /// local name server (`dnswire`).
+    /// side, on a connection the library does not answer on (made from a signal handler inside
+    /// the library, or no loopback listener): never let reach the local name server
+    /// (`dnswire`).
     RemoteNameOverTcp,
     /// The fake address map is full: a new name resolved on the far side gets no address.
     MapFull,

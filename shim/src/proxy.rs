@@ -387,7 +387,7 @@ pub(crate) fn wait_for(fd: c_int, events: i16, deadline: Instant) -> Result<(), 
 }
 
 /// A non-blocking connect to the server, completed within the deadline.
-fn connect_socket(fd: c_int, server: &RawAddr, deadline: Instant) -> Result<(), Cause> {
+pub(crate) fn connect_socket(fd: c_int, server: &RawAddr, deadline: Instant) -> Result<(), Cause> {
     if real::connect_to(fd, server) == 0 {
         return Ok(());
     }

@@ -452,9 +452,14 @@ pub fn before_replacing(fd: c_int) {
     }
 }
 
-/// The program closes UDP socket `fd`: its control connection goes too.
+/// The program closes UDP socket `fd`: its control connection goes too. A DNS-over-TCP socket's
+/// end (`dnstcp`) moves to a dup of the socket still open, if there is one.
 pub fn closing(fd: c_int) {
     if let Some(control) = fdtable::take_control(fd) {
+        if crate::dnstcp::hand_over(fd, control) {
+            return;
+        }
+        crate::dnstcp::forget(control);
         real::close_fd(control);
     }
 }

@@ -9,7 +9,13 @@
  * and recvfrom), mmsg (sendmmsg of an A and an MX query, recvmmsg of both), epoll
  * (non-blocking, EAGAIN before the answer, epoll_wait), thirdparty (a datagram from another
  * socket to a connected one is never read; the query sent with writev), v6 (an IPv6 socket connected to the IPv4-mapped
- * server). */
+ * server), tcp and tcp6 (DNS over TCP on an IPv4 or IPv6 socket: non-blocking connect
+ * completed through epoll, getpeername, a query whose length and message go in separate
+ * writes, a second one with writev on the same connection, each answer read as it comes;
+ * "tcp: fds N -> M" counts /proc/self/fd before the socket and after its close), tcpfork (a
+ * blocking TCP connection, then fork: the child asks on the inherited connection and on one
+ * of its own, then the parent on both of its), tcpdup (a query on a dup of the connection,
+ * the original closed, another on the dup, its getpeername). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,9 +24,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static const char *server_ip;
@@ -279,6 +288,165 @@ static int pattern_v6(void) {
     return rc;
 }
 
+/* How many descriptors this process has open. */
+static int count_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d) return -1;
+    while (readdir(d)) n++;
+    closedir(d);
+    return n - 3; /* ".", ".." and the directory's own */
+}
+
+/* Waits (epoll, 5 s) for EVENTS on FD. */
+static int wait_epoll(int fd, unsigned events) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = events, .data.fd = fd};
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    int n = epoll_wait(ep, &ev, 1, 5000);
+    close(ep);
+    return n == 1 ? 0 : -1;
+}
+
+/* Reads exactly LEN bytes from non-blocking FD into BUF, waiting with epoll. */
+static int read_all(int fd, unsigned char *buf, int len) {
+    int got = 0;
+    while (got < len) {
+        int n = read(fd, buf + got, len - got);
+        if (n > 0) got += n;
+        else if (n == 0) { errno = ECONNRESET; return -1; }
+        else if (errno != EAGAIN || wait_epoll(fd, EPOLLIN) != 0) return -1;
+    }
+    return 0;
+}
+
+/* One framed answer to ID on TCP socket FD, printed as "PATTERN: ADDRESS (query N)". */
+static int tcp_answer(const char *pattern, int fd, unsigned short id, int n) {
+    unsigned char len[2], msg[65536];
+    if (read_all(fd, len, 2) != 0) return fail(pattern, "reading the length");
+    int mlen = (len[0] << 8) | len[1];
+    if (read_all(fd, msg, mlen) != 0) return fail(pattern, "reading the answer");
+    char addr[64];
+    if (read_answer(msg, mlen, id, addr, sizeof addr) < 0) return fail(pattern, "not the answer");
+    printf("%s: %s (query %d)\n", pattern, addr, n);
+    return 0;
+}
+
+static int pattern_tcp(int v6) {
+    const char *pattern = v6 ? "tcp6" : "tcp";
+    int before = count_fds();
+    int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_storage ss = {0};
+    socklen_t sslen;
+    if (v6) {
+        struct sockaddr_in6 *s = (void *)&ss;
+        char mapped[64];
+        snprintf(mapped, sizeof mapped, "::ffff:%s", server_ip);
+        s->sin6_family = AF_INET6;
+        s->sin6_port = htons(53);
+        inet_pton(AF_INET6, mapped, &s->sin6_addr);
+        sslen = sizeof *s;
+    } else {
+        struct sockaddr_in s = server4();
+        memcpy(&ss, &s, sizeof s);
+        sslen = sizeof s;
+    }
+    int rc = connect(fd, (void *)&ss, sslen);
+    if (rc != 0 && errno != EINPROGRESS) return fail(pattern, "connect");
+    if (wait_epoll(fd, EPOLLOUT) != 0) return fail(pattern, "epoll: never writable");
+    int error = -1;
+    socklen_t elen = sizeof error;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &elen);
+    if (error != 0) { errno = error; return fail(pattern, "connect (SO_ERROR)"); }
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    char shown[80];
+    if (getpeername(fd, (void *)&peer, &len) != 0) return fail(pattern, "getpeername");
+    show(&peer, shown, sizeof shown);
+    printf("%s: peer %s\n", pattern, shown);
+    unsigned char q[300], framed[2];
+    int qlen = build_query(q, 0x3131, 1);
+    framed[0] = qlen >> 8;
+    framed[1] = qlen & 0xff;
+    /* The length alone, then the message: one query in two writes. */
+    if (write(fd, framed, 2) != 2) return fail(pattern, "write (length)");
+    if (send(fd, q, qlen, 0) != qlen) return fail(pattern, "send (message)");
+    if (tcp_answer(pattern, fd, 0x3131, 1) != 0) return 1;
+    /* A second query on the same connection, in one writev. */
+    qlen = build_query(q, 0x3232, 1);
+    framed[0] = qlen >> 8;
+    framed[1] = qlen & 0xff;
+    struct iovec iov[2] = {{framed, 2}, {q, qlen}};
+    if (writev(fd, iov, 2) != qlen + 2) return fail(pattern, "writev");
+    if (tcp_answer(pattern, fd, 0x3232, 2) != 0) return 1;
+    close(fd);
+    printf("%s: fds %d -> %d\n", pattern, before, count_fds());
+    return 0;
+}
+
+/* A blocking TCP connection to SERVER:53 (IPv4); -1 on failure. */
+static int tcp_connect(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) { close(fd); return -1; }
+    return fd;
+}
+
+/* One query with id ID on TCP socket FD (one write), its answer printed by tcp_answer. */
+static int tcp_query(const char *pattern, int fd, unsigned short id, int n) {
+    unsigned char q[302];
+    int qlen = build_query(q + 2, id, 1);
+    q[0] = qlen >> 8;
+    q[1] = qlen & 0xff;
+    if (write(fd, q, qlen + 2) != qlen + 2) return fail(pattern, "write");
+    int flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    int rc = tcp_answer(pattern, fd, id, n);
+    fcntl(fd, F_SETFL, flags);
+    return rc;
+}
+
+static int pattern_tcpfork(void) {
+    int fd = tcp_connect();
+    if (fd < 0) return fail("tcpfork", "connect");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int rc = tcp_query("tcpfork: child inherited", fd, 0x4141, 1);
+        int own = tcp_connect();
+        if (own < 0) return fail("tcpfork: child", "connect");
+        rc |= tcp_query("tcpfork: child own", own, 0x4242, 2);
+        fflush(stdout);
+        _exit(rc);
+    }
+    int status = 1;
+    waitpid(pid, &status, 0);
+    int rc = tcp_query("tcpfork: parent inherited", fd, 0x4343, 3);
+    int own = tcp_connect();
+    if (own < 0) return fail("tcpfork: parent", "connect");
+    rc |= tcp_query("tcpfork: parent own", own, 0x4444, 4);
+    close(own);
+    close(fd);
+    return rc | !WIFEXITED(status) | WEXITSTATUS(status);
+}
+
+static int pattern_tcpdup(void) {
+    int fd = tcp_connect();
+    if (fd < 0) return fail("tcpdup", "connect");
+    int copy = dup(fd);
+    int rc = tcp_query("tcpdup: dup", copy, 0x5151, 1);
+    close(fd);
+    rc |= tcp_query("tcpdup: dup after close", copy, 0x5252, 2);
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    char shown[80];
+    if (getpeername(copy, (void *)&peer, &len) != 0) return fail("tcpdup", "getpeername");
+    show(&peer, shown, sizeof shown);
+    printf("tcpdup: peer %s\n", shown);
+    close(copy);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s SERVER-IPV4 NAME PATTERN...\n", argv[0]);
@@ -295,6 +463,10 @@ int main(int argc, char **argv) {
                  : !strcmp(p, "epoll")      ? pattern_epoll()
                  : !strcmp(p, "thirdparty") ? pattern_thirdparty()
                  : !strcmp(p, "v6")         ? pattern_v6()
+                 : !strcmp(p, "tcp")        ? pattern_tcp(0)
+                 : !strcmp(p, "tcp6")       ? pattern_tcp(1)
+                 : !strcmp(p, "tcpfork")    ? pattern_tcpfork()
+                 : !strcmp(p, "tcpdup")     ? pattern_tcpdup()
                                             : fail(p, "unknown pattern");
         failed |= rc;
         fflush(stdout);

@@ -8,7 +8,8 @@
 //! every other query to the real name server as before (here the LAN's own dnsmasq on
 //! 192.0.2.53 for a `direct .corp.example` domain). Also: the socket after the query (connected
 //! to a relayed peer), an IPv6 server, fork, dup and AF_UNSPEC, and DNS over TCP (`dig +tcp`),
-//! which the library does not answer but never lets carry such a name to the LAN's server.
+//! which the library answers the same way (a listener of its own on loopback, queries read
+//! after each write, other queries forwarded to the real server on a connection of its own).
 //!
 //! Not here: getaddrinfo and the res_* calls (names.rs, holes.rs), dig @server through sockd
 //! (names.rs), programs under the supervisor (supervised_names.rs), Chromium (runtimes.rs).
@@ -331,35 +332,47 @@ print("echo", s.recv(64))
 }
 
 #[test]
-fn dns_over_tcp_never_carries_a_remote_name_to_the_lan_server() {
+fn dns_over_tcp_is_answered_by_the_library_and_never_carries_a_remote_name_out() {
     let Some((lab, leaks, outside, _sockd)) = own_lab("own-tcp") else { return };
     let (lan, conf) = with_lan(&lab);
     let dig = paths::require("dig", "dnsutils");
-    let dig = |name: &str| {
+    let dig = |names: &[&str]| {
         lab.client(&dig)
-            .args(["+tcp", "+short", "+time=2", "+tries=1", name])
+            .args(["+tcp", "+short", "+time=2", "+tries=1"])
+            .args(names)
             .env("SOCKS_CONF", conf.display().to_string())
-            .env("SOCKS_LOG", "info")
+            .env("SOCKS_LOG", "debug")
             .ld_preload()
             .run()
     };
-    // A direct name over TCP: the LAN's name server answers, as without the library.
-    let ran = dig(INTRANET);
+    // A direct name over TCP: the library forwards the query to the LAN's name server on a
+    // connection of its own and hands the answer back.
+    let ran = dig(&[INTRANET]);
     assert!(
         ran.success() && ran.stdout_text() == format!("{INTRANET_IP}\n"),
         "dig +tcp {INTRANET} must get the LAN's answer\n{}",
         ran.describe()
     );
-    // A name resolved on the far side over TCP: the query is never sent (the library answers
-    // UDP queries only), and the log says why.
-    let ran = dig(WWW);
+    // A name resolved on the far side over TCP: answered by the library, never sent.
+    let ran = dig(&[WWW]);
     assert!(
-        !ran.stdout_text().lines().any(|l| l.trim().parse::<IpAddr>().is_ok())
-            && ran.stderr.contains(&format!(
-                "dns: query for {WWW} A over TCP to {DEAD_DNS_ADDR}:53 refused: the name is \
-                 resolved on the far side"
-            )),
-        "dig +tcp {WWW} must get no answer and a log line saying why\n{}",
+        ran.success()
+            && is_fake(&ran.stdout_text())
+            && ran.stderr.contains(&format!("dns: answered {WWW} A from the library"))
+            && ran.stderr.contains(&format!("dns: TCP connect to {DEAD_DNS_ADDR}:53: kept")),
+        "dig +tcp {WWW} must get a fake address from the library\n{}",
+        ran.describe()
+    );
+    // Both in one process (dig keeps one connection per name): the answers in order.
+    let ran = dig(&[WWW, INTRANET, WWW]);
+    let lines: Vec<&str> = ran.stdout_text().leak().lines().collect();
+    assert!(
+        ran.success()
+            && lines.len() == 3
+            && is_fake(lines[0])
+            && lines[1] == INTRANET_IP.to_string()
+            && lines[2] == lines[0],
+        "dig +tcp {WWW} {INTRANET} {WWW}\n{}",
         ran.describe()
     );
     assert!(
@@ -370,9 +383,115 @@ fn dns_over_tcp_never_carries_a_remote_name_to_the_lan_server() {
     assert!(outside.all_queries().is_empty(), "the outside name server was never asked");
     let (v4, v6) = leaks.leaked_destinations();
     assert!(
-        v4.iter().all(|d| *d == format!("{DEAD_DNS_ADDR} . tcp . 53")) && v6.is_empty(),
-        "only TCP connections to the LAN's server left:\n{}",
+        !v4.is_empty()
+            && v4.iter().all(|d| *d == format!("{DEAD_DNS_ADDR} . tcp . 53"))
+            && v6.is_empty(),
+        "only the library's TCP connections to the LAN's server left:\n{}",
         leaks.table()
+    );
+}
+
+#[test]
+fn dns_over_tcp_split_writes_epoll_and_no_descriptor_left() {
+    let Some((lab, leaks, outside, _sockd)) = own_lab("own-tcp-c") else { return };
+    let program = ownresolver(&lab);
+    let server = DEAD_DNS_ADDR.to_string();
+    let args = [server.as_str(), WWW, "tcp", "tcp", "tcp6", "tcp6"];
+    let ran = under_library(lab.client(&program)).args(args).run();
+    let text = ran.stdout_text();
+    let lines = |prefix: &str| -> Vec<String> {
+        text.lines().filter_map(|l| l.strip_prefix(prefix)).map(str::to_owned).collect()
+    };
+    assert!(ran.success(), "ownresolver tcp under the library\n{}", ran.describe());
+    let peers = [format!("{server}:53"), format!("[::ffff:{server}]:53")];
+    assert_eq!(lines("tcp: peer "), [peers[0].as_str(), peers[0].as_str()], "{}", ran.describe());
+    assert_eq!(lines("tcp6: peer "), [peers[1].as_str(), peers[1].as_str()], "{}", ran.describe());
+    for pattern in ["tcp: ", "tcp6: "] {
+        let answers: Vec<String> =
+            lines(pattern).into_iter().filter(|l| l.contains("(query ")).collect();
+        assert!(
+            answers.len() == 4
+                && answers.iter().all(|a| a.split_once(' ').is_some_and(|(ip, _)| is_fake(ip))),
+            "{pattern}both queries of each connection answered with a fake address\n{}",
+            ran.describe()
+        );
+        // The first connection of a family makes the library's listener (one descriptor, kept);
+        // nothing else stays after a close.
+        let counts: Vec<(i64, i64)> = lines(&format!("{pattern}fds "))
+            .iter()
+            .filter_map(|l| l.split_once(" -> "))
+            .filter_map(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+            .collect();
+        assert!(
+            counts.len() == 2 && counts[0].1 - counts[0].0 <= 1 && counts[1].0 == counts[1].1,
+            "{pattern}descriptors before and after each connection: {counts:?}\n{}",
+            ran.describe()
+        );
+    }
+    // A connection inherited across fork is answered in the child and, after it, in the parent;
+    // the child's own new connection gets a listener of its own (made afresh in the child).
+    let ran = under_library(lab.client(&program)).args([server.as_str(), WWW, "tcpfork"]).run();
+    let text = ran.stdout_text();
+    for who in ["child inherited", "child own", "parent inherited", "parent own"] {
+        let answered = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("tcpfork: {who}: ")))
+            .any(|rest| rest.split_once(' ').is_some_and(|(ip, _)| is_fake(ip)));
+        assert!(answered, "tcpfork: {who} must be answered\n{}", ran.describe());
+    }
+    assert!(ran.success(), "{}", ran.describe());
+    // A dup of the connection is answered too, also after the original is closed (the
+    // library's end moves to the dup), and says it is connected to the server.
+    let ran = under_library(lab.client(&program)).args([server.as_str(), WWW, "tcpdup"]).run();
+    let text = ran.stdout_text();
+    for who in ["dup", "dup after close"] {
+        let answered = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("tcpdup: {who}: ")))
+            .any(|rest| rest.split_once(' ').is_some_and(|(ip, _)| is_fake(ip)));
+        assert!(answered, "tcpdup: {who} must be answered\n{}", ran.describe());
+    }
+    assert!(
+        ran.success() && text.contains(&format!("tcpdup: peer {server}:53\n")),
+        "{}",
+        ran.describe()
+    );
+    assert!(outside.all_queries().is_empty(), "no name server was asked");
+    assert_nothing_left(&leaks, "DNS over TCP answered by the library");
+}
+
+#[test]
+fn a_forwarded_tcp_query_the_server_never_answers_ends_the_connection() {
+    let Some((lab, _leaks, _outside, _sockd)) = own_lab("own-tcp-dead") else { return };
+    // A LAN name server that takes TCP connections and never answers on them (the kernel
+    // completes the handshake; nobody reads).
+    lab.net.add_address(Ns::Fw, Ns::Inside, &format!("{DEAD_DNS_ADDR}/24"));
+    let _silent = netns::in_netns(lab.net.name(Ns::Fw), || {
+        std::net::TcpListener::bind((DEAD_DNS_ADDR, 53)).expect("a silent listener on port 53")
+    });
+    let conf = lab.write(
+        "socks.conf",
+        format!("direct .corp.example\ndirect 192.0.2.0/24\nsockd @={SERVER} 0.0.0.0/0\n"),
+    );
+    let dig = paths::require("dig", "dnsutils");
+    let ran = lab
+        .client(&dig)
+        .args(["+tcp", "+short", "+time=9", "+tries=1", INTRANET])
+        .env("SOCKS_CONF", conf.display().to_string())
+        .env("SOCKS_LOG", "info")
+        .ld_preload()
+        .run();
+    assert!(
+        ran.stdout_text().lines().all(|l| l.trim().parse::<IpAddr>().is_err())
+            && ran.stderr.contains(&format!(
+                "dns: TCP connection to {DEAD_DNS_ADDR}:53: the server did not answer a \
+                 forwarded query"
+            ))
+            && ran.elapsed >= std::time::Duration::from_secs(5)
+            && ran.elapsed < std::time::Duration::from_secs(9),
+        "the library gives up after 5 s and ends the program's connection (before dig's own \
+         9 s timeout)\n{}",
+        ran.describe()
     );
 }
 

@@ -567,6 +567,19 @@ pub fn dup3_fd(old: c_int, new: c_int, flags: c_int) -> c_int {
     unsafe { dup3(old, new, flags) }
 }
 
+/// accept4(2) of a pending connection, close-on-exec and non-blocking, not asking for the
+/// peer's address.
+pub fn accept_cloexec(fd: c_int) -> c_int {
+    // SAFETY: null address pointers are documented as "no address wanted".
+    unsafe { accept4(fd, null_mut(), null_mut(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) }
+}
+
+/// getpid(2), which takes no pointers.
+pub fn process_id() -> libc::pid_t {
+    // SAFETY: no pointers involved.
+    unsafe { libc::getpid() }
+}
+
 /// close(2), which takes no pointers.
 pub fn close_fd(fd: c_int) -> c_int {
     // SAFETY: no pointers involved; the caller owns `fd`.

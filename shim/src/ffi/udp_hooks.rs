@@ -5,8 +5,10 @@
 //! datagram before it reaches the program's buffers. Control messages on a relayed datagram are
 //! handled as `ancillary` says (UDP_SEGMENT: one relayed datagram per segment).
 //!
-//! Also a TCP socket connected to a name server's port 53 (`dnswire`): send, write, writev,
-//! sendto and sendmsg refuse a query about a name resolved on the far side.
+//! Also a TCP socket the program connected to a name server's port 53 (`dnstcp`): after send,
+//! write, writev, sendto and sendmsg the library reads the bytes from its end and answers
+//! them; where it does not answer (the server reached through sockd), a query about a name
+//! resolved on the far side is refused (`dnswire::tcp_query_refused`).
 //!
 //! Also TCP Fast Open: sendto/sendmsg/sendmmsg with MSG_FASTOPEN and a destination on a TCP
 //! socket are connects carrying data, routed as `fastopen` says.
@@ -27,6 +29,7 @@ use libc::{c_int, c_uint, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, s
 
 use crate::ancillary::{self, Ancillary};
 use crate::config;
+use crate::dnstcp;
 use crate::dnswire::{self, Verdict};
 use crate::fastopen::{self, FastOpen};
 use crate::fdtable::{self, Kind};
@@ -117,26 +120,45 @@ unsafe fn send_with_header(
     }
 }
 
-/// For a TCP socket connected directly to a name server (`dnswire`): the failed result of a
-/// write holding a query about a name resolved on the far side (never sent); `None`: send it.
-/// From a signal handler that interrupted the library (the query cannot be read without the
-/// heap) every write on such a socket fails with `Cause::SignalContext`.
+/// A write of the program's (`real_call`, whose bytes `parts` describes) on a TCP socket it
+/// connected to a name server's port 53 (`Kind::DnsTcp`); any other descriptor: the real call.
+/// When the library answers on the socket (`dnstcp`), the bytes are written and the library
+/// reads them from its end; otherwise a write holding a query about a name resolved on the
+/// far side fails (`dnswire::tcp_query_refused`). From a signal handler that interrupted the
+/// library (the query cannot be read without the heap) every write on such a socket fails with
+/// `Cause::SignalContext`. `outer`: the caller's guard, if it holds one already.
 ///
 /// # Safety
 /// `parts` must describe readable memory.
-unsafe fn refused_tcp_query(fd: c_int, parts: &[iovec]) -> Option<ssize_t> {
+unsafe fn dns_tcp_write(
+    fd: c_int,
+    parts: &[iovec],
+    outer: Option<&Guard>,
+    real_call: impl Fn() -> ssize_t,
+) -> ssize_t {
     if fdtable::kind_hint(fd) != Some(Kind::DnsTcp) {
-        return None;
+        return real_call();
     }
-    let guard = Guard::enter_routed();
+    let own_guard = if outer.is_none() { Some(Guard::enter_routed()) } else { None };
+    let Some(guard) = outer.or(own_guard.as_ref()) else { return real_call() };
+    let Some(entry) = fdtable::get(fd).filter(|e| e.kind == Kind::DnsTcp) else {
+        return real_call();
+    };
     if guard.is_nested() {
-        return fdtable::get(fd)
-            .filter(|e| e.kind == Kind::DnsTcp)
-            .map(|_| fail(Cause::SignalContext));
+        return fail(Cause::SignalContext);
+    }
+    if let Some(end) = dnstcp::end_of(fd) {
+        let sent = real_call();
+        if sent > 0 {
+            let errno = real::errno();
+            dnstcp::after_write(end, &entry.first, sent as usize);
+            real::set_errno(errno);
+        }
+        return sent;
     }
     // SAFETY: as the caller guarantees.
     let bytes = unsafe { gather(parts) };
-    dnswire::tcp_query_refused(fd, &bytes).map(fail)
+    dnswire::tcp_query_refused(fd, &bytes).map_or_else(real_call, fail)
 }
 
 /// The iovec array of an iovec array's bytes `start..end`.
@@ -402,7 +424,7 @@ unsafe fn sendto_unshielded(
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
     if dst.is_none() && !connected_to_relay(fd) {
         // SAFETY: `buf` holds `len` readable bytes.
-        return unsafe { refused_tcp_query(fd, &part) }.unwrap_or_else(real_call);
+        return unsafe { dns_tcp_write(fd, &part, Some(&guard), real_call) };
     }
     if guard.is_nested() {
         // SAFETY: `buf` holds `len` readable bytes.
@@ -433,7 +455,7 @@ unsafe fn send_unshielded(fd: c_int, buf: *const c_void, len: size_t, flags: c_i
     if !connected_to_relay(fd) {
         let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
         // SAFETY: `buf` holds `len` readable bytes.
-        return unsafe { refused_tcp_query(fd, &part) }.unwrap_or_else(real_call);
+        return unsafe { dns_tcp_write(fd, &part, None, real_call) };
     }
     let guard = Guard::enter_routed();
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
@@ -466,7 +488,7 @@ unsafe fn write_unshielded(fd: c_int, buf: *const c_void, len: size_t) -> ssize_
     if !connected_to_relay(fd) {
         let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
         // SAFETY: `buf` holds `len` readable bytes.
-        return unsafe { refused_tcp_query(fd, &part) }.unwrap_or_else(real_call);
+        return unsafe { dns_tcp_write(fd, &part, None, real_call) };
     }
     let guard = Guard::enter_routed();
     let part = [iovec { iov_base: buf as *mut c_void, iov_len: len }];
@@ -501,7 +523,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> 
         let parts = unsafe { iov_parts(iov, iovcnt as usize) };
         if !connected_to_relay(fd) {
             // SAFETY: as the caller guarantees.
-            return unsafe { refused_tcp_query(fd, parts) }.unwrap_or_else(real_call);
+            return unsafe { dns_tcp_write(fd, parts, None, real_call) };
         }
         let guard = Guard::enter_routed();
         if guard.is_nested() {
@@ -564,7 +586,7 @@ unsafe fn sendmsg_unshielded(fd: c_int, msg: *const msghdr, flags: c_int) -> ssi
         // SAFETY: msg_iov holds msg_iovlen iovecs.
         let parts = unsafe { iov_parts(m.msg_iov, m.msg_iovlen) };
         // SAFETY: as the caller guarantees.
-        return unsafe { refused_tcp_query(fd, parts) }.unwrap_or_else(real_call);
+        return unsafe { dns_tcp_write(fd, parts, Some(&guard), real_call) };
     }
     let control: &[u8] = if m.msg_control.is_null() || m.msg_controllen == 0 {
         &[]
