@@ -171,6 +171,11 @@ pub fn connect(fd: c_int, dst: &RawAddr) -> Option<Outcome> {
         return None;
     }
     let family = real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    if UNUSABLE.load(std::sync::atomic::Ordering::Relaxed) {
+        log!(Level::Error, "dns: TCP connect to {server} in a child forked from a signal handler: queries about names resolved on the far side are refused");
+        mark();
+        return None;
+    }
     let mut slots = lock(&LISTENERS);
     let listener = match listener(&mut slots, family) {
         Ok(listener) => listener,
@@ -211,6 +216,15 @@ const NONE: RawAddr = RawAddr { bytes: [0; RAW_LEN], len: 0 };
 /// `end`, connected to `server`: reads them from the library's end and answers each complete
 /// query. Any failure closes the library's end (the program sees the connection end).
 pub fn after_write(end: c_int, server: &RawAddr, written: usize) {
+    if UNUSABLE.load(std::sync::atomic::Ordering::Relaxed) {
+        log!(
+            Level::Error,
+            "dns: TCP connection to {}: not served in a child forked from a signal handler; closed",
+            shown(server)
+        );
+        close_end(end);
+        return;
+    }
     if let Err(why) = serve(end, server, written) {
         log!(Level::Error, "dns: TCP connection to {}: {why}; closed", shown(server));
         close_end(end);
@@ -221,19 +235,34 @@ fn shown(server: &RawAddr) -> String {
     server.socket_addr().map_or_else(String::new, |s| s.to_string())
 }
 
-/// The work of [`after_write`].
+/// The work of [`after_write`]. The connection's buffer is taken out of [`PENDING`] for the
+/// work and put back after: no lock is held while a query is forwarded (up to
+/// [`FORWARD_TIMEOUT`]), so other connections, and `fork`, never wait for that.
 fn serve(end: c_int, server: &RawAddr, written: usize) -> Result<(), String> {
-    let mut all = lock(&PENDING);
     let id = SocketId::of(end);
-    all.retain(|p| p.end != end || p.id == id);
-    let index = match all.iter().position(|p| p.end == end) {
-        Some(index) => index,
-        None => {
-            all.push(Pending { end, id, bytes: Vec::new() });
-            all.len() - 1
+    let mut bytes = {
+        let mut all = lock(&PENDING);
+        all.retain(|p| p.end != end || p.id == id);
+        match all.iter().position(|p| p.end == end) {
+            Some(index) => all.swap_remove(index).bytes,
+            None => Vec::new(),
         }
     };
-    let pending = &mut all[index];
+    let result = read_and_answer(end, server, written, &mut bytes);
+    if result.is_ok() && !bytes.is_empty() {
+        lock(&PENDING).push(Pending { end, id, bytes });
+    }
+    result
+}
+
+/// Reads the `written` bytes from the library's end `end` into `bytes`, answering each
+/// complete query as it arrives.
+fn read_and_answer(
+    end: c_int,
+    server: &RawAddr,
+    written: usize,
+    bytes: &mut Vec<u8>,
+) -> Result<(), String> {
     let deadline = Instant::now() + ARRIVAL_WAIT;
     let mut received = 0;
     let mut chunk = vec![0u8; 16 * 1024];
@@ -241,8 +270,8 @@ fn serve(end: c_int, server: &RawAddr, written: usize) -> Result<(), String> {
         let n = real::recv_into(end, &mut chunk, libc::MSG_DONTWAIT);
         if n > 0 {
             received += n as usize;
-            pending.bytes.extend_from_slice(&chunk[..n as usize]);
-            answer_complete(end, server, &mut pending.bytes)?;
+            bytes.extend_from_slice(&chunk[..n as usize]);
+            answer_complete(end, server, bytes)?;
             continue;
         }
         if n == 0 {
@@ -367,6 +396,47 @@ fn close_end(end: c_int) {
     }
     forget(end);
     real::close_fd(end);
+}
+
+/// The locks held across a `fork` (the `fork` hook): taken before, released after in both
+/// processes, so a child never starts with a lock another thread of its parent held (that
+/// thread does not exist in the child, and the child would wait for it forever). `None` parts
+/// could not be taken (a fork from a signal handler that interrupted the library in this
+/// thread, which may hold them): the child then answers no TCP query ([`ForkHold::child`]).
+pub struct ForkHold {
+    listeners: Option<MutexGuard<'static, [Option<Listener>; 2]>>,
+    pending: Option<MutexGuard<'static, Vec<Pending>>>,
+}
+
+/// `mutex`'s guard: waited for when `may_wait`, else only if free (`None` when held).
+fn take<T>(mutex: &'static Mutex<T>, may_wait: bool) -> Option<MutexGuard<'static, T>> {
+    if may_wait {
+        return Some(lock(mutex));
+    }
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Set in a child forked while the locks could not be taken: TCP queries fail closed there.
+static UNUSABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl ForkHold {
+    /// Takes the locks: waiting for them when `may_wait` (the hook entered the library
+    /// normally; they are held for at most [`ACCEPT_WAIT`]), else only if they are free.
+    pub fn before_fork(may_wait: bool) -> ForkHold {
+        ForkHold { listeners: take(&LISTENERS, may_wait), pending: take(&PENDING, may_wait) }
+    }
+
+    /// In the child: releases what was held; without both locks, TCP queries fail closed.
+    pub fn child(self) {
+        if self.listeners.is_none() || self.pending.is_none() {
+            UNUSABLE.store(true, std::sync::atomic::Ordering::Relaxed);
+            // The guards not taken stay locked forever in this process: never touched again.
+        }
+    }
 }
 
 /// Forgets the buffer of the library's end `end` (closed with the program's socket). Skipped

@@ -495,6 +495,70 @@ fn a_forwarded_tcp_query_the_server_never_answers_ends_the_connection() {
     );
 }
 
+/// A thread's TCP query waits for a silent server (the library forwards it, up to 5 s) while
+/// another thread forks: the child's own TCP query about a far-side name is answered at once.
+/// The library holds no lock while it forwards, and holds its locks across `fork`, so the child
+/// never waits for a thread it does not have.
+#[test]
+fn a_fork_while_a_forward_waits_leaves_the_child_free() {
+    let Some((lab, _leaks, _outside, _sockd)) = own_lab("own-tcp-fork-wait") else { return };
+    lab.net.add_address(Ns::Fw, Ns::Inside, &format!("{DEAD_DNS_ADDR}/24"));
+    let _silent = netns::in_netns(lab.net.name(Ns::Fw), || {
+        std::net::TcpListener::bind((DEAD_DNS_ADDR, 53)).expect("a silent listener on port 53")
+    });
+    let conf = lab.write(
+        "socks.conf",
+        format!("direct .corp.example\ndirect 192.0.2.0/24\nsockd @={SERVER} 0.0.0.0/0\n"),
+    );
+    let script = format!(
+        r#"
+import os, socket, struct, threading, time
+def framed(name, qid):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\x00\x00\x01\x00\x01"
+    return struct.pack(">H", len(q)) + q
+def ask(name, qid):
+    s = socket.create_connection(("{DEAD_DNS_ADDR}", 53), timeout=8)
+    s.sendall(framed(name, qid))
+    return s
+waiting = threading.Thread(target=lambda: ask("{INTRANET}", 1), daemon=True)
+waiting.start()
+time.sleep(0.5)
+pid = os.fork()
+if pid == 0:
+    s = ask("{WWW}", 2)
+    head = s.recv(2)
+    body = s.recv(struct.unpack(">H", head)[0])
+    print("child answered", socket.inet_ntoa(body[-4:]), flush=True)
+    os._exit(0)
+start = time.time()
+while time.time() - start < 3:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("child ended", status, round(time.time() - start, 1))
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9)
+    print("child stuck")
+"#
+    );
+    let ran = lab
+        .python(&script)
+        .env("SOCKS_CONF", conf.display().to_string())
+        .env("SOCKS_LOG", "info")
+        .ld_preload()
+        .run();
+    let text = ran.stdout_text();
+    assert!(
+        text.contains("child answered 198.1") && text.contains("child ended 0"),
+        "the child's query is answered while the parent's forward waits\n{}",
+        ran.describe()
+    );
+}
+
 #[test]
 fn an_ipv6_server_a_fork_a_dup_and_a_disconnect() {
     let Some((lab, leaks, _outside, _sockd)) = own_lab("own-fork") else { return };

@@ -7,6 +7,7 @@
 use libc::{c_int, c_uint, sockaddr, socklen_t};
 
 use crate::config;
+use crate::dnstcp;
 use crate::fdtable;
 use crate::ffi::sockaddr::RawAddr;
 use crate::ffi::{fakemap, real};
@@ -313,8 +314,9 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_i
 /// fork(2): first makes sure the map of fake addresses exists (the per-user file, or the
 /// private map a process that cannot use it gets) when names may be faked at all, so that
 /// parent and child share it even when the file cannot be used (it is not created at load:
-/// `ffi::fakemap` says why here). vfork is
-/// not hooked: its child may only exec or exit, so it has no names to share.
+/// `ffi::fakemap` says why here); and holds the locks of the library's DNS-over-TCP answers
+/// across the fork (`dnstcp::ForkHold`), so the child never finds one held by a thread it does
+/// not have. vfork is not hooked: its child may only exec or exit, so it has no names to share.
 ///
 /// # Safety
 /// As fork(2).
@@ -322,8 +324,16 @@ pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_i
 pub unsafe extern "C" fn fork() -> libc::pid_t {
     shield(-1, || {
         fakemap::create_if_configured();
+        // A fork from a signal handler that interrupted the library in this thread must not
+        // wait for locks this thread may hold.
+        let guard = Guard::enter();
+        let hold = dnstcp::ForkHold::before_fork(guard.is_some());
         // SAFETY: forwarded; fork takes no arguments.
-        unsafe { real::fork() }
+        let pid = unsafe { real::fork() };
+        if pid == 0 {
+            hold.child();
+        }
+        pid
     })
 }
 
