@@ -391,11 +391,16 @@ pub fn release(fd: c_int) {
 
 /// Closes the library's end `end`, detached from the socket that holds it.
 fn close_end(end: c_int) {
+    // A number the program closed behind the library's back (and may use again) is not ours
+    // to close.
+    let ours = fdtable::is_owned(end);
     if let Some(holder) = fdtable::owner_of(end) {
         fdtable::take_control(holder);
     }
     forget(end);
-    real::close_fd(end);
+    if ours {
+        real::close_fd(end);
+    }
 }
 
 /// The locks held across a `fork` (the `fork` hook): taken before, released after in both

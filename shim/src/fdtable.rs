@@ -280,7 +280,9 @@ pub fn control(fd: i32) -> Option<i32> {
 }
 
 /// Detaches and returns the control connection of `fd` (when the program closes `fd`); the
-/// caller closes it.
+/// caller closes it. `None` also when that number is no longer the library's socket (closed
+/// behind its back, by closefrom or a raw close_range, and maybe reused by the program since):
+/// the library must never close a descriptor of the program's.
 pub fn take_control(fd: i32) -> Option<i32> {
     let slot = usize::try_from(fd).ok().and_then(|i| CONTROL.get(i))?;
     let value = slot.swap(0, Ordering::AcqRel);
@@ -288,8 +290,9 @@ pub fn take_control(fd: i32) -> Option<i32> {
         return None;
     }
     let control = value - 1;
+    let ours = is_owned(control);
     disown(control);
-    Some(control)
+    ours.then_some(control)
 }
 
 /// Marks `fd` as the library's own descriptor with no socket it belongs to (the DNS listener,
@@ -521,6 +524,23 @@ mod tests {
             assert!(!is_owned(ctl), "the program's new socket is not ours");
             assert_eq!(control(udp.as_raw_fd()), None);
         }
+        assert_eq!(take_control(udp.as_raw_fd()), None, "a lost control is never handed back");
+        clear(udp.as_raw_fd());
+    }
+
+    #[test]
+    fn a_control_number_lost_and_reused_is_never_closed() {
+        let udp = socket();
+        let ctl = socket().into_raw_fd();
+        set(udp.as_raw_fd(), &entry(Kind::Udp, "192.0.2.1:53", "10.0.0.1:4000"));
+        set_control(udp.as_raw_fd(), ctl);
+        // Closed behind the table's back, and the number taken by "the program" (a dup2 onto
+        // it, so this holds whatever other tests open meanwhile).
+        let program = socket();
+        assert_eq!(real::dup3_fd(program.as_raw_fd(), ctl, 0), ctl);
+        assert_eq!(take_control(udp.as_raw_fd()), None, "not ours any more: not to be closed");
+        assert!(SocketId::of(ctl).is_some(), "the program's descriptor is still open");
+        real::close_fd(ctl);
         clear(udp.as_raw_fd());
     }
 
