@@ -147,6 +147,12 @@ async fn copy_until_eof(
 ) -> std::io::Result<()> {
     let mut copied: u64 = 0;
     loop {
+        // `drain` ends when a read returns Pending, which tokio also does when the task has
+        // used up its cooperative budget, with the socket still readable: `readable()` would
+        // then answer at once, and this loop would spin inside one poll of the task (seen: a
+        // full-duplex transfer stalled, a thread at 100%). Spending one unit of the budget here
+        // yields to the scheduler once the budget is gone, and it is renewed.
+        tokio::task::consume_budget().await;
         from.readable().await?;
         // A direction starts by copying (short exchanges cost no pipe) and moves to splice once
         // it has carried a bulk transfer's worth; if no descriptors are left for a pipe, it
