@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::process::collect;
+use crate::process::{collect, SCRUBBED};
 use crate::web::Web;
 use crate::{paths, Lab, Ns, SERVER};
 
@@ -36,20 +36,9 @@ pub const GROUP: &str = "nogroup";
 /// [`GROUP`]'s gid.
 pub const GID: u32 = 65534;
 
-/// Variables of the test's own environment that would change what is tested (the library's
-/// settings, a display): removed from the browser's.
-const SCRUBBED: [&str; 10] = [
-    "LD_PRELOAD",
-    "SOCKS_CONF",
-    "SOCKS_SERVER",
-    "SOCKS_VERSION",
-    "SOCKS_USERNAME",
-    "SOCKS_PASSWORD",
-    "SOCKS_TIMEOUT",
-    "SOCKS_LOG",
-    "DISPLAY",
-    "WAYLAND_DISPLAY",
-];
+/// A display of the test's own environment: removed from the browser's (as the library's
+/// settings are, `process::SCRUBBED`), so it runs headless whatever the test was started from.
+const DISPLAYS: [&str; 2] = ["DISPLAY", "WAYLAND_DISPLAY"];
 
 /// How long one browser run may take at most (a loaded 2-core machine; the usual is 1–3 s).
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -242,7 +231,7 @@ pub fn run_with(lab: &Lab, tag: &str, url: &str, web: &Web, held: &str, extra: &
     command.arg(&chromium).args(FLAGS).args(extra);
     command.arg(format!("--user-data-dir={}", home.join("profile").display()));
     command.args(["--dump-dom", url]);
-    for name in SCRUBBED {
+    for name in SCRUBBED.iter().chain(&DISPLAYS) {
         command.env_remove(name);
     }
     command

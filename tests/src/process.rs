@@ -23,7 +23,7 @@ use crate::paths;
 
 /// Environment variables the library (or the loader) reacts to, removed from every command so
 /// the test's own environment cannot leak into what is tested.
-const SCRUBBED: [&str; 9] = [
+pub(crate) const SCRUBBED: [&str; 9] = [
     "LD_PRELOAD",
     "SOCKS_CONF",
     "SOCKS_SERVER",

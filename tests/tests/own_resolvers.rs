@@ -460,19 +460,25 @@ fn dns_over_tcp_split_writes_epoll_and_no_descriptor_left() {
     assert_nothing_left(&leaks, "DNS over TCP answered by the library");
 }
 
-#[test]
-fn a_forwarded_tcp_query_the_server_never_answers_ends_the_connection() {
-    let Some((lab, _leaks, _outside, _sockd)) = own_lab("own-tcp-dead") else { return };
-    // A LAN name server that takes TCP connections and never answers on them (the kernel
-    // completes the handshake; nobody reads).
+/// A LAN name server at the workstation's resolver address that takes TCP connections and
+/// never answers on them (the kernel completes the handshake; nobody reads), and a socks.conf
+/// that reaches it directly: the listener (kept open while it lives) and the file.
+fn silent_lan_server(lab: &Lab) -> (std::net::TcpListener, PathBuf) {
     lab.net.add_address(Ns::Fw, Ns::Inside, &format!("{DEAD_DNS_ADDR}/24"));
-    let _silent = netns::in_netns(lab.net.name(Ns::Fw), || {
+    let silent = netns::in_netns(lab.net.name(Ns::Fw), || {
         std::net::TcpListener::bind((DEAD_DNS_ADDR, 53)).expect("a silent listener on port 53")
     });
     let conf = lab.write(
         "socks.conf",
         format!("direct .corp.example\ndirect 192.0.2.0/24\nsockd @={SERVER} 0.0.0.0/0\n"),
     );
+    (silent, conf)
+}
+
+#[test]
+fn a_forwarded_tcp_query_the_server_never_answers_ends_the_connection() {
+    let Some((lab, _leaks, _outside, _sockd)) = own_lab("own-tcp-dead") else { return };
+    let (_silent, conf) = silent_lan_server(&lab);
     let dig = paths::require("dig", "dnsutils");
     let ran = lab
         .client(&dig)
@@ -502,14 +508,7 @@ fn a_forwarded_tcp_query_the_server_never_answers_ends_the_connection() {
 #[test]
 fn a_fork_while_a_forward_waits_leaves_the_child_free() {
     let Some((lab, _leaks, _outside, _sockd)) = own_lab("own-tcp-fork-wait") else { return };
-    lab.net.add_address(Ns::Fw, Ns::Inside, &format!("{DEAD_DNS_ADDR}/24"));
-    let _silent = netns::in_netns(lab.net.name(Ns::Fw), || {
-        std::net::TcpListener::bind((DEAD_DNS_ADDR, 53)).expect("a silent listener on port 53")
-    });
-    let conf = lab.write(
-        "socks.conf",
-        format!("direct .corp.example\ndirect 192.0.2.0/24\nsockd @={SERVER} 0.0.0.0/0\n"),
-    );
+    let (_silent, conf) = silent_lan_server(&lab);
     let script = format!(
         r#"
 import os, socket, struct, threading, time
