@@ -97,13 +97,27 @@ fn conf(lab: &Lab, entry: &str) -> String {
 
 /// curl fetching `url` under the library with `conf`, debug log on.
 fn curl(lab: &Lab, conf: &str, url: &str) -> Ran {
-    lab.client(paths::require("curl", "curl"))
-        .args(["-sS", "--max-time", "20", url])
+    curl_within(lab, conf, url, "20", None)
+}
+
+/// [`curl`] with its own `--max-time` and, if given, the library's `SOCKS_TIMEOUT`.
+fn curl_within(
+    lab: &Lab,
+    conf: &str,
+    url: &str,
+    max_time: &str,
+    socks_timeout: Option<&str>,
+) -> Ran {
+    let mut client = lab
+        .client(paths::require("curl", "curl"))
+        .args(["-sS", "--max-time", max_time, url])
         .env("SOCKS_CONF", conf)
         .env("SOCKS_LOG", "debug")
-        .env("no_proxy", "*")
-        .ld_preload()
-        .run()
+        .env("no_proxy", "*");
+    if let Some(timeout) = socks_timeout {
+        client = client.env("SOCKS_TIMEOUT", timeout);
+    }
+    client.ld_preload().run()
 }
 
 #[test]
@@ -617,15 +631,8 @@ fn dynamic_chain_leaves_out_a_hop_that_is_down() {
             "socks5://{FW_INSIDE_ADDR}:1089>socks5://{OUTSIDE_ADDR}:1089>socks5://{OUTSIDE_ADDR}:1088?dynamic"
         ),
     );
-    let ran = lab
-        .client(paths::require("curl", "curl"))
-        .args(["-sS", "--max-time", "20", &format!("http://{OUTSIDE_ADDR}/all-down")])
-        .env("SOCKS_CONF", &all_down)
-        .env("SOCKS_LOG", "debug")
-        .env("SOCKS_TIMEOUT", "9")
-        .env("no_proxy", "*")
-        .ld_preload()
-        .run();
+    let url = format!("http://{OUTSIDE_ADDR}/all-down");
+    let ran = curl_within(&lab, &all_down, &url, "20", Some("9"));
     assert!(!ran.success(), "every hop down must fail\n{}", ran.describe());
     assert!(
         ran.stderr.contains("(dynamic): hop 1 is down and no hop is left")
@@ -712,15 +719,8 @@ fn dynamic_chain_leaves_out_a_silent_hop_after_its_share() {
             "socks5://{SERVER}>socks5://{OUTSIDE_ADDR}:{SILENT_PORT}>socks5://{OUTSIDE_ADDR}:{HOP2_PORT}?dynamic"
         ),
     );
-    let ran = lab
-        .client(paths::require("curl", "curl"))
-        .args(["-sS", "--max-time", "30", &format!("http://{OUTSIDE_ADDR}/silent")])
-        .env("SOCKS_CONF", &conf)
-        .env("SOCKS_LOG", "debug")
-        .env("SOCKS_TIMEOUT", "12")
-        .env("no_proxy", "*")
-        .ld_preload()
-        .run();
+    let url = format!("http://{OUTSIDE_ADDR}/silent");
+    let ran = curl_within(&lab, &conf, &url, "30", Some("12"));
     assert!(
         ran.success() && ran.stdout == http_body("/silent"),
         "a silent hop 2 of a dynamic chain is left out after its share (4 s of 12)\n{}",

@@ -508,17 +508,10 @@ fn check_hop_host(host: &str) -> Result<Vec<IpAddr>, HostError> {
 
 /// An address literal as itself, a name through `lookup` (all addresses, in order).
 fn resolve_server_host(host: &str, lookup: &dyn Lookup) -> Result<Vec<IpAddr>, HostError> {
-    if host.is_empty() {
-        return Err(HostError::Bad("no host"));
-    }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![ip]);
-    }
-    if host.contains(':') || host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(HostError::Bad("not an IPv4 or IPv6 address"));
-    }
-    if !is_host_name(host) {
-        return Err(HostError::Bad("not an address or a host name"));
+    // The same checks as a later hop's host: a literal is itself, a valid name is looked up.
+    let literal = check_hop_host(host)?;
+    if !literal.is_empty() {
+        return Ok(literal);
     }
     let ips = lookup.host(host).map_err(HostError::Unknown)?;
     if ips.is_empty() {
