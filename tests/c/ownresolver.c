@@ -26,6 +26,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -164,6 +165,32 @@ static int pattern_sendto(void) {
     int rc = receive("sendto", fd, 0x2222);
     close(fd);
     return rc;
+}
+
+/* A query sent and its answer read inside a signal handler (raised while the program, not
+   the library, was running): answered as anywhere else. */
+static volatile int signal_rc = -1;
+static void on_signal(int sig) {
+    (void)sig;
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    unsigned char q[300];
+    int qlen = build_query(q, 0x5555, 1);
+    if (sendto(fd, q, qlen, 0, (void *)&s, sizeof s) != qlen) {
+        signal_rc = fail("signal", "sendto");
+    } else {
+        signal_rc = receive("signal", fd, 0x5555);
+    }
+    close(fd);
+}
+
+static int pattern_signal(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    if (sigaction(SIGUSR1, &sa, NULL) != 0) return fail("signal", "sigaction");
+    raise(SIGUSR1);
+    return signal_rc;
 }
 
 static int pattern_mmsg(void) {
@@ -460,6 +487,7 @@ int main(int argc, char **argv) {
         int rc = !strcmp(p, "connect")      ? pattern_connect()
                  : !strcmp(p, "sendto")     ? pattern_sendto()
                  : !strcmp(p, "mmsg")       ? pattern_mmsg()
+                 : !strcmp(p, "signal")     ? pattern_signal()
                  : !strcmp(p, "epoll")      ? pattern_epoll()
                  : !strcmp(p, "thirdparty") ? pattern_thirdparty()
                  : !strcmp(p, "v6")         ? pattern_v6()
