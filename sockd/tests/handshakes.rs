@@ -109,8 +109,17 @@ fn silent_connections_do_not_lock_out_a_client_that_completes_its_handshake() {
 
 #[test]
 fn a_full_handshake_budget_closes_the_heaviest_addresss_oldest_handshake() {
+    // "Oldest" is in the order sockd accepted the connections. With one serving thread that
+    // is the order they were made in; with several, each thread's listener has its own queue
+    // and two connections made microseconds apart may be accepted the other way round (the
+    // next test covers several threads sharing one budget).
     let echo = echo_server();
-    let mut sockd = SockdBuilder::new(RULES).arg("--max-handshakes").arg("10").start();
+    let mut sockd = SockdBuilder::new(RULES)
+        .arg("--max-handshakes")
+        .arg("10")
+        .arg("--threads")
+        .arg("1")
+        .start();
     let proxy = sockd.addr();
     let host_a = Ipv4Addr::new(127, 0, 0, 2);
     let host_b = Ipv4Addr::new(127, 0, 0, 3);
@@ -160,4 +169,37 @@ fn a_full_handshake_budget_closes_the_heaviest_addresss_oldest_handshake() {
     assert_eq!(sockd.count_lines(&["evicted:", " client=127.0.0.3:"]), 0);
     sockd.assert_alive();
     drop(second);
+}
+
+#[test]
+fn serving_threads_share_one_handshake_budget() {
+    // Two threads, each with its own listener: the budget is still sockd's, not a thread's.
+    let echo = echo_server();
+    let mut sockd = SockdBuilder::new(RULES)
+        .arg("--max-handshakes")
+        .arg("10")
+        .arg("--threads")
+        .arg("2")
+        .start();
+    let proxy = sockd.addr();
+    let mut crowd = silent_from(Ipv4Addr::new(127, 0, 0, 2), proxy, 10);
+    thread::sleep(Duration::from_millis(200));
+    assert!(crowd.iter_mut().all(|s| !is_closed(s, Duration::from_millis(20))), "within budget");
+
+    // The eleventh handshake, whichever thread accepts it, closes exactly one of the ten.
+    let served = try_session_from(Ipv4Addr::new(127, 0, 0, 3), proxy, echo.addr);
+    assert!(served.is_ok(), "B is served: {served:?}; log:\n{}", sockd.log_text());
+    let count = |v: &mut Vec<TcpStream>| {
+        v.iter_mut().filter_map(|s| is_closed(s, Duration::from_millis(20)).then_some(())).count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while count(&mut crowd) == 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    // A second closing, were there one, would have come with the first.
+    thread::sleep(Duration::from_millis(200));
+    let closed = count(&mut crowd);
+    assert_eq!(closed, 1, "one of A's ten closed for B; log:\n{}", sockd.log_text());
+    assert_eq!(sockd.count_lines(&["evicted:", " client=127.0.0.2:", "(--max-handshakes 10)"]), 1);
+    sockd.assert_alive();
 }
