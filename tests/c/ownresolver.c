@@ -6,7 +6,8 @@
  *
  * usage: ownresolver SERVER-IPV4 NAME PATTERN...
  * patterns: connect (connect, getpeername, send, poll, recvfrom), sendto (unconnected sendto
- * and recvfrom), mmsg (sendmmsg of an A and an MX query, recvmmsg of both), epoll
+ * and recvfrom), unspec (sendto, then connect AF_UNSPEC, which frees the port, then sendto
+ * again), mmsg (sendmmsg of an A and an MX query, recvmmsg of both), epoll
  * (non-blocking, EAGAIN before the answer, epoll_wait), thirdparty (a datagram from another
  * socket to a connected one is never read; the query sent with writev), v6 (an IPv6 socket connected to the IPv4-mapped
  * server), tcp and tcp6 (DNS over TCP on an IPv4 or IPv6 socket: non-blocking connect
@@ -15,7 +16,8 @@
  * "tcp: fds N -> M" counts /proc/self/fd before the socket and after its close), tcpfork (a
  * blocking TCP connection, then fork: the child asks on the inherited connection and on one
  * of its own, then the parent on both of its), tcpdup (a query on a dup of the connection,
- * the original closed, another on the dup, its getpeername). */
+ * the original closed, another on the dup, its getpeername), many (100 queries and answers
+ * on one connected socket, for counting system calls). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -167,6 +169,24 @@ static int pattern_sendto(void) {
     return rc;
 }
 
+/* An unconnected socket asks, is disconnected (connect AF_UNSPEC: a port the socket did not
+   bind itself is freed), and asks again: the second answer must reach it too. */
+static int pattern_unspec(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    unsigned char q[300];
+    int qlen = build_query(q, 0x2323, 1);
+    if (sendto(fd, q, qlen, 0, (void *)&s, sizeof s) != qlen) return fail("unspec", "sendto");
+    if (receive("unspec", fd, 0x2323) != 0) return 1;
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    if (connect(fd, &unspec, sizeof unspec) != 0) return fail("unspec", "connect AF_UNSPEC");
+    qlen = build_query(q, 0x2424, 1);
+    if (sendto(fd, q, qlen, 0, (void *)&s, sizeof s) != qlen) return fail("unspec", "sendto");
+    int rc = receive("unspec", fd, 0x2424);
+    close(fd);
+    return rc;
+}
+
 /* A query sent and its answer read inside a signal handler (raised while the program, not
    the library, was running): answered as anywhere else. */
 static volatile int signal_rc = -1;
@@ -191,6 +211,26 @@ static int pattern_signal(void) {
     if (sigaction(SIGUSR1, &sa, NULL) != 0) return fail("signal", "sigaction");
     raise(SIGUSR1);
     return signal_rc;
+}
+
+/* 100 queries on one connected socket, each answer read with recv: for counting the system
+   calls a receive costs (strace -c). */
+static int pattern_many(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("many", "connect");
+    unsigned char q[300], buf[1500];
+    char addr[64] = "";
+    for (int i = 0; i < 100; i++) {
+        int qlen = build_query(q, 0x7000 + i, 1);
+        if (send(fd, q, qlen, 0) != qlen) return fail("many", "send");
+        int n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0 || read_answer(buf, n, 0x7000 + i, addr, sizeof addr) < 0)
+            return fail("many", "not the answer");
+    }
+    printf("many: %s (100 answers)\n", addr);
+    close(fd);
+    return 0;
 }
 
 static int pattern_mmsg(void) {
@@ -487,6 +527,8 @@ int main(int argc, char **argv) {
         int rc = !strcmp(p, "connect")      ? pattern_connect()
                  : !strcmp(p, "sendto")     ? pattern_sendto()
                  : !strcmp(p, "mmsg")       ? pattern_mmsg()
+                 : !strcmp(p, "many")       ? pattern_many()
+                 : !strcmp(p, "unspec")     ? pattern_unspec()
                  : !strcmp(p, "signal")     ? pattern_signal()
                  : !strcmp(p, "epoll")      ? pattern_epoll()
                  : !strcmp(p, "thirdparty") ? pattern_thirdparty()

@@ -181,7 +181,8 @@ fn every_socket_pattern_of_a_resolver_gets_the_answer() {
     let Some((lab, leaks, _outside, _sockd)) = own_lab("own-patterns") else { return };
     let program = ownresolver(&lab);
     let server = DEAD_DNS_ADDR.to_string();
-    let patterns = ["connect", "sendto", "mmsg", "signal", "epoll", "thirdparty", "v6"];
+    let patterns =
+        ["connect", "sendto", "mmsg", "signal", "epoll", "thirdparty", "v6", "unspec", "many"];
     let mut args = vec![server.clone(), WWW.to_owned()];
     args.extend(patterns.iter().map(|p| (*p).to_owned()));
     let ran = under_library(lab.client(&program)).args(&args).run();
@@ -220,6 +221,21 @@ fn every_socket_pattern_of_a_resolver_gets_the_answer() {
     );
     assert_eq!(line("v6: peer "), format!("v6: peer {v6_server}"), "{}", ran.describe());
     assert!(fake_from("v6: ", &v6_server), "IPv6 socket, IPv4 server\n{}", ran.describe());
+    // Asked again after a disconnect freed the port the library had bound: answered again
+    // (the address the library keeps for the socket's receives is not the old one).
+    let unspec = text.lines().filter(|l| l.starts_with("unspec: ")).collect::<Vec<_>>();
+    assert!(
+        unspec.len() == 2 && fake_from("unspec: ", &v4_server) && !text.contains("unspec: FAIL"),
+        "a query, connect AF_UNSPEC, a query\n{}",
+        ran.describe()
+    );
+    let many = line("many: ");
+    assert!(
+        many.ends_with(" (100 answers)")
+            && is_fake(many.trim_start_matches("many: ").trim_end_matches(" (100 answers)")),
+        "100 queries and answers on one socket\n{}",
+        ran.describe()
+    );
     assert_nothing_left(&leaks, "the socket patterns");
 
     // Without the library the same program asks 192.0.2.53, which answers nothing.
