@@ -16,7 +16,11 @@
  * "tcp: fds N -> M" counts /proc/self/fd before the socket and after its close), tcpfork (a
  * blocking TCP connection, then fork: the child asks on the inherited connection and on one
  * of its own, then the parent on both of its), tcpdup (a query on a dup of the connection,
- * the original closed, another on the dup, its getpeername), many (100 queries and answers
+ * the original closed, another on the dup, its getpeername), readv (after a forged answer
+ * from a third party: readv, preadv2 at offset -1, and read/recv/recvfrom as a program built
+ * with _FORTIFY_SOURCE calls them; the forged answer is never read), spurious (a forged
+ * answer makes the socket readable: a non-blocking recv says EAGAIN, a blocking one waits for
+ * the real answer, sent 300 ms later by a child on the same socket), many (100 queries and answers
  * on one connected socket, for counting system calls). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -33,6 +37,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *server_ip;
@@ -334,6 +339,153 @@ static int pattern_thirdparty(void) {
     return 0;
 }
 
+/* A forged answer to query ID (an A record 6.6.6.6), sent to FD's own address (127.0.0.1 for
+   a wildcard one) from another socket, as an attacker on the host would; waits until it has
+   arrived. */
+static int forge(const char *pattern, int fd, unsigned short id) {
+    struct sockaddr_in own;
+    socklen_t len = sizeof own;
+    if (getsockname(fd, (void *)&own, &len) != 0) return fail(pattern, "getsockname");
+    if (own.sin_addr.s_addr == htonl(INADDR_ANY)) own.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    unsigned char forged[320];
+    int flen = build_query(forged, id, 1);
+    static const unsigned char record[] = {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 6, 6, 6, 6};
+    forged[2] |= 0x80; /* QR: an answer */
+    forged[7] = 1;     /* ANCOUNT */
+    memcpy(forged + flen, record, sizeof record);
+    flen += sizeof record;
+    int other = socket(AF_INET, SOCK_DGRAM, 0);
+    int sent = sendto(other, forged, flen, 0, (void *)&own, sizeof own);
+    close(other);
+    if (sent != flen) return fail(pattern, "the forger's sendto");
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 2000) != 1) return fail(pattern, "the forged answer never arrived");
+    return 0;
+}
+
+/* After reading an answer: nothing else may be waiting (the forged one above all). */
+static int nothing_left(const char *pattern, int fd) {
+    unsigned char buf[1500];
+    if (recv(fd, buf, sizeof buf, MSG_DONTWAIT) != -1 || errno != EAGAIN)
+        return fail(pattern, "something else was left to read");
+    return 0;
+}
+
+/* Prints PATTERN's answer to ID in BUF (N bytes, -1 for a failed read), from SOURCE if any. */
+static int show_answer(const char *pattern, const unsigned char *buf, int n, unsigned short id,
+                       const struct sockaddr_storage *source) {
+    char addr[64], from[80];
+    if (n < 0) return fail(pattern, "the read");
+    if (read_answer(buf, n, id, addr, sizeof addr) < 0) return fail(pattern, "not the answer");
+    if (!strcmp(addr, "6.6.6.6")) {
+        printf("%s: FORGED answer read\n", pattern);
+        return 1;
+    }
+    if (source) {
+        show(source, from, sizeof from);
+        printf("%s: %s from %s\n", pattern, addr, from);
+    } else {
+        printf("%s: %s\n", pattern, addr);
+    }
+    return 0;
+}
+
+/* Every way to read a datagram that the other patterns do not use, each after a forged answer
+   from a third party has arrived on the connected socket: readv, preadv2 at the current
+   position (offset -1, a readv with flags), and read, recv and recvfrom with a length the
+   compiler cannot check, which a program built with _FORTIFY_SOURCE calls as __read_chk,
+   __recv_chk and __recvfrom_chk. */
+static int pattern_readv(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("readv", "connect");
+    static const char *ways[] = {"readv", "preadv2", "read_chk", "recv_chk", "recvfrom_chk"};
+    int failed = 0;
+    for (int i = 0; i < 5; i++) {
+        const char *way = ways[i];
+        unsigned short id = 0x6100 + i;
+        if (forge(way, fd, id) != 0) return 1;
+        unsigned char q[300], buf[1500];
+        int qlen = build_query(q, id, 1);
+        if (send(fd, q, qlen, 0) != qlen) return fail(way, "send");
+        volatile size_t room = sizeof buf; /* not a constant: the _chk variants */
+        struct iovec two[2] = {{buf, 12}, {buf + 12, sizeof buf - 12}};
+        struct sockaddr_storage from;
+        socklen_t fromlen = sizeof from;
+        int n, rc;
+        switch (i) {
+        case 0: n = readv(fd, two, 2); rc = show_answer(way, buf, n, id, NULL); break;
+        case 1: n = preadv2(fd, two, 2, -1, 0); rc = show_answer(way, buf, n, id, NULL); break;
+        case 2: n = read(fd, buf, room); rc = show_answer(way, buf, n, id, NULL); break;
+        case 3: n = recv(fd, buf, room, 0); rc = show_answer(way, buf, n, id, NULL); break;
+        default:
+            n = recvfrom(fd, buf, room, 0, (void *)&from, &fromlen);
+            rc = show_answer(way, buf, n, id, &from);
+        }
+        if (rc == 0) rc = nothing_left(way, fd);
+        if (rc != 0) { /* the next way starts on an empty socket */
+            failed = 1;
+            while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) >= 0) {}
+        }
+    }
+    close(fd);
+    return failed;
+}
+
+static long ms_since(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* A forged answer from a third party makes the connected socket readable for poll (the kernel
+   does not know the socket is connected). A non-blocking receive then says EAGAIN (and poll
+   has nothing more to report); a blocking one keeps waiting, here for the answer to a query a
+   child process sends on the same socket 300 ms later. */
+static int pattern_spurious(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("spurious", "connect");
+    if (forge("spurious", fd, 0x7171) != 0) return 1;
+    unsigned char q[300], buf[1500];
+    int n = recv(fd, buf, sizeof buf, 0);
+    if (n >= 0) return show_answer("spurious", buf, n, 0x7171, NULL) | 1;
+    if (errno != EAGAIN) return fail("spurious", "non-blocking recv: not EAGAIN");
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 200) != 0) return fail("spurious", "still readable after the drop");
+    int qlen = build_query(q, 0x7171, 1);
+    if (send(fd, q, qlen, 0) != qlen) return fail("spurious", "send");
+    if (poll(&p, 1, 2000) != 1) return fail("spurious", "poll: no answer");
+    n = recv(fd, buf, sizeof buf, 0);
+    printf("spurious: non-blocking EAGAIN, then\n");
+    if (show_answer("spurious", buf, n, 0x7171, NULL) != 0) return 1;
+    close(fd);
+
+    fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("spurious", "connect");
+    struct timeval limit = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    if (forge("spurious", fd, 0x7272) != 0) return 1;
+    qlen = build_query(q, 0x7272, 1);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        usleep(300000);
+        _exit(send(fd, q, qlen, 0) == qlen ? 0 : 1);
+    }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    n = recv(fd, buf, sizeof buf, 0);
+    long waited = ms_since(&t0);
+    int status = 1;
+    waitpid(pid, &status, 0);
+    if (n < 0) return fail("spurious", "blocking recv");
+    printf("spurious: blocking waited %ld ms, then\n", waited);
+    int rc = show_answer("spurious", buf, n, 0x7272, NULL);
+    close(fd);
+    return rc | !WIFEXITED(status) | WEXITSTATUS(status);
+}
+
 static int pattern_v6(void) {
     int fd = socket(AF_INET6, SOCK_DGRAM, 0);
     struct sockaddr_in6 s = {.sin6_family = AF_INET6, .sin6_port = htons(53)};
@@ -529,6 +681,8 @@ int main(int argc, char **argv) {
                  : !strcmp(p, "mmsg")       ? pattern_mmsg()
                  : !strcmp(p, "many")       ? pattern_many()
                  : !strcmp(p, "unspec")     ? pattern_unspec()
+                 : !strcmp(p, "readv")      ? pattern_readv()
+                 : !strcmp(p, "spurious")   ? pattern_spurious()
                  : !strcmp(p, "signal")     ? pattern_signal()
                  : !strcmp(p, "epoll")      ? pattern_epoll()
                  : !strcmp(p, "thirdparty") ? pattern_thirdparty()

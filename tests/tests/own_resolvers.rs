@@ -162,12 +162,13 @@ fn a_direct_name_still_goes_to_the_lan_name_server() {
     );
 }
 
-/// Builds `tests/c/ownresolver.c` into the lab's directory.
+/// Builds `tests/c/ownresolver.c` into the lab's directory, with _FORTIFY_SOURCE as Debian
+/// builds its packages (a read whose length the compiler cannot check calls __read_chk).
 fn ownresolver(lab: &Lab) -> PathBuf {
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("c/ownresolver.c");
     let binary = lab.dir.path().join("ownresolver");
     let out = Command::new(paths::require("cc", "gcc"))
-        .args(["-O2", "-Wall", "-o"])
+        .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-o"])
         .arg(&binary)
         .arg(&source)
         .output()
@@ -247,6 +248,56 @@ fn every_socket_pattern_of_a_resolver_gets_the_answer() {
     );
     let (v4, _) = leaks.leaked_destinations();
     assert_eq!(v4, [format!("{DEAD_DNS_ADDR} . udp . 53")], "{}", leaks.table());
+}
+
+/// The library must filter every way of reading a datagram, or a program reading its virtually
+/// connected DNS socket another way reads what a third party sent it: a forged answer, which
+/// the kernel would have dropped on a really connected socket.
+#[test]
+fn a_forged_answer_is_never_read_whichever_way_the_program_reads() {
+    let Some((lab, leaks, _outside, _sockd)) = own_lab("own-forged") else { return };
+    let program = ownresolver(&lab);
+    // The fortified entry points are what the program really calls (else this proves nothing).
+    let nm = Command::new(paths::require("nm", "binutils")).arg("-D").arg(&program).output();
+    let symbols = String::from_utf8_lossy(&nm.expect("nm runs").stdout).into_owned();
+    for symbol in ["readv", "preadv2", "__read_chk", "__recv_chk", "__recvfrom_chk"] {
+        assert!(symbols.contains(&format!(" {symbol}@")), "ownresolver calls {symbol}\n{symbols}");
+    }
+    let server = DEAD_DNS_ADDR.to_string();
+    let ran = under_library(lab.client(&program)).args([&server, WWW, "readv", "spurious"]).run();
+    let text = ran.stdout_text();
+    assert!(!text.contains("FORGED"), "a forged answer was read\n{}", ran.describe());
+    for way in ["readv", "preadv2", "read_chk", "recv_chk"] {
+        let answered =
+            text.lines().any(|l| l.strip_prefix(&format!("{way}: ")).is_some_and(is_fake));
+        assert!(answered, "{way}: the library's answer, not the forged one\n{}", ran.describe());
+    }
+    let from = text.lines().find_map(|l| l.strip_prefix("recvfrom_chk: ")).unwrap_or_default();
+    assert!(
+        from.split_once(" from ")
+            .is_some_and(|(ip, source)| is_fake(ip) && source == format!("{server}:53")),
+        "recvfrom_chk: the library's answer, from the server\n{}",
+        ran.describe()
+    );
+    // Readiness from the forged datagram: a non-blocking receive says EAGAIN, a blocking one
+    // waits for the real answer (300 ms later), never EAGAIN.
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("spurious: ")).collect();
+    let waited = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("spurious: blocking waited "))
+        .and_then(|rest| rest.strip_suffix(" ms, then"))
+        .and_then(|ms| ms.parse::<u64>().ok());
+    assert!(
+        lines.len() == 4
+            && lines[0] == "spurious: non-blocking EAGAIN, then"
+            && is_fake(lines[1].trim_start_matches("spurious: "))
+            && waited.is_some_and(|ms| (250..5000).contains(&ms))
+            && is_fake(lines[3].trim_start_matches("spurious: ")),
+        "poll readiness from a third party's datagram\n{}",
+        ran.describe()
+    );
+    assert!(ran.success(), "{}", ran.describe());
+    assert_nothing_left(&leaks, "forged answers");
 }
 
 #[test]

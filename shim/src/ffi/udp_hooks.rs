@@ -1,6 +1,10 @@
 //! The exported datagram entry points: sendto, sendmsg, sendmmsg, recvfrom, recvmsg, recvmmsg,
 //! and send, recv, write, writev, read for UDP sockets connected to a proxied peer (or virtually
-//! connected to a name server, `dnswire`). Each passes straight through unless `udp` says the
+//! connected to a name server, `dnswire`). Every way a program can read a datagram through libc
+//! is hooked: also readv, preadv2/preadv64v2 at the current position (offset -1; at any other
+//! offset a socket says ESPIPE), and the _FORTIFY_SOURCE entry points __read_chk, __recv_chk
+//! and __recvfrom_chk (glibc's call its internal functions, never the hooks). Not: io_uring,
+//! splice and sendfile from a socket, stdio on an fdopen'd socket (glibc's internal read). Each passes straight through unless `udp` says the
 //! datagram goes through (or came from) a SOCKS5 relay; then the header is added with a gathering write (no copy of the payload) or stripped from a received
 //! datagram before it reaches the program's buffers. Control messages on a relayed datagram are
 //! handled as `ancillary` says (UDP_SEGMENT: one relayed datagram per segment).
@@ -38,6 +42,15 @@ use crate::ffi::sockaddr::RawAddr;
 use crate::guard::Guard;
 use crate::outcome::{fail, shield, Cause};
 use crate::udp::{self, QuietSend, Send, HEADER_MAX};
+
+/// Whether `fd` may be one of the library's UDP sockets: the table's hint only (an atomic
+/// load, no system call), so that other descriptors go straight through.
+fn maybe_associated(fd: c_int) -> bool {
+    matches!(
+        fdtable::kind_hint(fd),
+        Some(Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected)
+    )
+}
 
 /// What a receive on a UDP socket the library looks at (an association, or a DNS socket)
 /// needs, read once per call.
@@ -866,6 +879,177 @@ unsafe fn read_unshielded(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     unsafe { receive_datagram(fd, receiver, &part, 0, null_mut(), null_mut(), None, None) }
 }
 
+/// A receive that reports no source (read, readv, preadv2 at the current position) on `fd`
+/// into `parts`: a datagram as [`recv`] gives it when `fd` is one of the library's UDP
+/// sockets; `real_call` otherwise.
+///
+/// # Safety
+/// `parts` must describe writable memory.
+unsafe fn receive_plain(
+    fd: c_int,
+    parts: &[iovec],
+    flags: c_int,
+    real_call: impl FnOnce() -> ssize_t,
+) -> ssize_t {
+    let Some(receiver) = associated(fd) else { return real_call() };
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    // SAFETY: as the caller guarantees.
+    unsafe { receive_datagram(fd, receiver, parts, flags, null_mut(), null_mut(), None, None) }
+}
+
+/// The most iovecs readv(2) takes (UIO_MAXIOV); more is the kernel's EINVAL.
+const IOV_MAX: c_int = 1024;
+
+/// readv(2): a datagram as read gives it, scattered over the caller's buffers, when `fd` is
+/// one of the library's UDP sockets. Every other descriptor costs one table look-up (an atomic
+/// load) and goes straight through.
+///
+/// # Safety
+/// As readv(2).
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::readv(fd, iov, iovcnt) };
+    if !maybe_associated(fd) || iovcnt <= 0 || iovcnt > IOV_MAX {
+        return real_call();
+    }
+    shield(-1, || {
+        // SAFETY: the caller passes `iovcnt` iovecs of writable memory.
+        unsafe { receive_plain(fd, iov_parts(iov, iovcnt as usize), 0, real_call) }
+    })
+}
+
+/// The RWF_* flags a read on a socket accepts (RWF_HIPRI to RWF_NOAPPEND; the kernel acts on
+/// RWF_NOWAIT only, as MSG_DONTWAIT). Others are the kernel's to refuse.
+const SOCKET_READ_FLAGS: c_int = 0x3f;
+
+/// preadv2(2) and preadv64v2: at offset -1 (the current position) a readv with flags, which
+/// on a socket reads a datagram; at any other offset a socket says ESPIPE (straight through).
+///
+/// # Safety
+/// As preadv2(2).
+unsafe fn preadv2_with(
+    fd: c_int,
+    iov: *const iovec,
+    iovcnt: c_int,
+    offset: i64,
+    flags: c_int,
+    real_call: impl FnOnce() -> ssize_t,
+) -> ssize_t {
+    let ours = offset == -1
+        && maybe_associated(fd)
+        && iovcnt > 0
+        && iovcnt <= IOV_MAX
+        && flags & !SOCKET_READ_FLAGS == 0;
+    if !ours {
+        return real_call();
+    }
+    let flags = if flags & libc::RWF_NOWAIT != 0 { libc::MSG_DONTWAIT } else { 0 };
+    shield(-1, || {
+        // SAFETY: the caller passes `iovcnt` iovecs of writable memory.
+        unsafe { receive_plain(fd, iov_parts(iov, iovcnt as usize), flags, real_call) }
+    })
+}
+
+/// preadv2(2); see [`preadv2_with`].
+///
+/// # Safety
+/// As preadv2(2).
+#[no_mangle]
+pub unsafe extern "C" fn preadv2(
+    fd: c_int,
+    iov: *const iovec,
+    iovcnt: c_int,
+    offset: libc::off_t,
+    flags: c_int,
+) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::preadv2(fd, iov, iovcnt, offset, flags) };
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    unsafe { preadv2_with(fd, iov, iovcnt, offset, flags, real_call) }
+}
+
+/// preadv64v2, glibc's other name of preadv2(2); see [`preadv2_with`].
+///
+/// # Safety
+/// As preadv2(2).
+#[no_mangle]
+pub unsafe extern "C" fn preadv64v2(
+    fd: c_int,
+    iov: *const iovec,
+    iovcnt: c_int,
+    offset: libc::off64_t,
+    flags: c_int,
+) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::preadv64v2(fd, iov, iovcnt, offset, flags) };
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    unsafe { preadv2_with(fd, iov, iovcnt, offset, flags, real_call) }
+}
+
+/// __read_chk: read(2) in a program built with _FORTIFY_SOURCE (glibc's version calls its
+/// internal read, never the `read` hook). A length past the buffer goes to glibc's, which
+/// aborts the program as it would without the library.
+///
+/// # Safety
+/// As read(2), `buflen` being the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    if len > buflen || !maybe_associated(fd) {
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        return unsafe { real::__read_chk(fd, buf, len, buflen) };
+    }
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { read_unshielded(fd, buf, len) })
+}
+
+/// __recv_chk: recv(2) in a program built with _FORTIFY_SOURCE; as [`__read_chk`].
+///
+/// # Safety
+/// As recv(2), `buflen` being the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    if len > buflen || !maybe_associated(fd) {
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        return unsafe { real::__recv_chk(fd, buf, len, buflen, flags) };
+    }
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recv_unshielded(fd, buf, len, flags) })
+}
+
+/// __recvfrom_chk: recvfrom(2) in a program built with _FORTIFY_SOURCE; as [`__read_chk`].
+///
+/// # Safety
+/// As recvfrom(2), `buflen` being the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    if len > buflen || !maybe_associated(fd) {
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        return unsafe { real::__recvfrom_chk(fd, buf, len, buflen, flags, addr, addrlen) };
+    }
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recvfrom_unshielded(fd, buf, len, flags, addr, addrlen) })
+}
+
 /// recvmsg(2).
 ///
 /// # Safety
@@ -1048,6 +1232,8 @@ unsafe fn syscall_unshielded(
                 a5 as *const sockaddr,
                 a6 as socklen_t,
             ) as libc::c_long,
+            libc::SYS_read => read(a1 as c_int, a2 as *mut c_void, a3 as size_t) as libc::c_long,
+            libc::SYS_readv => readv(a1 as c_int, a2 as *const iovec, a3 as c_int) as libc::c_long,
             libc::SYS_recvfrom => recvfrom(
                 a1 as c_int,
                 a2 as *mut c_void,
