@@ -7,7 +7,8 @@
  * usage: ownresolver SERVER-IPV4 NAME PATTERN...
  * patterns: connect (connect, getpeername, send, poll, recvfrom), sendto (unconnected sendto
  * and recvfrom), unspec (sendto, then connect AF_UNSPEC, which frees the port, then sendto
- * again), mmsg (sendmmsg of an A and an MX query, recvmmsg of both), epoll
+ * again), signalnested (a timer's handler sends a query while the program waits in recv
+ * inside the library: the sendto's result), mmsg (sendmmsg of an A and an MX query, recvmmsg of both), epoll
  * (non-blocking, EAGAIN before the answer, epoll_wait), thirdparty (a datagram from another
  * socket to a connected one is never read; the query sent with writev), v6 (an IPv6 socket connected to the IPv4-mapped
  * server), tcp and tcp6 (DNS over TCP on an IPv4 or IPv6 socket: non-blocking connect
@@ -36,6 +37,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -234,6 +236,54 @@ static int pattern_many(void) {
             return fail("many", "not the answer");
     }
     printf("many: %s (100 answers)\n", addr);
+    close(fd);
+    return 0;
+}
+
+/* A query sent from a signal handler that interrupted the library: a timer fires while the
+   program waits in recv on its (virtually connected) DNS socket, which is inside the library's
+   receive hook. The handler's sendto of a query cannot be read there (no heap): it must fail
+   with EAGAIN, and nothing may be sent. */
+static volatile int nested_sent = 0, nested_errno = 0;
+static void on_timer(int sig) {
+    (void)sig;
+    int saved = errno;
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    unsigned char q[300];
+    int qlen = build_query(q, 0x5656, 1);
+    nested_sent = sendto(fd, q, qlen, 0, (void *)&s, sizeof s);
+    nested_errno = errno;
+    close(fd);
+    errno = saved;
+}
+
+static int pattern_signalnested(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("signalnested", "connect");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_timer; /* no SA_RESTART: the recv ends with EINTR */
+    if (sigaction(SIGALRM, &sa, NULL) != 0) return fail("signalnested", "sigaction");
+    struct timeval limit = {.tv_sec = 3};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    unsigned char buf[1500];
+    int n = -1, recv_errno = 0;
+    /* Until the timer interrupts the recv itself (EINTR; a machine so slow that it fires
+       before the recv began lets the recv time out instead, and the timer is set again). */
+    for (int tries = 0; tries < 3 && recv_errno != EINTR; tries++) {
+        struct itimerval timer = {.it_value = {.tv_usec = 200000}};
+        setitimer(ITIMER_REAL, &timer, NULL);
+        n = recv(fd, buf, sizeof buf, 0);
+        recv_errno = errno;
+        if (n >= 0) break;
+    }
+    signal(SIGALRM, SIG_DFL);
+    if (n >= 0) return fail("signalnested", "recv read something");
+    printf("signalnested: recv %s, the handler's sendto %d %s\n",
+           recv_errno == EINTR ? "EINTR" : strerror(recv_errno), nested_sent,
+           nested_sent < 0 ? (nested_errno == EAGAIN ? "EAGAIN" : strerror(nested_errno)) : "sent");
     close(fd);
     return 0;
 }
@@ -684,6 +734,7 @@ int main(int argc, char **argv) {
                  : !strcmp(p, "readv")      ? pattern_readv()
                  : !strcmp(p, "spurious")   ? pattern_spurious()
                  : !strcmp(p, "signal")     ? pattern_signal()
+                 : !strcmp(p, "signalnested") ? pattern_signalnested()
                  : !strcmp(p, "epoll")      ? pattern_epoll()
                  : !strcmp(p, "thirdparty") ? pattern_thirdparty()
                  : !strcmp(p, "v6")         ? pattern_v6()

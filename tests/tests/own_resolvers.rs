@@ -182,8 +182,18 @@ fn every_socket_pattern_of_a_resolver_gets_the_answer() {
     let Some((lab, leaks, _outside, _sockd)) = own_lab("own-patterns") else { return };
     let program = ownresolver(&lab);
     let server = DEAD_DNS_ADDR.to_string();
-    let patterns =
-        ["connect", "sendto", "mmsg", "signal", "epoll", "thirdparty", "v6", "unspec", "many"];
+    let patterns = [
+        "connect",
+        "sendto",
+        "mmsg",
+        "signal",
+        "signalnested",
+        "epoll",
+        "thirdparty",
+        "v6",
+        "unspec",
+        "many",
+    ];
     let mut args = vec![server.clone(), WWW.to_owned()];
     args.extend(patterns.iter().map(|p| (*p).to_owned()));
     let ran = under_library(lab.client(&program)).args(&args).run();
@@ -212,6 +222,14 @@ fn every_socket_pattern_of_a_resolver_gets_the_answer() {
     assert!(fake_from("connect: ", &v4_server), "connect+send+poll+recvfrom\n{}", ran.describe());
     assert!(fake_from("sendto: ", &v4_server), "unconnected sendto\n{}", ran.describe());
     assert!(fake_from("signal: ", &v4_server), "inside a signal handler\n{}", ran.describe());
+    // A handler that interrupted the library (the program waiting in recv inside its hook):
+    // the query cannot be read there, so its send fails with EAGAIN (and nothing is sent).
+    assert_eq!(
+        line("signalnested: "),
+        "signalnested: recv EINTR, the handler's sendto -1 EAGAIN",
+        "{}",
+        ran.describe()
+    );
     assert!(fake_from("mmsg: A ", &v4_server), "sendmmsg+recvmmsg\n{}", ran.describe());
     assert_eq!(line("mmsg: MX "), format!("mmsg: MX none from {v4_server}"), "{}", ran.describe());
     assert!(is_fake(line("epoll: ").trim_start_matches("epoll: ").trim_end_matches(" by read")));
