@@ -1,13 +1,17 @@
 //! The exported datagram entry points: sendto, sendmsg, sendmmsg, recvfrom, recvmsg, recvmmsg,
 //! and send, recv, write, writev, read for UDP sockets connected to a proxied peer (or virtually
-//! connected to a name server, `dnswire`). Every way a program can read a datagram through libc
-//! is hooked: also readv, preadv2/preadv64v2 at the current position (offset -1; at any other
-//! offset a socket says ESPIPE), and the _FORTIFY_SOURCE entry points __read_chk, __recv_chk
-//! and __recvfrom_chk (glibc's call its internal functions, never the hooks). Not: io_uring,
-//! splice and sendfile from a socket, stdio on an fdopen'd socket (glibc's internal read). Each passes straight through unless `udp` says the
-//! datagram goes through (or came from) a SOCKS5 relay; then the header is added with a gathering write (no copy of the payload) or stripped from a received
-//! datagram before it reaches the program's buffers. Control messages on a relayed datagram are
-//! handled as `ancillary` says (UDP_SEGMENT: one relayed datagram per segment).
+//! connected to a name server, `dnswire`). Each passes straight through unless `udp` says the
+//! datagram goes through (or came from) a SOCKS5 relay; then the header is added with a
+//! gathering write (no copy of the payload) or stripped from a received datagram before it
+//! reaches the program's buffers. Control messages on a relayed datagram are handled as
+//! `ancillary` says (UDP_SEGMENT: one relayed datagram per segment).
+//!
+//! Every way a program can read a datagram through libc is hooked, or a DNS socket's filter
+//! (`dnswire`) could be read around: also readv, preadv2/preadv64v2 at the current position
+//! (offset -1; at any other offset a socket says ESPIPE), the _FORTIFY_SOURCE entry points
+//! __read_chk, __recv_chk and __recvfrom_chk (glibc's call its internal functions, never the
+//! hooks), and syscall(SYS_read, SYS_readv…). Not: io_uring, splice and sendfile from a socket,
+//! stdio on an fdopen'd socket (glibc's internal read).
 //!
 //! Also a TCP socket the program connected to a name server's port 53 (`dnstcp`): after send,
 //! write, writev, sendto and sendmsg the library reads the bytes from its end and answers
@@ -69,7 +73,7 @@ struct Receiver {
 fn associated(fd: c_int) -> Option<Receiver> {
     let ours =
         |kind| matches!(kind, Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected);
-    if !fdtable::kind_hint(fd).is_some_and(ours) {
+    if !maybe_associated(fd) {
         return None;
     }
     let (entry, own, token) = fdtable::get_with_own(fd)?;
