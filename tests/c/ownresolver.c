@@ -21,7 +21,8 @@
  * from a third party: readv, preadv2 at offset -1, and read/recv/recvfrom as a program built
  * with _FORTIFY_SOURCE calls them; the forged answer is never read), spurious (a forged
  * answer makes the socket readable: a non-blocking recv says EAGAIN, a blocking one waits for
- * the real answer, sent 300 ms later by a child on the same socket), many (100 queries and answers
+ * the real answer, sent 300 ms later by a child on the same socket), reused (the socket
+ * closed unseen by the library, a new one on its number reads a datagram from anyone), many (100 queries and answers
  * on one connected socket, for counting system calls). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -36,6 +37,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -536,6 +538,38 @@ static int pattern_spurious(void) {
     return rc | !WIFEXITED(status) | WEXITSTATUS(status);
 }
 
+/* The DNS socket is closed where the library cannot see it (fclose of an fdopen'd stream closes
+   the descriptor inside glibc), and a new UDP socket takes its number: the new socket is the
+   program's own, so a datagram from anyone reaches it (the old socket's filter must not). */
+static int pattern_reused(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("reused", "connect");
+    fclose(fdopen(fd, "r+"));
+    int again = socket(AF_INET, SOCK_DGRAM, 0);
+    if (again != fd) return fail("reused", "the number was not reused");
+    /* Bound and asked with raw system calls: no call of the library's sees the new socket
+       before the receive. */
+    struct sockaddr_in own = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof own;
+    if (syscall(SYS_bind, again, &own, sizeof own) != 0) return fail("reused", "bind");
+    syscall(SYS_getsockname, again, &own, &len);
+    struct timeval limit = {.tv_sec = 2};
+    setsockopt(again, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    int other = socket(AF_INET, SOCK_DGRAM, 0);
+    if (sendto(other, "hello", 5, 0, (void *)&own, sizeof own) != 5)
+        return fail("reused", "the other socket's sendto");
+    char buf[16] = "";
+    struct sockaddr_storage from;
+    socklen_t fromlen = sizeof from;
+    int n = recvfrom(again, buf, sizeof buf - 1, 0, (void *)&from, &fromlen);
+    if (n != 5 || memcmp(buf, "hello", 5)) return fail("reused", "the datagram never came");
+    printf("reused: %s read on the new socket\n", buf);
+    close(other);
+    close(again);
+    return 0;
+}
+
 static int pattern_v6(void) {
     int fd = socket(AF_INET6, SOCK_DGRAM, 0);
     struct sockaddr_in6 s = {.sin6_family = AF_INET6, .sin6_port = htons(53)};
@@ -733,6 +767,7 @@ int main(int argc, char **argv) {
                  : !strcmp(p, "unspec")     ? pattern_unspec()
                  : !strcmp(p, "readv")      ? pattern_readv()
                  : !strcmp(p, "spurious")   ? pattern_spurious()
+                 : !strcmp(p, "reused")     ? pattern_reused()
                  : !strcmp(p, "signal")     ? pattern_signal()
                  : !strcmp(p, "signalnested") ? pattern_signalnested()
                  : !strcmp(p, "epoll")      ? pattern_epoll()
