@@ -360,7 +360,9 @@ impl Receiving {
         let own = own.or_else(|| {
             let own = real::local_addr(fd).and_then(|raw| raw.socket_addr())?;
             // Not bound yet (no answer can be waiting): nothing to remember.
-            (own.port() != 0).then(|| fdtable::add_own(token, own));
+            if own.port() != 0 {
+                fdtable::add_own(token, own);
+            }
             Some(own)
         });
         Some(Receiving { server: entry.first, connected, own: own.map(canonical) })
