@@ -12,7 +12,7 @@
 //! - **Each query** ([`query_target`], [`answer`]): a datagram to SERVER:53 of such a socket,
 //!   or to an explicit port 53 from any UDP socket, is read as a DNS query. A question
 //!   `answers` decides for (Wire style) is answered by a **self-send**: the answer is sent from
-//!   the socket to its own address ([`self_address`]: the bound address, 127.0.0.1 or ::1 for a
+//!   the socket to its own address ([`answer_address`]: the bound address, 127.0.0.1 or ::1 for a
 //!   wildcard one, IPv4-mapped on an IPv6 socket), so it waits in the socket's receive queue
 //!   like any reply and poll/epoll/select see it; the send returns the query's length and
 //!   nothing goes to the network. Any other message (a name resolved locally, a reverse lookup
@@ -21,7 +21,9 @@
 //! - **Receives** ([`Receiving`]): a datagram whose source is the socket's own address is
 //!   reported as from the server the query went to; on a virtually connected socket a datagram
 //!   from anyone but that server (or the relay, which `udp` unwraps) is dropped, as the kernel's
-//!   connected-socket filter would have.
+//!   connected-socket filter would have. The socket's own address is stored with its `fdtable`
+//!   entry when the library makes it (the virtual connect, an answered query), so a receive asks
+//!   the kernel nothing but the table's identity check (one fstat) and the receive itself.
 //!
 //! Not here: the decision and the messages (`answers`, `socks_proto::dns`), the C structures
 //! (`ffi::udp_hooks`), the relay (`udp`), DNS over TCP (`dnstcp`; only its fail-closed fallback,
@@ -34,7 +36,7 @@ use socks_proto::dns::{self, RCODE_REFUSED};
 
 use crate::answers::{resolve_question, type_name, Resolved, Style};
 use crate::config;
-use crate::fdtable::{self, Entry, Kind};
+use crate::fdtable::{self, Entry, Kind, OwnToken};
 use crate::ffi::real;
 use crate::ffi::sockaddr::{canonical, for_family, RawAddr, RAW_LEN};
 use crate::log::{log, Level};
@@ -138,11 +140,16 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Option<Outcome> {
         None => return Some(Outcome::Fail(Cause::Os(real::errno()))),
     };
     bind_as_connect_would(fd, dst);
-    if let Err(cause) = udp::own_source(fd, family) {
-        return Some(Outcome::Fail(cause));
-    }
+    let own = match udp::own_source(fd, family) {
+        Ok(own) => own,
+        Err(cause) => return Some(Outcome::Fail(cause)),
+    };
     let server = relay_of(fd, before);
-    fdtable::set(fd, &Entry { kind: Kind::DnsConnected, first: *dst, server });
+    let entry = Entry { kind: Kind::DnsConnected, first: *dst, server };
+    match for_family(own, family) {
+        Some(own) => fdtable::set_with_own(fd, &entry, own),
+        None => fdtable::set(fd, &entry),
+    }
     if let Some(addr) = dst.socket_addr() {
         log!(Level::Debug, "dns: connect to {addr}: kept in the library (queries are read)");
     }
@@ -168,26 +175,42 @@ pub fn query_target(fd: c_int, dst: Option<&RawAddr>) -> Option<(RawAddr, bool)>
     }
 }
 
-/// The address `fd` sends its answers to itself at: its own address (bound first to the
-/// wildcard address, port 0, when `bind` and it has no port), a wildcard IP made loopback —
-/// 127.0.0.1, IPv4-mapped on an IPv6 socket when the server is IPv4, else ::1. An error when
-/// the socket has no IP address or cannot be bound.
-pub fn self_address(fd: c_int, server: &RawAddr, bind: bool) -> Result<SocketAddr, Cause> {
+/// The address `fd` is bound to, in its family's form (an AF_INET6 socket's IPv4 address
+/// IPv4-mapped), binding it first to the wildcard address, port 0, when it has no port. An
+/// error when the socket has no IP address or cannot be bound.
+fn own_address(fd: c_int) -> Result<SocketAddr, Cause> {
     let family = real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)
         .ok_or_else(|| Cause::Os(real::errno()))?;
-    let bound = if bind {
-        udp::own_source(fd, family)?
-    } else {
-        let local = real::local_addr(fd).and_then(|raw| raw.socket_addr());
-        canonical(local.ok_or(Cause::Unsupported)?)
-    };
+    let bound = udp::own_source(fd, family)?;
+    for_family(bound, family).ok_or(Cause::Unsupported)
+}
+
+/// The address a socket bound to `own` (its family's form) sends its answers to itself at:
+/// `own`, a wildcard IP made loopback — 127.0.0.1, IPv4-mapped on an IPv6 socket when the
+/// server is IPv4, else ::1.
+fn answer_address(own: SocketAddr, server: &RawAddr) -> Option<SocketAddr> {
+    if !own.ip().is_unspecified() {
+        return Some(own);
+    }
     let v4_server = server.socket_addr().is_some_and(|s| canonical(s).is_ipv4());
-    let ip = match bound.ip() {
-        ip if !ip.is_unspecified() => ip,
-        _ if family == libc::AF_INET || v4_server => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        _ => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    let (ip, family) = match own {
+        SocketAddr::V4(_) => (IpAddr::V4(Ipv4Addr::LOCALHOST), libc::AF_INET),
+        SocketAddr::V6(_) if v4_server => (IpAddr::V4(Ipv4Addr::LOCALHOST), libc::AF_INET6),
+        SocketAddr::V6(_) => (IpAddr::V6(Ipv6Addr::LOCALHOST), libc::AF_INET6),
     };
-    for_family(SocketAddr::new(ip, bound.port()), family).ok_or(Cause::Unsupported)
+    for_family(SocketAddr::new(ip, own.port()), family)
+}
+
+/// Whether a datagram from `from` came from a socket bound to `own` sending to itself (the
+/// library's answer): the same port, and `own`'s IP, or a loopback one a wildcard `own` sends
+/// from ([`answer_address`]). Both canonical.
+fn from_itself(from: SocketAddr, own: SocketAddr) -> bool {
+    let loopback =
+        |ip: IpAddr| ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST);
+    let ip = from.ip();
+    from.port() == own.port()
+        && !ip.is_unspecified()
+        && (ip == own.ip() || (own.ip().is_unspecified() && loopback(ip)))
 }
 
 /// The library's answer to `query` when it decides for it (Wire style; shared with the TCP
@@ -240,24 +263,32 @@ pub fn answer(
 }
 
 /// Puts `message` into `fd`'s receive queue (the self-send) and records where answers on `fd`
-/// are reported from.
+/// are reported from, with the socket's own address (so its receives need not ask for it).
 fn deliver(fd: c_int, server: &RawAddr, message: &[u8], connected: bool) -> Result<(), Cause> {
-    let own = RawAddr::from_socket_addr(self_address(fd, server, true)?);
-    let sent = real::send_to(fd, message, libc::MSG_DONTWAIT, &own);
+    let known = fdtable::get_with_own(fd);
+    let own = match known.and_then(|(_, own, _)| own) {
+        Some(own) => own,
+        None => own_address(fd)?,
+    };
+    let to = RawAddr::from_socket_addr(answer_address(own, server).ok_or(Cause::Unsupported)?);
+    let sent = real::send_to(fd, message, libc::MSG_DONTWAIT, &to);
     if sent < 0 {
         let errno = real::errno();
         log!(Level::Error, "dns: the answer cannot be put into the socket (errno {errno})");
         return Err(Cause::Os(errno));
     }
-    if !connected {
-        let before = fdtable::get(fd);
-        match before.map(|e| e.kind) {
-            None | Some(Kind::Udp | Kind::Dns) => {
-                let relay = relay_of(fd, before);
-                fdtable::set(fd, &Entry { kind: Kind::Dns, first: *server, server: relay });
+    let before = known.map(|(entry, _, _)| entry);
+    match before.map(|e| e.kind) {
+        None | Some(Kind::Udp | Kind::Dns) if !connected => {
+            let relay = relay_of(fd, before);
+            let entry = Entry { kind: Kind::Dns, first: *server, server: relay };
+            fdtable::set_with_own(fd, &entry, own);
+        }
+        // Connected sockets report their peer already; the address, if it was not known.
+        _ => {
+            if let Some((_, None, token)) = known {
+                fdtable::add_own(token, own);
             }
-            // Connected sockets report their peer already.
-            Some(_) => {}
         }
     }
     Ok(())
@@ -305,20 +336,36 @@ pub enum Verdict {
 pub struct Receiving {
     server: RawAddr,
     connected: bool,
+    /// The socket's own address, canonical.
     own: Option<SocketAddr>,
 }
 
 impl Receiving {
-    /// For `fd`, when it is a DNS socket (`Kind::Dns` or `Kind::DnsConnected`).
-    pub fn of(fd: c_int) -> Option<Receiving> {
-        let entry = fdtable::get(fd)?;
+    /// For `fd` whose entry `fdtable::get_with_own` read (with its own address, if stored, and
+    /// the token to store it), when it is a DNS socket (`Kind::Dns` or `Kind::DnsConnected`).
+    /// No system call when the address was stored with the entry; else one getsockname, and
+    /// the address stored for the next receive (an entry made by a dup, an association or a
+    /// disconnect has none).
+    pub fn of(
+        fd: c_int,
+        entry: &Entry,
+        own: Option<SocketAddr>,
+        token: OwnToken,
+    ) -> Option<Receiving> {
         let connected = match entry.kind {
             Kind::Dns => false,
             Kind::DnsConnected => true,
             _ => return None,
         };
-        let own = self_address(fd, &entry.first, false).ok().map(canonical);
-        Some(Receiving { server: entry.first, connected, own })
+        let own = own.or_else(|| {
+            let own = real::local_addr(fd).and_then(|raw| raw.socket_addr())?;
+            // Not bound yet (no answer can be waiting): nothing to remember.
+            if own.port() != 0 {
+                fdtable::add_own(token, own);
+            }
+            Some(own)
+        });
+        Some(Receiving { server: entry.first, connected, own: own.map(canonical) })
     }
 
     /// The verdict on a datagram from `source`.
@@ -326,7 +373,7 @@ impl Receiving {
         let Some(from) = source.and_then(RawAddr::socket_addr).map(canonical) else {
             return Verdict::Keep;
         };
-        if Some(from) == self.own {
+        if self.own.is_some_and(|own| from_itself(from, own)) {
             return Verdict::Answer(self.server);
         }
         let peer = self.server.socket_addr().map(canonical);
@@ -359,5 +406,37 @@ mod tests {
         let unconnected = Receiving { server, connected: false, own };
         assert_eq!(unconnected.judge(Some(&raw("127.0.0.1:40000"))), Verdict::Answer(server));
         assert_eq!(unconnected.judge(Some(&raw("198.51.100.2:7"))), Verdict::Keep);
+    }
+
+    #[test]
+    fn a_wildcard_socket_hears_itself_from_loopback_only() {
+        let server = raw("192.0.2.53:53");
+        for own in ["0.0.0.0:40000", "[::]:40000"] {
+            let own = Some(canonical(own.parse().expect("literal")));
+            let dns = Receiving { server, connected: true, own };
+            for itself in ["127.0.0.1:40000", "[::ffff:127.0.0.1]:40000", "[::1]:40000"] {
+                assert_eq!(dns.judge(Some(&raw(itself))), Verdict::Answer(server), "{itself}");
+            }
+            for other in ["127.0.0.2:40000", "198.51.100.2:40000", "[::1]:40001", "0.0.0.0:40000"] {
+                assert_eq!(dns.judge(Some(&raw(other))), Verdict::Drop, "{other}");
+            }
+        }
+        // Not bound yet: nothing is the library's answer.
+        let dns = Receiving { server, connected: true, own: None };
+        assert_eq!(dns.judge(Some(&raw("127.0.0.1:40000"))), Verdict::Drop);
+    }
+
+    #[test]
+    fn answers_go_to_the_sockets_own_address_in_its_family() {
+        let v4 = raw("192.0.2.53:53");
+        let v6 = raw("[2001:db8::53]:53");
+        let at = |own: &str, server: &RawAddr| {
+            answer_address(own.parse().expect("literal"), server).map(|a| a.to_string())
+        };
+        assert_eq!(at("0.0.0.0:4000", &v4).as_deref(), Some("127.0.0.1:4000"));
+        assert_eq!(at("[::]:4000", &v4).as_deref(), Some("[::ffff:127.0.0.1]:4000"));
+        assert_eq!(at("[::]:4000", &v6).as_deref(), Some("[::1]:4000"));
+        assert_eq!(at("192.0.2.2:4000", &v4).as_deref(), Some("192.0.2.2:4000"));
+        assert_eq!(at("[fe80::1%3]:4000", &v6).as_deref(), Some("[fe80::1%3]:4000"));
     }
 }

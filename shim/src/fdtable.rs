@@ -15,11 +15,17 @@
 //! raw system call) never inherits the old socket's state. The library's own descriptors
 //! (control connections) are tied the same way.
 //!
+//! A DNS socket's entry may also hold the socket's own bound address (`set_with_own`,
+//! `get_with_own`), so that a receive on it asks the kernel nothing but the identity check: the
+//! address is part of that one store of the entry (any later `set` of the number, whoever
+//! makes it, stores none), read with the entry under the same checks.
+//!
 //! A fixed table indexed by fd, lock-free (atomics only) and allocation-free, so it is safe in
 //! signal handlers and fork children. Descriptors at or above `TABLE_SIZE` are not tracked
 //! (getpeername then reports the server's address; BIND and UDP refuse them, see
 //! `Cause::TableFull`); the table costs no memory until touched.
 
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use socks_proto::client::ClientVersion;
@@ -127,7 +133,15 @@ struct EntryCell {
     words: [AtomicU64; 2 * WORDS_PER_ADDR],
     /// dev, ino.
     id: [AtomicU64; 2],
+    /// The socket's own address, if stored with the entry: the IP (IPv4 as IPv4-mapped), then
+    /// the port, bit 16 set for IPv4, bit 17 set when there is an address at all, and an IPv6
+    /// address's scope id in the high 32 bits.
+    own: [AtomicU64; 3],
 }
+
+/// `own[2]`'s bits: an IPv4 address; an address at all.
+const OWN_V4: u64 = 1 << 16;
+const OWN_SET: u64 = 1 << 17;
 
 impl EntryCell {
     const fn new() -> EntryCell {
@@ -135,12 +149,27 @@ impl EntryCell {
             state: AtomicU32::new(0),
             words: [const { AtomicU64::new(0) }; 2 * WORDS_PER_ADDR],
             id: [const { AtomicU64::new(0) }; 2],
+            own: [const { AtomicU64::new(0) }; 3],
         }
     }
 
-    fn store(&self, entry: &Entry, id: SocketId) {
+    fn store(&self, entry: &Entry, id: SocketId, own: Option<SocketAddr>) {
         let old = self.state.swap(0, Ordering::AcqRel);
+        self.fill(old, entry, id, own);
+    }
+
+    /// Stores `entry` with `own` only if the cell still holds what was read under `state`
+    /// (claimed with a compare-and-swap, so a store made meanwhile is never overwritten).
+    fn store_if(&self, state: u32, entry: &Entry, id: SocketId, own: SocketAddr) {
+        if self.state.compare_exchange(state, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            self.fill(state, entry, id, Some(own));
+        }
+    }
+
+    /// Writes a claimed cell (state 0) whose previous state was `old`, and publishes it.
+    fn fill(&self, old: u32, entry: &Entry, id: SocketId, own: Option<SocketAddr>) {
         let generation = ((old >> 20).wrapping_add(1) & 0xfff).max(1);
+        store_own(&self.own, own);
         store_addr(&self.words[..WORDS_PER_ADDR], &entry.first);
         store_addr(&self.words[WORDS_PER_ADDR..], &entry.server);
         self.id[0].store(id.dev, Ordering::Relaxed);
@@ -154,6 +183,11 @@ impl EntryCell {
 
     /// The entry, its socket's identity, and the state word it was read under.
     fn load(&self) -> Option<(Entry, SocketId, u32)> {
+        self.load_with_own().map(|(entry, id, state, _)| (entry, id, state))
+    }
+
+    /// As [`EntryCell::load`], with the own address stored with the entry.
+    fn load_with_own(&self) -> Option<(Entry, SocketId, u32, Option<SocketAddr>)> {
         for _ in 0..4 {
             let before = self.state.load(Ordering::Acquire);
             if before == 0 {
@@ -165,10 +199,11 @@ impl EntryCell {
                 dev: self.id[0].load(Ordering::Relaxed),
                 ino: self.id[1].load(Ordering::Relaxed),
             };
+            let own = load_own(&self.own);
             fence(Ordering::Acquire);
             if self.state.load(Ordering::Relaxed) == before {
                 let kind = Kind::from_code((before >> 16) & 0xf)?;
-                return Some((Entry { kind, first, server }, id, before));
+                return Some((Entry { kind, first, server }, id, before, own));
             }
         }
         None
@@ -222,8 +257,48 @@ pub fn trackable(fd: i32) -> bool {
 pub fn set(fd: i32, entry: &Entry) {
     let Some(cell) = cell(fd) else { return };
     let Some(id) = SocketId::of(fd) else { return };
-    cell.store(entry, id);
+    cell.store(entry, id, None);
     HIGH_WATER.fetch_max(fd + 1, Ordering::Relaxed);
+}
+
+/// As [`set`], with the socket's own bound address (a DNS socket's, `dnswire`), which
+/// [`get_with_own`] gives back without asking the kernel. The caller knows it is the socket's
+/// address now and for as long as the entry lasts (a bound UDP socket keeps its address).
+pub fn set_with_own(fd: i32, entry: &Entry, own: SocketAddr) {
+    let Some(cell) = cell(fd) else { return };
+    let Some(id) = SocketId::of(fd) else { return };
+    cell.store(entry, id, Some(own));
+    HIGH_WATER.fetch_max(fd + 1, Ordering::Relaxed);
+}
+
+/// The entry for `fd` as [`get`] finds it (the same single identity check), with the own
+/// address stored with it, if any, and a token to add one later ([`add_own`]).
+pub fn get_with_own(fd: i32) -> Option<(Entry, Option<SocketAddr>, OwnToken)> {
+    let cell = cell(fd)?;
+    let (entry, id, state, own) = cell.load_with_own()?;
+    if SocketId::of(fd) != Some(id) {
+        // Not the socket the entry describes: `get` drops it (with its control connection).
+        let _ = get(fd);
+        return None;
+    }
+    Some((entry, own, OwnToken { fd, state, entry, id }))
+}
+
+/// What [`add_own`] needs: which store of which entry the address was found for.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnToken {
+    fd: i32,
+    state: u32,
+    entry: Entry,
+    id: SocketId,
+}
+
+/// Stores `own` with the entry `token` was read with, unless the entry changed since (an entry
+/// stored without it, by `set`: after a dup, an association, a disconnect).
+pub fn add_own(token: OwnToken, own: SocketAddr) {
+    if let Some(cell) = cell(token.fd) {
+        cell.store_if(token.state, &token.entry, token.id, own);
+    }
 }
 
 /// The entry for `fd`, if it describes the socket `fd` refers to now. An entry left by a socket
@@ -251,7 +326,7 @@ pub fn kind_hint(fd: i32) -> Option<Kind> {
 
 /// Remembers an outbound connection made through a server, for later BINDs.
 pub fn remember_last_connected(entry: &Entry) {
-    LAST_CONNECTED.store(entry, SocketId { dev: 0, ino: 0 });
+    LAST_CONNECTED.store(entry, SocketId { dev: 0, ino: 0 }, None);
 }
 
 /// The last connection made through a server in this process (or its parent before fork).
@@ -398,6 +473,35 @@ pub fn copy(from: i32, to: i32) {
     }
 }
 
+fn store_own(words: &[AtomicU64; 3], own: Option<SocketAddr>) {
+    let Some(own) = own else {
+        words[2].store(0, Ordering::Relaxed);
+        return;
+    };
+    let (ip, flags) = match own {
+        SocketAddr::V4(v4) => (v4.ip().to_ipv6_mapped(), OWN_V4),
+        SocketAddr::V6(v6) => (*v6.ip(), u64::from(v6.scope_id()) << 32),
+    };
+    let bits = u128::from(ip);
+    words[0].store((bits >> 64) as u64, Ordering::Relaxed);
+    words[1].store(bits as u64, Ordering::Relaxed);
+    words[2].store(u64::from(own.port()) | flags | OWN_SET, Ordering::Relaxed);
+}
+
+fn load_own(words: &[AtomicU64; 3]) -> Option<SocketAddr> {
+    let rest = words[2].load(Ordering::Relaxed);
+    if rest & OWN_SET == 0 {
+        return None;
+    }
+    let bits = (u128::from(words[0].load(Ordering::Relaxed)) << 64)
+        | u128::from(words[1].load(Ordering::Relaxed));
+    let ip = Ipv6Addr::from(bits);
+    Some(match ip.to_ipv4_mapped() {
+        Some(v4) if rest & OWN_V4 != 0 => SocketAddr::new(IpAddr::V4(v4), rest as u16),
+        _ => SocketAddr::V6(SocketAddrV6::new(ip, rest as u16, 0, (rest >> 32) as u32)),
+    })
+}
+
 fn store_addr(words: &[AtomicU64], addr: &RawAddr) {
     for (i, word) in words.iter().enumerate() {
         let mut chunk = [0u8; 8];
@@ -422,6 +526,7 @@ fn load_addr(words: &[AtomicU64], len: u8) -> RawAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use std::os::fd::{AsRawFd, IntoRawFd};
 
     fn entry(kind: Kind, first: &str, server: &str) -> Entry {
@@ -542,6 +647,34 @@ mod tests {
         assert!(SocketId::of(ctl).is_some(), "the program's descriptor is still open");
         real::close_fd(ctl);
         clear(udp.as_raw_fd());
+    }
+
+    #[test]
+    fn a_dns_entry_keeps_its_own_address_until_stored_again() {
+        let a = socket();
+        let fd = a.as_raw_fd();
+        let e = entry(Kind::DnsConnected, "192.0.2.53:53", "0.0.0.0:0");
+        for own in ["127.0.0.1:5353", "[fe80::1%7]:53", "[::ffff:192.0.2.2]:4000"] {
+            let own: SocketAddr = own.parse().expect("literal");
+            set_with_own(fd, &e, own);
+            let (found, stored, _) = get_with_own(fd).expect("the entry");
+            assert_eq!((found, stored), (e, Some(own)), "{own}");
+        }
+        // Any other store of the number (a dup's copy, an association) has none.
+        set(fd, &e);
+        let (_, stored, token) = get_with_own(fd).expect("the entry");
+        assert_eq!(stored, None);
+        let own: SocketAddr = "0.0.0.0:4000".parse().expect("literal");
+        add_own(token, own);
+        assert_eq!(get_with_own(fd).map(|(_, own, _)| own), Some(Some(own)));
+        // A token read before another store adds nothing to the newer entry.
+        let (_, _, stale) = get_with_own(fd).expect("the entry");
+        set(fd, &e);
+        add_own(stale, own);
+        assert_eq!(get_with_own(fd).map(|(_, own, _)| own), Some(None));
+        assert_eq!(get(fd), Some(e), "the entry itself is untouched");
+        clear(fd);
+        assert!(get_with_own(fd).is_none());
     }
 
     #[test]

@@ -228,7 +228,10 @@ pub fn disconnecting(fd: c_int) {
                 crate::dnstcp::release(fd);
                 fdtable::clear(fd);
             }
-            Kind::Bound(_) | Kind::Udp | Kind::Dns => {}
+            // Stored again without the socket's own address (`dnswire`): a disconnect frees a
+            // port that was not bound explicitly, so the address may change.
+            Kind::Dns => fdtable::set(fd, &entry),
+            Kind::Bound(_) | Kind::Udp => {}
         }
     }
 }

@@ -6,7 +6,9 @@
  *
  * usage: ownresolver SERVER-IPV4 NAME PATTERN...
  * patterns: connect (connect, getpeername, send, poll, recvfrom), sendto (unconnected sendto
- * and recvfrom), mmsg (sendmmsg of an A and an MX query, recvmmsg of both), epoll
+ * and recvfrom), unspec (sendto, then connect AF_UNSPEC, which frees the port, then sendto
+ * again), signalnested (a timer's handler sends a query while the program waits in recv
+ * inside the library: the sendto's result), mmsg (sendmmsg of an A and an MX query, recvmmsg of both), epoll
  * (non-blocking, EAGAIN before the answer, epoll_wait), thirdparty (a datagram from another
  * socket to a connected one is never read; the query sent with writev), v6 (an IPv6 socket connected to the IPv4-mapped
  * server), tcp and tcp6 (DNS over TCP on an IPv4 or IPv6 socket: non-blocking connect
@@ -15,7 +17,13 @@
  * "tcp: fds N -> M" counts /proc/self/fd before the socket and after its close), tcpfork (a
  * blocking TCP connection, then fork: the child asks on the inherited connection and on one
  * of its own, then the parent on both of its), tcpdup (a query on a dup of the connection,
- * the original closed, another on the dup, its getpeername). */
+ * the original closed, another on the dup, its getpeername), readv (after a forged answer
+ * from a third party: readv, preadv2 at offset -1, and read/recv/recvfrom as a program built
+ * with _FORTIFY_SOURCE calls them; the forged answer is never read), spurious (a forged
+ * answer makes the socket readable: a non-blocking recv says EAGAIN, a blocking one waits for
+ * the real answer, sent 300 ms later by a child on the same socket), reused (the socket
+ * closed unseen by the library, a new one on its number reads a datagram from anyone), many (100 queries and answers
+ * on one connected socket, for counting system calls). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -29,8 +37,11 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *server_ip;
@@ -167,6 +178,24 @@ static int pattern_sendto(void) {
     return rc;
 }
 
+/* An unconnected socket asks, is disconnected (connect AF_UNSPEC: a port the socket did not
+   bind itself is freed), and asks again: the second answer must reach it too. */
+static int pattern_unspec(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    unsigned char q[300];
+    int qlen = build_query(q, 0x2323, 1);
+    if (sendto(fd, q, qlen, 0, (void *)&s, sizeof s) != qlen) return fail("unspec", "sendto");
+    if (receive("unspec", fd, 0x2323) != 0) return 1;
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    if (connect(fd, &unspec, sizeof unspec) != 0) return fail("unspec", "connect AF_UNSPEC");
+    qlen = build_query(q, 0x2424, 1);
+    if (sendto(fd, q, qlen, 0, (void *)&s, sizeof s) != qlen) return fail("unspec", "sendto");
+    int rc = receive("unspec", fd, 0x2424);
+    close(fd);
+    return rc;
+}
+
 /* A query sent and its answer read inside a signal handler (raised while the program, not
    the library, was running): answered as anywhere else. */
 static volatile int signal_rc = -1;
@@ -191,6 +220,74 @@ static int pattern_signal(void) {
     if (sigaction(SIGUSR1, &sa, NULL) != 0) return fail("signal", "sigaction");
     raise(SIGUSR1);
     return signal_rc;
+}
+
+/* 100 queries on one connected socket, each answer read with recv: for counting the system
+   calls a receive costs (strace -c). */
+static int pattern_many(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("many", "connect");
+    unsigned char q[300], buf[1500];
+    char addr[64] = "";
+    for (int i = 0; i < 100; i++) {
+        int qlen = build_query(q, 0x7000 + i, 1);
+        if (send(fd, q, qlen, 0) != qlen) return fail("many", "send");
+        int n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0 || read_answer(buf, n, 0x7000 + i, addr, sizeof addr) < 0)
+            return fail("many", "not the answer");
+    }
+    printf("many: %s (100 answers)\n", addr);
+    close(fd);
+    return 0;
+}
+
+/* A query sent from a signal handler that interrupted the library: a timer fires while the
+   program waits in recv on its (virtually connected) DNS socket, which is inside the library's
+   receive hook. The handler's sendto of a query cannot be read there (no heap): it must fail
+   with EAGAIN, and nothing may be sent. */
+static volatile int nested_sent = 0, nested_errno = 0;
+static void on_timer(int sig) {
+    (void)sig;
+    int saved = errno;
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    unsigned char q[300];
+    int qlen = build_query(q, 0x5656, 1);
+    nested_sent = sendto(fd, q, qlen, 0, (void *)&s, sizeof s);
+    nested_errno = errno;
+    close(fd);
+    errno = saved;
+}
+
+static int pattern_signalnested(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("signalnested", "connect");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_timer; /* no SA_RESTART: the recv ends with EINTR */
+    if (sigaction(SIGALRM, &sa, NULL) != 0) return fail("signalnested", "sigaction");
+    struct timeval limit = {.tv_sec = 3};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    unsigned char buf[1500];
+    int n = -1, recv_errno = 0;
+    /* Until the timer interrupts the recv itself (EINTR; a machine so slow that it fires
+       before the recv began lets the recv time out instead, and the timer is set again). */
+    for (int tries = 0; tries < 3 && recv_errno != EINTR; tries++) {
+        struct itimerval timer = {.it_value = {.tv_usec = 200000}};
+        setitimer(ITIMER_REAL, &timer, NULL);
+        n = recv(fd, buf, sizeof buf, 0);
+        recv_errno = errno;
+        if (n >= 0) break;
+    }
+    signal(SIGALRM, SIG_DFL);
+    if (n >= 0) return fail("signalnested", "recv read something");
+    printf("signalnested: recv %s, the handler's sendto %d %s\n",
+           recv_errno == EINTR ? "EINTR" : strerror(recv_errno), nested_sent,
+           nested_sent < 0 ? (nested_errno == EAGAIN ? "EAGAIN" : strerror(nested_errno)) : "sent");
+    close(fd);
+    return 0;
 }
 
 static int pattern_mmsg(void) {
@@ -291,6 +388,185 @@ static int pattern_thirdparty(void) {
     printf("thirdparty: %s, the intruder never read\n", addr);
     close(other);
     close(fd);
+    return 0;
+}
+
+/* A forged answer to query ID (an A record 6.6.6.6), sent to FD's own address (127.0.0.1 for
+   a wildcard one) from another socket, as an attacker on the host would; waits until it has
+   arrived. */
+static int forge(const char *pattern, int fd, unsigned short id) {
+    struct sockaddr_in own;
+    socklen_t len = sizeof own;
+    if (getsockname(fd, (void *)&own, &len) != 0) return fail(pattern, "getsockname");
+    if (own.sin_addr.s_addr == htonl(INADDR_ANY)) own.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    unsigned char forged[320];
+    int flen = build_query(forged, id, 1);
+    static const unsigned char record[] = {0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 6, 6, 6, 6};
+    forged[2] |= 0x80; /* QR: an answer */
+    forged[7] = 1;     /* ANCOUNT */
+    memcpy(forged + flen, record, sizeof record);
+    flen += sizeof record;
+    int other = socket(AF_INET, SOCK_DGRAM, 0);
+    int sent = sendto(other, forged, flen, 0, (void *)&own, sizeof own);
+    close(other);
+    if (sent != flen) return fail(pattern, "the forger's sendto");
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 2000) != 1) return fail(pattern, "the forged answer never arrived");
+    return 0;
+}
+
+/* After reading an answer: nothing else may be waiting (the forged one above all). */
+static int nothing_left(const char *pattern, int fd) {
+    unsigned char buf[1500];
+    if (recv(fd, buf, sizeof buf, MSG_DONTWAIT) != -1 || errno != EAGAIN)
+        return fail(pattern, "something else was left to read");
+    return 0;
+}
+
+/* Prints PATTERN's answer to ID in BUF (N bytes, -1 for a failed read), from SOURCE if any. */
+static int show_answer(const char *pattern, const unsigned char *buf, int n, unsigned short id,
+                       const struct sockaddr_storage *source) {
+    char addr[64], from[80];
+    if (n < 0) return fail(pattern, "the read");
+    if (read_answer(buf, n, id, addr, sizeof addr) < 0) return fail(pattern, "not the answer");
+    if (!strcmp(addr, "6.6.6.6")) {
+        printf("%s: FORGED answer read\n", pattern);
+        return 1;
+    }
+    if (source) {
+        show(source, from, sizeof from);
+        printf("%s: %s from %s\n", pattern, addr, from);
+    } else {
+        printf("%s: %s\n", pattern, addr);
+    }
+    return 0;
+}
+
+/* Every way to read a datagram that the other patterns do not use, each after a forged answer
+   from a third party has arrived on the connected socket: readv, preadv2 at the current
+   position (offset -1, a readv with flags), and read, recv and recvfrom with a length the
+   compiler cannot check, which a program built with _FORTIFY_SOURCE calls as __read_chk,
+   __recv_chk and __recvfrom_chk. */
+static int pattern_readv(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("readv", "connect");
+    static const char *ways[] = {"readv", "preadv2", "read_chk", "recv_chk", "recvfrom_chk"};
+    int failed = 0;
+    for (int i = 0; i < 5; i++) {
+        const char *way = ways[i];
+        unsigned short id = 0x6100 + i;
+        if (forge(way, fd, id) != 0) return 1;
+        unsigned char q[300], buf[1500];
+        int qlen = build_query(q, id, 1);
+        if (send(fd, q, qlen, 0) != qlen) return fail(way, "send");
+        volatile size_t room = sizeof buf; /* not a constant: the _chk variants */
+        struct iovec two[2] = {{buf, 12}, {buf + 12, sizeof buf - 12}};
+        struct sockaddr_storage from;
+        socklen_t fromlen = sizeof from;
+        int n, rc;
+        switch (i) {
+        case 0: n = readv(fd, two, 2); rc = show_answer(way, buf, n, id, NULL); break;
+        case 1: n = preadv2(fd, two, 2, -1, 0); rc = show_answer(way, buf, n, id, NULL); break;
+        case 2: n = read(fd, buf, room); rc = show_answer(way, buf, n, id, NULL); break;
+        case 3: n = recv(fd, buf, room, 0); rc = show_answer(way, buf, n, id, NULL); break;
+        default:
+            n = recvfrom(fd, buf, room, 0, (void *)&from, &fromlen);
+            rc = show_answer(way, buf, n, id, &from);
+        }
+        if (rc == 0) rc = nothing_left(way, fd);
+        if (rc != 0) { /* the next way starts on an empty socket */
+            failed = 1;
+            while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) >= 0) {}
+        }
+    }
+    close(fd);
+    return failed;
+}
+
+static long ms_since(const struct timespec *t0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - t0->tv_sec) * 1000 + (t.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/* A forged answer from a third party makes the connected socket readable for poll (the kernel
+   does not know the socket is connected). A non-blocking receive then says EAGAIN (and poll
+   has nothing more to report); a blocking one keeps waiting, here for the answer to a query a
+   child process sends on the same socket 300 ms later. */
+static int pattern_spurious(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("spurious", "connect");
+    if (forge("spurious", fd, 0x7171) != 0) return 1;
+    unsigned char q[300], buf[1500];
+    int n = recv(fd, buf, sizeof buf, 0);
+    if (n >= 0) return show_answer("spurious", buf, n, 0x7171, NULL) | 1;
+    if (errno != EAGAIN) return fail("spurious", "non-blocking recv: not EAGAIN");
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 200) != 0) return fail("spurious", "still readable after the drop");
+    int qlen = build_query(q, 0x7171, 1);
+    if (send(fd, q, qlen, 0) != qlen) return fail("spurious", "send");
+    if (poll(&p, 1, 2000) != 1) return fail("spurious", "poll: no answer");
+    n = recv(fd, buf, sizeof buf, 0);
+    printf("spurious: non-blocking EAGAIN, then\n");
+    if (show_answer("spurious", buf, n, 0x7171, NULL) != 0) return 1;
+    close(fd);
+
+    fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("spurious", "connect");
+    struct timeval limit = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    if (forge("spurious", fd, 0x7272) != 0) return 1;
+    qlen = build_query(q, 0x7272, 1);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        usleep(300000);
+        _exit(send(fd, q, qlen, 0) == qlen ? 0 : 1);
+    }
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    n = recv(fd, buf, sizeof buf, 0);
+    long waited = ms_since(&t0);
+    int status = 1;
+    waitpid(pid, &status, 0);
+    if (n < 0) return fail("spurious", "blocking recv");
+    printf("spurious: blocking waited %ld ms, then\n", waited);
+    int rc = show_answer("spurious", buf, n, 0x7272, NULL);
+    close(fd);
+    return rc | !WIFEXITED(status) | WEXITSTATUS(status);
+}
+
+/* The DNS socket is closed where the library cannot see it (fclose of an fdopen'd stream closes
+   the descriptor inside glibc), and a new UDP socket takes its number: the new socket is the
+   program's own, so a datagram from anyone reaches it (the old socket's filter must not). */
+static int pattern_reused(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in s = server4();
+    if (connect(fd, (void *)&s, sizeof s) != 0) return fail("reused", "connect");
+    fclose(fdopen(fd, "r+"));
+    int again = socket(AF_INET, SOCK_DGRAM, 0);
+    if (again != fd) return fail("reused", "the number was not reused");
+    /* Bound and asked with raw system calls: no call of the library's sees the new socket
+       before the receive. */
+    struct sockaddr_in own = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof own;
+    if (syscall(SYS_bind, again, &own, sizeof own) != 0) return fail("reused", "bind");
+    syscall(SYS_getsockname, again, &own, &len);
+    struct timeval limit = {.tv_sec = 2};
+    setsockopt(again, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    int other = socket(AF_INET, SOCK_DGRAM, 0);
+    if (sendto(other, "hello", 5, 0, (void *)&own, sizeof own) != 5)
+        return fail("reused", "the other socket's sendto");
+    char buf[16] = "";
+    struct sockaddr_storage from;
+    socklen_t fromlen = sizeof from;
+    int n = recvfrom(again, buf, sizeof buf - 1, 0, (void *)&from, &fromlen);
+    if (n != 5 || memcmp(buf, "hello", 5)) return fail("reused", "the datagram never came");
+    printf("reused: %s read on the new socket\n", buf);
+    close(other);
+    close(again);
     return 0;
 }
 
@@ -487,7 +763,13 @@ int main(int argc, char **argv) {
         int rc = !strcmp(p, "connect")      ? pattern_connect()
                  : !strcmp(p, "sendto")     ? pattern_sendto()
                  : !strcmp(p, "mmsg")       ? pattern_mmsg()
+                 : !strcmp(p, "many")       ? pattern_many()
+                 : !strcmp(p, "unspec")     ? pattern_unspec()
+                 : !strcmp(p, "readv")      ? pattern_readv()
+                 : !strcmp(p, "spurious")   ? pattern_spurious()
+                 : !strcmp(p, "reused")     ? pattern_reused()
                  : !strcmp(p, "signal")     ? pattern_signal()
+                 : !strcmp(p, "signalnested") ? pattern_signalnested()
                  : !strcmp(p, "epoll")      ? pattern_epoll()
                  : !strcmp(p, "thirdparty") ? pattern_thirdparty()
                  : !strcmp(p, "v6")         ? pattern_v6()

@@ -162,12 +162,13 @@ fn a_direct_name_still_goes_to_the_lan_name_server() {
     );
 }
 
-/// Builds `tests/c/ownresolver.c` into the lab's directory.
+/// Builds `tests/c/ownresolver.c` into the lab's directory, with _FORTIFY_SOURCE as Debian
+/// builds its packages (a read whose length the compiler cannot check calls __read_chk).
 fn ownresolver(lab: &Lab) -> PathBuf {
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("c/ownresolver.c");
     let binary = lab.dir.path().join("ownresolver");
     let out = Command::new(paths::require("cc", "gcc"))
-        .args(["-O2", "-Wall", "-o"])
+        .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-o"])
         .arg(&binary)
         .arg(&source)
         .output()
@@ -181,7 +182,19 @@ fn every_socket_pattern_of_a_resolver_gets_the_answer() {
     let Some((lab, leaks, _outside, _sockd)) = own_lab("own-patterns") else { return };
     let program = ownresolver(&lab);
     let server = DEAD_DNS_ADDR.to_string();
-    let patterns = ["connect", "sendto", "mmsg", "signal", "epoll", "thirdparty", "v6"];
+    let patterns = [
+        "connect",
+        "sendto",
+        "mmsg",
+        "signal",
+        "signalnested",
+        "epoll",
+        "thirdparty",
+        "v6",
+        "unspec",
+        "reused",
+        "many",
+    ];
     let mut args = vec![server.clone(), WWW.to_owned()];
     args.extend(patterns.iter().map(|p| (*p).to_owned()));
     let ran = under_library(lab.client(&program)).args(&args).run();
@@ -210,6 +223,14 @@ fn every_socket_pattern_of_a_resolver_gets_the_answer() {
     assert!(fake_from("connect: ", &v4_server), "connect+send+poll+recvfrom\n{}", ran.describe());
     assert!(fake_from("sendto: ", &v4_server), "unconnected sendto\n{}", ran.describe());
     assert!(fake_from("signal: ", &v4_server), "inside a signal handler\n{}", ran.describe());
+    // A handler that interrupted the library (the program waiting in recv inside its hook):
+    // the query cannot be read there, so its send fails with EAGAIN (and nothing is sent).
+    assert_eq!(
+        line("signalnested: "),
+        "signalnested: recv EINTR, the handler's sendto -1 EAGAIN",
+        "{}",
+        ran.describe()
+    );
     assert!(fake_from("mmsg: A ", &v4_server), "sendmmsg+recvmmsg\n{}", ran.describe());
     assert_eq!(line("mmsg: MX "), format!("mmsg: MX none from {v4_server}"), "{}", ran.describe());
     assert!(is_fake(line("epoll: ").trim_start_matches("epoll: ").trim_end_matches(" by read")));
@@ -220,6 +241,29 @@ fn every_socket_pattern_of_a_resolver_gets_the_answer() {
     );
     assert_eq!(line("v6: peer "), format!("v6: peer {v6_server}"), "{}", ran.describe());
     assert!(fake_from("v6: ", &v6_server), "IPv6 socket, IPv4 server\n{}", ran.describe());
+    // Asked again after a disconnect freed the port the library had bound: answered again
+    // (the address the library keeps for the socket's receives is not the old one).
+    let unspec = text.lines().filter(|l| l.starts_with("unspec: ")).collect::<Vec<_>>();
+    assert!(
+        unspec.len() == 2 && fake_from("unspec: ", &v4_server) && !text.contains("unspec: FAIL"),
+        "a query, connect AF_UNSPEC, a query\n{}",
+        ran.describe()
+    );
+    // A number closed behind the library's back and reused by a new socket is not the DNS
+    // socket any more: the identity check each receive makes (one fstat) lets its datagrams in.
+    assert_eq!(
+        line("reused: "),
+        "reused: hello read on the new socket",
+        "a new socket on a DNS socket's old number\n{}",
+        ran.describe()
+    );
+    let many = line("many: ");
+    assert!(
+        many.ends_with(" (100 answers)")
+            && is_fake(many.trim_start_matches("many: ").trim_end_matches(" (100 answers)")),
+        "100 queries and answers on one socket\n{}",
+        ran.describe()
+    );
     assert_nothing_left(&leaks, "the socket patterns");
 
     // Without the library the same program asks 192.0.2.53, which answers nothing.
@@ -231,6 +275,56 @@ fn every_socket_pattern_of_a_resolver_gets_the_answer() {
     );
     let (v4, _) = leaks.leaked_destinations();
     assert_eq!(v4, [format!("{DEAD_DNS_ADDR} . udp . 53")], "{}", leaks.table());
+}
+
+/// The library must filter every way of reading a datagram, or a program reading its virtually
+/// connected DNS socket another way reads what a third party sent it: a forged answer, which
+/// the kernel would have dropped on a really connected socket.
+#[test]
+fn a_forged_answer_is_never_read_whichever_way_the_program_reads() {
+    let Some((lab, leaks, _outside, _sockd)) = own_lab("own-forged") else { return };
+    let program = ownresolver(&lab);
+    // The fortified entry points are what the program really calls (else this proves nothing).
+    let nm = Command::new(paths::require("nm", "binutils")).arg("-D").arg(&program).output();
+    let symbols = String::from_utf8_lossy(&nm.expect("nm runs").stdout).into_owned();
+    for symbol in ["readv", "preadv2", "__read_chk", "__recv_chk", "__recvfrom_chk"] {
+        assert!(symbols.contains(&format!(" {symbol}@")), "ownresolver calls {symbol}\n{symbols}");
+    }
+    let server = DEAD_DNS_ADDR.to_string();
+    let ran = under_library(lab.client(&program)).args([&server, WWW, "readv", "spurious"]).run();
+    let text = ran.stdout_text();
+    assert!(!text.contains("FORGED"), "a forged answer was read\n{}", ran.describe());
+    for way in ["readv", "preadv2", "read_chk", "recv_chk"] {
+        let answered =
+            text.lines().any(|l| l.strip_prefix(&format!("{way}: ")).is_some_and(is_fake));
+        assert!(answered, "{way}: the library's answer, not the forged one\n{}", ran.describe());
+    }
+    let from = text.lines().find_map(|l| l.strip_prefix("recvfrom_chk: ")).unwrap_or_default();
+    assert!(
+        from.split_once(" from ")
+            .is_some_and(|(ip, source)| is_fake(ip) && source == format!("{server}:53")),
+        "recvfrom_chk: the library's answer, from the server\n{}",
+        ran.describe()
+    );
+    // Readiness from the forged datagram: a non-blocking receive says EAGAIN, a blocking one
+    // waits for the real answer (300 ms later), never EAGAIN.
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("spurious: ")).collect();
+    let waited = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("spurious: blocking waited "))
+        .and_then(|rest| rest.strip_suffix(" ms, then"))
+        .and_then(|ms| ms.parse::<u64>().ok());
+    assert!(
+        lines.len() == 4
+            && lines[0] == "spurious: non-blocking EAGAIN, then"
+            && is_fake(lines[1].trim_start_matches("spurious: "))
+            && waited.is_some_and(|ms| (250..5000).contains(&ms))
+            && is_fake(lines[3].trim_start_matches("spurious: ")),
+        "poll readiness from a third party's datagram\n{}",
+        ran.describe()
+    );
+    assert!(ran.success(), "{}", ran.describe());
+    assert_nothing_left(&leaks, "forged answers");
 }
 
 #[test]

@@ -106,6 +106,18 @@ real_functions! {
     fn writev(fd: c_int, iov: *const libc::iovec, iovcnt: c_int) -> ssize_t;
     /// read(2).
     fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t;
+    /// readv(2).
+    fn readv(fd: c_int, iov: *const libc::iovec, iovcnt: c_int) -> ssize_t;
+    /// preadv2(2).
+    fn preadv2(fd: c_int, iov: *const libc::iovec, iovcnt: c_int, offset: libc::off_t, flags: c_int) -> ssize_t;
+    /// preadv64v2(2) (the same call; glibc exports both names).
+    fn preadv64v2(fd: c_int, iov: *const libc::iovec, iovcnt: c_int, offset: libc::off64_t, flags: c_int) -> ssize_t;
+    /// read(2) as a program built with _FORTIFY_SOURCE calls it (`buflen`: its buffer's size).
+    fn __read_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t) -> ssize_t;
+    /// recv(2) as a program built with _FORTIFY_SOURCE calls it.
+    fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int) -> ssize_t;
+    /// recvfrom(2) as a program built with _FORTIFY_SOURCE calls it.
+    fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, addrlen: *mut socklen_t) -> ssize_t;
     /// sendto(2).
     fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int, addr: *const sockaddr, addrlen: socklen_t) -> ssize_t;
     /// recvfrom(2).

@@ -1,9 +1,17 @@
 //! The exported datagram entry points: sendto, sendmsg, sendmmsg, recvfrom, recvmsg, recvmmsg,
 //! and send, recv, write, writev, read for UDP sockets connected to a proxied peer (or virtually
 //! connected to a name server, `dnswire`). Each passes straight through unless `udp` says the
-//! datagram goes through (or came from) a SOCKS5 relay; then the header is added with a gathering write (no copy of the payload) or stripped from a received
-//! datagram before it reaches the program's buffers. Control messages on a relayed datagram are
-//! handled as `ancillary` says (UDP_SEGMENT: one relayed datagram per segment).
+//! datagram goes through (or came from) a SOCKS5 relay; then the header is added with a
+//! gathering write (no copy of the payload) or stripped from a received datagram before it
+//! reaches the program's buffers. Control messages on a relayed datagram are handled as
+//! `ancillary` says (UDP_SEGMENT: one relayed datagram per segment).
+//!
+//! Every way a program can read a datagram through libc is hooked, or a DNS socket's filter
+//! (`dnswire`) could be read around: also readv, preadv2/preadv64v2 at the current position
+//! (offset -1; at any other offset a socket says ESPIPE), the _FORTIFY_SOURCE entry points
+//! __read_chk, __recv_chk and __recvfrom_chk (glibc's call its internal functions, never the
+//! hooks), and syscall(SYS_read, SYS_readv…). Not: io_uring, splice and sendfile from a socket,
+//! stdio on an fdopen'd socket (glibc's internal read).
 //!
 //! Also a TCP socket the program connected to a name server's port 53 (`dnstcp`): after send,
 //! write, writev, sendto and sendmsg the library reads the bytes from its end and answers
@@ -39,12 +47,41 @@ use crate::guard::Guard;
 use crate::outcome::{fail, shield, Cause};
 use crate::udp::{self, QuietSend, Send, HEADER_MAX};
 
-/// Whether `fd` carries an association (the only sockets whose reads need a look). The
-/// table's hint first, so other descriptors cost no system call.
-fn associated(fd: c_int) -> bool {
+/// Whether `fd` may be one of the library's UDP sockets: the table's hint only (an atomic
+/// load, no system call), so that other descriptors go straight through.
+fn maybe_associated(fd: c_int) -> bool {
+    matches!(
+        fdtable::kind_hint(fd),
+        Some(Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected)
+    )
+}
+
+/// What a receive on a UDP socket the library looks at (an association, or a DNS socket)
+/// needs, read once per call.
+#[derive(Debug, Clone, Copy)]
+struct Receiver {
+    /// A DNS socket: the library's answers and the virtual peer's filter (`dnswire`).
+    dns: Option<dnswire::Receiving>,
+    /// Whether it has a relay (only then do datagrams come with a SOCKS5 header).
+    relayed: bool,
+}
+
+/// The receiver `fd` is, if it carries an association or is a DNS socket (the only sockets
+/// whose reads need a look). The table's hint first, so other descriptors cost no system
+/// call; ours cost one (the table's identity check), and nothing else once `dnswire` has
+/// stored the socket's own address with its entry.
+fn associated(fd: c_int) -> Option<Receiver> {
     let ours =
         |kind| matches!(kind, Kind::Udp | Kind::UdpConnected | Kind::Dns | Kind::DnsConnected);
-    fdtable::kind_hint(fd).is_some_and(ours) && fdtable::get(fd).is_some_and(|e| ours(e.kind))
+    if !maybe_associated(fd) {
+        return None;
+    }
+    let (entry, own, token) = fdtable::get_with_own(fd)?;
+    if !ours(entry.kind) {
+        return None;
+    }
+    let dns = dnswire::Receiving::of(fd, &entry, own, token);
+    Some(Receiver { dns, relayed: entry.server.len > 0 })
 }
 
 /// Reads away the datagram a receive with MSG_PEEK only looked at (one the program must not
@@ -652,28 +689,26 @@ fn fastopen_candidate(fd: c_int) -> bool {
     real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) == Some(libc::SOCK_STREAM)
 }
 
-/// One received datagram with the relay's header stripped, into the caller's `parts`; the
-/// source to report in `name`. `None`: not an associated socket.
+/// One received datagram on `receiver` with the relay's header stripped, into the caller's
+/// `parts`; the source to report in `name`.
 ///
 /// # Safety
 /// `parts` must describe writable memory; `name`/`namelen` as recvfrom(2); `control` as
 /// recvmsg(2)'s msg_control.
+#[allow(clippy::too_many_arguments)]
 unsafe fn receive_datagram(
     fd: c_int,
+    receiver: Receiver,
     parts: &[iovec],
     flags: c_int,
     name: *mut sockaddr,
     namelen: *mut socklen_t,
     control: Option<(&mut *mut c_void, &mut size_t)>,
     msg_flags: Option<&mut c_int>,
-) -> Option<ssize_t> {
-    if !associated(fd) {
-        return None;
-    }
+) -> ssize_t {
     let room = total(parts);
     let mut temp = vec![0u8; room.min(65_536) + HEADER_MAX];
-    // A DNS socket: the library's answers and the virtual peer's filter (`dnswire`).
-    let dns = dnswire::Receiving::of(fd);
+    let Receiver { dns, relayed } = receiver;
     let mut control = control;
     loop {
         let mut from = [0u8; std::mem::size_of::<libc::sockaddr_storage>()];
@@ -691,12 +726,13 @@ unsafe fn receive_datagram(
         // SAFETY: every pointer in `msg` is valid (ours or the caller's control buffer).
         let n = unsafe { real::recvmsg(fd, &mut msg, flags) };
         if n < 0 {
-            return Some(n);
+            return n;
         }
         let got = (n as usize).min(temp.len());
         // SAFETY: the kernel wrote msg_namelen bytes of address.
         let source = unsafe { RawAddr::from_ptr(from.as_ptr().cast(), msg.msg_namelen) };
-        let unwrapped = source.and_then(|s| udp::unwrap_received(fd, &temp[..got], &s));
+        let unwrapped =
+            source.filter(|_| relayed).and_then(|s| udp::unwrap_received(fd, &temp[..got], &s));
         let verdict = match (&unwrapped, &dns) {
             (None, Some(dns)) => dns.judge(source.as_ref()),
             _ => Verdict::Keep,
@@ -757,7 +793,7 @@ unsafe fn receive_datagram(
             _ => {}
         }
         let result = if flags & libc::MSG_TRUNC != 0 { full } else { copied };
-        return Some(result as ssize_t);
+        return result as ssize_t;
     }
 }
 
@@ -792,14 +828,11 @@ unsafe fn recvfrom_unshielded(
 ) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::recvfrom(fd, buf, len, flags, addr, addrlen) };
-    if !associated(fd) {
-        return real_call();
-    }
+    let Some(receiver) = associated(fd) else { return real_call() };
     let Some(_guard) = Guard::enter() else { return real_call() };
     let part = [iovec { iov_base: buf, iov_len: len }];
     // SAFETY: as the caller guarantees.
-    unsafe { receive_datagram(fd, &part, flags, addr, addrlen, None, None) }
-        .unwrap_or_else(real_call)
+    unsafe { receive_datagram(fd, receiver, &part, flags, addr, addrlen, None, None) }
 }
 
 /// recv(2).
@@ -819,14 +852,11 @@ pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c
 unsafe fn recv_unshielded(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::recv(fd, buf, len, flags) };
-    if !associated(fd) {
-        return real_call();
-    }
+    let Some(receiver) = associated(fd) else { return real_call() };
     let Some(_guard) = Guard::enter() else { return real_call() };
     let part = [iovec { iov_base: buf, iov_len: len }];
     // SAFETY: as the caller guarantees.
-    unsafe { receive_datagram(fd, &part, flags, null_mut(), null_mut(), None, None) }
-        .unwrap_or_else(real_call)
+    unsafe { receive_datagram(fd, receiver, &part, flags, null_mut(), null_mut(), None, None) }
 }
 
 /// read(2): a datagram without its relay header when `fd` is an associated UDP socket.
@@ -846,14 +876,182 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, len: size_t) -> ssize
 unsafe fn read_unshielded(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     // SAFETY: forwarded unchanged under the caller's guarantees.
     let real_call = || unsafe { real::read(fd, buf, len) };
-    if !associated(fd) {
-        return real_call();
-    }
+    let Some(receiver) = associated(fd) else { return real_call() };
     let Some(_guard) = Guard::enter() else { return real_call() };
     let part = [iovec { iov_base: buf, iov_len: len }];
     // SAFETY: as the caller guarantees.
-    unsafe { receive_datagram(fd, &part, 0, null_mut(), null_mut(), None, None) }
-        .unwrap_or_else(real_call)
+    unsafe { receive_datagram(fd, receiver, &part, 0, null_mut(), null_mut(), None, None) }
+}
+
+/// A receive that reports no source (read, readv, preadv2 at the current position) on `fd`
+/// into `parts`: a datagram as [`recv`] gives it when `fd` is one of the library's UDP
+/// sockets; `real_call` otherwise.
+///
+/// # Safety
+/// `parts` must describe writable memory.
+unsafe fn receive_plain(
+    fd: c_int,
+    parts: &[iovec],
+    flags: c_int,
+    real_call: impl FnOnce() -> ssize_t,
+) -> ssize_t {
+    let Some(receiver) = associated(fd) else { return real_call() };
+    let Some(_guard) = Guard::enter() else { return real_call() };
+    // SAFETY: as the caller guarantees.
+    unsafe { receive_datagram(fd, receiver, parts, flags, null_mut(), null_mut(), None, None) }
+}
+
+/// The most iovecs readv(2) takes (UIO_MAXIOV); more is the kernel's EINVAL.
+const IOV_MAX: c_int = 1024;
+
+/// readv(2): a datagram as read gives it, scattered over the caller's buffers, when `fd` is
+/// one of the library's UDP sockets. Every other descriptor costs one table look-up (an atomic
+/// load) and goes straight through.
+///
+/// # Safety
+/// As readv(2).
+#[no_mangle]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::readv(fd, iov, iovcnt) };
+    if !maybe_associated(fd) || iovcnt <= 0 || iovcnt > IOV_MAX {
+        return real_call();
+    }
+    shield(-1, || {
+        // SAFETY: the caller passes `iovcnt` iovecs of writable memory.
+        unsafe { receive_plain(fd, iov_parts(iov, iovcnt as usize), 0, real_call) }
+    })
+}
+
+/// The RWF_* flags a read on a socket accepts (RWF_HIPRI to RWF_NOAPPEND; the kernel acts on
+/// RWF_NOWAIT only, as MSG_DONTWAIT). Others are the kernel's to refuse.
+const SOCKET_READ_FLAGS: c_int = 0x3f;
+
+/// preadv2(2) and preadv64v2: at offset -1 (the current position) a readv with flags, which
+/// on a socket reads a datagram; at any other offset a socket says ESPIPE (straight through).
+///
+/// # Safety
+/// As preadv2(2).
+unsafe fn preadv2_with(
+    fd: c_int,
+    iov: *const iovec,
+    iovcnt: c_int,
+    offset: i64,
+    flags: c_int,
+    real_call: impl FnOnce() -> ssize_t,
+) -> ssize_t {
+    let ours = offset == -1
+        && maybe_associated(fd)
+        && iovcnt > 0
+        && iovcnt <= IOV_MAX
+        && flags & !SOCKET_READ_FLAGS == 0;
+    if !ours {
+        return real_call();
+    }
+    let flags = if flags & libc::RWF_NOWAIT != 0 { libc::MSG_DONTWAIT } else { 0 };
+    shield(-1, || {
+        // SAFETY: the caller passes `iovcnt` iovecs of writable memory.
+        unsafe { receive_plain(fd, iov_parts(iov, iovcnt as usize), flags, real_call) }
+    })
+}
+
+/// preadv2(2); see [`preadv2_with`].
+///
+/// # Safety
+/// As preadv2(2).
+#[no_mangle]
+pub unsafe extern "C" fn preadv2(
+    fd: c_int,
+    iov: *const iovec,
+    iovcnt: c_int,
+    offset: libc::off_t,
+    flags: c_int,
+) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::preadv2(fd, iov, iovcnt, offset, flags) };
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    unsafe { preadv2_with(fd, iov, iovcnt, offset, flags, real_call) }
+}
+
+/// preadv64v2, glibc's other name of preadv2(2); see [`preadv2_with`].
+///
+/// # Safety
+/// As preadv2(2).
+#[no_mangle]
+pub unsafe extern "C" fn preadv64v2(
+    fd: c_int,
+    iov: *const iovec,
+    iovcnt: c_int,
+    offset: libc::off64_t,
+    flags: c_int,
+) -> ssize_t {
+    // SAFETY: forwarded unchanged under the caller's guarantees.
+    let real_call = || unsafe { real::preadv64v2(fd, iov, iovcnt, offset, flags) };
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    unsafe { preadv2_with(fd, iov, iovcnt, offset, flags, real_call) }
+}
+
+/// __read_chk: read(2) in a program built with _FORTIFY_SOURCE (glibc's version calls its
+/// internal read, never the `read` hook). A length past the buffer goes to glibc's, which
+/// aborts the program as it would without the library.
+///
+/// # Safety
+/// As read(2), `buflen` being the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    if len > buflen || !maybe_associated(fd) {
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        return unsafe { real::__read_chk(fd, buf, len, buflen) };
+    }
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { read_unshielded(fd, buf, len) })
+}
+
+/// __recv_chk: recv(2) in a program built with _FORTIFY_SOURCE; as [`__read_chk`].
+///
+/// # Safety
+/// As recv(2), `buflen` being the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> ssize_t {
+    if len > buflen || !maybe_associated(fd) {
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        return unsafe { real::__recv_chk(fd, buf, len, buflen, flags) };
+    }
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recv_unshielded(fd, buf, len, flags) })
+}
+
+/// __recvfrom_chk: recvfrom(2) in a program built with _FORTIFY_SOURCE; as [`__read_chk`].
+///
+/// # Safety
+/// As recvfrom(2), `buflen` being the size of `buf`.
+#[no_mangle]
+pub unsafe extern "C" fn __recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    if len > buflen || !maybe_associated(fd) {
+        // SAFETY: forwarded unchanged under the caller's guarantees.
+        return unsafe { real::__recvfrom_chk(fd, buf, len, buflen, flags, addr, addrlen) };
+    }
+    // SAFETY: the caller's arguments, under the caller's guarantees.
+    shield(-1, || unsafe { recvfrom_unshielded(fd, buf, len, flags, addr, addrlen) })
 }
 
 /// recvmsg(2).
@@ -871,14 +1069,24 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 /// # Safety
 /// As [`recvmsg`].
 unsafe fn recvmsg_unshielded(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t {
-    if msg.is_null() || !associated(fd) {
+    let receiver = if msg.is_null() { None } else { associated(fd) };
+    let Some(receiver) = receiver else {
         // SAFETY: forwarded unchanged under the caller's guarantees.
         return unsafe { real::recvmsg(fd, msg, flags) };
-    }
+    };
     let Some(_guard) = Guard::enter() else {
         // SAFETY: as above.
         return unsafe { real::recvmsg(fd, msg, flags) };
     };
+    // SAFETY: the caller passes a valid msghdr (checked non-null).
+    unsafe { recvmsg_on(fd, receiver, msg, flags) }
+}
+
+/// One message into `msg` (non-null), as [`recvmsg`] receives it on `receiver`.
+///
+/// # Safety
+/// As recvmsg(2), with `msg` non-null.
+unsafe fn recvmsg_on(fd: c_int, receiver: Receiver, msg: *mut msghdr, flags: c_int) -> ssize_t {
     // SAFETY: the caller passes a valid msghdr.
     let m = unsafe { &mut *msg };
     // SAFETY: msg_iov holds msg_iovlen iovecs.
@@ -889,9 +1097,10 @@ unsafe fn recvmsg_unshielded(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize
     let control = (!m.msg_control.is_null()).then_some((&mut m.msg_control, &mut control_len));
     let mut out_flags = 0;
     // SAFETY: as the caller guarantees.
-    let result = unsafe {
+    let n = unsafe {
         receive_datagram(
             fd,
+            receiver,
             parts,
             flags,
             name,
@@ -900,18 +1109,12 @@ unsafe fn recvmsg_unshielded(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize
             Some(&mut out_flags),
         )
     };
-    match result {
-        Some(n) => {
-            if n >= 0 {
-                m.msg_namelen = namelen;
-                m.msg_controllen = control_len;
-                m.msg_flags = out_flags;
-            }
-            n
-        }
-        // SAFETY: forwarded unchanged under the caller's guarantees.
-        None => unsafe { real::recvmsg(fd, msg, flags) },
+    if n >= 0 {
+        m.msg_namelen = namelen;
+        m.msg_controllen = control_len;
+        m.msg_flags = out_flags;
     }
+    n
 }
 
 /// recvmmsg(2): each message as recvmsg would receive it (the first may wait, the rest do not).
@@ -941,17 +1144,22 @@ unsafe fn recvmmsg_unshielded(
     flags: c_int,
     timeout: *mut libc::timespec,
 ) -> c_int {
-    if msgs.is_null() || vlen == 0 || !associated(fd) {
+    let receiver = if msgs.is_null() || vlen == 0 { None } else { associated(fd) };
+    let Some(receiver) = receiver else {
         // SAFETY: forwarded unchanged.
         return unsafe { real::recvmmsg(fd, msgs, vlen, flags, timeout) };
-    }
+    };
+    let Some(_guard) = Guard::enter() else {
+        // SAFETY: forwarded unchanged.
+        return unsafe { real::recvmmsg(fd, msgs, vlen, flags, timeout) };
+    };
     let mut received = 0;
     for i in 0..vlen as usize {
         let these = if i == 0 { flags } else { flags | libc::MSG_DONTWAIT } & !libc::MSG_WAITFORONE;
         // SAFETY: the caller passes `vlen` messages.
         let entry = unsafe { &mut *msgs.add(i) };
-        // SAFETY: our recvmsg under the caller's guarantees for this message.
-        let n = unsafe { recvmsg(fd, &mut entry.msg_hdr, these) };
+        // SAFETY: the caller's message, under the caller's guarantees for it.
+        let n = unsafe { recvmsg_on(fd, receiver, &mut entry.msg_hdr, these) };
         if n < 0 {
             return if received == 0 { -1 } else { received };
         }
@@ -1028,6 +1236,8 @@ unsafe fn syscall_unshielded(
                 a5 as *const sockaddr,
                 a6 as socklen_t,
             ) as libc::c_long,
+            libc::SYS_read => read(a1 as c_int, a2 as *mut c_void, a3 as size_t) as libc::c_long,
+            libc::SYS_readv => readv(a1 as c_int, a2 as *const iovec, a3 as c_int) as libc::c_long,
             libc::SYS_recvfrom => recvfrom(
                 a1 as c_int,
                 a2 as *mut c_void,
