@@ -106,10 +106,16 @@ impl Binds {
     }
 }
 
-/// The server the last connection went through, if it is in the list; else the whole list.
-fn preferred(servers: &[Server], used: SocketAddr) -> &[Server] {
+/// The `@=` entry the last connection went through (`route`, its `Server::id`: two chains may
+/// share a first hop, so the first hop alone does not say which), if it is in the list; else
+/// the first entry whose first hop is the server it went through (a BIND routed by another
+/// rule than the connection); else the whole list. As the library does (`intercept::preferred`).
+fn preferred(servers: &[Server], route: usize, used: SocketAddr) -> &[Server] {
     let used = sockaddr::canonical(used);
-    match servers.iter().position(|s| s.addrs.iter().any(|a| sockaddr::canonical(*a) == used)) {
+    let position = servers.iter().position(|s| s.id == route).or_else(|| {
+        servers.iter().position(|s| s.addrs.iter().any(|a| sockaddr::canonical(*a) == used))
+    });
+    match position {
         Some(i) => &servers[i..=i],
         None => servers,
     }
@@ -119,7 +125,8 @@ fn preferred(servers: &[Server], used: SocketAddr) -> &[Server] {
 /// connection; the kernel's bind otherwise (see the module documentation for why CONTINUE is
 /// safe here).
 pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
-    let Some((dst, used)) = pending.shared.peers().last else { return pending.proceed() };
+    let Some(last) = pending.shared.peers().last else { return pending.proceed() };
+    let dst = last.dst;
     let fd = notif.data.args[0] as i32;
     let (addr_ptr, addr_len) = (notif.data.args[1], notif.data.args[2] as i64);
     let (pid, socket) = match copy_socket(&pending, notif.pid, fd) {
@@ -157,7 +164,7 @@ pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
         return pending.reply(errno);
     }
     let deadline = Instant::now() + settings.timeout;
-    let servers = preferred(servers, used);
+    let servers = preferred(servers, last.route, last.server);
     let granted =
         match proxy::request_via(socket, domain, Command::Bind, &target, servers, deadline) {
             Ok(granted) => granted,
@@ -434,6 +441,36 @@ mod tests {
         assert!(!binds.by_cookie.contains_key(&2) && binds.by_cookie.contains_key(&3));
         binds.remove(3);
         assert_eq!(binds.order.len(), BINDS_MAX - 1);
+    }
+
+    #[test]
+    fn bind_goes_through_the_entry_that_carried_the_connection() {
+        let path = std::env::temp_dir()
+            .join(format!("socks-supervise-{}-bind-chains.conf", std::process::id()));
+        std::fs::write(
+            &path,
+            "sockd @=socks5://192.0.2.1:1080>socks5://198.51.100.2:1081,\
+             socks5://192.0.2.1:1080>socks5://198.51.100.2:1082 0.0.0.0/0\n",
+        )
+        .expect("temp file");
+        let settings = crate::config::load(&crate::config::Environment {
+            conf: Some(path.display().to_string()),
+            ..Default::default()
+        });
+        let _ = std::fs::remove_file(path);
+        let socks_client::Mode::Rules { servers, .. } = &settings.mode else {
+            panic!("{:?}", settings.mode)
+        };
+        let list = &servers[0];
+        let fw: SocketAddr = "192.0.2.1:1080".parse().expect("literal");
+        // Both chains start at the firewall: the second carried the connection.
+        let chosen = preferred(list, list[1].id, fw);
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0].id, list[1].id, "the second chain, not the first with that hop");
+        // An entry of another rule: the first hop decides, as before.
+        assert_eq!(preferred(list, usize::MAX, fw)[0].id, list[0].id);
+        let elsewhere: SocketAddr = "203.0.113.1:1080".parse().expect("literal");
+        assert_eq!(preferred(list, usize::MAX, elsewhere).len(), 2, "unknown: the whole list");
     }
 
     #[test]

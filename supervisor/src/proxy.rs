@@ -83,11 +83,14 @@ pub struct Granted {
     /// For the log's "ok" line: the hops a `?dynamic` chain left out on the way (` (dynamic:
     /// left out hop 2 of a>b>c)`), else empty.
     pub detour: String,
+    /// The `@=` entry (its `Server::id`) that carried the request: a later BIND goes through
+    /// exactly this one, even when another entry of the list starts at the same first hop.
+    pub route: usize,
 }
 
 impl Granted {
-    fn new(server: SocketAddr, version: ClientVersion, bound: SocketAddr) -> Granted {
-        Granted { server, version, bound, detour: String::new() }
+    fn new(server: SocketAddr, version: ClientVersion, bound: SocketAddr, route: usize) -> Granted {
+        Granted { server, version, bound, detour: String::new(), route }
     }
 }
 
@@ -173,7 +176,7 @@ fn try_servers(
                 hs = hs.pipelined();
             }
             return exchange(fd, &mut hs, deadline)
-                .map(|bound| Granted::new(addr, server.version, reachable(bound, addr)))
+                .map(|bound| Granted::new(addr, server.version, reachable(bound, addr), server.id))
                 .map_err(|f| failed(f.errno, format!("via {addr} ({name}): {}", f.why)));
         }
     }
@@ -336,7 +339,7 @@ fn through_chain(
         Some(TargetAddr::Ip(last)) => *last,
         _ => addr,
     };
-    Ok(Granted::new(addr, version, reachable(bound, last_hop)))
+    Ok(Granted::new(addr, version, reachable(bound, last_hop), server.id))
 }
 
 /// One HTTP CONNECT on `fd`: the request, then the answer read exactly to its blank line (the

@@ -479,11 +479,11 @@ impl Ctx {
         let cookie = sys::socket_cookie(self.socket.as_fd()).ok();
         match proxy::connect_via(self.socket.as_fd(), self.domain, target, servers, deadline) {
             Ok(granted) => {
+                if let Some(cookie) = cookie {
+                    self.shared.peers().insert(cookie, dst, &granted);
+                }
                 let (server, v, detour) =
                     (granted.server, granted.version.scheme(), granted.detour);
-                if let Some(cookie) = cookie {
-                    self.shared.peers().insert(cookie, dst, server);
-                }
                 log(
                     settings,
                     3,

@@ -84,15 +84,27 @@ pub(crate) struct Shared {
 pub(crate) struct Peers {
     by_cookie: HashMap<u64, (SocketAddr, SocketAddr)>,
     order: VecDeque<u64>,
-    /// The last connection the tree made through a server: (destination, server). A BIND
-    /// names it (`bind`).
-    pub(crate) last: Option<(SocketAddr, SocketAddr)>,
+    /// The last connection the tree made through a server. A BIND names it (`bind`).
+    pub(crate) last: Option<LastConnection>,
+}
+
+/// The last connection the tree made through a server, for a later BIND.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LastConnection {
+    /// The destination the program asked for (the BIND names it).
+    pub(crate) dst: SocketAddr,
+    /// The server (first hop) the socket was connected to.
+    pub(crate) server: SocketAddr,
+    /// The `@=` entry that carried it (`Server::id`): a BIND goes through this very chain, not
+    /// another one that starts at the same first hop.
+    pub(crate) route: usize,
 }
 
 impl Peers {
-    /// A connection the supervisor made to `dst` through `server`.
-    pub(crate) fn insert(&mut self, cookie: u64, dst: SocketAddr, server: SocketAddr) {
-        self.last = Some((dst, server));
+    /// A connection the supervisor made to `dst` through `granted`'s server and `@=` entry.
+    pub(crate) fn insert(&mut self, cookie: u64, dst: SocketAddr, granted: &proxy::Granted) {
+        let (server, route) = (granted.server, granted.route);
+        self.last = Some(LastConnection { dst, server, route });
         self.insert_accepted(cookie, dst, server);
     }
 
@@ -569,7 +581,7 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
                 Ok(granted) => {
                     let server = granted.server;
                     if let Some(cookie) = cookie {
-                        pending.shared.peers().insert(cookie, dst, server);
+                        pending.shared.peers().insert(cookie, dst, &granted);
                     }
                     let (name, detour) = (granted.version.scheme(), granted.detour);
                     log(
@@ -685,11 +697,11 @@ mod tests {
         let b: SocketAddr = "192.0.2.1:1080".parse().expect("literal");
         let mut peers = Peers::default();
         for cookie in 0..(PEERS_MAX as u64 + 10) {
-            peers.insert(cookie, a, b);
+            peers.insert_accepted(cookie, a, b);
         }
         assert_eq!(peers.by_cookie.len(), PEERS_MAX);
         assert!(!peers.by_cookie.contains_key(&9) && peers.by_cookie.contains_key(&10));
-        peers.insert(10, b, a);
+        peers.insert_accepted(10, b, a);
         assert_eq!(peers.by_cookie[&10], (b, a));
         assert_eq!(peers.order.len(), PEERS_MAX, "a replaced entry is not queued twice");
         peers.remove(10);
