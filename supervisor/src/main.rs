@@ -32,6 +32,7 @@ mod dns;
 mod elf;
 mod explain;
 mod filter;
+mod interrupt;
 mod msghdr;
 mod names;
 mod pidfds;

@@ -20,6 +20,14 @@
  *                                 and prints `closed`
  *   udprecv bound IP PORT LOCAL  binds the socket to LOCAL port 0 first, then sendto +
  *                                 recvfrom as above
+ *   udprecv restart IP PORT      a blocking recvfrom (nothing queued) interrupted by alarm(1),
+ *                                 whose handler sends `late` to the echo server (the answer
+ *                                 comes after the interruption), three times:
+ *     handler with SA_RESTART, no SO_RCVTIMEO (the kernel restarts the receive, which then
+ *     gets the answer):           `restart=N errno=E handled=H data=TEXT`
+ *     handler with SA_RESTART, SO_RCVTIMEO 5 s (never restarted, signal(7)):
+ *                                 `timeo=N errno=E handled=H`, then `drained=TEXT`
+ *     handler without SA_RESTART: `plain=N errno=E handled=H`, then `drained=TEXT`
  *
  * Built by the test with `cc -static -pthread udprecv.c`. */
 #define _GNU_SOURCE
@@ -228,6 +236,59 @@ static void bound(const struct sockaddr_in *dst, const char *local) {
     print_recvfrom(s, 0);
 }
 
+/* The socket and destination the alarm handler sends `late` on (restart mode). */
+static int late_socket = -1;
+static struct sockaddr_in late_dst;
+static volatile sig_atomic_t handled;
+
+static void send_late(int sig) {
+    (void)sig;
+    int saved = errno;
+    sendto(late_socket, "late", 4, 0, (const struct sockaddr *)&late_dst, sizeof late_dst);
+    handled++;
+    errno = saved;
+}
+
+/* One blocking recvfrom interrupted by alarm(1), the handler installed with `flags`. */
+static void interrupted(const char *label, int flags, int timeout) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = send_late;
+    sa.sa_flags = flags;
+    sigaction(SIGALRM, &sa, NULL);
+    set_timeout(late_socket, timeout);
+    handled = 0;
+    char buf[64];
+    struct sockaddr_storage from;
+    socklen_t len = sizeof from;
+    alarm(1);
+    ssize_t n = recvfrom(late_socket, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &len);
+    int e = n < 0 ? errno : 0;
+    buf[n < 0 ? 0 : n] = 0;
+    if (n < 0) {
+        printf("%s=%zd errno=%d handled=%d\n", label, n, e, (int)handled);
+        set_timeout(late_socket, 5);
+        len = sizeof from;
+        n = recvfrom(late_socket, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &len);
+        buf[n < 0 ? 0 : n] = 0;
+        printf("drained=%s\n", buf);
+    } else {
+        printf("%s=%zd errno=%d handled=%d data=%s\n", label, n, e, (int)handled, buf);
+    }
+}
+
+static void restart(const struct sockaddr_in *dst) {
+    late_socket = socket(AF_INET, SOCK_DGRAM, 0);
+    late_dst = *dst;
+    /* A first exchange: the socket is relayed from here on. */
+    set_timeout(late_socket, 5);
+    send_to(late_socket, dst, "early");
+    print_recvfrom(late_socket, 0);
+    interrupted("restart", SA_RESTART, 0);
+    interrupted("timeo", SA_RESTART, 5);
+    interrupted("plain", 0, 0);
+}
+
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "bound") == 0) {
         struct sockaddr_in dst = address(argv[2], argv[3]);
@@ -236,7 +297,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc != 4) {
-        fprintf(stderr, "usage: udprecv blocking|nonblocking|connected|close IP PORT\n");
+        fprintf(stderr, "usage: udprecv blocking|nonblocking|connected|close|restart IP PORT\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -249,6 +310,8 @@ int main(int argc, char **argv) {
         connected(&dst);
     else if (strcmp(argv[1], "close") == 0)
         close_then_wait(&dst);
+    else if (strcmp(argv[1], "restart") == 0)
+        restart(&dst);
     else
         return 2;
     return 0;

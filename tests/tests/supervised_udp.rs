@@ -3,7 +3,7 @@
 //! real outside address) to an IPv4 address, an IPv6 address and a NAME (a fake address, the
 //! name sent to sockd), a static C program (unconnected sendto with recvfrom, recvmsg and
 //! recvmmsg on blocking and non-blocking sockets, MSG_DONTWAIT, SO_RCVTIMEO, a signal during a
-//! blocking receive, a connected socket's getpeername and recvfrom, a socket bound to the
+//! blocking receive (restarted after a SA_RESTART handler, EINTR otherwise or with SO_RCVTIMEO), a connected socket's getpeername and recvfrom, a socket bound to the
 //! workstation's address), an association ending with its socket, SOCKS4 (EAFNOSUPPORT), DNS
 //! queries to a name server only sockd can reach (a static C query, Go's resolver over UDP and
 //! TCP), musl's resolver (which drops replies from a
@@ -230,6 +230,37 @@ fn static_c_receives_report_the_real_source() {
     u.assert_relayed(&u.echo, 8);
     u.assert_associated();
     u.leaks.assert_only_sockd_udp("static C UDP receives under the supervisor");
+}
+
+/// A blocking receive on a relayed socket (the supervisor waits for it) interrupted by a
+/// signal behaves as the kernel's own: after a SA_RESTART handler it goes on and gets the
+/// datagram that comes later (the handler sends for it); with SO_RCVTIMEO set, or a handler
+/// without SA_RESTART, it fails with EINTR (signal(7)). The same program run without the
+/// supervisor prints exactly this (the expected lines are the kernel's).
+#[test]
+fn static_c_receive_restarts_after_a_sa_restart_handler() {
+    let Some(u) = UdpLab::new("supervised-udp-restart") else { return };
+    let Some(program) = build_static(u.lab.name(), u.lab.dir.path(), "udprecv") else { return };
+    let dst = format!("{OUTSIDE_ADDR}:{ECHO_PORT}");
+    let args = strings(&["restart", &OUTSIDE_ADDR.to_string(), &ECHO_PORT.to_string()]);
+    let eintr = libc::EINTR;
+    let ran = u.run(&program, &["-s", SERVER], &args);
+    assert_eq!(
+        ran.stdout_text(),
+        format!(
+            "recvfrom=5 from={dst} namelen=16 data=early\n\
+             restart=4 errno=0 handled=1 data=late\n\
+             timeo=-1 errno={eintr} handled=1\n\
+             drained=late\n\
+             plain=-1 errno={eintr} handled=1\n\
+             drained=late\n"
+        ),
+        "{}",
+        ran.describe()
+    );
+    // early and three lates.
+    u.assert_relayed(&u.echo, 4);
+    u.leaks.assert_only_sockd_udp("a receive restarted under the supervisor");
 }
 
 /// The association ends when the program closes its socket (the supervisor notices within
