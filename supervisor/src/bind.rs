@@ -8,7 +8,7 @@
 //!   mistakes keep their errors), connects it to the server and runs the request. The socket
 //!   is remembered by `SO_COOKIE` with the address the server listens on.
 //! - `listen` on such a socket succeeds without listening; `getsockname` reports the server's
-//!   listening address (so ftp's PORT names it).
+//!   listening address (so ftp's PORT names it; answered in `sockname`).
 //! - `accept`/`accept4` waits for the second reply (a non-blocking socket with nothing to read
 //!   gets EAGAIN; the socket is the connection to the server, so poll and epoll see it readable
 //!   when the reply comes, as with the library), writes the connecting peer into the program's
@@ -54,7 +54,7 @@ use socks_proto::server::Command;
 use crate::config::Server;
 use crate::route::Route;
 use crate::supervise::{copy_socket, log, target_of, write_sockaddr, Pending, Shared};
-use crate::{filter, proxy, sockaddr, sys};
+use crate::{filter, proxy, sockaddr, sockname, sys};
 
 /// How many BIND sockets are remembered (oldest forgotten first: such a socket then behaves as
 /// a plain socket connected to the server).
@@ -101,7 +101,12 @@ impl Binds {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    /// Where the server listens for BIND socket `cookie` (its `getsockname`), if it is one.
+    pub(crate) fn listening(&self, cookie: u64) -> Option<SocketAddr> {
+        self.by_cookie.get(&cookie).map(|b| b.listening)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_cookie.is_empty()
     }
 }
@@ -205,7 +210,7 @@ pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
 pub(crate) fn answer_inline(pending: Pending, notif: &libc::seccomp_notif) -> Option<Pending> {
     match notif.data.nr as u32 {
         filter::NR_LISTEN => listen(pending, *notif),
-        filter::NR_GETSOCKNAME => getsockname(pending, *notif),
+        filter::NR_GETSOCKNAME => sockname::getsockname(pending, *notif),
         filter::NR_ACCEPT | filter::NR_ACCEPT4 if pending.shared.binds().is_empty() => {
             pending.proceed()
         }
@@ -248,21 +253,6 @@ fn bound_socket(
 pub(crate) fn listen(pending: Pending, notif: libc::seccomp_notif) {
     if let Some((pending, ..)) = bound_socket(pending, &notif) {
         pending.reply(0);
-    }
-}
-
-/// getsockname(2): for a BIND socket, where the server listens.
-pub(crate) fn getsockname(pending: Pending, notif: libc::seccomp_notif) {
-    let Some((pending, pid, _socket, _, bound)) = bound_socket(pending, &notif) else { return };
-    let (addr_ptr, len_ptr) = (notif.data.args[1], notif.data.args[2]);
-    match write_sockaddr(&pending, notif.pid, addr_ptr, len_ptr, bound.listening) {
-        Ok(true) => {
-            let settings = &pending.shared.settings;
-            log(settings, 4, pid, format_args!("getsockname: {} (BIND)", bound.listening));
-            pending.reply(0);
-        }
-        Ok(false) => {}
-        Err(errno) => pending.reply(errno),
     }
 }
 

@@ -43,6 +43,7 @@ mod rewrites;
 mod route;
 mod send;
 mod sockaddr;
+mod sockname;
 mod supervise;
 mod sys;
 mod udp;

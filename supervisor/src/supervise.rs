@@ -58,7 +58,7 @@ use socks_proto::TargetAddr;
 use crate::config::Settings;
 use crate::pidfds::Pidfds;
 use crate::route::{route, route_name, Route};
-use crate::{bind, dns, filter, names, proxy, recv, send, sockaddr, sys, udp};
+use crate::{bind, dns, filter, names, proxy, recv, send, sockaddr, sockname, sys, udp};
 
 /// How many proxied sockets `getpeername` remembers.
 pub const PEERS_MAX: usize = 1 << 16;
@@ -354,7 +354,7 @@ fn handle(pending: Pending, notif: libc::seccomp_notif) {
         filter::NR_GETPEERNAME => getpeername(pending, notif),
         filter::NR_BIND => bind::bind(pending, notif),
         filter::NR_LISTEN => bind::listen(pending, notif),
-        filter::NR_GETSOCKNAME => bind::getsockname(pending, notif),
+        filter::NR_GETSOCKNAME => sockname::getsockname(pending, notif),
         filter::NR_ACCEPT => bind::accept(pending, notif, false),
         filter::NR_ACCEPT4 => bind::accept(pending, notif, true),
         filter::NR_SENDTO => send::handle(pending, notif, send::Call::To),

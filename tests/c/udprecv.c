@@ -14,7 +14,8 @@
  *   udprecv nonblocking IP PORT  an O_NONBLOCK socket: sendto, poll, then recvfrom:
  *                                 `recvfrom=N from=A data=TEXT`, then again `again=-1 errno=E`,
  *                                 then sendto, poll, recvmmsg of 2: `recvmmsg=N from=A len=L`
- *   udprecv connected IP PORT    connect, getpeername `peer=A`, send + recv `recv=TEXT`,
+ *   udprecv connected IP PORT    connect, getpeername `peer=A`, getsockname
+ *                                 `local=IP port=set|0`, send + recv `recv=TEXT`,
  *                                 send + recvfrom `recvfrom=N from=A data=TEXT`
  *   udprecv close IP PORT        sendto + recvfrom as above, then closes the socket, sleeps 6 s
  *                                 and prints `closed`
@@ -205,6 +206,13 @@ static void connected(const struct sockaddr_in *dst) {
     socklen_t len = sizeof peer;
     getpeername(s, (struct sockaddr *)&peer, &len);
     printf("peer=%s\n", show(&peer));
+    struct sockaddr_storage self;
+    memset(&self, 0, sizeof self);
+    len = sizeof self;
+    getsockname(s, (struct sockaddr *)&self, &len);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&self)->sin_addr, ip, sizeof ip);
+    printf("local=%s port=%s\n", ip, ((struct sockaddr_in *)&self)->sin_port ? "set" : "0");
     char buf[64];
     send(s, "six", 3, 0);
     ssize_t n = recv(s, buf, sizeof buf - 1, 0);

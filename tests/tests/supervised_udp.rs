@@ -3,15 +3,16 @@
 //! real outside address) to an IPv4 address, an IPv6 address and a NAME (a fake address, the
 //! name sent to sockd), a static C program (unconnected sendto with recvfrom, recvmsg and
 //! recvmmsg on blocking and non-blocking sockets, MSG_DONTWAIT, SO_RCVTIMEO, a signal during a
-//! blocking receive (restarted after a SA_RESTART handler, EINTR otherwise or with SO_RCVTIMEO), a connected socket's getpeername and recvfrom, a socket bound to the
-//! workstation's address), an association ending with its socket, SOCKS4 (EAFNOSUPPORT), DNS
-//! queries to a name server only sockd can reach (a static C query, Go's resolver over UDP and
-//! TCP), musl's resolver (which drops replies from a
-//! source it did not ask), and a program that rewrites its sendto address while a denied and a
-//! relayed destination race. Every test checks what the program got, that the outside echo server
-//! heard only the firewall, and with the leak counter that nothing but traffic to sockd left
-//! the workstation (the inside has a route to the outside via the firewall here, so a leak
-//! would be a counted packet, not a silent "no route").
+//! blocking receive — restarted after a SA_RESTART handler, EINTR without one or with
+//! SO_RCVTIMEO —, a connected socket's getpeername, getsockname (the workstation's address, as
+//! under the library) and recvfrom, a socket bound to the workstation's address), an
+//! association ending with its socket, SOCKS4 (EAFNOSUPPORT), DNS queries to a name server
+//! only sockd can reach (a static C query, Go's resolver over UDP and TCP), musl's resolver
+//! (which drops replies from a source it did not ask), and a program that rewrites its sendto
+//! address while a denied and a relayed destination race. Every test checks what the program
+//! got, that the outside echo server heard only the firewall, and with the leak counter that
+//! nothing but traffic to sockd left the workstation (the inside has a route to the outside via
+//! the firewall here, so a leak would be a counted packet, not a silent "no route").
 //!
 //! Not here: UDP under the library (udp.rs), supervised TCP (supervised.rs), names
 //! (supervised_names.rs).
@@ -212,7 +213,10 @@ fn static_c_receives_report_the_real_source() {
     let connected = u.run(&program, &["-s", SERVER], &args("connected"));
     assert_eq!(
         connected.stdout_text(),
-        format!("peer={dst}\nrecv=six\nrecvfrom=5 from={dst} namelen=16 data=seven\n"),
+        format!(
+            "peer={dst}\nlocal={INSIDE_ADDR} port=set\nrecv=six\n\
+             recvfrom=5 from={dst} namelen=16 data=seven\n"
+        ),
         "{}",
         connected.describe()
     );
