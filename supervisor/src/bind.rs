@@ -170,14 +170,22 @@ pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
     }
     let deadline = Instant::now() + settings.timeout;
     let servers = preferred(servers, last.route, last.server);
-    let granted =
-        match proxy::request_via(socket, domain, Command::Bind, &target, servers, deadline) {
-            Ok(granted) => granted,
-            Err(failed) => {
-                log(settings, 1, pid, format_args!("bind for {dst} {}", failed.why));
-                return pending.reply(failed.errno);
-            }
-        };
+    let asker = Some(proxy::Asker { settings, pid });
+    let granted = match proxy::request_via(
+        socket,
+        domain,
+        Command::Bind,
+        &target,
+        servers,
+        deadline,
+        asker,
+    ) {
+        Ok(granted) => granted,
+        Err(failed) => {
+            log(settings, 1, pid, format_args!("bind for {dst} {}", failed.why));
+            return pending.reply(failed.errno);
+        }
+    };
     let Some(listening) = proxy::for_family(granted.bound, domain) else {
         log(
             settings,

@@ -34,7 +34,8 @@ use socks_proto::TargetAddr;
 
 use socks_client::order::{order, Health, Spreader};
 
-use crate::config::Server;
+use crate::config::{Server, Settings};
+use crate::supervise::log;
 use crate::{sockaddr, sys};
 
 /// When each server last failed, for every program this supervisor serves: one that failed is
@@ -57,6 +58,27 @@ fn failed(errno: i32, why: impl Into<String>) -> Failed {
     Failed { errno, why: why.into() }
 }
 
+/// Whose request it is, for the walk's debug lines (`SOCKS_LOG=debug`: each server address
+/// tried, `trying server ADDR first (spread)` or `… next`, in the library's words): the
+/// settings (their log level) and the program's process. `None` for the supervisor's own
+/// requests (its name service's).
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    pub settings: &'a Settings,
+    pub pid: u32,
+}
+
+impl Asker<'_> {
+    fn debug(asker: Option<Asker<'_>>, line: std::fmt::Arguments<'_>) {
+        if let Some(Asker { settings, pid }) = asker {
+            log(settings, LOG_DEBUG, pid, line);
+        }
+    }
+}
+
+/// The supervisor's log level of debug lines (`SOCKS_LOG=debug`, `-vv`).
+const LOG_DEBUG: u8 = 4;
+
 /// Connects `fd` (a TCP socket of family `family`, its SO_DOMAIN) to `target` (an address, or
 /// the name behind a fake address) through the first of `servers` that accepts a TCP
 /// connection. Returns the server address used, the protocol and any detour taken.
@@ -66,8 +88,9 @@ pub fn connect_via(
     target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
+    asker: Option<Asker<'_>>,
 ) -> Result<Granted, Failed> {
-    request_via(fd, family, Command::Connect, target, servers, deadline)
+    request_via(fd, family, Command::Connect, target, servers, deadline, asker)
 }
 
 /// A granted request.
@@ -104,6 +127,7 @@ pub fn request_via(
     target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
+    asker: Option<Asker<'_>>,
 ) -> Result<Granted, Failed> {
     let flags = sys::status_flags(fd)
         .map_err(|e| failed(e.raw_os_error().unwrap_or(libc::EIO), format!("F_GETFL: {e}")))?;
@@ -112,7 +136,7 @@ pub fn request_via(
         sys::set_status_flags(fd, flags | libc::O_NONBLOCK)
             .map_err(|e| failed(e.raw_os_error().unwrap_or(libc::EIO), format!("F_SETFL: {e}")))?;
     }
-    let result = try_servers(fd, family, command, target, servers, deadline);
+    let result = try_servers(fd, family, command, target, servers, (deadline, asker));
     if blocking {
         // Giving the program its flags back cannot usefully fail on a descriptor we hold.
         let _ = sys::set_status_flags(fd, flags);
@@ -130,10 +154,12 @@ fn try_servers(
     command: Command,
     target: &TargetAddr,
     servers: &[Server],
-    deadline: Instant,
+    (deadline, asker): (Instant, Option<Asker<'_>>),
 ) -> Result<Granted, Failed> {
     let mut last = failed(libc::ECONNREFUSED, "no SOCKS server address of the socket's family");
-    for server in order(servers, SPREADER.ticket(), |s| HEALTH.is_alive(s)) {
+    let spread = if servers.first().is_some_and(|s| s.spread) { " (spread)" } else { "" };
+    let walk = order(servers, SPREADER.ticket(), |s| HEALTH.is_alive(s));
+    for (i, server) in walk.enumerate() {
         if let Some(why) = server.refusal(command) {
             last = failed(libc::ECONNREFUSED, format!("via {}: {why}", server.chain_text()));
             continue;
@@ -150,6 +176,9 @@ fn try_servers(
         }
         for &addr in &server.addrs {
             let Some(addr) = for_family(addr, family) else { continue };
+            let nth = if i == 0 { "first" } else { "next" };
+            let trying = format_args!("{command} {target}: trying server {addr} {nth}{spread}");
+            Asker::debug(asker, trying);
             // A chain's steps each get a share of the time left (`Server::hop_share`).
             let share = server.hop_share(deadline.saturating_duration_since(Instant::now()));
             if let Err(errno) = connect_socket(fd, addr, deadline.min(Instant::now() + share)) {

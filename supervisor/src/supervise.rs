@@ -577,7 +577,8 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
         Route::Proxy(servers) => {
             let deadline = Instant::now() + settings.timeout;
             // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4 (`canonical`).
-            match proxy::connect_via(socket.as_fd(), domain, &target, servers, deadline) {
+            let asker = Some(proxy::Asker { settings, pid });
+            match proxy::connect_via(socket.as_fd(), domain, &target, servers, deadline, asker) {
                 Ok(granted) => {
                     let server = granted.server;
                     if let Some(cookie) = cookie {

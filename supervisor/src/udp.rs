@@ -225,6 +225,7 @@ fn associate(servers: &[Server], deadline: Instant) -> Result<Granted, Failed> {
         &TargetAddr::Ip(declared),
         std::slice::from_ref(server),
         deadline,
+        None,
     )?;
     let relay = granted.bound;
     outer.set_nonblocking(true).map_err(|e| io_failed("outer UDP socket", &e))?;
