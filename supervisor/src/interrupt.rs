@@ -15,9 +15,11 @@
 //!
 //! ERESTARTSYS must only reach a thread the kernel will deliver a signal to on its way back
 //! (else the program would see errno 512): a signal sent to the thread itself, or to the
-//! process when no other thread of it leaves that signal unblocked. A process signal another
-//! thread could take is the kernel's to place: the wait goes on while it is pending for one
-//! step, and ends with EINTR (never ERESTARTSYS) if it is still pending after that step.
+//! process when this thread is the thread group leader (which the kernel offers it to first:
+//! `complete_signal`) or no other thread of it leaves that signal unblocked. A process signal
+//! another thread could take is the kernel's to place: the wait goes on while it is pending for
+//! one step (another thread that took it has handled it by then), and ends with EINTR (never
+//! ERESTARTSYS) if it is still pending after that step.
 //!
 //! Not here: the waiting itself (`recv`), answering (`supervise::Pending`).
 
@@ -60,6 +62,11 @@ pub fn interruption(tid: u32, pid: u32) -> Interruption {
     let shared = shared & !blocked;
     if shared == 0 {
         return Interruption::None;
+    }
+    if tid == pid {
+        // The kernel offers a process signal to the thread group leader first, and the leader
+        // takes it unless it blocks it (not so here) or already has a signal to handle.
+        return Interruption::ToThisThread;
     }
     let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Interruption::MaybeAnotherThread;

@@ -29,6 +29,10 @@
  *     handler with SA_RESTART, SO_RCVTIMEO 5 s (never restarted, signal(7)):
  *                                 `timeo=N errno=E handled=H`, then `drained=TEXT`
  *     handler without SA_RESTART: `plain=N errno=E handled=H`, then `drained=TEXT`
+ *   udprecv thread IP PORT       a second thread blocks in recvfrom; the main thread waits in
+ *                                 pause() and takes alarm(1) (handler without SA_RESTART, sends
+ *                                 `late`): the receiving thread is not interrupted and gets the
+ *                                 answer: `thread=N errno=E handled=H data=TEXT`
  *
  * Built by the test with `cc -static -pthread udprecv.c`. */
 #define _GNU_SOURCE
@@ -37,6 +41,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -297,6 +302,43 @@ static void restart(const struct sockaddr_in *dst) {
     interrupted("plain", 0, 0);
 }
 
+/* thread mode: a second thread blocks in recvfrom; the main thread takes the alarm. */
+static ssize_t thread_got;
+static int thread_errno;
+static char thread_data[64];
+
+static void *receiver(void *unused) {
+    (void)unused;
+    struct sockaddr_storage from;
+    socklen_t len = sizeof from;
+    thread_got = recvfrom(late_socket, thread_data, sizeof thread_data - 1, 0,
+                          (struct sockaddr *)&from, &len);
+    thread_errno = thread_got < 0 ? errno : 0;
+    if (thread_got >= 0)
+        thread_data[thread_got] = 0;
+    return NULL;
+}
+
+static void other_thread(const struct sockaddr_in *dst) {
+    late_socket = socket(AF_INET, SOCK_DGRAM, 0);
+    late_dst = *dst;
+    set_timeout(late_socket, 5);
+    send_to(late_socket, dst, "early");
+    print_recvfrom(late_socket, 0);
+    set_timeout(late_socket, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = send_late;
+    sigaction(SIGALRM, &sa, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, receiver, NULL);
+    alarm(1);
+    pause();
+    pthread_join(t, NULL);
+    printf("thread=%zd errno=%d handled=%d data=%s\n", thread_got, thread_errno, (int)handled,
+           thread_got < 0 ? "" : thread_data);
+}
+
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "bound") == 0) {
         struct sockaddr_in dst = address(argv[2], argv[3]);
@@ -305,7 +347,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc != 4) {
-        fprintf(stderr, "usage: udprecv blocking|nonblocking|connected|close|restart IP PORT\n");
+        fprintf(stderr, "usage: udprecv blocking|nonblocking|connected|close|restart|thread IP PORT\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -320,6 +362,8 @@ int main(int argc, char **argv) {
         close_then_wait(&dst);
     else if (strcmp(argv[1], "restart") == 0)
         restart(&dst);
+    else if (strcmp(argv[1], "thread") == 0)
+        other_thread(&dst);
     else
         return 2;
     return 0;

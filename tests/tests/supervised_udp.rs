@@ -240,7 +240,8 @@ fn static_c_receives_report_the_real_source() {
 /// signal behaves as the kernel's own: after a SA_RESTART handler it goes on and gets the
 /// datagram that comes later (the handler sends for it); with SO_RCVTIMEO set, or a handler
 /// without SA_RESTART, it fails with EINTR (signal(7)). The same program run without the
-/// supervisor prints exactly this (the expected lines are the kernel's).
+/// supervisor prints exactly this (the expected lines are the kernel's). A process signal another
+/// thread takes leaves a receive waiting in a second thread alone.
 #[test]
 fn static_c_receive_restarts_after_a_sa_restart_handler() {
     let Some(u) = UdpLab::new("supervised-udp-restart") else { return };
@@ -262,8 +263,21 @@ fn static_c_receive_restarts_after_a_sa_restart_handler() {
         "{}",
         ran.describe()
     );
-    // early and three lates.
-    u.assert_relayed(&u.echo, 4);
+    // A process signal another thread takes (the main thread, in pause()) leaves a receive
+    // waiting in a second thread alone, as the kernel does: it gets the datagram that comes.
+    let args = strings(&["thread", &OUTSIDE_ADDR.to_string(), &ECHO_PORT.to_string()]);
+    let ran = u.run(&program, &["-s", SERVER], &args);
+    assert_eq!(
+        ran.stdout_text(),
+        format!(
+            "recvfrom=5 from={dst} namelen=16 data=early\n\
+             thread=4 errno=0 handled=1 data=late\n"
+        ),
+        "{}",
+        ran.describe()
+    );
+    // early and three lates, then early and late.
+    u.assert_relayed(&u.echo, 6);
     u.leaks.assert_only_sockd_udp("a receive restarted under the supervisor");
 }
 
