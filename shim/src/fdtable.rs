@@ -240,7 +240,9 @@ static OWNED: [AtomicU64; TABLE_SIZE / 64] = [const { AtomicU64::new(0) }; TABLE
 static OWNED_INO: [AtomicU64; TABLE_SIZE] = [const { AtomicU64::new(0) }; TABLE_SIZE];
 /// One more than the highest descriptor ever recorded, to bound range clears.
 static HIGH_WATER: AtomicI32 = AtomicI32::new(0);
-/// The most recent connection made through a server: its destination and server.
+/// The most recent connection made through a server: its destination and server. Its identity
+/// words hold no socket (the connection is remembered past its close); the first holds the
+/// `@=` entry that carried it (`Server::id`), read and written with the entry as one.
 static LAST_CONNECTED: EntryCell = EntryCell::new();
 
 fn cell(fd: i32) -> Option<&'static EntryCell> {
@@ -324,14 +326,16 @@ pub fn kind_hint(fd: i32) -> Option<Kind> {
     cell(fd)?.kind()
 }
 
-/// Remembers an outbound connection made through a server, for later BINDs.
-pub fn remember_last_connected(entry: &Entry) {
-    LAST_CONNECTED.store(entry, SocketId { dev: 0, ino: 0 }, None);
+/// Remembers an outbound connection made through a server, and the `@=` entry that carried it
+/// (its `Server::id`: a chain is known by its entry, not by its first hop), for later BINDs.
+pub fn remember_last_connected(entry: &Entry, route: usize) {
+    LAST_CONNECTED.store(entry, SocketId { dev: route as u64, ino: 0 }, None);
 }
 
-/// The last connection made through a server in this process (or its parent before fork).
-pub fn last_connected() -> Option<Entry> {
-    LAST_CONNECTED.load().map(|(entry, _, _)| entry)
+/// The last connection made through a server in this process (or its parent before fork), and
+/// the `@=` entry that carried it.
+pub fn last_connected() -> Option<(Entry, usize)> {
+    LAST_CONNECTED.load().map(|(entry, id, _)| (entry, id.dev as usize))
 }
 
 /// Records `control` as the association control connection of UDP socket `fd`, and as ours.
@@ -550,8 +554,8 @@ mod tests {
         let e = entry(Kind::Connected, "[2001:db8::1]:443", "10.0.0.1:1080");
         set(a, &e);
         assert_eq!(get(a), Some(e));
-        remember_last_connected(&e);
-        assert_eq!(last_connected(), Some(e));
+        remember_last_connected(&e, 7);
+        assert_eq!(last_connected(), Some((e, 7)), "the entry and the route that carried it");
         copy(a, b);
         assert_eq!(get(b), Some(e));
         clear(a);

@@ -130,13 +130,13 @@ pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {
                     servers,
                     settings.timeout,
                 )
-                .map(|granted| granted.server)
+                .map(|granted| (granted.server, granted.route))
             };
             match result {
-                Ok(server) => {
+                Ok((server, route)) => {
                     let entry = Entry { kind: Kind::Connected, first: *dst, server };
                     fdtable::set(fd, &entry);
-                    fdtable::remember_last_connected(&entry);
+                    fdtable::remember_last_connected(&entry, route);
                     Outcome::Done
                 }
                 Err(cause) => Outcome::Fail(cause),
@@ -243,7 +243,7 @@ pub fn bind(fd: c_int, local: &RawAddr) -> Outcome {
     if local_addr.port() != 0 || ip.is_loopback() || !is_stream(fd) {
         return Outcome::PassThrough;
     }
-    let Some(last) = fdtable::last_connected() else { return Outcome::PassThrough };
+    let Some((last, route)) = fdtable::last_connected() else { return Outcome::PassThrough };
     let Some(peer) = last.first.socket_addr().map(canonical) else { return Outcome::PassThrough };
     let settings = config::settings();
     let mut name_buf = [0u8; NAME_MAX];
@@ -258,7 +258,7 @@ pub fn bind(fd: c_int, local: &RawAddr) -> Outcome {
     if real::bind_to(fd, local) != 0 {
         return Outcome::Fail(os_error());
     }
-    let servers = preferred(servers, &last.server);
+    let servers = preferred(servers, route, &last.server);
     let granted = match proxy::request_through(fd, Command::Bind, &peer, servers, settings.timeout)
     {
         Ok(granted) => granted,
@@ -283,10 +283,15 @@ pub fn bind(fd: c_int, local: &RawAddr) -> Outcome {
     Outcome::Done
 }
 
-/// The server the last connection went through, if it is in the list; else the whole list.
-fn preferred<'a>(servers: &'a [Server], used: &RawAddr) -> &'a [Server] {
+/// The `@=` entry the last connection went through (`route`, its `Server::id`: two chains may
+/// share a first hop, so the first hop alone does not say which), if it is in the list; else
+/// the first entry whose first hop is the server it went through (a BIND routed by another
+/// rule than the connection); else the whole list.
+fn preferred<'a>(servers: &'a [Server], route: usize, used: &RawAddr) -> &'a [Server] {
     let used = used.socket_addr().map(canonical);
-    let position = servers.iter().position(|s| s.addrs.iter().any(|a| Some(canonical(*a)) == used));
+    let position = servers.iter().position(|s| s.id == route).or_else(|| {
+        servers.iter().position(|s| s.addrs.iter().any(|a| Some(canonical(*a)) == used))
+    });
     match position {
         Some(i) => &servers[i..=i],
         None => servers,
@@ -377,4 +382,29 @@ fn replace_socket(fd: c_int, listening: bool) -> Result<(), Cause> {
     real::fcntl_int(fd, libc::F_SETFL, status & libc::O_NONBLOCK);
     fdtable::clear(fd);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socks_client::Mode;
+
+    #[test]
+    fn bind_goes_through_the_entry_that_carried_the_connection() {
+        let settings = config::settings_with(
+            "sockd @=socks5://192.0.2.1:1080>socks5://198.51.100.2:1081,\
+             socks5://192.0.2.1:1080>socks5://198.51.100.2:1082 0.0.0.0/0\n",
+        );
+        let Mode::Rules { servers, .. } = &settings.mode else { panic!("{:?}", settings.mode) };
+        let list = &servers[0];
+        let fw = RawAddr::from_socket_addr("192.0.2.1:1080".parse().expect("literal"));
+        // Both chains start at the firewall: the second carried the connection.
+        let chosen = preferred(list, list[1].id, &fw);
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0].id, list[1].id, "the second chain, not the first with that hop");
+        // An entry of another rule: the first hop decides, as before.
+        assert_eq!(preferred(list, usize::MAX, &fw)[0].id, list[0].id);
+        let elsewhere = RawAddr::from_socket_addr("203.0.113.1:1080".parse().expect("literal"));
+        assert_eq!(preferred(list, usize::MAX, &elsewhere).len(), 2, "unknown: the whole list");
+    }
 }

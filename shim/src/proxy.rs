@@ -47,6 +47,9 @@ pub struct Granted {
     /// The reply's address: CONNECT, the server's outbound address; BIND, where it listens
     /// (0.0.0.0 already replaced by the server's address).
     pub bound: SocketAddr,
+    /// The `@=` entry (its `Server::id`) that carried the request: a later BIND goes through
+    /// exactly this one, even when another entry of the list starts at the same first hop.
+    pub route: usize,
 }
 
 /// The errno of the system call that just failed, as a cause.
@@ -164,7 +167,12 @@ fn try_servers(
                         Ok(bound) => {
                             log!(Level::Info, "{command} {target} via {addr} ({name}): ok");
                             let bound = reachable(bound, addr);
-                            Ok(Granted { server: raw, version: server.version, bound })
+                            Ok(Granted {
+                                server: raw,
+                                version: server.version,
+                                bound,
+                                route: server.id,
+                            })
                         }
                         Err((cause, why)) => {
                             log!(Level::Error, "{command} {target} via {addr} ({name}): {why}");
@@ -207,7 +215,7 @@ fn through_chain(
             log!(Level::Info, "{command} {target} via {chain}: ok");
             let bound = reachable(granted.bound, last_hop(server, addr));
             let version = granted.version.unwrap_or(server.version);
-            Ok(Granted { server: raw, version, bound })
+            Ok(Granted { server: raw, version, bound, route: server.id })
         }
         Err(failure) => {
             log!(Level::Error, "{command} {target} via {chain}: {}", failure.message);
@@ -262,7 +270,7 @@ fn dynamic_chain(
                     server.mark_alive();
                     let bound = reachable(granted.bound, last_hop(&chain, addr));
                     let version = granted.version.unwrap_or(chain.version);
-                    return Ok(Granted { server: raw, version, bound });
+                    return Ok(Granted { server: raw, version, bound, route: server.id });
                 }
                 Err(failure) => {
                     log!(Level::Warn, "{command} {target} via {text}: {}", failure.message);
@@ -476,13 +484,13 @@ pub(crate) fn recv_some(fd: c_int, buffer: &mut [u8], deadline: Instant) -> Resu
 /// interrupted the library in this thread (the interrupted code may hold malloc's lock): the
 /// first server of the walk `socks_client::order` gives, the handshake from
 /// `socks_proto::fixed` (any version, names and credentials included), one attempt. Returns
-/// the server address the socket is connected to.
+/// the server address the socket is connected to and the entry's `Server::id`.
 pub fn connect_without_heap(
     fd: c_int,
     target: Destination<'_>,
     servers: &[Server],
     timeout: Duration,
-) -> Result<RawAddr, Cause> {
+) -> Result<(RawAddr, usize), Cause> {
     let family =
         real::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok_or_else(os_error)?;
     let flags = status_flags(fd)?;
@@ -518,7 +526,7 @@ pub fn connect_without_heap(
             }
             match hs.feed(&buffer[..n]) {
                 FixedStep::NeedMore => {}
-                FixedStep::Granted { .. } => return Ok(raw),
+                FixedStep::Granted { .. } => return Ok((raw, server.id)),
                 FixedStep::Failed(error) => return Err(Cause::of_handshake(&error)),
             }
         }
@@ -587,7 +595,7 @@ mod tests {
         let target: SocketAddr = "192.0.2.7:80".parse().expect("literal");
         let result =
             connect_without_heap(fd, Destination::Ip(target), servers, Duration::from_secs(5));
-        assert_eq!(result.ok().and_then(|raw| raw.socket_addr()), Some(addr));
+        assert_eq!(result.ok().and_then(|(raw, _)| raw.socket_addr()), Some(addr));
         let mut first = [0u8; 5];
         assert_eq!(real::recv_into(fd, &mut first, 0), 5, "the relayed stream follows the reply");
         assert_eq!(&first, b"hello", "not a byte of the reply is left, none of the stream taken");

@@ -8,7 +8,7 @@
 //!   mistakes keep their errors), connects it to the server and runs the request. The socket
 //!   is remembered by `SO_COOKIE` with the address the server listens on.
 //! - `listen` on such a socket succeeds without listening; `getsockname` reports the server's
-//!   listening address (so ftp's PORT names it).
+//!   listening address (so ftp's PORT names it; answered in `sockname`).
 //! - `accept`/`accept4` waits for the second reply (a non-blocking socket with nothing to read
 //!   gets EAGAIN; the socket is the connection to the server, so poll and epoll see it readable
 //!   when the reply comes, as with the library), writes the connecting peer into the program's
@@ -54,7 +54,7 @@ use socks_proto::server::Command;
 use crate::config::Server;
 use crate::route::Route;
 use crate::supervise::{copy_socket, log, target_of, write_sockaddr, Pending, Shared};
-use crate::{filter, proxy, sockaddr, sys};
+use crate::{filter, proxy, sockaddr, sockname, sys};
 
 /// How many BIND sockets are remembered (oldest forgotten first: such a socket then behaves as
 /// a plain socket connected to the server).
@@ -101,15 +101,26 @@ impl Binds {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    /// Where the server listens for BIND socket `cookie` (its `getsockname`), if it is one.
+    pub(crate) fn listening(&self, cookie: u64) -> Option<SocketAddr> {
+        self.by_cookie.get(&cookie).map(|b| b.listening)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
         self.by_cookie.is_empty()
     }
 }
 
-/// The server the last connection went through, if it is in the list; else the whole list.
-fn preferred(servers: &[Server], used: SocketAddr) -> &[Server] {
+/// The `@=` entry the last connection went through (`route`, its `Server::id`: two chains may
+/// share a first hop, so the first hop alone does not say which), if it is in the list; else
+/// the first entry whose first hop is the server it went through (a BIND routed by another
+/// rule than the connection); else the whole list. As the library does (`intercept::preferred`).
+fn preferred(servers: &[Server], route: usize, used: SocketAddr) -> &[Server] {
     let used = sockaddr::canonical(used);
-    match servers.iter().position(|s| s.addrs.iter().any(|a| sockaddr::canonical(*a) == used)) {
+    let position = servers.iter().position(|s| s.id == route).or_else(|| {
+        servers.iter().position(|s| s.addrs.iter().any(|a| sockaddr::canonical(*a) == used))
+    });
+    match position {
         Some(i) => &servers[i..=i],
         None => servers,
     }
@@ -119,7 +130,8 @@ fn preferred(servers: &[Server], used: SocketAddr) -> &[Server] {
 /// connection; the kernel's bind otherwise (see the module documentation for why CONTINUE is
 /// safe here).
 pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
-    let Some((dst, used)) = pending.shared.peers().last else { return pending.proceed() };
+    let Some(last) = pending.shared.peers().last else { return pending.proceed() };
+    let dst = last.dst;
     let fd = notif.data.args[0] as i32;
     let (addr_ptr, addr_len) = (notif.data.args[1], notif.data.args[2] as i64);
     let (pid, socket) = match copy_socket(&pending, notif.pid, fd) {
@@ -157,15 +169,23 @@ pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
         return pending.reply(errno);
     }
     let deadline = Instant::now() + settings.timeout;
-    let servers = preferred(servers, used);
-    let granted =
-        match proxy::request_via(socket, domain, Command::Bind, &target, servers, deadline) {
-            Ok(granted) => granted,
-            Err(failed) => {
-                log(settings, 1, pid, format_args!("bind for {dst} {}", failed.why));
-                return pending.reply(failed.errno);
-            }
-        };
+    let servers = preferred(servers, last.route, last.server);
+    let asker = Some(proxy::Asker { settings, pid });
+    let granted = match proxy::request_via(
+        socket,
+        domain,
+        Command::Bind,
+        &target,
+        servers,
+        deadline,
+        asker,
+    ) {
+        Ok(granted) => granted,
+        Err(failed) => {
+            log(settings, 1, pid, format_args!("bind for {dst} {}", failed.why));
+            return pending.reply(failed.errno);
+        }
+    };
     let Some(listening) = proxy::for_family(granted.bound, domain) else {
         log(
             settings,
@@ -198,7 +218,7 @@ pub(crate) fn bind(pending: Pending, notif: libc::seccomp_notif) {
 pub(crate) fn answer_inline(pending: Pending, notif: &libc::seccomp_notif) -> Option<Pending> {
     match notif.data.nr as u32 {
         filter::NR_LISTEN => listen(pending, *notif),
-        filter::NR_GETSOCKNAME => getsockname(pending, *notif),
+        filter::NR_GETSOCKNAME => sockname::getsockname(pending, *notif),
         filter::NR_ACCEPT | filter::NR_ACCEPT4 if pending.shared.binds().is_empty() => {
             pending.proceed()
         }
@@ -241,21 +261,6 @@ fn bound_socket(
 pub(crate) fn listen(pending: Pending, notif: libc::seccomp_notif) {
     if let Some((pending, ..)) = bound_socket(pending, &notif) {
         pending.reply(0);
-    }
-}
-
-/// getsockname(2): for a BIND socket, where the server listens.
-pub(crate) fn getsockname(pending: Pending, notif: libc::seccomp_notif) {
-    let Some((pending, pid, _socket, _, bound)) = bound_socket(pending, &notif) else { return };
-    let (addr_ptr, len_ptr) = (notif.data.args[1], notif.data.args[2]);
-    match write_sockaddr(&pending, notif.pid, addr_ptr, len_ptr, bound.listening) {
-        Ok(true) => {
-            let settings = &pending.shared.settings;
-            log(settings, 4, pid, format_args!("getsockname: {} (BIND)", bound.listening));
-            pending.reply(0);
-        }
-        Ok(false) => {}
-        Err(errno) => pending.reply(errno),
     }
 }
 
@@ -434,6 +439,36 @@ mod tests {
         assert!(!binds.by_cookie.contains_key(&2) && binds.by_cookie.contains_key(&3));
         binds.remove(3);
         assert_eq!(binds.order.len(), BINDS_MAX - 1);
+    }
+
+    #[test]
+    fn bind_goes_through_the_entry_that_carried_the_connection() {
+        let path = std::env::temp_dir()
+            .join(format!("socks-supervise-{}-bind-chains.conf", std::process::id()));
+        std::fs::write(
+            &path,
+            "sockd @=socks5://192.0.2.1:1080>socks5://198.51.100.2:1081,\
+             socks5://192.0.2.1:1080>socks5://198.51.100.2:1082 0.0.0.0/0\n",
+        )
+        .expect("temp file");
+        let settings = crate::config::load(&crate::config::Environment {
+            conf: Some(path.display().to_string()),
+            ..Default::default()
+        });
+        let _ = std::fs::remove_file(path);
+        let socks_client::Mode::Rules { servers, .. } = &settings.mode else {
+            panic!("{:?}", settings.mode)
+        };
+        let list = &servers[0];
+        let fw: SocketAddr = "192.0.2.1:1080".parse().expect("literal");
+        // Both chains start at the firewall: the second carried the connection.
+        let chosen = preferred(list, list[1].id, fw);
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0].id, list[1].id, "the second chain, not the first with that hop");
+        // An entry of another rule: the first hop decides, as before.
+        assert_eq!(preferred(list, usize::MAX, fw)[0].id, list[0].id);
+        let elsewhere: SocketAddr = "203.0.113.1:1080".parse().expect("literal");
+        assert_eq!(preferred(list, usize::MAX, elsewhere).len(), 2, "unknown: the whole list");
     }
 
     #[test]

@@ -498,7 +498,8 @@ fn forward_tcp_via(
     let socket = crate::sys::tcp_socket(family).map_err(|e| e.to_string())?;
     let target = socks_proto::TargetAddr::Ip(server);
     let deadline = std::time::Instant::now() + timeout;
-    proxy::connect_via(socket.as_fd(), family, &target, servers, deadline).map_err(|f| f.why)?;
+    proxy::connect_via(socket.as_fd(), family, &target, servers, deadline, None)
+        .map_err(|f| f.why)?;
     let mut stream = TcpStream::from(socket);
     let _ = stream.set_read_timeout(Some(FORWARD_TIMEOUT));
     write_framed(&mut stream, query).map_err(|e| e.to_string())?;

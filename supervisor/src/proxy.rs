@@ -34,7 +34,8 @@ use socks_proto::TargetAddr;
 
 use socks_client::order::{order, Health, Spreader};
 
-use crate::config::Server;
+use crate::config::{Server, Settings};
+use crate::supervise::log;
 use crate::{sockaddr, sys};
 
 /// When each server last failed, for every program this supervisor serves: one that failed is
@@ -57,6 +58,27 @@ fn failed(errno: i32, why: impl Into<String>) -> Failed {
     Failed { errno, why: why.into() }
 }
 
+/// Whose request it is, for the walk's debug lines (`SOCKS_LOG=debug`: each server address
+/// tried, `trying server ADDR first (spread)` or `… next`, in the library's words): the
+/// settings (their log level) and the program's process. `None` for the supervisor's own
+/// requests (its name service's).
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    pub settings: &'a Settings,
+    pub pid: u32,
+}
+
+impl Asker<'_> {
+    fn debug(asker: Option<Asker<'_>>, line: std::fmt::Arguments<'_>) {
+        if let Some(Asker { settings, pid }) = asker {
+            log(settings, LOG_DEBUG, pid, line);
+        }
+    }
+}
+
+/// The supervisor's log level of debug lines (`SOCKS_LOG=debug`, `-vv`).
+const LOG_DEBUG: u8 = 4;
+
 /// Connects `fd` (a TCP socket of family `family`, its SO_DOMAIN) to `target` (an address, or
 /// the name behind a fake address) through the first of `servers` that accepts a TCP
 /// connection. Returns the server address used, the protocol and any detour taken.
@@ -66,8 +88,9 @@ pub fn connect_via(
     target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
+    asker: Option<Asker<'_>>,
 ) -> Result<Granted, Failed> {
-    request_via(fd, family, Command::Connect, target, servers, deadline)
+    request_via(fd, family, Command::Connect, target, servers, deadline, asker)
 }
 
 /// A granted request.
@@ -83,11 +106,14 @@ pub struct Granted {
     /// For the log's "ok" line: the hops a `?dynamic` chain left out on the way (` (dynamic:
     /// left out hop 2 of a>b>c)`), else empty.
     pub detour: String,
+    /// The `@=` entry (its `Server::id`) that carried the request: a later BIND goes through
+    /// exactly this one, even when another entry of the list starts at the same first hop.
+    pub route: usize,
 }
 
 impl Granted {
-    fn new(server: SocketAddr, version: ClientVersion, bound: SocketAddr) -> Granted {
-        Granted { server, version, bound, detour: String::new() }
+    fn new(server: SocketAddr, version: ClientVersion, bound: SocketAddr, route: usize) -> Granted {
+        Granted { server, version, bound, detour: String::new(), route }
     }
 }
 
@@ -101,6 +127,7 @@ pub fn request_via(
     target: &TargetAddr,
     servers: &[Server],
     deadline: Instant,
+    asker: Option<Asker<'_>>,
 ) -> Result<Granted, Failed> {
     let flags = sys::status_flags(fd)
         .map_err(|e| failed(e.raw_os_error().unwrap_or(libc::EIO), format!("F_GETFL: {e}")))?;
@@ -109,7 +136,7 @@ pub fn request_via(
         sys::set_status_flags(fd, flags | libc::O_NONBLOCK)
             .map_err(|e| failed(e.raw_os_error().unwrap_or(libc::EIO), format!("F_SETFL: {e}")))?;
     }
-    let result = try_servers(fd, family, command, target, servers, deadline);
+    let result = try_servers(fd, family, command, target, servers, (deadline, asker));
     if blocking {
         // Giving the program its flags back cannot usefully fail on a descriptor we hold.
         let _ = sys::set_status_flags(fd, flags);
@@ -127,10 +154,12 @@ fn try_servers(
     command: Command,
     target: &TargetAddr,
     servers: &[Server],
-    deadline: Instant,
+    (deadline, asker): (Instant, Option<Asker<'_>>),
 ) -> Result<Granted, Failed> {
     let mut last = failed(libc::ECONNREFUSED, "no SOCKS server address of the socket's family");
-    for server in order(servers, SPREADER.ticket(), |s| HEALTH.is_alive(s)) {
+    let spread = if servers.first().is_some_and(|s| s.spread) { " (spread)" } else { "" };
+    let walk = order(servers, SPREADER.ticket(), |s| HEALTH.is_alive(s));
+    for (i, server) in walk.enumerate() {
         if let Some(why) = server.refusal(command) {
             last = failed(libc::ECONNREFUSED, format!("via {}: {why}", server.chain_text()));
             continue;
@@ -147,6 +176,9 @@ fn try_servers(
         }
         for &addr in &server.addrs {
             let Some(addr) = for_family(addr, family) else { continue };
+            let nth = if i == 0 { "first" } else { "next" };
+            let trying = format_args!("{command} {target}: trying server {addr} {nth}{spread}");
+            Asker::debug(asker, trying);
             // A chain's steps each get a share of the time left (`Server::hop_share`).
             let share = server.hop_share(deadline.saturating_duration_since(Instant::now()));
             if let Err(errno) = connect_socket(fd, addr, deadline.min(Instant::now() + share)) {
@@ -173,7 +205,7 @@ fn try_servers(
                 hs = hs.pipelined();
             }
             return exchange(fd, &mut hs, deadline)
-                .map(|bound| Granted::new(addr, server.version, reachable(bound, addr)))
+                .map(|bound| Granted::new(addr, server.version, reachable(bound, addr), server.id))
                 .map_err(|f| failed(f.errno, format!("via {addr} ({name}): {}", f.why)));
         }
     }
@@ -336,7 +368,7 @@ fn through_chain(
         Some(TargetAddr::Ip(last)) => *last,
         _ => addr,
     };
-    Ok(Granted::new(addr, version, reachable(bound, last_hop)))
+    Ok(Granted::new(addr, version, reachable(bound, last_hop), server.id))
 }
 
 /// One HTTP CONNECT on `fd`: the request, then the answer read exactly to its blank line (the

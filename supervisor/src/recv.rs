@@ -26,10 +26,10 @@
 //! NOTIF_ID_VALID, then decides again as above. SO_RCVTIMEO is honoured (EAGAIN when it
 //! expires). The filter is loaded with WAIT_KILLABLE_RECV where the kernel has it, so a
 //! signal no longer interrupts a call the supervisor has received: the waiting thread looks at
-//! the program thread's pending signals (`/proc/TID/status`: SigPnd and ShdPnd not in SigBlk)
-//! at each step and answers EINTR when one is there, so a handler (alarm(2) around a blocking
-//! recvfrom) runs within [`WAIT_STEP`] — as EINTR even for an SA_RESTART handler, where the
-//! kernel would have restarted the receive.
+//! the program thread's pending signals at each step and answers as the kernel's receive would
+//! (`interrupt`: restarted after a SA_RESTART handler, EINTR after another one or with
+//! SO_RCVTIMEO set), so a handler (alarm(2) around a blocking recvfrom) runs within
+//! [`WAIT_STEP`].
 //!
 //! Races: the peek and the receive are two calls. If another thread of the program takes the
 //! datagram in between, the one the supervisor receives is reported with its own (rewritten or
@@ -43,6 +43,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use crate::interrupt::{self, Interruption};
 use crate::msghdr;
 use crate::supervise::{copy_socket, log, Pending};
 use crate::{sockaddr, sys};
@@ -138,19 +139,6 @@ fn answer(pending: Pending, result: Result<i64, i32>) {
     }
 }
 
-/// Whether a signal is pending for thread `tid` (or its process) and not blocked by it.
-fn signal_pending(tid: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else { return false };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap_or(0)
-    };
-    (field("SigPnd:") | field("ShdPnd:")) & !field("SigBlk:") != 0
-}
-
 impl Ctx {
     /// Whether the program's call would block (no MSG_DONTWAIT, no O_NONBLOCK).
     fn blocking(&self) -> bool {
@@ -162,13 +150,22 @@ impl Ctx {
     fn wait(self, pending: Pending) {
         let deadline = sys::receive_timeout(self.socket.as_fd()).map(|t| Instant::now() + t);
         let step_ms = WAIT_STEP.as_millis() as i32;
+        // A process signal another thread may take, seen at the previous step.
+        let mut shared_seen = false;
         loop {
             let readable = sys::poll_one(self.socket.as_fd(), libc::POLLIN, step_ms);
             if !pending.valid() {
                 return;
             }
-            if signal_pending(self.tid) {
-                return pending.reply(libc::EINTR);
+            match interrupt::interruption(self.tid, self.pid) {
+                Interruption::ToThisThread => {
+                    return pending.reply(interrupt::answer(deadline.is_some()));
+                }
+                Interruption::MaybeAnotherThread if shared_seen => {
+                    return pending.reply(libc::EINTR);
+                }
+                Interruption::MaybeAnotherThread => shared_seen = true,
+                Interruption::None => shared_seen = false,
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return pending.reply(libc::EAGAIN);

@@ -477,13 +477,15 @@ impl Ctx {
         let name = self.call.name();
         let deadline = Instant::now() + settings.timeout;
         let cookie = sys::socket_cookie(self.socket.as_fd()).ok();
-        match proxy::connect_via(self.socket.as_fd(), self.domain, target, servers, deadline) {
+        let asker = Some(proxy::Asker { settings, pid: self.pid });
+        match proxy::connect_via(self.socket.as_fd(), self.domain, target, servers, deadline, asker)
+        {
             Ok(granted) => {
+                if let Some(cookie) = cookie {
+                    self.shared.peers().insert(cookie, dst, &granted);
+                }
                 let (server, v, detour) =
                     (granted.server, granted.version.scheme(), granted.detour);
-                if let Some(cookie) = cookie {
-                    self.shared.peers().insert(cookie, dst, server);
-                }
                 log(
                     settings,
                     3,

@@ -58,7 +58,7 @@ use socks_proto::TargetAddr;
 use crate::config::Settings;
 use crate::pidfds::Pidfds;
 use crate::route::{route, route_name, Route};
-use crate::{bind, dns, filter, names, proxy, recv, send, sockaddr, sys, udp};
+use crate::{bind, dns, filter, names, proxy, recv, send, sockaddr, sockname, sys, udp};
 
 /// How many proxied sockets `getpeername` remembers.
 pub const PEERS_MAX: usize = 1 << 16;
@@ -84,15 +84,27 @@ pub(crate) struct Shared {
 pub(crate) struct Peers {
     by_cookie: HashMap<u64, (SocketAddr, SocketAddr)>,
     order: VecDeque<u64>,
-    /// The last connection the tree made through a server: (destination, server). A BIND
-    /// names it (`bind`).
-    pub(crate) last: Option<(SocketAddr, SocketAddr)>,
+    /// The last connection the tree made through a server. A BIND names it (`bind`).
+    pub(crate) last: Option<LastConnection>,
+}
+
+/// The last connection the tree made through a server, for a later BIND.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LastConnection {
+    /// The destination the program asked for (the BIND names it).
+    pub(crate) dst: SocketAddr,
+    /// The server (first hop) the socket was connected to.
+    pub(crate) server: SocketAddr,
+    /// The `@=` entry that carried it (`Server::id`): a BIND goes through this very chain, not
+    /// another one that starts at the same first hop.
+    pub(crate) route: usize,
 }
 
 impl Peers {
-    /// A connection the supervisor made to `dst` through `server`.
-    pub(crate) fn insert(&mut self, cookie: u64, dst: SocketAddr, server: SocketAddr) {
-        self.last = Some((dst, server));
+    /// A connection the supervisor made to `dst` through `granted`'s server and `@=` entry.
+    pub(crate) fn insert(&mut self, cookie: u64, dst: SocketAddr, granted: &proxy::Granted) {
+        let (server, route) = (granted.server, granted.route);
+        self.last = Some(LastConnection { dst, server, route });
         self.insert_accepted(cookie, dst, server);
     }
 
@@ -342,7 +354,7 @@ fn handle(pending: Pending, notif: libc::seccomp_notif) {
         filter::NR_GETPEERNAME => getpeername(pending, notif),
         filter::NR_BIND => bind::bind(pending, notif),
         filter::NR_LISTEN => bind::listen(pending, notif),
-        filter::NR_GETSOCKNAME => bind::getsockname(pending, notif),
+        filter::NR_GETSOCKNAME => sockname::getsockname(pending, notif),
         filter::NR_ACCEPT => bind::accept(pending, notif, false),
         filter::NR_ACCEPT4 => bind::accept(pending, notif, true),
         filter::NR_SENDTO => send::handle(pending, notif, send::Call::To),
@@ -565,11 +577,12 @@ fn connect(pending: Pending, notif: libc::seccomp_notif) {
         Route::Proxy(servers) => {
             let deadline = Instant::now() + settings.timeout;
             // An IPv4-mapped destination of an IPv6 socket is asked for as IPv4 (`canonical`).
-            match proxy::connect_via(socket.as_fd(), domain, &target, servers, deadline) {
+            let asker = Some(proxy::Asker { settings, pid });
+            match proxy::connect_via(socket.as_fd(), domain, &target, servers, deadline, asker) {
                 Ok(granted) => {
                     let server = granted.server;
                     if let Some(cookie) = cookie {
-                        pending.shared.peers().insert(cookie, dst, server);
+                        pending.shared.peers().insert(cookie, dst, &granted);
                     }
                     let (name, detour) = (granted.version.scheme(), granted.detour);
                     log(
@@ -685,11 +698,11 @@ mod tests {
         let b: SocketAddr = "192.0.2.1:1080".parse().expect("literal");
         let mut peers = Peers::default();
         for cookie in 0..(PEERS_MAX as u64 + 10) {
-            peers.insert(cookie, a, b);
+            peers.insert_accepted(cookie, a, b);
         }
         assert_eq!(peers.by_cookie.len(), PEERS_MAX);
         assert!(!peers.by_cookie.contains_key(&9) && peers.by_cookie.contains_key(&10));
-        peers.insert(10, b, a);
+        peers.insert_accepted(10, b, a);
         assert_eq!(peers.by_cookie[&10], (b, a));
         assert_eq!(peers.order.len(), PEERS_MAX, "a replaced entry is not queued twice");
         peers.remove(10);

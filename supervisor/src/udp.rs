@@ -96,6 +96,12 @@ struct Association {
     v6only: bool,
     /// The program socket's family: IPv4-mapped addresses for a dual-stack IPv6 socket.
     family: i32,
+    /// What `getsockname` shows for the program's socket while the kernel's answer is a
+    /// loopback address the supervisor's plumbing gave it (connected to an L): this host's
+    /// address towards the relay, in the socket's family, as a socket really connected to the
+    /// relay (the library's) has. `None`: the socket was bound to an address of its own, or
+    /// that address cannot be named in its family (the kernel's answer stands).
+    shown_local: Option<IpAddr>,
     control: OwnedFd,
     outer: UdpSocket,
     relay: SocketAddr,
@@ -219,10 +225,48 @@ fn associate(servers: &[Server], deadline: Instant) -> Result<Granted, Failed> {
         &TargetAddr::Ip(declared),
         std::slice::from_ref(server),
         deadline,
+        None,
     )?;
     let relay = granted.bound;
     outer.set_nonblocking(true).map_err(|e| io_failed("outer UDP socket", &e))?;
     Ok(Granted { control, outer, relay, server: granted.server })
+}
+
+/// This host's address towards `relay` (the kernel's route lookup: a UDP socket connected to
+/// it, nothing sent).
+fn toward(relay: SocketAddr) -> Option<IpAddr> {
+    let any: IpAddr = match relay {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let probe = UdpSocket::bind((any, 0)).ok()?;
+    probe.connect(relay).ok()?;
+    probe.local_addr().ok().map(|a| a.ip().to_canonical())
+}
+
+/// `ip` as a socket of family `domain` names it (IPv4-mapped for a dual-stack IPv6 socket);
+/// `None` when it cannot (IPv4 for an IPv6-only socket, IPv6 for an IPv4 one).
+fn in_family(ip: IpAddr, domain: i32, v6only: bool) -> Option<IpAddr> {
+    match (ip, domain) {
+        (IpAddr::V4(_), libc::AF_INET) | (IpAddr::V6(_), libc::AF_INET6) => Some(ip),
+        (IpAddr::V4(v4), libc::AF_INET6) if !v6only => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+        _ => None,
+    }
+}
+
+/// What `getsockname` shows for program socket `cookie` whose kernel answer is `kernel`: this
+/// host's address towards the relay with the socket's own port, when the kernel names a
+/// loopback address only because the socket is connected to an L (see
+/// `Association::shown_local`); `None`: the kernel's answer stands.
+pub fn shown_name(shared: &Shared, cookie: u64, kernel: SocketAddr) -> Option<SocketAddr> {
+    if !kernel.ip().to_canonical().is_loopback() {
+        return None;
+    }
+    let association = lock(&shared.udp.associations).by_cookie.get(&cookie).cloned()?;
+    if association.closed.load(Ordering::SeqCst) {
+        return None;
+    }
+    association.shown_local.map(|ip| SocketAddr::new(ip, kernel.port()))
 }
 
 /// Where a program socket bound to `local` sends from to a loopback L, as L sees it.
@@ -310,6 +354,10 @@ fn start(
     let pidfd = sys::pidfd_open(pid).map_err(|e| io_failed("pidfd_open", &e))?;
     let deadline = Instant::now() + shared.settings.timeout;
     let Granted { control, outer, relay, server } = associate(servers, deadline)?;
+    let shown_local = match bound.ip().is_unspecified() {
+        true => toward(relay).and_then(|ip| in_family(ip, domain, v6only)),
+        false => None,
+    };
     let (wake_tx, wake_rx) = UnixDatagram::pair().map_err(|e| io_failed("socketpair", &e))?;
     let _ = wake_rx.set_nonblocking(true);
     let _ = wake_tx.set_nonblocking(true);
@@ -321,6 +369,7 @@ fn start(
         program: seen_from_loopback(bound, v6only),
         v6only,
         family: domain,
+        shown_local,
         control,
         outer,
         relay,
@@ -572,6 +621,23 @@ pub fn exchange_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_local_address_in_the_sockets_family() {
+        let v4: IpAddr = "192.0.2.2".parse().expect("literal");
+        let v6: IpAddr = "2001:db8::2".parse().expect("literal");
+        assert_eq!(in_family(v4, libc::AF_INET, false), Some(v4));
+        assert_eq!(
+            in_family(v4, libc::AF_INET6, false),
+            Some("::ffff:192.0.2.2".parse().expect("literal")),
+            "a dual-stack socket names it IPv4-mapped"
+        );
+        assert_eq!(in_family(v4, libc::AF_INET6, true), None, "an IPv6-only socket cannot");
+        assert_eq!(in_family(v6, libc::AF_INET6, true), Some(v6));
+        assert_eq!(in_family(v6, libc::AF_INET, false), None);
+        let loopback: SocketAddr = "127.0.0.1:9".parse().expect("literal");
+        assert_eq!(toward(loopback), Some(Ipv4Addr::LOCALHOST.into()), "the route lookup");
+    }
 
     #[test]
     fn program_sources_and_reply_locals() {

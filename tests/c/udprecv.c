@@ -14,12 +14,25 @@
  *   udprecv nonblocking IP PORT  an O_NONBLOCK socket: sendto, poll, then recvfrom:
  *                                 `recvfrom=N from=A data=TEXT`, then again `again=-1 errno=E`,
  *                                 then sendto, poll, recvmmsg of 2: `recvmmsg=N from=A len=L`
- *   udprecv connected IP PORT    connect, getpeername `peer=A`, send + recv `recv=TEXT`,
+ *   udprecv connected IP PORT    connect, getpeername `peer=A`, getsockname
+ *                                 `local=IP port=set|0`, send + recv `recv=TEXT`,
  *                                 send + recvfrom `recvfrom=N from=A data=TEXT`
  *   udprecv close IP PORT        sendto + recvfrom as above, then closes the socket, sleeps 6 s
  *                                 and prints `closed`
  *   udprecv bound IP PORT LOCAL  binds the socket to LOCAL port 0 first, then sendto +
  *                                 recvfrom as above
+ *   udprecv restart IP PORT      a blocking recvfrom (nothing queued) interrupted by alarm(1),
+ *                                 whose handler sends `late` to the echo server (the answer
+ *                                 comes after the interruption), three times:
+ *     handler with SA_RESTART, no SO_RCVTIMEO (the kernel restarts the receive, which then
+ *     gets the answer):           `restart=N errno=E handled=H data=TEXT`
+ *     handler with SA_RESTART, SO_RCVTIMEO 5 s (never restarted, signal(7)):
+ *                                 `timeo=N errno=E handled=H`, then `drained=TEXT`
+ *     handler without SA_RESTART: `plain=N errno=E handled=H`, then `drained=TEXT`
+ *   udprecv thread IP PORT       a second thread blocks in recvfrom; the main thread waits in
+ *                                 pause() and takes alarm(1) (handler without SA_RESTART, sends
+ *                                 `late`): the receiving thread is not interrupted and gets the
+ *                                 answer: `thread=N errno=E handled=H data=TEXT`
  *
  * Built by the test with `cc -static -pthread udprecv.c`. */
 #define _GNU_SOURCE
@@ -28,6 +41,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -197,6 +211,13 @@ static void connected(const struct sockaddr_in *dst) {
     socklen_t len = sizeof peer;
     getpeername(s, (struct sockaddr *)&peer, &len);
     printf("peer=%s\n", show(&peer));
+    struct sockaddr_storage self;
+    memset(&self, 0, sizeof self);
+    len = sizeof self;
+    getsockname(s, (struct sockaddr *)&self, &len);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&self)->sin_addr, ip, sizeof ip);
+    printf("local=%s port=%s\n", ip, ((struct sockaddr_in *)&self)->sin_port ? "set" : "0");
     char buf[64];
     send(s, "six", 3, 0);
     ssize_t n = recv(s, buf, sizeof buf - 1, 0);
@@ -228,6 +249,96 @@ static void bound(const struct sockaddr_in *dst, const char *local) {
     print_recvfrom(s, 0);
 }
 
+/* The socket and destination the alarm handler sends `late` on (restart mode). */
+static int late_socket = -1;
+static struct sockaddr_in late_dst;
+static volatile sig_atomic_t handled;
+
+static void send_late(int sig) {
+    (void)sig;
+    int saved = errno;
+    sendto(late_socket, "late", 4, 0, (const struct sockaddr *)&late_dst, sizeof late_dst);
+    handled++;
+    errno = saved;
+}
+
+/* One blocking recvfrom interrupted by alarm(1), the handler installed with `flags`. */
+static void interrupted(const char *label, int flags, int timeout) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = send_late;
+    sa.sa_flags = flags;
+    sigaction(SIGALRM, &sa, NULL);
+    set_timeout(late_socket, timeout);
+    handled = 0;
+    char buf[64];
+    struct sockaddr_storage from;
+    socklen_t len = sizeof from;
+    alarm(1);
+    ssize_t n = recvfrom(late_socket, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &len);
+    int e = n < 0 ? errno : 0;
+    buf[n < 0 ? 0 : n] = 0;
+    if (n < 0) {
+        printf("%s=%zd errno=%d handled=%d\n", label, n, e, (int)handled);
+        set_timeout(late_socket, 5);
+        len = sizeof from;
+        n = recvfrom(late_socket, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &len);
+        buf[n < 0 ? 0 : n] = 0;
+        printf("drained=%s\n", buf);
+    } else {
+        printf("%s=%zd errno=%d handled=%d data=%s\n", label, n, e, (int)handled, buf);
+    }
+}
+
+static void restart(const struct sockaddr_in *dst) {
+    late_socket = socket(AF_INET, SOCK_DGRAM, 0);
+    late_dst = *dst;
+    /* A first exchange: the socket is relayed from here on. */
+    set_timeout(late_socket, 5);
+    send_to(late_socket, dst, "early");
+    print_recvfrom(late_socket, 0);
+    interrupted("restart", SA_RESTART, 0);
+    interrupted("timeo", SA_RESTART, 5);
+    interrupted("plain", 0, 0);
+}
+
+/* thread mode: a second thread blocks in recvfrom; the main thread takes the alarm. */
+static ssize_t thread_got;
+static int thread_errno;
+static char thread_data[64];
+
+static void *receiver(void *unused) {
+    (void)unused;
+    struct sockaddr_storage from;
+    socklen_t len = sizeof from;
+    thread_got = recvfrom(late_socket, thread_data, sizeof thread_data - 1, 0,
+                          (struct sockaddr *)&from, &len);
+    thread_errno = thread_got < 0 ? errno : 0;
+    if (thread_got >= 0)
+        thread_data[thread_got] = 0;
+    return NULL;
+}
+
+static void other_thread(const struct sockaddr_in *dst) {
+    late_socket = socket(AF_INET, SOCK_DGRAM, 0);
+    late_dst = *dst;
+    set_timeout(late_socket, 5);
+    send_to(late_socket, dst, "early");
+    print_recvfrom(late_socket, 0);
+    set_timeout(late_socket, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = send_late;
+    sigaction(SIGALRM, &sa, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, receiver, NULL);
+    alarm(1);
+    pause();
+    pthread_join(t, NULL);
+    printf("thread=%zd errno=%d handled=%d data=%s\n", thread_got, thread_errno, (int)handled,
+           thread_got < 0 ? "" : thread_data);
+}
+
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "bound") == 0) {
         struct sockaddr_in dst = address(argv[2], argv[3]);
@@ -236,7 +347,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc != 4) {
-        fprintf(stderr, "usage: udprecv blocking|nonblocking|connected|close IP PORT\n");
+        fprintf(stderr, "usage: udprecv blocking|nonblocking|connected|close|restart|thread IP PORT\n");
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -249,6 +360,10 @@ int main(int argc, char **argv) {
         connected(&dst);
     else if (strcmp(argv[1], "close") == 0)
         close_then_wait(&dst);
+    else if (strcmp(argv[1], "restart") == 0)
+        restart(&dst);
+    else if (strcmp(argv[1], "thread") == 0)
+        other_thread(&dst);
     else
         return 2;
     return 0;

@@ -15,6 +15,8 @@
 //! - A hop down: the error names it, and the next connection of the process fails over to the
 //!   next chain of the list; a first hop down fails over within the same connection.
 //! - ftp through two sockd: active mode (BIND asked of the last hop) and passive.
+//! - BIND through exactly the chain that carried the last connection, when two chains share
+//!   their first hop and the second took over (library and supervisor).
 //! - Per-hop time: a silent hop 2 (a listener that never answers) fails the connect after its
 //!   share of `SOCKS_TIMEOUT` (half of it for two hops), named in the log; library and
 //!   supervisor.
@@ -486,6 +488,77 @@ fn ftp_active_and_passive_through_two_sockd() {
     );
     second.wait_line(&["cmd=bind"], STARTUP);
     leaks.assert_only_sockd("ftp active and passive through a chain of two sockd");
+}
+
+/// The second hop of the chain that takes over in [`bind_through_the_chain_that_carried_the_connection`].
+const OTHER_HOP2_PORT: u16 = 1082;
+
+/// Two chains through the same first hop to two different last hops, the first one's last hop
+/// down: a first connection fails there (the chain is remembered as failed), the second goes
+/// through the other chain, and a BIND then (ftp's active mode: bind to 0.0.0.0, port 0) must
+/// go through that same chain — its last hop listens — not through the first entry that
+/// starts at the same first hop. One python3 process, under the library or the supervisor.
+fn bind_after_failover(lab: &Lab, supervised: bool) {
+    let _first = lab.sockd(&format!(
+        "# chains: the first hop may reach two next hops\n\
+         permit 192.0.2.0/24 {OUTSIDE_ADDR}/32 eq 1089\n\
+         permit 192.0.2.0/24 {OUTSIDE_ADDR}/32 eq {OTHER_HOP2_PORT}\n"
+    ));
+    let other = outside_sockd(lab, OTHER_HOP2_PORT);
+    let dead = format!("socks5://{SERVER}>socks5://{OUTSIDE_ADDR}:1089");
+    let live = format!("socks5://{SERVER}>socks5://{OUTSIDE_ADDR}:{OTHER_HOP2_PORT}");
+    let conf = conf(lab, &format!("{dead},{live}"));
+    let script = format!(
+        "import socket\n\
+         for i in range(2):\n\
+         \x20   try:\n\
+         \x20       c = socket.create_connection(('{OUTSIDE_ADDR}', {WWW_PORT}), timeout=10)\n\
+         \x20       print(i, 'ok')\n\
+         \x20   except OSError as e:\n\
+         \x20       print(i, 'error', e.errno)\n\
+         b = socket.socket()\n\
+         try:\n\
+         \x20   b.bind(('0.0.0.0', 0))\n\
+         \x20   print('bind ok %s:%d' % b.getsockname())\n\
+         except OSError as e:\n\
+         \x20   print('bind error', e.errno)\n"
+    );
+    let client = lab.python(&script).env("SOCKS_LOG", "debug");
+    let ran = if supervised {
+        client.socksify(&["--supervise", "-c", &conf]).run()
+    } else {
+        client.env("SOCKS_CONF", &conf).ld_preload().run()
+    };
+    let who = if supervised { "the supervisor" } else { "the library" };
+    let out = ran.stdout_text();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.len() == 3 && lines[0].starts_with("0 error") && lines[1] == "1 ok",
+        "{who}: the first connection fails at the dead hop, the second takes the other chain\n{}",
+        ran.describe()
+    );
+    assert!(
+        lines[2].starts_with(&format!("bind ok {OUTSIDE_ADDR}:")),
+        "{who}: the BIND goes through the chain that carried the connection, whose last hop \
+         listens on the outside host (not through the dead one, which shares its first hop)\n{}",
+        ran.describe()
+    );
+    let asked = format!("cmd=bind dst={OUTSIDE_ADDR}:{WWW_PORT}");
+    other.wait_line(&["bind:", &format!("client={FW_OUTSIDE_ADDR}:"), &asked], STARTUP);
+}
+
+#[test]
+fn bind_through_the_chain_that_carried_the_connection() {
+    let Some(lab) = Lab::new("chains-bind-route") else { return };
+    let _www = servers::http(lab.ns(Ns::Outside), SocketAddr::from((OUTSIDE_ADDR, WWW_PORT)));
+    bind_after_failover(&lab, false);
+}
+
+#[test]
+fn bind_through_the_chain_that_carried_the_connection_supervised() {
+    let Some(lab) = socks_e2e::build::supervised_lab("chains-bind-route-sup") else { return };
+    let _www = servers::http(lab.ns(Ns::Outside), SocketAddr::from((OUTSIDE_ADDR, WWW_PORT)));
+    bind_after_failover(&lab, true);
 }
 
 /// The port of a silent hop on the outside host: it accepts connections and never answers.

@@ -8,7 +8,8 @@
 //! Asserted: one process (and one supervisor) goes round robin, so the shares are exact; many
 //! processes start at random places, so each server gets a fair share (the bound is chosen so
 //! chance cannot break it, see [`many_processes_spread_at_random`]), fork children of one
-//! parent included; `SOCKS_LOG=debug` names the server each connection tried first; without
+//! parent included; `SOCKS_LOG=debug` names the server each connection tried first (library
+//! and supervisor, in the same words); without
 //! `?spread` everything goes to the first server, as before; with a dead server in the list every
 //! connection still succeeds, and within the retry window the dead one is tried once, not on
 //! every connection (counted by an nftables counter of SYNs to its port in `inside`).
@@ -205,6 +206,37 @@ fn the_debug_log_names_the_server_tried_first() {
         .run();
     assert_eq!(ran.stdout_text(), "ok=3\n", "{}", ran.describe());
     echo.wait_done(3, STARTUP);
+    assert_each_tried_first_once(&ran);
+}
+
+/// The same under the supervisor (`socksify --supervise`, its debug log): the same wording,
+/// and its round robin names each server first once.
+#[test]
+fn the_supervisors_debug_log_names_the_server_tried_first() {
+    let Some((lab, echo, _sockds)) = spread_lab("spread-debug-log-sup", 3, true) else {
+        return;
+    };
+    let conf = conf(&lab, &list(&PORTS, true));
+    let ran = lab
+        .python(ROUND_TRIPS)
+        .args(["3"])
+        .env("SOCKS_LOG", "debug")
+        .socksify(&["--supervise", "-c", &conf])
+        .run();
+    assert_eq!(ran.stdout_text(), "ok=3\n", "{}", ran.describe());
+    echo.wait_done(3, STARTUP);
+    assert!(
+        ran.stderr.lines().any(|l| l.starts_with("socks-supervise[")
+            && l.contains(&format!("connect {OUTSIDE_ADDR}:{ECHO_PORT}: trying server"))),
+        "the supervisor's own line, the library's wording\n{}",
+        ran.describe()
+    );
+    assert_each_tried_first_once(&ran);
+}
+
+/// The debug log (`trying server ADDR first (spread)`) names each of the three servers as the
+/// one tried first exactly once.
+fn assert_each_tried_first_once(ran: &Ran) {
     let mut firsts: Vec<&str> = ran
         .stderr
         .lines()

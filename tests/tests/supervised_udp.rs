@@ -3,15 +3,16 @@
 //! real outside address) to an IPv4 address, an IPv6 address and a NAME (a fake address, the
 //! name sent to sockd), a static C program (unconnected sendto with recvfrom, recvmsg and
 //! recvmmsg on blocking and non-blocking sockets, MSG_DONTWAIT, SO_RCVTIMEO, a signal during a
-//! blocking receive, a connected socket's getpeername and recvfrom, a socket bound to the
-//! workstation's address), an association ending with its socket, SOCKS4 (EAFNOSUPPORT), DNS
-//! queries to a name server only sockd can reach (a static C query, Go's resolver over UDP and
-//! TCP), musl's resolver (which drops replies from a
-//! source it did not ask), and a program that rewrites its sendto address while a denied and a
-//! relayed destination race. Every test checks what the program got, that the outside echo server
-//! heard only the firewall, and with the leak counter that nothing but traffic to sockd left
-//! the workstation (the inside has a route to the outside via the firewall here, so a leak
-//! would be a counted packet, not a silent "no route").
+//! blocking receive — restarted after a SA_RESTART handler, EINTR without one or with
+//! SO_RCVTIMEO —, a connected socket's getpeername, getsockname (the workstation's address, as
+//! under the library) and recvfrom, a socket bound to the workstation's address), an
+//! association ending with its socket, SOCKS4 (EAFNOSUPPORT), DNS queries to a name server
+//! only sockd can reach (a static C query, Go's resolver over UDP and TCP), musl's resolver
+//! (which drops replies from a source it did not ask), and a program that rewrites its sendto
+//! address while a denied and a relayed destination race. Every test checks what the program
+//! got, that the outside echo server heard only the firewall, and with the leak counter that
+//! nothing but traffic to sockd left the workstation (the inside has a route to the outside via
+//! the firewall here, so a leak would be a counted packet, not a silent "no route").
 //!
 //! Not here: UDP under the library (udp.rs), supervised TCP (supervised.rs), names
 //! (supervised_names.rs).
@@ -212,7 +213,10 @@ fn static_c_receives_report_the_real_source() {
     let connected = u.run(&program, &["-s", SERVER], &args("connected"));
     assert_eq!(
         connected.stdout_text(),
-        format!("peer={dst}\nrecv=six\nrecvfrom=5 from={dst} namelen=16 data=seven\n"),
+        format!(
+            "peer={dst}\nlocal={INSIDE_ADDR} port=set\nrecv=six\n\
+             recvfrom=5 from={dst} namelen=16 data=seven\n"
+        ),
         "{}",
         connected.describe()
     );
@@ -230,6 +234,51 @@ fn static_c_receives_report_the_real_source() {
     u.assert_relayed(&u.echo, 8);
     u.assert_associated();
     u.leaks.assert_only_sockd_udp("static C UDP receives under the supervisor");
+}
+
+/// A blocking receive on a relayed socket (the supervisor waits for it) interrupted by a
+/// signal behaves as the kernel's own: after a SA_RESTART handler it goes on and gets the
+/// datagram that comes later (the handler sends for it); with SO_RCVTIMEO set, or a handler
+/// without SA_RESTART, it fails with EINTR (signal(7)). The same program run without the
+/// supervisor prints exactly this (the expected lines are the kernel's). A process signal another
+/// thread takes leaves a receive waiting in a second thread alone.
+#[test]
+fn static_c_receive_restarts_after_a_sa_restart_handler() {
+    let Some(u) = UdpLab::new("supervised-udp-restart") else { return };
+    let Some(program) = build_static(u.lab.name(), u.lab.dir.path(), "udprecv") else { return };
+    let dst = format!("{OUTSIDE_ADDR}:{ECHO_PORT}");
+    let args = strings(&["restart", &OUTSIDE_ADDR.to_string(), &ECHO_PORT.to_string()]);
+    let eintr = libc::EINTR;
+    let ran = u.run(&program, &["-s", SERVER], &args);
+    assert_eq!(
+        ran.stdout_text(),
+        format!(
+            "recvfrom=5 from={dst} namelen=16 data=early\n\
+             restart=4 errno=0 handled=1 data=late\n\
+             timeo=-1 errno={eintr} handled=1\n\
+             drained=late\n\
+             plain=-1 errno={eintr} handled=1\n\
+             drained=late\n"
+        ),
+        "{}",
+        ran.describe()
+    );
+    // A process signal another thread takes (the main thread, in pause()) leaves a receive
+    // waiting in a second thread alone, as the kernel does: it gets the datagram that comes.
+    let args = strings(&["thread", &OUTSIDE_ADDR.to_string(), &ECHO_PORT.to_string()]);
+    let ran = u.run(&program, &["-s", SERVER], &args);
+    assert_eq!(
+        ran.stdout_text(),
+        format!(
+            "recvfrom=5 from={dst} namelen=16 data=early\n\
+             thread=4 errno=0 handled=1 data=late\n"
+        ),
+        "{}",
+        ran.describe()
+    );
+    // early and three lates, then early and late.
+    u.assert_relayed(&u.echo, 6);
+    u.leaks.assert_only_sockd_udp("a receive restarted under the supervisor");
 }
 
 /// The association ends when the program closes its socket (the supervisor notices within

@@ -210,7 +210,9 @@ fn python_connected_socket_and_polling() {
     let echo = lab.udp_echo(7);
     let (ip, port) = (OUTSIDE_ADDR, echo.addr().port());
 
-    // connect, then send/recv, os.write/os.read and recvfrom; getpeername names the echo server.
+    // connect, then send/recv, os.write/os.read and recvfrom; getpeername names the echo server,
+    // getsockname the workstation's address (the socket is connected to the relay; the
+    // supervisor shows the same, supervised_udp.rs).
     let script = format!(
         r#"
 import os, select, socket
@@ -218,6 +220,7 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(10)  # non-blocking underneath: os.read waits with select first
 s.connect(("{ip}", {port}))
 print("peer", s.getpeername())
+print("local", s.getsockname()[0])
 s.send(b"send")
 print("recv", s.recv(100))
 os.write(s.fileno(), b"write")
@@ -233,7 +236,7 @@ print("recvfrom", data, source)
     assert_eq!(
         ran.stdout_text(),
         format!(
-            "peer ('{ip}', {port})\nrecv b'send'\nread b'write'\n\
+            "peer ('{ip}', {port})\nlocal {INSIDE_ADDR}\nrecv b'send'\nread b'write'\n\
              recvfrom b'then recvfrom' ('{ip}', {port})\n"
         ),
         "{}",
