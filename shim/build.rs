@@ -21,6 +21,16 @@
 //! disagree. `-z defs` makes a wrapped name without its `__wrap_` a link error, not a library
 //! that fails to load.
 //!
+//! And without the C compiler's start files (`-nostartfiles`: crti, crtbeginS, crtendS, crtn),
+//! which a Rust library does not use: their `_init`/`_fini` (the library's constructor is an
+//! `.init_array` entry), the transactional-memory clone table and gprof hooks (the weak
+//! `_ITM_*` and `__gmon_start__` imports, looked up in every process and never found) and the
+//! `__cxa_finalize` call at unload (nothing in the library registers an `atexit` handler; a
+//! preloaded library is never unloaded). `__dso_handle` (crtbeginS's) is then null: std passes
+//! it to `__cxa_thread_atexit_impl` only for thread-local destructors, of which the release
+//! build has none (the unwinder finds the library's frames through `.eh_frame_hdr`, which does
+//! not need crtendS's terminator).
+//!
 //! Not here: anything else about linking (the workspace `[profile.release]`). Where the C
 //! compiler does not know a `libgcc_eh.a` (not gcc), nothing is changed and libgcc_s stays.
 
@@ -50,6 +60,7 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", dir.display());
     println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
     println!("cargo:rustc-link-arg-cdylib=-Wl,-Bsymbolic-functions");
+    println!("cargo:rustc-link-arg-cdylib=-nostartfiles");
     wrap_lazy_imports();
 }
 

@@ -153,4 +153,5 @@ lazy_imports! {
     fn pthread_mutex_unlock(mutex: *mut Opaque) -> c_int;
     fn pthread_once(once: *mut libc::pthread_once_t, init: *mut Opaque) -> c_int;
     fn _dl_find_object(pc: *mut c_void, out: *mut Opaque) -> c_int;
+    fn __tls_get_addr(index: *mut c_void) -> *mut c_void;
 }
