@@ -16,12 +16,13 @@
 //! (those are bound inside the library by `-Bsymbolic-functions`), so the search never finds
 //! the library itself.
 //!
-//! What stays an ordinary import: `dlsym` (what finds the others), the string and memory
-//! functions the compiler calls everywhere (memcpy, memset, memmove, bcmp, strlen: the hooks'
-//! first instructions, in signal handlers too), `__errno_location`, `__tls_get_addr` (thread
-//! locals), `abort` (what must work when nothing else does) and the C runtime's own
-//! (`__cxa_finalize`; the weak `__gmon_start__`, `_ITM_*`). `tests/tests/load.rs` keeps the
-//! list of imports from growing back.
+//! Among them are the memory and string functions the compiler calls everywhere (memcpy,
+//! memset, memmove, bcmp, strlen) and `__tls_get_addr` (every access to a thread-local): the
+//! first call of each in a process, in a hook run by a signal handler too, is a `dlsym`, as
+//! the first call of each function in `real` already was. What stays an ordinary import:
+//! `dlsym` (what finds the others), `__errno_location` (errno must survive the lookup) and
+//! `abort` (what must work when nothing else does). `tests/tests/load.rs` keeps the list of
+//! imports from growing back.
 //!
 //! A function libc does not have would have stopped the library from loading before; here it
 //! aborts the program at its first call, as a lazily bound symbol does. It cannot happen with
@@ -39,12 +40,18 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use libc::{mode_t, off_t, pid_t, size_t, ssize_t, uid_t};
 
 /// `NAME` as the dynamic linker would have bound it for the library, found once and kept in
-/// `slot`; aborts when libc has no such function (see the file's header).
+/// `slot`; aborts when libc has no such function (see the file's header). errno is left as it
+/// was: the first call of a function may come between a failed call and the read of its errno.
+/// Nothing here calls a function of this file (a first `memcpy` must not need `memcpy`).
 fn find(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
     let kept = slot.load(Ordering::Acquire);
     if !kept.is_null() {
         return kept;
     }
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: as above.
+    let saved = unsafe { *errno };
     // SAFETY: dlsym is thread-safe and takes a NUL-terminated name; RTLD_DEFAULT searches the
     // scope this library's own imports were searched in.
     let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
@@ -52,6 +59,8 @@ fn find(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
         // SAFETY: abort takes no arguments and does not return.
         unsafe { libc::abort() };
     }
+    // SAFETY: as above.
+    unsafe { *errno = saved };
     slot.store(found, Ordering::Release);
     found
 }
@@ -70,9 +79,13 @@ macro_rules! lazy_imports {
             #[allow(clippy::too_many_arguments)]
             unsafe extern "C" fn $name($($arg: $ty),*) $(-> $ret)? {
                 static SLOT: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
-                let f = find(&SLOT, CStr::from_bytes_with_nul(
+                const NAME: &CStr = match CStr::from_bytes_with_nul(
                     concat!(stringify!($name), "\0").as_bytes(),
-                ).unwrap_or(c"?"));
+                ) {
+                    Ok(name) => name,
+                    Err(_) => panic!("a function name has no NUL inside"),
+                };
+                let f = find(&SLOT, NAME);
                 lazy_imports!(@call f, $($variadic)?, ($($arg: $ty),*) $(-> $ret)?)
             }
 
@@ -107,6 +120,11 @@ macro_rules! lazy_imports {
 type Opaque = c_void;
 
 lazy_imports! {
+    fn memcpy(to: *mut c_void, from: *const c_void, size: size_t) -> *mut c_void;
+    fn memmove(to: *mut c_void, from: *const c_void, size: size_t) -> *mut c_void;
+    fn memset(to: *mut c_void, byte: c_int, size: size_t) -> *mut c_void;
+    fn bcmp(a: *const c_void, b: *const c_void, size: size_t) -> c_int;
+    fn strlen(text: *const c_char) -> size_t;
     fn malloc(size: size_t) -> *mut c_void;
     fn calloc(count: size_t, size: size_t) -> *mut c_void;
     fn realloc(old: *mut c_void, size: size_t) -> *mut c_void;
