@@ -61,7 +61,11 @@ fn main() {
     println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
     println!("cargo:rustc-link-arg-cdylib=-Wl,-Bsymbolic-functions");
     println!("cargo:rustc-link-arg-cdylib=-nostartfiles");
-    wrap_lazy_imports();
+    // The `__wrap_` jumps are x86-64 assembly (src/ffi/imports.rs); elsewhere the functions
+    // stay ordinary imports.
+    if std::env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|arch| arch == "x86_64") {
+        wrap_lazy_imports();
+    }
 }
 
 /// `-Wl,--wrap=NAME` for each function of `src/ffi/imports.rs`'s `lazy_imports!` list, and

@@ -29,6 +29,9 @@
 //! the glibc the library's versioned imports already require (≥ 2.35, `_dl_find_object` aside:
 //! all of these are older).
 //!
+//! x86-64 only (the jump is written in its assembly); on other architectures the functions stay
+//! ordinary imports.
+//!
 //! Not here: the functions the library intercepts and calls on behalf of the program (`real`,
 //! through `dlsym(RTLD_NEXT)`: the program's own definitions must be skipped there).
 #![allow(unsafe_code)]
