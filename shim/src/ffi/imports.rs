@@ -25,9 +25,12 @@
 //! imports from growing back.
 //!
 //! A function libc does not have would have stopped the library from loading before; here it
-//! aborts the program at its first call, as a lazily bound symbol does. It cannot happen with
-//! the glibc the library's versioned imports already require (≥ 2.35, `_dl_find_object` aside:
-//! all of these are older).
+//! aborts the program at its first call, as a lazily bound symbol does. With the glibc the
+//! remaining imports require (≥ 2.34, for `dlsym`) that can only be the unwinder's
+//! `_dl_find_object` (2.35), called when a panic unwinds: on glibc 2.34 a panic inside the
+//! library would end the program instead of becoming an errno. Before, the library did not
+//! load there at all (it imported `_dl_find_object` directly), and a preloaded library that
+//! does not load leaves the program running without it.
 //!
 //! x86-64 only (the jump is written in its assembly); on other architectures the functions stay
 //! ordinary imports.
