@@ -14,6 +14,23 @@
 //! such calls reached before too, the library being first in the search order) are bound when
 //! the library is linked instead of looked up by the dynamic linker in every process.
 //!
+//! And it links every libc function listed in `src/ffi/imports.rs` with `-Wl,--wrap=NAME`: the
+//! library's references to it go to a hidden `__wrap_NAME` there, which finds the function on
+//! its first call, so a process that never calls it pays no symbol lookup for it at load. The
+//! list is read from that file (its `lazy_imports!` lines `    fn NAME(`), so the two cannot
+//! disagree. `-z defs` makes a wrapped name without its `__wrap_` a link error, not a library
+//! that fails to load.
+//!
+//! And without the C compiler's start files (`-nostartfiles`: crti, crtbeginS, crtendS, crtn),
+//! which a Rust library does not use: their `_init`/`_fini` (the library's constructor is an
+//! `.init_array` entry), the transactional-memory clone table and gprof hooks (the weak
+//! `_ITM_*` and `__gmon_start__` imports, looked up in every process and never found) and the
+//! `__cxa_finalize` call at unload (nothing in the library registers an `atexit` handler; a
+//! preloaded library is never unloaded). `__dso_handle` (crtbeginS's) is then null: std passes
+//! it to `__cxa_thread_atexit_impl` only for thread-local destructors, of which the release
+//! build has none (the unwinder finds the library's frames through `.eh_frame_hdr`, which does
+//! not need crtendS's terminator).
+//!
 //! Not here: anything else about linking (the workspace `[profile.release]`). Where the C
 //! compiler does not know a `libgcc_eh.a` (not gcc), nothing is changed and libgcc_s stays.
 
@@ -22,6 +39,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/ffi/imports.rs");
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if target_os != "linux" || target_env != "gnu" {
@@ -42,4 +60,30 @@ fn main() {
     println!("cargo:rustc-link-search=native={}", dir.display());
     println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
     println!("cargo:rustc-link-arg-cdylib=-Wl,-Bsymbolic-functions");
+    println!("cargo:rustc-link-arg-cdylib=-nostartfiles");
+    // The `__wrap_` jumps are x86-64 assembly (src/ffi/imports.rs); elsewhere the functions
+    // stay ordinary imports.
+    if std::env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|arch| arch == "x86_64") {
+        wrap_lazy_imports();
+    }
+}
+
+/// `-Wl,--wrap=NAME` for each function of `src/ffi/imports.rs`'s `lazy_imports!` list, and
+/// `-z defs` so a wrapped name nobody defines fails the link.
+fn wrap_lazy_imports() {
+    let source = std::fs::read_to_string("src/ffi/imports.rs").unwrap_or_default();
+    let list = source.split_once("\nlazy_imports! {\n").map_or("", |(_, rest)| rest);
+    let list = list.split_once("\n}").map_or("", |(list, _)| list);
+    let names: Vec<&str> = list
+        .lines()
+        .filter_map(|line| line.strip_prefix("    fn ")?.split_once('(').map(|(name, _)| name))
+        .collect();
+    if names.is_empty() {
+        println!("cargo:warning=no lazy_imports! list in src/ffi/imports.rs: nothing is wrapped");
+        return;
+    }
+    for name in names {
+        println!("cargo:rustc-link-arg-cdylib=-Wl,--wrap={name}");
+    }
+    println!("cargo:rustc-link-arg-cdylib=-Wl,-z,defs");
 }

@@ -40,7 +40,7 @@ static STDERR_NOTED: AtomicBool = AtomicBool::new(false);
 /// Notes which open file descriptor 2 is; called once when the library is loaded (before the
 /// program's `main`), so it is the standard error the program was started with.
 pub fn remember_standard_error() {
-    if let Some((dev, ino)) = real::identity(2) {
+    if let Some((dev, ino)) = real::identity_at_load(2) {
         STDERR_DEV.store(dev, Ordering::Relaxed);
         STDERR_INO.store(ino, Ordering::Relaxed);
         STDERR_NOTED.store(true, Ordering::Release);

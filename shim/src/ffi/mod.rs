@@ -8,6 +8,8 @@
 //!   where the arguments can be checked.
 //! - `sockaddr`: `sockaddr_in`/`sockaddr_in6` to and from a fixed-size owned copy.
 //! - `hostent`: the `struct hostent` answers of gethostbyname*, in caller or static buffers.
+//! - `imports`: the libc functions the library itself calls only sometimes (std's among them),
+//!   found on their first call instead of at load (`shim/build.rs` links them there; x86-64).
 //! - `fakemap`: the shared memory map of fake addresses (the per-user file, or a private map
 //!   shared across fork); `mapfile`: finding and safely opening that per-user file.
 //!
@@ -24,6 +26,8 @@ pub mod dns_hooks;
 pub mod fakemap;
 pub mod hooks;
 pub mod hostent;
+#[cfg(target_arch = "x86_64")]
+mod imports;
 pub mod mapfile;
 pub mod real;
 pub mod resolv_hooks;

@@ -365,6 +365,41 @@ pub fn identity(fd: c_int) -> Option<(u64, u64)> {
     (rc == 0).then_some((st.st_dev, st.st_ino))
 }
 
+/// [`identity`] for the load-time constructor, without libc: one `newfstatat(fd, "",
+/// AT_EMPTY_PATH)` system call, what glibc's fstat makes. Finding libc's `fstat` with `dlsym`
+/// costs more than the call itself (some 1,700 instructions), in every process the library is
+/// loaded into (issue 17). A crate for raw system calls (rustix) would do it too, for one call
+/// here. Elsewhere than x86-64, [`identity`].
+#[cfg(target_arch = "x86_64")]
+pub fn identity_at_load(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: all-zero bytes are a valid `stat`, which the kernel only writes.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let rc: isize;
+    // SAFETY: newfstatat(2) reads the empty NUL-terminated path and writes one `struct stat`
+    // (on x86-64 libc's `stat` is the kernel's layout) into `st`, a live local; the `syscall`
+    // instruction clobbers only rax (the result), rcx and r11, and touches no stack.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_newfstatat as isize => rc,
+            in("rdi") fd as isize,
+            in("rsi") c"".as_ptr(),
+            in("rdx") &mut st as *mut libc::stat,
+            in("r10") libc::AT_EMPTY_PATH as isize,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    (rc == 0).then_some((st.st_dev, st.st_ino))
+}
+
+/// [`identity`] for the load-time constructor (x86-64 has a version without libc).
+#[cfg(not(target_arch = "x86_64"))]
+pub fn identity_at_load(fd: c_int) -> Option<(u64, u64)> {
+    identity(fd)
+}
+
 /// glibc's `__fxstat(_STAT_VER, fd, buf)`, what fstat called before glibc 2.33.
 fn fxstat(fd: c_int, st: &mut libc::stat) -> c_int {
     /// `_STAT_VER` for this architecture's `struct stat`.
