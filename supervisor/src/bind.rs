@@ -11,7 +11,9 @@
 //!   listening address (so ftp's PORT names it; answered in `sockname`).
 //! - `accept`/`accept4` waits for the second reply (a non-blocking socket with nothing to read
 //!   gets EAGAIN; the socket is the connection to the server, so poll and epoll see it readable
-//!   when the reply comes, as with the library), writes the connecting peer into the program's
+//!   when the reply comes, as with the library; a blocking one waits at most SO_RCVTIMEO, then
+//!   EAGAIN, and a signal for the program's thread ends the wait as it ends the kernel's accept:
+//!   restarted after a SA_RESTART handler, EINTR otherwise, `interrupt`), writes the connecting peer into the program's
 //!   memory (after `SECCOMP_IOCTL_NOTIF_ID_VALID`), puts a quiet loopback listener in the
 //!   listening descriptor's place (one accept per BIND, as the library does: the program can
 //!   keep, poll and close it, and closing it never cuts the accepted connection), and hands the
@@ -46,12 +48,14 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use socks_proto::client::ClientVersion;
 use socks_proto::server::Command;
 
 use crate::config::Server;
+use crate::interrupt;
+use crate::recv::WAIT_STEP;
 use crate::route::Route;
 use crate::supervise::{copy_socket, log, target_of, write_sockaddr, Pending, Shared};
 use crate::{filter, proxy, sockaddr, sockname, sys};
@@ -264,9 +268,6 @@ pub(crate) fn listen(pending: Pending, notif: libc::seccomp_notif) {
     }
 }
 
-/// How often a blocking accept checks that the program still waits.
-const WAIT_SLICE: Duration = Duration::from_millis(250);
-
 /// accept(2)/accept4(2) (`with_flags`: the fourth argument is accept4's flags) on a BIND
 /// socket: the inbound connection, handed over by ADDFD.
 pub(crate) fn accept(pending: Pending, notif: libc::seccomp_notif, with_flags: bool) {
@@ -284,25 +285,42 @@ pub(crate) fn accept(pending: Pending, notif: libc::seccomp_notif, with_flags: b
         Ok(s) => s,
         Err(e) => return pending.reply(e.raw_os_error().unwrap_or(libc::EIO)),
     };
+    let blocking = status & libc::O_NONBLOCK == 0;
+    // A blocking accept waits as the kernel's would: for SO_RCVTIMEO at most (then EAGAIN),
+    // and until a signal for the program's thread interrupts it (`interrupt`).
+    let timed = sys::receive_timeout(copy).map(|t| Instant::now() + t);
+    let mut signals = interrupt::Watch::new(notif.pid, pid);
+    let mut interrupted = || match signals.interrupted(timed.is_some()) {
+        Some(errno) => Some(errno),
+        None if timed.is_some_and(|t| Instant::now() >= t) => Some(libc::EAGAIN),
+        None => None,
+    };
     // One accept at a time reads the second reply; a concurrent one waits its turn (EAGAIN if
     // non-blocking), then finds the quiet listener, as it would under the library.
     let _turn = loop {
         match Turn::take(&pending, cookie) {
             Some(Ok(turn)) => break turn,
-            Some(Err(())) if status & libc::O_NONBLOCK != 0 => return pending.reply(libc::EAGAIN),
+            Some(Err(())) if !blocking => return pending.reply(libc::EAGAIN),
             Some(Err(())) if !pending.valid() => return,
-            Some(Err(())) => std::thread::sleep(WAIT_SLICE / 5),
+            Some(Err(())) => match interrupted() {
+                Some(errno) => return pending.reply(errno),
+                None => std::thread::sleep(WAIT_STEP),
+            },
             None => return pending.proceed(),
         }
     };
     // Until the second reply starts to arrive: EAGAIN for a non-blocking socket; a blocking
     // one waits (the server bounds the wait with its own BIND timeout) while the program does.
     loop {
-        let timeout = if status & libc::O_NONBLOCK != 0 { 0 } else { WAIT_SLICE.as_millis() };
+        let timeout = if blocking { WAIT_STEP.as_millis() } else { 0 };
         match sys::poll_one(copy, libc::POLLIN, timeout as i32) {
-            Ok(0) if status & libc::O_NONBLOCK != 0 => return pending.reply(libc::EAGAIN),
+            Ok(0) if !blocking => return pending.reply(libc::EAGAIN),
             Ok(0) if !pending.valid() => return,
-            Ok(0) => continue,
+            Ok(0) => {
+                if let Some(errno) = interrupted() {
+                    return pending.reply(errno);
+                }
+            }
             Ok(_) => break,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e) => return pending.reply(e.raw_os_error().unwrap_or(libc::EIO)),

@@ -21,7 +21,10 @@
 //! one step (another thread that took it has handled it by then), and ends with EINTR (never
 //! ERESTARTSYS) if it is still pending after that step.
 //!
-//! Not here: the waiting itself (`recv`), answering (`supervise::Pending`).
+//! The same holds for a blocking accept on a BIND socket (`bind`), which the kernel also
+//! restarts after a SA_RESTART handler and ends with EINTR when SO_RCVTIMEO is set.
+//!
+//! Not here: the waiting itself (`recv`, `bind`), answering (`supervise::Pending`).
 
 /// ERESTARTSYS (include/linux/errno.h): "restart the call if the handler has SA_RESTART".
 /// Kernel-internal; never seen by the program, which gets a restart or EINTR instead.
@@ -81,6 +84,40 @@ pub fn interruption(tid: u32, pid: u32) -> Interruption {
     match others_take {
         true => Interruption::MaybeAnotherThread,
         false => Interruption::ToThisThread,
+    }
+}
+
+/// One waiting call's look at its thread's signals, step after step (see the module header).
+#[derive(Debug)]
+pub struct Watch {
+    tid: u32,
+    pid: u32,
+    /// Whether the previous step saw a process signal another thread may take.
+    shared_seen: bool,
+}
+
+impl Watch {
+    /// For a call made by thread `tid` of process `pid`.
+    pub fn new(tid: u32, pid: u32) -> Watch {
+        Watch { tid, pid, shared_seen: false }
+    }
+
+    /// The errno to end the call with now, if a signal interrupts it: [`answer`] for a signal
+    /// this thread takes; EINTR for a process signal still pending one step after it was first
+    /// seen (`timed`: the socket has a receive timeout).
+    pub fn interrupted(&mut self, timed: bool) -> Option<i32> {
+        match interruption(self.tid, self.pid) {
+            Interruption::ToThisThread => Some(answer(timed)),
+            Interruption::MaybeAnotherThread if self.shared_seen => Some(libc::EINTR),
+            Interruption::MaybeAnotherThread => {
+                self.shared_seen = true;
+                None
+            }
+            Interruption::None => {
+                self.shared_seen = false;
+                None
+            }
+        }
     }
 }
 

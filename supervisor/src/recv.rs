@@ -43,7 +43,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::interrupt::{self, Interruption};
+use crate::interrupt;
 use crate::msghdr;
 use crate::supervise::{copy_socket, log, Pending};
 use crate::{sockaddr, sys};
@@ -150,22 +150,14 @@ impl Ctx {
     fn wait(self, pending: Pending) {
         let deadline = sys::receive_timeout(self.socket.as_fd()).map(|t| Instant::now() + t);
         let step_ms = WAIT_STEP.as_millis() as i32;
-        // A process signal another thread may take, seen at the previous step.
-        let mut shared_seen = false;
+        let mut signals = interrupt::Watch::new(self.tid, self.pid);
         loop {
             let readable = sys::poll_one(self.socket.as_fd(), libc::POLLIN, step_ms);
             if !pending.valid() {
                 return;
             }
-            match interrupt::interruption(self.tid, self.pid) {
-                Interruption::ToThisThread => {
-                    return pending.reply(interrupt::answer(deadline.is_some()));
-                }
-                Interruption::MaybeAnotherThread if shared_seen => {
-                    return pending.reply(libc::EINTR);
-                }
-                Interruption::MaybeAnotherThread => shared_seen = true,
-                Interruption::None => shared_seen = false,
+            if let Some(errno) = signals.interrupted(deadline.is_some()) {
+                return pending.reply(errno);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return pending.reply(libc::EAGAIN);

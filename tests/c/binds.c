@@ -8,6 +8,11 @@
  *                        RETR FILE, accept4(SOCK_CLOEXEC) (called from a second thread before
  *                        RETR is sent, so that it waits); the file's bytes go to stdout, and
  *                        stderr gets `port=ADDR:PORT peer=ADDR:PORT cloexec=0|1 nonblock=0|1`
+ *   ftp IP FILE HOW      the same, with a SIGUSR1 sent to the accepting thread while it waits
+ *                        (before RETR), its handler installed with SA_RESTART (HOW `restart`:
+ *                        the accept goes on and the download completes) or without (HOW
+ *                        `interrupt`: accept4 fails, `accept4=EINTR` on stderr, exit status 3);
+ *                        stderr gets `handled=0|1`: whether the handler had run 300 ms later
  *   local IP PORT LPORT  a TCP connection to IP:PORT first (so the process has a proxied
  *                        connection), then three listening sockets: bound to 0.0.0.0:LPORT,
  *                        to 127.0.0.1 port 0, and to 0.0.0.0 port 0; prints `specific=`,
@@ -23,6 +28,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,7 +110,15 @@ static void *accept_thread(void *arg) {
     return NULL;
 }
 
-static int ftp(const char *ip, const char *file) {
+static volatile sig_atomic_t handled;
+
+static void on_signal(int sig) {
+    (void)sig;
+    handled = 1;
+}
+
+/* `how`: NULL, "restart" or "interrupt" (see the header). */
+static int ftp(const char *ip, const char *file, const char *how) {
     int ctrl = connected(ip, 21);
     if (reply(ctrl) != 220) return 1;
     if (command(ctrl, "USER anonymous") / 100 == 5) return 1;
@@ -133,6 +147,26 @@ static int ftp(const char *ip, const char *file) {
     pthread_t thread;
     if (pthread_create(&thread, NULL, accept_thread, &acc) != 0) die("pthread_create");
     usleep(300000);
+    if (how) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_signal;
+        sa.sa_flags = strcmp(how, "restart") == 0 ? SA_RESTART : 0;
+        if (sigaction(SIGUSR1, &sa, NULL) < 0) die("sigaction");
+        if (pthread_kill(thread, SIGUSR1) != 0) die("pthread_kill");
+        usleep(300000);
+        fprintf(stderr, "handled=%d\n", (int)handled);
+        if (strcmp(how, "interrupt") == 0) {
+            pthread_join(thread, NULL);
+            if (acc.conn < 0 && acc.err == EINTR) {
+                fprintf(stderr, "accept4=EINTR\n");
+                command(ctrl, "QUIT");
+                return 3;
+            }
+            fprintf(stderr, "accept4 gave %d (%s)\n", acc.conn, strerror(acc.err));
+            return 1;
+        }
+    }
     snprintf(cmd, sizeof cmd, "RETR %s", file);
     if (command(ctrl, cmd) / 100 != 1) return 1;
     pthread_join(thread, NULL);
@@ -187,7 +221,8 @@ static void listener(const char *name, const char *ip, int port, int self) {
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (argc == 4 && strcmp(argv[1], "ftp") == 0) return ftp(argv[2], argv[3]);
+    if (argc == 4 && strcmp(argv[1], "ftp") == 0) return ftp(argv[2], argv[3], NULL);
+    if (argc == 5 && strcmp(argv[1], "ftp") == 0) return ftp(argv[2], argv[3], argv[4]);
     if (argc == 5 && strcmp(argv[1], "local") == 0) {
         int c = connected(argv[2], atoi(argv[3]));
         listener("specific", "0.0.0.0", atoi(argv[4]), 1);

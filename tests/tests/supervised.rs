@@ -785,6 +785,41 @@ fn static_ftp_active(server: &str, name: &str) {
     leaks.assert_only_sockd(&format!("an active-mode FTP download by a static program ({server})"));
 }
 
+/// A signal for the thread waiting in accept4 on a BIND socket ends the supervisor's wait as it
+/// ends the kernel's accept: the handler runs at once (not when the data connection comes),
+/// and then the accept goes on after a SA_RESTART handler (the download completes) and fails
+/// with EINTR after another one.
+#[test]
+fn a_signal_interrupts_an_accept_on_a_bind_socket_as_the_kernels_would() {
+    let Some(lab) = supervised_lab("supervised-ftpsig") else { return };
+    let Some(program) = build_static(lab.name(), lab.dir.path(), "binds") else { return };
+    let content = pattern(FTP_FILE_LEN);
+    let vsftpd = lab.vsftpd(&[("big.bin", &content)]);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let run = |how: &str| {
+        lab.client(&program)
+            .args(["ftp", &OUTSIDE_ADDR.to_string(), "big.bin", how])
+            .socksify(&["-v", "-s", SERVER])
+            .timeout(std::time::Duration::from_secs(20))
+            .run()
+    };
+    let restarted = run("restart");
+    assert_active_download(&restarted, &vsftpd, &sockd, &content);
+    assert!(
+        restarted.stderr.contains("handled=1"),
+        "the SA_RESTART handler must run while accept4 waits\n{}",
+        restarted.describe()
+    );
+    let interrupted = run("interrupt");
+    assert!(
+        interrupted.status.and_then(|s| s.code()) == Some(3)
+            && interrupted.stderr.contains("handled=1")
+            && interrupted.stderr.contains("accept4=EINTR"),
+        "without SA_RESTART the signal must end accept4 with EINTR\n{}",
+        interrupted.describe()
+    );
+}
+
 /// An active-mode FTP client in Go (`CGO_ENABLED=0`): net.ListenTCP on the control
 /// connection's own address, PORT with the address the listener reports, then Accept — started
 /// before RETR, so that Go's non-blocking accept4 gets EAGAIN and its netpoller (epoll) waits
