@@ -28,6 +28,7 @@ pub mod session;
 pub mod sys;
 pub mod systemd;
 pub mod throttle;
+pub mod timer_tick;
 pub mod udp;
 pub mod users;
 pub mod workers;

@@ -2,8 +2,10 @@
 //! attached to a running sockd while a client makes sequential SOCKS5 CONNECTs, each with a
 //! 1-byte echo and a close: no getpid(2) per log line (the PID is read once), no getpeername(2)
 //! for the outbound connection (connect says where it went), one setsockopt(2) (TCP_NODELAY on
-//! the outbound socket; the client's is inherited from the listener) and no read that fails
-//! with EAGAIN after a short read (its readiness is cleared instead).
+//! the outbound socket; the client's is inherited from the listener), no read that fails
+//! with EAGAIN after a short read (its readiness is cleared instead), and no write(2) but the
+//! two log lines: the sessions' timeouts do not wake the runtime's timer driver through its
+//! eventfd (`timer_tick`).
 //!
 //! Not here: the rate itself (socks-bench, docs/PERFORMANCE.md), what is relayed (relay.rs,
 //! half_close.rs).
@@ -85,6 +87,84 @@ fn metrics_counting_costs_no_system_call_per_connection() {
 /// loaded machine (a segment that arrives in two parts), and still fails on the old build.
 const OWN_CALLS_MOST: f64 = 28.0;
 
+/// write(2) calls per connection: its two log lines and nothing else (see the test's list).
+const WRITES_MOST: f64 = 2.3;
+
+/// strace attached to every thread of a running sockd, counting (`-c`); its summary on SIGINT.
+struct Tracer {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl Tracer {
+    /// Attaches, or says SKIPPED and gives `None` if strace cannot attach here.
+    fn attach(name: &str, strace: &std::path::Path, pid: u32) -> Option<Tracer> {
+        let dir = TempDir::new("syscalls");
+        let out = dir.path().join("strace.txt");
+        let mut child = Command::new(strace)
+            .args(["-f", "-c", "-o"])
+            .arg(&out)
+            .args(["-p", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start strace");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !traced(pid) {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut why = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut why);
+                }
+                skip(name, &format!("strace cannot attach here ({status}): {}", why.trim()));
+                return None;
+            }
+            assert!(Instant::now() < deadline, "strace did not attach within 10 s");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Some(Tracer { child, out, _dir: dir })
+    }
+
+    /// Detaches and returns strace's summary table.
+    fn summary(mut self) -> String {
+        // strace prints its summary on SIGINT; sent to the child this test started, by its PID.
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = wait_exit(&mut self.child, Duration::from_secs(10));
+        std::fs::read_to_string(&self.out).expect("strace summary")
+    }
+}
+
+/// Once connections stop, the tick that keeps session timeouts from waking the timer driver
+/// (`timer_tick`) stops too: an idle sockd with one serving thread sleeps in epoll_wait. Each
+/// thread's wait in progress when strace attaches may be counted once more; a tick that went
+/// on once a second would add four calls in the 4 s watched.
+#[test]
+fn an_idle_sockd_does_not_wake_up() {
+    let name = "an_idle_sockd_does_not_wake_up";
+    let strace = require_program("strace", "strace");
+    let echo = echo_server();
+    let sockd = SockdBuilder::new(RULES).arg("--threads").arg("1").start();
+    for _ in 0..20 {
+        one_connection(&sockd, &echo);
+    }
+    // The tick runs at most one `TICK` (1 s) after the last connection, then once more for
+    // connections that came during that one.
+    thread::sleep(Duration::from_millis(2500));
+    let Some(tracer) = Tracer::attach(name, &strace, sockd.pid()) else { return };
+    thread::sleep(Duration::from_secs(4));
+    let text = tracer.summary();
+    let counts = parse_summary(&text);
+    let threads = std::fs::read_dir(format!("/proc/{}/task", sockd.pid()))
+        .map_or(0, |tasks| tasks.count()) as u64;
+    let calls: u64 = counts.values().map(|(calls, _)| calls).sum();
+    assert!(
+        calls <= threads + 1,
+        "an idle sockd ({threads} threads) made {calls} system calls in 4 s:\n{text}"
+    );
+}
+
 fn count_per_connection(name: &str, sockd: Sockd) {
     let strace = require_program("strace", "strace");
     let echo = echo_server();
@@ -92,30 +172,7 @@ fn count_per_connection(name: &str, sockd: Sockd) {
     for _ in 0..5 {
         one_connection(&sockd, &echo);
     }
-    let dir = TempDir::new("syscalls");
-    let out = dir.path().join("strace.txt");
-    let mut tracer = Command::new(&strace)
-        .args(["-f", "-c", "-o"])
-        .arg(&out)
-        .args(["-p", &sockd.pid().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start strace");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !traced(sockd.pid()) {
-        if let Ok(Some(status)) = tracer.try_wait() {
-            let mut why = String::new();
-            if let Some(mut e) = tracer.stderr.take() {
-                let _ = e.read_to_string(&mut why);
-            }
-            skip(name, &format!("strace cannot attach here ({status}): {}", why.trim()));
-            return;
-        }
-        assert!(Instant::now() < deadline, "strace did not attach within 10 s");
-        thread::sleep(Duration::from_millis(20));
-    }
+    let Some(tracer) = Tracer::attach(name, &strace, sockd.pid()) else { return };
     for _ in 0..CONNECTIONS {
         one_connection(&sockd, &echo);
     }
@@ -127,10 +184,7 @@ fn count_per_connection(name: &str, sockd: Sockd) {
         thread::sleep(Duration::from_millis(20));
     }
     thread::sleep(Duration::from_millis(100));
-    // strace prints its summary on SIGINT; sent to the child this test started, by its PID.
-    let _ = Command::new("kill").args(["-INT", &tracer.id().to_string()]).status();
-    let _ = wait_exit(&mut tracer, Duration::from_secs(10));
-    let text = std::fs::read_to_string(&out).expect("strace summary");
+    let text = tracer.summary();
     let counts = parse_summary(&text);
     let per = |name: &str, errors: bool| {
         let (calls, failed) = counts.get(name).copied().unwrap_or((0, 0));
@@ -140,6 +194,10 @@ fn count_per_connection(name: &str, sockd: Sockd) {
     assert!(accepts >= CONNECTIONS as u64, "strace saw {accepts} accept4 calls:\n{text}");
     let mut over = Vec::new();
     for (name, errors, most) in [
+        // The `connected:` and `closed:` lines, one write each; before `timer_tick`, also two
+        // eventfd wake-ups of tokio's timer driver (4 per connection). The tick's own re-arm,
+        // once a second, is well within the margin.
+        ("write", false, WRITES_MOST),
         ("getpid", false, 0.05),
         ("getpeername", false, 0.05),
         ("setsockopt", false, 1.05),
