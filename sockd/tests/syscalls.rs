@@ -138,6 +138,56 @@ impl Tracer {
     }
 }
 
+/// A client that sends its greeting and CONNECT request in one write (libsocks.so's
+/// `?pipeline`) gets the method choice and the CONNECT reply in one write too: three sendto(2)
+/// per connection (that reply, and the byte each way), where answering each message on its
+/// own took four, and woke the client once more.
+#[test]
+fn a_pipelining_client_gets_both_replies_in_one_write() {
+    let name = "a_pipelining_client_gets_both_replies_in_one_write";
+    let strace = require_program("strace", "strace");
+    let echo = echo_server();
+    let sockd = Sockd::start(RULES);
+    let mut first = pipelined_connection(&sockd, &echo);
+    // Both replies, exactly: the method choice (no authentication) and a granted CONNECT.
+    assert_eq!(&first[..4], &[5, 0, 5, 0], "method choice, then CONNECT granted: {first:02x?}");
+    assert_eq!(first.len(), 2 + 10, "nothing but the two replies: {first:02x?}");
+    first.clear();
+    let Some(tracer) = Tracer::attach(name, &strace, sockd.pid()) else { return };
+    for _ in 0..CONNECTIONS {
+        pipelined_connection(&sockd, &echo);
+    }
+    let deadline = Instant::now() + LOG_TIMEOUT;
+    while sockd.count_lines(&["closed:"]) < CONNECTIONS + 1 {
+        assert!(Instant::now() < deadline, "sessions did not end; log:\n{}", sockd.log_text());
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(100));
+    let text = tracer.summary();
+    let (sends, _) = parse_summary(&text).get("sendto").copied().unwrap_or((0, 0));
+    let per = sends as f64 / CONNECTIONS as f64;
+    assert!(per <= 3.05, "{per:.2} sendto per connection (at most 3):\n{text}");
+}
+
+/// Greeting and CONNECT request in one write, both replies read, then the cycle of
+/// `one_connection`; returns the reply bytes.
+fn pipelined_connection(sockd: &Sockd, echo: &TestServer) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(sockd.addr()).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let mut both = vec![5, 1, 0];
+    both.extend_from_slice(&socks5_request(CMD_CONNECT, echo.addr));
+    s.write_all(&both).expect("greeting and request");
+    let mut replies = vec![0u8; 12];
+    s.read_exact(&mut replies).expect("both replies");
+    s.write_all(b"x").expect("write");
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).expect("echo");
+    assert_eq!(&b, b"x");
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    assert!(read_to_eof(&mut s, "end of stream").is_empty());
+    replies
+}
+
 /// Once connections stop, the tick that keeps session timeouts from waking the timer driver
 /// (`timer_tick`) stops too: an idle sockd with one serving thread sleeps in epoll_wait. Each
 /// thread's wait in progress when strace attaches may be counted once more; a tick that went
