@@ -202,7 +202,10 @@ fn run_inetd(context: Arc<Context>) -> ExitCode {
         }
     };
     let stream = match sys::stdin_socket() {
-        Ok(stream) => stream,
+        Ok(stream) => {
+            relay::client_socket_shared();
+            stream
+        }
         Err(e) => {
             error!("--inetd: {e}");
             return ExitCode::FAILURE;

@@ -97,9 +97,13 @@ pub async fn relay(
     let (client_read, client_write) = client.into_split();
     let (remote_read, remote_write) = remote.into_split();
     let (up, down) = (metrics::tcp_bytes(Direction::Sent), metrics::tcp_bytes(Direction::Received));
-    let ends = (&last_activity_ms, &one_ended);
-    let upload = copy_until_eof(client_read, remote_write, (&sent, up), ends, start);
-    let download = copy_until_eof(remote_read, client_write, (&received, down), ends, start);
+    // The far side's socket is sockd's alone (its own connect, or BIND's accept); the client's
+    // is too, but under inetd (see `client_socket_shared`).
+    let upload_end = (&last_activity_ms, &one_ended, true);
+    let download_end = (&last_activity_ms, &one_ended, !CLIENT_SHARED.load(Ordering::Relaxed));
+    let upload = copy_until_eof(client_read, remote_write, (&sent, up), upload_end, start);
+    let download =
+        copy_until_eof(remote_read, client_write, (&received, down), download_end, start);
     tokio::pin!(upload, download);
     let (mut upload_done, mut download_done) = (false, false);
     let end = loop {
@@ -140,12 +144,24 @@ pub fn use_splice(splice: bool) {
     SPLICE.store(splice, Ordering::Relaxed);
 }
 
+/// Whether a client's socket may be open in another descriptor or process too, where closing
+/// sockd's descriptor sends no FIN (see `pass_end_of_stream`).
+static CLIENT_SHARED: AtomicBool = AtomicBool::new(false);
+
+/// Says, for the rest of the process, that the client's socket may be open elsewhere too: under
+/// inetd it is standard input, which inetd may also have passed as standard output and error,
+/// and whose starter may keep a copy. Its end of stream is then always passed on with
+/// shutdown(2).
+pub fn client_socket_shared() {
+    CLIENT_SHARED.store(true, Ordering::Relaxed);
+}
+
 /// Copies one direction, then passes its end of stream on (`pass_end_of_stream`).
 async fn copy_until_eof(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     (counter, total): (&AtomicU64, &IntCounter),
-    (last_activity_ms, one_ended): (&AtomicU64, &AtomicBool),
+    (last_activity_ms, one_ended, sole_owner): (&AtomicU64, &AtomicBool, bool),
     start: Instant,
 ) -> std::io::Result<()> {
     let mut copied: u64 = 0;
@@ -166,7 +182,7 @@ async fn copy_until_eof(
                 // Boxed: the splice loop's state is allocated only once it runs, so it does not
                 // enlarge every idle session's task.
                 Box::pin(splice_until_eof(&from, &mut to, &pipe, &activity)).await?;
-                return pass_end_of_stream(to, one_ended).await;
+                return pass_end_of_stream(to, one_ended, sole_owner).await;
             }
         }
         let mut buffer = take_buffer();
@@ -176,7 +192,7 @@ async fn copy_until_eof(
         copied += counter.load(Ordering::Relaxed) - before;
         give_buffer(buffer);
         if drained? {
-            return pass_end_of_stream(to, one_ended).await;
+            return pass_end_of_stream(to, one_ended, sole_owner).await;
         }
     }
 }
@@ -186,9 +202,14 @@ async fn copy_until_eof(
 /// ended already, the relay is about to close both sockets, and close(2) sends this FIN
 /// itself: nothing is left unread on the writer's socket (its own reader saw end of stream,
 /// and unread data would turn close into a reset), so the write half is dropped without the
-/// shutdown, one system call fewer per connection (issue 17).
-async fn pass_end_of_stream(mut to: OwnedWriteHalf, one_ended: &AtomicBool) -> std::io::Result<()> {
-    if one_ended.swap(true, Ordering::Relaxed) {
+/// shutdown, one system call fewer per connection (issue 17). Only where sockd's descriptor is
+/// the socket's only one (`sole_owner`): closing one of several sends nothing.
+async fn pass_end_of_stream(
+    mut to: OwnedWriteHalf,
+    one_ended: &AtomicBool,
+    sole_owner: bool,
+) -> std::io::Result<()> {
+    if one_ended.swap(true, Ordering::Relaxed) && sole_owner {
         to.forget();
         Ok(())
     } else {
