@@ -6,7 +6,11 @@
 //! non-blocking sockets and poll(2) (as the echo server is), so the harness takes the same
 //! share of the 2 CPUs whatever the server's threading. Latency is per whole iteration; the
 //! server's CPU time is taken over the run. `probe` checks who owns the far end. The same cycle
-//! without SOCKS through a plain forwarder (HAProxy) is `run_to` a forwarder's address.
+//! without SOCKS through a plain forwarder (HAProxy) is `run_to` a forwarder's address. A
+//! diagnostic variant (`Cycle::Pipelined`) sends the SOCKS5 greeting and the CONNECT request
+//! together, without waiting for the method choice: one round trip fewer, which shows what the
+//! protocol's extra round trips cost against the forwarder (issue 17); the benchmark's own
+//! figures keep the waiting client, as most clients are.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -32,6 +36,8 @@ pub struct Run {
     pub p99_us: f64,
     pub p999_us: f64,
     pub cpu_secs: f64,
+    /// CPU time of this benchmark's own process over the run: its client driver and echo server.
+    pub bench_cpu_secs: f64,
     /// Connections the echo server accepted during the run.
     pub echo_accepted: u64,
     /// Share of all the machine's CPUs busy during the run (anyone's work), 0..=1.
@@ -54,6 +60,15 @@ fn once(route: Route, dst: SocketAddr) -> Result<(), String> {
         Ok(_) => Err("bytes after the echo".into()),
         Err(e) => Err(format!("waiting for end of stream: {e}")),
     }
+}
+
+/// How the client speaks SOCKS5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cycle {
+    /// Greeting, wait for the method choice, CONNECT request, wait for the reply (the figures).
+    Waiting,
+    /// Greeting and CONNECT request in one write, then both replies (a diagnostic row).
+    Pipelined,
 }
 
 /// Where a client connection is in its iteration.
@@ -98,8 +113,17 @@ fn start_conn(route: Route, dst: SocketAddr) -> Result<Slot, String> {
     Ok(Slot { s, step: Step::Connecting, t0: Instant::now(), buf: [0; 300], have: 0 })
 }
 
+/// The SOCKS5 CONNECT request for `dst`.
+fn connect_request(dst: SocketAddr) -> Result<[u8; 10], String> {
+    let SocketAddr::V4(d) = dst else { return Err("IPv4 only".into()) };
+    let mut req = [5u8, 1, 0, 1, 0, 0, 0, 0, 0, 0];
+    req[4..8].copy_from_slice(&d.ip().octets());
+    req[8..10].copy_from_slice(&d.port().to_be_bytes());
+    Ok(req)
+}
+
 /// Advances a slot whose socket is ready. Ok(true) when the iteration is complete.
-fn advance(slot: &mut Slot, route: Route, dst: SocketAddr) -> Result<bool, String> {
+fn advance(slot: &mut Slot, route: Route, dst: SocketAddr, cycle: Cycle) -> Result<bool, String> {
     let send = |s: &mut TcpStream, b: &[u8]| -> Result<(), String> {
         // A handful of bytes into an empty socket buffer: written whole or not at all.
         match s.write(b) {
@@ -118,6 +142,12 @@ fn advance(slot: &mut Slot, route: Route, dst: SocketAddr) -> Result<bool, Strin
                 send(&mut slot.s, b"x")?;
                 slot.step = Step::Echo;
             }
+            Route::Socks5(_) if cycle == Cycle::Pipelined => {
+                let mut both = vec![5, 1, 0];
+                both.extend_from_slice(&connect_request(dst)?);
+                send(&mut slot.s, &both)?;
+                slot.step = Step::Greeting;
+            }
             Route::Socks5(_) => {
                 send(&mut slot.s, &[5, 1, 0])?;
                 slot.step = Step::Greeting;
@@ -135,19 +165,19 @@ fn advance(slot: &mut Slot, route: Route, dst: SocketAddr) -> Result<bool, Strin
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
         Err(e) => return Err(format!("read while {:?}: {e}", slot.step)),
     }
-    match slot.step {
-        Step::Greeting if slot.have >= 2 => {
-            if slot.buf[..2] != [5, 0] {
-                return Err(format!("method reply {:02x?}", &slot.buf[..2]));
-            }
-            let SocketAddr::V4(d) = dst else { return Err("IPv4 only".into()) };
-            let mut req = [5u8, 1, 0, 1, 0, 0, 0, 0, 0, 0];
-            req[4..8].copy_from_slice(&d.ip().octets());
-            req[8..10].copy_from_slice(&d.port().to_be_bytes());
-            slot.have = 0;
-            send(&mut slot.s, &req)?;
-            slot.step = Step::Request;
+    if slot.step == Step::Greeting && slot.have >= 2 {
+        if slot.buf[..2] != [5, 0] {
+            return Err(format!("method reply {:02x?}", &slot.buf[..2]));
         }
+        // The CONNECT reply may have come in the same read (pipelined): keep what follows.
+        slot.buf.copy_within(2..slot.have, 0);
+        slot.have -= 2;
+        slot.step = Step::Request;
+        if cycle == Cycle::Waiting {
+            send(&mut slot.s, &connect_request(dst)?)?;
+        }
+    }
+    match slot.step {
         Step::Request => {
             if let Some(len) = reply_len(&slot.buf[..slot.have]) {
                 if slot.have >= len {
@@ -170,6 +200,7 @@ fn advance(slot: &mut Slot, route: Route, dst: SocketAddr) -> Result<bool, Strin
 /// iteration's latency in ns, the errors and the first error.
 fn drive(
     route: Route,
+    cycle: Cycle,
     dst: SocketAddr,
     clients: usize,
     dur: Duration,
@@ -213,7 +244,7 @@ fn drive(
             }
             let i = map[k];
             let Some(slot) = slots[i].as_mut() else { continue };
-            match advance(slot, route, dst) {
+            match advance(slot, route, dst, cycle) {
                 Ok(false) => continue,
                 Ok(true) => lat.push(slot.t0.elapsed().as_nanos() as u64),
                 Err(e) => {
@@ -237,14 +268,22 @@ fn drive(
     (lat, errors, first_error, start, Instant::now())
 }
 
-pub fn run(server: &Server, echo: &Echo, clients: usize, dur: Duration) -> Result<Run, String> {
-    run_to(server.route(), echo.addr, &|| server.cpu_ticks(), echo, clients, dur)
+pub fn run(
+    server: &Server,
+    cycle: Cycle,
+    echo: &Echo,
+    clients: usize,
+    dur: Duration,
+) -> Result<Run, String> {
+    let cpu = || server.cpu_ticks();
+    run_to(server.route(), cycle, echo.addr, &cpu, echo, clients, dur)
 }
 
 /// [`run`] along any route to `dst` (for HAProxy: directly to its frontend, which forwards to
 /// the echo server); `cpu_ticks` reads the CPU time of whatever process serves the route.
 pub fn run_to(
     route: Route,
+    cycle: Cycle,
     dst: SocketAddr,
     cpu_ticks: &dyn Fn() -> u64,
     echo: &Echo,
@@ -252,9 +291,11 @@ pub fn run_to(
     dur: Duration,
 ) -> Result<Run, String> {
     let accepted0 = echo.accepted.load(Ordering::Relaxed);
-    let cpu0 = cpu_ticks();
+    let own = || sys::stat(std::process::id() as i32).map_or(0, |s| s.own_ticks);
+    let (cpu0, own0) = (cpu_ticks(), own());
     let busy0 = sys::cpu_jiffies();
-    let (mut all, errors, first_error, start, end) = drive(route, dst, clients, dur);
+    let (mut all, errors, first_error, start, end) = drive(route, cycle, dst, clients, dur);
+    let own1 = own();
     let busy = sys::busy_between(busy0, sys::cpu_jiffies());
     // Let the server finish tearing down the last sessions before reading its CPU time.
     thread::sleep(Duration::from_millis(50));
@@ -271,6 +312,7 @@ pub fn run_to(
         p99_us: us(0.99),
         p999_us: us(0.999),
         cpu_secs: cpu1.saturating_sub(cpu0) as f64 / sys::clk_tck() as f64,
+        bench_cpu_secs: own1.saturating_sub(own0) as f64 / sys::clk_tck() as f64,
         echo_accepted: echo.accepted.load(Ordering::Relaxed) - accepted0,
         machine_busy: busy,
     })

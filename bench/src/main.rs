@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use connrate::Cycle;
 use library::row;
 use report::{median, num, pct, times, Table};
 use servers::{Kind, Server};
@@ -518,20 +519,29 @@ fn connrate(
     });
     let mut runs: Vec<Vec<Vec<connrate::Run>>> = vec![vec![Vec::new(); 2]; servers.len()];
     let mut haproxy_runs: Vec<Vec<connrate::Run>> = vec![Vec::new(); 2];
+    // sockd again with a client that pipelines greeting and request: a diagnostic row.
+    let mut pipelined_runs: Vec<Vec<connrate::Run>> = vec![Vec::new(); 2];
     let mut failures = Vec::new();
     for _ in 0..p.reps {
         for (c, clients) in CLIENTS.iter().enumerate() {
             for (i, s) in servers.iter().enumerate() {
-                match connrate::run(s, &echo, *clients, p.conn_dur) {
+                match connrate::run(s, Cycle::Waiting, &echo, *clients, p.conn_dur) {
                     Ok(r) => runs[i][c].push(r),
                     Err(e) => failures.push(format!("{} {clients} clients: {e}", s.kind.name())),
+                }
+                if s.kind == Kind::Sockd {
+                    match connrate::run(s, Cycle::Pipelined, &echo, *clients, p.conn_dur) {
+                        Ok(r) => pipelined_runs[c].push(r),
+                        Err(e) => failures.push(format!("sockd pipelined {clients} clients: {e}")),
+                    }
                 }
                 // HAProxy right after direct, so each run of the others has one beside it.
                 if let (0, Some((process, addr, _))) = (i, &haproxy) {
                     let pid = process.pid();
                     let cpu = move || sys::tree_cpu_ticks(pid);
                     let route = socks5::Path::Direct;
-                    match connrate::run_to(route, *addr, &cpu, &echo, *clients, p.conn_dur) {
+                    let cycle = Cycle::Waiting;
+                    match connrate::run_to(route, cycle, *addr, &cpu, &echo, *clients, p.conn_dur) {
                         Ok(r) => haproxy_runs[c].push(r),
                         Err(e) => failures.push(format!("haproxy {clients} clients: {e}")),
                     }
@@ -550,6 +560,7 @@ fn connrate(
         "p99 / direct",
         "errors",
         "CPU µs/conn",
+        "bench CPU µs/conn",
         "CPUs busy",
     ]);
     let med_of = |rs: &[connrate::Run], f: &dyn Fn(&connrate::Run) -> f64| {
@@ -574,6 +585,7 @@ fn connrate(
             } else {
                 num(med_of(rs, &|r| r.cpu_secs * 1e6 / r.conns.max(1) as f64), 1)
             },
+            num(med_of(rs, &|r| r.bench_cpu_secs * 1e6 / r.conns.max(1) as f64), 1),
             format!("{:.0}%", 100.0 * med_of(rs, &|r| r.machine_busy)),
         ]
     };
@@ -582,6 +594,9 @@ fn connrate(
             let rs = &runs[i][c];
             res.conn.insert((i, c), (med_of(rs, &|r| r.rate), med_of(rs, &|r| r.p99_us)));
             t.row(row(s.kind.name(), *clients, rs, &runs[0][c]));
+            if s.kind == Kind::Sockd {
+                t.row(row("sockd pipe*", *clients, &pipelined_runs[c], &runs[0][c]));
+            }
             if i == 0 && haproxy.is_some() {
                 t.row(row("haproxy", *clients, &haproxy_runs[c], &runs[0][c]));
             }
@@ -590,8 +605,11 @@ fn connrate(
     t.print();
     println!(
         "  haproxy = the same cycle without SOCKS (connect, 1-byte echo, close) through HAProxy in \
-         TCP mode; CPU µs/conn = the server's CPU time over the run / connections completed; CPUs \
-         busy = share of the whole machine's CPU time in use during the run (anyone's; well under \
+         TCP mode; sockd pipe* = a diagnostic row, not a figure: sockd with a client that sends \
+         the SOCKS5 greeting and CONNECT request together (one round trip fewer, as libsocks.so's \
+         ?pipeline does; the other rows wait for each reply, as most clients do); CPU µs/conn = \
+         the server's CPU time over the run / connections completed; bench CPU µs/conn = the \
+         same for this benchmark's own client and echo server; CPUs busy = share of the whole machine's CPU time in use during the run (anyone's; well under \
          100% means the rate is bound by waiting, not by CPU)"
     );
     println!("  verification (one connection each, its far end at the echo server looked up while open):");
@@ -600,6 +618,9 @@ fn connrate(
     let mut verified: Vec<Verified> = Vec::new();
     for (i, s) in servers.iter().enumerate() {
         verified.push((s.kind.name(), &probes[i], &runs[i]));
+        if s.kind == Kind::Sockd {
+            verified.push(("sockd pipe*", &probes[i], &pipelined_runs));
+        }
         if let (0, Some(probe)) = (i, &haproxy_probe) {
             verified.push(("haproxy", probe, &haproxy_runs));
         }
@@ -621,7 +642,8 @@ fn connrate(
     for f in &failures {
         println!("  FAILED: {f}");
     }
-    spread(servers, &runs, haproxy.as_ref().map(|_| &haproxy_runs[..]), p.reps);
+    let haproxy_runs = haproxy.as_ref().map(|_| &haproxy_runs[..]);
+    spread(servers, &runs, &pipelined_runs, haproxy_runs, p.reps);
     Ok(())
 }
 
@@ -631,6 +653,7 @@ fn connrate(
 fn spread(
     servers: &[Server],
     runs: &[Vec<Vec<connrate::Run>>],
+    pipelined: &[Vec<connrate::Run>],
     haproxy: Option<&[Vec<connrate::Run>]>,
     reps: usize,
 ) {
@@ -687,6 +710,12 @@ fn spread(
             add("p50 sockd / haproxy".into(), c, ratios(ours, &h[c], &|r| r.p50_us), "-", &|_| {
                 true
             });
+            // Diagnostic: what one SOCKS round trip fewer gives (the `sockd pipe*` row).
+            let piped = &pipelined[c];
+            let name = "conn/s sockd pipe* / haproxy".to_string();
+            add(name, c, ratios(piped, &h[c], &|r| r.rate), "-", &|_| true);
+            let name = "p50 sockd pipe* / haproxy".to_string();
+            add(name, c, ratios(piped, &h[c], &|r| r.p50_us), "-", &|_| true);
         }
         for (i, s) in servers.iter().enumerate() {
             if matches!(s.kind, Kind::Danted | Kind::Microsocks) {

@@ -28,6 +28,7 @@ pub mod session;
 pub mod sys;
 pub mod systemd;
 pub mod throttle;
+pub mod timer_tick;
 pub mod udp;
 pub mod users;
 pub mod workers;
@@ -201,7 +202,10 @@ fn run_inetd(context: Arc<Context>) -> ExitCode {
         }
     };
     let stream = match sys::stdin_socket() {
-        Ok(stream) => stream,
+        Ok(stream) => {
+            relay::client_socket_shared();
+            stream
+        }
         Err(e) => {
             error!("--inetd: {e}");
             return ExitCode::FAILURE;

@@ -8,7 +8,8 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::sync::OnceLock;
+use std::os::fd::AsFd;
+use std::sync::{OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -32,7 +33,14 @@ pub enum Sink {
 struct Logger {
     sink: Sink,
     level: LevelFilter,
+    /// Standard error for `Stderr` and `Journal`: a duplicate of descriptor 2 (see `write_line`),
+    /// or `None` if it could not be duplicated (then `std::io::stderr()`, with its lock).
+    stderr: Option<File>,
 }
+
+/// Taken shared to write a line of at most `PIPE_BUF` bytes and exclusively to write a longer
+/// one (see `write_line`).
+static LONG_LINES: RwLock<()> = RwLock::new(());
 
 /// sockd's PID, read once: `std::process::id()` is a getpid(2) system call each time (glibc
 /// stopped caching it), and a busy sockd writes two lines per connection. Safe to keep because
@@ -50,7 +58,13 @@ pub fn init(sink: Sink, level: LevelFilter) {
         sys::open_syslog();
     }
     pid();
-    if log::set_boxed_logger(Box::new(Logger { sink, level })).is_ok() {
+    let stderr = match sink {
+        Sink::Stderr | Sink::Journal => {
+            std::io::stderr().as_fd().try_clone_to_owned().ok().map(File::from)
+        }
+        Sink::File(_) | Sink::Syslog => None,
+    };
+    if log::set_boxed_logger(Box::new(Logger { sink, level, stderr })).is_ok() {
         log::set_max_level(level);
     }
 }
@@ -73,15 +87,9 @@ impl Log for Logger {
                 record.args()
             )
         };
-        // One write per line so concurrent sessions never interleave within a line; a failed
-        // write of a log line has nowhere better to be reported.
         match &self.sink {
-            Sink::Stderr => {
-                let _ = std::io::stderr().lock().write_all(line().as_bytes());
-            }
-            Sink::File(file) => {
-                let _ = (&*file).write_all(line().as_bytes());
-            }
+            Sink::Stderr => self.write_line(self.stderr.as_ref(), line().as_bytes()),
+            Sink::File(file) => self.write_line(Some(file), line().as_bytes()),
             Sink::Syslog => sys::syslog(priority(record.level()), &record.args().to_string()),
             Sink::Journal => {
                 let line = format!(
@@ -90,12 +98,37 @@ impl Log for Logger {
                     record.level().as_str().to_ascii_lowercase(),
                     record.args()
                 );
-                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                self.write_line(self.stderr.as_ref(), line.as_bytes());
             }
         }
     }
 
     fn flush(&self) {}
+}
+
+impl Logger {
+    /// Writes one whole line with one write(2), so lines of concurrent sessions never
+    /// interleave; a failed write of a log line has nowhere better to be reported.
+    ///
+    /// No process-wide lock is held for a line of at most `PIPE_BUF` bytes (all but lines
+    /// with very long client-chosen names): the kernel writes it whole with respect to other
+    /// writes, to a pipe (pipe(7)), a regular file or a stream socket. `std::io::stderr()`'s own
+    /// lock made two serving threads that logged at the same moment wait for each other in
+    /// futex(2) (issue 17). A longer line is written under an exclusive lock that every shorter
+    /// line takes shared, so its possible partial writes are never split by another line.
+    fn write_line(&self, to: Option<&File>, line: &[u8]) {
+        let Some(file) = to else {
+            let _ = std::io::stderr().lock().write_all(line);
+            return;
+        };
+        if line.len() <= libc::PIPE_BUF {
+            let _shared = LONG_LINES.read();
+            let _ = (&*file).write_all(line);
+        } else {
+            let _exclusive = LONG_LINES.write();
+            let _ = (&*file).write_all(line);
+        }
+    }
 }
 
 /// The syslog priority of a log level (a `connected:` line is a notice, as in the paper).
@@ -146,6 +179,36 @@ mod tests {
     fn the_pid_in_log_lines_is_this_process() {
         assert_eq!(pid(), std::process::id());
         assert_eq!(pid(), std::process::id(), "read again, from the cache");
+    }
+
+    #[test]
+    fn lines_written_at_once_from_threads_stay_whole() {
+        let path = std::env::temp_dir().join(format!("sockd-log-lines-{}", std::process::id()));
+        let file = File::create(&path).expect("create");
+        let logger = Logger { sink: Sink::Stderr, level: LevelFilter::Info, stderr: Some(file) };
+        // Short lines (no lock but the shared one) and lines longer than PIPE_BUF (exclusive).
+        let lines: Vec<String> = (0..4)
+            .map(|t| {
+                let len = if t % 2 == 0 { 100 } else { libc::PIPE_BUF + 500 };
+                format!("{}\n", char::from(b'a' + t as u8).to_string().repeat(len))
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            for line in &lines {
+                let logger = &logger;
+                scope.spawn(move || {
+                    for _ in 0..200 {
+                        logger.write_line(logger.stderr.as_ref(), line.as_bytes());
+                    }
+                });
+            }
+        });
+        let written = std::fs::read_to_string(&path).expect("read");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(written.lines().count(), 800);
+        for line in written.lines() {
+            assert!(lines.iter().any(|l| l.trim_end() == line), "a line was split: {line:.40}…");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Moving bytes between the client and the destination once a request is granted: both
 //! directions at once, each until its reader reports end of stream, which is passed on as
-//! `shutdown(SHUT_WR)` (half-close) so the other direction keeps flowing. Ends when both
+//! `shutdown(SHUT_WR)` (half-close) so the other direction keeps flowing — except for the
+//! direction that ends last, whose FIN the closing of both sockets sends. Ends when both
 //! directions are done, when either side fails, after the idle timeout, or when the direction
 //! left open after a half-close stays silent for the half-close timeout.
 //!
@@ -91,12 +92,18 @@ pub async fn relay(
     let last_activity_ms = AtomicU64::new(0);
     let sent = AtomicU64::new(0);
     let received = AtomicU64::new(0);
+    // Set by the first direction to reach end of stream (see `pass_end_of_stream`).
+    let one_ended = AtomicBool::new(false);
     let (client_read, client_write) = client.into_split();
     let (remote_read, remote_write) = remote.into_split();
     let (up, down) = (metrics::tcp_bytes(Direction::Sent), metrics::tcp_bytes(Direction::Received));
-    let upload = copy_until_eof(client_read, remote_write, (&sent, up), &last_activity_ms, start);
+    // The far side's socket is sockd's alone (its own connect, or BIND's accept); the client's
+    // is too, but under inetd (see `client_socket_shared`).
+    let upload_end = (&last_activity_ms, &one_ended, true);
+    let download_end = (&last_activity_ms, &one_ended, !CLIENT_SHARED.load(Ordering::Relaxed));
+    let upload = copy_until_eof(client_read, remote_write, (&sent, up), upload_end, start);
     let download =
-        copy_until_eof(remote_read, client_write, (&received, down), &last_activity_ms, start);
+        copy_until_eof(remote_read, client_write, (&received, down), download_end, start);
     tokio::pin!(upload, download);
     let (mut upload_done, mut download_done) = (false, false);
     let end = loop {
@@ -137,12 +144,24 @@ pub fn use_splice(splice: bool) {
     SPLICE.store(splice, Ordering::Relaxed);
 }
 
-/// Copies one direction, then half-closes the writer.
+/// Whether a client's socket may be open in another descriptor or process too, where closing
+/// sockd's descriptor sends no FIN (see `pass_end_of_stream`).
+static CLIENT_SHARED: AtomicBool = AtomicBool::new(false);
+
+/// Says, for the rest of the process, that the client's socket may be open elsewhere too: under
+/// inetd it is standard input, which inetd may also have passed as standard output and error,
+/// and whose starter may keep a copy. Its end of stream is then always passed on with
+/// shutdown(2).
+pub fn client_socket_shared() {
+    CLIENT_SHARED.store(true, Ordering::Relaxed);
+}
+
+/// Copies one direction, then passes its end of stream on (`pass_end_of_stream`).
 async fn copy_until_eof(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     (counter, total): (&AtomicU64, &IntCounter),
-    last_activity_ms: &AtomicU64,
+    (last_activity_ms, one_ended, sole_owner): (&AtomicU64, &AtomicBool, bool),
     start: Instant,
 ) -> std::io::Result<()> {
     let mut copied: u64 = 0;
@@ -162,7 +181,8 @@ async fn copy_until_eof(
                 let activity = Activity { counter, total, last_activity_ms, start };
                 // Boxed: the splice loop's state is allocated only once it runs, so it does not
                 // enlarge every idle session's task.
-                return Box::pin(splice_until_eof(&from, &mut to, &pipe, &activity)).await;
+                Box::pin(splice_until_eof(&from, &mut to, &pipe, &activity)).await?;
+                return pass_end_of_stream(to, one_ended, sole_owner).await;
             }
         }
         let mut buffer = take_buffer();
@@ -172,14 +192,33 @@ async fn copy_until_eof(
         copied += counter.load(Ordering::Relaxed) - before;
         give_buffer(buffer);
         if drained? {
-            // End of stream: pass the FIN on and leave the other direction running.
-            return to.shutdown().await;
+            return pass_end_of_stream(to, one_ended, sole_owner).await;
         }
     }
 }
 
+/// Passes one direction's end of stream on to its writer. The first direction to end
+/// half-closes (`shutdown(SHUT_WR)`, a FIN) and leaves the other running. When the other has
+/// ended already, the relay is about to close both sockets, and close(2) sends this FIN
+/// itself: nothing is left unread on the writer's socket (its own reader saw end of stream,
+/// and unread data would turn close into a reset), so the write half is dropped without the
+/// shutdown, one system call fewer per connection (issue 17). Only where sockd's descriptor is
+/// the socket's only one (`sole_owner`): closing one of several sends nothing.
+async fn pass_end_of_stream(
+    mut to: OwnedWriteHalf,
+    one_ended: &AtomicBool,
+    sole_owner: bool,
+) -> std::io::Result<()> {
+    if one_ended.swap(true, Ordering::Relaxed) && sole_owner {
+        to.forget();
+        Ok(())
+    } else {
+        to.shutdown().await
+    }
+}
+
 /// Moves one direction with splice(2): socket to pipe, pipe to socket, no copy through user
-/// space; then half-closes the writer.
+/// space, until end of stream.
 async fn splice_until_eof(
     from: &OwnedReadHalf,
     to: &mut OwnedWriteHalf,
@@ -200,7 +239,7 @@ async fn splice_until_eof(
             }
         };
         if moved == 0 {
-            return to.shutdown().await;
+            return Ok(());
         }
         let sink: &TcpStream = (*to).as_ref();
         let to_fd = sink.as_raw_fd();

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::timer_tick::Ticker;
 use crate::{balancer, metrics, outbound, session, Context};
 
 /// Pause after a failed accept caused by a resource shortage, so the loop does not spin.
@@ -126,12 +127,17 @@ fn serve(
     drained: mpsc::UnboundedSender<()>,
 ) {
     runtime.block_on(async {
+        // Keeps the sessions' timeouts from waking this thread's timer driver (see `timer_tick`).
+        let ticker = Arc::new(Ticker::default());
+        tokio::spawn(ticker.clone().run());
         let mut accepting = Vec::new();
         for listener in listeners {
             match TcpListener::from_std(listener) {
-                Ok(listener) => {
-                    accepting.push(tokio::spawn(accept_loop(listener, context.clone())))
-                }
+                Ok(listener) => accepting.push(tokio::spawn(accept_loop(
+                    listener,
+                    context.clone(),
+                    ticker.clone(),
+                ))),
                 // Registration with this thread's epoll failed: the other threads still accept.
                 Err(e) => error!("resource failure: cannot use a listening socket: {e}"),
             }
@@ -150,10 +156,14 @@ fn serve(
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
 }
 
-async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
+async fn accept_loop(listener: TcpListener, context: Arc<Context>, ticker: Arc<Ticker>) {
     let (mut failures, mut last_report) = (0u64, None);
     loop {
-        match listener.accept().await {
+        let accepted = listener.accept().await;
+        if accepted.is_ok() {
+            ticker.connection();
+        }
+        match accepted {
             Ok((stream, peer)) if balancer::expects_header(peer.ip()) => {
                 tokio::spawn(balancer::serve(stream, peer, context.clone()));
             }
