@@ -189,6 +189,11 @@ fn main() {
         std::process::exit(2);
     };
     DST.store(alarm::pack(dst), Ordering::Relaxed);
+    // The library reads its settings at its first call, and a connect from a handler that
+    // interrupts that read passes through (shim/src/guard.rs: no rules yet; documented), which
+    // is not what this program tests: the settings are read before the first alarm, by a
+    // lookup the library answers locally.
+    look_up(c"localhost");
     alarm::install(on_alarm);
     let workers = if lookup.is_some() { 0 } else { 2u8 };
     let threads: Vec<_> =

@@ -420,6 +420,11 @@ fn main() {
         let Ok(dst) = target.parse::<SocketAddrV4>() else { usage() };
         DST.store(alarm::pack(dst), Ordering::Relaxed);
     }
+    // The library reads its settings at its first call; a handler that interrupts that read
+    // meets no rules yet (connects pass through as the loader's own, sends and lookups fail
+    // closed: shim/src/guard.rs), which is not what these modes test. So the settings are
+    // read before the first alarm, by a lookup the library answers locally.
+    look_up(c"localhost");
     if mode == UDP {
         SOCKET.store(associate(), Ordering::Relaxed);
     }
