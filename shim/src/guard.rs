@@ -10,8 +10,10 @@
 //! getaddrinfo, say) comes from such a handler or from a name-service module the real
 //! resolver runs. Either way it must be routed like any other (going direct would bypass the
 //! proxy), without the heap: the interrupted code may hold malloc's lock (`is_nested`). Only
-//! while the settings are being loaded do connects pass through: they are the loader's own
-//! (its name lookups), and there are no rules yet to route them by.
+//! while the settings are being loaded is no guard given (there are no rules yet to route by):
+//! the connect hook then lets a connect to a local socket go on (the loader's own name lookups
+//! reach nscd or sssd so) and fails one to an IP address closed, with `Cause::SignalContext`
+//! (it can only come from a signal handler or a name-service module; never direct).
 //!
 //! The same holds for the other calls that could carry a proxied destination or a remote
 //! name out of the workstation — datagram sends (sendto, sendmsg, sendmmsg) and name lookups

@@ -1052,6 +1052,43 @@ fn stress_connect_in_a_signal_handler_during_a_slow_lookup() {
     sockd.wait_lines(&["closed:", &client, "dst=198.51.100.2:7 "], handler, STARTUP);
 }
 
+/// The library reads its settings at its first call; a connect from a signal handler that
+/// interrupts that first reading (made slow here: the server's host name is looked up with a
+/// resolver that never answers) cannot be routed yet, and must fail closed (EAGAIN), never go
+/// direct (ENETUNREACH on this workstation).
+#[test]
+fn a_connect_from_a_signal_handler_during_the_first_settings_read_is_never_direct() {
+    let Some(lab) = Lab::new("everywhere-signal-settings") else { return };
+    let leaks = LeakCounter::install(&lab);
+    let echo = lab.echo(7);
+    let conf = lab.write("socks.conf", "sockd @=fw.corp.example:1080 0.0.0.0/0\n");
+    let ran = lab
+        .client(env!("CARGO_BIN_EXE_signal-connect"))
+        .args([&echo.addr().to_string(), "0.5", "slow.corp.example", "early"])
+        .env("SOCKS_CONF", conf.display().to_string())
+        .env("SOCKS_TIMEOUT", "10")
+        .env("RES_OPTIONS", "timeout:1 attempts:1")
+        .ld_preload()
+        .timeout(DEADLINE)
+        .run();
+    assert!(ran.status.is_some(), "deadlock: killed at the deadline\n{}", ran.describe());
+    ran.assert_success();
+    assert!(
+        number(&ran, "again") >= 5 && number(&ran, "unreachable") == 0,
+        "handlers that interrupted the settings read must fail with EAGAIN, never connect \
+         directly (unreachable = ENETUNREACH/EHOSTUNREACH)\n{}",
+        ran.describe()
+    );
+    assert!(echo.accepted().is_empty(), "nothing reached the destination: {:?}", echo.accepted());
+    let (v4, v6) = leaks.leaked_destinations();
+    let dns = format!("{DEAD_DNS_ADDR} . udp . 53");
+    assert!(
+        v4.iter().all(|d| *d == dns) && v6.is_empty(),
+        "only the settings' own lookup left: {v4:?} {v6:?}\n{}",
+        leaks.table()
+    );
+}
+
 /// Runs `signal-inside MODE TARGET 2 slow.corp.example` under the library with `conf`: names
 /// under .corp.example are looked up locally, with a resolver that never answers, so the main
 /// thread sits inside the library's getaddrinfo hook while SIGALRM handlers send or look up.

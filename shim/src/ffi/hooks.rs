@@ -13,7 +13,7 @@ use crate::ffi::sockaddr::RawAddr;
 use crate::ffi::{fakemap, real};
 use crate::guard::Guard;
 use crate::intercept;
-use crate::outcome::{fail, shield};
+use crate::outcome::{fail, shield, Cause};
 use crate::udp;
 
 /// connect(2): routed through a SOCKS server, refused, or passed on, as socks.conf says.
@@ -25,9 +25,19 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
     // SAFETY: forwarded unchanged under the caller's guarantees (in every use below).
     let real_call = || unsafe { real::connect(fd, addr, len) };
     shield(-1, || {
-        let Some(guard) = Guard::enter_connect(config::loaded()) else { return real_call() };
         // SAFETY: the caller guarantees `len` readable bytes at `addr` (or a null pointer).
-        let Some(dst) = (unsafe { RawAddr::from_ptr(addr, len) }) else {
+        let dst = unsafe { RawAddr::from_ptr(addr, len) };
+        let Some(guard) = Guard::enter_connect(config::loaded()) else {
+            // Inside the library while it reads its settings for the first time, so from a
+            // signal handler that interrupted that read (or a name-service module the read
+            // runs: those reach their daemons over local sockets). No rules yet to route by:
+            // an IP destination fails closed, never direct; any other goes on.
+            if dst.is_some_and(|d| d.socket_addr().is_some()) {
+                return fail(Cause::SignalContext);
+            }
+            return real_call();
+        };
+        let Some(dst) = dst else {
             // AF_UNSPEC dissolves a socket's connection: it is no longer tied to a peer.
             intercept::disconnecting(fd);
             return real_call();

@@ -13,7 +13,12 @@
 //! local lookup: the test points it at a name server that never answers), no other thread
 //! runs, and the handler's connections interrupt the library's getaddrinfo hook; the line then
 //! ends with `in_lookup=N`, the handler connections made while the main thread was inside
-//! getaddrinfo.
+//! getaddrinfo, and `again=N unreachable=N`, the handler connections that failed with EAGAIN
+//! and with ENETUNREACH/EHOSTUNREACH (a connect that went direct).
+//!
+//! The library's settings are read before the first alarm (a lookup of localhost), unless a
+//! fourth argument `early` asks for the first alarm to come first: then the handlers interrupt
+//! the library's first reading of its settings.
 //!
 //! Only async-signal-safe calls are made in the handler (the library is the thing under
 //! test). Python cannot do this: its signal handlers run later, between bytecodes.
@@ -38,6 +43,10 @@ static FAILED_IN_CONNECT: AtomicU32 = AtomicU32::new(0);
 
 /// Handler connections (ok or not) made while the main thread was inside getaddrinfo.
 static IN_LOOKUP_CONNECTS: AtomicU32 = AtomicU32::new(0);
+/// Handler connections that failed with EAGAIN, and with ENETUNREACH or EHOSTUNREACH (what a
+/// connect that went direct gets on the workstation, which has no route out).
+static AGAIN: AtomicU32 = AtomicU32::new(0);
+static UNREACHABLE: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
     /// Whether this thread is inside connect(2) (const-initialised: safe to read in a handler).
@@ -137,6 +146,13 @@ extern "C" fn on_alarm(_signal: libc::c_int) {
             Ok(()) => HANDLER_OK.fetch_add(1, Ordering::Relaxed),
             Err(e) => {
                 LAST_ERRNO.store(e, Ordering::Relaxed);
+                match e {
+                    libc::EAGAIN => AGAIN.fetch_add(1, Ordering::Relaxed),
+                    libc::ENETUNREACH | libc::EHOSTUNREACH => {
+                        UNREACHABLE.fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => 0,
+                };
                 if interrupted_connect {
                     FAILED_IN_CONNECT.fetch_add(1, Ordering::Relaxed);
                 }
@@ -185,15 +201,17 @@ fn main() {
         args.get(1).and_then(|a| a.parse::<SocketAddrV4>().ok()),
         args.get(2).and_then(|a| a.parse::<f64>().ok()),
     ) else {
-        eprintln!("usage: signal-connect IPV4:PORT SECONDS");
+        eprintln!("usage: signal-connect IPV4:PORT SECONDS [NAME [early]]");
         std::process::exit(2);
     };
     DST.store(alarm::pack(dst), Ordering::Relaxed);
     // The library reads its settings at its first call, and a connect from a handler that
-    // interrupts that read passes through (shim/src/guard.rs: no rules yet; documented), which
-    // is not what this program tests: the settings are read before the first alarm, by a
-    // lookup the library answers locally.
-    look_up(c"localhost");
+    // interrupts that read fails closed (EAGAIN: no rules yet), which is not what this
+    // program tests unless asked (`early`): otherwise the settings are read before the first
+    // alarm, by a lookup the library answers locally.
+    if args.get(4).map(String::as_str) != Some("early") {
+        look_up(c"localhost");
+    }
     alarm::install(on_alarm);
     let workers = if lookup.is_some() { 0 } else { 2u8 };
     let threads: Vec<_> =
@@ -220,12 +238,14 @@ fn main() {
     let threads: u32 = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
     println!(
         "main={main} threads={threads} handler={} handler_failed={} (while interrupting connect: \
-         {}) last_errno={} bad={} in_lookup={}",
+         {}) last_errno={} bad={} in_lookup={} again={} unreachable={}",
         HANDLER_OK.load(Ordering::Relaxed),
         HANDLER_FAILED.load(Ordering::Relaxed),
         FAILED_IN_CONNECT.load(Ordering::Relaxed),
         LAST_ERRNO.load(Ordering::Relaxed),
         BAD.load(Ordering::Relaxed),
-        IN_LOOKUP_CONNECTS.load(Ordering::Relaxed)
+        IN_LOOKUP_CONNECTS.load(Ordering::Relaxed),
+        AGAIN.load(Ordering::Relaxed),
+        UNREACHABLE.load(Ordering::Relaxed)
     );
 }
