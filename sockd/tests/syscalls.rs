@@ -157,12 +157,7 @@ fn a_pipelining_client_gets_both_replies_in_one_write() {
     for _ in 0..CONNECTIONS {
         pipelined_connection(&sockd, &echo);
     }
-    let deadline = Instant::now() + LOG_TIMEOUT;
-    while sockd.count_lines(&["closed:"]) < CONNECTIONS + 1 {
-        assert!(Instant::now() < deadline, "sessions did not end; log:\n{}", sockd.log_text());
-        thread::sleep(Duration::from_millis(20));
-    }
-    thread::sleep(Duration::from_millis(100));
+    wait_sessions_ended(&sockd, CONNECTIONS + 1);
     let text = tracer.summary();
     let (sends, _) = parse_summary(&text).get("sendto").copied().unwrap_or((0, 0));
     let per = sends as f64 / CONNECTIONS as f64;
@@ -179,12 +174,7 @@ fn pipelined_connection(sockd: &Sockd, echo: &TestServer) -> Vec<u8> {
     s.write_all(&both).expect("greeting and request");
     let mut replies = vec![0u8; 12];
     s.read_exact(&mut replies).expect("both replies");
-    s.write_all(b"x").expect("write");
-    let mut b = [0u8; 1];
-    s.read_exact(&mut b).expect("echo");
-    assert_eq!(&b, b"x");
-    s.shutdown(Shutdown::Write).expect("shutdown");
-    assert!(read_to_eof(&mut s, "end of stream").is_empty());
+    echo_once_and_end(s);
     replies
 }
 
@@ -217,6 +207,17 @@ fn an_idle_sockd_does_not_wake_up() {
     );
 }
 
+/// Waits until `sessions` sessions have ended: their `closed:` lines are written after their
+/// last system call but the log's own write; then a moment for that write.
+fn wait_sessions_ended(sockd: &Sockd, sessions: usize) {
+    let deadline = Instant::now() + LOG_TIMEOUT;
+    while sockd.count_lines(&["closed:"]) < sessions {
+        assert!(Instant::now() < deadline, "sessions did not end; log:\n{}", sockd.log_text());
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(100));
+}
+
 fn count_per_connection(name: &str, sockd: Sockd) {
     let strace = require_program("strace", "strace");
     let echo = echo_server();
@@ -228,14 +229,7 @@ fn count_per_connection(name: &str, sockd: Sockd) {
     for _ in 0..CONNECTIONS {
         one_connection(&sockd, &echo);
     }
-    // Every session has ended (its `closed:` line is written after its last system call but
-    // the log's own write).
-    let deadline = Instant::now() + LOG_TIMEOUT;
-    while sockd.count_lines(&["closed:"]) < CONNECTIONS + 5 {
-        assert!(Instant::now() < deadline, "sessions did not end; log:\n{}", sockd.log_text());
-        thread::sleep(Duration::from_millis(20));
-    }
-    thread::sleep(Duration::from_millis(100));
+    wait_sessions_ended(&sockd, CONNECTIONS + 5);
     let text = tracer.summary();
     let counts = parse_summary(&text);
     let per = |name: &str, errors: bool| {
@@ -277,8 +271,13 @@ fn count_per_connection(name: &str, sockd: Sockd) {
 
 /// SOCKS5 CONNECT to the echo server, 1 byte there and back, half-close, end of stream, close.
 fn one_connection(sockd: &Sockd, echo: &TestServer) {
-    let mut s = socks5_connect(sockd.addr(), echo.addr);
+    let s = socks5_connect(sockd.addr(), echo.addr);
     s.set_nodelay(true).expect("nodelay");
+    echo_once_and_end(s);
+}
+
+/// On a granted session: 1 byte there and back, half-close, end of stream, close.
+fn echo_once_and_end(mut s: std::net::TcpStream) {
     s.write_all(b"x").expect("write");
     let mut b = [0u8; 1];
     s.read_exact(&mut b).expect("echo");

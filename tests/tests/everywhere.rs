@@ -1022,14 +1022,8 @@ fn stress_connect_in_a_signal_handler_during_a_slow_lookup() {
     // while SIGALRM handlers connect to a destination that goes through sockd.
     let conf =
         lab.write("socks.conf", format!("direct .corp.example\nsockd @={SERVER} 0.0.0.0/0\n"));
-    let ran = lab
-        .client(env!("CARGO_BIN_EXE_signal-connect"))
+    let ran = slow_lookup_client(&lab, env!("CARGO_BIN_EXE_signal-connect"), &conf)
         .args([echo.addr().to_string(), "2".to_owned(), "slow.corp.example".to_owned()])
-        .env("SOCKS_CONF", conf.display().to_string())
-        .env("SOCKS_TIMEOUT", "10")
-        .env("RES_OPTIONS", "timeout:1 attempts:1")
-        .ld_preload()
-        .timeout(DEADLINE)
         .run();
     assert!(ran.status.is_some(), "deadlock: killed at the deadline\n{}", ran.describe());
     ran.assert_success();
@@ -1062,14 +1056,8 @@ fn a_connect_from_a_signal_handler_during_the_first_settings_read_is_never_direc
     let leaks = LeakCounter::install(&lab);
     let echo = lab.echo(7);
     let conf = lab.write("socks.conf", "sockd @=fw.corp.example:1080 0.0.0.0/0\n");
-    let ran = lab
-        .client(env!("CARGO_BIN_EXE_signal-connect"))
+    let ran = slow_lookup_client(&lab, env!("CARGO_BIN_EXE_signal-connect"), &conf)
         .args([&echo.addr().to_string(), "0.5", "slow.corp.example", "early"])
-        .env("SOCKS_CONF", conf.display().to_string())
-        .env("SOCKS_TIMEOUT", "10")
-        .env("RES_OPTIONS", "timeout:1 attempts:1")
-        .ld_preload()
-        .timeout(DEADLINE)
         .run();
     assert!(ran.status.is_some(), "deadlock: killed at the deadline\n{}", ran.describe());
     ran.assert_success();
@@ -1089,18 +1077,24 @@ fn a_connect_from_a_signal_handler_during_the_first_settings_read_is_never_direc
     );
 }
 
-/// Runs `signal-inside MODE TARGET 2 slow.corp.example` under the library with `conf`: names
-/// under .corp.example are looked up locally, with a resolver that never answers, so the main
-/// thread sits inside the library's getaddrinfo hook while SIGALRM handlers send or look up.
-fn signal_inside(lab: &Lab, conf: &Path, mode: &str, target: &str) -> Ran {
-    let ran = lab
-        .client(env!("CARGO_BIN_EXE_signal-inside"))
-        .args([mode, target, "2", "slow.corp.example"])
+/// A client under the library with `conf` whose local name lookups are slow: names under
+/// .corp.example (or a server's host named so) go to the workstation's resolver, whose name
+/// server never answers, and time out after 1 s.
+fn slow_lookup_client(lab: &Lab, program: &str, conf: &Path) -> Client {
+    lab.client(program)
         .env("SOCKS_CONF", conf.display().to_string())
         .env("SOCKS_TIMEOUT", "10")
         .env("RES_OPTIONS", "timeout:1 attempts:1")
         .ld_preload()
         .timeout(DEADLINE)
+}
+
+/// Runs `signal-inside MODE TARGET 2 slow.corp.example` under the library with `conf`: names
+/// under .corp.example are looked up locally, with a resolver that never answers, so the main
+/// thread sits inside the library's getaddrinfo hook while SIGALRM handlers send or look up.
+fn signal_inside(lab: &Lab, conf: &Path, mode: &str, target: &str) -> Ran {
+    let ran = slow_lookup_client(lab, env!("CARGO_BIN_EXE_signal-inside"), conf)
+        .args([mode, target, "2", "slow.corp.example"])
         .run();
     assert!(ran.status.is_some(), "deadlock: killed at the deadline\n{}", ran.describe());
     ran.assert_success();
