@@ -343,7 +343,10 @@ fn reachable(bound: TargetAddr, server: SocketAddr) -> SocketAddr {
 
 /// Waits for the second reply of a BIND on `fd` and returns the connecting peer. A non-blocking
 /// socket with nothing to read gets EAGAIN; a blocking one waits for the server (which bounds
-/// the wait with its own BIND timeout), then reads the reply within `timeout`.
+/// the wait with its own BIND timeout), then reads the reply within `timeout`. The wait is a
+/// blocking peek at the socket, which a signal ends as it ends the kernel's accept: the kernel
+/// restarts it after a SA_RESTART handler and fails it with EINTR after another (and with
+/// EAGAIN when SO_RCVTIMEO expires), where poll(2) would fail with EINTR either way.
 pub fn second_reply(
     fd: c_int,
     version: ClientVersion,
@@ -356,7 +359,7 @@ pub fn second_reply(
             n if n < 0 => return Err(os_error()),
             _ => {}
         }
-    } else if real::poll_one(fd, libc::POLLIN, -1) < 0 {
+    } else if real::recv_into(fd, &mut [0u8; 1], libc::MSG_PEEK) < 0 {
         return Err(os_error());
     }
     let mut hs = ClientHandshake::second_reply(version);

@@ -59,6 +59,23 @@ pub fn build_static(test: &str, dir: &Path, name: &str) -> Option<PathBuf> {
     Some(binary)
 }
 
+/// Builds `tests/c/NAME.c` into `dir`, dynamically linked (for the library), with `flags`
+/// added to `cc -O2 -Wall`.
+pub fn build_c(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("c/{name}.c"));
+    let binary = dir.join(name);
+    let out = Command::new(paths::require("cc", "gcc"))
+        .args(["-O2", "-Wall"])
+        .args(flags)
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .expect("cc runs");
+    assert!(out.status.success(), "cc {name}.c: {}", String::from_utf8_lossy(&out.stderr));
+    binary
+}
+
 /// Builds `source` with Debian's Go, `CGO_ENABLED=0` (a static binary), into the lab's
 /// directory as `name`.
 pub fn go_build(lab: &Lab, name: &str, source: &str) -> PathBuf {

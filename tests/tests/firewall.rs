@@ -20,6 +20,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use socks_e2e::build::build_c;
 use socks_e2e::*;
 
 /// The file the ftp tests download: a few megabytes of [`pattern`] bytes, an odd size.
@@ -252,6 +253,46 @@ fn ftp_active_and_passive_through_danted() {
     let via = Via { server: SERVER, protocol: "socks5", log: SockdLog::Foreign(&danted) };
     ftp_active_and_passive(&lab, &vsftpd, via, &content);
     leaks.assert_only_sockd("ftp active and passive through danted");
+}
+
+/// A signal for the thread waiting in accept4 on a BIND socket ends the library's wait as it
+/// ends the kernel's accept: the handler runs at once, then the accept goes on after a
+/// SA_RESTART handler (the active download completes) and fails with EINTR after another one
+/// (`tests/c/binds.c`, ftp mode, dynamically linked).
+#[test]
+fn a_signal_ends_an_accept_on_a_bind_socket_as_the_kernels_would() {
+    let Some(lab) = Lab::new("fw-ftpsig") else { return };
+    let program = build_c(lab.dir.path(), "binds", &["-pthread"]);
+    let content = pattern(FTP_FILE_LEN);
+    let _vsftpd = lab.vsftpd(&[("big.bin", &content)]);
+    let sockd = lab.sockd(PERMIT_INSIDE);
+    let run = |how: &str| {
+        lab.client(&program)
+            .args(["ftp", &OUTSIDE_ADDR.to_string(), "big.bin", how])
+            .env("SOCKS_SERVER", SERVER)
+            .ld_preload()
+            .timeout(Duration::from_secs(20))
+            .run()
+    };
+    let restarted = run("restart");
+    restarted.assert_success();
+    assert!(
+        restarted.stdout == content && restarted.stderr.contains("handled=1"),
+        "after a SA_RESTART handler that ran at once, accept4 goes on and the download \
+         completes ({} of {} bytes)\n{}",
+        restarted.stdout.len(),
+        content.len(),
+        restarted.describe()
+    );
+    sockd.wait_line(&["closed:", "cmd=bind", &format!(" received={} ", content.len())], STARTUP);
+    let interrupted = run("interrupt");
+    assert!(
+        interrupted.status.and_then(|s| s.code()) == Some(3)
+            && interrupted.stderr.contains("handled=1")
+            && interrupted.stderr.contains("accept4=EINTR"),
+        "without SA_RESTART the signal ends accept4 with EINTR\n{}",
+        interrupted.describe()
+    );
 }
 
 /// The "shell" telnetd runs instead of login for the scripted session: a greeting, one line

@@ -20,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::Command;
 
+use socks_e2e::build::build_c;
 use socks_e2e::dns::{self, Dnsmasq, WWW};
 use socks_e2e::*;
 
@@ -165,16 +166,7 @@ fn a_direct_name_still_goes_to_the_lan_name_server() {
 /// Builds `tests/c/ownresolver.c` into the lab's directory, with _FORTIFY_SOURCE as Debian
 /// builds its packages (a read whose length the compiler cannot check calls __read_chk).
 fn ownresolver(lab: &Lab) -> PathBuf {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("c/ownresolver.c");
-    let binary = lab.dir.path().join("ownresolver");
-    let out = Command::new(paths::require("cc", "gcc"))
-        .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .expect("cc runs");
-    assert!(out.status.success(), "cc ownresolver.c: {}", String::from_utf8_lossy(&out.stderr));
-    binary
+    build_c(lab.dir.path(), "ownresolver", &["-D_FORTIFY_SOURCE=2"])
 }
 
 #[test]
