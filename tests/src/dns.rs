@@ -212,14 +212,21 @@ pub fn http_dual(lab: &Lab, port: u16) -> [Server; 2] {
     ]
 }
 
-/// A lab for programs under the supervisor (`build::supervised_lab`) with the leak counters
-/// (installed first, so they see everything), the outside name service and sockd permitting
-/// the inside network (started after the firewall's resolv.conf is written); `None` when
-/// skipped. Drop order: sockd, dnsmasq, counters, then the lab.
+/// A lab with the leak counters (installed first, so they see everything), the outside name
+/// service and sockd permitting the inside network (started after the firewall's resolv.conf
+/// is written); `None` when skipped. Drop order: sockd, dnsmasq, counters, then the lab.
+pub fn names_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
+    Lab::new(name).map(with_names)
+}
+
+/// [`names_lab`] for programs under the supervisor (`build::supervised_lab`).
 pub fn supervised_names_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
-    let lab = supervised_lab(name)?;
+    supervised_lab(name).map(with_names)
+}
+
+fn with_names(lab: Lab) -> (Lab, LeakCounter, Dnsmasq, Daemon) {
     let leaks = LeakCounter::install(&lab);
     let dns = outside_dns(&lab);
     let sockd = lab.sockd(PERMIT_INSIDE);
-    Some((lab, leaks, dns, sockd))
+    (lab, leaks, dns, sockd)
 }

@@ -17,15 +17,6 @@ use std::net::SocketAddr;
 use socks_e2e::dns::{self, OUTSIDE_ADDR6, WWW};
 use socks_e2e::*;
 
-/// A lab with the leak counters, the outside name service and our sockd.
-fn lab_with_names(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
-    let lab = Lab::new(name)?;
-    let leaks = LeakCounter::install(&lab);
-    let dns = dns::outside_dns(&lab);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    Some((lab, leaks, dns, sockd))
-}
-
 /// Sessions sockd logged from the workstation to `dst` (`dst=` as sockd writes it).
 fn sessions(sockd: &Daemon, dst: &str, count: usize) -> Vec<String> {
     let (client, dst) = (format!("client={INSIDE_ADDR}:"), format!("dst={dst} "));
@@ -34,7 +25,7 @@ fn sessions(sockd: &Daemon, dst: &str, count: usize) -> Vec<String> {
 
 #[test]
 fn a_number_reused_after_an_unseen_close_is_still_proxied() {
-    let Some((lab, leaks, _dns, sockd)) = lab_with_names("fd-reuse") else { return };
+    let Some((lab, leaks, _dns, sockd)) = dns::names_lab("fd-reuse") else { return };
     let ns = lab.ns(Ns::Outside);
     let echo4 = servers::echo(ns, SocketAddr::from((OUTSIDE_ADDR, 7)));
     let echo6 = servers::echo(ns, SocketAddr::from((OUTSIDE_ADDR6, 7)));
@@ -72,7 +63,7 @@ fn a_number_reused_after_an_unseen_close_is_still_proxied() {
 
 #[test]
 fn node_sequential_requests_all_go_through_sockd() {
-    let Some((lab, leaks, _dns, sockd)) = lab_with_names("fd-node") else { return };
+    let Some((lab, leaks, _dns, sockd)) = dns::names_lab("fd-node") else { return };
     let http = lab.http(80);
     let ns = lab.ns(Ns::Outside);
     let http6 = servers::http(ns, SocketAddr::from((OUTSIDE_ADDR6, 80)));
@@ -128,7 +119,7 @@ async function get(host, i) {
 
 #[test]
 fn node_closing_a_udp_socket_ends_its_association() {
-    let Some((lab, leaks, _dns, sockd)) = lab_with_names("fd-node-dgram") else { return };
+    let Some((lab, leaks, _dns, sockd)) = dns::names_lab("fd-node-dgram") else { return };
     let echo = lab.udp_echo(7);
     // libuv closes the socket with syscall(SYS_close); the process then lives on for 2 s. The
     // association's TCP control connection must end with the socket, not with the process.

@@ -28,15 +28,6 @@ use socks_e2e::*;
 const INTRANET: &str = "intranet.corp.example";
 const INTRANET_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 80);
 
-/// A lab with the leak counters (installed first), the outside name service and sockd.
-fn own_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
-    let lab = Lab::new(name)?;
-    let leaks = LeakCounter::install(&lab);
-    let outside = dns::outside_dns(&lab);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    Some((lab, leaks, outside, sockd))
-}
-
 /// The LAN's own name server on 192.0.2.53 (what resolv.conf names), knowing the intranet, and
 /// a socks.conf keeping `.corp.example` and the LAN direct.
 fn with_lan(lab: &Lab) -> (Dnsmasq, PathBuf) {
@@ -77,7 +68,7 @@ fn assert_nothing_left(leaks: &LeakCounter, what: &str) {
 
 #[test]
 fn dig_without_a_server_is_answered_by_the_library() {
-    let Some((lab, leaks, outside, _sockd)) = own_lab("own-dig") else { return };
+    let Some((lab, leaks, outside, _sockd)) = dns::names_lab("own-dig") else { return };
     let dig = paths::require("dig", "dnsutils");
     let dig = |args: &[&str]| {
         let mut all = vec!["+time=3", "+tries=1"];
@@ -130,7 +121,7 @@ fn dig_without_a_server_is_answered_by_the_library() {
 
 #[test]
 fn a_direct_name_still_goes_to_the_lan_name_server() {
-    let Some((lab, leaks, outside, _sockd)) = own_lab("own-direct") else { return };
+    let Some((lab, leaks, outside, _sockd)) = dns::names_lab("own-direct") else { return };
     let (lan, conf) = with_lan(&lab);
     let dig = paths::require("dig", "dnsutils");
     let ran = lab
@@ -171,7 +162,7 @@ fn ownresolver(lab: &Lab) -> PathBuf {
 
 #[test]
 fn every_socket_pattern_of_a_resolver_gets_the_answer() {
-    let Some((lab, leaks, _outside, _sockd)) = own_lab("own-patterns") else { return };
+    let Some((lab, leaks, _outside, _sockd)) = dns::names_lab("own-patterns") else { return };
     let program = ownresolver(&lab);
     let server = DEAD_DNS_ADDR.to_string();
     let patterns = [
@@ -274,7 +265,7 @@ fn every_socket_pattern_of_a_resolver_gets_the_answer() {
 /// the kernel would have dropped on a really connected socket.
 #[test]
 fn a_forged_answer_is_never_read_whichever_way_the_program_reads() {
-    let Some((lab, leaks, _outside, _sockd)) = own_lab("own-forged") else { return };
+    let Some((lab, leaks, _outside, _sockd)) = dns::names_lab("own-forged") else { return };
     let program = ownresolver(&lab);
     // The fortified entry points are what the program really calls (else this proves nothing).
     let nm = Command::new(paths::require("nm", "binutils")).arg("-D").arg(&program).output();
@@ -321,7 +312,7 @@ fn a_forged_answer_is_never_read_whichever_way_the_program_reads() {
 
 #[test]
 fn node_resolves_by_itself_and_reaches_the_address_through_sockd() {
-    let Some((lab, leaks, outside, sockd)) = own_lab("own-node") else { return };
+    let Some((lab, leaks, outside, sockd)) = dns::names_lab("own-node") else { return };
     let (lan, conf) = with_lan(&lab);
     let www = dns::http_dual(&lab, 80);
     let script = format!(
@@ -377,7 +368,7 @@ dns.resolve4("{INTRANET}", (err, lan) => {{
 fn the_socket_is_the_programs_after_the_query() {
     // A connect to a name server, then to a real UDP peer on the same socket, then AF_UNSPEC:
     // Python's socket module (its own calls through libc) sees what the kernel would show.
-    let Some((lab, leaks, _outside, sockd)) = own_lab("own-reuse") else { return };
+    let Some((lab, leaks, _outside, sockd)) = dns::names_lab("own-reuse") else { return };
     let echo = lab.udp_echo(7);
     let script = format!(
         r#"
@@ -420,7 +411,7 @@ print("echo", s.recv(64))
 
 #[test]
 fn dns_over_tcp_is_answered_by_the_library_and_never_carries_a_remote_name_out() {
-    let Some((lab, leaks, outside, _sockd)) = own_lab("own-tcp") else { return };
+    let Some((lab, leaks, outside, _sockd)) = dns::names_lab("own-tcp") else { return };
     let (lan, conf) = with_lan(&lab);
     let dig = paths::require("dig", "dnsutils");
     let dig = |names: &[&str]| {
@@ -480,7 +471,7 @@ fn dns_over_tcp_is_answered_by_the_library_and_never_carries_a_remote_name_out()
 
 #[test]
 fn dns_over_tcp_split_writes_epoll_and_no_descriptor_left() {
-    let Some((lab, leaks, outside, _sockd)) = own_lab("own-tcp-c") else { return };
+    let Some((lab, leaks, outside, _sockd)) = dns::names_lab("own-tcp-c") else { return };
     let program = ownresolver(&lab);
     let server = DEAD_DNS_ADDR.to_string();
     let args = [server.as_str(), WWW, "tcp", "tcp", "tcp6", "tcp6"];
@@ -564,7 +555,7 @@ fn silent_lan_server(lab: &Lab) -> (std::net::TcpListener, PathBuf) {
 
 #[test]
 fn a_forwarded_tcp_query_the_server_never_answers_ends_the_connection() {
-    let Some((lab, _leaks, _outside, _sockd)) = own_lab("own-tcp-dead") else { return };
+    let Some((lab, _leaks, _outside, _sockd)) = dns::names_lab("own-tcp-dead") else { return };
     let (_silent, conf) = silent_lan_server(&lab);
     let dig = paths::require("dig", "dnsutils");
     let ran = lab
@@ -594,7 +585,7 @@ fn a_forwarded_tcp_query_the_server_never_answers_ends_the_connection() {
 /// never waits for a thread it does not have.
 #[test]
 fn a_fork_while_a_forward_waits_leaves_the_child_free() {
-    let Some((lab, _leaks, _outside, _sockd)) = own_lab("own-tcp-fork-wait") else { return };
+    let Some((lab, _leaks, _outside, _sockd)) = dns::names_lab("own-tcp-fork-wait") else { return };
     let (_silent, conf) = silent_lan_server(&lab);
     let script = format!(
         r#"
@@ -647,7 +638,7 @@ else:
 
 #[test]
 fn an_ipv6_server_a_fork_a_dup_and_a_disconnect() {
-    let Some((lab, leaks, _outside, _sockd)) = own_lab("own-fork") else { return };
+    let Some((lab, leaks, _outside, _sockd)) = dns::names_lab("own-fork") else { return };
     let script = r#"
 import ctypes, os, socket, struct
 def query(name, qid):

@@ -29,7 +29,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use socks_e2e::chromium::{self, Run};
-use socks_e2e::dns::{self, Dnsmasq, FW_OUTSIDE_ADDR6, OUTSIDE_ADDR6, WWW};
+use socks_e2e::dns::{self, FW_OUTSIDE_ADDR6, OUTSIDE_ADDR6, WWW};
 use socks_e2e::web::{Page, Web};
 use socks_e2e::*;
 
@@ -40,17 +40,6 @@ const PORT: u16 = 80;
 const MARK_BY_NAME: &str = "subresource by name ran";
 const MARK_BY_ADDRESS: &str = "subresource by address ran";
 const MARK_HELD: &str = "held subresource ran";
-
-/// A lab with the leak counters (installed first, so they see everything), the outside name
-/// service and sockd (started after the firewall's resolv.conf is written). Drop order:
-/// sockd, dnsmasq, counters, then the lab.
-fn runtimes_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
-    let lab = Lab::new(name)?;
-    let leaks = LeakCounter::install(&lab);
-    let dns = dns::outside_dns(&lab);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    Some((lab, leaks, dns, sockd))
-}
 
 /// `client` under the library with `SOCKS_SERVER` only (every name resolved remotely) and the
 /// library's debug log on stderr (shown when an assertion fails).
@@ -179,7 +168,9 @@ fn relayed_requests(web: &Web, path: &str) -> Vec<web::Request> {
 
 #[test]
 fn chromium_sandboxed_by_address() {
-    let Some((lab, leaks, dns, sockd)) = runtimes_lab("runtimes-chromium-address") else { return };
+    let Some((lab, leaks, dns, sockd)) = dns::names_lab("runtimes-chromium-address") else {
+        return;
+    };
     if let Err(why) = chromium::sandbox_possible(&lab) {
         return skip(lab.name(), &why);
     }
@@ -209,7 +200,7 @@ fn chromium_sandboxed_by_address() {
 
 #[test]
 fn chromium_sandboxed_by_name() {
-    let Some((lab, leaks, dns, sockd)) = runtimes_lab("runtimes-chromium-name") else { return };
+    let Some((lab, leaks, dns, sockd)) = dns::names_lab("runtimes-chromium-name") else { return };
     if let Err(why) = chromium::sandbox_possible(&lab) {
         return skip(lab.name(), &why);
     }
@@ -265,7 +256,7 @@ fn chromium_sandboxed_by_name() {
 /// out").
 #[test]
 fn chromium_sandboxed_system_resolver_across_exec() {
-    let Some((lab, leaks, dns, sockd)) = runtimes_lab("runtimes-chromium-gai") else { return };
+    let Some((lab, leaks, dns, sockd)) = dns::names_lab("runtimes-chromium-gai") else { return };
     if let Err(why) = chromium::sandbox_possible(&lab) {
         return skip(lab.name(), &why);
     }
@@ -333,7 +324,7 @@ fn is_fake(addr: Ipv4Addr) -> bool {
 
 #[test]
 fn node_http_get_by_address_and_by_name() {
-    let Some((lab, leaks, dns, sockd)) = runtimes_lab("runtimes-node-get") else { return };
+    let Some((lab, leaks, dns, sockd)) = dns::names_lab("runtimes-node-get") else { return };
     let www = dns::http_dual(&lab, PORT);
     let script = format!(
         r#"
@@ -383,7 +374,7 @@ fn node_http_get_by_address_and_by_name() {
 
 #[test]
 fn node_fetch_waves_by_name() {
-    let Some((lab, leaks, dns, sockd)) = runtimes_lab("runtimes-node-fetch") else { return };
+    let Some((lab, leaks, dns, sockd)) = dns::names_lab("runtimes-node-fetch") else { return };
     let www = dns::http_dual(&lab, PORT);
     let script = format!(
         r#"
@@ -419,7 +410,7 @@ fn node_fetch_waves_by_name() {
 
 #[test]
 fn node_dns_resolve4_own_client() {
-    let Some((lab, leaks, dns, sockd)) = runtimes_lab("runtimes-node-resolve4") else { return };
+    let Some((lab, leaks, dns, sockd)) = dns::names_lab("runtimes-node-resolve4") else { return };
     let www = dns::http_dual(&lab, PORT);
     let script = format!(
         r#"
@@ -456,7 +447,7 @@ fn node_dns_resolve4_own_client() {
 
 #[test]
 fn dig_without_server_by_local_resolver_path() {
-    let Some((lab, leaks, dns, _sockd)) = runtimes_lab("runtimes-dig") else { return };
+    let Some((lab, leaks, dns, _sockd)) = dns::names_lab("runtimes-dig") else { return };
     let ran = under_library(lab.client(paths::require("dig", "dnsutils")))
         .args(["+short", "+time=3", "+tries=1", WWW])
         .run();

@@ -26,7 +26,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use socks_e2e::dns::{self, Dnsmasq, MANY, OUTSIDE_ADDR6, WWW};
+use socks_e2e::dns::{self, MANY, OUTSIDE_ADDR6, WWW};
 use socks_e2e::*;
 
 /// A second outside host, for a socket talking to two hosts.
@@ -38,15 +38,6 @@ fn udp_lab(name: &str) -> Option<(Lab, LeakCounter, Daemon)> {
     let leaks = LeakCounter::install(&lab);
     let sockd = lab.sockd(PERMIT_INSIDE);
     Some((lab, leaks, sockd))
-}
-
-/// The same with the outside name service (sockd resolves names with it).
-fn udp_names_lab(name: &str) -> Option<(Lab, LeakCounter, Dnsmasq, Daemon)> {
-    let lab = Lab::new(name)?;
-    let leaks = LeakCounter::install(&lab);
-    let dns = dns::outside_dns(&lab);
-    let sockd = lab.sockd(PERMIT_INSIDE);
-    Some((lab, leaks, dns, sockd))
 }
 
 /// `client` under the library, `SOCKS_SERVER` only, the library's debug log on stderr (shown
@@ -83,7 +74,7 @@ fn assert_associated(ran: &Ran) {
 
 #[test]
 fn dig_asks_an_outside_name_server() {
-    let Some((lab, leaks, dns, sockd)) = udp_names_lab("udp-dig") else { return };
+    let Some((lab, leaks, dns, sockd)) = dns::names_lab("udp-dig") else { return };
     let dig = paths::require("dig", "dnsutils");
     let server = format!("@{OUTSIDE_ADDR}");
     // Reverse lookups of the outside host's addresses: questions the library does not answer
@@ -295,7 +286,7 @@ print("epoll", [(fd == s.fileno(), ev & select.EPOLLIN != 0) for fd, ev in event
 
 #[test]
 fn udp_by_name_replies_from_the_fake_address() {
-    let Some((lab, leaks, dns, sockd)) = udp_names_lab("udp-by-name") else { return };
+    let Some((lab, leaks, dns, sockd)) = dns::names_lab("udp-by-name") else { return };
     let echo = lab.udp_echo(7);
     let port = echo.addr().port();
     let (name, connected_name) = (format!("udp-echo.{MANY}"), format!("udp-connected.{MANY}"));
