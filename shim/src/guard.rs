@@ -11,9 +11,10 @@
 //! resolver runs. Either way it must be routed like any other (going direct would bypass the
 //! proxy), without the heap: the interrupted code may hold malloc's lock (`is_nested`). Only
 //! while the settings are being loaded is no guard given (there are no rules yet to route by):
-//! the connect hook then lets a connect to a local socket go on (the loader's own name lookups
-//! reach nscd or sssd so) and fails one to an IP address closed, with `Cause::SignalContext`
-//! (it can only come from a signal handler or a name-service module; never direct).
+//! a connect or a TCP Fast Open send to a local socket goes on (the loader's own name lookups
+//! reach nscd or sssd so) and one to an IP address fails closed, with `Cause::SignalContext`
+//! (it can only come from a signal handler or a name-service module; never direct): one
+//! decision for both, `intercept::connect_while_loading`.
 //!
 //! The same holds for the other calls that could carry a proxied destination or a remote
 //! name out of the workstation — datagram sends (sendto, sendmsg, sendmmsg) and name lookups

@@ -40,6 +40,19 @@ fn os_error() -> Cause {
     Cause::Os(real::errno())
 }
 
+/// A connect (or TCP Fast Open send) to `dst` that arrives while this thread is inside the
+/// library reading its settings for the first time (`Guard::enter_connect` gives no guard):
+/// it comes from a signal handler that interrupted that read, or from a name-service module
+/// the read runs (those reach their daemons over local sockets). There are no rules yet to
+/// route by, so an IP destination fails closed, never direct; any other goes on.
+pub fn connect_while_loading(dst: Option<&RawAddr>) -> Outcome {
+    if dst.is_some_and(|d| d.socket_addr().is_some()) {
+        Outcome::Fail(Cause::SignalContext)
+    } else {
+        Outcome::PassThrough
+    }
+}
+
 /// connect(2) of `fd` to `dst` as the program gave it; `nested` when it comes from a signal
 /// handler that interrupted the library in this thread (then no heap may be used).
 pub fn connect(fd: c_int, dst: &RawAddr, nested: bool) -> Outcome {

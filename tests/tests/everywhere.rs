@@ -1046,10 +1046,10 @@ fn stress_connect_in_a_signal_handler_during_a_slow_lookup() {
     sockd.wait_lines(&["closed:", &client, "dst=198.51.100.2:7 "], handler, STARTUP);
 }
 
-/// The library reads its settings at its first call; a connect from a signal handler that
-/// interrupts that first reading (made slow here: the server's host name is looked up with a
-/// resolver that never answers) cannot be routed yet, and must fail closed (EAGAIN), never go
-/// direct (ENETUNREACH on this workstation).
+/// The library reads its settings at its first call; a connect or a TCP Fast Open send from a
+/// signal handler that interrupts that first reading (made slow here: the server's host name is
+/// looked up with a resolver that never answers) cannot be routed yet, and must fail closed
+/// (EAGAIN), never go direct (ENETUNREACH on this workstation).
 #[test]
 fn a_connect_from_a_signal_handler_during_the_first_settings_read_is_never_direct() {
     let Some(lab) = Lab::new("everywhere-signal-settings") else { return };
@@ -1066,6 +1066,16 @@ fn a_connect_from_a_signal_handler_during_the_first_settings_read_is_never_direc
         "handlers that interrupted the settings read must fail with EAGAIN, never connect \
          directly (unreachable = ENETUNREACH/EHOSTUNREACH)\n{}",
         ran.describe()
+    );
+    let fast_open = slow_lookup_client(&lab, env!("CARGO_BIN_EXE_signal-inside"), &conf)
+        .args(["fastopen", &echo.addr().to_string(), "0.5", "slow.corp.example", "early"])
+        .run();
+    fast_open.assert_success();
+    assert!(
+        number(&fast_open, "failed_eagain") >= 5 && number(&fast_open, "failed_unreachable") == 0,
+        "Fast Open sends from handlers that interrupted the settings read must fail with \
+         EAGAIN, never go direct (unreachable = ENETUNREACH/EHOSTUNREACH)\n{}",
+        fast_open.describe()
     );
     assert!(echo.accepted().is_empty(), "nothing reached the destination: {:?}", echo.accepted());
     let (v4, v6) = leaks.leaked_destinations();

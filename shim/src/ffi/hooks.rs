@@ -13,7 +13,7 @@ use crate::ffi::sockaddr::RawAddr;
 use crate::ffi::{fakemap, real};
 use crate::guard::Guard;
 use crate::intercept;
-use crate::outcome::{fail, shield, Cause};
+use crate::outcome::{fail, shield};
 use crate::udp;
 
 /// connect(2): routed through a SOCKS server, refused, or passed on, as socks.conf says.
@@ -28,14 +28,7 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
         // SAFETY: the caller guarantees `len` readable bytes at `addr` (or a null pointer).
         let dst = unsafe { RawAddr::from_ptr(addr, len) };
         let Some(guard) = Guard::enter_connect(config::loaded()) else {
-            // Inside the library while it reads its settings for the first time, so from a
-            // signal handler that interrupted that read (or a name-service module the read
-            // runs: those reach their daemons over local sockets). No rules yet to route by:
-            // an IP destination fails closed, never direct; any other goes on.
-            if dst.is_some_and(|d| d.socket_addr().is_some()) {
-                return fail(Cause::SignalContext);
-            }
-            return real_call();
+            return intercept::connect_while_loading(dst.as_ref()).answer(real_call);
         };
         let Some(dst) = dst else {
             // AF_UNSPEC dissolves a socket's connection: it is no longer tied to a peer.

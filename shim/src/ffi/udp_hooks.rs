@@ -44,7 +44,8 @@ use crate::fdtable::{self, Kind};
 use crate::ffi::real;
 use crate::ffi::sockaddr::RawAddr;
 use crate::guard::Guard;
-use crate::outcome::{fail, shield, Cause};
+use crate::intercept;
+use crate::outcome::{fail, shield, Cause, Outcome};
 use crate::udp::{self, QuietSend, Send, HEADER_MAX};
 
 /// Whether `fd` may be one of the library's UDP sockets: the table's hint only (an atomic
@@ -398,7 +399,12 @@ fn fast_open(
     real_call: impl FnOnce() -> ssize_t,
     send_data: impl FnOnce(c_int) -> ssize_t,
 ) -> Option<ssize_t> {
-    let guard = Guard::enter_connect(config::loaded())?;
+    let Some(guard) = Guard::enter_connect(config::loaded()) else {
+        return match intercept::connect_while_loading(Some(dst)) {
+            Outcome::Fail(cause) => Some(fail(cause)),
+            _ => Some(real_call()),
+        };
+    };
     match fastopen::connect(fd, dst, guard.is_nested()) {
         FastOpen::NotStream => None,
         FastOpen::PassThrough => Some(real_call()),

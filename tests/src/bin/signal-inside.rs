@@ -1,4 +1,4 @@
-//! `signal-inside MODE TARGET SECS SLOWNAME`: a test program for the library (run under it by
+//! `signal-inside MODE TARGET SECS SLOWNAME [early]`: a test program for the library (run under it by
 //! tests/tests/everywhere.rs) whose SIGALRM handler sends or looks a name up while the thread
 //! it interrupts is inside the library's getaddrinfo hook. The main thread looks SLOWNAME up
 //! again and again (a slow local lookup: the test points the workstation's resolver at a name
@@ -16,9 +16,14 @@
 //!   gethostbyname_r and res_query (type A) in turn.
 //!
 //! After SECS seconds it prints one line: `handler=N handler_failed=N in_lookup=N
-//! last_errno=E main=N` and, for `resolve`, ` fake=N again=N other=N last_other=TEXT` (answers
+//! last_errno=E main=N failed_eagain=N failed_unreachable=N` (handler calls that failed with
+//! EAGAIN, and with ENETUNREACH/EHOSTUNREACH: a connection that went direct) and, for `resolve`, ` fake=N again=N other=N last_other=TEXT` (answers
 //! with an address in the default fake range 198.18.0.0/15; EAI_AGAIN or TRY_AGAIN; anything
 //! else), and exits 0; the test judges the counters.
+//!
+//! The library's settings are read before the first alarm (a lookup of localhost), unless a
+//! fifth argument `early` asks for the first alarm to come first: then the handlers interrupt
+//! the library's first reading of its settings.
 //!
 //! Only async-signal-safe calls are made in the handler apart from the calls under test (the
 //! library is the thing under test), and nothing in it allocates.
@@ -51,6 +56,10 @@ static TURN: AtomicU32 = AtomicU32::new(0);
 static HANDLER_OK: AtomicU32 = AtomicU32::new(0);
 static HANDLER_FAILED: AtomicU32 = AtomicU32::new(0);
 static LAST_ERRNO: AtomicI32 = AtomicI32::new(0);
+/// Handler calls that failed with EAGAIN, and with ENETUNREACH or EHOSTUNREACH (what a
+/// connection that went direct gets on the workstation, which has no route out).
+static FAILED_EAGAIN: AtomicU32 = AtomicU32::new(0);
+static FAILED_UNREACHABLE: AtomicU32 = AtomicU32::new(0);
 static IN_LOOKUP_CALLS: AtomicU32 = AtomicU32::new(0);
 static FAKE: AtomicU32 = AtomicU32::new(0);
 static AGAIN: AtomicU32 = AtomicU32::new(0);
@@ -342,6 +351,13 @@ extern "C" fn on_alarm(_signal: c_int) {
             Ok(()) => HANDLER_OK.fetch_add(1, Ordering::Relaxed),
             Err(e) => {
                 LAST_ERRNO.store(e, Ordering::Relaxed);
+                match e {
+                    libc::EAGAIN => FAILED_EAGAIN.fetch_add(1, Ordering::Relaxed),
+                    libc::ENETUNREACH | libc::EHOSTUNREACH => {
+                        FAILED_UNREACHABLE.fetch_add(1, Ordering::Relaxed)
+                    }
+                    _ => 0,
+                };
                 HANDLER_FAILED.fetch_add(1, Ordering::Relaxed)
             }
         };
@@ -394,7 +410,9 @@ fn associate() -> c_int {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = || -> ! {
-        eprintln!("usage: signal-inside udp|udp-fresh|fastopen|resolve TARGET SECONDS SLOWNAME");
+        eprintln!(
+            "usage: signal-inside udp|udp-fresh|fastopen|resolve TARGET SECONDS SLOWNAME [early]"
+        );
         std::process::exit(2);
     };
     let (Some(mode), Some(target), Some(secs), Some(slow)) = (
@@ -421,10 +439,13 @@ fn main() {
         DST.store(alarm::pack(dst), Ordering::Relaxed);
     }
     // The library reads its settings at its first call; a handler that interrupts that read
-    // meets no rules yet (connects pass through as the loader's own, sends and lookups fail
-    // closed: shim/src/guard.rs), which is not what these modes test. So the settings are
-    // read before the first alarm, by a lookup the library answers locally.
-    look_up(c"localhost");
+    // meets no rules yet (connects, sends and lookups to the network fail closed:
+    // shim/src/guard.rs), which is not what these modes test unless asked (`early`):
+    // otherwise the settings are read before the first alarm, by a lookup the library
+    // answers locally.
+    if args.get(5).map(String::as_str) != Some("early") {
+        look_up(c"localhost");
+    }
     if mode == UDP {
         SOCKET.store(associate(), Ordering::Relaxed);
     }
@@ -439,11 +460,14 @@ fn main() {
     STOP.store(true, Ordering::SeqCst);
     alarm::disarm();
     let mut line = format!(
-        "handler={} handler_failed={} in_lookup={} last_errno={} main={main}",
+        "handler={} handler_failed={} in_lookup={} last_errno={} main={main} failed_eagain={} \
+         failed_unreachable={}",
         HANDLER_OK.load(Ordering::Relaxed),
         HANDLER_FAILED.load(Ordering::Relaxed),
         IN_LOOKUP_CALLS.load(Ordering::Relaxed),
         LAST_ERRNO.load(Ordering::Relaxed),
+        FAILED_EAGAIN.load(Ordering::Relaxed),
+        FAILED_UNREACHABLE.load(Ordering::Relaxed),
     );
     if mode == RESOLVE {
         line += &format!(
