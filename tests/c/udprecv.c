@@ -290,13 +290,17 @@ static void interrupted(const char *label, int flags, int timeout) {
     }
 }
 
-static void restart(const struct sockaddr_in *dst) {
+/* The late socket, with a first exchange with dst: the socket is relayed from here on. */
+static void open_late_socket(const struct sockaddr_in *dst) {
     late_socket = socket(AF_INET, SOCK_DGRAM, 0);
     late_dst = *dst;
-    /* A first exchange: the socket is relayed from here on. */
     set_timeout(late_socket, 5);
     send_to(late_socket, dst, "early");
     print_recvfrom(late_socket, 0);
+}
+
+static void restart(const struct sockaddr_in *dst) {
+    open_late_socket(dst);
     interrupted("restart", SA_RESTART, 0);
     interrupted("timeo", SA_RESTART, 5);
     interrupted("plain", 0, 0);
@@ -320,11 +324,7 @@ static void *receiver(void *unused) {
 }
 
 static void other_thread(const struct sockaddr_in *dst) {
-    late_socket = socket(AF_INET, SOCK_DGRAM, 0);
-    late_dst = *dst;
-    set_timeout(late_socket, 5);
-    send_to(late_socket, dst, "early");
-    print_recvfrom(late_socket, 0);
+    open_late_socket(dst);
     set_timeout(late_socket, 0);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
