@@ -12,7 +12,9 @@
  *                        (before RETR), its handler installed with SA_RESTART (HOW `restart`:
  *                        the accept goes on and the download completes) or without (HOW
  *                        `interrupt`: accept4 fails, `accept4=EINTR` on stderr, exit status 3);
- *                        stderr gets `handled=0|1`: whether the handler had run within 5 s
+ *                        stderr gets `handled=0|1`: whether the handler had run within 5 s;
+ *                        HOW `timeout`: no signal, SO_RCVTIMEO of 1 s on the data socket and
+ *                        RETR never sent: accept4 fails, `accept4=EAGAIN`, exit status 4
  *   local IP PORT LPORT  a TCP connection to IP:PORT first (so the process has a proxied
  *                        connection), then three listening sockets: bound to 0.0.0.0:LPORT,
  *                        to 127.0.0.1 port 0, and to 0.0.0.0 port 0; prints `specific=`,
@@ -141,6 +143,21 @@ static int ftp(const char *ip, const char *file, const char *how) {
     snprintf(cmd, sizeof cmd, "PORT %u,%u,%u,%u,%u,%u", ip4[0], ip4[1], ip4[2], ip4[3], p >> 8,
              p & 255);
     if (command(ctrl, cmd) != 200) return 1;
+    if (how && strcmp(how, "timeout") == 0) {
+        /* SO_RCVTIMEO bounds a blocking accept: EAGAIN when it expires, as the kernel's. */
+        struct timeval tv = {.tv_sec = 1};
+        if (setsockopt(data, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0) die("SO_RCVTIMEO");
+        struct sockaddr_in peer;
+        socklen_t peer_len = sizeof peer;
+        int conn = accept4(data, (struct sockaddr *)&peer, &peer_len, SOCK_CLOEXEC);
+        if (conn < 0 && errno == EAGAIN) {
+            fprintf(stderr, "accept4=EAGAIN\n");
+            command(ctrl, "QUIT");
+            return 4;
+        }
+        fprintf(stderr, "accept4 gave %d (%s)\n", conn, strerror(errno));
+        return 1;
+    }
     /* accept4 first, in another thread, so that it blocks until the connection comes. */
     struct accepting acc = {.data = data};
     acc.len = sizeof acc.peer;

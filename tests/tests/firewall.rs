@@ -258,7 +258,8 @@ fn ftp_active_and_passive_through_danted() {
 /// A signal for the thread waiting in accept4 on a BIND socket ends the library's wait as it
 /// ends the kernel's accept: the handler runs at once, then the accept goes on after a
 /// SA_RESTART handler (the active download completes) and fails with EINTR after another one
-/// (`tests/c/binds.c`, ftp mode, dynamically linked).
+/// (`tests/c/binds.c`, ftp mode, dynamically linked) SO_RCVTIMEO bounds the wait (EAGAIN), as it bounds the
+/// kernel's accept.
 #[test]
 fn a_signal_ends_an_accept_on_a_bind_socket_as_the_kernels_would() {
     let Some(lab) = Lab::new("fw-ftpsig") else { return };
@@ -292,6 +293,13 @@ fn a_signal_ends_an_accept_on_a_bind_socket_as_the_kernels_would() {
             && interrupted.stderr.contains("accept4=EINTR"),
         "without SA_RESTART the signal ends accept4 with EINTR\n{}",
         interrupted.describe()
+    );
+    let timed_out = run("timeout");
+    assert!(
+        timed_out.status.and_then(|s| s.code()) == Some(4)
+            && timed_out.stderr.contains("accept4=EAGAIN"),
+        "SO_RCVTIMEO bounds a blocking accept4: EAGAIN\n{}",
+        timed_out.describe()
     );
 }
 

@@ -788,7 +788,8 @@ fn static_ftp_active(server: &str, name: &str) {
 /// A signal for the thread waiting in accept4 on a BIND socket ends the supervisor's wait as it
 /// ends the kernel's accept: the handler runs at once (not when the data connection comes),
 /// and then the accept goes on after a SA_RESTART handler (the download completes) and fails
-/// with EINTR after another one.
+/// with EINTR after another one SO_RCVTIMEO bounds the wait (EAGAIN), as it bounds the
+/// kernel's accept.
 #[test]
 fn a_signal_interrupts_an_accept_on_a_bind_socket_as_the_kernels_would() {
     let Some(lab) = supervised_lab("supervised-ftpsig") else { return };
@@ -817,6 +818,13 @@ fn a_signal_interrupts_an_accept_on_a_bind_socket_as_the_kernels_would() {
             && interrupted.stderr.contains("accept4=EINTR"),
         "without SA_RESTART the signal must end accept4 with EINTR\n{}",
         interrupted.describe()
+    );
+    let timed_out = run("timeout");
+    assert!(
+        timed_out.status.and_then(|s| s.code()) == Some(4)
+            && timed_out.stderr.contains("accept4=EAGAIN"),
+        "SO_RCVTIMEO bounds a blocking accept4: EAGAIN\n{}",
+        timed_out.describe()
     );
 }
 
